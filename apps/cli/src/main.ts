@@ -1,0 +1,227 @@
+import { Command, CommanderError, Option } from 'commander';
+import { Queue } from 'bullmq';
+import { ConfigError, MirrorplaneError, keysFor, type Config, type SettingKey } from '@mirrorplane/core';
+import { closeRedis, createRedis, listFailed, purgeFailed, readStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import { Ingress } from '@mirrorplane/ingress';
+import { ReplayWorker } from '@mirrorplane/worker';
+import { SampleBackend } from '@mirrorplane/sample-backend';
+import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
+import { startLocalStack } from './local-stack.js';
+
+/** Flag names as commander camel-cases them → setting keys. */
+const FLAG_SETTINGS: Record<string, SettingKey> = {
+  redisUrl: 'redisUrl',
+  prefix: 'prefix',
+  logLevel: 'logLevel',
+  port: 'ingressPort',
+  host: 'ingressHost',
+  adminPort: 'adminPort',
+  adminHost: 'adminHost',
+  staging: 'stagingUrl',
+  concurrency: 'workerConcurrency',
+  attempts: 'replayAttempts',
+};
+
+function toFlags(options: Record<string, unknown>): Flags {
+  const flags: Flags = {};
+  for (const [name, value] of Object.entries(options)) {
+    if (typeof value !== 'string') continue;
+    if (name === 'config') flags.config = value;
+    const key = FLAG_SETTINGS[name];
+    if (key) flags[key] = value;
+  }
+  return flags;
+}
+
+function common(command: Command): Command {
+  return command
+    .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
+    .option('--prefix <prefix>', 'key prefix of the deployment (env MIRRORPLANE_PREFIX)')
+    .option('--config <file>', 'YAML or JSON config file (env MIRRORPLANE_CONFIG)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (env LOG_LEVEL)');
+}
+
+async function withOperatorConnection<T>(config: Config, fn: (ctx: { redis: import('ioredis').Redis; queue: Queue<RetryJobData> }) => Promise<T>): Promise<T> {
+  const logger = createLogger({ logLevel: 'silent' }, 'cli');
+  const redis = createRedis(config, 'cli', logger);
+  const bull = createRedis(config, 'cli', logger);
+  const keys = keysFor(config.prefix);
+  const queue = new Queue<RetryJobData>(keys.retryQueue, { connection: bull, prefix: keys.bullPrefix });
+  queue.on('error', () => undefined);
+  try {
+    await redis.ping().catch((error: Error) => {
+      throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `cannot reach Redis at ${redactUrl(config.redisUrl)}: ${error.message}`);
+    });
+    return await fn({ redis, queue });
+  } finally {
+    await queue.close().catch(() => undefined);
+    await closeRedis(redis);
+    await closeRedis(bull);
+  }
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+export function formatStatus(status: Status): string {
+  const age = status.oldestBacklogAgeMs === null ? '-' : `${(status.oldestBacklogAgeMs / 1000).toFixed(1)} s`;
+  const rows: [string, string][] = [
+    ['backlog', String(status.backlog)],
+    ['pending', String(status.pending)],
+    ['retrying', String(status.retrying)],
+    ['failed', String(status.failed)],
+    ['replayed', String(status.replayed)],
+    ['oldest backlog age', age],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  let out = rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n') + '\n';
+  if (status.consumers.length > 0) {
+    out += `\nconsumers (${status.consumers.length})\n`;
+    for (const c of status.consumers) out += `  ${c.name}  pending ${c.pending}  idle ${(c.idleMs / 1000).toFixed(1)} s\n`;
+  }
+  return out;
+}
+
+function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; setExit: (code: number) => void }): Command {
+  const program = new Command('mirrorplane')
+    .description('Mirror production HTTP traffic into staging through a Redis stream.')
+    .showHelpAfterError()
+    .exitOverride()
+    .configureOutput({ writeOut: io.out, writeErr: io.err });
+
+  common(program.command('ingress').description('run the ingress: accept mirrored requests and append them to the stream'))
+    .option('--port <n>', 'traffic port (env INGRESS_PORT, default 8080)')
+    .option('--host <addr>', 'traffic address (env INGRESS_HOST, default 0.0.0.0)')
+    .option('--admin-port <n>', 'admin port: /healthz /readyz /metrics (env ADMIN_PORT, default 9090, 0 = off)')
+    .option('--admin-host <addr>', 'admin address (env ADMIN_HOST, default 127.0.0.1)')
+    .action(async (options: Record<string, unknown>) => {
+      const config = configure('ingress', toFlags(options));
+      const logger = createLogger(config, 'ingress');
+      const ingress = new Ingress(config, logger);
+      runUntilSignal(logger, () => ingress.close());
+      await ingress.listen();
+    });
+
+  common(program.command('worker').description('run a worker: replay stream entries to staging'))
+    .option('--staging <url>', 'staging origin (env STAGING_URL, required)')
+    .option('--concurrency <n>', 'replays in flight (env WORKER_CONCURRENCY, default 64)')
+    .option('--attempts <n>', 'tries in all before the failed set (env REPLAY_ATTEMPTS, default 5)')
+    .option('--admin-port <n>', 'admin port: /healthz /readyz /metrics (env ADMIN_PORT, default 9091, 0 = off)')
+    .option('--admin-host <addr>', 'admin address (env ADMIN_HOST, default 127.0.0.1)')
+    .action(async (options: Record<string, unknown>) => {
+      const config = configure('worker', toFlags(options));
+      const logger = createLogger(config, 'worker');
+      const worker = new ReplayWorker(config, logger);
+      runUntilSignal(logger, () => worker.close());
+      await worker.start();
+    });
+
+  common(program.command('start').description('all in one, for a first look: Redis (when REDIS_URL is unset), ingress, a worker and a sample staging'))
+    .option('--port <n>', 'traffic port (env INGRESS_PORT, default 8080)')
+    .option('--staging <url>', 'staging origin (default: a sample staging backend started here)')
+    .action(async (options: Record<string, unknown>) => {
+      await startLocalStack(toFlags(options), io);
+    });
+
+  program
+    .command('sample-backend')
+    .description('run the sample JSON API (production or staging in the demo and docker-compose)')
+    .option('--name <name>', 'name shown in answers', 'sample')
+    .option('--port <n>', 'port', '8000')
+    .option('--host <addr>', 'address', '0.0.0.0')
+    .option('--id-prefix <prefix>', 'prefix of created ids', 'ord_')
+    .option('--first-id <n>', 'first id number', '1')
+    .option('--path-prefix <prefix>', 'serve only paths under this prefix (404 elsewhere)')
+    .action(async (options: { name: string; port: string; host: string; idPrefix: string; firstId: string; pathPrefix?: string }) => {
+      const port = Number(options.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
+      const backend = new SampleBackend({ name: options.name, idPrefix: options.idPrefix, firstId: Number(options.firstId) || 1, ...(options.pathPrefix ? { pathPrefix: options.pathPrefix } : {}) });
+      const bound = await backend.listen(port, options.host);
+      io.out(`sample backend ${options.name} listening on ${options.host}:${bound}\n`);
+      const stop = () => void backend.close().then(() => process.exit(0));
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+
+  common(program.command('status').description('backlog, pending, retrying, failed and replayed counts'))
+    .option('--json', 'print one JSON object')
+    .action(async (options: Record<string, unknown>) => {
+      const config = configure('cli', toFlags(options));
+      const status = await withOperatorConnection(config, ({ redis, queue }) => readStatus(redis, queue, keysFor(config.prefix)));
+      io.out(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
+    });
+
+  const failed = program.command('failed').description('inspect and replay the failed set');
+  common(failed.command('list').description('list failed entries, newest first'))
+    .option('--json', 'print a JSON array')
+    .option('--limit <n>', 'at most this many', '100')
+    .action(async (options: Record<string, unknown>) => {
+      const config = configure('cli', toFlags(options));
+      const limit = Number(options.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: expected a positive integer, got ${JSON.stringify(options.limit)}`);
+      const entries = await withOperatorConnection(config, ({ queue }) => listFailed(queue, limit));
+      if (options.json) {
+        io.out(`${JSON.stringify(entries)}\n`);
+        return;
+      }
+      if (entries.length === 0) {
+        io.out('no failed entries\n');
+        return;
+      }
+      for (const e of entries) {
+        io.out(`${e.id}  ${e.method ?? '-'} ${e.url ?? '-'}  attempts ${e.attempts}  ${e.failedAt ?? ''}\n    ${e.lastError}\n`);
+      }
+    });
+  common(failed.command('replay').description('put failed entries back for a fresh set of attempts').argument('[ids...]', 'entry ids'))
+    .option('--all', 'every failed entry')
+    .action(async (ids: string[], options: Record<string, unknown>) => {
+      if (!options.all && ids.length === 0) throw new UsageError('failed replay: name entry ids or pass --all');
+      if (options.all && ids.length > 0) throw new UsageError('failed replay: pass either --all or ids, not both');
+      const config = configure('cli', toFlags(options));
+      const count = await withOperatorConnection(config, ({ queue }) => replayFailed(queue, options.all ? null : ids));
+      io.out(`replaying ${count} failed ${count === 1 ? 'entry' : 'entries'}\n`);
+    });
+  common(failed.command('purge').description('remove every entry of the failed set'))
+    .action(async (options: Record<string, unknown>) => {
+      const config = configure('cli', toFlags(options));
+      const count = await withOperatorConnection(config, ({ queue }) => purgeFailed(queue));
+      io.out(`purged ${count} failed ${count === 1 ? 'entry' : 'entries'}\n`);
+    });
+
+  return program;
+}
+
+/** Runs the command line; resolves with the exit code for commands that end (long-running roles never resolve to exit). */
+export async function main(argv: string[]): Promise<number | undefined> {
+  let exitCode: number | undefined;
+  const io = {
+    out: (s: string) => void process.stdout.write(s),
+    err: (s: string) => void process.stderr.write(s),
+    setExit: (code: number) => { exitCode = code; },
+  };
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    if (error instanceof ConfigError || error instanceof UsageError) {
+      io.err(`mirrorplane: ${error.message}\n`);
+      return EXIT_USAGE;
+    }
+    if (error instanceof MirrorplaneError) {
+      io.err(`mirrorplane: ${error.code}: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+void Option;

@@ -1,0 +1,68 @@
+import { readFileSync } from 'node:fs';
+import { ConfigError, loadConfig, type Config, type Role, type SettingKey } from '@mirrorplane/core';
+import { createLogger, type Logger } from '@mirrorplane/runtime';
+
+export type Flags = Partial<Record<SettingKey, string>> & { config?: string };
+
+/** Exit codes: 0 done, 1 failure at run time, 2 bad usage or configuration. */
+export const EXIT_USAGE = 2;
+
+export class UsageError extends Error {}
+
+/** Loads the configuration once for this process; a bad value exits before anything starts. */
+export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {
+  const { config: configPath, ...settings } = flags;
+  const path = configPath ?? env.MIRRORPLANE_CONFIG;
+  let file: { path: string; text: string } | undefined;
+  if (path) {
+    try {
+      file = { path, text: readFileSync(path, 'utf8') };
+    } catch (error) {
+      throw new ConfigError([{ key: configPath ? '--config' : 'MIRRORPLANE_CONFIG', message: `cannot read ${path}: ${(error as Error).message}` }]);
+    }
+  }
+  const clean = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) as Partial<Record<SettingKey, string>>;
+  return loadConfig({ role, env, flags: clean, ...(file ? { file } : {}) });
+}
+
+/**
+ * Runs a long-lived role until SIGTERM or SIGINT, then closes it gracefully and exits 0.
+ * A second signal exits at once. An uncaught exception is logged and ends the process:
+ * continuing in an unknown state could lose entries.
+ */
+export function runUntilSignal(logger: Logger, close: () => Promise<void>): void {
+  let closing = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    closing = true;
+    logger.info({ signal }, 'shutting down');
+    close().then(
+      () => {
+        logger.flush();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: String(error) }, 'shutdown failed');
+        logger.flush();
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('uncaughtException', (error) => {
+    logger.fatal({ err: error.stack ?? String(error) }, 'uncaught exception; exiting');
+    logger.flush();
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (error) => {
+    logger.fatal({ err: error instanceof Error ? error.stack : String(error) }, 'unhandled rejection; exiting');
+    logger.flush();
+    process.exit(1);
+  });
+}
+
+export { createLogger, type Logger };

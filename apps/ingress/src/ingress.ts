@@ -1,0 +1,254 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Redis } from 'ioredis';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
+import { AdminServer, closeRedis, createRedis, ensureGroup, type Logger } from '@mirrorplane/runtime';
+
+/** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
+export type DropReason = 'too_large' | 'redis_unavailable' | 'redis_timeout' | 'redis_error' | 'bad_request' | 'body_timeout' | 'aborted' | 'shutting_down';
+
+const ACK_HEADERS = { 'content-length': '0' };
+
+/**
+ * The ingress: answers every mirrored request once Redis accepted it as a stream entry.
+ * Its answer never depends on staging or workers. The hot path is one pipelined XADD.
+ */
+export class Ingress {
+  readonly #config: Config;
+  readonly #logger: Logger;
+  readonly #redis: Redis;
+  readonly #stream: string;
+  readonly #server: Server;
+  readonly #admin: AdminServer | null;
+  readonly #registry = new Registry();
+  readonly #accepted: Counter.Internal;
+  readonly #acceptedBytes: Counter.Internal;
+  readonly #dropped: Record<DropReason, Counter.Internal>;
+  readonly #appendSeconds: Histogram.Internal<string>;
+  #inFlight = 0;
+  #closing = false;
+  #idle: (() => void) | null = null;
+
+  constructor(config: Config, logger: Logger) {
+    this.#config = config;
+    this.#logger = logger;
+    this.#stream = keysFor(config.prefix).stream;
+    this.#redis = createRedis(config, 'append', logger);
+
+    collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_ingress_' });
+    const accepted = new Counter({ name: 'mirrorplane_ingress_requests_accepted_total', help: 'Requests appended to the stream and answered 200', registers: [this.#registry] });
+    const bytes = new Counter({ name: 'mirrorplane_ingress_accepted_bytes_total', help: 'Body bytes of accepted requests', registers: [this.#registry] });
+    const dropped = new Counter({ name: 'mirrorplane_ingress_requests_dropped_total', help: 'Requests not accepted, by reason', labelNames: ['reason'], registers: [this.#registry] });
+    const append = new Histogram({
+      name: 'mirrorplane_ingress_append_seconds',
+      help: 'Time from the end of the request body to Redis accepting the entry',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5],
+      registers: [this.#registry],
+    });
+    // Label children are bound once: looking them up per request is measurably slower.
+    this.#accepted = accepted.labels();
+    this.#acceptedBytes = bytes.labels();
+    this.#appendSeconds = append.labels();
+    const reasons: DropReason[] = ['too_large', 'redis_unavailable', 'redis_timeout', 'redis_error', 'bad_request', 'body_timeout', 'aborted', 'shutting_down'];
+    this.#dropped = Object.fromEntries(reasons.map((r) => [r, dropped.labels(r)])) as Record<DropReason, Counter.Internal>;
+
+    this.#server = createServer(
+      {
+        keepAlive: true,
+        // Longer than the mirror proxy's idle timeout, so the proxy closes idle connections first.
+        keepAliveTimeout: 75_000,
+        requestTimeout: config.bodyTimeoutMs,
+        headersTimeout: Math.min(config.bodyTimeoutMs, 60_000),
+        noDelay: true,
+      },
+      (req, res) => this.#onRequest(req, res),
+    );
+    this.#server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(error, socket));
+    this.#admin = config.adminPort === 0 ? null : new AdminServer({
+      host: config.adminHost,
+      port: config.adminPort,
+      ready: () => this.ready,
+      metrics: this.#registry,
+      logger,
+    });
+  }
+
+  /** True when the ingress can accept traffic: listening, Redis connected, not closing. */
+  get ready(): boolean {
+    return !this.#closing && this.#server.listening && this.#redis.status === 'ready';
+  }
+
+  get metrics(): Registry {
+    return this.#registry;
+  }
+
+  /** Starts both ports; resolves with the bound ports (useful with port 0). */
+  async listen(): Promise<{ port: number; adminPort: number | null }> {
+    // The group is created from the start of the stream, so entries appended before the
+    // first worker starts are not skipped. Redis may be down at start: the ingress still
+    // listens and answers 503 until it is back, and the worker creates the group too.
+    const createGroup = () => {
+      ensureGroup(this.#redis, this.#stream, keysFor(this.#config.prefix).group).catch((error: unknown) => {
+        this.#logger.warn({ err: errorMessage(error) }, 'could not create the consumer group; the worker will');
+      });
+    };
+    if (this.#redis.status === 'ready') createGroup();
+    else this.#redis.once('ready', createGroup);
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#config.ingressPort, this.#config.ingressHost, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    const port = (this.#server.address() as AddressInfo).port;
+    const adminPort = this.#admin ? await this.#admin.listen() : null;
+    this.#logger.info({ port, adminPort, stream: this.#stream }, 'ingress listening');
+    return { port, adminPort };
+  }
+
+  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#closing) {
+      this.#drop(res, 503, 'shutting_down');
+      return;
+    }
+    const max = this.#config.maxBodyBytes;
+    const declared = req.headers['content-length'];
+    if (declared !== undefined && Number(declared) > max) {
+      this.#drop(res, 413, 'too_large');
+      return;
+    }
+    this.#inFlight += 1;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > max) {
+        done = true;
+        this.#drop(res, 413, 'too_large');
+        this.#release();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+      this.#append(req, res, body);
+    });
+    req.on('error', () => {
+      if (done) return;
+      done = true;
+      this.#dropped.aborted.inc();
+      this.#release();
+    });
+    req.on('close', () => {
+      // The client went away before the body ended (or the body timeout fired).
+      if (done) return;
+      done = true;
+      this.#dropped[req.socket.destroyed && !req.complete && req.readableAborted ? 'aborted' : 'body_timeout'].inc();
+      this.#release();
+    });
+  }
+
+  #append(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+    const started = performance.now();
+    const requestId = req.headers['x-request-id'];
+    const args: (string | Buffer)[] = [
+      this.#stream, '*',
+      'v', '1',
+      'm', req.method as string,
+      'u', Buffer.from(req.url as string, 'latin1'),
+      'h', encodeHeaders(req.rawHeaders),
+      'b', body,
+      't', String(Date.now()),
+    ];
+    if (typeof requestId === 'string') args.push('r', Buffer.from(requestId, 'latin1'));
+    const address = req.socket.remoteAddress;
+    if (address !== undefined) args.push('a', address);
+    // The layout matches encodeEntryFields in @mirrorplane/core; it is written out here so the
+    // hot path builds one array and no intermediate request object.
+    (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...args).then(
+      () => {
+        this.#appendSeconds.observe((performance.now() - started) / 1000);
+        this.#accepted.inc();
+        this.#acceptedBytes.inc(body.length);
+        res.writeHead(200, ACK_HEADERS).end();
+        this.#release();
+      },
+      (error: Error) => {
+        const reason: DropReason = /timed out/i.test(error.message)
+          ? 'redis_timeout'
+          : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
+        this.#drop(res, 503, reason);
+        this.#logDropped(reason, error);
+        this.#release();
+      },
+    );
+  }
+
+  #lastDropLog = 0;
+  #logDropped(reason: DropReason, error: Error): void {
+    // One line a second at most: an outage must not flood the logs.
+    const now = Date.now();
+    if (now - this.#lastDropLog < 1000) return;
+    this.#lastDropLog = now;
+    this.#logger.warn({ reason, err: errorMessage(error) }, 'answering 503: redis did not accept the entry');
+  }
+
+  #drop(res: ServerResponse, status: number, reason: DropReason): void {
+    this.#dropped[reason].inc();
+    if (res.headersSent) return;
+    if (status === 413 || status === 503) {
+      // Unread body bytes would be taken as the next request: close the connection.
+      res.shouldKeepAlive = false;
+    }
+    res.writeHead(status, { 'content-type': 'text/plain', 'x-mirrorplane-drop': reason });
+    res.end(`${reason}\n`);
+  }
+
+  #onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+    const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+    this.#dropped[timeout ? 'body_timeout' : 'bad_request'].inc();
+    if (!socket.writable || (error.code === 'ECONNRESET')) {
+      socket.destroy();
+      return;
+    }
+    const status = timeout ? '408 Request Timeout' : error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  }
+
+  #release(): void {
+    this.#inFlight -= 1;
+    if (this.#inFlight === 0 && this.#idle) this.#idle();
+  }
+
+  /**
+   * Stops accepting, lets in-flight appends finish (up to `shutdownTimeoutMs`), then closes
+   * Redis and the admin port. Every step runs even when one fails.
+   */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
+    const serverClosed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeIdleConnections();
+    if (this.#inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => { this.#idle = resolve; }),
+        new Promise<void>((resolve) => { timer = setTimeout(resolve, this.#config.shutdownTimeoutMs); }),
+      ]);
+      clearTimeout(timer);
+    }
+    this.#server.closeAllConnections();
+    await serverClosed;
+    await closeRedis(this.#redis).catch(() => undefined);
+    await this.#admin?.close().catch(() => undefined);
+    this.#logger.info({ unfinished: this.#inFlight }, 'ingress stopped');
+  }
+}

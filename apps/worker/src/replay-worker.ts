@@ -1,0 +1,516 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import {
+  composePipeline,
+  decodeEntry,
+  describeRawFields,
+  deserializeEntry,
+  errorMessage,
+  keysFor,
+  serializeEntry,
+  type CompiledPipeline,
+  type Config,
+  type Entry,
+  type Keys,
+} from '@mirrorplane/core';
+import {
+  AdminServer,
+  closeRedis,
+  createRedis,
+  ensureGroup,
+  retryJobName,
+  type Logger,
+  type RetryJobData,
+} from '@mirrorplane/runtime';
+import { StagingClient } from './replay.js';
+
+type StreamReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
+
+/** ioredis has Buffer-returning variants of every command; its types omit these two. */
+interface BufferCommands {
+  xreadgroupBuffer(...args: (string | number)[]): Promise<unknown>;
+  xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
+}
+
+export interface ReplayWorkerOptions {
+  /** Pipeline stages (rules, hooks, recording), composed once. */
+  pipeline?: CompiledPipeline;
+  /** Consumer name in the group; unique per process by default. */
+  consumer?: string;
+}
+
+const READ_BLOCK_MS = 1000;
+
+/**
+ * A worker: reads the stream through the consumer group, replays each entry to staging with
+ * bounded concurrency, acknowledges and deletes what is finished, hands retryable failures to
+ * the BullMQ retry queue, and takes over entries a dead worker left unfinished.
+ */
+export class ReplayWorker {
+  readonly #config: Config;
+  readonly #logger: Logger;
+  readonly #keys: Keys;
+  readonly #consumer: string;
+  readonly #commands: Redis;
+  readonly #reader: Redis;
+  readonly #bull: Redis;
+  readonly #queue: Queue<RetryJobData>;
+  #retryWorker: Worker<RetryJobData> | null = null;
+  readonly #staging: StagingClient;
+  readonly #pipeline: CompiledPipeline;
+  readonly #admin: AdminServer | null;
+  readonly #registry = new Registry();
+  readonly #m: {
+    replays: Counter<'outcome'>;
+    replaySeconds: Histogram<'outcome'>;
+    inFlight: Gauge;
+    claimed: Counter;
+  };
+
+  /** Stream entries being replayed by this process: id → start time. */
+  readonly #inFlight = new Map<string, number>();
+  #retryInFlight = 0;
+  #slotWaiter: (() => void) | null = null;
+  #stopping = false;
+  #readLoop: Promise<void> | null = null;
+  #claimTimer: NodeJS.Timeout | null = null;
+  #claiming: Promise<void> | null = null;
+  /** Ids finished since the last flush, and how many of them count as replayed. */
+  #toAck: string[] = [];
+  #toAckReplayed = 0;
+  #flushScheduled = false;
+  #flushing: Promise<void> = Promise.resolve();
+
+  constructor(config: Config, logger: Logger, options: ReplayWorkerOptions = {}) {
+    if (!config.stagingUrl) throw new Error('STAGING_URL is required by the worker');
+    this.#config = config;
+    this.#logger = logger;
+    this.#keys = keysFor(config.prefix);
+    this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.#commands = createRedis(config, 'commands', logger);
+    this.#reader = createRedis(config, 'blocking', logger);
+    this.#bull = createRedis(config, 'bullmq', logger);
+    this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
+    this.#queue.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry queue error'));
+    this.#pipeline = options.pipeline ?? composePipeline([]);
+    this.#staging = new StagingClient(config, this.#pipeline);
+
+    collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_worker_' });
+    this.#m = {
+      replays: new Counter({ name: 'mirrorplane_worker_replays_total', help: 'Replay attempts by outcome (2xx/3xx/4xx/5xx, transport, dropped, failed)', labelNames: ['outcome'], registers: [this.#registry] }),
+      replaySeconds: new Histogram({ name: 'mirrorplane_worker_replay_seconds', help: 'Time of one replay attempt to staging', labelNames: ['outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.#registry] }),
+      inFlight: new Gauge({ name: 'mirrorplane_worker_in_flight', help: 'Replays in flight in this process', registers: [this.#registry], collect: () => this.#m.inFlight.set(this.#inFlight.size + this.#retryInFlight) }),
+      claimed: new Counter({ name: 'mirrorplane_worker_claimed_total', help: 'Entries taken over from workers that left them unfinished', registers: [this.#registry] }),
+    };
+    this.#admin = config.adminPort === 0 ? null : new AdminServer({
+      host: config.adminHost,
+      port: config.adminPort,
+      ready: () => this.ready,
+      metrics: this.#registry,
+      logger,
+    });
+  }
+
+  get consumer(): string {
+    return this.#consumer;
+  }
+
+  get ready(): boolean {
+    return !this.#stopping && this.#reader.status === 'ready' && this.#commands.status === 'ready';
+  }
+
+  get metrics(): Registry {
+    return this.#registry;
+  }
+
+  async start(): Promise<{ adminPort: number | null }> {
+    const adminPort = this.#admin ? await this.#admin.listen() : null;
+    await this.#ensureGroupWithRetry();
+    this.#retryWorker = new Worker<RetryJobData>(this.#keys.retryQueue, (job) => this.#processRetryJob(job), {
+      connection: this.#bull,
+      prefix: this.#keys.bullPrefix,
+      concurrency: Math.max(1, Math.ceil(this.#config.workerConcurrency / 4)),
+      // A job is locked at least as long as a replay can take, so BullMQ never thinks it stalled.
+      lockDuration: Math.max(30_000, this.#config.replayTimeoutMs * 2),
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 1_000_000 },
+    });
+    this.#retryWorker.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry worker error'));
+    this.#readLoop = this.#runReadLoop();
+    const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
+    this.#claimTimer = setInterval(() => {
+      this.#claiming ??= this.#claimAbandoned().finally(() => { this.#claiming = null; });
+    }, every);
+    this.#logger.info({ consumer: this.#consumer, staging: this.#config.stagingUrl, concurrency: this.#config.workerConcurrency, adminPort }, 'worker started');
+    return { adminPort };
+  }
+
+  async #ensureGroupWithRetry(): Promise<void> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        await ensureGroup(this.#commands, this.#keys.stream, this.#keys.group);
+        return;
+      } catch (error) {
+        if (this.#stopping) return;
+        this.#logger.warn({ err: errorMessage(error) }, 'cannot create the consumer group yet; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  #freeSlots(): number {
+    return this.#config.workerConcurrency - this.#inFlight.size - this.#retryInFlight;
+  }
+
+  async #runReadLoop(): Promise<void> {
+    let backoff = 100;
+    while (!this.#stopping) {
+      const free = this.#freeSlots();
+      if (free <= 0) {
+        await new Promise<void>((resolve) => { this.#slotWaiter = resolve; });
+        this.#slotWaiter = null;
+        continue;
+      }
+      let reply: StreamReply;
+      try {
+        reply = (await (this.#reader as unknown as BufferCommands).xreadgroupBuffer(
+          'GROUP', this.#keys.group, this.#consumer,
+          'COUNT', free, 'BLOCK', READ_BLOCK_MS,
+          'STREAMS', this.#keys.stream, '>',
+        )) as StreamReply;
+        backoff = 100;
+      } catch (error) {
+        if (this.#stopping) break;
+        const message = errorMessage(error);
+        if (message.includes('NOGROUP')) {
+          // The stream was deleted (or never existed): make the group again and go on.
+          await ensureGroup(this.#commands, this.#keys.stream, this.#keys.group).catch(() => undefined);
+        } else {
+          this.#logger.warn({ err: message }, 'reading the stream failed; retrying');
+        }
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 2000);
+        continue;
+      }
+      if (!reply) continue;
+      for (const [, entries] of reply) {
+        for (const [idBuffer, fields] of entries) {
+          const id = idBuffer.toString();
+          if (fields === null) {
+            // Deleted after it was delivered: nothing to replay, just clear it.
+            this.#finish(id, false);
+            continue;
+          }
+          this.#startEntry(id, fields, 1);
+        }
+      }
+    }
+  }
+
+  #startEntry(id: string, fields: Buffer[], attempt: number): void {
+    this.#inFlight.set(id, Date.now());
+    this.#processStreamEntry(id, fields, attempt)
+      .catch((error: unknown) => {
+        // Should not happen: #processStreamEntry handles its own failures. The entry stays
+        // pending and another worker takes it over after CLAIM_IDLE_MS.
+        this.#logger.error({ entryId: id, err: errorMessage(error) }, 'unexpected error processing an entry');
+      })
+      .finally(() => {
+        this.#inFlight.delete(id);
+        this.#slotWaiter?.();
+      });
+  }
+
+  async #processStreamEntry(id: string, fields: Buffer[], attempt: number): Promise<void> {
+    let entry: Entry;
+    try {
+      entry = decodeEntry(id, fields);
+    } catch (error) {
+      this.#logger.warn({ entryId: id, err: errorMessage(error) }, 'undecodable entry goes to the failed set');
+      await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
+      return;
+    }
+    const started = performance.now();
+    try {
+      const outcome = await this.#staging.replay(entry, attempt);
+      if (outcome.kind === 'dropped') {
+        this.#m.replays.inc({ outcome: 'dropped' });
+        this.#finish(id, false);
+      } else {
+        const cls = `${Math.floor(outcome.status / 100)}xx`;
+        this.#m.replays.inc({ outcome: cls });
+        this.#m.replaySeconds.observe({ outcome: cls }, outcome.ms / 1000);
+        this.#finish(id, true);
+      }
+    } catch (error) {
+      const retryable = (error as { retryable?: boolean }).retryable === true;
+      const completed = (error as { completed?: boolean }).completed === true;
+      const message = errorMessage(error);
+      this.#m.replaySeconds.observe({ outcome: 'error' }, (performance.now() - started) / 1000);
+      if (completed) {
+        // A post handler failed after staging completed the replay: count it, finish the entry.
+        this.#m.replays.inc({ outcome: 'post_error' });
+        this.#logger.warn({ entryId: id, reqId: entry.request.requestId, err: message }, 'post handler failed');
+        this.#finish(id, true);
+        return;
+      }
+      this.#m.replays.inc({ outcome: retryable ? 'retryable_error' : 'failed' });
+      const serialized = serializeEntry(entry);
+      if (retryable && this.#config.replayAttempts > attempt) {
+        this.#logger.debug({ entryId: id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; will retry');
+        await this.#handOver(id, { entry: serialized, priorAttempts: attempt }, 'retry');
+      } else {
+        this.#logger.warn({ entryId: id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
+        await this.#handOver(id, { entry: serialized, priorAttempts: attempt, failReason: message }, 'failed');
+      }
+    }
+  }
+
+  /**
+   * Moves a stream entry to the retry queue (or straight to its failed set) and only then
+   * acknowledges it. The job id is the entry id, so a repeat after a crash adds nothing.
+   */
+  async #handOver(id: string, data: RetryJobData, why: 'retry' | 'failed' | 'undecodable'): Promise<void> {
+    const attempts = this.#config.replayAttempts - data.priorAttempts;
+    const base = this.#config.replayBackoffMs;
+    try {
+      await this.#queue.add(retryJobName(data.entry), data, {
+        jobId: id,
+        attempts: why === 'retry' ? Math.max(1, attempts) : 1,
+        backoff: { type: 'exponential', delay: base, jitter: 0.5 },
+        // The first retry waits like any later one: the base delay with jitter.
+        delay: why === 'retry' ? Math.round(base * (0.5 + Math.random() * 0.5)) : 0,
+        removeOnComplete: true,
+        removeOnFail: false,
+      });
+    } catch (error) {
+      // Not acknowledged: the entry stays pending and is taken over after CLAIM_IDLE_MS.
+      this.#logger.error({ entryId: id, err: errorMessage(error) }, 'could not hand the entry to the retry queue; it stays pending');
+      return;
+    }
+    this.#finish(id, false);
+  }
+
+  async #processRetryJob(job: Job<RetryJobData>): Promise<void> {
+    const data = job.data;
+    if (data.failReason !== undefined) throw new UnrecoverableError(data.failReason);
+    let entry: Entry;
+    try {
+      entry = deserializeEntry(data.entry);
+    } catch (error) {
+      throw new UnrecoverableError(errorMessage(error));
+    }
+    const attempt = data.priorAttempts + job.attemptsMade + 1;
+    this.#retryInFlight += 1;
+    const started = performance.now();
+    try {
+      const outcome = await this.#staging.replay(entry, attempt);
+      if (outcome.kind === 'dropped') {
+        this.#m.replays.inc({ outcome: 'dropped' });
+        return;
+      }
+      const cls = `${Math.floor(outcome.status / 100)}xx`;
+      this.#m.replays.inc({ outcome: cls });
+      this.#m.replaySeconds.observe({ outcome: cls }, outcome.ms / 1000);
+      await this.#commands.incr(this.#keys.replayed);
+    } catch (error) {
+      const message = errorMessage(error);
+      this.#m.replaySeconds.observe({ outcome: 'error' }, (performance.now() - started) / 1000);
+      if ((error as { completed?: boolean }).completed) {
+        this.#m.replays.inc({ outcome: 'post_error' });
+        this.#logger.warn({ entryId: entry.id, reqId: entry.request.requestId, attempt, err: message }, 'post handler failed');
+        await this.#commands.incr(this.#keys.replayed);
+        return;
+      }
+      const retryable = (error as { retryable?: boolean }).retryable === true;
+      this.#m.replays.inc({ outcome: retryable ? 'retryable_error' : 'failed' });
+      const last = !retryable || attempt >= this.#config.replayAttempts || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      if (last) this.#logger.warn({ entryId: entry.id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
+      throw retryable ? new Error(message) : new UnrecoverableError(message);
+    } finally {
+      this.#retryInFlight -= 1;
+      this.#slotWaiter?.();
+    }
+  }
+
+  /** Queues an acknowledgement; acknowledgements of one tick go to Redis in one MULTI. */
+  #finish(id: string, replayed: boolean): void {
+    this.#toAck.push(id);
+    if (replayed) this.#toAckReplayed += 1;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        this.#flushing = this.#flushing.then(() => this.#flushAcks());
+      });
+    }
+  }
+
+  async #flushAcks(): Promise<void> {
+    if (this.#toAck.length === 0) return;
+    const ids = this.#toAck;
+    const replayed = this.#toAckReplayed;
+    this.#toAck = [];
+    this.#toAckReplayed = 0;
+    // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
+    const multi = this.#commands.multi().xack(this.#keys.stream, this.#keys.group, ...ids).xdel(this.#keys.stream, ...ids);
+    if (replayed > 0) multi.incrby(this.#keys.replayed, replayed);
+    try {
+      const results = await multi.exec();
+      const failed = results?.find(([error]) => error);
+      if (failed) throw failed[0];
+    } catch (error) {
+      // Left pending, the entries are replayed again after CLAIM_IDLE_MS: at least once, never lost.
+      this.#logger.error({ count: ids.length, err: errorMessage(error) }, 'acknowledging finished entries failed; they will be replayed again');
+    }
+  }
+
+  /**
+   * Takes over entries other workers left pending for CLAIM_IDLE_MS (the worker died), and
+   * keeps this worker's own long replays from looking abandoned.
+   */
+  async #claimAbandoned(): Promise<void> {
+    if (this.#stopping) return;
+    try {
+      await this.#refreshOwnPending();
+      let cursor = '0-0';
+      do {
+        const free = this.#freeSlots();
+        if (free <= 0 || this.#stopping) return;
+        const reply = (await (this.#commands as unknown as BufferCommands).xautoclaimBuffer(
+          this.#keys.stream, this.#keys.group, this.#consumer, this.#config.claimIdleMs, cursor, 'COUNT', Math.min(free, 100),
+        )) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+        cursor = reply[0].toString();
+        const entries = reply[1];
+        for (const gone of reply[2] ?? []) this.#finish(gone.toString(), false);
+        if (entries.length === 0) continue;
+        const deliveries = await this.#deliveryCounts(entries.map(([id]) => id.toString()));
+        for (const [idBuffer, fields] of entries) {
+          const id = idBuffer.toString();
+          if (this.#inFlight.has(id)) continue;
+          if (fields === null) {
+            this.#finish(id, false);
+            continue;
+          }
+          this.#m.claimed.inc();
+          const delivered = deliveries.get(id) ?? 2;
+          if (delivered > Math.max(10, this.#config.replayAttempts * 2)) {
+            // An entry that keeps its workers from finishing it (a crash on it, say) must not
+            // circle for ever.
+            this.#inFlight.set(id, Date.now());
+            void this.#handOverPoison(id, fields, delivered).finally(() => this.#inFlight.delete(id));
+            continue;
+          }
+          this.#logger.info({ entryId: id, attempt: delivered }, 'took over an abandoned entry');
+          this.#startEntry(id, fields, delivered);
+        }
+      } while (cursor !== '0-0');
+    } catch (error) {
+      this.#logger.warn({ err: errorMessage(error) }, 'claiming abandoned entries failed; will try again');
+    }
+  }
+
+  async #handOverPoison(id: string, fields: Buffer[], delivered: number): Promise<void> {
+    let entry: RetryJobData['entry'] = null;
+    try {
+      entry = serializeEntry(decodeEntry(id, fields));
+    } catch {
+      entry = null;
+    }
+    const reason = `delivered ${delivered} times without finishing`;
+    this.#logger.warn({ entryId: id, attempt: delivered }, `entry ${reason}; it goes to the failed set`);
+    await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'failed');
+  }
+
+  async #deliveryCounts(ids: string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (ids.length === 0) return out;
+    const sorted = ids.slice().sort(compareStreamIds);
+    const rows = (await this.#commands.xpending(
+      this.#keys.stream, this.#keys.group, sorted[0] as string, sorted[sorted.length - 1] as string, ids.length + 10, this.#consumer,
+    )) as [string, string, number, number][];
+    for (const [id, , , count] of rows) out.set(id, Number(count));
+    return out;
+  }
+
+  /** Resets the idle time of this worker's long-running replays so no one takes them over. */
+  async #refreshOwnPending(): Promise<void> {
+    const threshold = Date.now() - this.#config.claimIdleMs / 2;
+    const old = [...this.#inFlight].filter(([, since]) => since < threshold).map(([id]) => id);
+    if (old.length === 0) return;
+    await this.#commands.xclaim(this.#keys.stream, this.#keys.group, this.#consumer, 0, ...old, 'JUSTID');
+    for (const id of old) this.#inFlight.set(id, Date.now());
+  }
+
+  /**
+   * Stops reading, lets in-flight replays finish for up to SHUTDOWN_TIMEOUT_MS, hands back what
+   * is still running (its idle time is set so another worker takes it at once), flushes
+   * acknowledgements and closes every connection. Every step runs even when one fails.
+   */
+  async close(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#logger.info({ inFlight: this.#inFlight.size + this.#retryInFlight }, 'worker shutting down');
+    if (this.#claimTimer) clearInterval(this.#claimTimer);
+    this.#slotWaiter?.();
+    const deadline = Date.now() + this.#config.shutdownTimeoutMs;
+    // Every step is bounded: with Redis gone, a command would wait for a reconnect for ever.
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          fn(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error('timed out')), Math.max(1000, deadline - Date.now()));
+          }),
+        ]);
+      } catch (error) {
+        this.#logger.warn({ step: name, err: errorMessage(error) }, 'shutdown step failed');
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    await step('read loop', async () => {
+      // A read blocks at most READ_BLOCK_MS; past that Redis is not answering.
+      const cut = setTimeout(() => this.#reader.disconnect(), READ_BLOCK_MS + 500);
+      await this.#readLoop;
+      clearTimeout(cut);
+    });
+    await step('claim', async () => { await this.#claiming; });
+    await step('retry worker', async () => {
+      // BullMQ waits for active jobs; a job cut short is retried by BullMQ's stalled check.
+      const closing = this.#retryWorker?.close();
+      const timeout = new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
+      await Promise.race([closing, timeout]);
+      if (this.#retryInFlight > 0) await this.#retryWorker?.close(true);
+    });
+    while (this.#inFlight.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const unfinished = [...this.#inFlight.keys()];
+    if (unfinished.length > 0) {
+      await step('hand back', () =>
+        this.#commands.xclaim(this.#keys.stream, this.#keys.group, this.#consumer, 0, ...unfinished, 'IDLE', this.#config.claimIdleMs, 'JUSTID'),
+      );
+    }
+    await step('flush acks', async () => {
+      await this.#flushing;
+      await this.#flushAcks();
+    });
+    await step('staging', () => this.#staging.close());
+    await step('pipeline', () => this.#pipeline.close());
+    await step('queue', () => this.#queue.close());
+    await step('redis', () => Promise.all([closeRedis(this.#commands), closeRedis(this.#reader), closeRedis(this.#bull)]));
+    await step('admin', async () => this.#admin?.close());
+    this.#logger.info({ handedBack: unfinished.length }, 'worker stopped');
+  }
+}
+
+function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1;
+}

@@ -1,0 +1,237 @@
+import { z } from 'zod';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, type ConfigIssue } from './errors.js';
+
+/**
+ * Configuration: one table of settings, each with its environment variable, its flag and
+ * its parser. Sources, weakest first: defaults, the config file, the environment, flags.
+ * `loadConfig` is called once per process, in `main`; nothing else reads `process.env`.
+ */
+
+export type Role = 'ingress' | 'worker' | 'cli' | 'start';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function integer(min: number, max: number) {
+  return z.union([z.number(), z.string().trim()]).transform((value, ctx) => {
+    const n = typeof value === 'number' ? value : /^-?\d+$/.test(value) ? Number(value) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
+const port = integer(0, 65535);
+
+function url(protocols: readonly string[]) {
+  return z.string().trim().transform((value, ctx) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `expected a URL (${protocols.join('//, ')}//…), got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected a ${protocols.join(' or ')} URL, got ${JSON.stringify(parsed.protocol)}`,
+      });
+      return z.NEVER;
+    }
+    return value;
+  });
+}
+
+const bool = z.union([z.boolean(), z.stringbool({ error: 'expected true or false (also 1/0, yes/no, on/off)' })]);
+
+/** Statuses that make a replay retryable: `5xx,429` means every 5xx and 429. */
+const statusList = z.union([z.string(), z.array(z.union([z.string(), z.number()]))]).transform((value, ctx) => {
+  const items = (Array.isArray(value) ? value.map(String) : value.split(',')).map((s) => s.trim()).filter(Boolean);
+  const out: string[] = [];
+  for (const item of items) {
+    if (!/^[1-5](xx|\d\d)$/i.test(item)) {
+      ctx.addIssue({ code: 'custom', message: `expected statuses like 5xx,429, got ${JSON.stringify(item)}` });
+      return z.NEVER;
+    }
+    out.push(item.toLowerCase());
+  }
+  return out;
+});
+
+interface Setting {
+  env: string;
+  flag?: string;
+  schema: z.ZodType;
+  default?: unknown;
+  /** Roles that cannot run without it. */
+  requiredBy?: readonly Role[];
+  doc: string;
+}
+
+/** Every setting, by its key in the config file. The table is the documentation's source too. */
+export const SETTINGS = {
+  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', schema: url(['redis:', 'rediss:']), default: 'redis://127.0.0.1:6379', doc: 'Redis to use (redis:// or rediss://, user and password in the URL)' },
+  prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
+  ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
+  ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },
+  adminHost: { env: 'ADMIN_HOST', flag: '--admin-host', schema: z.string().min(1), default: '127.0.0.1', doc: 'address the admin port binds (loopback unless told otherwise)' },
+  adminPort: { env: 'ADMIN_PORT', flag: '--admin-port', schema: port, doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off' },
+  stagingUrl: { env: 'STAGING_URL', flag: '--staging', schema: url(['http:', 'https:']), requiredBy: ['worker', 'start'], doc: 'staging origin every replay goes to (and nowhere else)' },
+  workerConcurrency: { env: 'WORKER_CONCURRENCY', flag: '--concurrency', schema: integer(1, 10000), default: 64, doc: 'replays in flight per worker process' },
+  replayAttempts: { env: 'REPLAY_ATTEMPTS', flag: '--attempts', schema: integer(1, 100), default: 5, doc: 'tries in all before an entry goes to the failed set' },
+  replayBackoffMs: { env: 'REPLAY_BACKOFF_MS', schema: integer(1, 86_400_000), default: 1000, doc: 'base of the exponential backoff between tries (with jitter)' },
+  replayTimeoutMs: { env: 'REPLAY_TIMEOUT_MS', schema: integer(1, 3_600_000), default: 10000, doc: 'time staging has to answer (headers and body) before the try counts as failed' },
+  retryStatuses: { env: 'RETRY_STATUSES', schema: statusList, default: '5xx,429', doc: 'staging statuses that are retried; any other answer completes the replay' },
+  preserveHost: { env: 'PRESERVE_HOST', schema: bool, default: false, doc: 'send the mirrored Host (without the -shadow suffix) instead of the staging host' },
+  maxBodyBytes: { env: 'MAX_BODY_BYTES', schema: integer(0, 1024 * 1024 * 1024), default: 10 * 1024 * 1024, doc: 'largest request body the ingress accepts; larger gets 413' },
+  bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
+  appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
+  claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
+  shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
+  responseBodyLimit: { env: 'RESPONSE_BODY_LIMIT', schema: integer(0, 1024 * 1024 * 1024), default: 1024 * 1024, doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded' },
+  logLevel: { env: 'LOG_LEVEL', flag: '--log-level', schema: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(', ')}` }), default: 'info', doc: 'pino log level' },
+} as const satisfies Record<string, Setting>;
+
+export type SettingKey = keyof typeof SETTINGS;
+
+/** The validated configuration every process receives, frozen. */
+export interface Config {
+  readonly role: Role;
+  readonly redisUrl: string;
+  readonly prefix: string;
+  readonly ingressHost: string;
+  readonly ingressPort: number;
+  readonly adminHost: string;
+  /** The admin port, or 0 when turned off. */
+  readonly adminPort: number;
+  readonly stagingUrl: string | null;
+  readonly workerConcurrency: number;
+  readonly replayAttempts: number;
+  readonly replayBackoffMs: number;
+  readonly replayTimeoutMs: number;
+  readonly retryStatuses: readonly string[];
+  readonly preserveHost: boolean;
+  readonly maxBodyBytes: number;
+  readonly bodyTimeoutMs: number;
+  readonly appendTimeoutMs: number;
+  readonly claimIdleMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly responseBodyLimit: number;
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** Path of the config file, when one was given. */
+  readonly configFile: string | null;
+}
+
+/** The config file: the settings above by key, all optional, unknown keys refused. */
+const FileSettings = z.strictObject(
+  Object.fromEntries(Object.entries(SETTINGS).map(([key, s]) => [key, s.schema.optional()])) as unknown as Record<SettingKey, z.ZodOptional<z.ZodType>>,
+);
+
+const DEFAULT_ADMIN_PORT: Record<Role, number> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
+
+export interface ConfigOptions {
+  role: Role;
+  /** Usually `process.env`. */
+  env: Readonly<Record<string, string | undefined>>;
+  /** Flag values by setting key, as the CLI parsed them (strings). */
+  flags?: Partial<Record<SettingKey, string | number | boolean>>;
+  /** The config file's path and text, when `MIRRORPLANE_CONFIG` or `--config` names one. */
+  file?: { path: string; text: string };
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+function parseFile(path: string, text: string): unknown {
+  try {
+    return /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new ConfigError([{ key: path, message: `cannot parse: ${(error as Error).message.split('\n')[0]}` }]);
+  }
+}
+
+/**
+ * Validates every source at once and returns the frozen configuration, or throws one
+ * `ConfigError` that lists every problem with the name the operator used for it.
+ */
+export function loadConfig(options: ConfigOptions): Config {
+  const issues: ConfigIssue[] = [];
+  let fileValues: Record<string, unknown> = {};
+  if (options.file) {
+    const raw = parseFile(options.file.path, options.file.text) ?? {};
+    const result = FileSettings.safeParse(raw);
+    if (!result.success) {
+      for (const issue of result.error.issues) {
+        const keys = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => formatPath([...issue.path, k])) : [formatPath(issue.path)];
+        for (const key of keys) {
+          issues.push({
+            key: `${options.file.path}: ${key || '(top level)'}`,
+            message: issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message,
+          });
+        }
+      }
+    } else {
+      fileValues = raw as Record<string, unknown>;
+    }
+  }
+
+  const values: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting][]) {
+    const flagValue = options.flags?.[key];
+    const envValue = options.env[setting.env];
+    let source: string;
+    let raw: unknown;
+    if (flagValue !== undefined) {
+      source = setting.flag ?? key;
+      raw = flagValue;
+    } else if (envValue !== undefined && envValue !== '') {
+      source = setting.env;
+      raw = envValue;
+    } else if (fileValues[key] !== undefined) {
+      continue; // already validated with the file
+    } else {
+      if (setting.default !== undefined) values[key] = setting.schema.parse(setting.default);
+      continue;
+    }
+    const result = setting.schema.safeParse(raw);
+    if (result.success) values[key] = result.data;
+    else issues.push({ key: source, message: result.error.issues.map((i) => i.message).join('; ') });
+  }
+  if (options.file && issues.length === 0) {
+    for (const [key, value] of Object.entries(fileValues)) {
+      if (values[key] === undefined) values[key] = SETTINGS[key as SettingKey].schema.parse(value);
+    }
+  }
+  for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting][]) {
+    if (setting.requiredBy?.includes(options.role) && values[key] === undefined && !issues.some((i) => i.key === setting.env || i.key === setting.flag)) {
+      issues.push({ key: setting.env, message: `required by the ${options.role} (or ${setting.flag ?? 'the config file'})` });
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  return Object.freeze({
+    role: options.role,
+    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile'>),
+    adminPort: (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role],
+    stagingUrl: (values.stagingUrl as string | undefined) ?? null,
+    retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
+    configFile: options.file?.path ?? null,
+  });
+}
+
+/** Whether a staging status is retried under the configured policy. */
+export function compileRetryPolicy(statuses: readonly string[]): (status: number) => boolean {
+  const exact = new Set<number>();
+  const classes = new Set<number>();
+  for (const s of statuses) {
+    if (s.endsWith('xx')) classes.add(Number(s[0]));
+    else exact.add(Number(s));
+  }
+  return (status) => exact.has(status) || classes.has(Math.floor(status / 100));
+}

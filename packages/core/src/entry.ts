@@ -1,0 +1,196 @@
+import { EntryDecodeError } from './errors.js';
+
+/** Version of the stream entry layout; a worker refuses entries of another version. */
+export const ENTRY_VERSION = '1';
+
+/** A request as the mirror proxy sent it to the ingress. */
+export interface MirroredRequest {
+  method: string;
+  /** The request-target exactly as received (`/path?query`, rarely absolute-form). */
+  target: string;
+  /** Header names and values in order, duplicates kept, as `[name, value, name, value, …]` (latin1). */
+  rawHeaders: string[];
+  body: Buffer;
+  /** Milliseconds since the epoch when the ingress finished reading the request. */
+  receivedAt: number;
+  requestId: string | null;
+  clientAddress: string | null;
+}
+
+/** One stream entry: its id (the Redis stream id) and the request it carries. */
+export interface Entry {
+  id: string;
+  request: MirroredRequest;
+}
+
+// Field names are one letter: they are stored once per entry, and a 1 KiB request
+// should cost Redis little more than its own bytes.
+const F_VERSION = 'v';
+const F_METHOD = 'm';
+const F_TARGET = 'u';
+const F_HEADERS = 'h';
+const F_BODY = 'b';
+const F_TIME = 't';
+const F_REQUEST_ID = 'r';
+const F_CLIENT = 'a';
+
+const HEADER_SEPARATOR = '\n';
+const METHOD_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Joins raw header pairs into one latin1 buffer. Names and values never contain LF:
+ * node's parser rejects it, so LF is a safe separator and no escaping is needed.
+ */
+export function encodeHeaders(rawHeaders: readonly string[]): Buffer {
+  return Buffer.from(rawHeaders.join(HEADER_SEPARATOR), 'latin1');
+}
+
+export function decodeHeaders(buffer: Buffer): string[] {
+  if (buffer.length === 0) return [];
+  const parts = buffer.toString('latin1').split(HEADER_SEPARATOR);
+  if (parts.length % 2 !== 0) {
+    throw new EntryDecodeError(`header field holds ${parts.length} items, expected name/value pairs`);
+  }
+  return parts;
+}
+
+/**
+ * The XADD field/value arguments for a request, in stream order. Values are Buffers or
+ * strings exactly as ioredis sends them: the body is never JSON- or base64-encoded.
+ */
+export function encodeEntryFields(request: MirroredRequest): (string | Buffer)[] {
+  const fields: (string | Buffer)[] = [
+    F_VERSION, ENTRY_VERSION,
+    F_METHOD, request.method,
+    F_TARGET, Buffer.from(request.target, 'latin1'),
+    F_HEADERS, encodeHeaders(request.rawHeaders),
+    F_BODY, request.body,
+    F_TIME, String(request.receivedAt),
+  ];
+  if (request.requestId !== null) fields.push(F_REQUEST_ID, Buffer.from(request.requestId, 'latin1'));
+  if (request.clientAddress !== null) fields.push(F_CLIENT, request.clientAddress);
+  return fields;
+}
+
+/** Field/value pairs as Redis returns them, values as Buffers (`xreadgroupBuffer`). */
+export type RawFields = readonly Buffer[];
+
+/** Decodes one stream entry; throws `EntryDecodeError` naming what is wrong. */
+export function decodeEntry(id: string, fields: RawFields): Entry {
+  if (fields.length % 2 !== 0) throw new EntryDecodeError(`entry ${id} has an odd number of field items`);
+  let version: string | undefined;
+  let method: string | undefined;
+  let target: string | undefined;
+  let headers: Buffer | undefined;
+  let body: Buffer | undefined;
+  let time: string | undefined;
+  let requestId: string | null = null;
+  let client: string | null = null;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = (fields[i] as Buffer).toString('latin1');
+    const value = fields[i + 1] as Buffer;
+    switch (name) {
+      case F_VERSION: version = value.toString('latin1'); break;
+      case F_METHOD: method = value.toString('latin1'); break;
+      case F_TARGET: target = value.toString('latin1'); break;
+      case F_HEADERS: headers = value; break;
+      case F_BODY: body = value; break;
+      case F_TIME: time = value.toString('latin1'); break;
+      case F_REQUEST_ID: requestId = value.toString('latin1'); break;
+      case F_CLIENT: client = value.toString('latin1'); break;
+      default: throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(name)}`);
+    }
+  }
+  if (version !== ENTRY_VERSION) {
+    throw new EntryDecodeError(
+      version === undefined
+        ? `entry ${id} has no version field; it was not written by a mirrorplane ingress`
+        : `entry ${id} has version ${JSON.stringify(version)}, this worker reads version ${ENTRY_VERSION}`,
+    );
+  }
+  if (method === undefined || !METHOD_TOKEN.test(method)) {
+    throw new EntryDecodeError(`entry ${id} has no valid method (${JSON.stringify(method ?? null)})`);
+  }
+  if (target === undefined || target.length === 0) throw new EntryDecodeError(`entry ${id} has no request-target`);
+  if (headers === undefined) throw new EntryDecodeError(`entry ${id} has no header field`);
+  if (body === undefined) throw new EntryDecodeError(`entry ${id} has no body field`);
+  const receivedAt = time === undefined ? NaN : Number(time);
+  if (!Number.isSafeInteger(receivedAt) || receivedAt < 0) {
+    throw new EntryDecodeError(`entry ${id} has an invalid receive time ${JSON.stringify(time ?? null)}`);
+  }
+  let rawHeaders: string[];
+  try {
+    rawHeaders = decodeHeaders(headers);
+  } catch (error) {
+    throw new EntryDecodeError(`entry ${id}: ${(error as Error).message}`);
+  }
+  return {
+    id,
+    request: { method, target, rawHeaders, body, receivedAt, requestId, clientAddress: client },
+  };
+}
+
+/** The fields of an entry as printable text (for the failed set when an entry cannot be decoded). */
+export function describeRawFields(fields: RawFields): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = (fields[i] as Buffer).toString('latin1');
+    out[name] = (fields[i + 1] as Buffer).toString('base64');
+  }
+  return out;
+}
+
+/** An entry as JSON-safe data, for BullMQ jobs (body as base64). */
+export interface SerializedEntry {
+  id: string;
+  method: string;
+  target: string;
+  headers: string[];
+  body: string;
+  receivedAt: number;
+  requestId: string | null;
+  clientAddress: string | null;
+}
+
+export function serializeEntry(entry: Entry): SerializedEntry {
+  const r = entry.request;
+  return {
+    id: entry.id,
+    method: r.method,
+    target: r.target,
+    headers: r.rawHeaders,
+    body: r.body.toString('base64'),
+    receivedAt: r.receivedAt,
+    requestId: r.requestId,
+    clientAddress: r.clientAddress,
+  };
+}
+
+export function deserializeEntry(data: unknown): Entry {
+  const d = data as Partial<SerializedEntry> | null;
+  if (
+    d === null || typeof d !== 'object' || typeof d.id !== 'string' || typeof d.method !== 'string' ||
+    typeof d.target !== 'string' || !Array.isArray(d.headers) || typeof d.body !== 'string' ||
+    typeof d.receivedAt !== 'number' || d.headers.length % 2 !== 0 || !d.headers.every((h) => typeof h === 'string')
+  ) {
+    throw new EntryDecodeError('job data does not hold a serialized entry');
+  }
+  return {
+    id: d.id,
+    request: {
+      method: d.method,
+      target: d.target,
+      rawHeaders: d.headers,
+      body: Buffer.from(d.body, 'base64'),
+      receivedAt: d.receivedAt,
+      requestId: typeof d.requestId === 'string' ? d.requestId : null,
+      clientAddress: typeof d.clientAddress === 'string' ? d.clientAddress : null,
+    },
+  };
+}
+
+/** Milliseconds encoded in a stream id (`<ms>-<seq>`). */
+export function streamIdTime(id: string): number {
+  const dash = id.indexOf('-');
+  return Number(dash === -1 ? id : id.slice(0, dash));
+}

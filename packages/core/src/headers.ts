@@ -1,0 +1,101 @@
+/**
+ * Header handling shared by the worker (what staging receives) and the logs (redaction).
+ * Headers are always flat `[name, value, …]` arrays so that order and duplicates survive.
+ */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and those the replay recomputes; never forwarded. */
+const DROPPED = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'content-length',
+  // The ingress already answered the 100-continue handshake; the replay sends the body at once.
+  'expect',
+]);
+
+export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
+export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
+
+/** Default headers whose values never appear in logs, recordings or the CLI. */
+export const DEFAULT_REDACTED_HEADERS: readonly string[] = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'];
+
+/** The first value of a header (case-insensitive name), or null. */
+export function headerValue(rawHeaders: readonly string[], name: string): string | null {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === name) return rawHeaders[i + 1] as string;
+  }
+  return null;
+}
+
+/**
+ * Removes Envoy's shadow suffix from a mirrored host: Envoy appends `-shadow` to the host of
+ * mirrored requests (`api.example.com-shadow`, or before the port: `api.example.com-shadow:8080`).
+ */
+export function stripShadowSuffix(host: string): string {
+  const colon = host.lastIndexOf(':');
+  const hasPort = colon > host.lastIndexOf(']') && /^\d+$/.test(host.slice(colon + 1));
+  const name = hasPort ? host.slice(0, colon) : host;
+  const port = hasPort ? host.slice(colon) : '';
+  if (name.endsWith('-shadow')) return name.slice(0, -'-shadow'.length) + port;
+  if (host.endsWith('-shadow')) return host.slice(0, -'-shadow'.length);
+  return host;
+}
+
+export interface StagingHeaderOptions {
+  /** The Host staging receives, or null to keep the mirrored Host (without `-shadow`). */
+  host: string | null;
+  entryId: string;
+  attempt: number;
+}
+
+/**
+ * The headers staging receives for a mirrored request: the same names, values and order,
+ * without hop-by-hop headers (and those named by `connection`) and `content-length`
+ * (undici recomputes it), with `host` set, plus the mirrorplane id and attempt headers.
+ * Any `x-mirrorplane-*` header that came in is replaced, never trusted.
+ */
+export function stagingHeaders(rawHeaders: readonly string[], options: StagingHeaderOptions): string[] {
+  let named: Set<string> | null = null;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === 'connection') {
+      named ??= new Set();
+      for (const token of (rawHeaders[i + 1] as string).split(',')) {
+        const t = token.trim().toLowerCase();
+        if (t) named.add(t);
+      }
+    }
+  }
+  const out: string[] = [];
+  let hostSeen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    const lower = name.toLowerCase();
+    if (DROPPED.has(lower) || named?.has(lower) || lower === MIRRORPLANE_ID_HEADER || lower === MIRRORPLANE_ATTEMPT_HEADER) {
+      continue;
+    }
+    if (lower === 'host') {
+      // A request has one Host; a second one would be refused by staging's parser.
+      if (hostSeen) continue;
+      hostSeen = true;
+      out.push(name, options.host ?? stripShadowSuffix(rawHeaders[i + 1] as string));
+      continue;
+    }
+    out.push(name, rawHeaders[i + 1] as string);
+  }
+  if (!hostSeen && options.host !== null) out.push('host', options.host);
+  out.push(MIRRORPLANE_ID_HEADER, options.entryId, MIRRORPLANE_ATTEMPT_HEADER, String(options.attempt));
+  return out;
+}
+
+/** A copy of raw headers with the values of the named headers replaced by `[redacted]`. */
+export function redactHeaders(rawHeaders: readonly string[], redacted: ReadonlySet<string>): string[] {
+  const out = rawHeaders.slice();
+  for (let i = 0; i < out.length; i += 2) {
+    if (redacted.has((out[i] as string).toLowerCase())) out[i + 1] = '[redacted]';
+  }
+  return out;
+}

@@ -1,0 +1,64 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
+
+export interface AdminServerOptions {
+  host: string;
+  port: number;
+  /** True when the process can do its job (Redis connected, listening, not shutting down). */
+  ready: () => boolean;
+  metrics: Registry;
+  logger: Logger;
+}
+
+/**
+ * Health, readiness and metrics on their own port, so that no mirrored path can collide
+ * with them: `/healthz` (the process is alive), `/readyz` (it can do its job), `/metrics`.
+ */
+export class AdminServer {
+  readonly #server: Server;
+  readonly #options: AdminServerOptions;
+
+  constructor(options: AdminServerOptions) {
+    this.#options = options;
+    this.#server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      if (path === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else if (path === '/readyz') {
+        const ready = options.ready();
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+      } else if (path === '/metrics') {
+        options.metrics.metrics().then(
+          (text) => res.writeHead(200, { 'content-type': options.metrics.contentType }).end(text),
+          (error: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${error.message}\n`),
+        );
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz, /metrics\n');
+      }
+    });
+  }
+
+  /** Starts listening; resolves with the bound port. */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#options.port, this.#options.host, () => {
+        this.#server.off('error', reject);
+        resolve((this.#server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+}

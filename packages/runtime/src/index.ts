@@ -1,0 +1,6 @@
+/** @mirrorplane/runtime — the I/O the processes share: Redis, logs, the admin port, operator queries. */
+export * from './redis.js';
+export * from './logger.js';
+export * from './admin-server.js';
+export * from './retry-queue.js';
+export * from './operations.js';

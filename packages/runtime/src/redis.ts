@@ -1,0 +1,89 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { errorMessage, type Config } from '@mirrorplane/core';
+
+/**
+ * What a connection is for decides how it behaves while Redis is away:
+ * - `append`: the ingress hot path. No offline queue (a command fails at once when Redis is
+ *   down, so the ingress can answer 503 without waiting), a command timeout, auto-pipelining.
+ * - `commands`: worker and CLI commands. Commands wait for the reconnect instead of failing,
+ *   so an outage pauses work rather than losing acknowledgements.
+ * - `blocking`: a connection for `XREADGROUP … BLOCK`, never shared.
+ * - `bullmq`: what BullMQ requires (`maxRetriesPerRequest: null`).
+ */
+export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli';
+
+export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, purpose: ConnectionPurpose, logger: Logger): Redis {
+  const options: RedisOptions = {
+    connectionName: `mirrorplane-${purpose}`,
+    // Reconnect forever with a capped backoff: a process outlives a Redis restart.
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    lazyConnect: false,
+  };
+  switch (purpose) {
+    case 'append':
+      Object.assign(options, {
+        enableOfflineQueue: false,
+        enableAutoPipelining: true,
+        maxRetriesPerRequest: 0,
+        commandTimeout: config.appendTimeoutMs,
+      });
+      break;
+    case 'commands':
+      Object.assign(options, { enableAutoPipelining: true, maxRetriesPerRequest: null });
+      break;
+    case 'blocking':
+    case 'bullmq':
+      Object.assign(options, { maxRetriesPerRequest: null });
+      break;
+    case 'cli':
+      // An operator command should fail fast with a clear message, not wait for a Redis that is not there.
+      Object.assign(options, { maxRetriesPerRequest: 1, connectTimeout: 5000, retryStrategy: (times: number) => (times > 3 ? null : 200) });
+      break;
+  }
+  const redis = new Redis(config.redisUrl, options);
+  // ioredis emits an error on every failed reconnect; log the first of a run and the recovery.
+  let down = false;
+  redis.on('error', (error) => {
+    if (!down) {
+      down = true;
+      logger.warn({ purpose, err: errorMessage(error) }, 'redis connection lost; reconnecting');
+    }
+  });
+  redis.on('ready', () => {
+    if (down) logger.info({ purpose }, 'redis connection restored');
+    down = false;
+  });
+  return redis;
+}
+
+/** Closes a connection: QUIT when it answers within `ms`, a hard disconnect otherwise. */
+export async function closeRedis(redis: Redis, ms = 1000): Promise<void> {
+  if (redis.status === 'end') return;
+  if (redis.status !== 'ready') {
+    redis.disconnect();
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      redis.quit(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('quit timed out')), ms);
+      }),
+    ]);
+  } catch {
+    redis.disconnect();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Creates the consumer group (from the start of the stream, so nothing appended earlier is skipped). */
+export async function ensureGroup(redis: Redis, stream: string, group: string): Promise<void> {
+  try {
+    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+  } catch (error) {
+    if (!String((error as Error).message).startsWith('BUSYGROUP')) throw error;
+  }
+}

@@ -1,0 +1,23 @@
+import { Queue, type ConnectionOptions } from 'bullmq';
+import type { Keys, SerializedEntry } from '@mirrorplane/core';
+
+/** The data of a job in the retry queue. */
+export interface RetryJobData {
+  /** The entry to replay; null when the stream entry could not be decoded. */
+  entry: SerializedEntry | null;
+  /** For undecodable entries: the raw fields, base64 by name. */
+  raw?: Record<string, string>;
+  /** Replay attempts made before the job was created (1 after a failed first replay from the stream). */
+  priorAttempts: number;
+  /** Set when the job must go straight to the failed set with this reason (no replay). */
+  failReason?: string;
+}
+
+/** The job name: what the entry was, for the dashboard and `failed list`. */
+export function retryJobName(entry: SerializedEntry | null): string {
+  return entry ? `${entry.method} ${entry.target}`.slice(0, 200) : 'undecodable entry';
+}
+
+export function createRetryQueue(keys: Keys, connection: ConnectionOptions): Queue<RetryJobData> {
+  return new Queue<RetryJobData>(keys.retryQueue, { connection, prefix: keys.bullPrefix });
+}

@@ -1,0 +1,5 @@
+export * from './wait.js';
+export * from './ports.js';
+export * from './redis-server.js';
+export * from './recording-server.js';
+export * from './processes.js';

@@ -1,0 +1,84 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+/** One request exactly as a server received it. */
+export interface Received {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  body: Buffer;
+  /** The raw bytes of the request head as they came off the socket. */
+  receivedAt: number;
+}
+
+export type Responder = (req: Received, res: ServerResponse) => void | Promise<void>;
+
+/**
+ * A real HTTP server that records every request it receives and answers with `responder`
+ * (default 200 "ok"). Plays staging (or production) in tests.
+ */
+export class RecordingServer {
+  readonly received: Received[] = [];
+  responder: Responder;
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(responder?: Responder) {
+    this.responder = responder ?? ((_req, res) => void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok'));
+    this.#server = createServer({ maxHeaderSize: 256 * 1024 }, (req: IncomingMessage, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const received: Received = { method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, body: Buffer.concat(chunks), receivedAt: Date.now() };
+        this.received.push(received);
+        Promise.resolve(this.responder(received, res)).catch(() => res.destroy());
+      });
+    });
+    this.#server.on('connection', (s: Socket) => {
+      this.#sockets.add(s);
+      s.on('close', () => this.#sockets.delete(s));
+    });
+  }
+
+  static async start(responder?: Responder, port = 0): Promise<RecordingServer> {
+    const server = new RecordingServer(responder);
+    await server.listen(port);
+    return server;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  listen(port = this.port): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        this.port = (this.#server.address() as AddressInfo).port;
+        resolve();
+      });
+    });
+  }
+
+  /** Requests that carried this mirrorplane id. */
+  byEntryId(id: string): Received[] {
+    return this.received.filter((r) => header(r.rawHeaders, 'x-mirrorplane-id') === id);
+  }
+
+  /** Stops listening and drops open connections (staging "goes down"); `listen()` brings it back on the same port. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.#server.listening) return resolve();
+      this.#server.close(() => resolve());
+      for (const s of this.#sockets) s.destroy();
+    });
+  }
+}
+
+/** First value of a header in raw pairs (case-insensitive). */
+export function header(rawHeaders: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) return rawHeaders[i + 1];
+  return undefined;
+}
