@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Redis } from 'ioredis';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
 import { AdminServer, closeRedis, createRedis, ensureGroup, type Logger } from '@mirrorplane/runtime';
 
@@ -45,6 +45,15 @@ export class Ingress {
       help: 'Time from the end of the request body to Redis accepting the entry',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5],
       registers: [this.#registry],
+    });
+    const ingress = this;
+    new Gauge({
+      name: 'mirrorplane_ingress_in_flight',
+      help: 'Requests being read or appended',
+      registers: [this.#registry],
+      collect() {
+        this.set(ingress.#inFlight);
+      },
     });
     // Label children are bound once: looking them up per request is measurably slower.
     this.#accepted = accepted.labels();
@@ -177,6 +186,8 @@ export class Ingress {
         this.#appendSeconds.observe((performance.now() - started) / 1000);
         this.#accepted.inc();
         this.#acceptedBytes.inc(body.length);
+        // While shutting down, close each connection after its answer.
+        if (this.#closing) res.shouldKeepAlive = false;
         res.writeHead(200, ACK_HEADERS).end();
         this.#release();
       },
@@ -235,8 +246,10 @@ export class Ingress {
     if (this.#closing) return;
     this.#closing = true;
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
-    const serverClosed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    let closed = false;
+    const serverClosed = new Promise<void>((resolve) => this.#server.close(() => { closed = true; resolve(); }));
     this.#server.closeIdleConnections();
+    const deadline = Date.now() + this.#config.shutdownTimeoutMs;
     if (this.#inFlight > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -244,6 +257,12 @@ export class Ingress {
         new Promise<void>((resolve) => { timer = setTimeout(resolve, this.#config.shutdownTimeoutMs); }),
       ]);
       clearTimeout(timer);
+    }
+    // Answers already written may still be on their way out; their connections close (or turn
+    // idle) once flushed. Only what is left at the deadline is cut.
+    while (!closed && Date.now() < deadline) {
+      this.#server.closeIdleConnections();
+      await Promise.race([serverClosed, new Promise((r) => setTimeout(r, 25))]);
     }
     this.#server.closeAllConnections();
     await serverClosed;
