@@ -36,31 +36,53 @@ export function originFormPath(target: string): string {
   throw new UnreplayableRequestError(`request-target ${JSON.stringify(target.slice(0, 100))} is not a path`);
 }
 
+/** One configured staging origin and its connection pool. */
+interface StagingOrigin {
+  readonly name: string;
+  readonly pool: Pool;
+  /** The Host staging receives, or null to keep the mirrored Host. */
+  readonly host: string | null;
+  /** The origin URL's path without its trailing slash, prefixed to every request path. */
+  readonly basePath: string;
+}
+
 /**
- * Sends entries to the one staging origin, through one keep-alive undici Pool. The origin is
- * fixed at construction: no request field, header or hook can change where a replay goes.
+ * Sends entries to the configured staging origins, one keep-alive undici Pool each. The set
+ * of origins is fixed at construction from the config: a request (or a rule or hook) can
+ * choose among them by name, and can never name a URL, so nothing in a mirrored request
+ * can point a replay at another host. STAGING_URL is the origin named `default`.
  */
 export class StagingClient {
-  readonly #pool: Pool;
-  readonly #host: string | null;
-  readonly #basePath: string;
+  readonly #origins = new Map<string, StagingOrigin>();
+  readonly #default: StagingOrigin;
   readonly #timeoutMs: number;
   readonly #bodyLimit: number;
   readonly #isRetryable: (status: number) => boolean;
   readonly #pipeline: CompiledPipeline;
 
   constructor(config: Config, pipeline: CompiledPipeline) {
-    const staging = new URL(config.stagingUrl as string);
-    this.#pool = new Pool(staging.origin, {
-      connections: config.workerConcurrency,
-      keepAliveTimeout: 30_000,
-      connectTimeout: Math.min(config.replayTimeoutMs, 10_000),
-      headersTimeout: config.replayTimeoutMs,
-      bodyTimeout: config.replayTimeoutMs,
-      pipelining: 1,
-    });
-    this.#host = config.preserveHost ? null : staging.host;
-    this.#basePath = staging.pathname === '/' ? '' : staging.pathname.replace(/\/$/, '');
+    const urls: Record<string, string> = { ...config.origins };
+    if (config.stagingUrl) urls.default = config.stagingUrl;
+    for (const [name, url] of Object.entries(urls)) {
+      const staging = new URL(url);
+      const pool = new Pool(staging.origin, {
+        connections: config.workerConcurrency,
+        keepAliveTimeout: 30_000,
+        connectTimeout: Math.min(config.replayTimeoutMs, 10_000),
+        headersTimeout: config.replayTimeoutMs,
+        bodyTimeout: config.replayTimeoutMs,
+        pipelining: 1,
+      });
+      this.#origins.set(name, {
+        name,
+        pool,
+        host: config.preserveHost ? null : staging.host,
+        basePath: staging.pathname === '/' ? '' : staging.pathname.replace(/\/$/, ''),
+      });
+    }
+    const fallback = this.#origins.get('default');
+    if (!fallback) throw new UnreplayableRequestError('no default staging origin: set STAGING_URL or origins.default');
+    this.#default = fallback;
     this.#timeoutMs = config.replayTimeoutMs;
     this.#bodyLimit = config.responseBodyLimit;
     this.#isRetryable = compileRetryPolicy(config.retryStatuses);
@@ -77,10 +99,12 @@ export class StagingClient {
     let request: OutgoingRequest | null = {
       method: r.method,
       path: originFormPath(r.target),
-      headers: stagingHeaders(r.rawHeaders, { host: this.#host, entryId: entry.id, attempt }),
+      headers: stagingHeaders(r.rawHeaders, { host: this.#default.host, entryId: entry.id, attempt }),
       body: r.body,
+      origin: 'default',
     };
-    const ctx: PipelineContext = { entryId: entry.id, attempt, requestId: r.requestId };
+    const ctx: PipelineContext = { entryId: entry.id, attempt, requestId: r.requestId, mirrored: r, rules: [], tags: {} };
+    let origin = this.#default;
     if (this.#pipeline.hasPre) {
       try {
         request = await this.#pipeline.pre(request, ctx);
@@ -89,6 +113,7 @@ export class StagingClient {
       }
       if (request === null) return { kind: 'dropped' };
       request.path = originFormPath(request.path);
+      origin = this.#origin(request);
     }
 
     const started = performance.now();
@@ -97,9 +122,9 @@ export class StagingClient {
     const signal = AbortSignal.timeout(this.#timeoutMs);
     let data: Dispatcher.ResponseData;
     try {
-      data = await this.#pool.request({
+      data = await origin.pool.request({
         method: request.method,
-        path: this.#basePath + request.path,
+        path: origin.basePath + request.path,
         headers: request.headers,
         body: request.body.length === 0 ? null : request.body,
         signal,
@@ -152,6 +177,28 @@ export class StagingClient {
     return { kind: 'replayed', status, ms };
   }
 
+  /**
+   * The origin a shaped request goes to. A name that is not configured fails the entry (no
+   * retry can fix it): a replay never leaves the configured origins.
+   */
+  #origin(request: OutgoingRequest): StagingOrigin {
+    const name = request.origin ?? 'default';
+    const origin = typeof name === 'string' ? this.#origins.get(name) : undefined;
+    if (!origin) {
+      throw new UnreplayableRequestError(
+        `origin ${JSON.stringify(String(name).slice(0, 100))} is not configured; configured origins: ${[...this.#origins.keys()].join(', ')}`,
+      );
+    }
+    if (origin !== this.#default && origin.host !== null) {
+      // The Host was set for the default origin before the stages ran; a stage that routed the
+      // request elsewhere without choosing a Host of its own gets the routed origin's.
+      for (let i = 0; i < request.headers.length; i += 2) {
+        if ((request.headers[i] as string).toLowerCase() === 'host' && request.headers[i + 1] === this.#default.host) request.headers[i + 1] = origin.host;
+      }
+    }
+    return origin;
+  }
+
   #transportError(error: unknown, signal: AbortSignal): Error {
     if (signal.aborted) return new StagingTransportError(`staging did not answer within ${this.#timeoutMs} ms`, { cause: error });
     if (error instanceof undiciErrors.InvalidArgumentError || error instanceof undiciErrors.NotSupportedError) {
@@ -163,6 +210,6 @@ export class StagingClient {
   }
 
   async close(): Promise<void> {
-    await this.#pool.close().catch(() => this.#pool.destroy());
+    await Promise.all([...this.#origins.values()].map(({ pool }) => pool.close().catch(() => pool.destroy())));
   }
 }

@@ -1,6 +1,10 @@
+import { dirname, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, type ConfigIssue } from './errors.js';
+import { DEFAULT_REDACTED_HEADERS } from './headers.js';
+import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
+import { compileRules, RuleCompileError } from './rules.js';
 
 /**
  * Configuration: one table of settings, each with its environment variable, its flag and
@@ -123,12 +127,56 @@ export interface Config {
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** Path of the config file, when one was given. */
   readonly configFile: string | null;
+  /** Staging origins by name; `default` is STAGING_URL. Replays go to these and nowhere else. */
+  readonly origins: Readonly<Record<string, string>>;
+  /** Declarative rules, validated (compiled by the worker's pipeline builder). */
+  readonly rules: readonly RuleOptions[];
+  /** Absolute path of the hooks module, or null. */
+  readonly hooks: string | null;
+  /** The recording post handler, or null when recording is off. */
+  readonly recording: RecordingSettings | null;
+  /** Lower-case names of headers whose values never appear in logs or recordings. */
+  readonly redactHeaders: readonly string[];
 }
 
-/** The config file: the settings above by key, all optional, unknown keys refused. */
-const FileSettings = z.strictObject(
-  Object.fromEntries(Object.entries(SETTINGS).map(([key, s]) => [key, s.schema.optional()])) as unknown as Record<SettingKey, z.ZodOptional<z.ZodType>>,
-);
+/** Where and how finished replays are recorded (one JSON line each). */
+export interface RecordingSettings {
+  /** Absolute directory the JSONL files are written to. */
+  readonly dir: string;
+  /** Bytes of each request and response body kept; the rest is cut and marked truncated. */
+  readonly bodyLimit: number;
+  /** A file is closed and a new one begun when it reaches this size… */
+  readonly maxFileBytes: number;
+  /** …or this age. */
+  readonly maxFileAgeMs: number;
+  /** Lines waiting for the disk beyond this many bytes are dropped and counted, never block a replay. */
+  readonly maxQueuedBytes: number;
+}
+
+const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 1024, maxFileAgeMs: 3_600_000, maxQueuedBytes: 64 * 1024 * 1024 } as const;
+
+/** Keys only the config file has: structured settings no env var or flag can express. */
+const FILE_ONLY = {
+  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), { error: 'expected a map of origin name to URL' }),
+  // Each rule is validated on its own (see loadConfig), so one bad rule does not hide the others' problems.
+  rules: z.array(z.unknown(), { error: 'expected a list of rules' }),
+  hooks: z.string({ error: 'expected the path of a .js, .mjs or .ts module' }).min(1).regex(/\.(c|m)?(j|t)s$/, 'expected the path of a .js, .mjs, .cjs, .ts, .mts or .cts module'),
+  recording: z.strictObject({
+    dir: z.string({ error: 'expected a directory' }).min(1),
+    bodyLimit: integer(0, 1024 * 1024 * 1024).optional(),
+    maxFileBytes: integer(4096, Number.MAX_SAFE_INTEGER).optional(),
+    maxFileAgeMs: integer(1000, 366 * 86_400_000).optional(),
+    maxQueuedBytes: integer(64 * 1024, 16 * 1024 * 1024 * 1024).optional(),
+  }),
+  redactHeaders: z.array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header name')),
+} as const;
+type FileOnlyKey = keyof typeof FILE_ONLY;
+
+/** The config file: the settings above by key and the file-only keys, all optional, unknown keys refused. */
+const FileSettings = z.strictObject({
+  ...(Object.fromEntries(Object.entries(SETTINGS).map(([key, s]) => [key, s.schema.optional()])) as unknown as Record<SettingKey, z.ZodOptional<z.ZodType>>),
+  ...(Object.fromEntries(Object.entries(FILE_ONLY).map(([key, s]) => [key, s.optional()])) as unknown as Record<FileOnlyKey, z.ZodOptional<z.ZodType>>),
+});
 
 const DEFAULT_ADMIN_PORT: Record<Role, number> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
 
@@ -148,6 +196,56 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/** The message of a zod issue as the operator should read it. */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') return 'unknown key';
+  if (issue.code === 'invalid_type' && issue.input === undefined) return 'required';
+  // A record key that failed its own check: its message says why, the wrapper only that it failed.
+  if (issue.code === 'invalid_key' && issue.issues[0]) return issue.issues[0].message;
+  return issue.message;
+}
+
+function zodIssues(error: z.ZodError, prefix: readonly PropertyKey[], key: (path: string) => string): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const issue of error.issues) {
+    const base = [...prefix, ...issue.path];
+    const paths = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => formatPath([...base, k])) : [formatPath(base)];
+    for (const path of paths) out.push({ key: key(path || '(top level)'), message: issueMessage(issue) });
+  }
+  return out;
+}
+
+/** Validates each rule alone, then compiles the valid ones against the origins, so every problem is listed. */
+function validateRules(items: readonly unknown[], origins: ReadonlySet<string>, key: (path: string) => string): { rules: RuleOptions[]; issues: ConfigIssue[] } {
+  const issues: ConfigIssue[] = [];
+  const rules: RuleOptions[] = [];
+  const positions: number[] = [];
+  const names = new Map<string, number>();
+  items.forEach((item, i) => {
+    const name = (item as { name?: unknown } | null)?.name;
+    if (typeof name === 'string') {
+      const first = names.get(name);
+      if (first !== undefined) issues.push({ key: key(`rules[${i}].name`), message: `duplicate rule name ${JSON.stringify(name)} (also rules[${first}])` });
+      else names.set(name, i);
+    }
+    const result = RuleOptions.safeParse(item, { reportInput: true });
+    if (result.success) {
+      rules.push(result.data);
+      positions.push(i);
+    } else {
+      issues.push(...zodIssues(result.error, ['rules', i], key));
+    }
+  });
+  try {
+    // Compiled here only to report every problem at start-up; the worker compiles its own copy once.
+    compileRules(rules, { origins });
+  } catch (error) {
+    if (!(error instanceof RuleCompileError)) throw error;
+    for (const i of error.issues) issues.push({ key: key(formatPath(['rules', positions[i.path[0] as number] as number, ...i.path.slice(1)])), message: i.message });
+  }
+  return { rules, issues };
+}
+
 function parseFile(path: string, text: string): unknown {
   try {
     return /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
@@ -163,21 +261,29 @@ function parseFile(path: string, text: string): unknown {
 export function loadConfig(options: ConfigOptions): Config {
   const issues: ConfigIssue[] = [];
   let fileValues: Record<string, unknown> = {};
+  let fileOnly: Partial<Record<FileOnlyKey, unknown>> = {};
+  let fileNamesStaging = false;
+  let rawRules: unknown[] | undefined;
+  let rawOriginNames: string[] = [];
   if (options.file) {
     const raw = parseFile(options.file.path, options.file.text) ?? {};
-    const result = FileSettings.safeParse(raw);
+    // reportInput: a missing key is reported as `required`, not as a type mismatch with undefined.
+    const result = FileSettings.safeParse(raw, { reportInput: true });
+    const filePath = options.file.path;
+    const top = typeof raw === 'object' && raw !== null ? (raw as { rules?: unknown; origins?: unknown }) : {};
+    // Rules are checked even when other keys are wrong, so one run lists every problem.
+    if (Array.isArray(top.rules)) rawRules = top.rules;
+    if (typeof top.origins === 'object' && top.origins !== null) rawOriginNames = Object.keys(top.origins);
     if (!result.success) {
-      for (const issue of result.error.issues) {
-        const keys = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => formatPath([...issue.path, k])) : [formatPath(issue.path)];
-        for (const key of keys) {
-          issues.push({
-            key: `${options.file.path}: ${key || '(top level)'}`,
-            message: issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message,
-          });
-        }
-      }
+      issues.push(...zodIssues(result.error, [], (path) => `${filePath}: ${path}`));
+      // The default origin may well be in the file; without this, its other errors would
+      // also bring a misleading "STAGING_URL: required".
+      const r = raw as { stagingUrl?: unknown; origins?: { default?: unknown } } | null;
+      fileNamesStaging = typeof r === 'object' && r !== null && (r.stagingUrl !== undefined || (typeof r.origins === 'object' && r.origins?.default !== undefined));
     } else {
-      fileValues = raw as Record<string, unknown>;
+      const parsed = result.data as Record<string, unknown>;
+      fileValues = Object.fromEntries(Object.entries(raw as Record<string, unknown>).filter(([k]) => !(k in FILE_ONLY)));
+      fileOnly = Object.fromEntries(Object.keys(FILE_ONLY).filter((k) => parsed[k] !== undefined).map((k) => [k, parsed[k]]));
     }
   }
 
@@ -208,8 +314,28 @@ export function loadConfig(options: ConfigOptions): Config {
       if (values[key] === undefined) values[key] = SETTINGS[key as SettingKey].schema.parse(value);
     }
   }
+  const fileKey = (path: string) => `${options.file?.path ?? 'config file'}: ${path}`;
+  // STAGING_URL is the origin named `default`: from the env or a flag it overrides the file's
+  // `origins.default`; in the file, one of the two may be given, not both.
+  const origins: Record<string, string> = { ...((fileOnly.origins as Record<string, string> | undefined) ?? {}) };
+  const stagingFromFile = options.flags?.stagingUrl === undefined && !options.env.STAGING_URL;
+  if (values.stagingUrl !== undefined) {
+    if (stagingFromFile && origins.default !== undefined && origins.default !== values.stagingUrl) {
+      issues.push({ key: fileKey('origins.default'), message: 'conflicts with stagingUrl; give the default origin once' });
+    }
+    origins.default = values.stagingUrl as string;
+  } else if (origins.default !== undefined) {
+    values.stagingUrl = origins.default;
+  }
+  let rules: RuleOptions[] = [];
+  if (rawRules !== undefined) {
+    // `default` is always a known name: STAGING_URL may come from the worker's env alone.
+    const checked = validateRules(rawRules, new Set([...rawOriginNames, 'default']), fileKey);
+    rules = checked.rules;
+    issues.push(...checked.issues);
+  }
   for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting][]) {
-    if (setting.requiredBy?.includes(options.role) && values[key] === undefined && !issues.some((i) => i.key === setting.env || i.key === setting.flag)) {
+    if (setting.requiredBy?.includes(options.role) && values[key] === undefined && !(key === 'stagingUrl' && fileNamesStaging) && !issues.some((i) => i.key === setting.env || i.key === setting.flag)) {
       issues.push({ key: setting.env, message: `required by the ${options.role} (or ${setting.flag ?? 'the config file'})` });
     }
   }
@@ -217,11 +343,28 @@ export function loadConfig(options: ConfigOptions): Config {
 
   return Object.freeze({
     role: options.role,
-    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile'>),
+    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders'>),
     adminPort: (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role],
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
     configFile: options.file?.path ?? null,
+    origins: Object.freeze(origins),
+    rules: Object.freeze(rules),
+    hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,
+    recording: fileOnly.recording !== undefined && options.file ? recordingSettings(fileOnly.recording as RecordingFile, options.file.path) : null,
+    redactHeaders: Object.freeze(((fileOnly.redactHeaders as string[] | undefined) ?? DEFAULT_REDACTED_HEADERS).map((h) => h.toLowerCase())),
+  });
+}
+
+type RecordingFile = { dir: string } & Partial<Omit<RecordingSettings, 'dir'>>;
+
+function recordingSettings(file: RecordingFile, configPath: string): RecordingSettings {
+  return Object.freeze({
+    dir: resolvePath(dirname(configPath), file.dir),
+    bodyLimit: file.bodyLimit ?? RECORDING_DEFAULTS.bodyLimit,
+    maxFileBytes: file.maxFileBytes ?? RECORDING_DEFAULTS.maxFileBytes,
+    maxFileAgeMs: file.maxFileAgeMs ?? RECORDING_DEFAULTS.maxFileAgeMs,
+    maxQueuedBytes: file.maxQueuedBytes ?? RECORDING_DEFAULTS.maxQueuedBytes,
   });
 }
 

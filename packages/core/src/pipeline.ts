@@ -1,3 +1,5 @@
+import type { MirroredRequest } from './entry.js';
+
 /**
  * The pipeline a worker runs around each replay: `pre` shapes the request before it is
  * sent to staging (or drops it), `post` sees staging's response. Both are composed once
@@ -12,6 +14,11 @@ export interface OutgoingRequest {
   /** Flat `[name, value, …]`, order and duplicates kept. */
   headers: string[];
   body: Buffer;
+  /**
+   * Name of the configured staging origin the request goes to (`default` is STAGING_URL).
+   * Only names listed in the config are ever contacted; any other name fails the entry.
+   */
+  origin: string;
 }
 
 /** What staging answered. */
@@ -27,11 +34,56 @@ export interface ReplayResponse {
   ms: number;
 }
 
-/** What a hook can see of the replay it runs in. */
+/** What a stage can see of the replay it runs in. One per attempt. */
 export interface PipelineContext {
   readonly entryId: string;
   readonly attempt: number;
   readonly requestId: string | null;
+  /** The request as the mirror sent it, before any stage changed it. */
+  readonly mirrored: MirroredRequest;
+  /** Names of the rules applied so far, in order (recordings keep them). */
+  readonly rules: string[];
+  /** Annotations for recordings and logs: `ctx.tags.tenant = 'acme'`. */
+  readonly tags: Record<string, string>;
+}
+
+/** The logger a hook receives (a pino child bound to the entry id); header values it is given are redacted. */
+export interface HookLogger {
+  debug(msg: string): void;
+  debug(obj: object, msg?: string): void;
+  info(msg: string): void;
+  info(obj: object, msg?: string): void;
+  warn(msg: string): void;
+  warn(obj: object, msg?: string): void;
+  error(msg: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/**
+ * A small key/value store shared by every worker of a deployment (in Redis, under the
+ * deployment's prefix), for state hooks must share: a session map, a counter. Every key
+ * expires: `ttlMs` defaults to 24 hours.
+ */
+export interface KeyValueStore {
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string, options?: { ttlMs?: number }): Promise<void>;
+  /** Adds 1 (or `by`) and returns the new value; the TTL is set when the key is created. */
+  incr(key: string, options?: { by?: number; ttlMs?: number }): Promise<number>;
+  delete(key: string): Promise<void>;
+}
+
+/** What a user hook receives: the replay's context, a logger and the shared store. */
+export interface HookContext extends PipelineContext {
+  readonly log: HookLogger;
+  readonly store: KeyValueStore;
+}
+
+/** What `setup` receives, once, when the worker starts. */
+export interface HookSetupContext {
+  readonly log: HookLogger;
+  readonly store: KeyValueStore;
+  /** Names of the configured staging origins. */
+  readonly origins: readonly string[];
 }
 
 export type PreHook = (
@@ -51,9 +103,35 @@ export interface Pipeline {
   close?: () => void | Promise<void>;
 }
 
-/** Types a hook module: `export default definePipeline({ pre(req) { … } })`. */
-export function definePipeline(pipeline: Pipeline): Pipeline {
-  return pipeline;
+/**
+ * What a hooks module exports (as its default export, or as named exports). `pre` may
+ * change the request in place, return a new one, or return null to drop it; `post` sees
+ * staging's answer. Both may be async. A `pre` that throws fails the entry (no retry); a
+ * `post` that throws is logged and counted, and the replay still counts as done.
+ */
+export interface HookModule {
+  setup?(ctx: HookSetupContext): void | Promise<void>;
+  pre?(request: OutgoingRequest, ctx: HookContext): OutgoingRequest | null | undefined | void | Promise<OutgoingRequest | null | undefined | void>;
+  post?(response: ReplayResponse, request: OutgoingRequest, ctx: HookContext): void | Promise<void>;
+  close?(): void | Promise<void>;
+  /** False when `post` never reads `response.body` (the worker then discards it unread). */
+  needsResponseBody?: boolean;
+}
+
+/** Types a hooks module: `export default definePipeline({ pre(req, ctx) { … } })`. */
+export function definePipeline<T extends HookModule>(hooks: T): T {
+  return hooks;
+}
+
+/** Why a stage dropped a request. */
+export type PipelineDropReason = 'rule' | 'sample' | 'hook';
+
+/** Receives what the stages decided, for metrics; implemented by the runtime with prom-client. */
+export interface PipelineObserver {
+  /** A rule matched and ran its actions. */
+  applied?(rule: string): void;
+  /** A request was dropped, by a rule's name (or `hooks`) and why. */
+  dropped?(by: string, reason: PipelineDropReason): void;
 }
 
 export interface CompiledPipeline {

@@ -1,0 +1,356 @@
+import { isUtf8 } from 'node:buffer';
+import { MirrorplaneError } from './errors.js';
+import { headerValue, stripShadowSuffix } from './headers.js';
+import { parseJsonPath, removeJsonPath, setJsonPath, JsonPathSyntaxError, type JsonPath } from './json-path.js';
+import type { OutgoingRequest, Pipeline, PipelineContext, PipelineObserver } from './pipeline.js';
+import { formatQuery, parseQuery, removeQueryParams, setQueryParam, type QueryParam } from './rule-query.js';
+import { cookieValue, sampleKeeps } from './rule-sample.js';
+import type { RuleOptions } from './rule-schema.js';
+import { compileTemplate, TemplateSyntaxError, type Template, type TemplateScope } from './template.js';
+
+/**
+ * Declarative rules, compiled once at start-up into one `pre` stage. Every rule whose
+ * `match` holds runs its actions, in the order of the list; within a rule the actions run in
+ * a fixed order: sample, drop, rewritePath, removeQuery, setQuery, removeHeaders, setHeaders,
+ * appendHeaders, json, route. A request no rule matches is passed on untouched (the same
+ * object, byte for byte).
+ */
+
+/** Thrown by a rule at run time (a rewrite that leaves no path); the entry goes to the failed set. */
+export class RuleError extends MirrorplaneError {
+  constructor(rule: string, message: string) {
+    super('MP_ERR_RULE', `rule ${JSON.stringify(rule)}: ${message}`, { retryable: false });
+  }
+}
+
+export interface RuleIssue {
+  /** Path under `rules`: `[2, 'rewritePath', 'to']`. */
+  path: (string | number)[];
+  message: string;
+}
+
+/** Thrown by `compileRules` with every problem found, each by its path. */
+export class RuleCompileError extends MirrorplaneError {
+  readonly issues: readonly RuleIssue[];
+
+  constructor(issues: readonly RuleIssue[]) {
+    super('MP_ERR_CONFIG', `invalid rules:\n${issues.map((i) => `  rules${i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('')}: ${i.message}`).join('\n')}`);
+    this.issues = issues;
+  }
+}
+
+export interface CompileRulesOptions {
+  /** Names of the configured origins; a `route` to any other name is refused. */
+  origins: ReadonlySet<string>;
+  observer?: PipelineObserver;
+}
+
+type Condition = string | boolean;
+
+interface CompiledRule {
+  readonly name: string;
+  readonly methods: ReadonlySet<string> | null;
+  readonly pathPrefix: string | null;
+  readonly pathRegex: RegExp | null;
+  readonly headers: readonly (readonly [string, Condition])[];
+  readonly query: readonly (readonly [string, Condition])[];
+  readonly sample: { readonly fraction: number; readonly key: ((request: OutgoingRequest) => string | null) | null } | null;
+  readonly drop: boolean;
+  readonly rewrite: { readonly from: RegExp; readonly to: string } | null;
+  readonly removeQuery: ReadonlySet<string> | null;
+  readonly setQuery: readonly (readonly [string, Template])[];
+  readonly removeHeaders: ReadonlySet<string> | null;
+  readonly setHeaders: readonly (readonly [string, Template])[];
+  readonly appendHeaders: readonly (readonly [string, Template])[];
+  readonly json: { readonly set: readonly (readonly [JsonPath, unknown | Template])[]; readonly remove: readonly JsonPath[] } | null;
+  readonly route: string | null;
+}
+
+const NO_GROUPS: Readonly<Record<string, string | undefined>> = Object.freeze({});
+
+function namedGroups(source: string | undefined): Set<string> {
+  const out = new Set<string>();
+  if (source === undefined) return out;
+  for (const m of source.matchAll(/\(\?<([A-Za-z_$][A-Za-z0-9_$]*)>/g)) out.add(m[1] as string);
+  return out;
+}
+
+function compileRule(rule: RuleOptions, index: number, options: CompileRulesOptions, issues: RuleIssue[]): CompiledRule {
+  const issue = (path: (string | number)[], message: string) => issues.push({ path: [index, ...path], message });
+  const groups = new Set([...namedGroups(rule.match?.path), ...namedGroups(rule.rewritePath?.from)]);
+  const template = (path: (string | number)[], text: string): Template => {
+    try {
+      return compileTemplate(text, groups);
+    } catch (error) {
+      if (!(error instanceof TemplateSyntaxError)) throw error;
+      issue(path, error.message);
+      return () => '';
+    }
+  };
+
+  let rewrite: CompiledRule['rewrite'] = null;
+  if (rule.rewritePath) {
+    const from = new RegExp(rule.rewritePath.from);
+    const fromGroups = namedGroups(rule.rewritePath.from);
+    for (const m of rule.rewritePath.to.matchAll(/\$<([^>]*)>/g)) {
+      if (!fromGroups.has(m[1] as string)) issue(['rewritePath', 'to'], `$<${m[1]}> names no group of rewritePath.from`);
+    }
+    if (rule.rewritePath.to.includes('?')) issue(['rewritePath', 'to'], 'cannot add a query; use setQuery');
+    else if (!rule.rewritePath.to.startsWith('/') && !rule.rewritePath.to.startsWith('$')) issue(['rewritePath', 'to'], 'expected a path starting with /');
+    rewrite = { from, to: rule.rewritePath.to };
+  }
+
+  let sample: CompiledRule['sample'] = null;
+  if (rule.sample) {
+    const spec = rule.sample.key;
+    let key: ((request: OutgoingRequest) => string | null) | null = null;
+    if (spec) {
+      const colon = spec.indexOf(':');
+      const kind = spec.slice(0, colon);
+      const name = spec.slice(colon + 1);
+      if (kind === 'header') {
+        const lower = name.toLowerCase();
+        key = (r) => headerValue(r.headers, lower);
+      } else if (kind === 'cookie') {
+        key = (r) => {
+          const cookies: string[] = [];
+          for (let i = 0; i < r.headers.length; i += 2) if ((r.headers[i] as string).toLowerCase() === 'cookie') cookies.push(r.headers[i + 1] as string);
+          return cookieValue(cookies, name);
+        };
+      } else {
+        key = (r) => {
+          const q = r.path.indexOf('?');
+          return q === -1 ? null : (parseQuery(r.path.slice(q + 1)).find((p) => p.name === name)?.value ?? null);
+        };
+      }
+    }
+    sample = { fraction: rule.sample.fraction, key };
+  }
+
+  let json: CompiledRule['json'] = null;
+  if (rule.json) {
+    const set: [JsonPath, unknown][] = [];
+    const remove: JsonPath[] = [];
+    for (const [path, value] of Object.entries(rule.json.set ?? {})) {
+      try {
+        set.push([parseJsonPath(path), typeof value === 'string' ? template(['json', 'set', path], value) : value]);
+      } catch (error) {
+        if (!(error instanceof JsonPathSyntaxError)) throw error;
+        issue(['json', 'set', path], error.message);
+      }
+    }
+    (rule.json.remove ?? []).forEach((path, i) => {
+      try {
+        remove.push(parseJsonPath(path));
+      } catch (error) {
+        if (!(error instanceof JsonPathSyntaxError)) throw error;
+        issue(['json', 'remove', i], error.message);
+      }
+    });
+    json = { set, remove };
+  }
+
+  if (rule.route !== undefined && !options.origins.has(rule.route)) {
+    issue(['route'], `unknown origin ${JSON.stringify(rule.route)}; configured: ${[...options.origins].join(', ') || '(none)'}`);
+  }
+
+  return {
+    name: rule.name,
+    methods: rule.match?.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : null,
+    pathPrefix: rule.match?.pathPrefix ?? null,
+    pathRegex: rule.match?.path !== undefined ? new RegExp(rule.match.path) : null,
+    headers: Object.entries(rule.match?.headers ?? {}).map(([n, c]) => [n.toLowerCase(), c] as const),
+    query: Object.entries(rule.match?.query ?? {}),
+    sample,
+    drop: rule.drop === true,
+    rewrite,
+    removeQuery: rule.removeQuery ? new Set(rule.removeQuery) : null,
+    setQuery: Object.entries(rule.setQuery ?? {}).map(([n, v]) => [n, template(['setQuery', n], v)] as const),
+    removeHeaders: rule.removeHeaders ? new Set(rule.removeHeaders.map((h) => h.toLowerCase())) : null,
+    setHeaders: Object.entries(rule.setHeaders ?? {}).map(([n, v]) => [n, template(['setHeaders', n], v)] as const),
+    appendHeaders: Object.entries(rule.appendHeaders ?? {}).map(([n, v]) => [n, template(['appendHeaders', n], v)] as const),
+    json,
+    route: rule.route ?? null,
+  };
+}
+
+function headerMatches(headers: readonly string[], lower: string, condition: Condition): boolean {
+  let present = false;
+  for (let i = 0; i < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() !== lower) continue;
+    if (condition === true) return true;
+    present = true;
+    if (typeof condition === 'string' && headers[i + 1] === condition) return true;
+  }
+  return condition === false && !present;
+}
+
+function queryMatches(params: readonly QueryParam[], name: string, condition: Condition): boolean {
+  let present = false;
+  for (const p of params) {
+    if (p.name !== name) continue;
+    if (condition === true) return true;
+    present = true;
+    if (typeof condition === 'string' && (p.value ?? '') === condition) return true;
+  }
+  return condition === false && !present;
+}
+
+function isJson(headers: readonly string[]): boolean {
+  const type = headerValue(headers, 'content-type');
+  if (type === null) return false;
+  const media = type.split(';')[0]?.trim().toLowerCase() ?? '';
+  return media === 'application/json' || (media.startsWith('application/') && media.endsWith('+json'));
+}
+
+/** Applies a rule's JSON edits; returns the new body, or the same Buffer when nothing changed. */
+function editJson(body: Buffer, edits: NonNullable<CompiledRule['json']>, scope: TemplateScope): Buffer {
+  // Only valid UTF-8 JSON is edited; anything else is sent exactly as it came.
+  if (body.length === 0 || !isUtf8(body)) return body;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body.toString('utf8'));
+  } catch {
+    return body;
+  }
+  let changed = false;
+  for (const path of edits.remove) changed = removeJsonPath(doc, path) || changed;
+  for (const [path, value] of edits.set) {
+    changed = setJsonPath(doc, path, typeof value === 'function' ? (value as Template)(scope) : value) || changed;
+  }
+  return changed ? Buffer.from(JSON.stringify(doc), 'utf8') : body;
+}
+
+function withoutHeaders(headers: readonly string[], names: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (!names.has((headers[i] as string).toLowerCase())) out.push(headers[i] as string, headers[i + 1] as string);
+  }
+  return out;
+}
+
+/** Sets a header: replaces the first of that name in place and removes the others, or appends it. */
+function setHeader(headers: string[], name: string, value: string): string[] {
+  const lower = name.toLowerCase();
+  const out: string[] = [];
+  let placed = false;
+  for (let i = 0; i < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() !== lower) out.push(headers[i] as string, headers[i + 1] as string);
+    else if (!placed) {
+      out.push(name, value);
+      placed = true;
+    }
+  }
+  if (!placed) out.push(name, value);
+  return out;
+}
+
+/**
+ * Compiles the `rules` of a config into one pipeline stage (a `pre` only). Throws
+ * `RuleCompileError` listing every problem, each by its path under `rules`.
+ */
+export function compileRules(rules: readonly RuleOptions[], options: CompileRulesOptions): Pipeline {
+  const issues: RuleIssue[] = [];
+  const compiled = rules.map((rule, i) => compileRule(rule, i, options, issues));
+  if (issues.length > 0) throw new RuleCompileError(issues);
+  const observer = options.observer ?? {};
+
+  return {
+    name: 'rules',
+    pre(request: OutgoingRequest, ctx: PipelineContext): OutgoingRequest | null {
+      const q = request.path.indexOf('?');
+      let pathname = q === -1 ? request.path : request.path.slice(0, q);
+      const search = q === -1 ? '' : request.path.slice(q + 1);
+      let params: QueryParam[] | null = null;
+      let pathChanged = false;
+      let queryChanged = false;
+      let host: string | null = null;
+
+      for (const rule of compiled) {
+        if (rule.methods && !rule.methods.has(request.method.toUpperCase())) continue;
+        if (rule.pathPrefix !== null && !pathname.startsWith(rule.pathPrefix)) continue;
+        let groups = NO_GROUPS;
+        if (rule.pathRegex) {
+          const m = rule.pathRegex.exec(pathname);
+          if (!m) continue;
+          if (m.groups) groups = { ...m.groups };
+        }
+        let matched = true;
+        for (const [name, condition] of rule.headers) {
+          if (!headerMatches(request.headers, name, condition)) {
+            matched = false;
+            break;
+          }
+        }
+        if (!matched) continue;
+        if (rule.query.length > 0) {
+          params ??= parseQuery(search);
+          for (const [name, condition] of rule.query) {
+            if (!queryMatches(params, name, condition)) {
+              matched = false;
+              break;
+            }
+          }
+          if (!matched) continue;
+        }
+
+        ctx.rules.push(rule.name);
+        if (rule.sample) {
+          // Without a key (or when the request lacks it) the entry id decides: stable across retries.
+          const key = rule.sample.key?.(request) ?? ctx.entryId;
+          if (!sampleKeeps(key, rule.sample.fraction)) {
+            observer.dropped?.(rule.name, 'sample');
+            return null;
+          }
+        }
+        if (rule.drop) {
+          observer.dropped?.(rule.name, 'rule');
+          return null;
+        }
+        if (rule.rewrite) {
+          const m = rule.rewrite.from.exec(pathname);
+          if (m) {
+            if (m.groups) groups = { ...groups, ...m.groups };
+            const next = pathname.replace(rule.rewrite.from, rule.rewrite.to);
+            if (!next.startsWith('/')) throw new RuleError(rule.name, `rewritePath turned ${JSON.stringify(pathname)} into ${JSON.stringify(next)}, which is not a path`);
+            pathname = next;
+            pathChanged = true;
+          }
+        }
+        host ??= stripShadowSuffix(headerValue(ctx.mirrored.rawHeaders, 'host') ?? '');
+        const scope: TemplateScope = {
+          entryId: ctx.entryId,
+          requestId: ctx.requestId,
+          attempt: ctx.attempt,
+          method: request.method,
+          host,
+          groups,
+          headers: request.headers,
+        };
+        if (rule.removeQuery || rule.setQuery.length > 0) {
+          params ??= parseQuery(search);
+          if (rule.removeQuery) params = removeQueryParams(params, rule.removeQuery);
+          for (const [name, value] of rule.setQuery) params = setQueryParam(params, name, value(scope));
+          queryChanged = true;
+        }
+        if (rule.removeHeaders || rule.setHeaders.length > 0 || rule.appendHeaders.length > 0) {
+          // Values are rendered against the headers as the rule found them, before its own edits.
+          const set = rule.setHeaders.map(([n, t]) => [n, t(scope)] as const);
+          const append = rule.appendHeaders.map(([n, t]) => [n, t(scope)] as const);
+          let headers = rule.removeHeaders ? withoutHeaders(request.headers, rule.removeHeaders) : request.headers.slice();
+          for (const [n, v] of set) headers = setHeader(headers, n, v);
+          for (const [n, v] of append) headers.push(n, v);
+          request.headers = headers;
+        }
+        if (rule.json && isJson(request.headers)) request.body = editJson(request.body, rule.json, scope);
+        if (rule.route !== null) request.origin = rule.route;
+        observer.applied?.(rule.name);
+      }
+      if (pathChanged || queryChanged) {
+        const query = queryChanged && params ? formatQuery(params) : search;
+        request.path = query.length > 0 ? `${pathname}?${query}` : pathname;
+      }
+      return request;
+    },
+  };
+}
