@@ -16,6 +16,8 @@ export interface SampleBackendOptions {
   firstId?: number;
   /** When set, only requests whose path starts with it are served; others get 404 (staging's routes can differ). */
   pathPrefix?: string;
+  /** Answers this many milliseconds late (a slow staging in the production-impact benchmark). */
+  delayMs?: number;
   /** Called for each request after it was answered (the demo prints a line). */
   onRequest?: (request: ReceivedRequest) => void;
 }
@@ -42,7 +44,11 @@ export class SampleBackend {
     this.#server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => this.#handle(req, res, Buffer.concat(chunks)));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        if (options.delayMs) setTimeout(() => this.#handle(req, res, body), options.delayMs);
+        else this.#handle(req, res, body);
+      });
     });
   }
 
