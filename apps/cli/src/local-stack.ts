@@ -7,6 +7,7 @@ import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
 import { MirrorplaneError } from '@mirrorplane/core';
+import { buildPipeline } from '@mirrorplane/runtime';
 import { configure, createLogger, runUntilSignal, type Flags } from './process.js';
 
 function freePort(preferred: number): Promise<number> {
@@ -79,7 +80,9 @@ export async function startLocalStack(flags: Flags, io: { out: (s: string) => vo
   const workerConfig = configure('worker', { ...flags, adminPort: String(ingressConfig.adminPort === 0 ? 0 : ingressConfig.adminPort + 1) }, env);
   const logger = createLogger(ingressConfig, 'start');
   const ingress = new Ingress(ingressConfig, logger.child({ component: 'ingress' }));
-  const worker = new ReplayWorker(workerConfig, logger.child({ component: 'worker' }));
+  const built = await buildPipeline(workerConfig, logger.child({ component: 'worker' }));
+  const worker = new ReplayWorker(workerConfig, logger.child({ component: 'worker' }), { pipeline: built.pipeline });
+  for (const metric of built.metrics) worker.metrics.registerMetric(metric);
   runUntilSignal(logger, async () => {
     await ingress.close();
     await worker.close();

@@ -1,12 +1,16 @@
+import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Queue } from 'bullmq';
 import { ConfigError, MirrorplaneError, keysFor, type Config, type SettingKey } from '@mirrorplane/core';
-import { closeRedis, createRedis, listFailed, purgeFailed, readStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
 import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
 import { startLocalStack } from './local-stack.js';
+import { readRecordings, toHar } from './record.js';
+
+const VERSION = '0.1.0';
 
 /** Flag names as commander camel-cases them → setting keys. */
 const FLAG_SETTINGS: Record<string, SettingKey> = {
@@ -118,7 +122,9 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
     .action(async (options: Record<string, unknown>) => {
       const config = configure('worker', toFlags(options));
       const logger = createLogger(config, 'worker');
-      const worker = new ReplayWorker(config, logger);
+      const built = await buildPipeline(config, logger);
+      const worker = new ReplayWorker(config, logger, { pipeline: built.pipeline });
+      for (const metric of built.metrics) worker.metrics.registerMetric(metric);
       runUntilSignal(logger, () => worker.close());
       await worker.start();
     });
@@ -193,6 +199,22 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const config = configure('cli', toFlags(options));
       const count = await withOperatorConnection(config, ({ queue }) => purgeFailed(queue));
       io.out(`purged ${count} failed ${count === 1 ? 'entry' : 'entries'}\n`);
+    });
+
+  const record = program.command('record').description('work with recordings of replayed traffic (recording: in the config file)');
+  record
+    .command('export')
+    .description('convert recording files (JSONL) to another format')
+    .argument('<files...>', 'recording files')
+    .requiredOption('--format <format>', 'output format: har (HAR 1.2)')
+    .option('--out <file>', 'write here instead of stdout')
+    .action(async (files: string[], options: { format: string; out?: string }) => {
+      if (options.format !== 'har') throw new UsageError(`--format: expected har, got ${JSON.stringify(options.format)}`);
+      const har = `${JSON.stringify(toHar(await readRecordings(files), VERSION), null, 2)}\n`;
+      if (options.out) {
+        await writeFile(options.out, har);
+        io.err(`wrote ${options.out}\n`);
+      } else io.out(har);
     });
 
   return program;

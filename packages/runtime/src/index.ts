@@ -4,3 +4,6 @@ export * from './logger.js';
 export * from './admin-server.js';
 export * from './retry-queue.js';
 export * from './operations.js';
+export * from './hooks.js';
+export * from './recording.js';
+export * from './pipeline-builder.js';

@@ -1,0 +1,212 @@
+import { createReadStream } from 'node:fs';
+import { STATUS_CODES } from 'node:http';
+import { createInterface } from 'node:readline';
+import { MirrorplaneError, errorMessage, parseQuery } from '@mirrorplane/core';
+import { RECORDING_VERSION, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
+
+/**
+ * `mirrorplane record export`: turns recordings (JSONL, one replay a line) into HAR 1.2, so
+ * a window of replayed traffic opens in browser devtools and HAR tools. Each HAR entry is
+ * the request as sent to staging and staging's answer; what Mirrorplane knows beyond HAR
+ * (entry id, rules applied, tags, the request as mirrored) is kept under `_mirrorplane`.
+ */
+
+/** Thrown when a recording file cannot be read or holds a line that is not a recording. */
+export class RecordingFormatError extends MirrorplaneError {
+  constructor(message: string) {
+    super('MP_ERR_RECORDING', message);
+  }
+}
+
+interface HarNameValue {
+  name: string;
+  value: string;
+}
+
+export interface HarEntry {
+  startedDateTime: string;
+  time: number;
+  request: {
+    method: string;
+    url: string;
+    httpVersion: string;
+    cookies: HarNameValue[];
+    headers: HarNameValue[];
+    queryString: HarNameValue[];
+    postData?: { mimeType: string; text: string; params: HarNameValue[]; _encoding?: 'base64' };
+    headersSize: number;
+    bodySize: number;
+  };
+  response: {
+    status: number;
+    statusText: string;
+    httpVersion: string;
+    cookies: HarNameValue[];
+    headers: HarNameValue[];
+    content: { size: number; mimeType: string; text?: string; encoding?: 'base64' };
+    redirectURL: string;
+    headersSize: number;
+    bodySize: number;
+  };
+  cache: Record<string, never>;
+  timings: { blocked: number; dns: number; connect: number; send: number; wait: number; receive: number; ssl: number };
+  _mirrorplane: {
+    entryId: string;
+    requestId: string | null;
+    attempt: number;
+    receivedAt: string;
+    origin: string;
+    rules: string[];
+    tags: Record<string, string>;
+    truncated?: ('request' | 'response')[];
+    mirrored: { method: string; target: string; headers: HarNameValue[] };
+  };
+}
+
+export interface Har {
+  log: {
+    version: '1.2';
+    creator: { name: string; version: string };
+    entries: HarEntry[];
+  };
+}
+
+function nameValues(headers: RecordedHeaders): HarNameValue[] {
+  return headers.map(([name, value]) => ({ name, value }));
+}
+
+function header(headers: RecordedHeaders, name: string): string | undefined {
+  return headers.find(([n]) => n.toLowerCase() === name)?.[1];
+}
+
+function requestCookies(headers: RecordedHeaders): HarNameValue[] {
+  const out: HarNameValue[] = [];
+  for (const [name, value] of headers) {
+    if (name.toLowerCase() !== 'cookie') continue;
+    for (const part of value.split(';')) {
+      const eq = part.indexOf('=');
+      if (eq > 0) out.push({ name: part.slice(0, eq).trim(), value: part.slice(eq + 1).trim() });
+      // A redacted header has no name=value pairs left; HAR still shows it among the headers.
+    }
+  }
+  return out;
+}
+
+function responseCookies(headers: RecordedHeaders): HarNameValue[] {
+  const out: HarNameValue[] = [];
+  for (const [name, value] of headers) {
+    if (name.toLowerCase() !== 'set-cookie') continue;
+    const first = value.split(';')[0] ?? '';
+    const eq = first.indexOf('=');
+    if (eq > 0) out.push({ name: first.slice(0, eq).trim(), value: first.slice(eq + 1).trim() });
+  }
+  return out;
+}
+
+function joinUrl(origin: string, path: string): string {
+  const base = origin ? origin.replace(/\/$/, '') : 'http://unknown-origin';
+  return base + path;
+}
+
+/** One recording line as a HAR entry. */
+export function toHarEntry(r: RecordedExchange): HarEntry {
+  const q = r.sent.path.indexOf('?');
+  const query = q === -1 ? [] : parseQuery(r.sent.path.slice(q + 1)).map((p) => ({ name: p.name, value: p.value ?? '' }));
+  const body = (b: RecordedBody) => (b.encoding === 'base64' ? { text: b.text, encoding: 'base64' as const } : { text: b.text });
+  const truncated: ('request' | 'response')[] = [];
+  if (r.sent.body.truncated) truncated.push('request');
+  if (r.response.body.truncated) truncated.push('response');
+  const entry: HarEntry = {
+    startedDateTime: r.sentAt,
+    time: r.ms,
+    request: {
+      method: r.sent.method,
+      url: joinUrl(r.origin.url, r.sent.path),
+      httpVersion: 'HTTP/1.1',
+      cookies: requestCookies(r.sent.headers),
+      headers: nameValues(r.sent.headers),
+      queryString: query,
+      headersSize: -1,
+      bodySize: r.sent.body.size,
+    },
+    response: {
+      status: r.response.status,
+      statusText: STATUS_CODES[r.response.status] ?? '',
+      httpVersion: 'HTTP/1.1',
+      cookies: responseCookies(r.response.headers),
+      headers: nameValues(r.response.headers),
+      content: {
+        size: r.response.body.size,
+        mimeType: header(r.response.headers, 'content-type') ?? 'application/octet-stream',
+        ...body(r.response.body),
+      },
+      redirectURL: header(r.response.headers, 'location') ?? '',
+      headersSize: -1,
+      bodySize: r.response.body.size,
+    },
+    cache: {},
+    // Mirrorplane times the exchange as a whole: from sending to the end of the answer.
+    timings: { blocked: -1, dns: -1, connect: -1, send: 0, wait: r.ms, receive: 0, ssl: -1 },
+    _mirrorplane: {
+      entryId: r.entryId,
+      requestId: r.requestId,
+      attempt: r.attempt,
+      receivedAt: r.receivedAt,
+      origin: r.origin.name,
+      rules: r.rules,
+      tags: r.tags,
+      ...(truncated.length > 0 && { truncated }),
+      mirrored: { method: r.mirrored.method, target: r.mirrored.target, headers: nameValues(r.mirrored.headers) },
+    },
+  };
+  if (r.sent.body.size > 0) {
+    const text = body(r.sent.body);
+    entry.request.postData = {
+      mimeType: header(r.sent.headers, 'content-type') ?? 'application/octet-stream',
+      params: [],
+      text: text.text,
+      // HAR 1.2 has no encoding for request bodies; binary ones are base64, flagged like this.
+      ...(text.encoding && { _encoding: text.encoding }),
+    };
+  }
+  return entry;
+}
+
+function checkLine(value: unknown, where: string): RecordedExchange {
+  const r = value as Partial<RecordedExchange> | null;
+  if (typeof r !== 'object' || r === null || r.v !== RECORDING_VERSION || typeof r.entryId !== 'string' || !r.sent || !r.response || !r.mirrored || !r.origin) {
+    const version = typeof r === 'object' && r !== null && 'v' in r ? ` (version ${JSON.stringify(r.v)}, this CLI reads ${RECORDING_VERSION})` : '';
+    throw new RecordingFormatError(`${where}: not a mirrorplane recording line${version}`);
+  }
+  return r as RecordedExchange;
+}
+
+/** Reads recording files line by line; entries come out in the order of their `sentAt`. */
+export async function readRecordings(files: readonly string[]): Promise<RecordedExchange[]> {
+  const out: RecordedExchange[] = [];
+  for (const file of files) {
+    let n = 0;
+    try {
+      const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+      for await (const line of lines) {
+        n += 1;
+        if (line.trim() === '') continue;
+        let value: unknown;
+        try {
+          value = JSON.parse(line);
+        } catch (error) {
+          throw new RecordingFormatError(`${file}:${n}: not JSON: ${errorMessage(error)}`);
+        }
+        out.push(checkLine(value, `${file}:${n}`));
+      }
+    } catch (error) {
+      if (error instanceof RecordingFormatError) throw error;
+      throw new RecordingFormatError(`cannot read ${file}: ${errorMessage(error)}`);
+    }
+  }
+  return out.sort((a, b) => (a.sentAt < b.sentAt ? -1 : a.sentAt > b.sentAt ? 1 : 0));
+}
+
+export function toHar(recordings: readonly RecordedExchange[], version: string): Har {
+  return { log: { version: '1.2', creator: { name: 'mirrorplane', version }, entries: recordings.map(toHarEntry) } };
+}

@@ -1,0 +1,219 @@
+import { pathToFileURL } from 'node:url';
+import type { Redis } from 'ioredis';
+import {
+  ConfigError,
+  MirrorplaneError,
+  errorMessage,
+  redactHeaders,
+  type Config,
+  type HookContext,
+  type HookLogger,
+  type HookModule,
+  type KeyValueStore,
+  type OutgoingRequest,
+  type Pipeline,
+  type PipelineContext,
+  type PipelineObserver,
+} from '@mirrorplane/core';
+import type { Logger } from './logger.js';
+import { closeRedis, createRedis } from './redis.js';
+
+/**
+ * Loads the user's hooks module (`hooks:` in the config file) and turns it into a pipeline
+ * stage. JavaScript modules are imported as they are; TypeScript modules through tsx, so a
+ * team can keep its hooks as one typed `.ts` file without a build step.
+ */
+
+/** Thrown when a hooks module's `setup` fails: the worker does not start half-configured. */
+export class HookSetupError extends MirrorplaneError {
+  constructor(path: string, cause: unknown) {
+    super('MP_ERR_HOOK_SETUP', `hooks ${path}: setup threw: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The shared store: Redis strings under `{prefix}:kv:`, every key with a TTL. The
+ * connection is opened on first use, so hooks that never use the store cost no connection.
+ */
+export class RedisKeyValueStore implements KeyValueStore {
+  readonly #config: Config;
+  readonly #logger: Logger;
+  readonly #prefix: string;
+  #redis: Redis | null = null;
+
+  constructor(config: Config, logger: Logger) {
+    this.#config = config;
+    this.#logger = logger;
+    // The deployment's hash tag keeps these keys on the shard of the stream in Redis Cluster.
+    this.#prefix = `{${config.prefix}}:kv:`;
+  }
+
+  #client(): Redis {
+    this.#redis ??= createRedis(this.#config, 'commands', this.#logger);
+    return this.#redis;
+  }
+
+  async get(key: string): Promise<string | null> {
+    return this.#client().get(this.#prefix + key);
+  }
+
+  async set(key: string, value: string, options: { ttlMs?: number } = {}): Promise<void> {
+    await this.#client().set(this.#prefix + key, value, 'PX', ttl(options.ttlMs));
+  }
+
+  async incr(key: string, options: { by?: number; ttlMs?: number } = {}): Promise<number> {
+    const k = this.#prefix + key;
+    // One round trip: the TTL is set only when this increment created the key.
+    const [[error, value] = [null, 0]] = (await this.#client()
+      .multi()
+      .incrby(k, options.by ?? 1)
+      .pexpire(k, ttl(options.ttlMs), 'NX')
+      .exec()) ?? [];
+    if (error) throw error;
+    return Number(value);
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#client().del(this.#prefix + key);
+  }
+
+  async close(): Promise<void> {
+    if (this.#redis) await closeRedis(this.#redis);
+  }
+}
+
+function ttl(ms: number | undefined): number {
+  if (ms === undefined) return DAY_MS;
+  if (!Number.isSafeInteger(ms) || ms < 1) throw new RangeError(`ttlMs must be a positive integer, got ${String(ms)}`);
+  return ms;
+}
+
+function redactValue(value: unknown, names: ReadonlySet<string>): unknown {
+  if (Array.isArray(value)) {
+    // Flat [name, value, …] arrays, as requests and responses carry them.
+    if (value.length % 2 === 0 && value.every((v) => typeof v === 'string')) return redactHeaders(value as string[], names);
+    return value;
+  }
+  if (typeof value === 'object' && value !== null) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = names.has(k.toLowerCase()) ? '[redacted]' : v;
+    return out;
+  }
+  return value;
+}
+
+/**
+ * A logger for hook code: header values under `headers`, `request` or `response` are
+ * redacted by the configured names, and bodies are logged as their size, so a hook that
+ * logs what staging answered cannot leak a cookie or a token.
+ */
+export function createHookLogger(logger: Logger, redacted: ReadonlySet<string>): Logger {
+  const message = (m: unknown): unknown => {
+    if (typeof m !== 'object' || m === null || Buffer.isBuffer(m)) return m;
+    const out: Record<string, unknown> = { ...(m as Record<string, unknown>) };
+    if ('headers' in out) out.headers = redactValue(out.headers, redacted);
+    if (Buffer.isBuffer(out.body)) out.body = `[${out.body.length} bytes]`;
+    return out;
+  };
+  return logger.child(
+    { component: 'hooks' },
+    { serializers: { headers: (h: unknown) => redactValue(h, redacted), request: message, response: message, mirrored: message } },
+  );
+}
+
+/** Imports a module by path; `.ts`, `.mts` and `.cts` through tsx. */
+async function importModule(path: string): Promise<Record<string, unknown>> {
+  const url = pathToFileURL(path).href;
+  if (/\.(c|m)?ts$/.test(path)) {
+    const { tsImport } = await import('tsx/esm/api');
+    return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+  }
+  return (await import(url)) as Record<string, unknown>;
+}
+
+/** The hooks a module exports: its default export when that is an object, else its named exports. */
+function hooksOf(path: string, mod: Record<string, unknown>): HookModule {
+  let candidate: Record<string, unknown> = mod;
+  const fallback = mod.default;
+  if (typeof fallback === 'object' && fallback !== null) {
+    // tsx and CommonJS interop may wrap the default export once more.
+    const inner = (fallback as Record<string, unknown>).default;
+    candidate = typeof inner === 'object' && inner !== null && !('pre' in fallback) && !('post' in fallback) ? (inner as Record<string, unknown>) : (fallback as Record<string, unknown>);
+  }
+  const problems: string[] = [];
+  for (const name of ['setup', 'pre', 'post', 'close'] as const) {
+    const value = candidate[name];
+    if (value !== undefined && typeof value !== 'function') problems.push(`${name} is a ${typeof value}, expected a function`);
+  }
+  if (typeof candidate.pre !== 'function' && typeof candidate.post !== 'function') {
+    problems.push('exports neither pre nor post (export them by name, or export default definePipeline({ pre, post }))');
+  }
+  if (problems.length > 0) throw new ConfigError(problems.map((message) => ({ key: `hooks ${path}`, message })));
+  return candidate as HookModule;
+}
+
+export interface LoadHooksOptions {
+  config: Config;
+  logger: Logger;
+  observer?: PipelineObserver;
+}
+
+/**
+ * Loads and sets up a hooks module; resolves with its pipeline stage. A module that cannot be
+ * loaded, or has no hooks, throws `ConfigError`; a `setup` that throws, `HookSetupError`.
+ */
+export async function loadHooks(path: string, options: LoadHooksOptions): Promise<Pipeline> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await importModule(path);
+  } catch (error) {
+    throw new ConfigError([{ key: `hooks ${path}`, message: `cannot load: ${errorMessage(error).split('\n')[0]}` }]);
+  }
+  const hooks = hooksOf(path, mod);
+  const redacted = new Set(options.config.redactHeaders);
+  const log = createHookLogger(options.logger, redacted);
+  const store = new RedisKeyValueStore(options.config, options.logger);
+  const observer = options.observer ?? {};
+  if (hooks.setup) {
+    try {
+      await hooks.setup({ log: log as HookLogger, store, origins: Object.keys(options.config.origins) });
+    } catch (error) {
+      await store.close();
+      throw new HookSetupError(path, error);
+    }
+  }
+  // The per-entry logger is made only when a hook asks for it: most calls never log.
+  const contextFor = (ctx: PipelineContext): HookContext => {
+    let child: Logger | null = null;
+    return Object.defineProperties({ ...ctx, store } as unknown as HookContext, {
+      log: { enumerable: true, get: () => (child ??= log.child({ entryId: ctx.entryId, attempt: ctx.attempt, reqId: ctx.requestId })) },
+    });
+  };
+  const pre = hooks.pre?.bind(hooks);
+  const post = hooks.post?.bind(hooks);
+  return {
+    name: 'hooks',
+    needsResponseBody: hooks.needsResponseBody !== false,
+    ...(pre && {
+      async pre(request: OutgoingRequest, ctx: PipelineContext) {
+        const result = await pre(request, contextFor(ctx));
+        if (result === null) observer.dropped?.('hooks', 'hook');
+        return result;
+      },
+    }),
+    ...(post && {
+      async post(response, request, ctx) {
+        await post(response, request, contextFor(ctx));
+      },
+    } satisfies Pick<Pipeline, 'post'>),
+    async close() {
+      try {
+        await hooks.close?.();
+      } finally {
+        await store.close();
+      }
+    },
+  };
+}
