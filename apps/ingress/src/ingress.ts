@@ -2,11 +2,25 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
-import { AdminServer, closeRedis, createRedis, ensureGroup, type Logger } from '@mirrorplane/runtime';
+import { EntryCipher, encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
+import { AdminServer, closeRedis, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
 
 /** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
-export type DropReason = 'too_large' | 'redis_unavailable' | 'redis_timeout' | 'redis_error' | 'bad_request' | 'body_timeout' | 'aborted' | 'shutting_down';
+export type DropReason = 'too_large' | 'redis_unavailable' | 'redis_timeout' | 'redis_error' | 'bad_request' | 'headers_too_large' | 'body_timeout' | 'aborted' | 'shutting_down' | 'unauthorized' | 'backlog_full';
+
+/** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
+export const INGRESS_TOKEN_HEADER = 'x-mirrorplane-token';
+
+/** How often the ingress learns the backlog from Redis when a cap is set. */
+const BACKLOG_CHECK_MS = 100;
+
+function withoutHeader(rawHeaders: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() !== name) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
+  }
+  return out;
+}
 
 const ACK_HEADERS = { 'content-length': '0' };
 
@@ -22,12 +36,22 @@ export class Ingress {
   readonly #server: Server;
   readonly #admin: AdminServer | null;
   readonly #registry = new Registry();
+  readonly #received: Counter.Internal;
   readonly #accepted: Counter.Internal;
   readonly #acceptedBytes: Counter.Internal;
   readonly #dropped: Record<DropReason, Counter.Internal>;
   readonly #appendSeconds: Histogram.Internal<string>;
   #inFlight = 0;
   #closing = false;
+  readonly #token: ((presented: string | undefined) => boolean) | null;
+  readonly #cipher: EntryCipher | null;
+  /** Sockets whose error was already counted by clientError (their request's close must not count again). */
+  readonly #clientErrored = new WeakSet<Socket>();
+  /** Unfinished entries at the last check, plus those this process appended since. */
+  #backlog = 0;
+  #appendedSinceCheck = 0;
+  #shedding = false;
+  #backlogTimer: NodeJS.Timeout | null = null;
   #idle: (() => void) | null = null;
 
   constructor(config: Config, logger: Logger) {
@@ -35,8 +59,11 @@ export class Ingress {
     this.#logger = logger;
     this.#stream = keysFor(config.prefix).stream;
     this.#redis = createRedis(config, 'append', logger);
+    this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
+    this.#cipher = EntryCipher.fromSpec(config.dataKey);
 
     collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_ingress_' });
+    const received = new Counter({ name: 'mirrorplane_ingress_requests_received_total', help: 'Requests received (accepted + dropped + in flight)', registers: [this.#registry] });
     const accepted = new Counter({ name: 'mirrorplane_ingress_requests_accepted_total', help: 'Requests appended to the stream and answered 200', registers: [this.#registry] });
     const bytes = new Counter({ name: 'mirrorplane_ingress_accepted_bytes_total', help: 'Body bytes of accepted requests', registers: [this.#registry] });
     const dropped = new Counter({ name: 'mirrorplane_ingress_requests_dropped_total', help: 'Requests not accepted, by reason', labelNames: ['reason'], registers: [this.#registry] });
@@ -56,11 +83,14 @@ export class Ingress {
       },
     });
     // Label children are bound once: looking them up per request is measurably slower.
+    this.#received = received.labels();
     this.#accepted = accepted.labels();
     this.#acceptedBytes = bytes.labels();
     this.#appendSeconds = append.labels();
-    const reasons: DropReason[] = ['too_large', 'redis_unavailable', 'redis_timeout', 'redis_error', 'bad_request', 'body_timeout', 'aborted', 'shutting_down'];
+    const reasons: DropReason[] = ['too_large', 'redis_unavailable', 'redis_timeout', 'redis_error', 'bad_request', 'headers_too_large', 'body_timeout', 'aborted', 'shutting_down', 'unauthorized', 'backlog_full'];
     this.#dropped = Object.fromEntries(reasons.map((r) => [r, dropped.labels(r)])) as Record<DropReason, Counter.Internal>;
+    // Every reason is exported from the start, so rate() sees the first drop of a kind.
+    for (const child of Object.values(this.#dropped)) child.inc(0);
 
     this.#server = createServer(
       {
@@ -80,6 +110,7 @@ export class Ingress {
       ready: () => this.ready,
       metrics: this.#registry,
       logger,
+      token: config.adminToken,
     });
   }
 
@@ -113,13 +144,25 @@ export class Ingress {
     });
     const port = (this.#server.address() as AddressInfo).port;
     const adminPort = this.#admin ? await this.#admin.listen() : null;
+    if (this.#config.maxBacklog > 0 || this.#config.maxBacklogBytes > 0) {
+      this.#backlogTimer = setInterval(() => void this.#checkBacklog(), BACKLOG_CHECK_MS).unref();
+    }
     this.#logger.info({ port, adminPort, stream: this.#stream }, 'ingress listening');
     return { port, adminPort };
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    this.#received.inc();
     if (this.#closing) {
       this.#drop(res, 503, 'shutting_down');
+      return;
+    }
+    if (this.#token !== null && !this.#token(req.headers[INGRESS_TOKEN_HEADER] as string | undefined)) {
+      this.#drop(res, 401, 'unauthorized');
+      return;
+    }
+    if (this.#shedding) {
+      this.#drop(res, 503, 'backlog_full');
       return;
     }
     const max = this.#config.maxBodyBytes;
@@ -159,6 +202,11 @@ export class Ingress {
       // The client went away before the body ended (or the body timeout fired).
       if (done) return;
       done = true;
+      // A body timeout is a clientError too, counted there; counting it here again would double it.
+      if (this.#clientErrored.has(req.socket)) {
+        this.#release();
+        return;
+      }
       this.#dropped[req.socket.destroyed && !req.complete && req.readableAborted ? 'aborted' : 'body_timeout'].inc();
       this.#release();
     });
@@ -172,7 +220,7 @@ export class Ingress {
       'v', '1',
       'm', req.method as string,
       'u', Buffer.from(req.url as string, 'latin1'),
-      'h', encodeHeaders(req.rawHeaders),
+      'h', encodeHeaders(this.#token === null ? req.rawHeaders : withoutHeader(req.rawHeaders, INGRESS_TOKEN_HEADER)),
       'b', body,
       't', String(Date.now()),
     ];
@@ -181,8 +229,10 @@ export class Ingress {
     if (address !== undefined) args.push('a', address);
     // The layout matches encodeEntryFields in @mirrorplane/core; it is written out here so the
     // hot path builds one array and no intermediate request object.
-    (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...args).then(
+    const fields = this.#cipher === null ? args : [this.#stream, '*', ...this.#cipher.sealFields(args.slice(2))];
+    (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...fields).then(
       () => {
+        if (this.#config.maxBacklog > 0 && this.#backlog + ++this.#appendedSinceCheck >= this.#config.maxBacklog) this.#shedding = true;
         this.#appendSeconds.observe((performance.now() - started) / 1000);
         this.#accepted.inc();
         this.#acceptedBytes.inc(body.length);
@@ -214,7 +264,7 @@ export class Ingress {
   #drop(res: ServerResponse, status: number, reason: DropReason): void {
     this.#dropped[reason].inc();
     if (res.headersSent) return;
-    if (status === 413 || status === 503) {
+    if (status === 413 || status === 503 || status === 401) {
       // Unread body bytes would be taken as the next request: close the connection.
       res.shouldKeepAlive = false;
     }
@@ -224,13 +274,41 @@ export class Ingress {
 
   #onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
     const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-    this.#dropped[timeout ? 'body_timeout' : 'bad_request'].inc();
+    this.#received.inc();
+    const overflow = error.code === 'HPE_HEADER_OVERFLOW';
+    this.#dropped[timeout ? 'body_timeout' : overflow ? 'headers_too_large' : 'bad_request'].inc();
+    this.#clientErrored.add(socket);
     if (!socket.writable || (error.code === 'ECONNRESET')) {
       socket.destroy();
       return;
     }
-    const status = timeout ? '408 Request Timeout' : error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const status = timeout ? '408 Request Timeout' : overflow ? '431 Request Header Fields Too Large' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  }
+
+  /**
+   * Learns the backlog from Redis (one XLEN, and INFO memory when a byte cap is set) and
+   * decides whether to shed. Runs on a timer, never per request; between two checks the
+   * entries this process appended are counted locally, so the cap holds for a single ingress.
+   */
+  async #checkBacklog(): Promise<void> {
+    if (this.#redis.status !== 'ready') return;
+    try {
+      const [length, memory] = await Promise.all([
+        this.#config.maxBacklog > 0 ? this.#redis.xlen(this.#stream) : Promise.resolve(0),
+        this.#config.maxBacklogBytes > 0 ? this.#redis.info('memory') : Promise.resolve(''),
+      ]);
+      this.#backlog = length;
+      this.#appendedSinceCheck = 0;
+      const used = this.#config.maxBacklogBytes > 0 ? Number(/used_memory:(\d+)/.exec(memory)?.[1] ?? 0) : 0;
+      const shedding = (this.#config.maxBacklog > 0 && length >= this.#config.maxBacklog) || (this.#config.maxBacklogBytes > 0 && used >= this.#config.maxBacklogBytes);
+      if (shedding !== this.#shedding) {
+        this.#logger.warn({ backlog: length, usedMemory: used || undefined, shedding }, shedding ? 'backlog over its cap: answering 503 backlog_full' : 'backlog under its cap again: accepting');
+      }
+      this.#shedding = shedding;
+    } catch {
+      // Redis is away: appends fail with their own 503 reasons; the last verdict stands.
+    }
   }
 
   #release(): void {
@@ -245,6 +323,7 @@ export class Ingress {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    if (this.#backlogTimer) clearInterval(this.#backlogTimer);
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
     let closed = false;
     const serverClosed = new Promise<void>((resolve) => this.#server.close(() => { closed = true; resolve(); }));

@@ -4,8 +4,11 @@ import type { Redis } from 'ioredis';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import {
+  EntryCipher,
   composePipeline,
   decodeEntry,
+  encodeEntryFields,
+  openEntryFields,
   describeRawFields,
   deserializeEntry,
   errorMessage,
@@ -61,6 +64,8 @@ export class ReplayWorker {
   #retryWorker: Worker<RetryJobData> | null = null;
   readonly #staging: StagingClient;
   readonly #pipeline: CompiledPipeline;
+  /** Decrypts encrypted entries and encrypts retry jobs; null when MIRRORPLANE_DATA_KEY is unset. */
+  readonly #cipher: EntryCipher | null;
   readonly #admin: AdminServer | null;
   readonly #registry = new Registry();
   readonly #m: {
@@ -96,6 +101,7 @@ export class ReplayWorker {
     this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
     this.#queue.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
+    this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#staging = new StagingClient(config, this.#pipeline);
 
     collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_worker_' });
@@ -111,6 +117,7 @@ export class ReplayWorker {
       ready: () => this.ready,
       metrics: this.#registry,
       logger,
+      token: config.adminToken,
     });
   }
 
@@ -227,7 +234,7 @@ export class ReplayWorker {
   async #processStreamEntry(id: string, fields: Buffer[], attempt: number): Promise<void> {
     let entry: Entry;
     try {
-      entry = decodeEntry(id, fields);
+      entry = decodeEntry(id, openEntryFields(id, fields, this.#cipher));
     } catch (error) {
       this.#logger.warn({ entryId: id, err: errorMessage(error) }, 'undecodable entry goes to the failed set');
       await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
@@ -258,13 +265,13 @@ export class ReplayWorker {
         return;
       }
       this.#m.replays.inc({ outcome: retryable ? 'retryable_error' : 'failed' });
-      const serialized = serializeEntry(entry);
+      const serialized = this.#jobEntry(entry);
       if (retryable && this.#config.replayAttempts > attempt) {
         this.#logger.debug({ entryId: id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; will retry');
-        await this.#handOver(id, { entry: serialized, priorAttempts: attempt }, 'retry');
+        await this.#handOver(id, { ...serialized, priorAttempts: attempt }, 'retry');
       } else {
         this.#logger.warn({ entryId: id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
-        await this.#handOver(id, { entry: serialized, priorAttempts: attempt, failReason: message }, 'failed');
+        await this.#handOver(id, { ...serialized, priorAttempts: attempt, failReason: message }, 'failed');
       }
     }
   }
@@ -294,12 +301,30 @@ export class ReplayWorker {
     this.#finish(id, false);
   }
 
+  /**
+   * What a retry job holds of an entry: the entry itself, or with MIRRORPLANE_DATA_KEY set,
+   * its fields encrypted again (`raw`), so that Redis never holds a payload in clear.
+   */
+  #jobEntry(entry: Entry): Pick<RetryJobData, 'entry' | 'raw'> {
+    if (this.#cipher === null) return { entry: serializeEntry(entry) };
+    const sealed = this.#cipher.sealFields(encodeEntryFields(entry.request));
+    return { entry: null, raw: describeRawFields(sealed.map((v) => (typeof v === 'string' ? Buffer.from(v, 'latin1') : v))) };
+  }
+
   async #processRetryJob(job: Job<RetryJobData>): Promise<void> {
     const data = job.data;
     if (data.failReason !== undefined) throw new UnrecoverableError(data.failReason);
     let entry: Entry;
     try {
-      entry = deserializeEntry(data.entry);
+      if (data.entry === null && data.raw !== undefined) {
+        // Encrypted (or undecodable) stream fields: decoded like a stream entry, so that an entry
+        // that failed for want of its key is delivered by `failed replay` once the key is there.
+        const fields = Object.entries(data.raw).flatMap(([name, value]) => [Buffer.from(name, 'latin1'), Buffer.from(value, 'base64')]);
+        const id = String(job.id);
+        entry = decodeEntry(id, openEntryFields(id, fields, this.#cipher));
+      } else {
+        entry = deserializeEntry(data.entry);
+      }
     } catch (error) {
       throw new UnrecoverableError(errorMessage(error));
     }
@@ -416,7 +441,7 @@ export class ReplayWorker {
   async #handOverPoison(id: string, fields: Buffer[], delivered: number): Promise<void> {
     let entry: RetryJobData['entry'] = null;
     try {
-      entry = serializeEntry(decodeEntry(id, fields));
+      entry = this.#cipher === null ? serializeEntry(decodeEntry(id, fields)) : null;
     } catch {
       entry = null;
     }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import { DEFAULT_REDACTED_HEADERS } from './headers.js';
+import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
 
@@ -48,6 +49,18 @@ function url(protocols: readonly string[]) {
     return value;
   });
 }
+
+/** A shared secret: visible ASCII (it travels in a header), long enough not to be guessed. */
+const secret = z.string().regex(/^[\x21-\x7e]{16,512}$/, 'expected 16-512 visible ASCII characters (openssl rand -hex 32)');
+
+/** `id:base64key[,id:base64key…]`; the value stays a string, parsed again by EntryCipher. */
+const dataKeys = z.string().trim().superRefine((value, ctx) => {
+  try {
+    parseDataKeys(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+  }
+});
 
 const bool = z.union([z.boolean(), z.stringbool({ error: 'expected true or false (also 1/0, yes/no, on/off)' })]);
 
@@ -96,6 +109,11 @@ export const SETTINGS = {
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
   responseBodyLimit: { env: 'RESPONSE_BODY_LIMIT', schema: integer(0, 1024 * 1024 * 1024), default: 1024 * 1024, doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded' },
+  ingressToken: { env: 'INGRESS_TOKEN', schema: secret, doc: 'shared secret the mirror proxy sends in x-mirrorplane-token; requests without it get 401 (off when unset)' },
+  maxBacklog: { env: 'MAX_BACKLOG', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'entries accepted and not yet finished above which the ingress sheds with 503 backlog_full (0: no cap)' },
+  maxBacklogBytes: { env: 'MAX_BACKLOG_BYTES', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'Redis used_memory above which the ingress sheds with 503 backlog_full (0: no cap)' },
+  adminToken: { env: 'ADMIN_TOKEN', schema: secret, doc: 'bearer token the admin port requires; needed when ADMIN_HOST is not a loopback address' },
+  dataKey: { env: 'MIRRORPLANE_DATA_KEY', schema: dataKeys, doc: 'AES-256-GCM keys for entry payloads at rest, id:base64key[,…]; the first encrypts, all decrypt (off when unset)' },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', schema: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(', ')}` }), default: 'info', doc: 'pino log level' },
 } as const satisfies Record<string, Setting>;
 
@@ -125,6 +143,16 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   readonly responseBodyLimit: number;
   readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** Shared secret required in `x-mirrorplane-token`, or null when the ingress takes any request. */
+  readonly ingressToken: string | null;
+  /** Unfinished entries above which the ingress sheds (0: no cap). */
+  readonly maxBacklog: number;
+  /** Redis used_memory above which the ingress sheds (0: no cap). */
+  readonly maxBacklogBytes: number;
+  /** Bearer token of the admin port, or null. */
+  readonly adminToken: string | null;
+  /** MIRRORPLANE_DATA_KEY as given (validated), or null when entries are stored in clear. */
+  readonly dataKey: string | null;
   /** Path of the config file, when one was given. */
   readonly configFile: string | null;
   /** Staging origins by name; `default` is STAGING_URL. Replays go to these and nowhere else. */
@@ -339,6 +367,11 @@ export function loadConfig(options: ConfigOptions): Config {
       issues.push({ key: setting.env, message: `required by the ${options.role} (or ${setting.flag ?? 'the config file'})` });
     }
   }
+  // An admin port reachable from other hosts serves metrics (and more) only to who holds the token.
+  const adminPort = (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role];
+  if (adminPort !== 0 && options.role !== 'cli' && values.adminToken === undefined && typeof values.adminHost === 'string' && !isLoopback(values.adminHost)) {
+    issues.push({ key: 'ADMIN_TOKEN', message: `required when the admin port binds ${JSON.stringify(values.adminHost)}, which is not a loopback address` });
+  }
   if (issues.length > 0) throw new ConfigError(issues);
 
   return Object.freeze({
@@ -352,8 +385,17 @@ export function loadConfig(options: ConfigOptions): Config {
     rules: Object.freeze(rules),
     hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,
     recording: fileOnly.recording !== undefined && options.file ? recordingSettings(fileOnly.recording as RecordingFile, options.file.path) : null,
+    ingressToken: (values.ingressToken as string | undefined) ?? null,
+    adminToken: (values.adminToken as string | undefined) ?? null,
+    dataKey: (values.dataKey as string | undefined) ?? null,
     redactHeaders: Object.freeze(((fileOnly.redactHeaders as string[] | undefined) ?? DEFAULT_REDACTED_HEADERS).map((h) => h.toLowerCase())),
   });
+}
+
+/** Whether an address only this host can reach (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1';
 }
 
 type RecordingFile = { dir: string } & Partial<Omit<RecordingSettings, 'dir'>>;

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
@@ -10,6 +11,20 @@ export interface AdminServerOptions {
   ready: () => boolean;
   metrics: Registry;
   logger: Logger;
+  /** When set, every path but /healthz and /readyz requires `authorization: Bearer <token>`. */
+  token?: string | null;
+}
+
+/**
+ * A check of a presented secret against the configured one in constant time: both are hashed
+ * first, so neither their contents nor their lengths show in the time the comparison takes.
+ */
+export function secretMatcher(secret: string): (presented: string | undefined) => boolean {
+  const expected = createHash('sha256').update(secret, 'latin1').digest();
+  return (presented) => {
+    if (presented === undefined) return false;
+    return timingSafeEqual(createHash('sha256').update(presented, 'latin1').digest(), expected);
+  };
 }
 
 /**
@@ -22,8 +37,14 @@ export class AdminServer {
 
   constructor(options: AdminServerOptions) {
     this.#options = options;
+    const authorized = options.token ? secretMatcher(`Bearer ${options.token}`) : null;
     this.#server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
+      // Health and readiness say only "ok" or "not ready", and probes rarely carry credentials.
+      if (authorized && path !== '/healthz' && path !== '/readyz' && !authorized(req.headers.authorization)) {
+        res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="mirrorplane-admin"' }).end('unauthorized: send authorization: Bearer <ADMIN_TOKEN>\n');
+        return;
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
         return;
