@@ -27,3 +27,5 @@ export * from './template.js';
 export * from './json-path.js';
 export * from './rule-query.js';
 export * from './rule-sample.js';
+export * from './id-mapping.js';
+export * from './compare.js';

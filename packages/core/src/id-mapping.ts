@@ -1,0 +1,290 @@
+import { z } from 'zod';
+import { parseJsonPath, type JsonPath } from './json-path.js';
+
+/**
+ * ID mapping: a request creates an object in production (`POST /orders` → `ord_812`) and,
+ * replayed, a different one in staging (`stg_17`). An ID kind says where such an ID is
+ * *learned* (a request match plus where the new ID sits in the response) and where it is
+ * *used* (a path group, a query parameter, a header, a JSON path in request bodies). All of
+ * it is compiled once at start-up into the functions below; no I/O here.
+ */
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const KIND_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const regexString = z.string().min(1).superRefine((value, ctx) => {
+  try {
+    new RegExp(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(error as Error).message}` });
+  }
+});
+
+const jsonPathString = z.string().min(1).superRefine((value, ctx) => {
+  try {
+    parseJsonPath(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+  }
+});
+
+const withIdGroup = regexString.refine((value) => /\(\?<id>/.test(value), { message: 'expected a named group (?<id>…) around the ID' });
+
+export const IdLearnOptions = z.strictObject({
+  match: z.strictObject({
+    methods: z.array(z.string().regex(TOKEN, 'expected an HTTP method')).min(1).optional(),
+    pathPrefix: z.string().startsWith('/', 'expected a path starting with /').optional(),
+    path: regexString.optional(),
+  }),
+  /** Where the new ID sits in the response: a JSON path of the body, a header, or a regex on `location`. */
+  from: z.union([
+    z.strictObject({ json: jsonPathString }),
+    z.strictObject({ header: z.string().regex(TOKEN, 'expected a header name') }),
+    z.strictObject({ location: withIdGroup }),
+  ], { error: 'expected one of {json: path}, {header: name}, {location: regex with (?<id>…)}' }),
+});
+export type IdLearnOptions = z.infer<typeof IdLearnOptions>;
+
+export const IdUseOptions = z.union([
+  z.strictObject({ path: withIdGroup }),
+  z.strictObject({ query: z.string().min(1) }),
+  z.strictObject({ header: z.string().regex(TOKEN, 'expected a header name') }),
+  z.strictObject({ json: jsonPathString }),
+], { error: 'expected one of {path: regex with (?<id>…)}, {query: name}, {header: name}, {json: path}' });
+export type IdUseOptions = z.infer<typeof IdUseOptions>;
+
+export const IdKindOptions = z.strictObject({
+  name: z.string().regex(KIND_NAME, 'expected 1-64 characters of A-Z a-z 0-9 _ -'),
+  learn: z.array(IdLearnOptions).min(1, 'expected at least one place the ID is learned'),
+  use: z.array(IdUseOptions).min(1, 'expected at least one place the ID is used'),
+});
+export type IdKindOptions = z.infer<typeof IdKindOptions>;
+
+export const IdMappingOptions = z.strictObject({
+  /** How long a learned mapping lives in Redis. */
+  ttlMs: z.number().int().min(1000).max(366 * 86_400_000).default(86_400_000),
+  /** How long an entry that uses a pending ID waits for its mapping before it goes unmapped. */
+  waitLimitMs: z.number().int().min(0).max(3_600_000).default(10_000),
+  /** Delay between two looks at a pending mapping; the entry holds no worker slot meanwhile. */
+  waitDelayMs: z.number().int().min(10).max(60_000).default(250),
+  kinds: z.array(IdKindOptions).min(1, 'expected at least one ID kind'),
+});
+export type IdMappingOptions = z.infer<typeof IdMappingOptions>;
+export type IdMappingSettings = z.output<typeof IdMappingOptions>;
+
+export const ProductionResponsesOptions = z.strictObject({
+  /** How long a production response is kept, waiting for its mirrored request. */
+  ttlMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+  /** Largest production response body the intake stores. */
+  maxBodyBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+});
+export type ProductionResponsesSettings = z.output<typeof ProductionResponsesOptions>;
+
+export const CompareOptions = z.strictObject({
+  /** Response headers compared (case-insensitive); others are ignored. */
+  headers: z.array(z.string().regex(TOKEN, 'expected a header name')).default(['content-type']),
+  /** JSON paths ignored in bodies (timestamps, generated values); `*` matches any key or index. */
+  ignore: z.array(z.string().min(1)).default([]),
+  /** At most this many differences are kept per diff record. */
+  maxDifferences: z.number().int().min(1).max(1000).default(20),
+  /** How many diff records Redis keeps (newest first). */
+  keepDiffs: z.number().int().min(0).max(1_000_000).default(1000),
+});
+export type CompareSettings = z.output<typeof CompareOptions>;
+
+/** A response as the ID mapping and the comparison see it. */
+export interface ObservedResponse {
+  status: number;
+  /** Flat `[name, value, …]`. */
+  headers: readonly string[];
+  body: Buffer;
+}
+
+/** The parts of a request the ID mapping reads and rewrites. */
+export interface MappableRequest {
+  method: string;
+  path: string;
+  headers: string[];
+  body: Buffer;
+}
+
+export interface CompiledLearner {
+  kind: string;
+  matches(method: string, path: string): boolean;
+  /** The new ID in a response, or null. */
+  extract(response: ObservedResponse): string | null;
+}
+
+/** One place of a request where IDs of a kind are used. */
+export interface CompiledUse {
+  kind: string;
+  /** IDs found in the request (the JSON body parsed once by the caller). */
+  find(request: MappableRequest, json: unknown): string[];
+  /** Replaces `from` with `to` where this use finds it; returns whether anything changed. */
+  replace(request: MappableRequest, json: unknown, from: string, to: string): boolean;
+}
+
+export interface CompiledIdMapping {
+  settings: IdMappingSettings;
+  learners: CompiledLearner[];
+  uses: CompiledUse[];
+  /** True when some use reads JSON bodies (the caller then parses `application/json` bodies once). */
+  usesJson: boolean;
+}
+
+function headerOf(headers: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === name) return headers[i + 1];
+  return undefined;
+}
+
+function readJsonPath(root: unknown, path: JsonPath): unknown {
+  let node = root;
+  for (const key of path) {
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = typeof key === 'number' ? (Array.isArray(node) ? node[key] : undefined) : Object.hasOwn(node, key) ? (node as Record<string, unknown>)[key] : undefined;
+  }
+  return node;
+}
+
+function writeJsonPath(root: unknown, path: JsonPath, value: unknown): void {
+  let node = root as Record<string | number, unknown>;
+  for (const key of path.slice(0, -1)) node = node[key] as Record<string | number, unknown>;
+  node[path[path.length - 1] as string | number] = value;
+}
+
+function idText(value: unknown): string | null {
+  if (typeof value === 'string' && value.length > 0) return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  return null;
+}
+
+/** Parses a JSON body when the headers say it is JSON; undefined otherwise (or when it does not parse). */
+export function parseJsonBody(headers: readonly string[], body: Buffer): unknown {
+  if (body.length === 0 || !/\bjson\b/i.test(headerOf(headers, 'content-type') ?? '')) return undefined;
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner {
+  const methods = options.match.methods ? new Set(options.match.methods.map((m) => m.toUpperCase())) : null;
+  const prefix = options.match.pathPrefix ?? null;
+  const pathRe = options.match.path ? new RegExp(options.match.path) : null;
+  const from = options.from;
+  let extract: CompiledLearner['extract'];
+  if ('json' in from) {
+    const path = parseJsonPath(from.json);
+    extract = (response) => idText(readJsonPath(parseJsonBody(response.headers, response.body), path));
+  } else if ('header' in from) {
+    const name = from.header.toLowerCase();
+    extract = (response) => headerOf(response.headers, name) ?? null;
+  } else {
+    const re = new RegExp(from.location);
+    extract = (response) => re.exec(headerOf(response.headers, 'location') ?? '')?.groups?.id ?? null;
+  }
+  return {
+    kind,
+    matches(method, fullPath) {
+      const path = fullPath.split('?', 1)[0] as string;
+      return (!methods || methods.has(method.toUpperCase())) && (!prefix || path.startsWith(prefix)) && (!pathRe || pathRe.test(path));
+    },
+    extract: (response) => (response.status >= 200 && response.status < 300 ? extract(response) : null),
+  };
+}
+
+function compileUse(kind: string, options: IdUseOptions): CompiledUse {
+  if ('path' in options) {
+    const re = new RegExp(options.path, 'd');
+    return {
+      kind,
+      find(request) {
+        const path = request.path.split('?', 1)[0] as string;
+        const id = re.exec(path)?.groups?.id;
+        return id ? [decodeURIComponent(id)] : [];
+      },
+      replace(request, _json, from, to) {
+        const q = request.path.indexOf('?');
+        const path = q === -1 ? request.path : request.path.slice(0, q);
+        const m = re.exec(path);
+        const span = m?.indices?.groups?.id;
+        if (!m || !span || decodeURIComponent(m.groups?.id ?? '') !== from) return false;
+        request.path = path.slice(0, span[0]) + encodeURIComponent(to) + path.slice(span[1]) + (q === -1 ? '' : request.path.slice(q));
+        return true;
+      },
+    };
+  }
+  if ('query' in options) {
+    const name = options.query;
+    return {
+      kind,
+      find(request) {
+        const q = request.path.indexOf('?');
+        return q === -1 ? [] : new URLSearchParams(request.path.slice(q + 1)).getAll(name);
+      },
+      replace(request, _json, from, to) {
+        const q = request.path.indexOf('?');
+        if (q === -1) return false;
+        let changed = false;
+        // Parameters are rewritten in place, so their order and the rest of the query stay as sent.
+        const query = request.path.slice(q + 1).split('&').map((part) => {
+          const eq = part.indexOf('=');
+          const key = decodeURIComponent((eq === -1 ? part : part.slice(0, eq)).replace(/\+/g, ' '));
+          const value = eq === -1 ? '' : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+          if (key !== name || value !== from) return part;
+          changed = true;
+          return `${part.slice(0, eq === -1 ? part.length : eq)}=${encodeURIComponent(to)}`;
+        });
+        if (changed) request.path = `${request.path.slice(0, q)}?${query.join('&')}`;
+        return changed;
+      },
+    };
+  }
+  if ('header' in options) {
+    const name = options.header.toLowerCase();
+    return {
+      kind,
+      find(request) {
+        const out: string[] = [];
+        for (let i = 0; i < request.headers.length; i += 2) if ((request.headers[i] as string).toLowerCase() === name) out.push(request.headers[i + 1] as string);
+        return out;
+      },
+      replace(request, _json, from, to) {
+        let changed = false;
+        for (let i = 0; i < request.headers.length; i += 2) {
+          if ((request.headers[i] as string).toLowerCase() === name && request.headers[i + 1] === from) {
+            request.headers[i + 1] = to;
+            changed = true;
+          }
+        }
+        return changed;
+      },
+    };
+  }
+  const path = parseJsonPath(options.json);
+  return {
+    kind,
+    find(_request, json) {
+      const id = idText(readJsonPath(json, path));
+      return id === null ? [] : [id];
+    },
+    replace(_request, json, from, to) {
+      const current = readJsonPath(json, path);
+      if (idText(current) !== from) return false;
+      // A numeric production ID becomes a number again when the staging ID is numeric.
+      writeJsonPath(json, path, typeof current === 'number' && /^-?\d+(\.\d+)?$/.test(to) ? Number(to) : to);
+      return true;
+    },
+  };
+}
+
+export function compileIdMapping(settings: IdMappingSettings): CompiledIdMapping {
+  const learners: CompiledLearner[] = [];
+  const uses: CompiledUse[] = [];
+  for (const kind of settings.kinds) {
+    for (const l of kind.learn) learners.push(compileLearner(kind.name, l));
+    for (const u of kind.use) uses.push(compileUse(kind.name, u));
+  }
+  return { settings, learners, uses, usesJson: settings.kinds.some((k) => k.use.some((u) => 'json' in u)) };
+}
