@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
   composePipeline,
@@ -21,9 +21,13 @@ import {
 } from '@mirrorplane/core';
 import {
   AdminServer,
+  DeploymentMetrics,
+  WorkerMetrics,
   closeRedis,
   createRedis,
   ensureGroup,
+  exporterLockKey,
+  type FailedReason,
   retryJobName,
   type Logger,
   type RetryJobData,
@@ -68,12 +72,8 @@ export class ReplayWorker {
   readonly #cipher: EntryCipher | null;
   readonly #admin: AdminServer | null;
   readonly #registry = new Registry();
-  readonly #m: {
-    replays: Counter<'outcome'>;
-    replaySeconds: Histogram<'outcome'>;
-    inFlight: Gauge;
-    claimed: Counter;
-  };
+  readonly #m: WorkerMetrics;
+  readonly #deployment: DeploymentMetrics;
 
   /** Stream entries being replayed by this process: id → start time. */
   readonly #inFlight = new Map<string, number>();
@@ -105,12 +105,18 @@ export class ReplayWorker {
     this.#staging = new StagingClient(config, this.#pipeline);
 
     collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_worker_' });
-    this.#m = {
-      replays: new Counter({ name: 'mirrorplane_worker_replays_total', help: 'Replay attempts by outcome (2xx/3xx/4xx/5xx, transport, dropped, failed)', labelNames: ['outcome'], registers: [this.#registry] }),
-      replaySeconds: new Histogram({ name: 'mirrorplane_worker_replay_seconds', help: 'Time of one replay attempt to staging', labelNames: ['outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.#registry] }),
-      inFlight: new Gauge({ name: 'mirrorplane_worker_in_flight', help: 'Replays in flight in this process', registers: [this.#registry], collect: () => this.#m.inFlight.set(this.#inFlight.size + this.#retryInFlight) }),
-      claimed: new Counter({ name: 'mirrorplane_worker_claimed_total', help: 'Entries taken over from workers that left them unfinished', registers: [this.#registry] }),
-    };
+    this.#m = new WorkerMetrics(this.#registry, () => this.#inFlight.size + this.#retryInFlight);
+    // Workers are the candidates to export the deployment's gauges; a lock elects one.
+    this.#deployment = new DeploymentMetrics({
+      registry: this.#registry,
+      redis: this.#commands,
+      queue: this.#queue,
+      prefix: config.prefix,
+      keys: [this.#keys],
+      lockKey: exporterLockKey(config.prefix),
+      holder: this.#consumer,
+      logger,
+    });
     this.#admin = config.adminPort === 0 ? null : new AdminServer({
       host: config.adminHost,
       port: config.adminPort,
@@ -147,6 +153,7 @@ export class ReplayWorker {
     });
     this.#retryWorker.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry worker error'));
     this.#readLoop = this.#runReadLoop();
+    this.#deployment.start();
     const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
     this.#claimTimer = setInterval(() => {
       this.#claiming ??= this.#claimAbandoned().finally(() => { this.#claiming = null; });
@@ -244,34 +251,32 @@ export class ReplayWorker {
     try {
       const outcome = await this.#staging.replay(entry, attempt);
       if (outcome.kind === 'dropped') {
-        this.#m.replays.inc({ outcome: 'dropped' });
+        this.#m.dropped();
         this.#finish(id, false);
       } else {
-        const cls = `${Math.floor(outcome.status / 100)}xx`;
-        this.#m.replays.inc({ outcome: cls });
-        this.#m.replaySeconds.observe({ outcome: cls }, outcome.ms / 1000);
+        this.#m.replayed(outcome.status, outcome.ms / 1000);
         this.#finish(id, true);
       }
     } catch (error) {
       const retryable = (error as { retryable?: boolean }).retryable === true;
       const completed = (error as { completed?: boolean }).completed === true;
       const message = errorMessage(error);
-      this.#m.replaySeconds.observe({ outcome: 'error' }, (performance.now() - started) / 1000);
+      const seconds = (performance.now() - started) / 1000;
       if (completed) {
         // A post handler failed after staging completed the replay: count it, finish the entry.
-        this.#m.replays.inc({ outcome: 'post_error' });
+        this.#m.errored('post_error', seconds);
         this.#logger.warn({ entryId: id, reqId: entry.request.requestId, err: message }, 'post handler failed');
         this.#finish(id, true);
         return;
       }
-      this.#m.replays.inc({ outcome: retryable ? 'retryable_error' : 'failed' });
+      this.#m.errored(retryable ? 'retryable_error' : 'failed', seconds);
       const serialized = this.#jobEntry(entry);
       if (retryable && this.#config.replayAttempts > attempt) {
         this.#logger.debug({ entryId: id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; will retry');
         await this.#handOver(id, { ...serialized, priorAttempts: attempt }, 'retry');
       } else {
         this.#logger.warn({ entryId: id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
-        await this.#handOver(id, { ...serialized, priorAttempts: attempt, failReason: message }, 'failed');
+        await this.#handOver(id, { ...serialized, priorAttempts: attempt, failReason: message }, retryable ? 'exhausted' : 'unretryable');
       }
     }
   }
@@ -280,7 +285,7 @@ export class ReplayWorker {
    * Moves a stream entry to the retry queue (or straight to its failed set) and only then
    * acknowledges it. The job id is the entry id, so a repeat after a crash adds nothing.
    */
-  async #handOver(id: string, data: RetryJobData, why: 'retry' | 'failed' | 'undecodable'): Promise<void> {
+  async #handOver(id: string, data: RetryJobData, why: 'retry' | FailedReason): Promise<void> {
     const attempts = this.#config.replayAttempts - data.priorAttempts;
     const base = this.#config.replayBackoffMs;
     try {
@@ -298,6 +303,8 @@ export class ReplayWorker {
       this.#logger.error({ entryId: id, err: errorMessage(error) }, 'could not hand the entry to the retry queue; it stays pending');
       return;
     }
+    if (why === 'retry') this.#m.retryScheduled();
+    else this.#m.failedEntry(why);
     this.#finish(id, false);
   }
 
@@ -330,29 +337,29 @@ export class ReplayWorker {
     }
     const attempt = data.priorAttempts + job.attemptsMade + 1;
     this.#retryInFlight += 1;
+    this.#m.retried();
     const started = performance.now();
     try {
       const outcome = await this.#staging.replay(entry, attempt);
       if (outcome.kind === 'dropped') {
-        this.#m.replays.inc({ outcome: 'dropped' });
+        this.#m.dropped();
         return;
       }
-      const cls = `${Math.floor(outcome.status / 100)}xx`;
-      this.#m.replays.inc({ outcome: cls });
-      this.#m.replaySeconds.observe({ outcome: cls }, outcome.ms / 1000);
+      this.#m.replayed(outcome.status, outcome.ms / 1000);
       await this.#commands.incr(this.#keys.replayed);
     } catch (error) {
       const message = errorMessage(error);
-      this.#m.replaySeconds.observe({ outcome: 'error' }, (performance.now() - started) / 1000);
+      const seconds = (performance.now() - started) / 1000;
       if ((error as { completed?: boolean }).completed) {
-        this.#m.replays.inc({ outcome: 'post_error' });
+        this.#m.errored('post_error', seconds);
         this.#logger.warn({ entryId: entry.id, reqId: entry.request.requestId, attempt, err: message }, 'post handler failed');
         await this.#commands.incr(this.#keys.replayed);
         return;
       }
       const retryable = (error as { retryable?: boolean }).retryable === true;
-      this.#m.replays.inc({ outcome: retryable ? 'retryable_error' : 'failed' });
+      this.#m.errored(retryable ? 'retryable_error' : 'failed', seconds);
       const last = !retryable || attempt >= this.#config.replayAttempts || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      if (last) this.#m.failedEntry(retryable ? 'exhausted' : 'unretryable');
       if (last) this.#logger.warn({ entryId: entry.id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
       throw retryable ? new Error(message) : new UnrecoverableError(message);
     } finally {
@@ -420,7 +427,7 @@ export class ReplayWorker {
             this.#finish(id, false);
             continue;
           }
-          this.#m.claimed.inc();
+          this.#m.claimed();
           const delivered = deliveries.get(id) ?? 2;
           if (delivered > Math.max(10, this.#config.replayAttempts * 2)) {
             // An entry that keeps its workers from finishing it (a crash on it, say) must not
@@ -447,7 +454,7 @@ export class ReplayWorker {
     }
     const reason = `delivered ${delivered} times without finishing`;
     this.#logger.warn({ entryId: id, attempt: delivered }, `entry ${reason}; it goes to the failed set`);
-    await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'failed');
+    await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'poison');
   }
 
   async #deliveryCounts(ids: string[]): Promise<Map<string, number>> {
@@ -525,6 +532,7 @@ export class ReplayWorker {
       await this.#flushing;
       await this.#flushAcks();
     });
+    await step('deployment metrics', () => this.#deployment.close());
     await step('staging', () => this.#staging.close());
     await step('pipeline', () => this.#pipeline.close());
     await step('queue', () => this.#queue.close());

@@ -7,3 +7,4 @@ export * from './operations.js';
 export * from './hooks.js';
 export * from './recording.js';
 export * from './pipeline-builder.js';
+export * from './metrics.js';

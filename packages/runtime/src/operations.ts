@@ -1,7 +1,7 @@
-import type { Redis } from 'ioredis';
 import type { Job, Queue } from 'bullmq';
 import { NotFoundError, streamIdTime, type Keys } from '@mirrorplane/core';
 import type { RetryJobData } from './retry-queue.js';
+import type { RedisClient } from './redis.js';
 
 /** The state of a deployment, as `mirrorplane status` prints it. */
 export interface Status {
@@ -14,6 +14,8 @@ export interface Status {
   failed: number;
   /** Completed replays since the deployment began. */
   replayed: number;
+  /** Entries ever appended to the stream (the group's entries-read + lag, Redis 7), null when unknown. */
+  accepted: number | null;
   /** Age of the oldest backlog entry, null when the backlog is empty. */
   oldestBacklogAgeMs: number | null;
   consumers: { name: string; pending: number; idleMs: number }[];
@@ -26,7 +28,7 @@ function pairsToObject(reply: unknown[]): Record<string, unknown> {
 }
 
 /** Reads the status of a deployment; consistent enough for operators, not a snapshot. */
-export async function readStatus(redis: Redis, queue: Queue<RetryJobData>, keys: Keys, now = Date.now()): Promise<Status> {
+export async function readStatus(redis: RedisClient, queue: Queue<RetryJobData>, keys: Keys, now = Date.now()): Promise<Status> {
   const [groups, length, replayed, counts] = await Promise.all([
     redis.xinfo('GROUPS', keys.stream).catch((error: Error) => {
       if (/no such key/i.test(error.message)) return [];
@@ -42,6 +44,8 @@ export async function readStatus(redis: Redis, queue: Queue<RetryJobData>, keys:
   // Finished entries are deleted, so what is in the stream and not pending is backlog; the
   // group's lag (Redis 7) says the same and is used when it is known.
   const backlog = typeof lag === 'number' ? lag : Math.max(0, length - pending);
+  const read = group?.['entries-read'];
+  const accepted = typeof lag === 'number' && typeof read === 'number' ? read + lag : null;
   let oldestBacklogAgeMs: number | null = null;
   if (backlog > 0) {
     const start = group ? `(${String(group['last-delivered-id'])}` : '-';
@@ -62,6 +66,7 @@ export async function readStatus(redis: Redis, queue: Queue<RetryJobData>, keys:
     retrying: (counts.wait ?? 0) + (counts.delayed ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) + (counts.paused ?? 0) + (counts['waiting-children'] ?? 0),
     failed: counts.failed ?? 0,
     replayed: Number(replayed ?? 0),
+    accepted,
     oldestBacklogAgeMs,
     consumers,
   };

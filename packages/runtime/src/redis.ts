@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage, type Config } from '@mirrorplane/core';
 
@@ -11,6 +11,9 @@ import { errorMessage, type Config } from '@mirrorplane/core';
  * - `blocking`: a connection for `XREADGROUP … BLOCK`, never shared.
  * - `bullmq`: what BullMQ requires (`maxRetriesPerRequest: null`).
  */
+/** A connection to one Redis or to a Redis Cluster; every key of a deployment shares one hash tag. */
+export type RedisClient = Redis | Cluster;
+
 export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli';
 
 export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, purpose: ConnectionPurpose, logger: Logger): Redis {
