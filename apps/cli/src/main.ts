@@ -9,6 +9,7 @@ import { SampleBackend } from '@mirrorplane/sample-backend';
 import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
 import { startLocalStack } from './local-stack.js';
 import { runDemo } from './demo.js';
+import { watchStatus } from './status-watch.js';
 import { readRecordings, toHar } from './record.js';
 
 const VERSION = '0.1.0';
@@ -173,9 +174,31 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
     });
 
   common(program.command('status').description('backlog, pending, retrying, failed and replayed counts'))
-    .option('--json', 'print one JSON object')
+    .option('--json', 'print one JSON object (with --watch: one a line)')
+    .option('--watch', 'refresh every second with rates and the time to drain the backlog')
+    .option('--interval <seconds>', 'seconds between refreshes with --watch', '1')
+    .option('--count <n>', 'with --watch, stop after this many refreshes')
     .action(async (options: Record<string, unknown>) => {
       const config = configure('cli', toFlags(options));
+      if (options.watch) {
+        const interval = Number(options.interval);
+        if (!(interval >= 0.1 && interval <= 3600)) throw new UsageError(`--interval: expected seconds from 0.1 to 3600, got ${JSON.stringify(options.interval)}`);
+        const count = options.count === undefined ? undefined : Number(options.count);
+        if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError(`--count: expected a positive integer, got ${JSON.stringify(options.count)}`);
+        const stop = new AbortController();
+        process.once('SIGINT', () => stop.abort());
+        await withOperatorConnection(config, ({ redis, queue }) => watchStatus({
+          read: () => readStatus(redis, queue, keysFor(config.prefix)),
+          write: io.out,
+          intervalMs: interval * 1000,
+          ...(count !== undefined ? { count } : {}),
+          json: Boolean(options.json),
+          clear: process.stdout.isTTY === true && !options.json,
+          format: formatStatus,
+          signal: stop.signal,
+        }));
+        return;
+      }
       const status = await withOperatorConnection(config, ({ redis, queue }) => readStatus(redis, queue, keysFor(config.prefix)));
       io.out(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
     });

@@ -1,0 +1,118 @@
+import type { Status } from '@mirrorplane/runtime';
+
+/** One reading of the status with the rates derived from the readings before it. */
+export interface StatusFrame extends Status {
+  at: string;
+  /** Entries appended per second (null until two readings, or before Redis 7). */
+  acceptedPerSec: number | null;
+  /** Completed replays per second. */
+  replayedPerSec: number | null;
+  /** Entries reaching the failed set per second. */
+  failedPerSec: number | null;
+  /**
+   * Seconds until the backlog is empty at the current net drain rate; 0 when it is empty,
+   * null when it does not shrink (or before two readings).
+   */
+  drainSeconds: number | null;
+}
+
+export interface WatchStatusOptions {
+  read: () => Promise<Status>;
+  write: (text: string) => void;
+  /** Seconds between readings. */
+  intervalMs?: number;
+  /** Stop after this many readings (default: until `signal` aborts). */
+  count?: number;
+  json?: boolean;
+  /** Clear the screen before each frame (a terminal); otherwise frames follow one another. */
+  clear?: boolean;
+  format: (status: Status) => string;
+  signal?: AbortSignal;
+}
+
+interface Sample {
+  t: number;
+  accepted: number | null;
+  replayed: number;
+  failed: number;
+  backlog: number;
+}
+
+/** Rates are computed over this window, so one slow reading does not make them jump. */
+const WINDOW_MS = 10_000;
+
+/** Keeps the readings of the last window and derives rates from them. */
+export class RateWindow {
+  readonly #samples: Sample[] = [];
+  /** Failed entries counted so far: the failed set shrinks when entries are replayed or purged. */
+  #failedSeen = 0;
+
+  add(status: Status, t: number): Omit<StatusFrame, keyof Status | 'at'> {
+    const last = this.#samples[this.#samples.length - 1];
+    if (last) this.#failedSeen += Math.max(0, status.failed - last.failed);
+    this.#samples.push({ t, accepted: status.accepted, replayed: status.replayed, failed: this.#failedSeen, backlog: status.backlog });
+    while (this.#samples.length > 2 && t - (this.#samples[1] as Sample).t >= WINDOW_MS) this.#samples.shift();
+    const first = this.#samples[0] as Sample;
+    const seconds = (t - first.t) / 1000;
+    if (seconds <= 0) return { acceptedPerSec: null, replayedPerSec: null, failedPerSec: null, drainSeconds: status.backlog === 0 ? 0 : null };
+    const now = this.#samples[this.#samples.length - 1] as Sample;
+    const rate = (a: number, b: number) => Math.max(0, b - a) / seconds;
+    const acceptedPerSec = first.accepted !== null && now.accepted !== null ? rate(first.accepted, now.accepted) : null;
+    // The backlog shrinks by what workers take minus what arrives: its own slope is the net drain rate.
+    const net = (first.backlog - now.backlog) / seconds;
+    return {
+      acceptedPerSec,
+      replayedPerSec: rate(first.replayed, now.replayed),
+      failedPerSec: rate(first.failed, now.failed),
+      drainSeconds: now.backlog === 0 ? 0 : net > 0 ? now.backlog / net : null,
+    };
+  }
+}
+
+function formatRate(n: number | null): string {
+  return n === null ? '-' : n >= 100 ? n.toFixed(0) : n.toFixed(1);
+}
+
+/** `12 s`, `3 min 4 s`, `2 h 5 min`. */
+export function formatDuration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+export function formatFrame(frame: StatusFrame, format: (status: Status) => string): string {
+  const drain = frame.drainSeconds === null ? (frame.backlog === 0 ? 'empty' : 'not draining') : frame.drainSeconds === 0 ? 'empty' : `drains in ~${formatDuration(frame.drainSeconds)}`;
+  return `mirrorplane status  ${frame.at}\n\n${format(frame)}\n` +
+    `accepted/s  ${formatRate(frame.acceptedPerSec)}   replayed/s  ${formatRate(frame.replayedPerSec)}   failed/s  ${formatRate(frame.failedPerSec)}\n` +
+    `backlog     ${drain}\n`;
+}
+
+/**
+ * `mirrorplane status --watch`: reads the status every interval and prints it with the rates
+ * of the last ten seconds and the time the backlog needs to drain at that pace.
+ * A failed reading is shown and the watch goes on: Redis may be back at the next one.
+ */
+export async function watchStatus(options: WatchStatusOptions): Promise<void> {
+  const interval = options.intervalMs ?? 1000;
+  const window = new RateWindow();
+  for (let n = 0; options.count === undefined || n < options.count; n++) {
+    if (options.signal?.aborted) return;
+    const started = Date.now();
+    try {
+      const status = await options.read();
+      const t = Date.now();
+      const frame: StatusFrame = { at: new Date(t).toISOString(), ...status, ...window.add(status, t) };
+      if (options.json) options.write(`${JSON.stringify(frame)}\n`);
+      else options.write(`${options.clear ? '\x1b[H\x1b[2J' : n > 0 ? '\n' : ''}${formatFrame(frame, options.format)}`);
+    } catch (error) {
+      const message = (error as Error).message;
+      options.write(options.json ? `${JSON.stringify({ at: new Date().toISOString(), error: message })}\n` : `${options.clear ? '\x1b[H\x1b[2J' : ''}mirrorplane status: ${message}\n`);
+    }
+    if (options.count !== undefined && n + 1 >= options.count) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, interval - (Date.now() - started)));
+      options.signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    });
+  }
+}
