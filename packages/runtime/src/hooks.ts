@@ -90,37 +90,47 @@ function ttl(ms: number | undefined): number {
   return ms;
 }
 
-function redactValue(value: unknown, names: ReadonlySet<string>): unknown {
+/**
+ * A copy of a log value with secrets replaced: flat `[name, value, …]` header arrays and
+ * object keys named like a redacted header, at any depth up to a few levels. Buffers are
+ * logged as their size. Only what hooks log goes through this, so its cost is theirs.
+ */
+export function redactLogValue(value: unknown, names: ReadonlySet<string>, depth = 0): unknown {
+  if (Buffer.isBuffer(value)) return `[${value.length} bytes]`;
+  if (depth > 5 || typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
-    // Flat [name, value, …] arrays, as requests and responses carry them.
-    if (value.length % 2 === 0 && value.every((v) => typeof v === 'string')) return redactHeaders(value as string[], names);
-    return value;
+    if (value.length % 2 === 0 && value.every((v) => typeof v === 'string')) {
+      for (let i = 0; i < value.length; i += 2) {
+        if (names.has((value[i] as string).toLowerCase())) return redactHeaders(value as string[], names);
+      }
+      return value;
+    }
+    return value.map((v) => redactLogValue(v, names, depth + 1));
   }
-  if (typeof value === 'object' && value !== null) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = names.has(k.toLowerCase()) ? '[redacted]' : v;
-    return out;
-  }
-  return value;
+  if (value instanceof Error || value instanceof Date) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = names.has(k.toLowerCase()) ? '[redacted]' : redactLogValue(v, names, depth + 1);
+  return out;
 }
 
+type Level = 'debug' | 'info' | 'warn' | 'error';
+
 /**
- * A logger for hook code: header values under `headers`, `request` or `response` are
- * redacted by the configured names, and bodies are logged as their size, so a hook that
- * logs what staging answered cannot leak a cookie or a token.
+ * The logger hook code receives: a pino child whose every object argument is redacted by
+ * the configured header names first, so a hook that logs what staging answered (or the
+ * request it sent, under any key) cannot leak a cookie or a token.
  */
-export function createHookLogger(logger: Logger, redacted: ReadonlySet<string>): Logger {
-  const message = (m: unknown): unknown => {
-    if (typeof m !== 'object' || m === null || Buffer.isBuffer(m)) return m;
-    const out: Record<string, unknown> = { ...(m as Record<string, unknown>) };
-    if ('headers' in out) out.headers = redactValue(out.headers, redacted);
-    if (Buffer.isBuffer(out.body)) out.body = `[${out.body.length} bytes]`;
-    return out;
+export function createHookLogger(logger: Logger, redacted: ReadonlySet<string>): HookLogger & { child(bindings: Record<string, unknown>): HookLogger } {
+  const wrap = (target: Logger) => {
+    const method = (level: Level) => (first: unknown, ...rest: unknown[]) => {
+      if (!target.isLevelEnabled(level)) return;
+      if (typeof first === 'object' && first !== null) target[level](redactLogValue(first, redacted) as object, ...(rest as [string?]));
+      else target[level](first as string, ...(rest as []));
+    };
+    return { debug: method('debug'), info: method('info'), warn: method('warn'), error: method('error') } as HookLogger;
   };
-  return logger.child(
-    { component: 'hooks' },
-    { serializers: { headers: (h: unknown) => redactValue(h, redacted), request: message, response: message, mirrored: message } },
-  );
+  const base = logger.child({ component: 'hooks' });
+  return Object.assign(wrap(base), { child: (bindings: Record<string, unknown>) => wrap(base.child(bindings)) });
 }
 
 /** Imports a module by path; `.ts`, `.mts` and `.cts` through tsx. */
@@ -178,7 +188,7 @@ export async function loadHooks(path: string, options: LoadHooksOptions): Promis
   const observer = options.observer ?? {};
   if (hooks.setup) {
     try {
-      await hooks.setup({ log: log as HookLogger, store, origins: Object.keys(options.config.origins) });
+      await hooks.setup({ log, store, origins: Object.keys(options.config.origins) });
     } catch (error) {
       await store.close();
       throw new HookSetupError(path, error);
@@ -186,7 +196,7 @@ export async function loadHooks(path: string, options: LoadHooksOptions): Promis
   }
   // The per-entry logger is made only when a hook asks for it: most calls never log.
   const contextFor = (ctx: PipelineContext): HookContext => {
-    let child: Logger | null = null;
+    let child: HookLogger | null = null;
     return Object.defineProperties({ ...ctx, store } as unknown as HookContext, {
       log: { enumerable: true, get: () => (child ??= log.child({ entryId: ctx.entryId, attempt: ctx.attempt, reqId: ctx.requestId })) },
     });

@@ -55,11 +55,20 @@ export interface RecordedExchange {
   response: { status: number; headers: RecordedHeaders; body: RecordedBody };
 }
 
+/** Text is valid UTF-8 without control characters other than tab, CR and LF. */
+function isText(body: Buffer): boolean {
+  for (let i = 0; i < body.length; i++) {
+    const b = body[i] as number;
+    if ((b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) || b === 0x7f) return false;
+  }
+  return isUtf8(body);
+}
+
 export function recordBody(body: Buffer, limit: number, alreadyTruncated = false): RecordedBody {
   const cut = body.length > limit;
   const kept = cut ? body.subarray(0, limit) : body;
   // A cut can split a multi-byte character; such a prefix is recorded as base64, exactly.
-  const out: RecordedBody = isUtf8(kept) ? { size: body.length, text: kept.toString('utf8') } : { size: body.length, text: kept.toString('base64'), encoding: 'base64' };
+  const out: RecordedBody = isText(kept) ? { size: body.length, text: kept.toString('utf8') } : { size: body.length, text: kept.toString('base64'), encoding: 'base64' };
   if (cut || alreadyTruncated) out.truncated = true;
   return out;
 }
@@ -165,20 +174,35 @@ export class RecordingWriter {
   }
 
   async #drain(): Promise<void> {
+    const max = this.#options.maxFileBytes;
     while (this.#queue.length > 0) {
       const lines = this.#queue;
       this.#queue = [];
       this.#queuedBytes = 0;
-      const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
-      try {
-        const file = await this.#fileFor(data.length);
-        await file.handle.write(data);
-        file.size += data.length;
-        this.#written += lines.length;
-        this.#options.onWritten?.(lines.length);
-      } catch (error) {
-        this.#lose(lines.length, `cannot write to ${this.#options.dir}: ${errorMessage(error)}`);
-        await this.#closeFile();
+      let i = 0;
+      while (i < lines.length) {
+        const start = i;
+        try {
+          const file = await this.#fileFor(Buffer.byteLength(lines[i] as string) + 1);
+          // As many lines as fit in this file, at least one (a line is never split across files).
+          const chunk: string[] = [];
+          let bytes = 0;
+          while (i < lines.length) {
+            const size = Buffer.byteLength(lines[i] as string) + 1;
+            if (chunk.length > 0 && file.size + bytes + size > max) break;
+            chunk.push(lines[i] as string);
+            bytes += size;
+            i += 1;
+          }
+          await file.handle.write(`${chunk.join('\n')}\n`, null, 'utf8');
+          file.size += bytes;
+          this.#written += chunk.length;
+          this.#options.onWritten?.(chunk.length);
+        } catch (error) {
+          this.#lose(lines.length - start, `cannot write to ${this.#options.dir}: ${errorMessage(error)}`);
+          await this.#closeFile();
+          break;
+        }
       }
     }
   }
@@ -195,7 +219,7 @@ export class RecordingWriter {
       }
       const stamp = new Date(now).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
       this.#sequence += 1;
-      const path = join(this.#options.dir, `mirrorplane-${stamp}-${process.pid}-${this.#sequence}.jsonl`);
+      const path = join(this.#options.dir, `mirrorplane-${stamp}-${process.pid}-${String(this.#sequence).padStart(6, '0')}.jsonl`);
       // 'a', not 'w': a name reused after a restart within the same second must not lose lines.
       const handle = await open(path, 'a');
       this.#file = { handle, path, size: 0, openedAt: now };
