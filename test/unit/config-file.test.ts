@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DEFAULT_REDACTED_HEADERS, loadConfig, type Config } from '@mirrorplane/core';
+import { ConfigError, DEFAULT_REDACTED_HEADERS, SETTINGS, loadConfig, type Config } from '@mirrorplane/core';
 
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
 
@@ -145,4 +145,12 @@ test('type errors name the key, and JSON files work the same way', () => {
   ]);
   const ok = load('{"origins": {"default": "http://s:1"}, "rules": [{"name": "d", "drop": true}]}', {}, 'c.json');
   assert.equal(ok.rules[0]!.drop, true);
+});
+
+test('docs/CONFIG.md documents every setting and file key', () => {
+  const doc = readFileSync(fileURLToPath(new URL('../../docs/CONFIG.md', import.meta.url)), 'utf8');
+  const keys = [...Object.keys(SETTINGS), 'origins', 'rules', 'hooks', 'recording', 'redactHeaders'];
+  const missing = keys.filter((k) => !doc.includes(`\`${k}\``));
+  assert.deepEqual(missing, [], 'add these keys to docs/CONFIG.md');
+  for (const [key, s] of Object.entries(SETTINGS)) assert.ok(doc.includes(`\`${s.env}\``), `${key}: its variable ${s.env} is documented`);
 });
