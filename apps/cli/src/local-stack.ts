@@ -66,7 +66,8 @@ export async function startLocalStack(flags: Flags, io: { out: (s: string) => vo
     io.out(`started redis-server on 127.0.0.1:${port} (data is not kept)\n`);
   }
   let staging: SampleBackend | null = null;
-  if (!env.STAGING_URL && !flags.stagingUrl) {
+  // A config file may name the default origin itself; then there is no sample staging to start.
+  if (!env.STAGING_URL && !flags.stagingUrl && !configure('cli', flags, env).origins.default) {
     staging = new SampleBackend({
       name: 'staging',
       idPrefix: 'stg_',
