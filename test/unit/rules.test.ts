@@ -197,3 +197,20 @@ test('compile errors list every problem by path', () => {
     }
   }
 });
+
+test('rewritePath.to inserts exactly what String.prototype.replace would', () => {
+  const cases: [string, string, string][] = [
+    ['^/api/(?<rest>.*)$', '/v2/$<rest>', '/api/a/b'],
+    ['^/(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)', '/$11-$10-$1$$-$&-$0-$12', '/abcdefghijkZ'],
+    ['b(c)', '/[$`|$\'|$2|$1]', '/abcd'],
+    ['^/(?<a>x)(y)', '/$2$<a>$1$3', '/xyw'],
+    ['^/(?<a>x)(y)', '/$<a', '/xyw'],
+    ['(?<x>z)?q', '/$<x>-', '/q'],
+    ['o', '/$', '/foo'],
+  ];
+  for (const [from, to, path] of cases) {
+    const s = compileRules([RuleOptions.parse({ name: 'r', rewritePath: { from, to } })], { origins: new Set(['default']) });
+    const out = s.pre!(request('GET', path), context()) as OutgoingRequest;
+    assert.equal(out.path, path.replace(new RegExp(from), to), `${from} → ${to} on ${path}`);
+  }
+});

@@ -56,7 +56,7 @@ interface CompiledRule {
   readonly query: readonly (readonly [string, Condition])[];
   readonly sample: { readonly fraction: number; readonly key: ((request: OutgoingRequest) => string | null) | null } | null;
   readonly drop: boolean;
-  readonly rewrite: { readonly from: RegExp; readonly to: string } | null;
+  readonly rewrite: { readonly from: RegExp; readonly to: Replacement } | null;
   readonly removeQuery: ReadonlySet<string> | null;
   readonly setQuery: readonly (readonly [string, Template])[];
   readonly removeHeaders: ReadonlySet<string> | null;
@@ -67,6 +67,77 @@ interface CompiledRule {
 }
 
 const NO_GROUPS: Readonly<Record<string, string | undefined>> = Object.freeze({});
+
+/** A `rewritePath.to` compiled once: what `String.prototype.replace` would insert for a match. */
+type Replacement = (m: RegExpExecArray, input: string) => string;
+
+/**
+ * Compiles a replacement pattern with the tokens String.prototype.replace knows ($$, $&, $`,
+ * $', $n, $<name>). Applying it to a match we already have costs a few string joins; asking
+ * `replace` to do it parses the pattern and runs the regex again, measurably slower.
+ */
+function compileReplacement(to: string, groupCount: number): Replacement {
+  const parts: (string | ((m: RegExpExecArray, input: string) => string))[] = [];
+  let literal = '';
+  let i = 0;
+  const flush = () => {
+    if (literal) parts.push(literal);
+    literal = '';
+  };
+  while (i < to.length) {
+    const c = to[i] as string;
+    const next = to[i + 1];
+    if (c !== '$' || next === undefined) {
+      literal += c;
+      i += 1;
+      continue;
+    }
+    if (next === '$') {
+      literal += '$';
+      i += 2;
+    } else if (next === '&') {
+      flush();
+      parts.push((m) => m[0]);
+      i += 2;
+    } else if (next === '`') {
+      flush();
+      parts.push((m, input) => input.slice(0, m.index));
+      i += 2;
+    } else if (next === "'") {
+      flush();
+      parts.push((m, input) => input.slice(m.index + m[0].length));
+      i += 2;
+    } else if (next === '<' && to.indexOf('>', i + 2) !== -1) {
+      const end = to.indexOf('>', i + 2);
+      const name = to.slice(i + 2, end);
+      flush();
+      parts.push((m) => m.groups?.[name] ?? '');
+      i = end + 1;
+    } else if (/[0-9]/.test(next)) {
+      // Two digits when that names a group, else one; $0 and groups past the count are literal.
+      const two = Number(to.slice(i + 1, i + 3));
+      const one = Number(next);
+      const n = /^[0-9]{2}$/.test(to.slice(i + 1, i + 3)) && two >= 1 && two <= groupCount ? two : one;
+      const width = n === two && n !== one ? 2 : 1;
+      if (n >= 1 && n <= groupCount) {
+        flush();
+        parts.push((m) => m[n] ?? '');
+      } else {
+        literal += to.slice(i, i + 1 + width);
+      }
+      i += 1 + width;
+    } else {
+      literal += c;
+      i += 1;
+    }
+  }
+  flush();
+  return (m, input) => {
+    let out = input.slice(0, m.index);
+    for (const p of parts) out += typeof p === 'string' ? p : p(m, input);
+    return out + input.slice(m.index + m[0].length);
+  };
+}
 
 function namedGroups(source: string | undefined): Set<string> {
   const out = new Set<string>();
@@ -97,7 +168,9 @@ function compileRule(rule: RuleOptions, index: number, options: CompileRulesOpti
     }
     if (rule.rewritePath.to.includes('?')) issue(['rewritePath', 'to'], 'cannot add a query; use setQuery');
     else if (!rule.rewritePath.to.startsWith('/') && !rule.rewritePath.to.startsWith('$')) issue(['rewritePath', 'to'], 'expected a path starting with /');
-    rewrite = { from, to: rule.rewritePath.to };
+    // The number of capturing groups: an empty alternative always matches, leaving one slot per group.
+    const groupCount = (new RegExp(`${rule.rewritePath.from}|`).exec('') as RegExpExecArray).length - 1;
+    rewrite = { from, to: compileReplacement(rule.rewritePath.to, groupCount) };
   }
 
   let sample: CompiledRule['sample'] = null;
@@ -265,15 +338,17 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
       let pathChanged = false;
       let queryChanged = false;
       let host: string | null = null;
+      const method = request.method.toUpperCase();
 
       for (const rule of compiled) {
-        if (rule.methods && !rule.methods.has(request.method.toUpperCase())) continue;
+        if (rule.methods && !rule.methods.has(method)) continue;
         if (rule.pathPrefix !== null && !pathname.startsWith(rule.pathPrefix)) continue;
         let groups = NO_GROUPS;
         if (rule.pathRegex) {
           const m = rule.pathRegex.exec(pathname);
           if (!m) continue;
-          if (m.groups) groups = { ...m.groups };
+          // A fresh object per exec: no copy needed.
+          if (m.groups) groups = m.groups;
         }
         let matched = true;
         for (const [name, condition] of rule.headers) {
@@ -310,8 +385,8 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
         if (rule.rewrite) {
           const m = rule.rewrite.from.exec(pathname);
           if (m) {
-            if (m.groups) groups = { ...groups, ...m.groups };
-            const next = pathname.replace(rule.rewrite.from, rule.rewrite.to);
+            if (m.groups) groups = groups === NO_GROUPS ? m.groups : { ...groups, ...m.groups };
+            const next = rule.rewrite.to(m, pathname);
             if (!next.startsWith('/')) throw new RuleError(rule.name, `rewritePath turned ${JSON.stringify(pathname)} into ${JSON.stringify(next)}, which is not a path`);
             pathname = next;
             pathChanged = true;
