@@ -27,12 +27,15 @@ function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
 test('files rotate by size; every line is written once, in order', withDir(async (dir) => {
   const writer = new RecordingWriter({ dir: join(dir, 'nested'), maxFileBytes: 4096, maxFileAgeMs: 3_600_000, maxQueuedBytes: 1 << 20, logger });
   const lines = Array.from({ length: 600 }, (_, i) => JSON.stringify({ i, pad: 'p'.repeat(i % 90) }));
-  for (const [i, line] of lines.entries()) {
-    assert.equal(writer.write(line), true);
-    // Some lines in separate ticks, so the writer sees both bursts and trickles.
-    if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+  try {
+    for (const [i, line] of lines.entries()) {
+      assert.equal(writer.write(line), true);
+      // Some lines in separate ticks, so the writer sees both bursts and trickles.
+      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+    }
+  } finally {
+    await writer.close();
   }
-  await writer.close();
   const written = files(join(dir, 'nested'));
   assert.ok(written.length > 5, `rotated into ${written.length} files`);
   for (const f of written) assert.ok(statSync(f).size <= 4096, `${f} is within maxFileBytes`);
@@ -63,11 +66,14 @@ test('writing never waits: past maxQueuedBytes lines are dropped and counted', w
   const writer = new RecordingWriter({ dir, maxFileBytes: 1 << 30, maxFileAgeMs: 3_600_000, maxQueuedBytes: 64 * 1024, logger, onLost: (n) => { lostReported += n; } });
   const line = 'x'.repeat(1023);
   let accepted = 0;
-  // All in one tick: the disk cannot have taken anything yet.
-  for (let i = 0; i < 200; i++) if (writer.write(line)) accepted += 1;
+  try {
+    // All in one tick: the disk cannot have taken anything yet.
+    for (let i = 0; i < 200; i++) if (writer.write(line)) accepted += 1;
+  } finally {
+    await writer.close();
+  }
   // What fits in the queue, plus the first line, which the writing loop took at once.
   assert.ok(accepted === 64 || accepted === 65, `accepted ${accepted}`);
-  await writer.close();
   assert.equal(writer.written, accepted);
   assert.equal(writer.lost, 200 - accepted);
   assert.equal(lostReported, 200 - accepted);

@@ -10,6 +10,7 @@ import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type F
 import { startLocalStack } from './local-stack.js';
 import { runDemo } from './demo.js';
 import { watchStatus } from './status-watch.js';
+import { Dashboard } from './dashboard.js';
 import { readRecordings, toHar } from './record.js';
 
 const VERSION = '0.1.0';
@@ -201,6 +202,22 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       }
       const status = await withOperatorConnection(config, ({ redis, queue }) => readStatus(redis, queue, keysFor(config.prefix)));
       io.out(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
+    });
+
+  common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)'))
+    .option('--port <n>', 'port to listen on', '9092')
+    .option('--host <addr>', 'address to bind (loopback unless told otherwise)', '127.0.0.1')
+    .action(async (options: Record<string, unknown>) => {
+      const { port: rawPort, host, ...rest } = options;
+      const port = Number(rawPort);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(rawPort)}`);
+      const config = configure('cli', toFlags(rest));
+      const logger = createLogger(config, 'dashboard');
+      const dashboard = new Dashboard({ config, logger, host: String(host), port });
+      runUntilSignal(logger, () => dashboard.close());
+      const url = await dashboard.listen();
+      if (!['127.0.0.1', 'localhost', '::1'].includes(String(host))) logger.warn({ host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
+      logger.info({ url }, 'dashboard listening');
     });
 
   const failed = program.command('failed').description('inspect and replay the failed set');

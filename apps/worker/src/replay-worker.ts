@@ -320,7 +320,9 @@ export class ReplayWorker {
 
   async #processRetryJob(job: Job<RetryJobData>): Promise<void> {
     const data = job.data;
-    if (data.failReason !== undefined) throw new UnrecoverableError(data.failReason);
+    // A job made to carry a failure goes to the failed set on its first run; run again (a retry
+    // from the dashboard), it replays like any other.
+    if (data.failReason !== undefined && job.attemptsMade === 0) throw new UnrecoverableError(data.failReason);
     let entry: Entry;
     try {
       if (data.entry === null && data.raw !== undefined) {

@@ -1,0 +1,85 @@
+/**
+ * The dashboard's own page: the stream backlog, the consumer group's members and their
+ * pending counts, and the rates, refreshed every second from /api/status. Plain HTML and a
+ * few lines of script; every value is set with textContent, so nothing from Redis (a
+ * consumer name, an error) is ever read as markup.
+ */
+export const DASHBOARD_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Mirrorplane</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2330; background: #f6f7f9; }
+  h1 { font-size: 1.4rem; margin: 0 0 .2rem; }
+  .sub { color: #667; margin-bottom: 1.5rem; }
+  .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(10rem, 1fr)); gap: .8rem; margin-bottom: 1.5rem; }
+  .card { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: .7rem .9rem; }
+  .card .k { color: #667; font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; }
+  .card .v { font-size: 1.6rem; font-variant-numeric: tabular-nums; }
+  table { border-collapse: collapse; background: #fff; border: 1px solid #dde1e8; min-width: 30rem; }
+  th, td { text-align: left; padding: .35rem .8rem; border-bottom: 1px solid #eef0f4; font-variant-numeric: tabular-nums; }
+  th { background: #eef0f4; font-weight: 600; }
+  .error { color: #b00020; }
+  a { color: #2456c7; }
+</style>
+</head>
+<body>
+<h1>Mirrorplane</h1>
+<div class="sub">updated <span id="at">-</span> · <a id="queues" href="queues/queue/retry?status=failed">retry queue and failed set</a> (inspect, retry, remove)</div>
+<div id="error" class="error"></div>
+<div class="cards">
+  <div class="card"><div class="k">backlog</div><div class="v" data-k="backlog">-</div></div>
+  <div class="card"><div class="k">pending</div><div class="v" data-k="pending">-</div></div>
+  <div class="card"><div class="k">retrying</div><div class="v" data-k="retrying">-</div></div>
+  <div class="card"><div class="k">failed</div><div class="v" data-k="failed">-</div></div>
+  <div class="card"><div class="k">replayed</div><div class="v" data-k="replayed">-</div></div>
+  <div class="card"><div class="k">oldest backlog age</div><div class="v" data-k="age">-</div></div>
+  <div class="card"><div class="k">accepted/s</div><div class="v" data-k="acceptedPerSec">-</div></div>
+  <div class="card"><div class="k">replayed/s</div><div class="v" data-k="replayedPerSec">-</div></div>
+  <div class="card"><div class="k">failed/s</div><div class="v" data-k="failedPerSec">-</div></div>
+  <div class="card"><div class="k">backlog drains in</div><div class="v" data-k="drain">-</div></div>
+</div>
+<h2>Consumer group (<span data-k="consumerCount">0</span>)</h2>
+<table>
+  <thead><tr><th>consumer</th><th>pending</th><th>idle</th></tr></thead>
+  <tbody id="consumers"></tbody>
+</table>
+<script>
+const set = (k, v) => { for (const el of document.querySelectorAll('[data-k="' + k + '"]')) el.textContent = v; };
+const rate = (n) => n === null || n === undefined ? '-' : n >= 100 ? n.toFixed(0) : n.toFixed(1);
+const secs = (s) => s < 60 ? Math.round(s) + ' s' : s < 3600 ? Math.floor(s / 60) + ' min ' + Math.round(s % 60) + ' s' : Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+async function refresh() {
+  try {
+    const res = await fetch('api/status', { cache: 'no-store' });
+    const s = await res.json();
+    if (s.error) throw new Error(s.error);
+    document.getElementById('error').textContent = '';
+    document.getElementById('at').textContent = s.at;
+    for (const k of ['backlog', 'pending', 'retrying', 'failed', 'replayed']) set(k, String(s[k]));
+    set('age', s.oldestBacklogAgeMs === null ? '-' : (s.oldestBacklogAgeMs / 1000).toFixed(1) + ' s');
+    for (const k of ['acceptedPerSec', 'replayedPerSec', 'failedPerSec']) set(k, rate(s[k]));
+    set('drain', s.drainSeconds === null ? (s.backlog === 0 ? 'empty' : 'not draining') : s.drainSeconds === 0 ? 'empty' : secs(s.drainSeconds));
+    set('consumerCount', String(s.consumers.length));
+    const body = document.getElementById('consumers');
+    const rows = s.consumers.map((c) => {
+      const tr = document.createElement('tr');
+      for (const v of [c.name, String(c.pending), (c.idleMs / 1000).toFixed(1) + ' s']) {
+        const td = document.createElement('td');
+        td.textContent = v;
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    body.replaceChildren(...rows);
+  } catch (error) {
+    document.getElementById('error').textContent = 'cannot read the status: ' + error.message;
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script>
+</body>
+</html>
+`;

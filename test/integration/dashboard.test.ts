@@ -1,0 +1,120 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Locator } from 'playwright-core';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, waitFor } from '../helpers/index.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let redis: RedisServer;
+
+before(async () => {
+  redis = await RedisServer.start();
+});
+
+after(async () => {
+  await redis?.close();
+});
+
+test('the dashboard binds loopback and refuses other Host names', async () => {
+  const port = await freePort();
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'tdash-host' });
+  try {
+    const listening = await dashboard.waitForLog('dashboard listening');
+    assert.equal(listening.url, `http://127.0.0.1:${port}/`);
+    const ok = await fetch(`http://127.0.0.1:${port}/api/status`);
+    assert.equal(ok.status, 200);
+    const page = await (await fetch(`http://localhost:${port}/`)).text();
+    assert.match(page, /<title>Mirrorplane<\/title>/);
+    // A page on another site that resolves its own name to 127.0.0.1 (DNS rebinding) gets nothing.
+    const { status } = await new Promise<{ status: number }>((resolve, reject) => {
+      import('node:http').then(({ request }) => {
+        request({ host: '127.0.0.1', port, path: '/queues/api/queues', headers: { host: `evil.example:${port}` } }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0 });
+        }).on('error', reject).end();
+      }, reject);
+    });
+    assert.equal(status, 421);
+    const bad = new MirrorplaneProcess(['dashboard', '--port', 'x'], { REDIS_URL: redis.url });
+    assert.equal(await bad.exited, 2);
+    assert.match(bad.stderr, /--port: expected an integer/);
+  } finally {
+    await dashboard.stop();
+  }
+});
+
+test('in a browser: the page shows the counts, and a failed job is retried from the dashboard', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)` }, async () => {
+  let failing = true;
+  const staging = await RecordingServer.start((req, res) => void res.writeHead(failing && req.url.startsWith('/fail') ? 503 : 200).end());
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
+  const port = await freePort();
+  let dashboard: MirrorplaneProcess | undefined;
+  let context: BrowserContext | undefined;
+  const profile = mkdtempSync(join(tmpdir(), 'mp-test-chromium-'));
+  try {
+    for (const path of ['/ok/1', '/ok/2', '/ok/3', '/fail/a', '/fail/b']) {
+      assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}${path}`, { method: 'POST', body: path, headers: { 'x-request-id': path } })).status, 200);
+    }
+    await waitFor('3 replayed and 2 failed', async () => {
+      const s = await stack.status();
+      return s.replayed === 3 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
+    });
+
+    dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], stack.env);
+    await dashboard.waitForLog('dashboard listening');
+    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    const page = context.pages()[0] ?? await context.newPage();
+    page.on('dialog', (dialog) => void dialog.accept());
+
+    await page.goto(`http://127.0.0.1:${port}/`);
+    const value = (k: string) => page.locator(`.v[data-k="${k}"]`).first();
+    await waitFor('the counts on the page', async () => (await value('replayed').textContent()) === '3' && (await value('failed').textContent()) === '2', 30_000, 200);
+    assert.equal(await value('backlog').textContent(), '0');
+    assert.equal(await value('pending').textContent(), '0');
+    assert.equal(await page.locator('[data-k="consumerCount"]').textContent(), '1');
+    assert.equal(await page.locator('#consumers tr').count(), 1);
+    assert.match((await page.locator('#consumers td').nth(1).textContent()) ?? '', /^0$/);
+    assert.equal(await value('drain').textContent(), 'empty');
+
+    // Staging is fixed; one failed job is retried from bull-board.
+    failing = false;
+    await page.click('a#queues');
+    await page.waitForURL(/\/queues\/queue\/retry/);
+    // bull-board's job actions are icon buttons named by a tooltip: find the one that says Retry.
+    const actions = page.locator('[data-base-ui-tooltip-trigger] > button');
+    await actions.first().waitFor({ timeout: 30_000 });
+    let retry: Locator | null = null;
+    for (let i = 0; i < (await actions.count()) && !retry; i++) {
+      await actions.nth(i).hover();
+      const tip = page.locator('[data-base-ui-portal] [data-open]').filter({ hasText: /^\s*retry\s*$/i });
+      if (await tip.first().waitFor({ timeout: 1_000 }).then(() => true, () => false)) retry = actions.nth(i);
+    }
+    assert.ok(retry, `a Retry action on the failed jobs (tooltips: ${await page.locator('[data-base-ui-portal] [data-open]').allTextContents()})`);
+    const before = staging.received.length;
+    await retry.click();
+    const confirm = page.getByRole('button', { name: /^(confirm|yes|ok|retry)$/i }).last();
+    await confirm.click({ timeout: 5_000 }).catch(() => undefined);
+    await waitFor('staging to receive the retried job', () => staging.received.length > before, 30_000);
+    const again = staging.received.slice(before);
+    assert.equal(again.length, 1, 'one job retried');
+    assert.match(again[0]!.url, /^\/fail\/[ab]$/);
+    assert.equal(again[0]!.body.toString(), again[0]!.url, 'the body as mirrored');
+    assert.equal(header(again[0]!.rawHeaders, 'x-request-id'), again[0]!.url);
+    await waitFor('the failed set to shrink to 1', async () => {
+      const s = await stack.status();
+      return s.failed === 1 && s.replayed === 4 && s.retrying === 0;
+    });
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await waitFor('the page to follow', async () => (await value('replayed').textContent()) === '4' && (await value('failed').textContent()) === '1', 30_000, 200);
+  } finally {
+    await context?.close();
+    rmSync(profile, { recursive: true, force: true });
+    await dashboard?.stop();
+    await stack.close();
+    await staging.close();
+  }
+});
