@@ -25,6 +25,8 @@ export interface NginxMirrorOptions {
   maxBodyBytes?: number;
   /** The nginx binary; default: `nginx` on PATH, then /usr/sbin/nginx. */
   binary?: string;
+  /** CPUs to pin nginx to (`taskset -c` syntax, e.g. "0"); the benchmark keeps production on its own core. */
+  cpus?: string;
 }
 
 /** Thrown when nginx is not installed, refuses its configuration, or does not start listening. */
@@ -185,9 +187,11 @@ export class NginxMirror {
     const config = renderNginxMirrorConfig({ ...options, port, dir, runAsRoot: process.getuid?.() === 0 });
     const configPath = join(dir, 'nginx.conf');
     writeFileSync(configPath, config);
-    const child = spawn(binary, ['-p', dir, '-c', configPath, '-g', `daemon off; pid ${join(dir, 'nginx.pid')}; error_log stderr warn;`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const args = ['-p', dir, '-c', configPath, '-g', `daemon off; pid ${join(dir, 'nginx.pid')}; error_log stderr warn;`];
+    // taskset execs nginx in place: the pid stays nginx's master, and its workers inherit the CPUs.
+    const child = options.cpus
+      ? spawn('taskset', ['-c', options.cpus, binary, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const nginx = new NginxMirror(port, dir, config, child);
     const deadline = Date.now() + 15_000;
     for (;;) {
