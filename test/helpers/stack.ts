@@ -9,6 +9,8 @@ export interface StackOptions {
   workers?: number;
   /** Extra environment for every process (REPLAY_ATTEMPTS, CLAIM_IDLE_MS, …). */
   env?: Record<string, string>;
+  /** Extra environment for the ingress only (ADMIN_PORT, say). */
+  ingressEnv?: Record<string, string>;
 }
 
 /** An ingress and workers as real processes of the CLI, on a random prefix. */
@@ -33,7 +35,7 @@ export class Stack {
       ...options.env,
     };
     const stack = new Stack(env, await freePort());
-    await stack.startIngress();
+    await stack.startIngress(options.ingressEnv);
     for (let i = 0; i < (options.workers ?? 1); i++) await stack.addWorker();
     return stack;
   }

@@ -7,6 +7,7 @@ import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
 import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
+import { formatDiffSummary, readDiffSummary } from './diff.js';
 import { startLocalStack } from './local-stack.js';
 import { runDemo } from './demo.js';
 import { watchStatus } from './status-watch.js';
@@ -211,6 +212,15 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const { port: rawPort, host, ...rest } = options;
       const port = Number(rawPort);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(rawPort)}`);
+  const diff = program.command('diff').description('how staging answers compared with production');
+  common(diff.command('summary').description('mismatch rate per route and the most common differing paths'))
+    .option('--json', 'print a JSON array')
+    .action(async (options: Record<string, unknown>) => {
+      const config = configure('cli', toFlags(options));
+      const rows = await withOperatorConnection(config, ({ redis }) => readDiffSummary(redis, config.prefix));
+      io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows));
+    });
+
       const config = configure('cli', toFlags(rest));
       const logger = createLogger(config, 'dashboard');
       const dashboard = new Dashboard({ config, logger, host: String(host), port });

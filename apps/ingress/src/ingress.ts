@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { EntryCipher, encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
 import { AdminServer, closeRedis, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
+import { createProductionIntake } from './production-intake.js';
 
 /** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
 export type DropReason = 'too_large' | 'redis_unavailable' | 'redis_timeout' | 'redis_error' | 'bad_request' | 'headers_too_large' | 'body_timeout' | 'aborted' | 'shutting_down' | 'unauthorized' | 'backlog_full';
@@ -118,6 +119,7 @@ export class Ingress {
   get ready(): boolean {
     return !this.#closing && this.#server.listening && this.#redis.status === 'ready';
   }
+      routes: { 'POST /production-responses': createProductionIntake(config, this.#redis, logger, this.#registry) },
 
   get metrics(): Registry {
     return this.#registry;

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
@@ -142,7 +142,7 @@ export class ReplayWorker {
   async start(): Promise<{ adminPort: number | null }> {
     const adminPort = this.#admin ? await this.#admin.listen() : null;
     await this.#ensureGroupWithRetry();
-    this.#retryWorker = new Worker<RetryJobData>(this.#keys.retryQueue, (job) => this.#processRetryJob(job), {
+    this.#retryWorker = new Worker<RetryJobData>(this.#keys.retryQueue, (job, token) => this.#processRetryJob(job, token), {
       connection: this.#bull,
       prefix: this.#keys.bullPrefix,
       concurrency: Math.max(1, Math.ceil(this.#config.workerConcurrency / 4)),
@@ -268,6 +268,12 @@ export class ReplayWorker {
         this.#logger.warn({ entryId: id, reqId: entry.request.requestId, err: message }, 'post handler failed');
         this.#finish(id, true);
         return;
+      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING') {
+        // The entry uses an ID whose staging twin is not known yet: it waits in the retry queue,
+        // holding no slot, and no attempt is spent.
+        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attempt - 1 }, 'wait', (error as { delayMs: number }).delayMs);
+        return;
+      }
       }
       this.#m.errored(retryable ? 'retryable_error' : 'failed', seconds);
       const serialized = this.#jobEntry(entry);
@@ -285,16 +291,16 @@ export class ReplayWorker {
    * Moves a stream entry to the retry queue (or straight to its failed set) and only then
    * acknowledges it. The job id is the entry id, so a repeat after a crash adds nothing.
    */
-  async #handOver(id: string, data: RetryJobData, why: 'retry' | FailedReason): Promise<void> {
+  async #handOver(id: string, data: RetryJobData, why: 'retry' | 'wait' | FailedReason, delayMs?: number): Promise<void> {
     const attempts = this.#config.replayAttempts - data.priorAttempts;
     const base = this.#config.replayBackoffMs;
     try {
       await this.#queue.add(retryJobName(data.entry), data, {
         jobId: id,
-        attempts: why === 'retry' ? Math.max(1, attempts) : 1,
+        attempts: why === 'retry' || why === 'wait' ? Math.max(1, attempts) : 1,
         backoff: { type: 'exponential', delay: base, jitter: 0.5 },
         // The first retry waits like any later one: the base delay with jitter.
-        delay: why === 'retry' ? Math.round(base * (0.5 + Math.random() * 0.5)) : 0,
+        delay: delayMs ?? (why === 'retry' ? Math.round(base * (0.5 + Math.random() * 0.5)) : 0),
         removeOnComplete: true,
         removeOnFail: false,
       });
@@ -304,7 +310,7 @@ export class ReplayWorker {
       return;
     }
     if (why === 'retry') this.#m.retryScheduled();
-    else this.#m.failedEntry(why);
+    else if (why !== 'wait') this.#m.failedEntry(why);
     this.#finish(id, false);
   }
 
@@ -318,7 +324,7 @@ export class ReplayWorker {
     return { entry: null, raw: describeRawFields(sealed.map((v) => (typeof v === 'string' ? Buffer.from(v, 'latin1') : v))) };
   }
 
-  async #processRetryJob(job: Job<RetryJobData>): Promise<void> {
+  async #processRetryJob(job: Job<RetryJobData>, token?: string): Promise<void> {
     const data = job.data;
     // A job made to carry a failure goes to the failed set on its first run; run again (a retry
     // from the dashboard), it replays like any other.
@@ -368,6 +374,11 @@ export class ReplayWorker {
       this.#retryInFlight -= 1;
       this.#slotWaiter?.();
     }
+      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING' && token) {
+        // Waiting for an ID mapping spends no attempt: BullMQ's manual delay.
+        await job.moveToDelayed(Date.now() + (error as { delayMs: number }).delayMs, token);
+        throw new DelayedError();
+      }
   }
 
   /** Queues an acknowledgement; acknowledgements of one tick go to Redis in one MULTI. */

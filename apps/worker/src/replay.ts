@@ -1,4 +1,5 @@
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import { DeadlineQueue } from './deadline-queue.js';
 import {
   StagingStatusError,
   StagingTransportError,
@@ -56,6 +57,7 @@ export class StagingClient {
   readonly #origins = new Map<string, StagingOrigin>();
   readonly #default: StagingOrigin;
   readonly #timeoutMs: number;
+  readonly #deadlines: DeadlineQueue;
   readonly #bodyLimit: number;
   readonly #isRetryable: (status: number) => boolean;
   readonly #pipeline: CompiledPipeline;
@@ -84,6 +86,7 @@ export class StagingClient {
     if (!fallback) throw new UnreplayableRequestError('no default staging origin: set STAGING_URL or origins.default');
     this.#default = fallback;
     this.#timeoutMs = config.replayTimeoutMs;
+    this.#deadlines = new DeadlineQueue(config.replayTimeoutMs);
     this.#bodyLimit = config.responseBodyLimit;
     this.#isRetryable = compileRetryPolicy(config.retryStatuses);
     this.#pipeline = pipeline;
@@ -109,6 +112,8 @@ export class StagingClient {
       try {
         request = await this.#pipeline.pre(request, ctx);
       } catch (error) {
+        // Waiting for an ID mapping is not a failure: the worker schedules the entry again.
+        if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING') throw error;
         throw new HookError('pre', { cause: error });
       }
       if (request === null) return { kind: 'dropped' };
@@ -119,7 +124,8 @@ export class StagingClient {
     const started = performance.now();
     // A deadline for the whole exchange, on top of undici's per-phase timeouts, so that a
     // staging server trickling bytes cannot hold a worker slot for ever.
-    const signal = AbortSignal.timeout(this.#timeoutMs);
+    const deadline = this.#deadlines.start();
+    const signal = deadline.signal;
     let data: Dispatcher.ResponseData;
     try {
       data = await origin.pool.request({
@@ -156,6 +162,7 @@ export class StagingClient {
     } catch (error) {
       throw this.#transportError(error, signal);
     }
+    deadline.finish();
     const ms = performance.now() - started;
     if (this.#isRetryable(status)) throw new StagingStatusError(status);
     if (this.#pipeline.hasPost) {
@@ -210,6 +217,7 @@ export class StagingClient {
   }
 
   async close(): Promise<void> {
+    this.#deadlines.close();
     await Promise.all([...this.#origins.values()].map(({ pool }) => pool.close().catch(() => pool.destroy())));
   }
 }

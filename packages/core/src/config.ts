@@ -6,6 +6,7 @@ import { DEFAULT_REDACTED_HEADERS } from './headers.js';
 import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
+import { CompareOptions, IdMappingOptions, ProductionResponsesOptions, type CompareSettings, type IdMappingSettings, type ProductionResponsesSettings } from './id-mapping.js';
 
 /**
  * Configuration: one table of settings, each with its environment variable, its flag and
@@ -173,6 +174,12 @@ export interface RecordingSettings {
   readonly dir: string;
   /** Bytes of each request and response body kept; the rest is cut and marked truncated. */
   readonly bodyLimit: number;
+  /** Production responses received on the ingress admin port (`POST /production-responses`). */
+  readonly productionResponses: ProductionResponsesSettings;
+  /** ID kinds mapped between production and staging, or null. */
+  readonly idMapping: IdMappingSettings | null;
+  /** Comparison of staging's answers with production's, or null when off. */
+  readonly compare: CompareSettings | null;
   /** A file is closed and a new one begun when it reaches this size… */
   readonly maxFileBytes: number;
   /** …or this age. */
@@ -205,6 +212,9 @@ const FileSettings = z.strictObject({
   ...(Object.fromEntries(Object.entries(SETTINGS).map(([key, s]) => [key, s.schema.optional()])) as unknown as Record<SettingKey, z.ZodOptional<z.ZodType>>),
   ...(Object.fromEntries(Object.entries(FILE_ONLY).map(([key, s]) => [key, s.optional()])) as unknown as Record<FileOnlyKey, z.ZodOptional<z.ZodType>>),
 });
+  productionResponses: ProductionResponsesOptions,
+  idMapping: IdMappingOptions,
+  compare: CompareOptions,
 
 const DEFAULT_ADMIN_PORT: Record<Role, number> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
 
@@ -376,7 +386,7 @@ export function loadConfig(options: ConfigOptions): Config {
 
   return Object.freeze({
     role: options.role,
-    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders'>),
+    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'productionResponses' | 'idMapping' | 'compare'>),
     adminPort: (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role],
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
@@ -397,6 +407,9 @@ export function isLoopback(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1';
 }
+    productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
+    idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
+    compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
 
 type RecordingFile = { dir: string } & Partial<Omit<RecordingSettings, 'dir'>>;
 

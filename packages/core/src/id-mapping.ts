@@ -118,6 +118,8 @@ export interface CompiledLearner {
 /** One place of a request where IDs of a kind are used. */
 export interface CompiledUse {
   kind: string;
+  /** True when this use rewrites the JSON body (the caller then serializes it again). */
+  json: boolean;
   /** IDs found in the request (the JSON body parsed once by the caller). */
   find(request: MappableRequest, json: unknown): string[];
   /** Replaces `from` with `to` where this use finds it; returns whether anything changed. */
@@ -199,6 +201,7 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
     const re = new RegExp(options.path, 'd');
     return {
       kind,
+      json: false,
       find(request) {
         const path = request.path.split('?', 1)[0] as string;
         const id = re.exec(path)?.groups?.id;
@@ -219,6 +222,7 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
     const name = options.query;
     return {
       kind,
+      json: false,
       find(request) {
         const q = request.path.indexOf('?');
         return q === -1 ? [] : new URLSearchParams(request.path.slice(q + 1)).getAll(name);
@@ -245,6 +249,7 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
     const name = options.header.toLowerCase();
     return {
       kind,
+      json: false,
       find(request) {
         const out: string[] = [];
         for (let i = 0; i < request.headers.length; i += 2) if ((request.headers[i] as string).toLowerCase() === name) out.push(request.headers[i + 1] as string);
@@ -265,6 +270,7 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
   const path = parseJsonPath(options.json);
   return {
     kind,
+    json: true,
     find(_request, json) {
       const id = idText(readJsonPath(json, path));
       return id === null ? [] : [id];

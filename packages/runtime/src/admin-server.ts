@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
@@ -13,6 +13,8 @@ export interface AdminServerOptions {
   logger: Logger;
   /** When set, every path but /healthz and /readyz requires `authorization: Bearer <token>`. */
   token?: string | null;
+  /** More routes by `METHOD /path` (e.g. `POST /production-responses`); each handles its request in full. */
+  routes?: Readonly<Record<string, (req: IncomingMessage, res: ServerResponse) => void>>;
 }
 
 /**
@@ -43,6 +45,11 @@ export class AdminServer {
       // Health and readiness say only "ok" or "not ready", and probes rarely carry credentials.
       if (authorized && path !== '/healthz' && path !== '/readyz' && !authorized(req.headers.authorization)) {
         res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="mirrorplane-admin"' }).end('unauthorized: send authorization: Bearer <ADMIN_TOKEN>\n');
+        return;
+      }
+      const route = options.routes?.[`${req.method} ${path}`];
+      if (route) {
+        route(req, res);
         return;
       }
       if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -8,3 +8,5 @@ export * from './hooks.js';
 export * from './recording.js';
 export * from './pipeline-builder.js';
 export * from './metrics.js';
+export * from './production-responses.js';
+export * from './production-stage.js';

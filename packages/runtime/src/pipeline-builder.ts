@@ -3,6 +3,7 @@ import { compileRules, composePipeline, type CompiledPipeline, type Config, type
 import { loadHooks } from './hooks.js';
 import type { Logger } from './logger.js';
 import { createRecorder } from './recording.js';
+import { buildProductionStage } from './production-stage.js';
 
 /** A worker's pipeline and the metrics its stages keep, for the worker's registry. */
 export interface BuiltPipeline {
@@ -29,7 +30,14 @@ export async function buildPipeline(config: Config, logger: Logger): Promise<Bui
     },
   };
   const stages: Pipeline[] = [];
+  const extraMetrics: Metric[] = [];
   try {
+    // Production responses first: ID patterns are written against production's paths, before rules rewrite them.
+    if (config.idMapping || config.compare) {
+      const built = buildProductionStage(config, logger);
+      stages.push(built.pipeline);
+      extraMetrics.push(...built.metrics);
+    }
     if (config.rules.length > 0) stages.push(compileRules(config.rules, { origins: new Set(Object.keys(config.origins)), observer }));
     if (config.hooks) stages.push(await loadHooks(config.hooks, { config, logger, observer }));
     if (config.recording) {
@@ -48,5 +56,5 @@ export async function buildPipeline(config: Config, logger: Logger): Promise<Bui
   if (stages.length > 0) {
     logger.info({ rules: config.rules.length, hooks: config.hooks, recording: config.recording?.dir ?? null, origins: Object.keys(config.origins) }, 'pipeline built');
   }
-  return { pipeline: composePipeline(stages), metrics: [applied, dropped, recorded, recordingLost] };
+  return { pipeline: composePipeline(stages), metrics: [applied, dropped, recorded, recordingLost, ...extraMetrics] };
 }

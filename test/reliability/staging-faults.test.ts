@@ -1,0 +1,94 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { RecordingServer, RedisServer, Stack, freePort, header, waitFor } from '../helpers/index.js';
+import { SteadyLoad, assertAtLeastOnce, copiesByRequestId, metric, missing } from './steady-load.js';
+
+let redis: RedisServer;
+
+before(async () => {
+  redis = await RedisServer.start();
+});
+
+after(async () => {
+  await redis?.close();
+});
+
+const STAGING_OUTAGE_MS = 30_000;
+
+test('staging down for 30 s, then up: every entry waits in the retry queue with backoff and arrives', async () => {
+  const staging = await RecordingServer.start();
+  const port = staging.port;
+  const adminPort = await freePort();
+  // Backoff 250 ms doubling: the 8th try comes ~32 s after the first at the latest, so a
+  // 30 s outage fits in 12 attempts with room to spare.
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { REPLAY_ATTEMPTS: '12', REPLAY_BACKOFF_MS: '250', WORKER_CONCURRENCY: '8' } });
+  await stack.addWorker({ ADMIN_PORT: String(adminPort) });
+  const load = SteadyLoad.start({ port: stack.ingressPort, rate: 20, tag: `down${randomBytes(2).toString('hex')}`, maxRequests: 200 });
+  try {
+    await waitFor('some replays to arrive', () => staging.received.length >= 10);
+    await staging.close();
+    const downAt = Date.now();
+    await waitFor('entries to wait in the retry queue', async () => (await stack.status()).retrying >= 20, 30_000);
+    await new Promise((r) => setTimeout(r, Math.max(0, STAGING_OUTAGE_MS - (Date.now() - downAt))));
+    await load.stop();
+    await staging.listen(port);
+    await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
+    assertAtLeastOnce(staging, load.accepted);
+    const retried = [...copiesByRequestId(staging.received).values()].filter((c) => Number(header(c[c.length - 1]!.rawHeaders, 'x-mirrorplane-attempt')) >= 3);
+    assert.ok(retried.length >= 20, `entries that arrived after several attempts: ${retried.length}`);
+    assert.ok((await metric(adminPort, 'mirrorplane_worker_replays_total{outcome="retryable_error"}')) >= 20, 'failed attempts are counted');
+    const status = await waitFor('the retry queue to empty', async () => {
+      const s = await stack.status();
+      return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
+    }, 60_000);
+    assert.equal(status.failed, 0);
+    assert.equal(load.refusedCount, 0, 'the ingress never depended on staging');
+  } finally {
+    await load.stop();
+    await stack.close();
+    await staging.close();
+  }
+});
+
+test('staging answering slower than REPLAY_TIMEOUT_MS: each try is cut, counted and retried; no slot is held', async () => {
+  // First tries never get an answer at all; later tries are answered at once.
+  const staging = await RecordingServer.start((req, res) => {
+    if (header(req.rawHeaders, 'x-mirrorplane-attempt') !== '1') res.writeHead(200).end();
+  });
+  const adminPort = await freePort();
+  const concurrency = 4;
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { REPLAY_TIMEOUT_MS: '500', REPLAY_ATTEMPTS: '4', REPLAY_BACKOFF_MS: '100', WORKER_CONCURRENCY: String(concurrency) },
+  });
+  await stack.addWorker({ ADMIN_PORT: String(adminPort) });
+  const count = 30;
+  const load = SteadyLoad.start({ port: stack.ingressPort, rate: 100, tag: `slow${randomBytes(2).toString('hex')}`, maxRequests: count });
+  try {
+    await waitFor('all sent', () => load.sent === count);
+    await load.stop();
+    assert.equal(load.accepted.size, count);
+    // With slots held by unanswered tries, at most `concurrency` entries would ever finish.
+    await waitFor('every request answered at staging', () => {
+      const copies = copiesByRequestId(staging.received);
+      return [...load.accepted].every((id) => copies.get(id)?.some((c) => header(c.rawHeaders, 'x-mirrorplane-attempt') !== '1'));
+    }, 90_000);
+    assert.ok(count > concurrency);
+    assertAtLeastOnce(staging, load.accepted);
+    assert.ok((await metric(adminPort, 'mirrorplane_worker_replays_total{outcome="retryable_error"}')) >= count, 'each cut try is counted');
+    await waitFor('nothing in flight', async () => (await metric(adminPort, 'mirrorplane_worker_in_flight')) === 0, 30_000);
+    const status = await waitFor('the retry queue to empty', async () => {
+      const s = await stack.status();
+      return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
+    }, 60_000);
+    assert.equal(status.failed, 0);
+    assert.equal(status.replayed, count);
+  } finally {
+    await load.stop();
+    await stack.close();
+    await staging.close();
+  }
+});
