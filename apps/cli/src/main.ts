@@ -12,6 +12,7 @@ import { startLocalStack } from './local-stack.js';
 import { runDemo } from './demo.js';
 import { watchStatus } from './status-watch.js';
 import { Dashboard } from './dashboard.js';
+import { formatSummary, parseReplayFlags, progressReporter, replayWindow } from './replay-window.js';
 import { readRecordings, toHar } from './record.js';
 
 const VERSION = '0.1.0';
@@ -228,6 +229,33 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const url = await dashboard.listen();
       if (!['127.0.0.1', 'localhost', '::1'].includes(String(host))) logger.warn({ host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
       logger.info({ url }, 'dashboard listening');
+    });
+
+  common(program.command('replay').description('replay a window of accepted traffic again (kept by STREAM_RETENTION, or from recordings), with its original timing'))
+    .option('--from <time>', 'start of the window: 2026-11-26T10:00:00Z, epoch ms, -1h, "15m ago"')
+    .option('--to <time>', 'end of the window (default: now)')
+    .option('--speed <factor>', 'divide the original gaps between requests by this: 2x, 0.5x, max', '1x')
+    .option('--staging <url>', 'replay from here to this origin (a new staging build) instead of appending to the stream for the workers')
+    .option('--filter <terms>', "only requests matching every term: 'method=POST,PUT path=^/api header.x-tenant=^acme'")
+    .option('--file <paths...>', 'replay recording files (JSONL) instead of the stream')
+    .option('--concurrency <n>', 'with --staging, requests in flight at once', '64')
+    .option('--json', 'print the summary as JSON')
+    .action(async (options: Record<string, unknown>) => {
+      const flags = parseReplayFlags(options as Parameters<typeof parseReplayFlags>[0]);
+      const config = configure('cli', toFlags(options));
+      const files = options.file as string[] | undefined;
+      const recordings = files?.length ? await readRecordings(files) : null;
+      const progress = progressReporter(io.err, process.stderr.isTTY === true);
+      const summary = await withOperatorConnection(config, async ({ redis }) => {
+        const built = options.staging ? await buildPipeline(config, createLogger({ logLevel: 'silent' }, 'replay')) : null;
+        try {
+          return await replayWindow({ config, redis, keys: keysFor(config.prefix), ...flags, recordings, direct: built ? { pipeline: built.pipeline } : null, progress: progress.update });
+        } finally {
+          progress.done();
+          await built?.pipeline.close();
+        }
+      });
+      io.out(options.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
     });
 
   const failed = program.command('failed').description('inspect and replay the failed set');

@@ -22,6 +22,7 @@ import {
 import {
   AdminServer,
   DeploymentMetrics,
+  StreamTrimmer,
   WorkerMetrics,
   closeRedis,
   createRedis,
@@ -74,6 +75,8 @@ export class ReplayWorker {
   readonly #registry = new Registry();
   readonly #m: WorkerMetrics;
   readonly #deployment: DeploymentMetrics;
+  /** Trims finished entries beyond STREAM_RETENTION; null when finished entries are deleted at once. */
+  readonly #trimmer: StreamTrimmer | null;
 
   /** Stream entries being replayed by this process: id → start time. */
   readonly #inFlight = new Map<string, number>();
@@ -117,6 +120,7 @@ export class ReplayWorker {
       holder: this.#consumer,
       logger,
     });
+    this.#trimmer = config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: [this.#keys], retention: config.streamRetention, logger });
     this.#admin = config.adminPort === 0 ? null : new AdminServer({
       host: config.adminHost,
       port: config.adminPort,
@@ -154,6 +158,7 @@ export class ReplayWorker {
     this.#retryWorker.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry worker error'));
     this.#readLoop = this.#runReadLoop();
     this.#deployment.start();
+    this.#trimmer?.start();
     const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
     this.#claimTimer = setInterval(() => {
       this.#claiming ??= this.#claimAbandoned().finally(() => { this.#claiming = null; });
@@ -401,7 +406,9 @@ export class ReplayWorker {
     this.#toAck = [];
     this.#toAckReplayed = 0;
     // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
-    const multi = this.#commands.multi().xack(this.#keys.stream, this.#keys.group, ...ids).xdel(this.#keys.stream, ...ids);
+    // With a retention, finished entries stay for it and the trimmer removes them later.
+    const multi = this.#commands.multi().xack(this.#keys.stream, this.#keys.group, ...ids);
+    if (this.#trimmer === null) multi.xdel(this.#keys.stream, ...ids);
     if (replayed > 0) multi.incrby(this.#keys.replayed, replayed);
     try {
       const results = await multi.exec();
@@ -546,6 +553,7 @@ export class ReplayWorker {
       await this.#flushAcks();
     });
     await step('deployment metrics', () => this.#deployment.close());
+    await step('trimmer', async () => this.#trimmer?.close());
     await step('staging', () => this.#staging.close());
     await step('pipeline', () => this.#pipeline.close());
     await step('queue', () => this.#queue.close());

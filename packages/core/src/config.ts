@@ -6,6 +6,7 @@ import { DEFAULT_REDACTED_HEADERS } from './headers.js';
 import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
+import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
 import { CompareOptions, IdMappingOptions, ProductionResponsesOptions, type CompareSettings, type IdMappingSettings, type ProductionResponsesSettings } from './id-mapping.js';
 
 /**
@@ -109,6 +110,7 @@ export const SETTINGS = {
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
+  streamRetention: { env: 'STREAM_RETENTION', schema: z.string().transform((value, ctx) => { try { return parseStreamRetention(value); } catch (error) { ctx.addIssue({ code: 'custom', message: (error as Error).message }); return z.NEVER; } }), default: 'off', doc: 'how long finished entries stay in the stream for `mirrorplane replay --from --to`: an age (1h), an entry count (500000) or both (1h,500000); off deletes them at once' },
   responseBodyLimit: { env: 'RESPONSE_BODY_LIMIT', schema: integer(0, 1024 * 1024 * 1024), default: 1024 * 1024, doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded' },
   ingressToken: { env: 'INGRESS_TOKEN', schema: secret, doc: 'shared secret the mirror proxy sends in x-mirrorplane-token; requests without it get 401 (off when unset)' },
   maxBacklog: { env: 'MAX_BACKLOG', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'entries accepted and not yet finished above which the ingress sheds with 503 backlog_full (0: no cap)' },
@@ -142,6 +144,8 @@ export interface Config {
   readonly appendTimeoutMs: number;
   readonly claimIdleMs: number;
   readonly shutdownTimeoutMs: number;
+  /** How long finished entries stay in the stream; null: deleted once finished. */
+  readonly streamRetention: StreamRetention | null;
   readonly responseBodyLimit: number;
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** Shared secret required in `x-mirrorplane-token`, or null when the ingress takes any request. */

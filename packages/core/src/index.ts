@@ -29,3 +29,4 @@ export * from './rule-query.js';
 export * from './rule-sample.js';
 export * from './id-mapping.js';
 export * from './compare.js';
+export * from './stream-retention.js';

@@ -10,3 +10,4 @@ export * from './pipeline-builder.js';
 export * from './metrics.js';
 export * from './production-responses.js';
 export * from './production-stage.js';
+export * from './stream-trimmer.js';

@@ -1,0 +1,352 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  EntryCipher,
+  decodeEntry,
+  encodeEntryFields,
+  errorMessage,
+  openEntryFields,
+  parseDuration,
+  streamIdTime,
+  type CompiledPipeline,
+  type Config,
+  type Entry,
+  type Keys,
+  type MirroredRequest,
+} from '@mirrorplane/core';
+import type { RedisClient } from '@mirrorplane/runtime';
+import type { RecordedBody, RecordedExchange } from '@mirrorplane/runtime';
+import { StagingClient } from '@mirrorplane/worker';
+import { UsageError } from './process.js';
+
+/**
+ * `mirrorplane replay --from <time> --to <time>`: replays a window of accepted traffic again,
+ * with its original inter-arrival timing scaled by `--speed`. The window comes from the
+ * stream (kept there by STREAM_RETENTION) or from recording files (`--file`).
+ *
+ * - Without `--staging`, the window is appended to the stream again, as new entries: the
+ *   workers replay it to their staging through their pipeline, with retries and the
+ *   failed set, like live traffic.
+ * - With `--staging URL`, this process replays the window itself to that origin (a new
+ *   staging build, say) through the configured pipeline, and reports what it answered.
+ */
+
+/** `2026-11-26T10:00:00Z`, `1764151200000` (epoch ms), `now`, `-15m`, `2h ago`. */
+export function parseTime(text: string, now = Date.now()): number {
+  const t = text.trim();
+  if (t === 'now') return now;
+  const relative = /^-(.+)$/.exec(t) ?? /^(.+?)\s+ago$/i.exec(t);
+  if (relative) {
+    const ms = parseDuration(relative[1] as string);
+    if (ms !== null) return now - ms;
+  }
+  if (/^\d{10,16}$/.test(t)) return Number(t);
+  // A date and time; without a zone it would depend on the operator's TZ, so one is required.
+  if (/^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/i.test(t)) {
+    const ms = Date.parse(t.replace(' ', 'T'));
+    if (Number.isFinite(ms)) return ms;
+  }
+  throw new Error(`expected a time like 2026-11-26T10:00:00Z, epoch milliseconds, now, -15m or "2h ago"; got ${JSON.stringify(text)}`);
+}
+
+/** `2x`, `0.5x`, `3`, or `max` (no pacing): the factor real time is divided by. */
+export function parseSpeed(text: string): number {
+  const t = text.trim().toLowerCase();
+  if (t === 'max') return Infinity;
+  const m = /^(\d+(?:\.\d+)?)x?$/.exec(t);
+  const n = m ? Number(m[1]) : NaN;
+  if (!(n > 0) || n > 10_000) throw new Error(`expected a speed like 2x, 0.5x or max; got ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** What a filter sees of a request. */
+export interface FilterSubject {
+  method: string;
+  target: string;
+  rawHeaders: readonly string[];
+}
+
+/**
+ * `method=POST,PUT path=^/api header.x-tenant=^acme`: every term must match. `method` takes a
+ * comma list (case-insensitive), `path` and `header.<name>` a regular expression.
+ */
+export function parseFilter(text: string): (r: FilterSubject) => boolean {
+  const tests: ((r: FilterSubject) => boolean)[] = [];
+  for (const term of text.trim().split(/\s+/).filter(Boolean)) {
+    const eq = term.indexOf('=');
+    if (eq <= 0) throw new Error(`filter term ${JSON.stringify(term)}: expected key=value (method=, path=, header.<name>=)`);
+    const key = term.slice(0, eq).toLowerCase();
+    const value = term.slice(eq + 1);
+    const regex = () => {
+      try {
+        return new RegExp(value);
+      } catch (error) {
+        throw new Error(`filter term ${JSON.stringify(term)}: ${errorMessage(error)}`);
+      }
+    };
+    if (key === 'method') {
+      const methods = new Set(value.split(',').map((m) => m.trim().toUpperCase()).filter(Boolean));
+      tests.push((r) => methods.has(r.method.toUpperCase()));
+    } else if (key === 'path') {
+      const re = regex();
+      tests.push((r) => re.test(r.target));
+    } else if (key.startsWith('header.') && key.length > 'header.'.length) {
+      const name = key.slice('header.'.length);
+      const re = regex();
+      tests.push((r) => {
+        for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) {
+          if ((r.rawHeaders[i] as string).toLowerCase() === name && re.test(r.rawHeaders[i + 1] as string)) return true;
+        }
+        return false;
+      });
+    } else {
+      throw new Error(`filter term ${JSON.stringify(term)}: unknown key ${JSON.stringify(key)} (method, path, header.<name>)`);
+    }
+  }
+  return (r) => tests.every((t) => t(r));
+}
+
+/** One request of the window. */
+interface WindowItem {
+  /** When production received it (ms since the epoch): the timing to reproduce. */
+  time: number;
+  /** The stream entry id, or the recording's entry id. */
+  id: string;
+  request: MirroredRequest;
+  /** The stream entry's fields as stored (sealed when encryption is on), to append them as they are. */
+  rawFields?: Buffer[];
+}
+
+type StreamPage = [string, Buffer[]][];
+
+/** Reads the stream's entries between two times, a page at a time. */
+async function* readStreamWindow(redis: RedisClient, keys: Keys, from: number, to: number, cipher: EntryCipher | null, onUndecodable: (id: string, why: string) => void): AsyncGenerator<WindowItem> {
+  let start = `${from}-0`;
+  for (;;) {
+    const page = (await (redis as unknown as { xrangeBuffer(...a: (string | number)[]): Promise<[Buffer, Buffer[]][]> })
+      .xrangeBuffer(keys.stream, start, String(to), 'COUNT', 200)).map(([id, f]) => [id.toString(), f]) as StreamPage;
+    for (const [id, fields] of page) {
+      let entry: Entry;
+      try {
+        entry = decodeEntry(id, openEntryFields(id, fields, cipher));
+      } catch (error) {
+        onUndecodable(id, errorMessage(error));
+        continue;
+      }
+      yield { time: streamIdTime(id), id, request: entry.request, rawFields: fields };
+    }
+    const last = page[page.length - 1];
+    if (!last || page.length < 200) return;
+    start = `(${last[0]}`;
+  }
+}
+
+function recordedBody(body: RecordedBody): Buffer {
+  return body.encoding === 'base64' ? Buffer.from(body.text, 'base64') : Buffer.from(body.text, 'utf8');
+}
+
+/** A recording's line as the request production received (headers as recorded: secrets redacted). */
+export function requestFromRecording(r: RecordedExchange): MirroredRequest {
+  return {
+    method: r.mirrored.method,
+    target: r.mirrored.target,
+    rawHeaders: r.mirrored.headers.flat(),
+    body: recordedBody(r.mirrored.body),
+    receivedAt: Date.parse(r.receivedAt),
+    requestId: r.requestId,
+    clientAddress: r.mirrored.clientAddress,
+  };
+}
+
+export interface ReplayWindowOptions {
+  config: Config;
+  redis: RedisClient;
+  keys: Keys;
+  from: number;
+  to: number;
+  speed: number;
+  filter: ((r: FilterSubject) => boolean) | null;
+  /** Recordings to replay instead of the stream (already read and checked). */
+  recordings: readonly RecordedExchange[] | null;
+  /** Replay to this origin from here, instead of appending to the stream. */
+  direct: { pipeline: CompiledPipeline } | null;
+  /** Requests in flight at once when replaying directly. */
+  concurrency: number;
+  progress: (fraction: number, sent: number) => void;
+}
+
+export interface ReplayWindowSummary {
+  from: string;
+  to: string;
+  speed: number | 'max';
+  source: 'stream' | 'file';
+  target: 'stream' | string;
+  /** Requests of the window read. */
+  read: number;
+  /** Read but left out by the filter. */
+  filteredOut: number;
+  /** Recorded bodies cut at the recording's limit: not replayed, they would not be the request. */
+  truncated: number;
+  undecodable: number;
+  /** Appended to the stream, or sent to staging. */
+  sent: number;
+  /** Only when replaying directly: staging's answers by status class, and failures. */
+  statuses: Record<string, number>;
+  errors: number;
+  dropped: number;
+  /** Wall time of the replay, and the window's own span. */
+  seconds: number;
+  windowSeconds: number;
+  firstError: string | null;
+}
+
+/** Replays the window; resolves with the summary when the last request was appended or answered. */
+export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindowSummary> {
+  const cipher = EntryCipher.fromSpec(o.config.dataKey);
+  const summary: ReplayWindowSummary = {
+    from: new Date(o.from).toISOString(),
+    to: new Date(o.to).toISOString(),
+    speed: o.speed === Infinity ? 'max' : o.speed,
+    source: o.recordings ? 'file' : 'stream',
+    target: o.direct ? (o.config.stagingUrl ?? '') : 'stream',
+    read: 0, filteredOut: 0, truncated: 0, undecodable: 0, sent: 0,
+    statuses: {}, errors: 0, dropped: 0, seconds: 0, windowSeconds: 0, firstError: null,
+  };
+  const items: AsyncIterable<WindowItem> | Iterable<WindowItem> = o.recordings
+    ? o.recordings.flatMap((r): WindowItem[] => {
+        const time = Date.parse(r.receivedAt);
+        if (!(time >= o.from && time <= o.to)) return [];
+        if (r.mirrored.body.truncated) {
+          summary.read += 1;
+          summary.truncated += 1;
+          return [];
+        }
+        return [{ time, id: r.entryId, request: requestFromRecording(r) }];
+      }).sort((a, b) => a.time - b.time)
+    : readStreamWindow(o.redis, o.keys, o.from, o.to, cipher, (id, why) => {
+        summary.undecodable += 1;
+        summary.firstError ??= `${id}: ${why}`;
+      });
+  const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline) : null;
+  const inFlight = new Set<Promise<void>>();
+  const started = performance.now();
+  let first: number | null = null;
+  let lastTime = o.from;
+  const span = Math.max(1, o.to - o.from);
+  try {
+    for await (const item of items) {
+      summary.read += 1;
+      if (o.filter && !o.filter(item.request)) {
+        summary.filteredOut += 1;
+        continue;
+      }
+      first ??= item.time;
+      lastTime = item.time;
+      // The original gaps between requests, divided by the speed.
+      if (o.speed !== Infinity) {
+        const due = started + (item.time - first) / o.speed;
+        const wait = due - performance.now();
+        if (wait > 1) await sleep(wait);
+      }
+      if (staging) {
+        while (inFlight.size >= o.concurrency) await Promise.race(inFlight);
+        const entry: Entry = { id: item.id, request: item.request };
+        const p: Promise<void> = staging.replay(entry, 1).then(
+          (outcome) => {
+            if (outcome.kind === 'dropped') summary.dropped += 1;
+            else {
+              const cls = `${Math.floor(outcome.status / 100)}xx`;
+              summary.statuses[cls] = (summary.statuses[cls] ?? 0) + 1;
+            }
+          },
+          (error: unknown) => {
+            summary.errors += 1;
+            summary.firstError ??= `${item.id}: ${errorMessage(error)}`;
+          },
+        ).finally(() => { inFlight.delete(p); });
+        inFlight.add(p);
+      } else {
+        // Stream entries are appended as stored (sealed ones stay sealed); recordings are encoded anew.
+        const fields = item.rawFields ?? (cipher ? cipher.sealFields(encodeEntryFields(item.request)) : encodeEntryFields(item.request));
+        await o.redis.xadd(o.keys.stream, '*', ...(fields as (string | Buffer)[]));
+      }
+      summary.sent += 1;
+      o.progress(Math.min(1, (item.time - o.from) / span), summary.sent);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    await staging?.close();
+  }
+  summary.seconds = (performance.now() - started) / 1000;
+  summary.windowSeconds = first === null ? 0 : (lastTime - first) / 1000;
+  o.progress(1, summary.sent);
+  return summary;
+}
+
+/** Draws a progress bar on a terminal, or a line every tenth of the way elsewhere. */
+export function progressReporter(write: (s: string) => void, tty: boolean): { update: (fraction: number, sent: number) => void; done: () => void } {
+  let lastDraw = 0;
+  let lastTenth = -1;
+  const started = Date.now();
+  const line = (fraction: number, sent: number) => {
+    const width = 30;
+    const full = Math.round(fraction * width);
+    const elapsed = Math.round((Date.now() - started) / 1000);
+    return `[${'#'.repeat(full)}${'-'.repeat(width - full)}] ${String(Math.floor(fraction * 100)).padStart(3)}%  ${sent} sent  ${elapsed} s`;
+  };
+  return {
+    update(fraction, sent) {
+      if (tty) {
+        const now = Date.now();
+        if (now - lastDraw < 100 && fraction < 1) return;
+        lastDraw = now;
+        write(`\r${line(fraction, sent)}`);
+        return;
+      }
+      const tenth = Math.floor(fraction * 10);
+      if (tenth > lastTenth) {
+        lastTenth = tenth;
+        write(`${line(fraction, sent)}\n`);
+      }
+    },
+    done() {
+      if (tty) write('\n');
+    },
+  };
+}
+
+export function formatSummary(s: ReplayWindowSummary): string {
+  const lines = [
+    `replayed ${s.from} → ${s.to} from the ${s.source} at ${s.speed === 'max' ? 'full speed' : `${s.speed}x`}`,
+    `  read ${s.read}, filtered out ${s.filteredOut}${s.truncated ? `, skipped ${s.truncated} with truncated bodies` : ''}${s.undecodable ? `, ${s.undecodable} undecodable` : ''}`,
+    s.target === 'stream'
+      ? `  appended ${s.sent} to the stream for the workers, in ${s.seconds.toFixed(1)} s (the window spans ${s.windowSeconds.toFixed(1)} s)`
+      : `  sent ${s.sent} to ${s.target} in ${s.seconds.toFixed(1)} s (the window spans ${s.windowSeconds.toFixed(1)} s)`,
+  ];
+  if (s.target !== 'stream') {
+    const classes = Object.entries(s.statuses).sort().map(([k, v]) => `${k} ${v}`).join('  ');
+    lines.push(`  ${classes || 'no answers'}${s.errors ? `  errors ${s.errors}` : ''}${s.dropped ? `  dropped by the pipeline ${s.dropped}` : ''}`);
+  }
+  if (s.firstError) lines.push(`  first error: ${s.firstError}`);
+  if (s.read === 0 && s.source === 'stream') lines.push('  nothing in that window: finished entries stay in the stream only with STREAM_RETENTION set');
+  return `${lines.join('\n')}\n`;
+}
+
+/** Checks the flags of `mirrorplane replay`; every bad one is named. */
+export function parseReplayFlags(options: { from?: string; to?: string; speed?: string; filter?: string; file?: string[]; concurrency?: string }, now = Date.now()): { from: number; to: number; speed: number; filter: ((r: FilterSubject) => boolean) | null; concurrency: number } {
+  const check = <T>(flag: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (error) {
+      throw new UsageError(`${flag}: ${errorMessage(error)}`);
+    }
+  };
+  if (options.from === undefined && !options.file?.length) throw new UsageError('replay: --from is required (or --file to replay recordings)');
+  const from = options.from === undefined ? 0 : check('--from', () => parseTime(options.from as string, now));
+  const to = options.to === undefined ? now : check('--to', () => parseTime(options.to as string, now));
+  if (to < from) throw new UsageError(`--to (${new Date(to).toISOString()}) is before --from (${new Date(from).toISOString()})`);
+  const speed = check('--speed', () => parseSpeed(options.speed ?? '1x'));
+  const filter = options.filter === undefined ? null : check('--filter', () => parseFilter(options.filter as string));
+  const concurrency = Number(options.concurrency ?? '64');
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) throw new UsageError(`--concurrency: expected an integer from 1 to 10000, got ${JSON.stringify(options.concurrency)}`);
+  return { from, to, speed, filter, concurrency };
+}
