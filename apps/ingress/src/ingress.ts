@@ -112,6 +112,7 @@ export class Ingress {
       metrics: this.#registry,
       logger,
       token: config.adminToken,
+      routes: { 'POST /production-responses': createProductionIntake(config, this.#redis, logger, this.#registry) },
     });
   }
 
@@ -119,7 +120,6 @@ export class Ingress {
   get ready(): boolean {
     return !this.#closing && this.#server.listening && this.#redis.status === 'ready';
   }
-      routes: { 'POST /production-responses': createProductionIntake(config, this.#redis, logger, this.#registry) },
 
   get metrics(): Registry {
     return this.#registry;

@@ -1,0 +1,116 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import { SteadyLoad, assertAtLeastOnce, metric, missing } from './steady-load.js';
+
+let redis: RedisServer;
+
+before(async () => {
+  redis = await RedisServer.start();
+});
+
+after(async () => {
+  await redis?.close();
+});
+
+const delayed = (ms: number) => (_req: Received, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(), ms);
+
+async function usedMemory(): Promise<number> {
+  const client = redis.client();
+  try {
+    return Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]);
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function streamLength(prefix: string): Promise<number> {
+  const client = redis.client();
+  try {
+    return await client.xlen(`{${prefix}}:stream`);
+  } finally {
+    client.disconnect();
+  }
+}
+
+test('a burst far above worker capacity: the backlog stops at MAX_BACKLOG, the rest is shed with 503 backlog_full, memory stays bounded, then it drains', async (t) => {
+  const cap = 300;
+  const staging = await RecordingServer.start(delayed(50));
+  const adminPort = await freePort();
+  const workerAdmin = await freePort();
+  // About 40 replays a second against a burst of several hundred a second.
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BACKLOG: String(cap), WORKER_CONCURRENCY: '2' } });
+  await stack.ingress.stop('SIGKILL');
+  await stack.startIngress({ ADMIN_PORT: String(adminPort) });
+  await stack.addWorker({ ADMIN_PORT: String(workerAdmin) });
+  const load = SteadyLoad.start({ port: stack.ingressPort, rate: 600, maxInFlight: 48, bodyBytes: 1024, tag: `burst${randomBytes(2).toString('hex')}`, maxRequests: 5000 });
+  let maxLength = 0;
+  let maxIngressRss = 0;
+  let maxWorkerRss = 0;
+  try {
+    await waitFor('the burst to be shed', async () => {
+      maxLength = Math.max(maxLength, await streamLength(stack.env.MIRRORPLANE_PREFIX!));
+      maxIngressRss = Math.max(maxIngressRss, await metric(adminPort, 'mirrorplane_ingress_process_resident_memory_bytes'));
+      maxWorkerRss = Math.max(maxWorkerRss, await metric(workerAdmin, 'mirrorplane_worker_process_resident_memory_bytes'));
+      return load.sent >= 3000;
+    }, 120_000, 50);
+    await load.stop();
+    const shed = load.refused.get('status 503') ?? 0;
+    t.diagnostic(`sent ${load.sent}, accepted ${load.accepted.size}, shed ${shed}, longest stream ${maxLength} (cap ${cap}), RSS ingress ${(maxIngressRss / 2 ** 20).toFixed(0)} MiB, worker ${(maxWorkerRss / 2 ** 20).toFixed(0)} MiB`);
+    assert.ok(shed > 0, `some requests were shed: ${JSON.stringify([...load.refused])}`);
+    assert.equal(load.refusedCount, shed, 'refused only with 503');
+    assert.equal(await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}'), shed, 'every shed request is counted as backlog_full');
+    // The ingress counts its own appends between two looks at Redis, so it overshoots by at
+    // most the appends in flight when it turned; they are bounded by the load's concurrency.
+    assert.ok(maxLength <= cap + 48, `stream length stayed near the cap: ${maxLength}`);
+    assert.ok(maxIngressRss > 0 && maxIngressRss < 300 * 1024 * 1024, `ingress RSS ${maxIngressRss}`);
+    assert.ok(maxWorkerRss > 0 && maxWorkerRss < 300 * 1024 * 1024, `worker RSS ${maxWorkerRss}`);
+    // When the burst ends the backlog drains, and every accepted request is delivered: nothing
+    // was trimmed from the stream to make room.
+    await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
+    assertAtLeastOnce(staging, load.accepted);
+    await waitFor('the stream to drain', async () => (await streamLength(stack.env.MIRRORPLANE_PREFIX!)) === 0, 60_000);
+    await waitFor('the ingress to accept again', async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200, 10_000, 100);
+  } finally {
+    await load.stop();
+    await stack.close();
+    await staging.close();
+  }
+});
+
+test('MAX_BACKLOG_BYTES: the ingress sheds while Redis memory is over the cap, and accepts again once workers drain it', async () => {
+  const staging = await RecordingServer.start();
+  const cap = (await usedMemory()) + 4 * 1024 * 1024;
+  const adminPort = await freePort();
+  // No worker yet: the stream only grows.
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BACKLOG_BYTES: String(cap) } });
+  await stack.ingress.stop('SIGKILL');
+  await stack.startIngress({ ADMIN_PORT: String(adminPort) });
+  const body = randomBytes(16 * 1024);
+  const accepted: string[] = [];
+  try {
+    let shedAt = -1;
+    for (let i = 0; i < 2000 && shedAt === -1; i++) {
+      const id = `bytes-${i}`;
+      const r = await sendRaw(stack.ingressPort, requestHead('PUT', `/blob/${i}`, ['Host', 'x', 'X-Request-ID', id], body.length), body);
+      if (r.status === 200) accepted.push(id);
+      else {
+        assert.equal(r.status, 503);
+        assert.match(r.head, /x-mirrorplane-drop: backlog_full/);
+        shedAt = i;
+      }
+    }
+    assert.ok(shedAt > 0, 'the ingress began to shed');
+    const used = await usedMemory();
+    // Sequential requests: at most a check interval's worth of appends past the cap.
+    assert.ok(used < cap + 2 * 1024 * 1024, `Redis used ${used} against a cap of ${cap}`);
+    assert.ok((await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}')) >= 1);
+    await stack.addWorker();
+    await waitFor('every accepted request at staging', () => missing(staging, new Set(accepted)).length === 0, 60_000);
+    await waitFor('the ingress to accept again', async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200, 30_000, 100);
+  } finally {
+    await stack.close();
+    await staging.close();
+  }
+});
