@@ -206,13 +206,6 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       io.out(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
     });
 
-  common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)'))
-    .option('--port <n>', 'port to listen on', '9092')
-    .option('--host <addr>', 'address to bind (loopback unless told otherwise)', '127.0.0.1')
-    .action(async (options: Record<string, unknown>) => {
-      const { port: rawPort, host, ...rest } = options;
-      const port = Number(rawPort);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(rawPort)}`);
   const diff = program.command('diff').description('how staging answers compared with production');
   common(diff.command('summary').description('mismatch rate per route and the most common differing paths'))
     .option('--json', 'print a JSON array')
@@ -222,6 +215,13 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows));
     });
 
+  common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)'))
+    .option('--port <n>', 'port to listen on', '9092')
+    .option('--host <addr>', 'address to bind (loopback unless told otherwise)', '127.0.0.1')
+    .action(async (options: Record<string, unknown>) => {
+      const { port: rawPort, host, ...rest } = options;
+      const port = Number(rawPort);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(rawPort)}`);
       const config = configure('cli', toFlags(rest));
       const logger = createLogger(config, 'dashboard');
       const dashboard = new Dashboard({ config, logger, host: String(host), port });

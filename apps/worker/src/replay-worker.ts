@@ -263,6 +263,12 @@ export class ReplayWorker {
         this.#finish(id, true);
       }
     } catch (error) {
+      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING') {
+        // The entry uses an ID whose staging twin is not known yet: it waits in the retry queue,
+        // holding no slot, and no attempt is spent.
+        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attempt - 1 }, 'wait', (error as { delayMs: number }).delayMs);
+        return;
+      }
       const retryable = (error as { retryable?: boolean }).retryable === true;
       const completed = (error as { completed?: boolean }).completed === true;
       const message = errorMessage(error);
@@ -273,12 +279,6 @@ export class ReplayWorker {
         this.#logger.warn({ entryId: id, reqId: entry.request.requestId, err: message }, 'post handler failed');
         this.#finish(id, true);
         return;
-      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING') {
-        // The entry uses an ID whose staging twin is not known yet: it waits in the retry queue,
-        // holding no slot, and no attempt is spent.
-        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attempt - 1 }, 'wait', (error as { delayMs: number }).delayMs);
-        return;
-      }
       }
       this.#m.errored(retryable ? 'retryable_error' : 'failed', seconds);
       const serialized = this.#jobEntry(entry);
@@ -369,6 +369,11 @@ export class ReplayWorker {
         await this.#commands.incr(this.#keys.replayed);
         return;
       }
+      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING' && token) {
+        // Waiting for an ID mapping spends no attempt: BullMQ's manual delay.
+        await job.moveToDelayed(Date.now() + (error as { delayMs: number }).delayMs, token);
+        throw new DelayedError();
+      }
       const retryable = (error as { retryable?: boolean }).retryable === true;
       this.#m.errored(retryable ? 'retryable_error' : 'failed', seconds);
       const last = !retryable || attempt >= this.#config.replayAttempts || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -379,11 +384,6 @@ export class ReplayWorker {
       this.#retryInFlight -= 1;
       this.#slotWaiter?.();
     }
-      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING' && token) {
-        // Waiting for an ID mapping spends no attempt: BullMQ's manual delay.
-        await job.moveToDelayed(Date.now() + (error as { delayMs: number }).delayMs, token);
-        throw new DelayedError();
-      }
   }
 
   /** Queues an acknowledgement; acknowledgements of one tick go to Redis in one MULTI. */

@@ -170,6 +170,12 @@ export interface Config {
   readonly recording: RecordingSettings | null;
   /** Lower-case names of headers whose values never appear in logs or recordings. */
   readonly redactHeaders: readonly string[];
+  /** Production responses received on the ingress admin port (`POST /production-responses`). */
+  readonly productionResponses: ProductionResponsesSettings;
+  /** ID kinds mapped between production and staging, or null. */
+  readonly idMapping: IdMappingSettings | null;
+  /** Comparison of staging's answers with production's, or null when off. */
+  readonly compare: CompareSettings | null;
 }
 
 /** Where and how finished replays are recorded (one JSON line each). */
@@ -178,12 +184,6 @@ export interface RecordingSettings {
   readonly dir: string;
   /** Bytes of each request and response body kept; the rest is cut and marked truncated. */
   readonly bodyLimit: number;
-  /** Production responses received on the ingress admin port (`POST /production-responses`). */
-  readonly productionResponses: ProductionResponsesSettings;
-  /** ID kinds mapped between production and staging, or null. */
-  readonly idMapping: IdMappingSettings | null;
-  /** Comparison of staging's answers with production's, or null when off. */
-  readonly compare: CompareSettings | null;
   /** A file is closed and a new one begun when it reaches this size… */
   readonly maxFileBytes: number;
   /** …or this age. */
@@ -208,6 +208,9 @@ const FILE_ONLY = {
     maxQueuedBytes: integer(64 * 1024, 16 * 1024 * 1024 * 1024).optional(),
   }),
   redactHeaders: z.array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header name')),
+  productionResponses: ProductionResponsesOptions,
+  idMapping: IdMappingOptions,
+  compare: CompareOptions,
 } as const;
 type FileOnlyKey = keyof typeof FILE_ONLY;
 
@@ -216,9 +219,6 @@ const FileSettings = z.strictObject({
   ...(Object.fromEntries(Object.entries(SETTINGS).map(([key, s]) => [key, s.schema.optional()])) as unknown as Record<SettingKey, z.ZodOptional<z.ZodType>>),
   ...(Object.fromEntries(Object.entries(FILE_ONLY).map(([key, s]) => [key, s.optional()])) as unknown as Record<FileOnlyKey, z.ZodOptional<z.ZodType>>),
 });
-  productionResponses: ProductionResponsesOptions,
-  idMapping: IdMappingOptions,
-  compare: CompareOptions,
 
 const DEFAULT_ADMIN_PORT: Record<Role, number> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
 
@@ -403,6 +403,9 @@ export function loadConfig(options: ConfigOptions): Config {
     adminToken: (values.adminToken as string | undefined) ?? null,
     dataKey: (values.dataKey as string | undefined) ?? null,
     redactHeaders: Object.freeze(((fileOnly.redactHeaders as string[] | undefined) ?? DEFAULT_REDACTED_HEADERS).map((h) => h.toLowerCase())),
+    productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
+    idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
+    compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
   });
 }
 
@@ -411,9 +414,6 @@ export function isLoopback(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1';
 }
-    productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
-    idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
-    compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
 
 type RecordingFile = { dir: string } & Partial<Omit<RecordingSettings, 'dir'>>;
 
