@@ -9,6 +9,7 @@ import { SampleBackend } from '@mirrorplane/sample-backend';
 import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
 import { formatDiffSummary, readDiffSummary } from './diff.js';
 import { startLocalStack } from './local-stack.js';
+import { ingressProcessConfig, isIngressPrimary, leaveInterruptToPrimary, superviseIngressProcesses } from './ingress-cluster.js';
 import { runDemo } from './demo.js';
 import { watchStatus } from './status-watch.js';
 import { Dashboard } from './dashboard.js';
@@ -23,6 +24,7 @@ const FLAG_SETTINGS: Record<string, SettingKey> = {
   prefix: 'prefix',
   logLevel: 'logLevel',
   port: 'ingressPort',
+  processes: 'ingressProcesses',
   host: 'ingressHost',
   adminPort: 'adminPort',
   adminHost: 'adminHost',
@@ -108,13 +110,19 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
   common(program.command('ingress').description('run the ingress: accept mirrored requests and append them to the stream'))
     .option('--port <n>', 'traffic port (env INGRESS_PORT, default 8080)')
     .option('--host <addr>', 'traffic address (env INGRESS_HOST, default 0.0.0.0)')
+    .option('--processes <n>', 'ingress processes sharing the port (env INGRESS_PROCESSES, default 1)')
     .option('--admin-port <n>', 'admin port: /healthz /readyz /metrics (env ADMIN_PORT, default 9090, 0 = off)')
     .option('--admin-host <addr>', 'admin address (env ADMIN_HOST, default 127.0.0.1)')
     .action(async (options: Record<string, unknown>) => {
       const config = configure('ingress', toFlags(options));
       const logger = createLogger(config, 'ingress');
-      const ingress = new Ingress(config, logger);
+      if (isIngressPrimary(config)) {
+        superviseIngressProcesses(config, logger);
+        return;
+      }
+      const ingress = new Ingress(ingressProcessConfig(config), logger);
       runUntilSignal(logger, () => ingress.close());
+      leaveInterruptToPrimary();
       await ingress.listen();
     });
 

@@ -54,6 +54,13 @@ export class Ingress {
   #shedding = false;
   #backlogTimer: NodeJS.Timeout | null = null;
   #idle: (() => void) | null = null;
+  /** The Redis socket held corked until the end of this event-loop turn, if any. */
+  #corked: Socket | null = null;
+  readonly #uncork = (): void => {
+    const socket = this.#corked;
+    this.#corked = null;
+    socket?.uncork();
+  };
 
   constructor(config: Config, logger: Logger) {
     this.#config = config;
@@ -232,6 +239,7 @@ export class Ingress {
     // The layout matches encodeEntryFields in @mirrorplane/core; it is written out here so the
     // hot path builds one array and no intermediate request object.
     const fields = this.#cipher === null ? args : [this.#stream, '*', ...this.#cipher.sealFields(args.slice(2))];
+    this.#batchWrites();
     (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...fields).then(
       () => {
         if (this.#config.maxBacklog > 0 && this.#backlog + ++this.#appendedSinceCheck >= this.#config.maxBacklog) this.#shedding = true;
@@ -252,6 +260,21 @@ export class Ingress {
         this.#release();
       },
     );
+  }
+
+  /**
+   * Holds the Redis socket's writes until the end of this event-loop turn. Each request
+   * arrives in its own socket callback, so a per-tick batch holds a single XADD; corked
+   * until `setImmediate`, every append of the turn leaves in one write (one syscall, and one
+   * read for Redis), which measurably lowers the CPU per request.
+   */
+  #batchWrites(): void {
+    if (this.#corked !== null) return;
+    const socket = (this.#redis as { stream?: Socket }).stream;
+    if (socket === undefined || typeof socket.cork !== 'function') return;
+    socket.cork();
+    this.#corked = socket;
+    setImmediate(this.#uncork);
   }
 
   #lastDropLog = 0;

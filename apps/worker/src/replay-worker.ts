@@ -81,6 +81,8 @@ export class ReplayWorker {
   /** Stream entries being replayed by this process: id → start time. */
   readonly #inFlight = new Map<string, number>();
   #retryInFlight = 0;
+  /** Free slots that make the read loop read again (a quarter of the concurrency). */
+  readonly #refillAt: number;
   #slotWaiter: (() => void) | null = null;
   #stopping = false;
   #readLoop: Promise<void> | null = null;
@@ -96,6 +98,7 @@ export class ReplayWorker {
     if (!config.stagingUrl) throw new Error('STAGING_URL is required by the worker');
     this.#config = config;
     this.#logger = logger;
+    this.#refillAt = Math.max(1, Math.floor(config.workerConcurrency / 4));
     this.#keys = keysFor(config.prefix);
     this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.#commands = createRedis(config, 'commands', logger);
@@ -188,7 +191,9 @@ export class ReplayWorker {
     let backoff = 100;
     while (!this.#stopping) {
       const free = this.#freeSlots();
-      if (free <= 0) {
+      // Under load slots free up one at a time; reading each time would cost an XREADGROUP
+      // per entry. Reading once a quarter of the slots is free costs one per many entries.
+      if (free < this.#refillAt) {
         await new Promise<void>((resolve) => { this.#slotWaiter = resolve; });
         this.#slotWaiter = null;
         continue;

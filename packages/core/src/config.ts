@@ -96,6 +96,7 @@ export const SETTINGS = {
   prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
   ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
   ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },
+  ingressProcesses: { env: 'INGRESS_PROCESSES', flag: '--processes', schema: integer(1, 256), default: 1, doc: 'ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i' },
   adminHost: { env: 'ADMIN_HOST', flag: '--admin-host', schema: z.string().min(1), default: '127.0.0.1', doc: 'address the admin port binds (loopback unless told otherwise)' },
   adminPort: { env: 'ADMIN_PORT', flag: '--admin-port', schema: port, doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off' },
   stagingUrl: { env: 'STAGING_URL', flag: '--staging', schema: url(['http:', 'https:']), requiredBy: ['worker', 'start'], doc: 'staging origin every replay goes to (and nowhere else)' },
@@ -129,6 +130,8 @@ export interface Config {
   readonly prefix: string;
   readonly ingressHost: string;
   readonly ingressPort: number;
+  /** Ingress processes sharing the traffic port (1: no cluster). */
+  readonly ingressProcesses: number;
   readonly adminHost: string;
   /** The admin port, or 0 when turned off. */
   readonly adminPort: number;

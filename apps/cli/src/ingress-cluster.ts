@@ -1,0 +1,84 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { Config } from '@mirrorplane/core';
+import type { Logger } from '@mirrorplane/runtime';
+
+/** Environment variable telling a forked ingress process its index (0, 1, …); set by the primary only. */
+const INDEX_VAR = 'MIRRORPLANE_INGRESS_INDEX';
+
+/** A crash loop must not spin the CPU: a replacement waits this long after an unplanned exit. */
+const RESTART_DELAY_MS = 1000;
+
+/** Whether this process should supervise ingress processes instead of running an ingress. */
+export function isIngressPrimary(config: Config): boolean {
+  return config.ingressProcesses > 1 && cluster.isPrimary;
+}
+
+/**
+ * The configuration one ingress process of a cluster runs with: the same settings, except
+ * that process i serves its admin port at ADMIN_PORT + i (each process has its own metrics
+ * and readiness; Prometheus scrapes every port and sums). The traffic port is shared.
+ */
+export function ingressProcessConfig(config: Config): Config {
+  if (!cluster.isWorker || config.adminPort === 0) return config;
+  const index = Number(process.env[INDEX_VAR] ?? 0);
+  return Object.freeze({ ...config, adminPort: config.adminPort + index });
+}
+
+/**
+ * In a process of the cluster, SIGINT is left to the primary: Ctrl-C reaches the whole
+ * process group, and the primary's SIGTERM after it would count as a second signal and cut
+ * the graceful shutdown short. Call after the signal handlers are installed.
+ */
+export function leaveInterruptToPrimary(): void {
+  if (!cluster.isWorker) return;
+  process.removeAllListeners('SIGINT');
+  process.on('SIGINT', () => undefined);
+}
+
+/**
+ * Runs INGRESS_PROCESSES ingress processes sharing the traffic port (node:cluster: the primary
+ * accepts connections and hands them out in turn). Replaces a process that exits unplanned.
+ * On SIGTERM or SIGINT every process shuts down gracefully; the primary exits when all have,
+ * with 0 when every one exited cleanly.
+ */
+export function superviseIngressProcesses(config: Config, logger: Logger): void {
+  const workers = new Map<Worker, number>();
+  let stopping = false;
+  let failed = false;
+  const start = (index: number) => {
+    const worker = cluster.fork({ [INDEX_VAR]: String(index) });
+    workers.set(worker, index);
+    worker.on('exit', (code, signal) => {
+      workers.delete(worker);
+      if (stopping) {
+        if (code !== 0) failed = true;
+        if (workers.size === 0) {
+          logger.info({ failed }, 'ingress processes stopped');
+          logger.flush();
+          process.exit(failed ? 1 : 0);
+        }
+        return;
+      }
+      logger.error({ index, code, signal }, 'ingress process exited; starting a replacement');
+      setTimeout(() => {
+        if (!stopping) start(index);
+      }, RESTART_DELAY_MS).unref();
+    });
+  };
+  for (let i = 0; i < config.ingressProcesses; i += 1) start(i);
+  logger.info({ processes: config.ingressProcesses, port: config.ingressPort }, 'ingress primary started');
+
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: stopping ingress processes now');
+      for (const worker of workers.keys()) worker.process.kill('SIGKILL');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal, processes: workers.size }, 'shutting down ingress processes');
+    if (workers.size === 0) process.exit(0);
+    for (const worker of workers.keys()) worker.process.kill('SIGTERM');
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
