@@ -7,9 +7,9 @@
 //   node bench/end-to-end.mjs [--full] [--json] [--seconds=S] [--rate=R]
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { stopAll } from './lib/processes.mjs';
-import { startStack, measurePeak } from './lib/stack.mjs';
-import { parseArgs, percentile, table, writeResults } from './lib/report.mjs';
+import { stopAll } from './support/processes.mjs';
+import { startStack, measurePeak } from './support/stack.mjs';
+import { parseArgs, percentile, table, writeResults } from './support/report.mjs';
 
 const args = parseArgs();
 const seconds = Number(args.extra.seconds ?? (args.full ? 60 : 10));

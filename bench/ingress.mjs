@@ -6,9 +6,9 @@
 //
 //   node bench/ingress.mjs [--full] [--json] [--processes=2] [--reps=N] [--seconds=S] [--sweep=0]
 import { randomBytes } from 'node:crypto';
-import { freePort, startCli, startRedis, startServer, stopAll, sleep } from './lib/processes.mjs';
-import { runWrk } from './lib/wrk.mjs';
-import { median, parseArgs, table, writeResults } from './lib/report.mjs';
+import { freePort, startCli, startRedis, startServer, stopAll, sleep } from './support/processes.mjs';
+import { runWrk } from './support/wrk.mjs';
+import { median, parseArgs, table, writeResults } from './support/report.mjs';
 
 const args = parseArgs();
 const reps = Number(args.extra.reps ?? (args.full ? 5 : 3));

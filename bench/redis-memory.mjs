@@ -6,9 +6,9 @@
 //
 //   node bench/redis-memory.mjs [--json] [--entries=N]
 import { encodeEntryFields, keysFor } from '@mirrorplane/core';
-import { startRedis, stopAll } from './lib/processes.mjs';
-import { parseArgs, table, writeResults } from './lib/report.mjs';
-import { benchBody, benchRawHeaders, wireBytes } from './lib/request.mjs';
+import { startRedis, stopAll } from './support/processes.mjs';
+import { parseArgs, table, writeResults } from './support/report.mjs';
+import { benchBody, benchRawHeaders, wireBytes } from './support/request.mjs';
 
 const args = parseArgs();
 const entries = Number(args.extra.entries ?? 100_000);

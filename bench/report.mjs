@@ -6,7 +6,7 @@
 //   node bench/report.mjs
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { RESULTS, fmt } from './lib/report.mjs';
+import { RESULTS, fmt } from './support/report.mjs';
 
 const DOCS = fileURLToPath(new URL('../docs/', import.meta.url));
 const MD = `${DOCS}BENCHMARKS.md`;

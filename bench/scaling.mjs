@@ -5,10 +5,10 @@
 // throughput is what was accepted divided by the time until every entry was acknowledged.
 //
 //   node bench/scaling.mjs [--json] [--seconds=S] [--reps=N]
-import { cpuSeconds, stopAll } from './lib/processes.mjs';
-import { startStack } from './lib/stack.mjs';
-import { runWrk } from './lib/wrk.mjs';
-import { median, parseArgs, table, writeResults } from './lib/report.mjs';
+import { cpuSeconds, stopAll } from './support/processes.mjs';
+import { startStack } from './support/stack.mjs';
+import { runWrk } from './support/wrk.mjs';
+import { median, parseArgs, table, writeResults } from './support/report.mjs';
 
 const args = parseArgs();
 const seconds = Number(args.extra.seconds ?? (args.full ? 15 : 8));

@@ -5,10 +5,10 @@
 // (the first third is warm-up).
 //
 //   node bench/soak.mjs [--full] [--json] [--minutes=M] [--rate=R]
-import { cpuSeconds, rssBytes, sleep, stopAll } from './lib/processes.mjs';
-import { measurePeak, startStack } from './lib/stack.mjs';
-import { runWrk } from './lib/wrk.mjs';
-import { median, parseArgs, table, writeResults } from './lib/report.mjs';
+import { cpuSeconds, rssBytes, sleep, stopAll } from './support/processes.mjs';
+import { measurePeak, startStack } from './support/stack.mjs';
+import { runWrk } from './support/wrk.mjs';
+import { median, parseArgs, table, writeResults } from './support/report.mjs';
 
 const args = parseArgs();
 const minutes = Number(args.extra.minutes ?? (args.full ? 10 : 1));

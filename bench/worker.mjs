@@ -11,9 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { encodeEntryFields, keysFor } from '@mirrorplane/core';
-import { cpuSeconds, sleep, startCli, startRedis, startServer, stopAll } from './lib/processes.mjs';
-import { median, parseArgs, table, writeResults } from './lib/report.mjs';
-import { benchBody, benchRawHeaders } from './lib/request.mjs';
+import { cpuSeconds, sleep, startCli, startRedis, startServer, stopAll } from './support/processes.mjs';
+import { median, parseArgs, table, writeResults } from './support/report.mjs';
+import { benchBody, benchRawHeaders } from './support/request.mjs';
 
 const args = parseArgs();
 const entries = Number(args.extra.entries ?? (args.full ? 100_000 : 20_000));

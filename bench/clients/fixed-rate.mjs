@@ -3,7 +3,7 @@
 // staging sees on the replay. Forked by end-to-end.mjs; the result goes back over IPC.
 //   node bench/clients/fixed-rate.mjs <ingress-url> <rate> <seconds>
 import { Pool } from 'undici';
-import { benchBody } from '../lib/request.mjs';
+import { benchBody } from '../support/request.mjs';
 
 const [url, rateArg, secondsArg] = process.argv.slice(2);
 const rate = Number(rateArg);

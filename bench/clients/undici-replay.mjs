@@ -2,7 +2,7 @@
 // time, with the body and headers a worker replays (no Redis, no codec, no pipeline).
 //   node bench/clients/undici-replay.mjs <staging-url> <count> <concurrency>
 import { Pool } from 'undici';
-import { benchBody } from '../lib/request.mjs';
+import { benchBody } from '../support/request.mjs';
 
 const [url, countArg, concurrencyArg] = process.argv.slice(2);
 const count = Number(countArg);
