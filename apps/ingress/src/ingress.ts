@@ -106,6 +106,9 @@ export class Ingress {
         // Longer than the mirror proxy's idle timeout, so the proxy closes idle connections first.
         keepAliveTimeout: 75_000,
         requestTimeout: config.bodyTimeoutMs,
+        // node checks these timeouts on this interval (30 s by default), so a slow body would
+        // otherwise hold its connection for up to BODY_TIMEOUT_MS + 30 s.
+        connectionsCheckingInterval: Math.min(1000, config.bodyTimeoutMs),
         headersTimeout: Math.min(config.bodyTimeoutMs, 60_000),
         noDelay: true,
       },
@@ -204,7 +207,8 @@ export class Ingress {
     req.on('error', () => {
       if (done) return;
       done = true;
-      this.#dropped.aborted.inc();
+      // Counted by clientError already when that is why the request was cut (a body timeout).
+      if (!this.#clientErrored.has(req.socket)) this.#dropped.aborted.inc();
       this.#release();
     });
     req.on('close', () => {
@@ -298,6 +302,12 @@ export class Ingress {
   }
 
   #onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+    if (this.#clientErrored.has(socket)) {
+      // The aftermath of an error already answered and counted (the client closing mid-body
+      // after our 408 is a parse error too): one bad request, one count.
+      socket.destroy();
+      return;
+    }
     const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
     this.#received.inc();
     const overflow = error.code === 'HPE_HEADER_OVERFLOW';
