@@ -72,13 +72,8 @@ async function withOperatorConnection<T>(config: Config, fn: (ctx: { redis: impo
 }
 
 function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(invalid url)';
-  }
+  // Not new URL(): cluster and Sentinel URLs list several hosts, which URL refuses.
+  return url.replace(/\/\/([^@/]*?):[^@/]*@/, '//$1:***@');
 }
 
 export function formatStatus(status: Status): string {

@@ -7,6 +7,7 @@ import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
+import { parseRedisUrl } from './redis-url.js';
 import { CompareOptions, IdMappingOptions, ProductionResponsesOptions, type CompareSettings, type IdMappingSettings, type ProductionResponsesSettings } from './id-mapping.js';
 
 /**
@@ -92,7 +93,7 @@ interface Setting {
 
 /** Every setting, by its key in the config file. The table is the documentation's source too. */
 export const SETTINGS = {
-  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', schema: url(['redis:', 'rediss:']), default: 'redis://127.0.0.1:6379', doc: 'Redis to use (redis:// or rediss://, user and password in the URL)' },
+  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', schema: z.string().trim().refine((value) => { try { parseRedisUrl(value); return true; } catch { return false; } }, { error: (issue) => { try { parseRedisUrl(String(issue.input)); return 'invalid Redis URL'; } catch (error) { return (error as Error).message; } } }), default: 'redis://127.0.0.1:6379', doc: 'Redis to use: redis:// or rediss:// (user and password in the URL), redis+cluster://host:port[,host:port…] for a Redis Cluster, redis+sentinel://host:26379[,…]/master for Sentinel' },
   prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
   ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
   ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },

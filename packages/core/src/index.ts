@@ -30,3 +30,4 @@ export * from './rule-sample.js';
 export * from './id-mapping.js';
 export * from './compare.js';
 export * from './stream-retention.js';
+export * from './redis-url.js';

@@ -11,3 +11,4 @@ export * from './metrics.js';
 export * from './production-responses.js';
 export * from './production-stage.js';
 export * from './stream-trimmer.js';
+export * from './cluster.js';

@@ -1,6 +1,7 @@
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage, type Config } from '@mirrorplane/core';
+import { connectRedis } from './cluster.js';
 
 /**
  * What a connection is for decides how it behaves while Redis is away:
@@ -47,7 +48,7 @@ export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>
       Object.assign(options, { maxRetriesPerRequest: 1, connectTimeout: 5000, retryStrategy: (times: number) => (times > 3 ? null : 200) });
       break;
   }
-  const redis = new Redis(config.redisUrl, options);
+  const redis = connectRedis(config.redisUrl, options);
   // ioredis emits an error on every failed reconnect; log the first of a run and the recovery.
   let down = false;
   redis.on('error', (error) => {
