@@ -1,22 +1,25 @@
 // Production impact: does mirroring slow production down, whatever staging does?
 //
-//   node --import tsx bench/production-impact/run.ts [--duration 10] [--connections 64] [--write]
+//   node --import tsx bench/production-impact/run.ts [--rounds 3] [--duration 5] [--connections 64] [--think-ms 20] [--pin] [--write]
 //
-// One invocation runs wrk through nginx against the sample production backend in five set-ups,
+// One invocation runs wrk through nginx against the sample production backend in six set-ups,
 // each on fresh processes: no mirror (the baseline); nginx mirroring to Mirrorplane with staging
-// healthy, answering after 2 s, and down; and, as the peer baseline, nginx mirroring straight to
-// the 2 s staging. Every figure is reported as a ratio to "no mirror" of the same invocation.
+// healthy, answering after 2 s, and down; the ingress alone (no workers); and, as the peer
+// baseline, nginx mirroring straight to the 2 s staging. Each set-up runs a steady load and
+// saturation; every figure is a ratio to "no mirror" under the same load, same invocation.
 // --write puts the table, the command, the machine and the date in docs/BENCHMARKS.md
 // (the "Production impact" section only).
 //
-// On a machine with 2+ CPUs, nginx and production are pinned to CPU 0 ("the production host"),
-// and wrk, Redis, the ingress, the workers and staging to the others: the mirror's work then
-// competes with the load generator, not with production, as when Mirrorplane runs elsewhere.
+// Every process shares every CPU, as on one small host; the workers and staging behind
+// Mirrorplane run at nice 10 (replaying is background work, on its own hosts in a deployment).
+// --pin puts nginx and production on CPU 0 and everything else on the other CPUs; on a 2-CPU
+// machine that leaves the ingress one core shared with wrk, Redis and the workers, which
+// measures that core's contention more than Mirrorplane.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -33,13 +36,14 @@ const STAGING_DELAY_MS = 2000;
 
 const { values: args } = parseArgs({
   options: {
-    duration: { type: 'string', default: '10' },
-    warmup: { type: 'string', default: '2' },
+    duration: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '1' },
+    rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '64' },
     'think-ms': { type: 'string', default: '20' },
     threads: { type: 'string', default: '1' },
     write: { type: 'boolean', default: false },
-    'no-pin': { type: 'boolean', default: false },
+    pin: { type: 'boolean', default: false },
   },
 });
 const duration = Number(args.duration);
@@ -47,14 +51,15 @@ const warmup = Number(args.warmup);
 const connections = Number(args.connections);
 const threads = Number(args.threads);
 const thinkMs = Number(args['think-ms']);
-for (const [name, value] of Object.entries({ duration, warmup, connections, threads, 'think-ms': thinkMs })) {
+const rounds = Number(args.rounds);
+for (const [name, value] of Object.entries({ duration, warmup, connections, threads, 'think-ms': thinkMs, rounds })) {
   const zeroOk = name === 'warmup' || name === 'think-ms';
   if (!Number.isInteger(value) || value < 0 || (!zeroOk && value === 0)) {
     console.error(`--${name}: expected a whole number${zeroOk ? '' : ' above 0'}, got ${JSON.stringify(args[name as keyof typeof args])}`);
     process.exit(2);
   }
 }
-const pin = !args['no-pin'] && cpus().length >= 2 && !spawnSync('taskset', ['-V']).error;
+const pin = args.pin === true && cpus().length >= 2 && !spawnSync('taskset', ['-V']).error;
 const PRODUCTION_CPUS = '0';
 const OTHER_CPUS = `1-${cpus().length - 1}`;
 
@@ -156,14 +161,14 @@ interface Mirrorplane {
   dir: string;
 }
 
-async function startMirrorplane(stagingUrl: string): Promise<Mirrorplane> {
+async function startMirrorplane(stagingUrl: string, workerCount: number): Promise<Mirrorplane> {
   const redis = await startRedis(OTHER_CPUS);
   const prefix = `impact${randomBytes(3).toString('hex')}`;
   const ingressPort = await freePort();
   const adminPort = await freePort();
   const env = { PATH: process.env.PATH ?? '', REDIS_URL: `redis://127.0.0.1:${redis.port}`, MIRRORPLANE_PREFIX: prefix, LOG_LEVEL: 'info' };
   start(process.execPath, [CLI, 'ingress'], { env: { ...env, INGRESS_HOST: '127.0.0.1', INGRESS_PORT: String(ingressPort), ADMIN_PORT: String(adminPort) }, cpus: OTHER_CPUS });
-  const workers = [1, 2].map(() => start(process.execPath, [CLI, 'worker'], { env: { ...env, STAGING_URL: stagingUrl, ADMIN_PORT: '0' }, cpus: OTHER_CPUS, background: true }));
+  const workers = Array.from({ length: workerCount }, () => start(process.execPath, [CLI, 'worker'], { env: { ...env, STAGING_URL: stagingUrl, ADMIN_PORT: '0' }, cpus: OTHER_CPUS, background: true }));
   await waitFor('the ingress to be ready', () => fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.ok, () => false));
   await Promise.all(workers.map((w) => waitForLine(w, /"msg":"worker started"/, 'a worker')));
   return { ingressPort, adminPort, redisPort: redis.port, prefix, dir: redis.dir };
@@ -226,6 +231,8 @@ interface Scenario {
   label: string;
   mirror: 'none' | 'mirrorplane' | 'direct';
   staging: 'healthy' | 'slow' | 'down' | null;
+  /** Workers behind the ingress (default 2); 0 isolates the cost of the mirror hop itself. */
+  workers?: number;
 }
 
 const SCENARIOS: Scenario[] = [
@@ -233,6 +240,7 @@ const SCENARIOS: Scenario[] = [
   { label: 'Mirrorplane, staging healthy', mirror: 'mirrorplane', staging: 'healthy' },
   { label: `Mirrorplane, staging answers after ${STAGING_DELAY_MS / 1000} s`, mirror: 'mirrorplane', staging: 'slow' },
   { label: 'Mirrorplane, staging down', mirror: 'mirrorplane', staging: 'down' },
+  { label: 'Mirrorplane ingress alone (no workers: the hop on production\'s path)', mirror: 'mirrorplane', staging: 'healthy', workers: 0 },
   { label: `peer baseline: nginx mirrors straight to the ${STAGING_DELAY_MS / 1000} s staging`, mirror: 'direct', staging: 'slow' },
 ];
 
@@ -267,7 +275,7 @@ async function runScenario(scenario: Scenario): Promise<Row[]> {
       : await startBackend('staging', scenario.staging === 'slow' ? STAGING_DELAY_MS : 0, OTHER_CPUS, scenario.mirror === 'mirrorplane');
     if (scenario.mirror === 'direct') mirrorPort = stagingPort;
     else {
-      mirrorplane = await startMirrorplane(`http://127.0.0.1:${stagingPort}`);
+      mirrorplane = await startMirrorplane(`http://127.0.0.1:${stagingPort}`, scenario.workers ?? 2);
       mirrorPort = mirrorplane.ingressPort;
     }
   }
@@ -307,7 +315,7 @@ function version(command: string, argv: string[], pattern: RegExp): string {
 function table(rows: Row[]): string[] {
   const base = rows[0] as Row;
   const lines = [
-    '| set-up | req/s | × | p50 | × | p99 | × | copies taken by the ingress | backlog at the end | errors |',
+    '| set-up | req/s | × | p50 | × | p99 | × | copies taken by the ingress | backlog at the end | errors (all rounds) |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
@@ -316,7 +324,7 @@ function table(rows: Row[]): string[] {
       `| ${r.scenario.label} | ${r.rps.toFixed(0)} | ${ratio(r.rps, base.rps)} | ${ms(r.p50)} | ${ratio(r.p50, base.p50)} | ${ms(r.p99)} | ${ratio(r.p99, base.p99)} | ${mirrored} | ${r.backlog ?? '—'} | ${r.errors + r.non2xx} |`,
     );
   }
-  const withMirrorplane = rows.filter((r) => r.scenario.mirror === 'mirrorplane');
+  const withMirrorplane = rows.filter((r) => r.scenario.mirror === 'mirrorplane' && r.scenario.workers !== 0);
   const worstP99 = Math.max(...withMirrorplane.map((r) => r.p99 / base.p99));
   const worstRps = Math.min(...withMirrorplane.map((r) => r.rps / base.rps));
   const peer = rows.find((r) => r.scenario.mirror === 'direct');
@@ -339,7 +347,8 @@ function render(rows: Row[], command: string): string {
     '',
     'The promise: mirroring must not slow production, whatever staging does. wrk sends',
     `\`POST /events\` (1 KiB JSON) through nginx to the sample production backend over ${connections} connections, ${duration} s`,
-    `per load after a ${warmup} s warm-up. Each set-up runs on fresh processes: nginx's \`mirror\` sends every`,
+    `per load after a ${warmup} s warm-up; each figure is the median of ${rounds} rounds, and each round runs every set-up in turn,`,
+    `on fresh processes. nginx's \`mirror\` sends every`,
     'request\'s copy to the Mirrorplane ingress (with Redis and two workers replaying to staging), or, in the',
     'peer baseline, straight to staging. Ratios are to "no mirror" under the same load in the same invocation.',
     pin
@@ -351,7 +360,7 @@ function render(rows: Row[], command: string): string {
     command,
     '```',
     '',
-    `Machine: ${machine}. Date: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC.`,
+    `Machine: ${machine}. Date: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC. Load average (1 min) before the run: ${loadBefore.toFixed(1)}.`,
   ];
   for (const load of LOADS) {
     lines.push('', `### ${load.name[0]?.toUpperCase()}${load.name.slice(1)}`, '', ...table(rows.filter((r) => r.load === load)));
@@ -365,6 +374,12 @@ function render(rows: Row[], command: string): string {
     'staging does. "Backlog at the end" is what Redis still held for the workers: a slow or absent',
     'staging delays the replays, not production. Copies taken below 100% were refused (503) or timed',
     'out at nginx: lost to staging, never to production.',
+    '',
+    'Here every process shares the same CPUs, wrk included, so the Mirrorplane rows also pay for',
+    'Redis, the workers and staging running next to production; in a deployment they run on their',
+    'own hosts. The "ingress alone" row, with no workers, isolates what stays on production\'s path:',
+    'the copy nginx sends and the ingress\'s append to Redis. The set-ups are run one after the',
+    'other on a shared machine: compare rows of one table, not figures across runs.',
     END,
   );
   return lines.join('\n');
@@ -381,18 +396,50 @@ function writeSection(section: string): void {
   writeFileSync(DOC, next);
 }
 
-const rows: Row[] = [];
+/** The 1-minute load average before the run: figures from a busy machine are noisier. */
+const loadBefore = loadavg()[0] ?? 0;
+const runs: Row[] = [];
 process.on('unhandledRejection', (error) => {
   console.error(error);
   void stopAll().then(() => process.exit(1));
 });
 try {
-  for (const scenario of SCENARIOS) {
-    process.stderr.write(`running: ${scenario.label}…\n`);
-    rows.push(...(await runScenario(scenario)));
+  // Rounds go through every set-up in turn, so a machine that gets busier or quieter during the
+  // invocation affects every set-up alike; each figure is the median of its rounds.
+  for (let round = 1; round <= rounds; round++) {
+    for (const scenario of SCENARIOS) {
+      process.stderr.write(`round ${round}/${rounds}: ${scenario.label}…\n`);
+      runs.push(...(await runScenario(scenario)));
+    }
   }
 } finally {
   await stopAll();
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+const rows: Row[] = [];
+for (const scenario of SCENARIOS) {
+  for (const load of LOADS) {
+    const same = runs.filter((r) => r.scenario === scenario && r.load === load);
+    const pick = (f: (r: Row) => number) => median(same.map(f));
+    rows.push({
+      scenario,
+      load,
+      requests: pick((r) => r.requests),
+      rps: pick((r) => r.rps),
+      p50: pick((r) => r.p50),
+      p99: pick((r) => r.p99),
+      errors: same.reduce((a, r) => a + r.errors, 0),
+      non2xx: same.reduce((a, r) => a + r.non2xx, 0),
+      mirrored: scenario.mirror === 'mirrorplane' ? pick((r) => r.mirrored ?? 0) : null,
+      backlog: scenario.mirror === 'mirrorplane' ? Math.round(pick((r) => r.backlog ?? 0)) : null,
+    });
+  }
 }
 const command = `node --import tsx bench/production-impact/run.ts ${process.argv.slice(2).join(' ')}`.trim();
 const section = render(rows, command);
