@@ -36,6 +36,7 @@ async function startIngress(processes) {
 const variants = [
   { name: 'bare node:http', key: 'bare', start: () => startServer('bare') },
   { name: 'raw XADD server', key: 'rawXadd', start: () => startServer('bare', ['--xadd', redis.url]) },
+  { name: 'raw XADD, corked socket', key: 'rawXaddCorked', start: () => startServer('bare', ['--xadd', redis.url, '--cork']) },
   { name: 'ingress', key: 'ingress', start: () => startIngress(1) },
 ];
 if (clusterProcesses > 1) variants.push({ name: `ingress ×${clusterProcesses} (cluster)`, key: 'cluster', start: () => startIngress(clusterProcesses) });
@@ -89,16 +90,24 @@ try {
   if (summary.cluster) console.log(`cluster: ${summary.cluster.ratio.toFixed(2)} × bare, p99 ${summary.cluster.p99Ratio.toFixed(2)} × bare`);
 
   // Offered-load sweep: the same fixed rates for each server, interleaved per rate.
-  const sweepVariants = args.extra.sweep === '0' ? [] : variants.filter((v) => v.key !== 'rawXadd');
+  const sweepVariants = args.extra.sweep === '0' ? [] : variants.filter((v) => !v.key.startsWith('rawXadd'));
     const fractions = args.full ? [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25] : [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.2];
   const rates = fractions.map((f) => Math.round((f * bare.rps) / 100) * 100);
   const sweep = Object.fromEntries(sweepVariants.map((v) => [v.key, []]));
   console.log(`\noffered-load sweep (fixed rate, -c${connections}, ${sweepSeconds} s a point)`);
-  for (const rate of rates) {
-    for (const v of sweepVariants) {
-      const result = await measure(v, { connections, seconds: sweepSeconds, rate });
-      sweep[v.key].push({ offered: rate, rps: result.rps, p50Ms: result.p50Ms, p99Ms: result.p99Ms, errors: result.errors });
+  // --full measures every point twice (in two passes over the rates) and keeps the medians.
+  const passes = args.full ? 2 : 1;
+  const points = Object.fromEntries(sweepVariants.map((v) => [v.key, rates.map(() => [])]));
+  for (let pass = 0; pass < passes; pass += 1) {
+    for (const [i, rate] of rates.entries()) {
+      for (const v of sweepVariants) points[v.key][i].push(await measure(v, { connections, seconds: sweepSeconds, rate }));
     }
+  }
+  for (const v of sweepVariants) {
+    rates.forEach((rate, i) => {
+      const rs = points[v.key][i];
+      sweep[v.key].push({ offered: rate, rps: median(rs.map((x) => x.rps)), p50Ms: median(rs.map((x) => x.p50Ms)), p99Ms: median(rs.map((x) => x.p99Ms)), errors: rs.reduce((a, x) => a + x.errors, 0) });
+    });
   }
   if (sweepVariants.length > 0) {
   const sweepRows = [['offered req/s', ...sweepVariants.flatMap((v) => [`${v.key} req/s`, `${v.key} p99 ms`])]];

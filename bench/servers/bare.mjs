@@ -1,11 +1,20 @@
 // The ingress baseline: a bare node:http server with the ingress's server options that reads
 // the whole body and answers 200. With `--xadd <redis-url>` it also appends the body with one
 // auto-pipelined XADD before answering (the "raw XADD" baseline: Redis without mirrorplane).
+// With `--cork` too, auto-pipelining is off and the Redis socket is corked for the rest of the
+// event-loop turn instead, as the ingress writes: the technique alone, measured.
 import { createServer } from 'node:http';
 import { Redis } from 'ioredis';
 
 const xaddAt = process.argv.indexOf('--xadd');
-const redis = xaddAt === -1 ? null : new Redis(process.argv[xaddAt + 1], { enableAutoPipelining: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+const cork = process.argv.includes('--cork');
+const redis = xaddAt === -1 ? null : new Redis(process.argv[xaddAt + 1], { enableAutoPipelining: !cork, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+let corked = null;
+const uncork = () => {
+  const socket = corked;
+  corked = null;
+  socket?.uncork();
+};
 redis?.on('error', () => undefined);
 const ACK = { 'content-length': '0' };
 
@@ -17,6 +26,11 @@ const server = createServer({ keepAlive: true, keepAliveTimeout: 75_000, noDelay
     if (redis === null) {
       res.writeHead(200, ACK).end();
       return;
+    }
+    if (cork && corked === null && redis.stream) {
+      corked = redis.stream;
+      corked.cork();
+      setImmediate(uncork);
     }
     redis.xadd('bench:raw', '*', 'b', body).then(
       () => res.writeHead(200, ACK).end(),

@@ -44,10 +44,12 @@ export function machine() {
   }
   let wrk = '';
   try {
-    wrk = execFileSync('/usr/bin/wrk', ['-v'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().split('\n')[0];
+    // wrk -v prints its version and exits non-zero.
+    execFileSync('/usr/bin/wrk', ['-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (error) {
-    wrk = String(error.stdout ?? '').split('\n')[0];
+    wrk = String(error.stdout ?? '');
   }
+  wrk = /wrk (\S+)/.exec(wrk)?.[0] ?? 'wrk';
   return {
     cpu: `${cpus().length} × ${cpus()[0]?.model ?? 'unknown'}`,
     memoryGiB: Math.round(totalmem() / 2 ** 30),
