@@ -4,8 +4,8 @@ import { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { errorMessage, keysFor, type Config } from '@mirrorplane/core';
-import { closeRedis, createRedis, readStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
+import { errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { closeRedis, createRedis, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 
@@ -89,7 +89,7 @@ export class Dashboard {
 
   async #read(): Promise<void> {
     try {
-      const status = await readStatus(this.#redis, this.#queue, keysFor(this.#o.config.prefix));
+      const status = await readDeploymentStatus(this.#redis, this.#queue, partitionKeys(this.#o.config.prefix, this.#o.config.partitions));
       const t = Date.now();
       this.#frame = { at: new Date(t).toISOString(), ...status, ...this.#window.add(status, t) };
     } catch (error) {

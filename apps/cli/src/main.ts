@@ -1,8 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Queue } from 'bullmq';
-import { ConfigError, MirrorplaneError, keysFor, type Config, type SettingKey } from '@mirrorplane/core';
-import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import { ConfigError, MirrorplaneError, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
+import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
@@ -194,7 +194,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
         const stop = new AbortController();
         process.once('SIGINT', () => stop.abort());
         await withOperatorConnection(config, ({ redis, queue }) => watchStatus({
-          read: () => readStatus(redis, queue, keysFor(config.prefix)),
+          read: () => readDeploymentStatus(redis, queue, partitionKeys(config.prefix, config.partitions)),
           write: io.out,
           intervalMs: interval * 1000,
           ...(count !== undefined ? { count } : {}),
@@ -205,7 +205,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
         }));
         return;
       }
-      const status = await withOperatorConnection(config, ({ redis, queue }) => readStatus(redis, queue, keysFor(config.prefix)));
+      const status = await withOperatorConnection(config, ({ redis, queue }) => readDeploymentStatus(redis, queue, partitionKeys(config.prefix, config.partitions)));
       io.out(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
     });
 
@@ -252,7 +252,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const summary = await withOperatorConnection(config, async ({ redis }) => {
         const built = options.staging ? await buildPipeline(config, createLogger({ logLevel: 'silent' }, 'replay')) : null;
         try {
-          return await replayWindow({ config, redis, keys: keysFor(config.prefix), ...flags, recordings, direct: built ? { pipeline: built.pipeline } : null, progress: progress.update });
+          return await replayWindow({ config, redis, keys: partitionKeys(config.prefix, config.partitions), ...flags, recordings, direct: built ? { pipeline: built.pipeline } : null, progress: progress.update });
         } finally {
           progress.done();
           await built?.pipeline.close();

@@ -1,11 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   EntryCipher,
+  createPartitioner,
   decodeEntry,
   encodeEntryFields,
   errorMessage,
   openEntryFields,
   parseDuration,
+  qualifyId,
   streamIdTime,
   type CompiledPipeline,
   type Config,
@@ -118,8 +120,33 @@ interface WindowItem {
 
 type StreamPage = [string, Buffer[]][];
 
+/** Merges the windows of several partitions into one, in time order. */
+async function* mergeByTime(sources: AsyncGenerator<WindowItem>[]): AsyncGenerator<WindowItem> {
+  const heads = await Promise.all(sources.map((g) => g.next()));
+  for (;;) {
+    let best = -1;
+    for (let i = 0; i < heads.length; i++) {
+      const h = heads[i] as IteratorResult<WindowItem>;
+      if (!h.done && (best === -1 || h.value.time < (heads[best] as IteratorYieldResult<WindowItem>).value.time)) best = i;
+    }
+    if (best === -1) return;
+    yield (heads[best] as IteratorYieldResult<WindowItem>).value;
+    heads[best] = await (sources[best] as AsyncGenerator<WindowItem>).next();
+  }
+}
+
+/** Raw headers as node:http's lower-case header object (first value of each name). */
+function headerObject(rawHeaders: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as string).toLowerCase();
+    out[name] ??= rawHeaders[i + 1] as string;
+  }
+  return out;
+}
+
 /** Reads the stream's entries between two times, a page at a time. */
-async function* readStreamWindow(redis: RedisClient, keys: Keys, from: number, to: number, cipher: EntryCipher | null, onUndecodable: (id: string, why: string) => void): AsyncGenerator<WindowItem> {
+async function* readStreamWindow(redis: RedisClient, keys: Keys, partition: number, from: number, to: number, cipher: EntryCipher | null, onUndecodable: (id: string, why: string) => void): AsyncGenerator<WindowItem> {
   let start = `${from}-0`;
   for (;;) {
     const page = (await (redis as unknown as { xrangeBuffer(...a: (string | number)[]): Promise<[Buffer, Buffer[]][]> })
@@ -127,12 +154,12 @@ async function* readStreamWindow(redis: RedisClient, keys: Keys, from: number, t
     for (const [id, fields] of page) {
       let entry: Entry;
       try {
-        entry = decodeEntry(id, openEntryFields(id, fields, cipher));
+        entry = decodeEntry(qualifyId(id, partition), openEntryFields(id, fields, cipher));
       } catch (error) {
         onUndecodable(id, errorMessage(error));
         continue;
       }
-      yield { time: streamIdTime(id), id, request: entry.request, rawFields: fields };
+      yield { time: streamIdTime(id), id: entry.id, request: entry.request, rawFields: fields };
     }
     const last = page[page.length - 1];
     if (!last || page.length < 200) return;
@@ -160,7 +187,8 @@ export function requestFromRecording(r: RecordedExchange): MirroredRequest {
 export interface ReplayWindowOptions {
   config: Config;
   redis: RedisClient;
-  keys: Keys;
+  /** Every partition's keys (one without partitions). */
+  keys: readonly Keys[];
   from: number;
   to: number;
   speed: number;
@@ -222,10 +250,12 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
         }
         return [{ time, id: r.entryId, request: requestFromRecording(r) }];
       }).sort((a, b) => a.time - b.time)
-    : readStreamWindow(o.redis, o.keys, o.from, o.to, cipher, (id, why) => {
+    : mergeByTime(o.keys.map((keys, p) => readStreamWindow(o.redis, keys, p, o.from, o.to, cipher, (id, why) => {
         summary.undecodable += 1;
         summary.firstError ??= `${id}: ${why}`;
-      });
+      })));
+  // Appended again, a request goes to the partition the ingress would have chosen.
+  const partitionOf = o.keys.length === 1 ? null : createPartitioner(o.keys.length, o.config.partitionKey);
   const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline) : null;
   const inFlight = new Set<Promise<void>>();
   const started = performance.now();
@@ -267,7 +297,8 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
       } else {
         // Stream entries are appended as stored (sealed ones stay sealed); recordings are encoded anew.
         const fields = item.rawFields ?? (cipher ? cipher.sealFields(encodeEntryFields(item.request)) : encodeEntryFields(item.request));
-        await o.redis.xadd(o.keys.stream, '*', ...(fields as (string | Buffer)[]));
+        const keys = o.keys[partitionOf === null ? 0 : partitionOf(headerObject(item.request.rawHeaders))] as Keys;
+        await o.redis.xadd(keys.stream, '*', ...(fields as (string | Buffer)[]));
       }
       summary.sent += 1;
       o.progress(Math.min(1, (item.time - o.from) / span), summary.sent);

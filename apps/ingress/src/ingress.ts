@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { EntryCipher, encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
+import { EntryCipher, createPartitioner, partitionKeys, encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
 import { AdminServer, closeRedis, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 
@@ -34,6 +34,9 @@ export class Ingress {
   readonly #logger: Logger;
   readonly #redis: Redis;
   readonly #stream: string;
+  /** Every partition's stream, and what picks one for a request (null: one partition). */
+  readonly #streams: string[];
+  readonly #partitionOf: ((headers: IncomingMessage['headers']) => number) | null;
   readonly #server: Server;
   readonly #admin: AdminServer | null;
   readonly #registry = new Registry();
@@ -66,6 +69,8 @@ export class Ingress {
     this.#config = config;
     this.#logger = logger;
     this.#stream = keysFor(config.prefix).stream;
+    this.#streams = partitionKeys(config.prefix, config.partitions).map((k) => k.stream);
+    this.#partitionOf = config.partitions === 1 ? null : createPartitioner(config.partitions, config.partitionKey);
     this.#redis = createRedis(config, 'append', logger);
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
@@ -141,7 +146,7 @@ export class Ingress {
     // first worker starts are not skipped. Redis may be down at start: the ingress still
     // listens and answers 503 until it is back, and the worker creates the group too.
     const createGroup = () => {
-      ensureGroup(this.#redis, this.#stream, keysFor(this.#config.prefix).group).catch((error: unknown) => {
+      Promise.all(this.#streams.map((stream) => ensureGroup(this.#redis, stream, keysFor(this.#config.prefix).group))).catch((error: unknown) => {
         this.#logger.warn({ err: errorMessage(error) }, 'could not create the consumer group; the worker will');
       });
     };
@@ -228,8 +233,9 @@ export class Ingress {
   #append(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     const started = performance.now();
     const requestId = req.headers['x-request-id'];
+    const stream = this.#partitionOf === null ? this.#stream : this.#streams[this.#partitionOf(req.headers)] as string;
     const args: (string | Buffer)[] = [
-      this.#stream, '*',
+      stream, '*',
       'v', '1',
       'm', req.method as string,
       'u', Buffer.from(req.url as string, 'latin1'),
@@ -242,7 +248,7 @@ export class Ingress {
     if (address !== undefined) args.push('a', address);
     // The layout matches encodeEntryFields in @mirrorplane/core; it is written out here so the
     // hot path builds one array and no intermediate request object.
-    const fields = this.#cipher === null ? args : [this.#stream, '*', ...this.#cipher.sealFields(args.slice(2))];
+    const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
     this.#batchWrites();
     (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...fields).then(
       () => {

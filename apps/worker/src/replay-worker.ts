@@ -54,6 +54,8 @@ export interface ReplayWorkerOptions {
 }
 
 const READ_BLOCK_MS = 1000;
+/** With several partitions, how long a worker waits after a round that found nothing. */
+const IDLE_POLL_MS = 50;
 
 /**
  * A worker: reads the stream through the consumer group, replays each entry to staging with
@@ -70,8 +72,6 @@ export class ReplayWorker {
   readonly #consumer: string;
   readonly #commands: Redis;
   readonly #reader: Redis;
-  /** One blocking connection per partition (a cluster cannot read streams of several slots at once). */
-  readonly #readers: Redis[];
   readonly #bull: Redis;
   readonly #queue: Queue<RetryJobData>;
   #retryWorker: Worker<RetryJobData> | null = null;
@@ -89,9 +89,10 @@ export class ReplayWorker {
   /** Stream entries being replayed by this process: id → start time. */
   readonly #inFlight = new Map<string, number>();
   #retryInFlight = 0;
-  /** Slots held by reads in progress. */
-  #reserved = 0;
   #slotFree: Promise<void> | null = null;
+  /** Resolves when close() begins, to cut an idle wait short. */
+  #stop: () => void = () => undefined;
+  readonly #stopped = new Promise<void>((resolve) => { this.#stop = resolve; });
   /** Free slots that make the read loop read again (a quarter of the concurrency). */
   readonly #refillAt: number;
   #slotWaiter: (() => void) | null = null;
@@ -114,8 +115,7 @@ export class ReplayWorker {
     this.#keys = this.#parts[0] ?? keysFor(config.prefix);
     this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.#commands = createRedis(config, 'commands', logger);
-    this.#readers = this.#parts.map(() => createRedis(config, 'blocking', logger));
-    this.#reader = this.#readers[0] as Redis;
+    this.#reader = createRedis(config, 'blocking', logger);
     this.#bull = createRedis(config, 'bullmq', logger);
     this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
     this.#queue.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry queue error'));
@@ -172,7 +172,7 @@ export class ReplayWorker {
       removeOnFail: { count: 1_000_000 },
     });
     this.#retryWorker.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry worker error'));
-    this.#readLoop = Promise.all(this.#parts.map((_, p) => this.#runReadLoop(p))).then(() => undefined);
+    this.#readLoop = this.#runReadLoop();
     this.#deployment.start();
     this.#trimmer?.start();
     const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
@@ -197,10 +197,10 @@ export class ReplayWorker {
   }
 
   #freeSlots(): number {
-    return this.#config.workerConcurrency - this.#inFlight.size - this.#retryInFlight - this.#reserved;
+    return this.#config.workerConcurrency - this.#inFlight.size - this.#retryInFlight;
   }
 
-  /** Resolves when a replay finishes (or a read gives slots back); every waiting read loop wakes. */
+  /** Resolves when a replay finishes; every waiting read loop wakes. */
   #waitForSlot(): Promise<void> {
     this.#slotFree ??= new Promise<void>((resolve) => {
       this.#slotWaiter = () => {
@@ -212,61 +212,112 @@ export class ReplayWorker {
     return this.#slotFree;
   }
 
-  /** One read loop per partition; each takes its share of the free slots. */
-  async #runReadLoop(p: number): Promise<void> {
-    const keys = this.#parts[p] as Keys;
-    const reader = this.#readers[p] as Redis;
-    const loops = this.#parts.length;
+  /** Reads the stream: one blocking read at a time on one partition, a round over them on several. */
+  #runReadLoop(): Promise<void> {
+    return this.#parts.length === 1 ? this.#runBlockingReadLoop() : this.#runRoundRobinReadLoop();
+  }
+
+  async #runBlockingReadLoop(): Promise<void> {
+    const keys = this.#keys;
     let backoff = 100;
     while (!this.#stopping) {
       const free = this.#freeSlots();
       // Under load slots free up one at a time; reading each time would cost an XREADGROUP
       // per entry. Reading once a quarter of the slots is free costs one per many entries.
-      if (free < Math.max(1, Math.floor(this.#refillAt / loops))) {
+      if (free < this.#refillAt) {
         await this.#waitForSlot();
         continue;
       }
-      // The slots a read may fill are held while it blocks, so the loops of several
-      // partitions together never take more than the concurrency, and each gets its share.
-      const take = loops === 1 ? free : Math.max(1, Math.ceil(free / loops));
-      this.#reserved += take;
       let reply: StreamReply;
       try {
-        reply = (await (reader as unknown as BufferCommands).xreadgroupBuffer(
+        reply = (await (this.#reader as unknown as BufferCommands).xreadgroupBuffer(
           'GROUP', keys.group, this.#consumer,
-          'COUNT', take, 'BLOCK', READ_BLOCK_MS,
+          'COUNT', free, 'BLOCK', READ_BLOCK_MS,
           'STREAMS', keys.stream, '>',
         )) as StreamReply;
         backoff = 100;
       } catch (error) {
-        this.#reserved -= take;
         if (this.#stopping) break;
-        const message = errorMessage(error);
-        if (message.includes('NOGROUP')) {
-          // The stream was deleted (or never existed): make the group again and go on.
-          await ensureGroup(this.#commands, keys.stream, keys.group).catch(() => undefined);
-        } else {
-          this.#logger.warn({ err: message }, 'reading the stream failed; retrying');
-        }
-        await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, 2000);
+        backoff = await this.#readFailed(keys, error, backoff);
         continue;
       }
-      this.#reserved -= take;
-      if (loops > 1) this.#slotWaiter?.();
-      if (!reply) continue;
-      for (const [, entries] of reply) {
-        for (const [idBuffer, fields] of entries) {
-          const id = qualifyId(idBuffer.toString(), p);
-          if (fields === null) {
-            // Deleted after it was delivered: nothing to replay, just clear it.
-            this.#finish(id, false);
-            continue;
-          }
-          this.#startEntry(id, fields, 1);
+      this.#startReplies(reply, 0);
+    }
+  }
+
+  /**
+   * Several partitions: a blocking read on one would hold the free slots while the others
+   * have work (and a cluster cannot block on streams of several slots at once). So each
+   * round reads every partition without blocking, starting one further each time and
+   * sharing the free slots evenly; an idle round sleeps briefly before the next.
+   */
+  async #runRoundRobinReadLoop(): Promise<void> {
+    const n = this.#parts.length;
+    let start = 0;
+    let backoff = 100;
+    while (!this.#stopping) {
+      if (this.#freeSlots() < this.#refillAt) {
+        await this.#waitForSlot();
+        continue;
+      }
+      let got = 0;
+      let failed = false;
+      for (let i = 0; i < n && !this.#stopping; i++) {
+        const p = (start + i) % n;
+        const free = this.#freeSlots();
+        if (free <= 0) break;
+        const keys = this.#parts[p] as Keys;
+        try {
+          const reply = (await (this.#reader as unknown as BufferCommands).xreadgroupBuffer(
+            'GROUP', keys.group, this.#consumer,
+            'COUNT', Math.max(1, Math.ceil(free / (n - i))),
+            'STREAMS', keys.stream, '>',
+          )) as StreamReply;
+          got += this.#startReplies(reply, p);
+        } catch (error) {
+          if (this.#stopping) break;
+          backoff = await this.#readFailed(keys, error, backoff);
+          failed = true;
+          break;
         }
       }
+      start = (start + 1) % n;
+      if (!failed) backoff = 100;
+      if (got === 0 && !failed && !this.#stopping) {
+        await Promise.race([new Promise((r) => setTimeout(r, IDLE_POLL_MS)), this.#stopped]);
+      }
     }
+  }
+
+  /** Logs a failed read (or remakes a missing group) and waits; returns the next backoff. */
+  async #readFailed(keys: Keys, error: unknown, backoff: number): Promise<number> {
+    const message = errorMessage(error);
+    if (message.includes('NOGROUP')) {
+      // The stream was deleted (or never existed): make the group again and go on.
+      await ensureGroup(this.#commands, keys.stream, keys.group).catch(() => undefined);
+    } else {
+      this.#logger.warn({ err: message }, 'reading the stream failed; retrying');
+    }
+    await new Promise((r) => setTimeout(r, backoff));
+    return Math.min(backoff * 2, 2000);
+  }
+
+  /** Starts the entries of a read reply of partition `p`; returns how many there were. */
+  #startReplies(reply: StreamReply, p: number): number {
+    let count = 0;
+    for (const [, entries] of reply ?? []) {
+      for (const [idBuffer, fields] of entries) {
+        count += 1;
+        const id = qualifyId(idBuffer.toString(), p);
+        if (fields === null) {
+          // Deleted after it was delivered: nothing to replay, just clear it.
+          this.#finish(id, false);
+          continue;
+        }
+        this.#startEntry(id, fields, 1);
+      }
+    }
+    return count;
   }
 
   #startEntry(id: string, fields: Buffer[], attempt: number): void {
@@ -562,6 +613,7 @@ export class ReplayWorker {
   async close(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#stop();
     this.#logger.info({ inFlight: this.#inFlight.size + this.#retryInFlight }, 'worker shutting down');
     if (this.#claimTimer) clearInterval(this.#claimTimer);
     this.#slotWaiter?.();
@@ -584,7 +636,7 @@ export class ReplayWorker {
     };
     await step('read loop', async () => {
       // A read blocks at most READ_BLOCK_MS; past that Redis is not answering.
-      const cut = setTimeout(() => { for (const r of this.#readers) r.disconnect(); }, READ_BLOCK_MS + 500);
+      const cut = setTimeout(() => this.#reader.disconnect(), READ_BLOCK_MS + 500);
       await this.#readLoop;
       clearTimeout(cut);
     });
@@ -615,7 +667,7 @@ export class ReplayWorker {
     await step('staging', () => this.#staging.close());
     await step('pipeline', () => this.#pipeline.close());
     await step('queue', () => this.#queue.close());
-    await step('redis', () => Promise.all([closeRedis(this.#commands), ...this.#readers.map((r) => closeRedis(r)), closeRedis(this.#bull)]));
+    await step('redis', () => Promise.all([closeRedis(this.#commands), closeRedis(this.#reader), closeRedis(this.#bull)]));
     await step('admin', async () => this.#admin?.close());
     this.#logger.info({ handedBack: unfinished.length }, 'worker stopped');
   }

@@ -8,6 +8,7 @@ import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
 import { parseRedisUrl } from './redis-url.js';
+import { parsePartitionKey, type PartitionKey } from './partitions.js';
 import { CompareOptions, IdMappingOptions, ProductionResponsesOptions, type CompareSettings, type IdMappingSettings, type ProductionResponsesSettings } from './id-mapping.js';
 
 /**
@@ -112,6 +113,8 @@ export const SETTINGS = {
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
+  partitions: { env: 'PARTITIONS', schema: integer(1, 1024), default: 1, doc: 'streams the traffic is spread over, each with its own hash tag (its own shard in a Redis Cluster); every process of a deployment must agree' },
+  partitionKey: { env: 'PARTITION_KEY', schema: z.string().transform((value, ctx) => { try { return parsePartitionKey(value); } catch (error) { ctx.addIssue({ code: 'custom', message: (error as Error).message }); return z.NEVER; } }), default: 'request-id', doc: 'what picks a request\'s partition: request-id (x-request-id) or header:<name> (a session key keeps a session in order in one partition)' },
   streamRetention: { env: 'STREAM_RETENTION', schema: z.string().transform((value, ctx) => { try { return parseStreamRetention(value); } catch (error) { ctx.addIssue({ code: 'custom', message: (error as Error).message }); return z.NEVER; } }), default: 'off', doc: 'how long finished entries stay in the stream for `mirrorplane replay --from --to`: an age (1h), an entry count (500000) or both (1h,500000); off deletes them at once' },
   responseBodyLimit: { env: 'RESPONSE_BODY_LIMIT', schema: integer(0, 1024 * 1024 * 1024), default: 1024 * 1024, doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded' },
   ingressToken: { env: 'INGRESS_TOKEN', schema: secret, doc: 'shared secret the mirror proxy sends in x-mirrorplane-token; requests without it get 401 (off when unset)' },
@@ -150,6 +153,10 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** How long finished entries stay in the stream; null: deleted once finished. */
   readonly streamRetention: StreamRetention | null;
+  /** Streams the traffic is spread over (1: no partitions). */
+  readonly partitions: number;
+  /** What picks a request's partition. */
+  readonly partitionKey: PartitionKey;
   readonly responseBodyLimit: number;
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** Shared secret required in `x-mirrorplane-token`, or null when the ingress takes any request. */

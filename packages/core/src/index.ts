@@ -31,3 +31,4 @@ export * from './id-mapping.js';
 export * from './compare.js';
 export * from './stream-retention.js';
 export * from './redis-url.js';
+export * from './partitions.js';

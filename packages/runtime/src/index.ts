@@ -12,3 +12,4 @@ export * from './production-responses.js';
 export * from './production-stage.js';
 export * from './stream-trimmer.js';
 export * from './cluster.js';
+export * from './partitioned-status.js';

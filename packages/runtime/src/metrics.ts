@@ -214,12 +214,12 @@ export class DeploymentMetrics {
       g.oldestAge.set(labels, (s.oldestBacklogAgeMs ?? 0) / 1000);
       g.consumers.set(labels, s.consumers.length);
     });
-    // The retry queue and the replayed counter are shared by all partitions: read once.
+    // The retry queue and the failed set are shared by all partitions: read once.
     const first = statuses[0];
     if (!first) return;
     g.retrying.set({ prefix }, first.retrying);
     g.failed.set({ prefix }, first.failed);
-    this.#advance(g.replayed, 'replayed', first.replayed);
+    this.#advance(g.replayed, 'replayed', statuses.reduce((n, s) => n + s.replayed, 0));
     this.#advance(g.accepted, 'accepted', statuses.reduce((n, s) => n + (s.accepted ?? 0), 0));
   }
 
