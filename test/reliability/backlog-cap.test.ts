@@ -16,6 +16,9 @@ after(async () => {
 
 const delayed = (ms: number) => (_req: Received, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(), ms);
 
+/** Until the ingress has reached Redis it answers 503 redis_unavailable. */
+const ready = (adminPort: number) => waitFor('the ingress to be ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
+
 async function usedMemory(): Promise<number> {
   const client = redis.client();
   try {
@@ -43,6 +46,7 @@ test('a burst far above worker capacity: the backlog stops at MAX_BACKLOG, the r
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BACKLOG: String(cap), WORKER_CONCURRENCY: '2' } });
   await stack.ingress.stop('SIGKILL');
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
+  await ready(adminPort);
   await stack.addWorker({ ADMIN_PORT: String(workerAdmin) });
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 600, maxInFlight: 48, bodyBytes: 1024, tag: `burst${randomBytes(2).toString('hex')}`, maxRequests: 5000 });
   let maxLength = 0;
@@ -87,6 +91,7 @@ test('MAX_BACKLOG_BYTES: the ingress sheds while Redis memory is over the cap, a
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BACKLOG_BYTES: String(cap) } });
   await stack.ingress.stop('SIGKILL');
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
+  await ready(adminPort);
   const body = randomBytes(16 * 1024);
   const accepted: string[] = [];
   try {

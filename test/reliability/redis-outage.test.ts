@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, metric, missing } from './steady-load.js';
+import { SteadyLoad, assertAtLeastOnce, metric, missing, untilAccepting } from './steady-load.js';
 
 // Redis with AOF and `appendfsync always`: what Redis acknowledged is on disk, so what the
 // ingress acknowledged (it answers 200 only after Redis did) survives a stop or a crash.
@@ -29,6 +29,7 @@ async function outage(signal: NodeJS.Signals): Promise<void> {
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
   await stack.addWorker();
   const tag = `${signal}${randomBytes(2).toString('hex')}`;
+  await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 150, tag, maxRequests: 6000 });
   try {
     await waitFor('a backlog in Redis', async () => (await stack.status()).backlog >= 100, 60_000);

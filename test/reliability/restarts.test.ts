@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { RecordingServer, RedisServer, Stack, waitFor, type Received } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, missing } from './steady-load.js';
+import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
 
 let redis: RedisServer;
 
@@ -31,6 +31,7 @@ function portClosed(port: number): Promise<boolean> {
 test('ingress and worker SIGKILLed and restarted mid-load: no acknowledged request is lost', async () => {
   const staging = await RecordingServer.start(delayed(5));
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { WORKER_CONCURRENCY: '8', CLAIM_IDLE_MS: '1000' } });
+  await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 120, tag: `restart${randomBytes(2).toString('hex')}`, maxRequests: 4000 });
   try {
     const progress = async (n: number) => {
@@ -70,6 +71,7 @@ test('ingress and worker SIGKILLed and restarted mid-load: no acknowledged reque
 test('SIGTERM under load: the ingress stops accepting, answers what it took, exits 0; nothing acknowledged is lost', async () => {
   const staging = await RecordingServer.start(delayed(5));
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { WORKER_CONCURRENCY: '8' } });
+  await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 150, tag: `iterm${randomBytes(2).toString('hex')}`, maxRequests: 4000 });
   try {
     await waitFor('load under way', () => load.accepted.size >= 200, 60_000);
@@ -96,6 +98,7 @@ test('SIGTERM under load: the worker finishes or hands back what it holds within
   const concurrency = 16;
   // A long claim idle time: the next worker gets handed-back entries because they were handed back.
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { WORKER_CONCURRENCY: String(concurrency), SHUTDOWN_TIMEOUT_MS: '200', CLAIM_IDLE_MS: '60000' } });
+  await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 50, tag: `wterm${randomBytes(2).toString('hex')}`, maxRequests: 4000 });
   try {
     await waitFor('the worker to be busy', () => staging.received.length >= 40, 60_000);

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, requestHead, runCli, sendRaw, waitFor } from '../helpers/index.js';
 import { metric } from './steady-load.js';
 
 let redis: RedisServer;
@@ -177,4 +177,36 @@ test('a bad MIRRORPLANE_DATA_KEY stops the process before it takes traffic, with
   assert.equal(await proc.exited, 2);
   assert.match(proc.stderr, /MIRRORPLANE_DATA_KEY: key "k1": expected 32 bytes in base64/);
   assert.ok(!proc.stderr.includes(short) && !proc.stdout.includes(short));
+});
+
+test('an ACL user limited to the deployment\'s keys, with its password in REDIS_URL, runs the whole loop; a wrong password is refused clearly', async () => {
+  const prefix = `acl${randomBytes(3).toString('hex')}`;
+  const password = randomBytes(12).toString('hex');
+  // The default user stays open for the test helpers; Mirrorplane connects as `mirrorplane`.
+  const acl = await RedisServer.start({ args: ['--user', 'mirrorplane', 'on', `>${password}`, `~{${prefix}}*`, '&*', '+@all', '-@admin'] });
+  const staging = await RecordingServer.start();
+  const url = `redis://mirrorplane:${password}@127.0.0.1:${acl.port}`;
+  const stack = await Stack.start({ redis: acl, stagingUrl: staging.url, env: { REDIS_URL: url, MIRRORPLANE_PREFIX: prefix, MAX_BACKLOG: '1000', MAX_BACKLOG_BYTES: String(1024 ** 3) } });
+  try {
+    await waitFor('accepted', async () => (await sendRaw(stack.ingressPort, requestHead('PUT', '/acl', ['Host', 'x', 'X-Request-ID', 'acl-1'], 2), Buffer.from('ok'))).status === 200, 30_000, 100);
+    await waitFor('the replay', () => staging.received.some((r) => header(r.rawHeaders, 'x-request-id') === 'acl-1'));
+    const status = await stack.cli(['status', '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    const client = acl.client();
+    try {
+      const users = (await client.client('LIST') as string).split('\n').filter(Boolean).map((l) => /user=(\S+)/.exec(l)?.[1]);
+      assert.ok(users.filter((u) => u === 'mirrorplane').length >= 3, `the processes connect as the ACL user: ${users.join(',')}`);
+    } finally {
+      client.disconnect();
+    }
+    for (const p of [stack.ingress, ...stack.workers]) assert.ok(!p.stdout.includes(password) && !p.stderr.includes(password));
+    const wrong = await runCli(['status'], { ...stack.env, REDIS_URL: `redis://mirrorplane:not-the-password@127.0.0.1:${acl.port}` });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /MP_ERR_REDIS_UNAVAILABLE: cannot reach Redis at redis:\/\/mirrorplane:\*\*\*@127\.0\.0\.1/);
+    assert.ok(!wrong.stderr.includes('not-the-password'));
+  } finally {
+    await stack.close();
+    await staging.close();
+    await acl.close();
+  }
 });

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { RecordingServer, RedisServer, Stack, waitFor, type Received } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, missing } from './steady-load.js';
+import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
 
 let redis: RedisServer;
 
@@ -20,6 +20,7 @@ test('workers SIGKILLed at random points under steady load, three times: every a
   const staging = await RecordingServer.start(delayed(10));
   const concurrency = 8;
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 2, env: { WORKER_CONCURRENCY: String(concurrency), CLAIM_IDLE_MS: '1000' } });
+  await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 120, tag: `kill${randomBytes(2).toString('hex')}`, maxRequests: 4000 });
   const kills = 3;
   try {
