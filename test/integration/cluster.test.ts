@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { keysFor, parseRedisUrl } from '@mirrorplane/core';
+import { keysFor, parseRedisUrl, partitionKeys } from '@mirrorplane/core';
 import { RecordingServer, Stack, freePort, header, waitFor } from '../helpers/index.js';
 
 /** Three real cluster-enabled redis-servers, joined with `redis-cli --cluster create`. */
@@ -164,6 +164,38 @@ test('on a 3-node Redis Cluster: ingress, workers, retries, the failed set and s
     }
   } finally {
     await Promise.all(stacks.map((s) => s.close()));
+    await staging.close();
+  }
+});
+
+test('PARTITIONS on a cluster: the partitions of one deployment land on different shards and all drain', async () => {
+  const staging = await RecordingServer.start();
+  const prefix = 'tcpart';
+  const parts = partitionKeys(prefix, 6);
+  const nodes = new Set(parts.map((k) => cluster.nodeOf(k.stream)));
+  assert.ok(nodes.size >= 2, `six partitions spread over ${nodes.size} nodes`);
+  const stack = await Stack.start({ redis: { url: cluster.url } as never, stagingUrl: staging.url, workers: 2, env: { MIRRORPLANE_PREFIX: prefix, PARTITIONS: '6', STREAM_RETENTION: '1h' } });
+  try {
+    for (let i = 0; i < 60; i++) {
+      const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/cp/${i}`, { method: 'POST', body: `cp ${i}`, headers: { 'x-request-id': `cp-${i}` } });
+      assert.equal(res.status, 200);
+    }
+    const status = await waitFor('all 60 replayed', async () => {
+      const st = await stack.status();
+      return st.replayed === 60 && st.backlog === 0 && st.pending === 0 ? st : null;
+    }, 60_000);
+    assert.equal(status.failed, 0);
+    assert.equal(new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id'))).size, 60);
+    const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }]);
+    try {
+      const lengths = await Promise.all(parts.map((k) => client.xlen(k.stream)));
+      assert.equal(lengths.reduce((a, b) => a + b, 0), 60);
+      assert.ok(lengths.filter((n) => n > 0).length >= 4, `spread: ${lengths.join(' ')}`);
+    } finally {
+      client.disconnect();
+    }
+  } finally {
+    await stack.close();
     await staging.close();
   }
 });
