@@ -13,6 +13,9 @@ import {
   deserializeEntry,
   errorMessage,
   keysFor,
+  partitionKeys,
+  qualifyId,
+  splitId,
   serializeEntry,
   type CompiledPipeline,
   type Config,
@@ -51,6 +54,8 @@ export interface ReplayWorkerOptions {
 }
 
 const READ_BLOCK_MS = 1000;
+/** With several partitions, how long a worker waits after a round that found nothing. */
+const IDLE_POLL_MS = 50;
 
 /**
  * A worker: reads the stream through the consumer group, replays each entry to staging with
@@ -60,7 +65,10 @@ const READ_BLOCK_MS = 1000;
 export class ReplayWorker {
   readonly #config: Config;
   readonly #logger: Logger;
+  /** Partition 0's keys: the retry queue, the failed set and the metrics lock live there. */
   readonly #keys: Keys;
+  /** Every partition's keys; `[#keys]` without partitions. */
+  readonly #parts: Keys[];
   readonly #consumer: string;
   readonly #commands: Redis;
   readonly #reader: Redis;
@@ -81,6 +89,10 @@ export class ReplayWorker {
   /** Stream entries being replayed by this process: id → start time. */
   readonly #inFlight = new Map<string, number>();
   #retryInFlight = 0;
+  #slotFree: Promise<void> | null = null;
+  /** Resolves when close() begins, to cut an idle wait short. */
+  #stop: () => void = () => undefined;
+  readonly #stopped = new Promise<void>((resolve) => { this.#stop = resolve; });
   /** Free slots that make the read loop read again (a quarter of the concurrency). */
   readonly #refillAt: number;
   #slotWaiter: (() => void) | null = null;
@@ -99,7 +111,8 @@ export class ReplayWorker {
     this.#config = config;
     this.#logger = logger;
     this.#refillAt = Math.max(1, Math.floor(config.workerConcurrency / 4));
-    this.#keys = keysFor(config.prefix);
+    this.#parts = partitionKeys(config.prefix, config.partitions);
+    this.#keys = this.#parts[0] ?? keysFor(config.prefix);
     this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.#commands = createRedis(config, 'commands', logger);
     this.#reader = createRedis(config, 'blocking', logger);
@@ -118,12 +131,12 @@ export class ReplayWorker {
       redis: this.#commands,
       queue: this.#queue,
       prefix: config.prefix,
-      keys: [this.#keys],
+      keys: this.#parts,
       lockKey: exporterLockKey(config.prefix),
       holder: this.#consumer,
       logger,
     });
-    this.#trimmer = config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: [this.#keys], retention: config.streamRetention, logger });
+    this.#trimmer = config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
     this.#admin = config.adminPort === 0 ? null : new AdminServer({
       host: config.adminHost,
       port: config.adminPort,
@@ -173,7 +186,7 @@ export class ReplayWorker {
   async #ensureGroupWithRetry(): Promise<void> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
-        await ensureGroup(this.#commands, this.#keys.stream, this.#keys.group);
+        for (const keys of this.#parts) await ensureGroup(this.#commands, keys.stream, keys.group);
         return;
       } catch (error) {
         if (this.#stopping) return;
@@ -187,51 +200,124 @@ export class ReplayWorker {
     return this.#config.workerConcurrency - this.#inFlight.size - this.#retryInFlight;
   }
 
-  async #runReadLoop(): Promise<void> {
+  /** Resolves when a replay finishes; every waiting read loop wakes. */
+  #waitForSlot(): Promise<void> {
+    this.#slotFree ??= new Promise<void>((resolve) => {
+      this.#slotWaiter = () => {
+        this.#slotFree = null;
+        this.#slotWaiter = null;
+        resolve();
+      };
+    });
+    return this.#slotFree;
+  }
+
+  /** Reads the stream: one blocking read at a time on one partition, a round over them on several. */
+  #runReadLoop(): Promise<void> {
+    return this.#parts.length === 1 ? this.#runBlockingReadLoop() : this.#runRoundRobinReadLoop();
+  }
+
+  async #runBlockingReadLoop(): Promise<void> {
+    const keys = this.#keys;
     let backoff = 100;
     while (!this.#stopping) {
       const free = this.#freeSlots();
       // Under load slots free up one at a time; reading each time would cost an XREADGROUP
       // per entry. Reading once a quarter of the slots is free costs one per many entries.
       if (free < this.#refillAt) {
-        await new Promise<void>((resolve) => { this.#slotWaiter = resolve; });
-        this.#slotWaiter = null;
+        await this.#waitForSlot();
         continue;
       }
       let reply: StreamReply;
       try {
         reply = (await (this.#reader as unknown as BufferCommands).xreadgroupBuffer(
-          'GROUP', this.#keys.group, this.#consumer,
+          'GROUP', keys.group, this.#consumer,
           'COUNT', free, 'BLOCK', READ_BLOCK_MS,
-          'STREAMS', this.#keys.stream, '>',
+          'STREAMS', keys.stream, '>',
         )) as StreamReply;
         backoff = 100;
       } catch (error) {
         if (this.#stopping) break;
-        const message = errorMessage(error);
-        if (message.includes('NOGROUP')) {
-          // The stream was deleted (or never existed): make the group again and go on.
-          await ensureGroup(this.#commands, this.#keys.stream, this.#keys.group).catch(() => undefined);
-        } else {
-          this.#logger.warn({ err: message }, 'reading the stream failed; retrying');
-        }
-        await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, 2000);
+        backoff = await this.#readFailed(keys, error, backoff);
         continue;
       }
-      if (!reply) continue;
-      for (const [, entries] of reply) {
-        for (const [idBuffer, fields] of entries) {
-          const id = idBuffer.toString();
-          if (fields === null) {
-            // Deleted after it was delivered: nothing to replay, just clear it.
-            this.#finish(id, false);
-            continue;
-          }
-          this.#startEntry(id, fields, 1);
+      this.#startReplies(reply, 0);
+    }
+  }
+
+  /**
+   * Several partitions: a blocking read on one would hold the free slots while the others
+   * have work (and a cluster cannot block on streams of several slots at once). So each
+   * round reads every partition without blocking, starting one further each time and
+   * sharing the free slots evenly; an idle round sleeps briefly before the next.
+   */
+  async #runRoundRobinReadLoop(): Promise<void> {
+    const n = this.#parts.length;
+    let start = 0;
+    let backoff = 100;
+    while (!this.#stopping) {
+      if (this.#freeSlots() < this.#refillAt) {
+        await this.#waitForSlot();
+        continue;
+      }
+      let got = 0;
+      let failed = false;
+      for (let i = 0; i < n && !this.#stopping; i++) {
+        const p = (start + i) % n;
+        const free = this.#freeSlots();
+        if (free <= 0) break;
+        const keys = this.#parts[p] as Keys;
+        try {
+          const reply = (await (this.#reader as unknown as BufferCommands).xreadgroupBuffer(
+            'GROUP', keys.group, this.#consumer,
+            'COUNT', Math.max(1, Math.ceil(free / (n - i))),
+            'STREAMS', keys.stream, '>',
+          )) as StreamReply;
+          got += this.#startReplies(reply, p);
+        } catch (error) {
+          if (this.#stopping) break;
+          backoff = await this.#readFailed(keys, error, backoff);
+          failed = true;
+          break;
         }
       }
+      start = (start + 1) % n;
+      if (!failed) backoff = 100;
+      if (got === 0 && !failed && !this.#stopping) {
+        await Promise.race([new Promise((r) => setTimeout(r, IDLE_POLL_MS)), this.#stopped]);
+      }
     }
+  }
+
+  /** Logs a failed read (or remakes a missing group) and waits; returns the next backoff. */
+  async #readFailed(keys: Keys, error: unknown, backoff: number): Promise<number> {
+    const message = errorMessage(error);
+    if (message.includes('NOGROUP')) {
+      // The stream was deleted (or never existed): make the group again and go on.
+      await ensureGroup(this.#commands, keys.stream, keys.group).catch(() => undefined);
+    } else {
+      this.#logger.warn({ err: message }, 'reading the stream failed; retrying');
+    }
+    await new Promise((r) => setTimeout(r, backoff));
+    return Math.min(backoff * 2, 2000);
+  }
+
+  /** Starts the entries of a read reply of partition `p`; returns how many there were. */
+  #startReplies(reply: StreamReply, p: number): number {
+    let count = 0;
+    for (const [, entries] of reply ?? []) {
+      for (const [idBuffer, fields] of entries) {
+        count += 1;
+        const id = qualifyId(idBuffer.toString(), p);
+        if (fields === null) {
+          // Deleted after it was delivered: nothing to replay, just clear it.
+          this.#finish(id, false);
+          continue;
+        }
+        this.#startEntry(id, fields, 1);
+      }
+    }
+    return count;
   }
 
   #startEntry(id: string, fields: Buffer[], attempt: number): void {
@@ -251,7 +337,7 @@ export class ReplayWorker {
   async #processStreamEntry(id: string, fields: Buffer[], attempt: number): Promise<void> {
     let entry: Entry;
     try {
-      entry = decodeEntry(id, openEntryFields(id, fields, this.#cipher));
+      entry = decodeEntry(id, openEntryFields(splitId(id).id, fields, this.#cipher));
     } catch (error) {
       this.#logger.warn({ entryId: id, err: errorMessage(error) }, 'undecodable entry goes to the failed set');
       await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
@@ -348,7 +434,7 @@ export class ReplayWorker {
         // that failed for want of its key is delivered by `failed replay` once the key is there.
         const fields = Object.entries(data.raw).flatMap(([name, value]) => [Buffer.from(name, 'latin1'), Buffer.from(value, 'base64')]);
         const id = String(job.id);
-        entry = decodeEntry(id, openEntryFields(id, fields, this.#cipher));
+        entry = decodeEntry(id, openEntryFields(splitId(id).id, fields, this.#cipher));
       } else {
         entry = deserializeEntry(data.entry);
       }
@@ -414,16 +500,23 @@ export class ReplayWorker {
     this.#toAckReplayed = 0;
     // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
     // With a retention, finished entries stay for it and the trimmer removes them later.
-    const multi = this.#commands.multi().xack(this.#keys.stream, this.#keys.group, ...ids);
-    if (this.#trimmer === null) multi.xdel(this.#keys.stream, ...ids);
-    if (replayed > 0) multi.incrby(this.#keys.replayed, replayed);
-    try {
-      const results = await multi.exec();
-      const failed = results?.find(([error]) => error);
-      if (failed) throw failed[0];
-    } catch (error) {
-      // Left pending, the entries are replayed again after CLAIM_IDLE_MS: at least once, never lost.
-      this.#logger.error({ count: ids.length, err: errorMessage(error) }, 'acknowledging finished entries failed; they will be replayed again');
+    // One MULTI per partition: a partition's keys share one hash tag (one slot in a cluster).
+    // Status sums every partition's replayed counter, so a flush counts its replays in one.
+    let count = replayed;
+    for (const [p, partIds] of byPartition(ids)) {
+      const keys = this.#parts[p] as Keys;
+      const multi = this.#commands.multi().xack(keys.stream, keys.group, ...partIds);
+      if (this.#trimmer === null) multi.xdel(keys.stream, ...partIds);
+      if (count > 0) multi.incrby(keys.replayed, count);
+      count = 0;
+      try {
+        const results = await multi.exec();
+        const failed = results?.find(([error]) => error);
+        if (failed) throw failed[0];
+      } catch (error) {
+        // Left pending, the entries are replayed again after CLAIM_IDLE_MS: at least once, never lost.
+        this.#logger.error({ count: partIds.length, err: errorMessage(error) }, 'acknowledging finished entries failed; they will be replayed again');
+      }
     }
   }
 
@@ -435,38 +528,40 @@ export class ReplayWorker {
     if (this.#stopping) return;
     try {
       await this.#refreshOwnPending();
-      let cursor = '0-0';
-      do {
-        const free = this.#freeSlots();
-        if (free <= 0 || this.#stopping) return;
-        const reply = (await (this.#commands as unknown as BufferCommands).xautoclaimBuffer(
-          this.#keys.stream, this.#keys.group, this.#consumer, this.#config.claimIdleMs, cursor, 'COUNT', Math.min(free, 100),
-        )) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
-        cursor = reply[0].toString();
-        const entries = reply[1];
-        for (const gone of reply[2] ?? []) this.#finish(gone.toString(), false);
-        if (entries.length === 0) continue;
-        const deliveries = await this.#deliveryCounts(entries.map(([id]) => id.toString()));
-        for (const [idBuffer, fields] of entries) {
-          const id = idBuffer.toString();
-          if (this.#inFlight.has(id)) continue;
-          if (fields === null) {
-            this.#finish(id, false);
-            continue;
+      for (const [p, keys] of this.#parts.entries()) {
+        let cursor = '0-0';
+        do {
+          const free = this.#freeSlots();
+          if (free <= 0 || this.#stopping) return;
+          const reply = (await (this.#commands as unknown as BufferCommands).xautoclaimBuffer(
+            keys.stream, keys.group, this.#consumer, this.#config.claimIdleMs, cursor, 'COUNT', Math.min(free, 100),
+          )) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+          cursor = reply[0].toString();
+          const entries = reply[1];
+          for (const gone of reply[2] ?? []) this.#finish(qualifyId(gone.toString(), p), false);
+          if (entries.length === 0) continue;
+          const deliveries = await this.#deliveryCounts(entries.map(([id]) => qualifyId(id.toString(), p)));
+          for (const [idBuffer, fields] of entries) {
+            const id = qualifyId(idBuffer.toString(), p);
+            if (this.#inFlight.has(id)) continue;
+            if (fields === null) {
+              this.#finish(id, false);
+              continue;
+            }
+            this.#m.claimed();
+            const delivered = deliveries.get(id) ?? 2;
+            if (delivered > Math.max(10, this.#config.replayAttempts * 2)) {
+              // An entry that keeps its workers from finishing it (a crash on it, say) must not
+              // circle for ever.
+              this.#inFlight.set(id, Date.now());
+              void this.#handOverPoison(id, fields, delivered).finally(() => this.#inFlight.delete(id));
+              continue;
+            }
+            this.#logger.info({ entryId: id, attempt: delivered }, 'took over an abandoned entry');
+            this.#startEntry(id, fields, delivered);
           }
-          this.#m.claimed();
-          const delivered = deliveries.get(id) ?? 2;
-          if (delivered > Math.max(10, this.#config.replayAttempts * 2)) {
-            // An entry that keeps its workers from finishing it (a crash on it, say) must not
-            // circle for ever.
-            this.#inFlight.set(id, Date.now());
-            void this.#handOverPoison(id, fields, delivered).finally(() => this.#inFlight.delete(id));
-            continue;
-          }
-          this.#logger.info({ entryId: id, attempt: delivered }, 'took over an abandoned entry');
-          this.#startEntry(id, fields, delivered);
-        }
-      } while (cursor !== '0-0');
+        } while (cursor !== '0-0');
+      }
     } catch (error) {
       this.#logger.warn({ err: errorMessage(error) }, 'claiming abandoned entries failed; will try again');
     }
@@ -484,14 +579,17 @@ export class ReplayWorker {
     await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'poison');
   }
 
+  /** Delivery counts of entries of one partition, by their qualified ids. */
   async #deliveryCounts(ids: string[]): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    if (ids.length === 0) return out;
-    const sorted = ids.slice().sort(compareStreamIds);
-    const rows = (await this.#commands.xpending(
-      this.#keys.stream, this.#keys.group, sorted[0] as string, sorted[sorted.length - 1] as string, ids.length + 10, this.#consumer,
-    )) as [string, string, number, number][];
-    for (const [id, , , count] of rows) out.set(id, Number(count));
+    for (const [p, raw] of byPartition(ids)) {
+      const keys = this.#parts[p] as Keys;
+      const sorted = raw.slice().sort(compareStreamIds);
+      const rows = (await this.#commands.xpending(
+        keys.stream, keys.group, sorted[0] as string, sorted[sorted.length - 1] as string, raw.length + 10, this.#consumer,
+      )) as [string, string, number, number][];
+      for (const [id, , , count] of rows) out.set(qualifyId(id, p), Number(count));
+    }
     return out;
   }
 
@@ -500,7 +598,10 @@ export class ReplayWorker {
     const threshold = Date.now() - this.#config.claimIdleMs / 2;
     const old = [...this.#inFlight].filter(([, since]) => since < threshold).map(([id]) => id);
     if (old.length === 0) return;
-    await this.#commands.xclaim(this.#keys.stream, this.#keys.group, this.#consumer, 0, ...old, 'JUSTID');
+    for (const [p, raw] of byPartition(old)) {
+      const keys = this.#parts[p] as Keys;
+      await this.#commands.xclaim(keys.stream, keys.group, this.#consumer, 0, ...raw, 'JUSTID');
+    }
     for (const id of old) this.#inFlight.set(id, Date.now());
   }
 
@@ -512,6 +613,7 @@ export class ReplayWorker {
   async close(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#stop();
     this.#logger.info({ inFlight: this.#inFlight.size + this.#retryInFlight }, 'worker shutting down');
     if (this.#claimTimer) clearInterval(this.#claimTimer);
     this.#slotWaiter?.();
@@ -551,9 +653,10 @@ export class ReplayWorker {
     }
     const unfinished = [...this.#inFlight.keys()];
     if (unfinished.length > 0) {
-      await step('hand back', () =>
-        this.#commands.xclaim(this.#keys.stream, this.#keys.group, this.#consumer, 0, ...unfinished, 'IDLE', this.#config.claimIdleMs, 'JUSTID'),
-      );
+      await step('hand back', () => Promise.all([...byPartition(unfinished)].map(([p, raw]) => {
+        const keys = this.#parts[p] as Keys;
+        return this.#commands.xclaim(keys.stream, keys.group, this.#consumer, 0, ...raw, 'IDLE', this.#config.claimIdleMs, 'JUSTID');
+      })));
     }
     await step('flush acks', async () => {
       await this.#flushing;
@@ -568,6 +671,18 @@ export class ReplayWorker {
     await step('admin', async () => this.#admin?.close());
     this.#logger.info({ handedBack: unfinished.length }, 'worker stopped');
   }
+}
+
+/** Qualified ids (see `qualifyId`) grouped by partition, as stream ids. */
+function byPartition(ids: readonly string[]): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const q of ids) {
+    const { id, partition } = splitId(q);
+    const list = out.get(partition);
+    if (list) list.push(id);
+    else out.set(partition, [id]);
+  }
+  return out;
 }
 
 function compareStreamIds(a: string, b: string): number {
