@@ -328,7 +328,7 @@ export class Ingress {
   }
 
   /**
-   * Learns the backlog from Redis (one XLEN, and INFO memory when a byte cap is set) and
+   * Learns the backlog from Redis (XLEN of each partition, and INFO memory when a byte cap is set) and
    * decides whether to shed. Runs on a timer, never per request; between two checks the
    * entries this process appended are counted locally, so the cap holds for a single ingress.
    */
@@ -336,7 +336,8 @@ export class Ingress {
     if (this.#redis.status !== 'ready') return;
     try {
       const [length, memory] = await Promise.all([
-        this.#config.maxBacklog > 0 ? this.#redis.xlen(this.#stream) : Promise.resolve(0),
+        // Every partition's stream: the cap is on the deployment's backlog, not one stream's.
+        this.#config.maxBacklog > 0 ? Promise.all(this.#streams.map((stream) => this.#redis.xlen(stream))).then((lengths) => lengths.reduce((a, b) => a + b, 0)) : Promise.resolve(0),
         this.#config.maxBacklogBytes > 0 ? this.#redis.info('memory') : Promise.resolve(''),
       ]);
       this.#backlog = length;
