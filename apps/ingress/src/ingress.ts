@@ -275,8 +275,8 @@ export class Ingress {
   /**
    * Holds the Redis socket's writes until the end of this event-loop turn. Each request
    * arrives in its own socket callback, so a per-tick batch holds a single XADD; corked
-   * until `setImmediate`, every append of the turn leaves in one write (one syscall, and one
-   * read for Redis), which measurably lowers the CPU per request.
+   * until `setImmediate`, every append of the turn leaves in one write: one syscall, and one
+   * read for Redis, for all the requests that arrived together.
    */
   #batchWrites(): void {
     if (this.#corked !== null) return;
