@@ -27,6 +27,11 @@ export interface NginxMirrorOptions {
   binary?: string;
   /** CPUs to pin nginx to (`taskset -c` syntax, e.g. "0"); the benchmark keeps production on its own core. */
   cpus?: string;
+  /**
+   * The ingress's INGRESS_TOKEN: only the mirror copy carries it (`x-mirrorplane-token`), and
+   * production never receives the header, even when a client sends one.
+   */
+  ingressToken?: string;
 }
 
 /** Thrown when nginx is not installed, refuses its configuration, or does not start listening. */
@@ -88,6 +93,8 @@ export function renderNginxMirrorConfig(options: NginxMirrorOptions & { port: nu
     '      proxy_set_header Host $http_host;',
     '      proxy_set_header Connection "";',
     '      proxy_set_header X-Request-ID $mirror_request_id;',
+    // An empty value removes the header: the token is for the ingress alone.
+    options.ingressToken ? '      proxy_set_header X-Mirrorplane-Token "";' : '',
     '      add_header X-Request-ID $mirror_request_id always;',
     '      proxy_pass http://production;',
     '    }',
@@ -101,6 +108,7 @@ export function renderNginxMirrorConfig(options: NginxMirrorOptions & { port: nu
           '      proxy_set_header Host $http_host;',
           '      proxy_set_header Connection "";',
           '      proxy_set_header X-Request-ID $mirror_request_id;',
+          options.ingressToken ? `      proxy_set_header X-Mirrorplane-Token "${options.ingressToken.replace(/["\\$]/g, '')}";` : '',
           // nginx keeps the client connection until the mirror is answered: a mirror target that
           // hangs would hold production's connections, so give up quickly and never retry.
           '      proxy_connect_timeout 250ms;',
