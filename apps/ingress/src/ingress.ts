@@ -332,12 +332,31 @@ export class Ingress {
    * decides whether to shed. Runs on a timer, never per request; between two checks the
    * entries this process appended are counted locally, so the cap holds for a single ingress.
    */
+  /**
+   * Entries of one stream not yet finished. Without retention, finished entries are deleted
+   * and the stream's length is exact (and cheapest). With STREAM_RETENTION the stream also
+   * keeps finished entries, so the group's lag (not yet delivered) plus its pending count is
+   * what the cap is about.
+   */
+  async #unfinished(stream: string): Promise<number> {
+    if (this.#config.streamRetention === null) return this.#redis.xlen(stream);
+    const groups = (await this.#redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
+    for (const g of groups) {
+      const info: Record<string, unknown> = {};
+      for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1];
+      if (info.name !== keysFor(this.#config.prefix).group) continue;
+      if (typeof info.lag === 'number') return info.lag + Number(info.pending ?? 0);
+    }
+    // No group yet (or a Redis without lag): fall back to the length, an upper bound.
+    return this.#redis.xlen(stream);
+  }
+
   async #checkBacklog(): Promise<void> {
     if (this.#redis.status !== 'ready') return;
     try {
       const [length, memory] = await Promise.all([
         // Every partition's stream: the cap is on the deployment's backlog, not one stream's.
-        this.#config.maxBacklog > 0 ? Promise.all(this.#streams.map((stream) => this.#redis.xlen(stream))).then((lengths) => lengths.reduce((a, b) => a + b, 0)) : Promise.resolve(0),
+        this.#config.maxBacklog > 0 ? Promise.all(this.#streams.map((stream) => this.#unfinished(stream))).then((lengths) => lengths.reduce((a, b) => a + b, 0)) : Promise.resolve(0),
         this.#config.maxBacklogBytes > 0 ? this.#redis.info('memory') : Promise.resolve(''),
       ]);
       this.#backlog = length;
