@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { EntryCipher, createPartitioner, partitionKeys, encodeHeaders, errorMessage, keysFor, type Config } from '@mirrorplane/core';
+import { EntryCipher, createPartitioner, partitionKeys, pushEntryFields, errorMessage, keysFor, type Config } from '@mirrorplane/core';
 import { AdminServer, closeRedis, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 
@@ -22,6 +22,9 @@ function withoutHeader(rawHeaders: readonly string[], name: string): string[] {
   }
   return out;
 }
+
+/** How long `listen` waits for the first Redis connection before it takes traffic anyway. */
+const REDIS_START_WAIT_MS = 10_000;
 
 const ACK_HEADERS = { 'content-length': '0' };
 
@@ -152,6 +155,16 @@ export class Ingress {
     };
     if (this.#redis.status === 'ready') createGroup();
     else this.#redis.once('ready', createGroup);
+    // Taking traffic before Redis is connected would only answer 503: give the connection a
+    // bounded moment first (Redis down at start still ends in listening and answering 503).
+    if (this.#redis.status !== 'ready') {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise((resolve) => this.#redis.once('ready', resolve)),
+        new Promise((resolve) => { timer = setTimeout(resolve, REDIS_START_WAIT_MS); }),
+      ]);
+      clearTimeout(timer);
+    }
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
       this.#server.listen(this.#config.ingressPort, this.#config.ingressHost, () => {
@@ -234,20 +247,16 @@ export class Ingress {
     const started = performance.now();
     const requestId = req.headers['x-request-id'];
     const stream = this.#partitionOf === null ? this.#stream : this.#streams[this.#partitionOf(req.headers)] as string;
-    const args: (string | Buffer)[] = [
-      stream, '*',
-      'v', '1',
-      'm', req.method as string,
-      'u', Buffer.from(req.url as string, 'latin1'),
-      'h', encodeHeaders(this.#token === null ? req.rawHeaders : withoutHeader(req.rawHeaders, INGRESS_TOKEN_HEADER)),
-      'b', body,
-      't', String(Date.now()),
-    ];
-    if (typeof requestId === 'string') args.push('r', Buffer.from(requestId, 'latin1'));
-    const address = req.socket.remoteAddress;
-    if (address !== undefined) args.push('a', address);
-    // The layout matches encodeEntryFields in @mirrorplane/core; it is written out here so the
-    // hot path builds one array and no intermediate request object.
+    const args = pushEntryFields(
+      [stream, '*'],
+      req.method as string,
+      req.url as string,
+      this.#token === null ? req.rawHeaders : withoutHeader(req.rawHeaders, INGRESS_TOKEN_HEADER),
+      body,
+      Date.now(),
+      typeof requestId === 'string' ? requestId : null,
+      req.socket.remoteAddress,
+    );
     const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
     this.#batchWrites();
     (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...fields).then(

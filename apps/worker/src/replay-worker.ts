@@ -12,6 +12,7 @@ import {
   describeRawFields,
   deserializeEntry,
   errorMessage,
+  ReplayLaterError,
   keysFor,
   partitionKeys,
   qualifyId,
@@ -354,10 +355,10 @@ export class ReplayWorker {
         this.#finish(id, true);
       }
     } catch (error) {
-      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING') {
-        // The entry uses an ID whose staging twin is not known yet: it waits in the retry queue,
-        // holding no slot, and no attempt is spent.
-        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attempt - 1 }, 'wait', (error as { delayMs: number }).delayMs);
+      if (error instanceof ReplayLaterError) {
+        // A stage asked for later (an ID whose staging twin is not known yet): the entry waits
+        // in the retry queue, holding no slot, and no attempt is spent.
+        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attempt - 1 }, 'wait', error.delayMs);
         return;
       }
       const retryable = (error as { retryable?: boolean }).retryable === true;
@@ -462,9 +463,9 @@ export class ReplayWorker {
         await this.#commands.incr(this.#keys.replayed);
         return;
       }
-      if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING' && token) {
-        // Waiting for an ID mapping spends no attempt: BullMQ's manual delay.
-        await job.moveToDelayed(Date.now() + (error as { delayMs: number }).delayMs, token);
+      if (error instanceof ReplayLaterError && token) {
+        // Waiting spends no attempt: BullMQ's manual delay.
+        await job.moveToDelayed(Date.now() + error.delayMs, token);
         throw new DelayedError();
       }
       const retryable = (error as { retryable?: boolean }).retryable === true;

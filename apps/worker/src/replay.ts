@@ -5,6 +5,7 @@ import {
   StagingTransportError,
   UnreplayableRequestError,
   HookError,
+  ReplayLaterError,
   stagingHeaders,
   type CompiledPipeline,
   type Config,
@@ -106,14 +107,17 @@ export class StagingClient {
       body: r.body,
       origin: 'default',
     };
-    const ctx: PipelineContext = { entryId: entry.id, attempt, requestId: r.requestId, mirrored: r, rules: [], tags: {} };
+    // Only stages read the context; without any, a replay allocates none.
+    const ctx: PipelineContext | null = this.#pipeline.hasPre || this.#pipeline.hasPost
+      ? { entryId: entry.id, attempt, requestId: r.requestId, mirrored: r, rules: [], tags: {} }
+      : null;
     let origin = this.#default;
     if (this.#pipeline.hasPre) {
       try {
-        request = await this.#pipeline.pre(request, ctx);
+        request = await this.#pipeline.pre(request, ctx as PipelineContext);
       } catch (error) {
-        // Waiting for an ID mapping is not a failure: the worker schedules the entry again.
-        if ((error as { code?: string }).code === 'MP_ERR_MAPPING_PENDING') throw error;
+        // A stage asking to replay later is not a failure: the worker schedules the entry again.
+        if (error instanceof ReplayLaterError) throw error;
         throw new HookError('pre', { cause: error });
       }
       if (request === null) return { kind: 'dropped' };
@@ -127,6 +131,8 @@ export class StagingClient {
     const deadline = this.#deadlines.start();
     const signal = deadline.signal;
     let data: Dispatcher.ResponseData;
+    let body: Buffer;
+    let truncated = false;
     try {
       data = await origin.pool.request({
         method: request.method,
@@ -135,13 +141,6 @@ export class StagingClient {
         body: request.body.length === 0 ? null : request.body,
         signal,
       });
-    } catch (error) {
-      throw this.#transportError(error, signal);
-    }
-    const status = data.statusCode;
-    let body: Buffer;
-    let truncated = false;
-    try {
       if (this.#pipeline.needsResponseBody && this.#pipeline.hasPost) {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -161,8 +160,11 @@ export class StagingClient {
       }
     } catch (error) {
       throw this.#transportError(error, signal);
+    } finally {
+      // On every path, or the queue would keep a failed exchange's deadline until it fires.
+      deadline.finish();
     }
-    deadline.finish();
+    const status = data.statusCode;
     const ms = performance.now() - started;
     if (this.#isRetryable(status)) throw new StagingStatusError(status);
     if (this.#pipeline.hasPost) {
@@ -175,7 +177,7 @@ export class StagingClient {
       }
       const response: ReplayResponse = { status, headers, body, truncated, ms };
       try {
-        await this.#pipeline.post(response, request, ctx);
+        await this.#pipeline.post(response, request, ctx as PipelineContext);
       } catch (error) {
         // A failing post handler does not undo a replay that staging completed.
         throw Object.assign(new HookError('post', { cause: error }), { completed: true, status, ms });

@@ -59,17 +59,34 @@ export function decodeHeaders(buffer: Buffer): string[] {
  * strings exactly as ioredis sends them: the body is never JSON- or base64-encoded.
  */
 export function encodeEntryFields(request: MirroredRequest): (string | Buffer)[] {
-  const fields: (string | Buffer)[] = [
+  return pushEntryFields([], request.method, request.target, request.rawHeaders, request.body, request.receivedAt, request.requestId, request.clientAddress);
+}
+
+/**
+ * Appends the XADD field/value arguments of a request to `out` and returns it. The ingress
+ * calls this with `[stream, '*']` so its hot path builds one array and no request object.
+ */
+export function pushEntryFields(
+  out: (string | Buffer)[],
+  method: string,
+  target: string,
+  rawHeaders: readonly string[],
+  body: Buffer,
+  receivedAt: number,
+  requestId: string | null | undefined,
+  clientAddress: string | null | undefined,
+): (string | Buffer)[] {
+  out.push(
     F_VERSION, ENTRY_VERSION,
-    F_METHOD, request.method,
-    F_TARGET, Buffer.from(request.target, 'latin1'),
-    F_HEADERS, encodeHeaders(request.rawHeaders),
-    F_BODY, request.body,
-    F_TIME, String(request.receivedAt),
-  ];
-  if (request.requestId !== null) fields.push(F_REQUEST_ID, Buffer.from(request.requestId, 'latin1'));
-  if (request.clientAddress !== null) fields.push(F_CLIENT, request.clientAddress);
-  return fields;
+    F_METHOD, method,
+    F_TARGET, Buffer.from(target, 'latin1'),
+    F_HEADERS, encodeHeaders(rawHeaders),
+    F_BODY, body,
+    F_TIME, String(receivedAt),
+  );
+  if (typeof requestId === 'string') out.push(F_REQUEST_ID, Buffer.from(requestId, 'latin1'));
+  if (typeof clientAddress === 'string') out.push(F_CLIENT, clientAddress);
+  return out;
 }
 
 /** Field/value pairs as Redis returns them, values as Buffers (`xreadgroupBuffer`). */

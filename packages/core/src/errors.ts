@@ -72,6 +72,20 @@ export class HookError extends MirrorplaneError {
   }
 }
 
+/**
+ * Thrown by a pipeline stage when the entry cannot be replayed yet but will be soon (an ID it
+ * uses is still being created in staging): the worker schedules it again after `delayMs`,
+ * holding no slot and spending no attempt. Subclasses name the reason by their `code`.
+ */
+export class ReplayLaterError extends MirrorplaneError {
+  readonly delayMs: number;
+
+  constructor(code: string, message: string, delayMs: number) {
+    super(code, message, { retryable: true });
+    this.delayMs = delayMs;
+  }
+}
+
 /** Thrown when Redis rejected or did not answer a command the caller needs. */
 export class RedisUnavailableError extends MirrorplaneError {
   constructor(message: string, options?: { cause?: unknown }) {

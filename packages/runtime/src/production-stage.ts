@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { Counter, Histogram } from 'prom-client';
 import {
   compileIdMapping,
-  MirrorplaneError,
+  ReplayLaterError,
   compileComparison,
   parseJsonBody,
   type CompareSettings,
@@ -25,9 +25,9 @@ import {
 import { closeRedis, createRedis } from './redis.js';
 
 /** Thrown by the ID-mapping stage when a request uses an ID whose staging twin is not known yet: replay later. */
-export class MappingPendingError extends MirrorplaneError {
-  constructor(readonly delayMs: number, kind: string, productionId: string) {
-    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId}`, { retryable: true });
+export class MappingPendingError extends ReplayLaterError {
+  constructor(delayMs: number, kind: string, productionId: string) {
+    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId}`, delayMs);
   }
 }
 
