@@ -149,3 +149,31 @@ function createProductionStageFor(keys: ReturnType<typeof productionKeys>, count
   const observer = new Proxy({}, { get: (_, name) => (name === 'waiting' || name === 'unknown' ? () => void counts[name as string]!++ : () => {}) }) as ProductionStageObserver;
   return createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
 }
+
+test('a staging body that does not decode is compared as received, and the diff record says why', async () => {
+  const { keys, ctx, produce } = setup('cmp3');
+  const stage = createProductionStage({ redis, keys, mapping: null, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1024, observer: createObserver() });
+  const cases: [string, Buffer][] = [
+    ['gzip', Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00])],
+    ['gzip', zlib.gzipSync(Buffer.alloc(1 << 20, 0x20))],
+    ['compress', Buffer.from('whatever')],
+  ];
+  for (const [i, [coding, body]] of cases.entries()) {
+    const c = ctx(`bad-${i}`, 'GET', '/report');
+    await produce(`bad-${i}`, 'GET', '/report', { ok: true }, 200);
+    const request: OutgoingRequest = { method: 'GET', path: '/report', headers: [], body: Buffer.alloc(0), origin: 'default' };
+    await stage.pre?.(request, c);
+    await stage.post!({ status: 200, headers: ['content-type', JSON_TYPE, 'content-encoding', coding], body, truncated: false, ms: 1 }, request, c);
+  }
+  const records = (await redis.lrange(keys.diffs, 0, -1)).map((r) => JSON.parse(r) as { decoding?: { staging?: string }; staging: { body: string }; differences: { path: string }[] }).reverse();
+  assert.equal(records.length, 3);
+  assert.match(records[0]!.decoding?.staging ?? '', /^gzip body does not decode/);
+  assert.match(records[0]!.staging.body, /^base64:/);
+  assert.match(records[1]!.decoding?.staging ?? '', /^gzip body decodes to more than 1024 bytes$/);
+  assert.equal(records[2]!.decoding?.staging, 'cannot decode content-coding "compress"');
+  for (const r of records) assert.deepEqual(r.differences.map((d) => d.path), ['body']);
+});
+
+function createObserver(): ProductionStageObserver {
+  return new Proxy({}, { get: () => () => {} }) as ProductionStageObserver;
+}

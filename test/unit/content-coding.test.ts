@@ -61,8 +61,10 @@ test('zstd: decoded where this Node has it, else a clear "cannot decode zstd"', 
 test('a body cut short by a limit decodes as far as it goes', () => {
   const text = Buffer.from(JSON.stringify({ items: Array.from({ length: 200 }, (_, i) => ({ i })) }));
   const gz = zlib.gzipSync(text);
-  const got = decodeBody(['content-encoding', 'gzip'], gz.subarray(0, Math.floor(gz.length / 2)));
+  const half = gz.subarray(0, Math.floor(gz.length / 2));
+  const got = decodeBody(['content-encoding', 'gzip'], half, undefined, { partial: true });
   assert.equal(got.kind, 'decoded');
+  assert.equal(decodeBody(['content-encoding', 'gzip'], half).kind, 'corrupt', 'not marked partial: an early end is corrupt');
   assert.ok(text.subarray(0, got.body.length).equals(got.body) && got.body.length > 0);
 });
 

@@ -121,7 +121,7 @@ function bytesOf(b: RecordedBody): Buffer {
 function decodedBody(headers: RecordedHeaders, b: RecordedBody): { body: RecordedBody; size: number; compression?: number; problem?: string } {
   if (!headers.some(([n]) => n.toLowerCase() === 'content-encoding') || b.text === '') return { body: b, size: b.size };
   const raw = bytesOf(b);
-  const decoded = decodeBody(headers.flat(), raw);
+  const decoded = decodeBody(headers.flat(), raw, undefined, { partial: b.truncated === true });
   if (!decoded.ok) return { body: b, size: b.size, problem: decoded.message };
   if (decoded.kind === 'identity') return { body: b, size: b.size };
   const body = recordBody(decoded.body, Number.MAX_SAFE_INTEGER, b.truncated === true);

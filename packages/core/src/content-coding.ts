@@ -10,7 +10,8 @@ import * as zlib from 'node:zlib';
  * The output is bounded: a decompression bomb stops at `maxBytes` with the outcome `too_large`.
  * Decoding is synchronous: bodies here are already bounded by the response/request body
  * limits, and one sync call costs less than the stream plumbing of the async API for them.
- * A body cut by a limit (truncated) decodes as far as it goes.
+ * A body cut by a limit (`partial`) decodes as far as its bytes go; otherwise a body that ends
+ * early is `corrupt`.
  */
 
 /** Default bound on a decoded body: 8 MiB. */
@@ -72,9 +73,10 @@ export function contentCodings(headers: readonly string[]): string[] {
 
 /**
  * Decodes `body` as its headers' `Content-Encoding` says. Never throws; the outcome says what
- * happened. `maxBytes` bounds the decoded size (default `DEFAULT_MAX_DECODED_BYTES`).
+ * happened. `maxBytes` bounds the decoded size (default `DEFAULT_MAX_DECODED_BYTES`);
+ * `partial` says the body was cut by a limit, so an early end is expected, not corrupt.
  */
-export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: number = DEFAULT_MAX_DECODED_BYTES): BodyDecoding {
+export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: number = DEFAULT_MAX_DECODED_BYTES, options: { partial?: boolean } = {}): BodyDecoding {
   const codings = contentCodings(headers);
   if (codings.length === 0 || body.length === 0) return { kind: 'identity', ok: true, body };
   let current = body;
@@ -86,8 +88,8 @@ export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: n
       return { kind: 'unsupported', ok: false, body, coding, message };
     }
     try {
-      // SYNC_FLUSH: a body a limit cut short decodes as far as its bytes go instead of failing.
-      const finishFlush = coding === 'br' ? zlib.constants.BROTLI_OPERATION_FLUSH : coding === 'zstd' ? undefined : zlib.constants.Z_SYNC_FLUSH;
+      // A partial body flushes what it has instead of failing at its early end.
+      const finishFlush = !options.partial ? undefined : coding === 'br' ? zlib.constants.BROTLI_OPERATION_FLUSH : coding === 'zstd' ? undefined : zlib.constants.Z_SYNC_FLUSH;
       current = decoder(current, { maxOutputLength: maxBytes, ...(finishFlush !== undefined && { finishFlush }) } as zlib.ZlibOptions & { maxOutputLength: number });
     } catch (error) {
       const code = (error as { code?: string }).code;

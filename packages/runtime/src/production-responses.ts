@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import {
   decodeBody,
@@ -153,7 +154,8 @@ export interface ComparisonContext {
  * response stays as received and `problem` says why.
  */
 export function decodedResponse<T extends ObservedResponse>(response: T, maxBytes: number): { response: T; outcome: BodyDecodingOutcome; problem: string | null } {
-  const decoding = decodeBody(response.headers, response.body, maxBytes);
+  // A staging answer cut at RESPONSE_BODY_LIMIT decodes as far as it goes.
+  const decoding = decodeBody(response.headers, response.body, maxBytes, { partial: (response as { truncated?: boolean }).truncated === true });
   if (decoding.kind === 'identity') return { response, outcome: 'identity', problem: null };
   if (!decoding.ok) return { response, outcome: decoding.kind, problem: decoding.message };
   return { response: { ...response, headers: withoutContentCoding(response.headers), body: decoding.body }, outcome: 'decoded', problem: null };
@@ -175,7 +177,15 @@ const DIFF_BODY_KEPT = 4096;
 function bodyForDiff(headers: readonly string[], body: Buffer): string {
   const json = parseJsonBody(headers, body);
   if (json !== undefined) return JSON.stringify(json).slice(0, DIFF_BODY_KEPT);
-  return body.subarray(0, DIFF_BODY_KEPT).toString('utf8');
+  const kept = body.subarray(0, DIFF_BODY_KEPT);
+  // The cut may split a character: up to 3 bytes less is still text.
+  for (let drop = 0; drop <= Math.min(3, kept.length); drop++) {
+    const text = kept.subarray(0, kept.length - drop);
+    if (isUtf8(text)) return text.toString('utf8');
+    if (kept.length < DIFF_BODY_KEPT) break;
+  }
+  // Bytes that are not text (an undecodable coded body, an image) are shown as base64, not as mojibake.
+  return `base64:${kept.toString('base64')}`;
 }
 
 /**
