@@ -170,6 +170,8 @@ interface StagingAnswer {
   headers: string[];
   body: string;
   ids: [string, string][];
+  /** Staging's body was cut at RESPONSE_BODY_LIMIT. */
+  truncated?: boolean;
 }
 
 const DIFF_BODY_KEPT = 4096;
@@ -241,7 +243,7 @@ export async function keepStagingAnswer(
   keys: ProductionKeys,
   ttlMs: number,
   requestId: string,
-  answer: { entryId: string; method: string; path: string; staging: ObservedResponse; ids: ReadonlyMap<string, string> },
+  answer: { entryId: string; method: string; path: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
 ): Promise<ProductionResponse | null> {
   const key = keys.stagingAnswer(requestId);
   const kept: StagingAnswer = {
@@ -252,6 +254,7 @@ export async function keepStagingAnswer(
     headers: [...answer.staging.headers],
     body: answer.staging.body.toString('base64'),
     ids: [...answer.ids],
+    ...(answer.staging.truncated === true && { truncated: true }),
   };
   const replies = await redis.multi().set(key, JSON.stringify(kept), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
   const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null);
@@ -324,7 +327,8 @@ async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: Compar
   } catch {
     return;
   }
-  await recordComparison(redis, keys, ctx, production, { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64') }, {
+  const staging = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64'), truncated: kept.truncated === true };
+  await recordComparison(redis, keys, ctx, production, staging, {
     entryId: kept.entryId,
     method: kept.method,
     path: kept.path,
