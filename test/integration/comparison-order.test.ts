@@ -8,6 +8,7 @@ import {
   ProductionResponsesOptions,
   compileComparison,
   compileIdMapping,
+  ReplayLaterError,
   type OutgoingRequest,
   type PipelineContext,
   type ReplayResponse,
@@ -177,3 +178,19 @@ test('a staging body that does not decode is compared as received, and the diff 
 function createObserver(): ProductionStageObserver {
   return new Proxy({}, { get: () => () => {} }) as ProductionStageObserver;
 }
+
+test('Redis not answering the ID lookup: the entry is replayed later, neither sent unmapped nor failed', async () => {
+  const down = new Redis(server.url, { maxRetriesPerRequest: 0, lazyConnect: true, enableOfflineQueue: false });
+  const keys = productionKeys('cmp4');
+  const stage = createProductionStage({ redis: down, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1024, observer: createObserver() });
+  const c: PipelineContext = { entryId: `${Date.now()}-0`, attempt: 1, requestId: 'x', mirrored: { method: 'GET', target: '/orders/ord_1', rawHeaders: [], body: Buffer.alloc(0), receivedAt: 0, requestId: 'x', clientAddress: null }, rules: [], tags: {} };
+  const request: OutgoingRequest = { method: 'GET', path: '/orders/ord_1', headers: [], body: Buffer.alloc(0), origin: 'default' };
+  await assert.rejects(Promise.resolve(stage.pre!(request, c)), (error: Error & { code?: string; delayMs?: number }) => {
+    assert.ok(error instanceof ReplayLaterError, String(error));
+    assert.equal(error.code, 'MP_ERR_MAPPING_UNAVAILABLE');
+    assert.equal(error.delayMs, 10);
+    return true;
+  });
+  assert.equal(request.path, '/orders/ord_1');
+  down.disconnect();
+});

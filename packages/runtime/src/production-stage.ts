@@ -37,6 +37,25 @@ export class MappingPendingError extends ReplayLaterError {
 }
 
 /**
+ * Thrown by the ID-mapping stage when Redis did not answer its lookups: the entry is replayed
+ * later (no attempt spent) rather than sent with IDs unmapped or failed for good.
+ */
+export class MappingUnavailableError extends ReplayLaterError {
+  constructor(delayMs: number, cause: unknown) {
+    super('MP_ERR_MAPPING_UNAVAILABLE', `ID mapping: Redis did not answer (${cause instanceof Error ? cause.message : String(cause)}); replaying later`, delayMs);
+  }
+}
+
+/** Errors of Redis or of the connection to it, as ioredis reports them (not our own bugs). */
+function isRedisTrouble(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name)
+    || (typeof code === 'string' && /^E[A-Z]+$/.test(code))
+    || /^Connection is closed|Stream isn't writeable|Command timed out/.test(error.message);
+}
+
+/**
  * Registers a create a worker starts as in flight, unless production's answer is already at
  * the intake (atomic with the intake's transaction, which removes it): requests received after
  * it that name an unknown ID of its kind wait for that answer. Old members are pruned here.
@@ -126,6 +145,16 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
 
   async function pre(request: OutgoingRequest, ctx: PipelineContext): Promise<OutgoingRequest> {
     if (!mapping) return request;
+    try {
+      return await mapIds(mapping, request, ctx);
+    } catch (error) {
+      // A Redis hiccup is not the entry's fault: look again later, with nothing sent.
+      if (isRedisTrouble(error)) throw new MappingUnavailableError(mapping.settings.waitDelayMs, error);
+      throw error;
+    }
+  }
+
+  async function mapIds(mapping: CompiledIdMapping, request: OutgoingRequest, ctx: PipelineContext): Promise<OutgoingRequest> {
     const state: ReplayState = { learner: mapping.learners.findIndex((l) => l.matches(request.method, request.path)), ids: new Map() };
     states.set(ctx, state);
     const score = entryScore(ctx.entryId);
