@@ -158,11 +158,13 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     const state: ReplayState = { learner: mapping.learners.findIndex((l) => l.matches(request.method, request.path)), ids: new Map() };
     states.set(ctx, state);
     const score = entryScore(ctx.entryId);
+    // Only entries with a stream id's time take part in the in-flight ordering.
+    const ordered = awaitCreatesMs > 0 && Number.isFinite(score);
     // A create registers as in flight before anything else of this replay touches Redis: the
     // worker starts entries in stream order and one connection runs commands in order, so a
     // later entry's lookup on this worker sees it.
     const learner = mapping.learners[state.learner];
-    const registered = learner && ctx.requestId && awaitCreatesMs > 0
+    const registered = learner && ctx.requestId && ordered
       ? redis.eval(REGISTER_CREATE, 2, keys.response(ctx.requestId), keys.inflight(learner.kind), score, ctx.requestId, score - Math.max(awaitCreatesMs, pendingTtl(mapping)), pendingTtl(mapping))
       : null;
     const json = mapping.usesJson ? parseJsonBody(request.headers, request.body, options.maxDecodedBytes) : undefined;
@@ -173,7 +175,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       return request;
     }
     const mapKeys = [...new Set(found.map((f) => keys.idmap(f.use.kind, f.id)))];
-    const kinds = awaitCreatesMs > 0 ? [...new Set(found.map((f) => f.use.kind))].filter((k) => learnerKinds.has(k)) : [];
+    const kinds = ordered ? [...new Set(found.map((f) => f.use.kind))].filter((k) => learnerKinds.has(k)) : [];
     const lookup = redis.multi().mget(...mapKeys);
     // Creates received before this entry (strictly), within the window, still without production's answer.
     for (const kind of kinds) lookup.zrangebyscore(keys.inflight(kind), `(${score - awaitCreatesMs}`, `(${score}`, 'LIMIT', 0, 1);
@@ -201,8 +203,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       const value = byKey.get(keys.idmap(use.kind, id));
       if (!value && !inFlight.has(use.kind)) {
         // Never seen in a production response, and no create before it outstanding: data that
-        // predates mirroring. Counted, sent as it is.
-        observer.unknown(use.kind);
+        // predates mirroring. Counted (once the entry goes), sent as it is.
         unmapped.push(`${use.kind}\tunknown`);
         continue;
       }
@@ -224,6 +225,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       unmapped.push(`${use.kind}\tunmapped`);
       observer.unmappedAfterTimeout(use.kind, ms, { entryId: ctx.entryId, productionId: id, reason: why });
     }
+    for (const field of unmapped) if (field.endsWith('\tunknown')) observer.unknown(field.slice(0, field.indexOf('\t')));
     if (unmapped.length > 0) {
       // Kept in Redis for `diff summary`, across workers.
       const count = redis.multi();
