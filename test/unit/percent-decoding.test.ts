@@ -39,6 +39,15 @@ test('decodePercent round-trips every valid encoding, and agrees with decodeURIC
   }), { numRuns: 3000 });
 });
 
+test('around a malformed escape, the tolerant walk decodes every valid part exactly as decodeURIComponent would', () => {
+  const malformed = fc.constantFrom('%', '%4', '%zz', '%E0%A4', '%C0%AF', '%FF', '%ED%A0%80');
+  fc.assert(fc.property(fc.string({ unit: 'grapheme' }), malformed, fc.string({ unit: 'grapheme' }), (a, bad, b) => {
+    // A trailing `%` or `%4` would join with b's first escape into something else; keep them last.
+    const tail = bad === '%' || bad === '%4' ? '' : b;
+    assert.equal(decodePercent(encodeURIComponent(a) + bad + encodeURIComponent(tail)), a + bad + tail);
+  }), { numRuns: 3000 });
+});
+
 test('escaped byte strings: valid UTF-8 decodes to its text, each byte outside valid UTF-8 stays as its escape', () => {
   fc.assert(fc.property(fc.uint8Array({ maxLength: 24 }), (bytes) => {
     const got = decodePercent(escapeAll(bytes));

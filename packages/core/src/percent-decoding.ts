@@ -65,6 +65,14 @@ export function decodePercent(text: string): string {
   // Most paths carry no escape at all; they cost one indexOf.
   let pct = text.indexOf('%');
   if (pct === -1) return text;
+  // Well-formed input (nearly all of it): the built-in decoder, 3-10× faster than the loop
+  // below, and equal to it there (a property test holds the two together). Only malformed
+  // input pays for the throw and the tolerant walk.
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    // fall through
+  }
   let out = text.slice(0, pct);
   let i = pct;
   while (i < text.length) {
