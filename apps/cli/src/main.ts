@@ -7,7 +7,7 @@ import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
 import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
-import { formatDiffSummary, readDiffSummary } from './diff.js';
+import { formatDiffSummary, formatIdMappingOutcomes, readDiffSummary, readIdMappingOutcomes } from './diff.js';
 import { startLocalStack } from './local-stack.js';
 import { ingressProcessConfig, isIngressPrimary, leaveInterruptToPrimary, superviseIngressProcesses } from './ingress-cluster.js';
 import { runDemo } from './demo.js';
@@ -214,8 +214,8 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
     .option('--json', 'print a JSON array')
     .action(async (options: Record<string, unknown>) => {
       const config = configure('cli', toFlags(options));
-      const rows = await withOperatorConnection(config, ({ redis }) => readDiffSummary(redis, config.prefix));
-      io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows));
+      const [rows, ids] = await withOperatorConnection(config, ({ redis }) => Promise.all([readDiffSummary(redis, config.prefix), readIdMappingOutcomes(redis, config.prefix)]));
+      io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows) + formatIdMappingOutcomes(ids));
     });
 
   common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)'))
