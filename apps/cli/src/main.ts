@@ -124,7 +124,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
   common(program.command('worker').description('run a worker: replay stream entries to staging'))
     .option('--staging <url>', 'staging origin (env STAGING_URL, required)')
     .option('--concurrency <n>', 'replays in flight (env WORKER_CONCURRENCY, default 64)')
-    .option('--attempts <n>', 'tries in all before the failed set (env REPLAY_ATTEMPTS, default 5)')
+    .option('--attempts <n>', 'tries in all before the failed set, 0 for no cap (env REPLAY_ATTEMPTS, default 0: RETRY_WINDOW_MS decides)')
     .option('--admin-port <n>', 'admin port: /healthz /readyz /metrics (env ADMIN_PORT, default 9091, 0 = off)')
     .option('--admin-host <addr>', 'admin address (env ADMIN_HOST, default 127.0.0.1)')
     .action(async (options: Record<string, unknown>) => {
