@@ -12,6 +12,21 @@ export interface AckBatcherOptions {
 }
 
 const RETRY_MIN_MS = 100;
+/** Ids per script call: Lua's unpack() has a stack limit of a few thousand values. */
+const ACK_BATCH = 1000;
+
+/** XACK, then XDEL when ARGV[2] is 1, of the ids ARGV[3…] of stream KEYS[1], group ARGV[1]. */
+const ACK_SCRIPT = `
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+if ARGV[2] == '1' then redis.call('XDEL', KEYS[1], unpack(ids)) end
+return #ids
+`;
+
+interface AckCommand {
+  mirrorplaneAck(stream: string, group: string, del: '0' | '1', ...ids: string[]): Promise<number>;
+}
 const RETRY_MAX_MS = 2000;
 
 /**
@@ -21,10 +36,12 @@ const RETRY_MAX_MS = 2000;
  * takes it, the id stays here (`has()` says so, the claimer refreshes it instead of replaying
  * it) and the acknowledgement is sent again with a capped backoff.
  *
- * Redis at `maxmemory` with `noeviction` refuses every command flagged `denyoom`, and a MULTI
- * holding one fails whole. XACK and XDEL are not `denyoom` (they free memory), so they travel
- * in a MULTI of their own (one per partition: a partition's keys share a hash tag); the
- * replayed counter (INCRBY, `denyoom`) is sent apart and kept for later when refused.
+ * Redis at `maxmemory` with `noeviction` refuses every command flagged `denyoom` and, inside
+ * MULTI, every command at all (queuing allocates): a MULTI fails whole on a full Redis. XACK and
+ * XDEL are not `denyoom` (they free memory), so they go together in one script (atomic, and run
+ * on a full Redis since the script calls only those two), one call per partition and batch (a
+ * partition's keys share a hash tag); the replayed counter (INCRBY, `denyoom`) is sent apart and
+ * kept for later when refused.
  */
 export class AckBatcher {
   readonly #redis: Redis;
@@ -55,6 +72,7 @@ export class AckBatcher {
     this.#parts = options.parts;
     this.#delete = options.deleteFinished;
     this.#logger = options.logger;
+    if (!('mirrorplaneAck' in this.#redis)) this.#redis.defineCommand('mirrorplaneAck', { numberOfKeys: 1, lua: ACK_SCRIPT });
   }
 
   /** Finished entries whose acknowledgement Redis has not taken yet. */
@@ -130,13 +148,11 @@ export class AckBatcher {
     for (const [p, qualified] of byPartition(ids)) {
       const keys = this.#parts[p] as Keys;
       const raw = qualified.map((q) => splitId(q).id);
-      const multi = this.#redis.multi().xack(keys.stream, keys.group, ...raw);
-      // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
-      if (this.#delete) multi.xdel(keys.stream, ...raw);
       try {
-        const results = await multi.exec();
-        const bad = results?.find(([error]) => error);
-        if (bad) throw bad[0];
+        // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
+        for (let i = 0; i < raw.length; i += ACK_BATCH) {
+          await (this.#redis as unknown as AckCommand).mirrorplaneAck(keys.stream, keys.group, this.#delete ? '1' : '0', ...raw.slice(i, i + ACK_BATCH));
+        }
         const now = Date.now();
         for (const q of qualified) {
           this.#waiting.delete(q);

@@ -110,7 +110,7 @@ export class ReplayWorker {
     this.#reader = createRedis(config, 'blocking', logger);
     this.#bull = createRedis(config, 'bullmq', logger);
     this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
-    this.#queue.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry queue error'));
+    this.#queue.on('error', this.#throttledWarn('retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#staging = new StagingClient(config, this.#pipeline);
@@ -166,6 +166,23 @@ export class ReplayWorker {
     });
   }
 
+  /**
+   * A listener that logs an error at most every 10 s with the count since the last line: BullMQ
+   * reports each failed command, hundreds a second on a full Redis.
+   */
+  #throttledWarn(msg: string): (error: Error) => void {
+    let last = 0;
+    let count = 0;
+    return (error) => {
+      count += 1;
+      const now = Date.now();
+      if (now - last < 10_000) return;
+      this.#logger.warn({ err: errorMessage(error), count }, msg);
+      last = now;
+      count = 0;
+    };
+  }
+
   get consumer(): string {
     return this.#consumer;
   }
@@ -206,7 +223,7 @@ export class ReplayWorker {
       removeOnFail: { count: 1_000_000 },
       settings: { backoffStrategy: policyBackoff },
     });
-    this.#retryWorker.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry worker error'));
+    this.#retryWorker.on('error', this.#throttledWarn('retry worker error'));
     this.#readLoop = runReadLoop({
       reader: this.#reader,
       commands: this.#commands,
