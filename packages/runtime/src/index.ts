@@ -13,3 +13,4 @@ export * from './production-stage.js';
 export * from './stream-trimmer.js';
 export * from './cluster.js';
 export * from './partitioned-status.js';
+export * from './workers.js';
