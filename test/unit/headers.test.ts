@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { redactHeaders, stagingHeaders, stripShadowSuffix } from '@mirrorplane/core';
 
-test('staging headers keep order, case and duplicates and drop hop-by-hop headers', () => {
+test('staging headers keep order, case, duplicates and framing fields and drop hop-by-hop headers', () => {
   const raw = [
     'Host', 'shop.example.com-shadow',
     'Connection', 'keep-alive, X-Hop',
@@ -23,6 +23,11 @@ test('staging headers keep order, case and duplicates and drop hop-by-hop header
   assert.deepEqual(stagingHeaders(raw, { host: 'staging:8080', entryId: '5-0', attempt: 2 }), [
     'Host', 'staging:8080',
     'Accept', 'a',
+    // Framing fields stay in place; the staging client writes them true to the body it sends.
+    'Content-Length', '5',
+    'Transfer-Encoding', 'chunked',
+    // Trailer is end-to-end (RFC 9110 §6.6.2): the trailers it announces are replayed.
+    'Trailer', 'x',
     'x-dup', '1',
     'X-Dup', '2',
     'x-mirrorplane-id', '5-0',

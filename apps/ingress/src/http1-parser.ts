@@ -14,8 +14,8 @@ import { BoundedBody } from './body-reader.js';
  *   name, value or target, an empty name, an HTTP/0.9 request line [400 bad_request];
  * - Content-Length with Transfer-Encoding, two Content-Length fields (even equal), a value
  *   that is not 1*DIGIT, Transfer-Encoding on HTTP/1.0 or not ending in `chunked`, a bad
- *   chunk size, line or extension, chunk data not followed by CRLF [400 bad_request];
- *   HTTP/1.1 without Host, or two Host fields [400 bad_request];
+ *   chunk size, line or extension, chunk data not followed by CRLF, two Host fields
+ *   [400 bad_request];
  * - a version other than 1.0 / 1.1 [505 bad_request];
  * - what is valid but cannot be replayed as received [4xx unsupported]: CONNECT (a tunnel,
  *   405), transfer codings besides `chunked` (the coded bytes would be replayed as if plain,
@@ -326,7 +326,8 @@ export class RequestParser {
 
   #endOfHead(): RequestHead {
     const head = this.#head as RequestHead;
-    if (head.minor === 1 && this.#host === 0) bad('HTTP/1.1 request without Host');
+    // A missing Host is accepted (nginx sends none upstream when the client sent none): it is
+    // replayed as received. Two are refused: which one a server routes by is anyone's guess.
     if (this.#host > 1) bad('more than one Host field');
     if (this.#transferEncoding !== null) {
       if (head.minor === 0) bad('Transfer-Encoding on an HTTP/1.0 request');

@@ -3,16 +3,16 @@
  * Headers are always flat `[name, value, …]` arrays so that order and duplicates survive.
  */
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and those the replay recomputes; never forwarded. */
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1); never forwarded. `content-length` and
+ * `transfer-encoding` are kept in place: the staging client writes them true to the body it sends.
+ */
 const DROPPED = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
-  'transfer-encoding',
   'te',
-  'trailer',
   'upgrade',
-  'content-length',
   // The ingress already answered the 100-continue handshake; the replay sends the body at once.
   'expect',
 ]);
@@ -53,9 +53,10 @@ export interface StagingHeaderOptions {
 }
 
 /**
- * The headers staging receives for a mirrored request: the same names, values and order,
- * without hop-by-hop headers (and those named by `connection`) and `content-length`
- * (undici recomputes it), with `host` set, plus the mirrorplane id and attempt headers.
+ * The headers staging receives for a mirrored request: the same names, case, values and order,
+ * without hop-by-hop headers (and those named by `connection`), with `host` set in its place
+ * (appended when the request had none), plus the mirrorplane id and attempt headers.
+ * `content-length` / `transfer-encoding` stay where they were; the staging client sets their values.
  * Any `x-mirrorplane-*` header that came in is replaced, never trusted.
  */
 export function stagingHeaders(rawHeaders: readonly string[], options: StagingHeaderOptions): string[] {
