@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
-import { EntryCipher, createPartitioner, partitionKeys, pushEntryFields, headerValue, type Config } from '@mirrorplane/core';
+import { EntryCipher, createPartitioner, partitionKeys, pushEntryFields, type Config } from '@mirrorplane/core';
 import type { ParsedRequest } from './http1-parser.js';
 
 /** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
@@ -51,7 +51,7 @@ export class EntryAppender {
       this.#stripToken ? withoutHeader(raw, INGRESS_TOKEN_HEADER) : raw,
       request.body,
       Date.now(),
-      headerValue(raw, 'x-request-id'),
+      requestIdOf(raw),
       clientAddress,
       request.trailers,
     );
@@ -84,4 +84,13 @@ function headerRecord(raw: readonly string[]): Record<string, string> {
     if (out[name] === undefined) out[name] = raw[i + 1] as string;
   }
   return out;
+}
+
+/** The first x-request-id value, or null. Names are compared by length first: lower-casing every name per request is measurable. */
+function requestIdOf(raw: readonly string[]): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 12 && name.toLowerCase() === 'x-request-id') return raw[i + 1] as string;
+  }
+  return null;
 }
