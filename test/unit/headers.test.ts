@@ -39,6 +39,8 @@ test('staging headers keep order, case, duplicates and framing fields and drop h
 test('a request without Host gets the staging host; a second Host is dropped', () => {
   assert.deepEqual(stagingHeaders(['a', 'b'], { host: 's:1', entryId: '1-0', attempt: 1 }), ['a', 'b', 'host', 's:1', 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1']);
   assert.deepEqual(stagingHeaders(['host', 'a', 'Host', 'b'], { host: null, entryId: '1-0', attempt: 1 }).slice(0, 2), ['host', 'a']);
+  // PRESERVE_HOST with a request that had none (HTTP/1.0): the staging origin's, as HTTP/1.1 needs one.
+  assert.deepEqual(stagingHeaders(['a', 'b'], { host: null, fallbackHost: 's:1', entryId: '1-0', attempt: 1 }).slice(0, 4), ['a', 'b', 'host', 's:1']);
 });
 
 test('the Envoy shadow suffix is removed with or without a port', () => {

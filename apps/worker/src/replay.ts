@@ -44,6 +44,8 @@ interface StagingOrigin {
   readonly pool: Http1Origin;
   /** The Host staging receives, or null to keep the mirrored Host. */
   readonly host: string | null;
+  /** The origin's own host (`host:port`), sent when a request had no Host. */
+  readonly authority: string;
   /** The origin URL's path without its trailing slash, prefixed to every request path. */
   readonly basePath: string;
 }
@@ -77,6 +79,7 @@ export class StagingClient {
         name,
         pool,
         host: config.preserveHost ? null : staging.host,
+        authority: staging.host,
         basePath: staging.pathname === '/' ? '' : staging.pathname.replace(/\/$/, ''),
       });
     }
@@ -99,7 +102,7 @@ export class StagingClient {
     let request: OutgoingRequest | null = {
       method: r.method,
       path: originFormPath(r.target),
-      headers: stagingHeaders(r.rawHeaders, { host: this.#default.host, entryId: entry.id, attempt }),
+      headers: stagingHeaders(r.rawHeaders, { host: this.#default.host, fallbackHost: this.#default.authority, entryId: entry.id, attempt }),
       body: r.body,
       origin: 'default',
     };

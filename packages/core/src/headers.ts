@@ -48,6 +48,8 @@ export function stripShadowSuffix(host: string): string {
 export interface StagingHeaderOptions {
   /** The Host staging receives, or null to keep the mirrored Host (without `-shadow`). */
   host: string | null;
+  /** The Host sent when the request had none and `host` is null (the staging origin's); HTTP/1.1 needs one. */
+  fallbackHost?: string;
   entryId: string;
   attempt: number;
 }
@@ -87,7 +89,8 @@ export function stagingHeaders(rawHeaders: readonly string[], options: StagingHe
     }
     out.push(name, rawHeaders[i + 1] as string);
   }
-  if (!hostSeen && options.host !== null) out.push('host', options.host);
+  const host = options.host ?? options.fallbackHost;
+  if (!hostSeen && host !== undefined) out.push('host', host);
   out.push(MIRRORPLANE_ID_HEADER, options.entryId, MIRRORPLANE_ATTEMPT_HEADER, String(options.attempt));
   return out;
 }
