@@ -7,7 +7,8 @@ export interface Received {
   url: string;
   rawHeaders: string[];
   body: Buffer;
-  /** The raw bytes of the request head as they came off the socket. */
+  /** Trailer fields of a chunked body, `[name, value, …]`. */
+  rawTrailers: string[];
   receivedAt: number;
 }
 
@@ -30,11 +31,13 @@ export class RecordingServer {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        const received: Received = { method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, body: Buffer.concat(chunks), receivedAt: Date.now() };
+        const received: Received = { method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, body: Buffer.concat(chunks), rawTrailers: req.rawTrailers, receivedAt: Date.now() };
         this.received.push(received);
         Promise.resolve(this.responder(received, res)).catch(() => res.destroy());
       });
     });
+    // Every field is recorded (node keeps 2,000 by default and drops the rest silently).
+    this.#server.maxHeadersCount = 0;
     this.#server.on('connection', (s: Socket) => {
       this.#sockets.add(s);
       s.on('close', () => this.#sockets.delete(s));

@@ -53,9 +53,14 @@ function byRequestId(received: readonly Received[], id: string): Received {
   return got[0]!;
 }
 
-/** What undici sends around our headers: host and connection first, content-length last when there is a body. */
+/**
+ * What staging receives around the headers a test expects: `Host` in its place (first, as the
+ * tests send it) with the staging host, and the request's own `Content-Length` in its place
+ * (after the fields sent, before what the replay adds) with the length of the body sent.
+ */
 function expectedHeaders(host: string, middle: string[], body: Buffer | null): string[] {
-  return ['host', host, 'connection', 'keep-alive', ...middle, ...(body ? ['content-length', String(body.length)] : [])];
+  const at = middle.indexOf('x-mirrorplane-id');
+  return ['Host', host, ...middle.slice(0, at), ...(body ? ['Content-Length', String(body.length)] : []), ...middle.slice(at)];
 }
 
 async function metric(port: number, line: string): Promise<number> {

@@ -49,3 +49,13 @@ test('entries written by something else are refused with a reason', () => {
   }
   assert.throws(() => deserializeEntry({ id: 1 }), EntryDecodeError);
 });
+
+test('trailers survive encode and decode and retry jobs, in order and case; none means no field at all', () => {
+  const withTrailers: MirroredRequest = { ...request, trailers: ['X-Checksum', 'sha256=\u00ff', 'x-checksum', '2', 'Server-Timing', 'db;dur=53'] };
+  const fields = encodeEntryFields(withTrailers);
+  assert.ok(fields.includes('T'));
+  assert.deepEqual(decodeEntry('4-0', toRedisReply(fields)).request, withTrailers);
+  const entry = { id: '4-1', request: withTrailers };
+  assert.deepEqual(deserializeEntry(JSON.parse(JSON.stringify(serializeEntry(entry)))), entry);
+  assert.ok(!encodeEntryFields({ ...request, trailers: [] }).includes('T'), 'an empty trailer list costs nothing');
+});

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import { Counter, type Registry } from 'prom-client';
 import { compileComparison, compileIdMapping, errorMessage, type Config } from '@mirrorplane/core';
+import { BoundedBody } from './body-reader.js';
 import { IntakeError, parseIntake, productionKeys, storeProductionResponse, type Logger } from '@mirrorplane/runtime';
 
 /**
@@ -32,27 +33,20 @@ export function createProductionIntake(config: Config, redis: Redis, logger: Log
     if (!res.headersSent) res.writeHead(status, { 'content-type': 'text/plain' }).end(`${text}\n`);
   };
   return (req, res) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
+    const body = new BoundedBody(settings.maxBodyBytes);
     let over = false;
     req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > settings.maxBodyBytes) {
-        if (!over) {
-          over = true;
-          outcome.too_large.inc();
-          res.shouldKeepAlive = false;
-          answer(res, 413, `production response body over ${settings.maxBodyBytes} bytes`);
-        }
-        return;
-      }
-      chunks.push(chunk);
+      if (over || body.push(chunk)) return;
+      over = true;
+      outcome.too_large.inc();
+      res.shouldKeepAlive = false;
+      answer(res, 413, `production response body over ${settings.maxBodyBytes} bytes`);
     });
     req.on('end', () => {
       if (over) return;
       let response: ReturnType<typeof parseIntake>;
       try {
-        response = parseIntake(req.rawHeaders, Buffer.concat(chunks, size));
+        response = parseIntake(req.rawHeaders, body.take());
       } catch (error) {
         outcome.invalid.inc();
         answer(res, error instanceof IntakeError ? error.status : 400, errorMessage(error));

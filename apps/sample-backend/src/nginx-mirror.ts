@@ -23,6 +23,11 @@ export interface NginxMirrorOptions {
   workerProcesses?: number;
   /** Largest request body nginx accepts (and mirrors), in bytes; default 10 MiB, as the ingress. */
   maxBodyBytes?: number;
+  /**
+   * nginx's `large_client_header_buffers` (e.g. `8 64k`): how large a request line or field and
+   * a whole head nginx accepts; nginx's default (`4 8k`) refuses heads over 32 KiB.
+   */
+  largeClientHeaderBuffers?: string;
   /** The nginx binary; default: `nginx` on PATH, then /usr/sbin/nginx. */
   binary?: string;
   /** CPUs to pin nginx to (`taskset -c` syntax, e.g. "0"); the benchmark keeps production on its own core. */
@@ -70,6 +75,7 @@ export function renderNginxMirrorConfig(options: NginxMirrorOptions & { port: nu
     `  uwsgi_temp_path ${join(options.dir, 'uwsgi')};`,
     `  scgi_temp_path ${join(options.dir, 'scgi')};`,
     `  client_max_body_size ${options.maxBodyBytes ?? 10 * 1024 * 1024};`,
+    options.largeClientHeaderBuffers ? `  large_client_header_buffers ${options.largeClientHeaderBuffers.replace(/[^0-9a-z ]/gi, '')};` : '',
     // The mirror needs the whole body before production is called; keep it in memory up to 1 MiB.
     '  client_body_buffer_size 1m;',
     // A load generator keeps its connections open for the whole run.

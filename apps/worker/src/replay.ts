@@ -1,4 +1,4 @@
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import { Http1Origin, WireRequestError, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import {
   StagingStatusError,
@@ -22,12 +22,12 @@ export type ReplayOutcome =
   | { kind: 'dropped' };
 
 /**
- * The path staging receives: origin-form only. An absolute-form target (`http://elsewhere/x`)
- * keeps its path and query and loses its authority, so nothing in a mirrored request can
- * point the replay at another host.
+ * The request-target staging receives: origin-form as received, `*` (of `OPTIONS *`) as
+ * received. An absolute-form target (`http://elsewhere/x`) keeps its path and query and loses
+ * its authority, so nothing in a mirrored request can point the replay at another host.
  */
 export function originFormPath(target: string): string {
-  if (target.startsWith('/')) return target;
+  if (target.startsWith('/') || target === '*') return target;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) {
     const rest = target.slice(target.indexOf('//') + 2);
     const slash = rest.search(/[/?#]/);
@@ -41,15 +41,17 @@ export function originFormPath(target: string): string {
 /** One configured staging origin and its connection pool. */
 interface StagingOrigin {
   readonly name: string;
-  readonly pool: Pool;
+  readonly pool: Http1Origin;
   /** The Host staging receives, or null to keep the mirrored Host. */
   readonly host: string | null;
+  /** The origin's own host (`host:port`), sent when a request had no Host. */
+  readonly authority: string;
   /** The origin URL's path without its trailing slash, prefixed to every request path. */
   readonly basePath: string;
 }
 
 /**
- * Sends entries to the configured staging origins, one keep-alive undici Pool each. The set
+ * Sends entries to the configured staging origins, one set of kept-alive connections each. The set
  * of origins is fixed at construction from the config: a request (or a rule or hook) can
  * choose among them by name, and can never name a URL, so nothing in a mirrored request
  * can point a replay at another host. STAGING_URL is the origin named `default`.
@@ -59,7 +61,6 @@ export class StagingClient {
   readonly #default: StagingOrigin;
   readonly #timeoutMs: number;
   readonly #deadlines: DeadlineQueue;
-  readonly #bodyLimit: number;
   readonly #isRetryable: (status: number) => boolean;
   readonly #pipeline: CompiledPipeline;
 
@@ -68,18 +69,17 @@ export class StagingClient {
     if (config.stagingUrl) urls.default = config.stagingUrl;
     for (const [name, url] of Object.entries(urls)) {
       const staging = new URL(url);
-      const pool = new Pool(staging.origin, {
-        connections: config.workerConcurrency,
-        keepAliveTimeout: 30_000,
-        connectTimeout: Math.min(config.replayTimeoutMs, 10_000),
-        headersTimeout: config.replayTimeoutMs,
-        bodyTimeout: config.replayTimeoutMs,
-        pipelining: 1,
+      // Connects, headers and body all run under the replay's deadline (REPLAY_TIMEOUT_MS).
+      const pool = new Http1Origin(staging.origin, {
+        bodyLimit: pipeline.needsResponseBody && pipeline.hasPost ? config.responseBodyLimit : 0,
+        maxIdle: config.workerConcurrency,
+        idleMs: 30_000,
       });
       this.#origins.set(name, {
         name,
         pool,
         host: config.preserveHost ? null : staging.host,
+        authority: staging.host,
         basePath: staging.pathname === '/' ? '' : staging.pathname.replace(/\/$/, ''),
       });
     }
@@ -88,7 +88,6 @@ export class StagingClient {
     this.#default = fallback;
     this.#timeoutMs = config.replayTimeoutMs;
     this.#deadlines = new DeadlineQueue(config.replayTimeoutMs);
-    this.#bodyLimit = config.responseBodyLimit;
     this.#isRetryable = compileRetryPolicy(config.retryStatuses);
     this.#pipeline = pipeline;
   }
@@ -103,7 +102,7 @@ export class StagingClient {
     let request: OutgoingRequest | null = {
       method: r.method,
       path: originFormPath(r.target),
-      headers: stagingHeaders(r.rawHeaders, { host: this.#default.host, entryId: entry.id, attempt }),
+      headers: stagingHeaders(r.rawHeaders, { host: this.#default.host, fallbackHost: this.#default.authority, entryId: entry.id, attempt }),
       body: r.body,
       origin: 'default',
     };
@@ -126,38 +125,19 @@ export class StagingClient {
     }
 
     const started = performance.now();
-    // A deadline for the whole exchange, on top of undici's per-phase timeouts, so that a
+    // A deadline for the whole exchange (connect, headers, body), so that a
     // staging server trickling bytes cannot hold a worker slot for ever.
     const deadline = this.#deadlines.start();
     const signal = deadline.signal;
-    let data: Dispatcher.ResponseData;
-    let body: Buffer;
-    let truncated = false;
+    let data: WireResponse;
     try {
       data = await origin.pool.request({
         method: request.method,
-        path: origin.basePath + request.path,
+        path: request.path === '*' ? '*' : origin.basePath + request.path,
         headers: request.headers,
-        body: request.body.length === 0 ? null : request.body,
-        signal,
-      });
-      if (this.#pipeline.needsResponseBody && this.#pipeline.hasPost) {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        for await (const chunk of data.body as AsyncIterable<Buffer>) {
-          if (size < this.#bodyLimit) {
-            const room = this.#bodyLimit - size;
-            chunks.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
-            if (chunk.length > room) truncated = true;
-          } else truncated = true;
-          size += chunk.length;
-        }
-        body = Buffer.concat(chunks);
-      } else {
-        // Read to the end so the connection goes back to the pool.
-        for await (const _ of data.body) void _;
-        body = Buffer.alloc(0);
-      }
+        body: request.body,
+        trailers: r.trailers ?? [],
+      }, signal);
     } catch (error) {
       throw this.#transportError(error, signal);
     } finally {
@@ -168,14 +148,7 @@ export class StagingClient {
     const ms = performance.now() - started;
     if (this.#isRetryable(status)) throw new StagingStatusError(status);
     if (this.#pipeline.hasPost) {
-      const headers: string[] = [];
-      const h = data.headers;
-      for (const name of Object.keys(h)) {
-        const value = h[name];
-        if (Array.isArray(value)) for (const v of value) headers.push(name, v);
-        else if (value !== undefined) headers.push(name, value);
-      }
-      const response: ReplayResponse = { status, headers, body, truncated, ms };
+      const response: ReplayResponse = { status, headers: data.headers, body: data.body, truncated: data.truncated, ms };
       try {
         await this.#pipeline.post(response, request, ctx as PipelineContext);
       } catch (error) {
@@ -210,8 +183,8 @@ export class StagingClient {
 
   #transportError(error: unknown, signal: AbortSignal): Error {
     if (signal.aborted) return new StagingTransportError(`staging did not answer within ${this.#timeoutMs} ms`, { cause: error });
-    if (error instanceof undiciErrors.InvalidArgumentError || error instanceof undiciErrors.NotSupportedError) {
-      return new UnreplayableRequestError(`undici refused the request: ${(error as Error).message}`);
+    if (error instanceof WireRequestError) {
+      return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1: ${error.message}`);
     }
     const code = (error as { code?: string }).code;
     const message = (error as Error).message ?? String(error);
@@ -220,6 +193,6 @@ export class StagingClient {
 
   async close(): Promise<void> {
     this.#deadlines.close();
-    await Promise.all([...this.#origins.values()].map(({ pool }) => pool.close().catch(() => pool.destroy())));
+    await Promise.all([...this.#origins.values()].map(({ pool }) => pool.close()));
   }
 }

@@ -112,6 +112,7 @@ export const SETTINGS = {
   retryStatuses: { env: 'RETRY_STATUSES', schema: statusList, default: '5xx,429', doc: 'staging statuses that are retried; any other answer completes the replay' },
   preserveHost: { env: 'PRESERVE_HOST', schema: bool, default: false, doc: 'send the mirrored Host (without the -shadow suffix) instead of the staging host' },
   maxBodyBytes: { env: 'MAX_BODY_BYTES', schema: integer(0, 1024 * 1024 * 1024), default: 10 * 1024 * 1024, doc: 'largest request body the ingress accepts; larger gets 413' },
+  maxHeaderBytes: { env: 'MAX_HEADER_BYTES', schema: integer(1024, 16 * 1024 * 1024), default: 128 * 1024, doc: 'largest request head (request line and fields) the ingress accepts, and separately largest trailer section; larger gets 431' },
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
@@ -157,6 +158,8 @@ export interface Config {
   readonly retryStatuses: readonly string[];
   readonly preserveHost: boolean;
   readonly maxBodyBytes: number;
+  /** Bytes of a request head (and, separately, of a trailer section) the ingress accepts. */
+  readonly maxHeaderBytes: number;
   readonly bodyTimeoutMs: number;
   readonly appendTimeoutMs: number;
   readonly claimIdleMs: number;

@@ -11,6 +11,8 @@ export interface MirroredRequest {
   /** Header names and values in order, duplicates kept, as `[name, value, name, value, …]` (latin1). */
   rawHeaders: string[];
   body: Buffer;
+  /** Trailer fields of a chunked body, `[name, value, …]` as received (latin1); absent or empty when none. */
+  trailers?: string[];
   /** Milliseconds since the epoch when the ingress finished reading the request. */
   receivedAt: number;
   requestId: string | null;
@@ -33,13 +35,15 @@ const F_BODY = 'b';
 const F_TIME = 't';
 const F_REQUEST_ID = 'r';
 const F_CLIENT = 'a';
+/** Only present when the request had trailer fields; same layout as the header field. */
+const F_TRAILERS = 'T';
 
 const HEADER_SEPARATOR = '\n';
 const METHOD_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
  * Joins raw header pairs into one latin1 buffer. Names and values never contain LF:
- * node's parser rejects it, so LF is a safe separator and no escaping is needed.
+ * the ingress's parser refuses it, so LF is a safe separator and no escaping is needed.
  */
 export function encodeHeaders(rawHeaders: readonly string[]): Buffer {
   return Buffer.from(rawHeaders.join(HEADER_SEPARATOR), 'latin1');
@@ -59,7 +63,7 @@ export function decodeHeaders(buffer: Buffer): string[] {
  * strings exactly as ioredis sends them: the body is never JSON- or base64-encoded.
  */
 export function encodeEntryFields(request: MirroredRequest): (string | Buffer)[] {
-  return pushEntryFields([], request.method, request.target, request.rawHeaders, request.body, request.receivedAt, request.requestId, request.clientAddress);
+  return pushEntryFields([], request.method, request.target, request.rawHeaders, request.body, request.receivedAt, request.requestId, request.clientAddress, request.trailers);
 }
 
 /**
@@ -75,6 +79,7 @@ export function pushEntryFields(
   receivedAt: number,
   requestId: string | null | undefined,
   clientAddress: string | null | undefined,
+  trailers?: readonly string[],
 ): (string | Buffer)[] {
   out.push(
     F_VERSION, ENTRY_VERSION,
@@ -86,6 +91,7 @@ export function pushEntryFields(
   );
   if (typeof requestId === 'string') out.push(F_REQUEST_ID, Buffer.from(requestId, 'latin1'));
   if (typeof clientAddress === 'string') out.push(F_CLIENT, clientAddress);
+  if (trailers !== undefined && trailers.length > 0) out.push(F_TRAILERS, encodeHeaders(trailers));
   return out;
 }
 
@@ -103,6 +109,7 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
   let time: string | undefined;
   let requestId: string | null = null;
   let client: string | null = null;
+  let trailerField: Buffer | undefined;
   for (let i = 0; i < fields.length; i += 2) {
     const name = (fields[i] as Buffer).toString('latin1');
     const value = fields[i + 1] as Buffer;
@@ -115,6 +122,7 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
       case F_TIME: time = value.toString('latin1'); break;
       case F_REQUEST_ID: requestId = value.toString('latin1'); break;
       case F_CLIENT: client = value.toString('latin1'); break;
+      case F_TRAILERS: trailerField = value; break;
       default: throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(name)}`);
     }
   }
@@ -136,15 +144,16 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
     throw new EntryDecodeError(`entry ${id} has an invalid receive time ${JSON.stringify(time ?? null)}`);
   }
   let rawHeaders: string[];
+  let trailers: string[] | undefined;
   try {
     rawHeaders = decodeHeaders(headers);
+    if (trailerField !== undefined) trailers = decodeHeaders(trailerField);
   } catch (error) {
     throw new EntryDecodeError(`entry ${id}: ${(error as Error).message}`);
   }
-  return {
-    id,
-    request: { method, target, rawHeaders, body, receivedAt, requestId, clientAddress: client },
-  };
+  const request: MirroredRequest = { method, target, rawHeaders, body, receivedAt, requestId, clientAddress: client };
+  if (trailers !== undefined && trailers.length > 0) request.trailers = trailers;
+  return { id, request };
 }
 
 /** The fields of an entry as printable text (for the failed set when an entry cannot be decoded). */
@@ -167,6 +176,7 @@ export interface SerializedEntry {
   receivedAt: number;
   requestId: string | null;
   clientAddress: string | null;
+  trailers?: string[];
 }
 
 export function serializeEntry(entry: Entry): SerializedEntry {
@@ -180,6 +190,7 @@ export function serializeEntry(entry: Entry): SerializedEntry {
     receivedAt: r.receivedAt,
     requestId: r.requestId,
     clientAddress: r.clientAddress,
+    ...(r.trailers !== undefined && r.trailers.length > 0 ? { trailers: r.trailers } : {}),
   };
 }
 
@@ -192,9 +203,11 @@ export function deserializeEntry(data: unknown): Entry {
   ) {
     throw new EntryDecodeError('job data does not hold a serialized entry');
   }
+  const trailers = Array.isArray(d.trailers) && d.trailers.length % 2 === 0 && d.trailers.every((t) => typeof t === 'string') ? d.trailers : undefined;
   return {
     id: d.id,
     request: {
+      ...(trailers !== undefined && trailers.length > 0 ? { trailers } : {}),
       method: d.method,
       target: d.target,
       rawHeaders: d.headers,

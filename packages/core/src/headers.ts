@@ -3,16 +3,16 @@
  * Headers are always flat `[name, value, …]` arrays so that order and duplicates survive.
  */
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and those the replay recomputes; never forwarded. */
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1); never forwarded. `content-length` and
+ * `transfer-encoding` are kept in place: the staging client writes them true to the body it sends.
+ */
 const DROPPED = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
-  'transfer-encoding',
   'te',
-  'trailer',
   'upgrade',
-  'content-length',
   // The ingress already answered the 100-continue handshake; the replay sends the body at once.
   'expect',
 ]);
@@ -48,14 +48,17 @@ export function stripShadowSuffix(host: string): string {
 export interface StagingHeaderOptions {
   /** The Host staging receives, or null to keep the mirrored Host (without `-shadow`). */
   host: string | null;
+  /** The Host sent when the request had none and `host` is null (the staging origin's); HTTP/1.1 needs one. */
+  fallbackHost?: string;
   entryId: string;
   attempt: number;
 }
 
 /**
- * The headers staging receives for a mirrored request: the same names, values and order,
- * without hop-by-hop headers (and those named by `connection`) and `content-length`
- * (undici recomputes it), with `host` set, plus the mirrorplane id and attempt headers.
+ * The headers staging receives for a mirrored request: the same names, case, values and order,
+ * without hop-by-hop headers (and those named by `connection`), with `host` set in its place
+ * (appended when the request had none), plus the mirrorplane id and attempt headers.
+ * `content-length` / `transfer-encoding` stay where they were; the staging client sets their values.
  * Any `x-mirrorplane-*` header that came in is replaced, never trusted.
  */
 export function stagingHeaders(rawHeaders: readonly string[], options: StagingHeaderOptions): string[] {
@@ -86,7 +89,8 @@ export function stagingHeaders(rawHeaders: readonly string[], options: StagingHe
     }
     out.push(name, rawHeaders[i + 1] as string);
   }
-  if (!hostSeen && options.host !== null) out.push('host', options.host);
+  const host = options.host ?? options.fallbackHost;
+  if (!hostSeen && host !== undefined) out.push('host', host);
   out.push(MIRRORPLANE_ID_HEADER, options.entryId, MIRRORPLANE_ATTEMPT_HEADER, String(options.attempt));
   return out;
 }

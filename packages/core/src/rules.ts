@@ -277,10 +277,42 @@ function isJson(headers: readonly string[]): boolean {
   return media === 'application/json' || (media.startsWith('application/') && media.endsWith('+json'));
 }
 
-/** Applies a rule's JSON edits; returns the new body, or the same Buffer when nothing changed. */
-function editJson(body: Buffer, edits: NonNullable<CompiledRule['json']>, scope: TemplateScope): Buffer {
+/**
+ * Nesting deeper than this is not edited: JSON.stringify recurses once per level and overflows
+ * the stack at about 10,000 (JSON.parse does not), so a deep body would fail the same way on
+ * every attempt. Far above what any API sends.
+ */
+export const MAX_JSON_DEPTH = 1000;
+
+/** The deepest nesting of arrays and objects in a JSON text (brackets inside strings ignored); one pass, no parse. */
+export function jsonDepth(body: Buffer): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i] as number;
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+  }
+  return max;
+}
+
+/**
+ * Applies a rule's JSON edits; returns the new body, or the same Buffer when nothing changed.
+ * Throws `RuleError` (the entry goes to the failed set at once, with this reason) when the body
+ * nests deeper than MAX_JSON_DEPTH: sending it unedited could leak what the rule removes.
+ */
+function editJson(ruleName: string, body: Buffer, edits: NonNullable<CompiledRule['json']>, scope: TemplateScope): Buffer {
   // Only valid UTF-8 JSON is edited; anything else is sent exactly as it came.
   if (body.length === 0 || !isUtf8(body)) return body;
+  if (body.length > MAX_JSON_DEPTH && jsonDepth(body) > MAX_JSON_DEPTH) {
+    throw new RuleError(ruleName, `the JSON body nests deeper than ${MAX_JSON_DEPTH} levels; the json action does not edit it`);
+  }
   let doc: unknown;
   try {
     doc = JSON.parse(body.toString('utf8'));
@@ -423,7 +455,7 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
           // one that does not decode (or is over the bound) is sent exactly as it came.
           const decoded = decodeBody(request.headers, request.body);
           if (decoded.ok) {
-            const edited = editJson(decoded.body, rule.json, scope);
+            const edited = editJson(rule.name, decoded.body, rule.json, scope);
             if (edited !== decoded.body) {
               request.body = edited;
               if (decoded.kind === 'decoded') request.headers = withoutContentCoding(request.headers);

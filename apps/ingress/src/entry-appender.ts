@@ -1,0 +1,96 @@
+import type { Socket } from 'node:net';
+import type { Redis } from 'ioredis';
+import { EntryCipher, createPartitioner, partitionKeys, pushEntryFields, type Config } from '@mirrorplane/core';
+import type { ParsedRequest } from './http1-parser.js';
+
+/** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
+export const INGRESS_TOKEN_HEADER = 'x-mirrorplane-token';
+
+function withoutHeader(rawHeaders: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() !== name) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
+  }
+  return out;
+}
+
+/**
+ * Appends one request as one stream entry (`XADD`, sealed when a data key is set) to its
+ * partition's stream. Appends of one event-loop turn leave in one write to Redis.
+ */
+export class EntryAppender {
+  readonly #redis: Redis;
+  readonly #streams: string[];
+  readonly #partitionOf: ((headers: Record<string, string | string[] | undefined>) => number) | null;
+  readonly #cipher: EntryCipher | null;
+  readonly #stripToken: boolean;
+  /** The Redis socket held corked until the end of this event-loop turn, if any. */
+  #corked: Socket | null = null;
+  readonly #uncork = (): void => {
+    const socket = this.#corked;
+    this.#corked = null;
+    socket?.uncork();
+  };
+
+  constructor(config: Config, redis: Redis) {
+    this.#redis = redis;
+    this.#streams = partitionKeys(config.prefix, config.partitions).map((k) => k.stream);
+    this.#partitionOf = config.partitions === 1 ? null : createPartitioner(config.partitions, config.partitionKey);
+    this.#cipher = EntryCipher.fromSpec(config.dataKey);
+    this.#stripToken = config.ingressToken !== null;
+  }
+
+  /** Resolves with the entry id once Redis accepted the entry; rejects with Redis's error. */
+  append(request: ParsedRequest, clientAddress: string | undefined): Promise<string | null> {
+    const raw = request.rawHeaders;
+    const stream = this.#partitionOf === null ? this.#streams[0] as string : this.#streams[this.#partitionOf(headerRecord(raw))] as string;
+    const args = pushEntryFields(
+      [stream, '*'],
+      request.method,
+      request.target,
+      this.#stripToken ? withoutHeader(raw, INGRESS_TOKEN_HEADER) : raw,
+      request.body,
+      Date.now(),
+      requestIdOf(raw),
+      clientAddress,
+      request.trailers,
+    );
+    const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
+    this.#batchWrites();
+    return (this.#redis.xadd as (...a: (string | Buffer)[]) => Promise<string | null>)(...fields);
+  }
+
+  /**
+   * Holds the Redis socket's writes until the end of this event-loop turn. Each request
+   * arrives in its own socket callback, so a per-tick batch holds a single XADD; corked
+   * until `setImmediate`, every append of the turn leaves in one write: one syscall, and one
+   * read for Redis, for all the requests that arrived together.
+   */
+  #batchWrites(): void {
+    if (this.#corked !== null) return;
+    const socket = (this.#redis as { stream?: Socket }).stream;
+    if (socket === undefined || typeof socket.cork !== 'function') return;
+    socket.cork();
+    this.#corked = socket;
+    setImmediate(this.#uncork);
+  }
+}
+
+/** Lower-cased names to values (the first of duplicates), as the partitioner reads headers. */
+function headerRecord(raw: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (out[name] === undefined) out[name] = raw[i + 1] as string;
+  }
+  return out;
+}
+
+/** The first x-request-id value, or null. Names are compared by length first: lower-casing every name per request is measurable. */
+function requestIdOf(raw: readonly string[]): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 12 && name.toLowerCase() === 'x-request-id') return raw[i + 1] as string;
+  }
+  return null;
+}

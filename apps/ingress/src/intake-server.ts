@@ -1,0 +1,262 @@
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { RequestParser, type ParsedRequest, type Refusal, type RefusalReason, type RequestHead } from './http1-parser.js';
+
+/** Why a request was lost before the ingress could answer it: refused by the parser, too slow, or cut. */
+export type IntakeLoss = RefusalReason | 'body_timeout' | 'aborted';
+
+/** Answers the ingress writes; computed once. */
+const OK = Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n', 'latin1');
+const OK_KEEP_ALIVE_10 = Buffer.from('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n', 'latin1');
+const OK_CLOSE = Buffer.from('HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n', 'latin1');
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Content Too Large',
+  417: 'Expectation Failed', 431: 'Request Header Fields Too Large', 503: 'Service Unavailable', 505: 'HTTP Version Not Supported',
+};
+
+export interface IntakeHandlers {
+  /**
+   * A request head arrived. Return null to read its body, or `[status, reason]` to refuse it at
+   * once (the connection closes: its body is never read).
+   */
+  head(head: RequestHead): readonly [status: number, reason: string] | null;
+  /** A whole request arrived (after `head` let it in). Call `answer` exactly once: 200 accepts, anything else refuses with `reason`. */
+  request(request: ParsedRequest, remoteAddress: string | undefined, answer: (status: number, reason?: string) => void): void;
+  /** A request was lost before `request`: refused by the parser, cut by the client, or too slow. `afterHead`: `head` had seen it. */
+  lost(reason: IntakeLoss, afterHead: boolean, refusal: Refusal | null): void;
+}
+
+export interface IntakeServerOptions {
+  maxHeaderBytes: number;
+  maxBodyBytes: number;
+  /** Time a client has from a request's first byte to its last (BODY_TIMEOUT_MS). */
+  requestTimeoutMs: number;
+  /** Idle time after which a kept-alive connection is closed; longer than the proxy's own. */
+  keepAliveTimeoutMs: number;
+}
+
+/**
+ * The traffic port: HTTP/1.1 on `node:net` with the ingress's own parser. Keep-alive and
+ * pipelining (requests are answered in order, one at a time per connection: the next is parsed
+ * only after the previous one's answer), `Expect: 100-continue`, HTTP/1.0. Any refusal closes
+ * the connection, since unread bytes would be taken for the next request.
+ */
+export class IntakeServer {
+  readonly #server: Server;
+  readonly #options: IntakeServerOptions;
+  readonly #handlers: IntakeHandlers;
+  readonly #connections = new Set<IntakeConnection>();
+  #timer: NodeJS.Timeout | null = null;
+  /** When set, every answer closes its connection and idle connections are closed. */
+  draining = false;
+
+  constructor(options: IntakeServerOptions, handlers: IntakeHandlers) {
+    this.#options = options;
+    this.#handlers = handlers;
+    // allowHalfOpen: a client may send a request and half-close; it still gets its answer.
+    this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      const connection = new IntakeConnection(socket, this.#options, this.#handlers, this);
+      this.#connections.add(connection);
+      socket.once('close', () => this.#connections.delete(connection));
+    });
+  }
+
+  get listening(): boolean {
+    return this.#server.listening;
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        // Deadlines are checked on an interval, not with a timer per request: one timer for all.
+        const every = Math.min(1000, this.#options.requestTimeoutMs);
+        this.#timer = setInterval(() => this.#checkDeadlines(), every).unref();
+        resolve((this.#server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  #checkDeadlines(): void {
+    const now = performance.now();
+    for (const connection of this.#connections) connection.checkDeadline(now);
+  }
+
+  /** Stops accepting connections; resolves once every connection is closed. */
+  close(): Promise<void> {
+    this.draining = true;
+    return new Promise((resolve) => {
+      this.#server.close(() => {
+        if (this.#timer) clearInterval(this.#timer);
+        resolve();
+      });
+      this.closeIdleConnections();
+    });
+  }
+
+  /** Closes connections that wait for no answer and hold no partial request. */
+  closeIdleConnections(): void {
+    for (const connection of this.#connections) connection.closeIfIdle();
+  }
+
+  closeAllConnections(): void {
+    for (const connection of this.#connections) connection.destroy();
+  }
+}
+
+class IntakeConnection {
+  readonly #socket: Socket;
+  readonly #parser: RequestParser;
+  readonly #handlers: IntakeHandlers;
+  readonly #server: IntakeServer;
+  readonly #timeoutMs: number;
+  /** Waiting for the answer to a whole request; nothing more is parsed meanwhile. */
+  #busy = false;
+  /** The current request's head was seen (handlers.head was called). */
+  #afterHead = false;
+  #keepAlive = true;
+  /** performance.now() by which the current request must be complete; 0 when none is started. */
+  #deadline = 0;
+  #ended = false;
+  #closed = false;
+
+  constructor(socket: Socket, options: IntakeServerOptions, handlers: IntakeHandlers, server: IntakeServer) {
+    this.#socket = socket;
+    this.#parser = new RequestParser(options);
+    this.#handlers = handlers;
+    this.#server = server;
+    this.#timeoutMs = options.requestTimeoutMs;
+    socket.setTimeout(options.keepAliveTimeoutMs, () => {
+      // Idle for that long with nothing to answer: the proxy went quiet.
+      if (!this.#busy && !this.#parser.midRequest) socket.destroy();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      this.#parser.feed(chunk);
+      if (!this.#busy) this.#run();
+    });
+    socket.on('end', () => {
+      this.#ended = true;
+      if (this.#busy) return; // answered, then closed (in #answer)
+      this.#lostIfStarted('aborted');
+      socket.end();
+    });
+    socket.on('error', () => undefined); // 'close' follows
+    socket.on('close', () => {
+      if (!this.#busy) this.#lostIfStarted('aborted');
+      this.#closed = true;
+    });
+  }
+
+  /** Counts a request cut by the client (once: a closed connection counts nothing more). */
+  #lostIfStarted(reason: IntakeLoss): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#deadline === 0 && !this.#parser.midRequest) return;
+    this.#deadline = 0;
+    const afterHead = this.#afterHead;
+    this.#afterHead = false;
+    this.#handlers.lost(reason, afterHead, null);
+  }
+
+  #run(): void {
+    while (!this.#busy && !this.#closed) {
+      const event = this.#parser.next();
+      if (event === null) {
+        if (this.#deadline === 0 && this.#parser.midRequest) this.#deadline = performance.now() + this.#timeoutMs;
+        return;
+      }
+      if (event.kind === 'refused') {
+        const { refusal } = event;
+        const afterHead = this.#afterHead;
+        this.#afterHead = false;
+        this.#deadline = 0;
+        this.#handlers.lost(refusal.reason, afterHead, refusal);
+        this.#refuse(refusal.status, refusal.reason);
+        return;
+      }
+      if (event.kind === 'head') {
+        const { head } = event;
+        this.#afterHead = true;
+        if (this.#deadline === 0) this.#deadline = performance.now() + this.#timeoutMs;
+        const refused = this.#handlers.head(head);
+        if (refused !== null) {
+          this.#afterHead = false;
+          this.#deadline = 0;
+          this.#refuse(refused[0], refused[1]);
+          return;
+        }
+        this.#keepAlive = head.keepAlive;
+        if (head.expectContinue) this.#socket.write(CONTINUE);
+        continue;
+      }
+      // A whole request: hold the connection until it is answered (answers go out in order).
+      this.#busy = true;
+      this.#deadline = 0;
+      this.#socket.pause();
+      const request = event.request;
+      let answered = false;
+      this.#handlers.request(request, this.#socket.remoteAddress, (status, reason) => {
+        if (answered) return;
+        answered = true;
+        this.#answer(request, status, reason);
+      });
+    }
+  }
+
+  #answer(request: ParsedRequest, status: number, reason: string | undefined): void {
+    this.#busy = false;
+    this.#afterHead = false;
+    if (this.#closed) return;
+    if (status !== 200) {
+      this.#refuse(status, reason ?? 'refused');
+      return;
+    }
+    if (!this.#keepAlive || this.#ended || this.#server.draining) {
+      this.#socket.end(OK_CLOSE);
+      this.#closed = true;
+      return;
+    }
+    this.#socket.write(request.minor === 0 ? OK_KEEP_ALIVE_10 : OK);
+    this.#socket.resume();
+    // Pipelined requests already received are parsed now.
+    this.#run();
+  }
+
+  /** Answers with an error and closes: bytes after a refused request cannot be trusted. */
+  #refuse(status: number, reason: string): void {
+    this.#closed = true;
+    if (this.#socket.destroyed || !this.#socket.writable) {
+      this.#socket.destroy();
+      return;
+    }
+    const body = `${reason}\n`;
+    this.#socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\nx-mirrorplane-drop: ${reason}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+      'latin1',
+    );
+    // A client that never reads its answer must not hold the socket.
+    this.#socket.setTimeout(5000, () => this.#socket.destroy());
+  }
+
+  checkDeadline(now: number): void {
+    if (this.#deadline === 0 || this.#busy || this.#closed || now < this.#deadline) return;
+    const afterHead = this.#afterHead;
+    this.#afterHead = false;
+    this.#deadline = 0;
+    this.#handlers.lost('body_timeout', afterHead, null);
+    this.#refuse(408, 'body_timeout');
+  }
+
+  closeIfIdle(): void {
+    if (!this.#busy && !this.#parser.midRequest && this.#deadline === 0) {
+      this.#closed = true;
+      this.#socket.end();
+    }
+  }
+
+  destroy(): void {
+    this.#closed = true;
+    this.#socket.destroy();
+  }
+}

@@ -1,0 +1,378 @@
+import { connect as connectTcp, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
+import { isIP } from 'node:net';
+
+/**
+ * The staging client's wire: HTTP/1.1 requests written byte for byte as given, over kept-alive
+ * connections to one origin. Why not undici (measured on undici 7.30, `lib/dispatcher/client-h1.js`
+ * `writeH1` and `lib/core/request.js` `processHeader`): it writes `host` first and in lower case
+ * whatever its place was, always adds `connection: keep-alive`, appends `content-length` last,
+ * refuses `*` as a path, an `expect` field and any `transfer-encoding`, and cannot send trailers.
+ * A mirror must send names in received case and order, so the request head is ours; per request
+ * this is one string concatenation and one write, like undici's own writer.
+ *
+ * What is written: `<method> <path> HTTP/1.1`, then `headers` as given (names, case, order and
+ * duplicates), with framing made true to the body: a `content-length` field keeps its place and
+ * case and gets the body's length; a `transfer-encoding` field keeps its place and case and the
+ * body goes as one chunk followed by the trailers; without either, a body (or trailers) gets
+ * `content-length` (or `transfer-encoding: chunked`) appended. Nothing else is added.
+ */
+
+export interface WireRequest {
+  method: string;
+  /** The request-target, written as is (origin-form, or `*`). */
+  path: string;
+  /** `[name, value, …]`; names, case, order and duplicates are written as given. */
+  headers: readonly string[];
+  body: Buffer;
+  /** Trailer fields `[name, value, …]`; sent after a chunked body. */
+  trailers: readonly string[];
+}
+
+export interface WireResponse {
+  statusCode: number;
+  /** `[name, value, …]`, names lower-cased (as post handlers have always seen them). */
+  headers: string[];
+  /** Up to `bodyLimit` bytes of the body (empty when the body is not kept). */
+  body: Buffer;
+  truncated: boolean;
+}
+
+/** Thrown when a request cannot be written as HTTP/1.1 (a stage produced an invalid method, path or field). */
+export class WireRequestError extends Error {}
+
+export interface Http1OriginOptions {
+  /** Bytes of each response body kept; 0: the body is read and discarded. */
+  bodyLimit: number;
+  /** Idle connections kept at most. */
+  maxIdle: number;
+  /** Idle time after which a kept connection is closed (shortened by the server's Keep-Alive timeout). */
+  idleMs: number;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
+
+/** The head and body bytes of a request. */
+export function encodeRequest(request: WireRequest): Buffer[] {
+  const { method, path, headers, body, trailers } = request;
+  if (!TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
+  if (path.length === 0 || INVALID_PATH.test(path)) throw new WireRequestError(`path ${JSON.stringify(path.slice(0, 100))} holds a space or a control byte`);
+  let head = `${method} ${path} HTTP/1.1\r\n`;
+  let chunked = false;
+  let framed = false;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    let value = headers[i + 1] as string;
+    if (!TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
+    if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name} holds CR, LF, NUL or another control byte`);
+    const lower = name.length === 14 || name.length === 17 ? name.toLowerCase() : '';
+    if (lower === 'content-length' || lower === 'transfer-encoding') {
+      // One framing field, true to the body that is sent: a second one would make the request ambiguous.
+      if (framed) continue;
+      framed = true;
+      chunked = lower === 'transfer-encoding';
+      value = chunked ? 'chunked' : String(body.length);
+    }
+    head += `${name}: ${value}\r\n`;
+  }
+  if (!framed && trailers.length > 0) {
+    head += 'transfer-encoding: chunked\r\n';
+    chunked = true;
+  } else if (!framed && body.length > 0) {
+    head += `content-length: ${body.length}\r\n`;
+  }
+  if (!chunked) return body.length === 0 ? [Buffer.from(`${head}\r\n`, 'latin1')] : [Buffer.from(`${head}\r\n`, 'latin1'), body];
+  let tail = body.length > 0 ? '\r\n0\r\n' : '0\r\n';
+  for (let i = 0; i < trailers.length; i += 2) {
+    const name = trailers[i] as string;
+    const value = trailers[i + 1] as string;
+    if (!TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
+    tail += `${name}: ${value}\r\n`;
+  }
+  tail += '\r\n';
+  const out: Buffer[] = [Buffer.from(body.length > 0 ? `${head}\r\n${body.length.toString(16)}\r\n` : `${head}\r\n`, 'latin1')];
+  if (body.length > 0) out.push(body);
+  out.push(Buffer.from(tail, 'latin1'));
+  return out;
+}
+
+/** One origin's kept-alive connections. Callers bound concurrency; a connection is opened when none is idle. */
+export class Http1Origin {
+  readonly #url: URL;
+  readonly #options: Http1OriginOptions;
+  readonly #idle: Socket[] = [];
+  readonly #all = new Set<Socket>();
+  #closed = false;
+
+  constructor(origin: string, options: Http1OriginOptions) {
+    this.#url = new URL(origin);
+    this.#options = options;
+  }
+
+  /**
+   * Sends one request and reads its response. Rejects with `WireRequestError` before anything
+   * is sent when the request is not valid HTTP/1.1, and with the socket's error (or `signal`'s
+   * reason) otherwise. A kept connection the server closed before answering is retried once on
+   * a new connection (the server read nothing from it).
+   */
+  async request(request: WireRequest, signal: AbortSignal): Promise<WireResponse> {
+    const bytes = encodeRequest(request);
+    const head = request.method === 'HEAD';
+    const reused = this.#idle.pop();
+    if (reused !== undefined) {
+      try {
+        return await this.#exchange(reused, bytes, head, signal, true);
+      } catch (error) {
+        if (!(error instanceof StaleConnectionError)) throw error;
+      }
+    }
+    return this.#exchange(this.#open(), bytes, head, signal, false);
+  }
+
+  #open(): Socket {
+    const url = this.#url;
+    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+    const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const socket = url.protocol === 'https:'
+      ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] })
+      : connectTcp({ host, port });
+    socket.setNoDelay(true);
+    this.#all.add(socket);
+    socket.once('close', () => {
+      this.#all.delete(socket);
+      const at = this.#idle.indexOf(socket);
+      if (at !== -1) this.#idle.splice(at, 1);
+    });
+    socket.on('error', () => undefined); // reported by the exchange, or the idle socket just goes
+    // One listener for the socket's life: only an idle socket has a timeout set.
+    socket.on('timeout', () => socket.destroy());
+    return socket;
+  }
+
+  #exchange(socket: Socket, bytes: Buffer[], head: boolean, signal: AbortSignal, reused: boolean): Promise<WireResponse> {
+    return new Promise<WireResponse>((resolve, reject) => {
+      const reader = new ResponseReader(head, this.#options.bodyLimit);
+      let settled = false;
+      const finish = (error: Error | null, response?: WireResponse) => {
+        if (settled) return;
+        settled = true;
+        socket.off('data', onData);
+        socket.off('end', onEnd);
+        socket.off('close', onEnd);
+        socket.off('error', onError);
+        signal.removeEventListener('abort', onAbort);
+        if (error !== null) {
+          socket.destroy();
+          reject(error);
+          return;
+        }
+        if (reader.reusable && !this.#closed && this.#idle.length < this.#options.maxIdle) this.#keep(socket, reader.keepAliveMs);
+        else socket.destroy();
+        resolve(response as WireResponse);
+      };
+      const onData = (chunk: Buffer) => {
+        let done: WireResponse | null;
+        try {
+          done = reader.push(chunk);
+        } catch (error) {
+          finish(error as Error);
+          return;
+        }
+        if (done !== null) finish(null, done);
+      };
+      const onEnd = () => {
+        const done = reader.end();
+        if (done !== null) finish(null, done);
+        else if (reused && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
+        else finish(Object.assign(new Error('staging closed the connection before the response ended'), { code: 'UND_ERR_SOCKET' }));
+      };
+      const onError = (error: Error) => {
+        if (reused && !reader.started) finish(new StaleConnectionError(error.message));
+        else finish(error);
+      };
+      const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      if (signal.aborted) return onAbort();
+      socket.setTimeout(0);
+      socket.on('data', onData);
+      socket.on('end', onEnd);
+      socket.on('close', onEnd);
+      socket.on('error', onError);
+      signal.addEventListener('abort', onAbort);
+      socket.cork();
+      for (const b of bytes) socket.write(b);
+      socket.uncork();
+    });
+  }
+
+  #keep(socket: Socket, keepAliveMs: number | null): void {
+    // Expire before the server does (its Keep-Alive timeout less a second), as undici does.
+    const idle = keepAliveMs === null ? this.#options.idleMs : Math.max(0, Math.min(this.#options.idleMs, keepAliveMs - 1000));
+    if (idle === 0) {
+      socket.destroy();
+      return;
+    }
+    socket.setTimeout(idle);
+    this.#idle.push(socket);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const socket of this.#idle) socket.destroy();
+    this.#idle.length = 0;
+    // Exchanges in flight are cut by their deadlines; what is left goes now.
+    for (const socket of this.#all) socket.destroy();
+  }
+}
+
+class StaleConnectionError extends Error {}
+
+const enum Body { Head, Length, ChunkSize, ChunkData, ChunkEnd, Trailers, UntilClose, Done }
+
+/** Reads one response (after any 1xx) from a connection's bytes (RFC 9112 §6.3 framing). */
+class ResponseReader {
+  readonly #headRequest: boolean;
+  readonly #limit: number;
+  #buf: Buffer = Buffer.alloc(0);
+  #state = Body.Head;
+  #remaining = 0;
+  #status = 0;
+  #headers: string[] = [];
+  #chunks: Buffer[] = [];
+  #kept = 0;
+  #truncated = false;
+  #close = false;
+  /** Any byte of the response arrived. */
+  started = false;
+  /** The connection may carry another request after this response. */
+  reusable = false;
+  /** The server's Keep-Alive timeout, if it said. */
+  keepAliveMs: number | null = null;
+
+  constructor(headRequest: boolean, limit: number) {
+    this.#headRequest = headRequest;
+    this.#limit = limit;
+  }
+
+  /** Adds bytes; returns the response once it is complete. */
+  push(chunk: Buffer): WireResponse | null {
+    this.started = true;
+    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    for (;;) {
+      switch (this.#state) {
+        case Body.Head: {
+          const end = this.#buf.indexOf('\r\n\r\n');
+          if (end === -1) {
+            if (this.#buf.length > 1024 * 1024) throw new Error('staging response head over 1 MiB');
+            return null;
+          }
+          const lines = this.#buf.toString('latin1', 0, end).split('\r\n');
+          this.#buf = this.#buf.subarray(end + 4);
+          const status = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(lines[0] as string);
+          if (status === null) throw new Error(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
+          const code = Number(status[2]);
+          // 1xx: informational, the real response follows (101 is never asked for).
+          if (code < 200) continue;
+          this.#status = code;
+          let length: number | null = null;
+          let chunked = false;
+          let teOther = false;
+          this.#close = status[1] === '0';
+          for (let i = 1; i < lines.length; i++) {
+            const line = lines[i] as string;
+            const colon = line.indexOf(':');
+            if (colon <= 0) throw new Error('staging sent a malformed response field');
+            const name = line.slice(0, colon).toLowerCase();
+            const value = line.slice(colon + 1).trim();
+            this.#headers.push(name, value);
+            if (name === 'content-length') length = Number(value);
+            else if (name === 'transfer-encoding') {
+              if (/(?:^|,)\s*chunked\s*$/i.test(value)) chunked = true;
+              else teOther = true;
+            } else if (name === 'connection') {
+              if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) this.#close = true;
+              else if (/(?:^|,)\s*keep-alive\s*(?:,|$)/i.test(value)) this.#close = false;
+            } else if (name === 'keep-alive') {
+              const timeout = /timeout\s*=\s*(\d+)/i.exec(value);
+              if (timeout) this.keepAliveMs = Number(timeout[1]) * 1000;
+            }
+          }
+          if (this.#headRequest || code === 204 || code === 304) this.#state = Body.Done;
+          else if (chunked) this.#state = Body.ChunkSize;
+          else if (teOther) this.#state = Body.UntilClose;
+          else if (length !== null) {
+            if (!Number.isSafeInteger(length) || length < 0) throw new Error('staging sent an invalid content-length');
+            this.#remaining = length;
+            this.#state = length === 0 ? Body.Done : Body.Length;
+          } else this.#state = Body.UntilClose;
+          continue;
+        }
+        case Body.Length:
+        case Body.ChunkData: {
+          if (this.#buf.length === 0) return null;
+          const n = Math.min(this.#buf.length, this.#remaining);
+          this.#keep(this.#buf.subarray(0, n));
+          this.#buf = this.#buf.subarray(n);
+          this.#remaining -= n;
+          if (this.#remaining > 0) return null;
+          this.#state = this.#state === Body.Length ? Body.Done : Body.ChunkEnd;
+          continue;
+        }
+        case Body.ChunkSize: {
+          const end = this.#buf.indexOf('\r\n');
+          if (end === -1) return null;
+          const size = /^([0-9a-fA-F]{1,12})/.exec(this.#buf.toString('latin1', 0, end));
+          if (size === null) throw new Error('staging sent a bad chunk size');
+          this.#buf = this.#buf.subarray(end + 2);
+          this.#remaining = parseInt(size[1] as string, 16);
+          this.#state = this.#remaining === 0 ? Body.Trailers : Body.ChunkData;
+          continue;
+        }
+        case Body.ChunkEnd:
+          if (this.#buf.length < 2) return null;
+          this.#buf = this.#buf.subarray(2);
+          this.#state = Body.ChunkSize;
+          continue;
+        case Body.Trailers: {
+          const end = this.#buf.indexOf('\r\n');
+          if (end === -1) return null;
+          this.#buf = this.#buf.subarray(end + 2);
+          if (end === 0) this.#state = Body.Done;
+          continue;
+        }
+        case Body.UntilClose:
+          if (this.#buf.length > 0) this.#keep(this.#buf);
+          this.#buf = Buffer.alloc(0);
+          return null;
+        case Body.Done:
+          // Bytes after a response we did not ask for: the connection is not reused.
+          this.reusable = !this.#close && this.#buf.length === 0;
+          return this.#response();
+      }
+    }
+  }
+
+  /** The connection ended: a response read until close is complete now. */
+  end(): WireResponse | null {
+    if (this.#state === Body.UntilClose) return this.#response();
+    return null;
+  }
+
+  #keep(chunk: Buffer): void {
+    if (this.#kept >= this.#limit) {
+      if (chunk.length > 0) this.#truncated = this.#limit > 0 || this.#truncated;
+      return;
+    }
+    const room = this.#limit - this.#kept;
+    if (chunk.length > room) this.#truncated = true;
+    const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    // A copy: the chunk may be a view of a larger socket buffer that must not be held.
+    this.#chunks.push(Buffer.from(part));
+    this.#kept += part.length;
+  }
+
+  #response(): WireResponse {
+    return { statusCode: this.#status, headers: this.#headers, body: this.#chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(this.#chunks, this.#kept), truncated: this.#truncated };
+  }
+}
