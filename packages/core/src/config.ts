@@ -98,7 +98,7 @@ export const SETTINGS = {
   prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
   ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
   ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },
-  ingressProcesses: { env: 'INGRESS_PROCESSES', flag: '--processes', schema: integer(1, 256), default: 1, doc: 'ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i' },
+  ingressProcesses: { env: 'INGRESS_PROCESSES', flag: '--processes', schema: integer(1, 256), default: 1, doc: 'ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i, ADMIN_PORT then defaulting to 9100 (clear of the worker\'s 9091 and the dashboard\'s 9092)' },
   adminHost: { env: 'ADMIN_HOST', flag: '--admin-host', schema: z.string().min(1), default: '127.0.0.1', doc: 'address the admin port binds (loopback unless told otherwise)' },
   adminPort: { env: 'ADMIN_PORT', flag: '--admin-port', schema: port, doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off' },
   stagingUrl: { env: 'STAGING_URL', flag: '--staging', schema: url(['http:', 'https:']), requiredBy: ['worker', 'start'], doc: 'staging origin every replay goes to (and nowhere else)' },
@@ -110,6 +110,7 @@ export const SETTINGS = {
   preserveHost: { env: 'PRESERVE_HOST', schema: bool, default: false, doc: 'send the mirrored Host (without the -shadow suffix) instead of the staging host' },
   maxBodyBytes: { env: 'MAX_BODY_BYTES', schema: integer(0, 1024 * 1024 * 1024), default: 10 * 1024 * 1024, doc: 'largest request body the ingress accepts; larger gets 413' },
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
+  redisConnectTimeoutMs: { env: 'REDIS_CONNECT_TIMEOUT_MS', flag: '--redis-timeout', schema: integer(100, 600_000), default: 10000, doc: 'time to reach Redis (and, for operator commands, for each command to answer) before giving up with a message naming the URL and the cause' },
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
@@ -149,6 +150,8 @@ export interface Config {
   readonly maxBodyBytes: number;
   readonly bodyTimeoutMs: number;
   readonly appendTimeoutMs: number;
+  /** Milliseconds to reach Redis at start (and for each operator command) before failing. */
+  readonly redisConnectTimeoutMs: number;
   readonly claimIdleMs: number;
   readonly shutdownTimeoutMs: number;
   /** How long finished entries stay in the stream; null: deleted once finished. */
@@ -231,7 +234,11 @@ const FileSettings = z.strictObject({
   ...(Object.fromEntries(Object.entries(FILE_ONLY).map(([key, s]) => [key, s.optional()])) as unknown as Record<FileOnlyKey, z.ZodOptional<z.ZodType>>),
 });
 
-const DEFAULT_ADMIN_PORT: Record<Role, number> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
+/** The first admin port of an ingress with several processes (process i at 9100 + i). */
+export const INGRESS_CLUSTER_ADMIN_PORT = 9100;
+
+/** The admin port each role uses when ADMIN_PORT is not set. */
+export const DEFAULT_ADMIN_PORT: Readonly<Record<Role, number>> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
 
 export interface ConfigOptions {
   role: Role;
@@ -402,7 +409,7 @@ export function loadConfig(options: ConfigOptions): Config {
   return Object.freeze({
     role: options.role,
     ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'productionResponses' | 'idMapping' | 'compare'>),
-    adminPort: (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role],
+    adminPort: (values.adminPort as number | undefined) ?? (options.role === 'ingress' && (values.ingressProcesses as number) > 1 ? INGRESS_CLUSTER_ADMIN_PORT : DEFAULT_ADMIN_PORT[options.role]),
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
     configFile: options.file?.path ?? null,
