@@ -25,6 +25,7 @@ export function describeRedisError(error: unknown): string {
   }
   const sentinelNoMaster = /connected to sentinel (\S+) successfully, but got an invalid reply: null/.exec(message);
   if (sentinelNoMaster) return `sentinel ${sentinelNoMaster[1]} knows no master by that name`;
+  if (/No such master with that name/i.test(message)) return 'no sentinel knows a master by that name';
   const lastError = /All sentinels are unreachable.*Last error: (.*)$/.exec(message);
   if (lastError) return `no sentinel answered (last error: ${describeRedisError(Object.assign(new Error(lastError[1]), { code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined }))})`;
   if (/All sentinels are unreachable/.test(message)) return 'no sentinel answered';
@@ -77,6 +78,7 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
     });
   } catch {
     redis.disconnect();
+    if (dbError !== null) throw await databaseError(config, logger, deadlineMs, target.db, url);
     const cause = lastError === null ? `no answer within ${formatSeconds(deadlineMs)}` : describeRedisError(lastError);
     throw new RedisUnavailableError(`cannot reach Redis at ${url}: ${cause}`, { cause: lastError ?? undefined });
   } finally {
@@ -88,11 +90,15 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
     const failure = dbError ?? (await redis.select(target.db).then(() => null, (error: unknown) => error));
     if (failure !== null) {
       redis.disconnect();
-      const databases = await countDatabases(config, logger, deadlineMs);
-      throw new RedisDatabaseError(`REDIS_URL: database ${target.db} does not exist on ${url}${databases === null ? '' : ` (this Redis has databases 0 to ${databases - 1})`}; refusing to fall back to database 0`);
+      throw await databaseError(config, logger, deadlineMs, target.db, url);
     }
   }
   return redis;
+}
+
+async function databaseError(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number, db: number, url: string): Promise<RedisDatabaseError> {
+  const databases = await countDatabases(config, logger, deadlineMs);
+  return new RedisDatabaseError(`REDIS_URL: database ${db} does not exist on ${url}${databases === null ? '' : ` (this Redis has databases 0 to ${databases - 1})`}; refusing to fall back to database 0`);
 }
 
 async function countDatabases(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number): Promise<number | null> {
