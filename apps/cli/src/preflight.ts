@@ -1,5 +1,5 @@
 import { MirrorplaneError, RedisUnavailableError, errorMessage, type Config } from '@mirrorplane/core';
-import { checkDeployment, closeRedis, maskRedisUrl, openRedis, type Logger } from '@mirrorplane/runtime';
+import { checkDeployment, closeRedis, createLogger, maskRedisUrl, openRedis, type Logger } from '@mirrorplane/runtime';
 import { EXIT_USAGE } from './process.js';
 import { VERSION } from './version.js';
 
@@ -7,7 +7,8 @@ import { VERSION } from './version.js';
 const RECHECK_MS = 1000;
 
 async function check(config: Config, logger: Logger): Promise<void> {
-  const redis = await openRedis(config, 'cli', logger);
+  // Its own failures are reported once by preflight, not per reconnect.
+  const redis = await openRedis(config, 'cli', createLogger({ logLevel: 'silent' }, 'preflight'));
   try {
     const { stored } = await checkDeployment(redis, config, 'claim', VERSION);
     logger.info({ prefix: config.prefix, deployment: stored }, 'deployment checked');
