@@ -29,7 +29,8 @@ export function buildProgram(io: Io): Command {
     .showHelpAfterError('(run with --help for usage)')
     .showSuggestionAfterError(true)
     .exitOverride()
-    .configureOutput({ writeOut: io.out, writeErr: io.err });
+    // A fixed width: help reads the same in any terminal, and the docs are generated from it.
+    .configureOutput({ writeOut: io.out, writeErr: io.err, getOutHelpWidth: () => 80, getErrHelpWidth: () => 80 });
   registerIngress(program);
   registerWorker(program);
   registerStart(program, io);
@@ -44,7 +45,7 @@ export function buildProgram(io: Io): Command {
   // Every subcommand exits through main(), never process.exit from inside commander.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {
-      sub.exitOverride().showSuggestionAfterError(true).configureOutput({ writeOut: io.out, writeErr: io.err });
+      sub.exitOverride().showSuggestionAfterError(true).configureOutput({ writeOut: io.out, writeErr: io.err, getOutHelpWidth: () => 80, getErrHelpWidth: () => 80 });
       inherit(sub);
     }
   };
