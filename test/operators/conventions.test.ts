@@ -165,3 +165,21 @@ test('every setting with a flag is offered by a command, with help, environment 
   assert.match(ingressHelp, /--admin-port <n> .*\(env ADMIN_PORT, default 9090\)/);
   assert.match((await runCli(['worker', '--help'], {})).stdout.replace(/\n\s+/g, ' '), /--admin-port <n> .*\(env ADMIN_PORT, default 9091\)/);
 });
+
+test('config mistakes get the accepted values, a "did you mean" and the offending line', async () => {
+  const bool = await runCli(['status'], { PRESERVE_HOST: 'maybe' });
+  assert.equal(bool.code, 2);
+  assert.match(bool.stderr, /PRESERVE_HOST: expected true or false \(also 1\/0, yes\/no, on\/off\)/);
+  const typo = join(dir, 'typo.yaml');
+  writeFileSync(typo, 'prefx: a\nredisURL: redis://x\nzzzzzz: 1\n');
+  const unknown = await runCli(['status', '--config', typo], {});
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /prefx: unknown key \(did you mean "prefix"\?\)/);
+  assert.match(unknown.stderr, /redisURL: unknown key \(did you mean "redisUrl"\?\)/);
+  assert.match(unknown.stderr, /zzzzzz: unknown key\n/);
+  const broken = join(dir, 'broken.yaml');
+  writeFileSync(broken, 'redisUrl: redis://x\nfoo:\n  - a\n b: c\n');
+  const yaml = await runCli(['status', '--config', broken], {});
+  assert.equal(yaml.code, 2);
+  assert.match(yaml.stderr, /cannot parse: .* at line 4, column 1 \(the line reads " b: c"\)\n$/);
+});

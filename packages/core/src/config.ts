@@ -66,7 +66,8 @@ const dataKeys = z.string().trim().superRefine((value, ctx) => {
   }
 });
 
-const bool = z.union([z.boolean(), z.stringbool({ error: 'expected true or false (also 1/0, yes/no, on/off)' })]);
+const BOOL_ERROR = 'expected true or false (also 1/0, yes/no, on/off)';
+const bool = z.union([z.boolean(), z.stringbool({ error: BOOL_ERROR })], { error: BOOL_ERROR });
 
 /** Statuses that make a replay retryable: `5xx,429` means every 5xx and 429. */
 const statusList = z.union([z.string(), z.array(z.union([z.string(), z.number()]))]).transform((value, ctx) => {
@@ -265,12 +266,41 @@ function issueMessage(issue: z.core.$ZodIssue): string {
   return issue.message;
 }
 
-function zodIssues(error: z.ZodError, prefix: readonly PropertyKey[], key: (path: string) => string): ConfigIssue[] {
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length] as number;
+}
+
+/** The known name closest to an unknown one, when it is close enough to be a typo. */
+export function closestName(name: string, known: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = distance(name.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best !== null && bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : null;
+}
+
+function zodIssues(error: z.ZodError, prefix: readonly PropertyKey[], key: (path: string) => string, known: readonly string[] = []): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   for (const issue of error.issues) {
     const base = [...prefix, ...issue.path];
-    const paths = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => formatPath([...base, k])) : [formatPath(base)];
-    for (const path of paths) out.push({ key: key(path || '(top level)'), message: issueMessage(issue) });
+    if (issue.code === 'unrecognized_keys') {
+      for (const k of issue.keys) {
+        // Only top-level keys are known here; nested objects name their own keys in CONFIG.md.
+        const guess = base.length === 0 ? closestName(k, known) : null;
+        out.push({ key: key(formatPath([...base, k])), message: guess ? `unknown key (did you mean ${JSON.stringify(guess)}?)` : 'unknown key' });
+      }
+      continue;
+    }
+    out.push({ key: key(formatPath(base) || '(top level)'), message: issueMessage(issue) });
   }
   return out;
 }
@@ -310,7 +340,12 @@ function parseFile(path: string, text: string): unknown {
   try {
     return /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new ConfigError([{ key: path, message: `cannot parse: ${(error as Error).message.split('\n')[0]}` }]);
+    // yaml's message ends in "at line 5, column 1:" followed by the source excerpt: keep the
+    // position, and quote the line itself rather than leave the sentence hanging.
+    const first = ((error as Error).message.split('\n')[0] ?? '').replace(/:\s*$/, '');
+    const line = (error as { linePos?: { line: number }[] }).linePos?.[0]?.line;
+    const source = line === undefined ? undefined : text.split('\n')[line - 1];
+    throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }]);
   }
 }
 
@@ -335,7 +370,7 @@ export function loadConfig(options: ConfigOptions): Config {
     if (Array.isArray(top.rules)) rawRules = top.rules;
     if (typeof top.origins === 'object' && top.origins !== null) rawOriginNames = Object.keys(top.origins);
     if (!result.success) {
-      issues.push(...zodIssues(result.error, [], (path) => `${filePath}: ${path}`));
+      issues.push(...zodIssues(result.error, [], (path) => `${filePath}: ${path}`, [...Object.keys(SETTINGS), ...Object.keys(FILE_ONLY)]));
       // The default origin may well be in the file; without this, its other errors would
       // also bring a misleading "STAGING_URL: required".
       const r = raw as { stagingUrl?: unknown; origins?: { default?: unknown } } | null;
