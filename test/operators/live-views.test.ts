@@ -1,6 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MirrorplaneProcess, RedisServer, waitFor } from '../helpers/index.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../helpers/index.js';
+
+const CHROMIUM = '/usr/bin/chromium';
 
 // Live views recover by themselves after a Redis restart and say when their data is stale.
 
@@ -47,4 +53,34 @@ test('status --watch survives a Redis restart: frames marked stale with the URL 
   assert.equal(json.stderr, '', 'no warning (MaxListenersExceededWarning) and no error output');
   assert.equal(human.stderr, '');
   assert.match(human.stdout, /^Redis redis:\/\/127\.0\.0\.1:\d+ {2}prefix watched$/m, 'the context line');
+});
+
+test('the dashboard marks its figures stale while Redis is away (503 and a banner in Chromium), and recovers', async () => {
+  const port = await freePort();
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'dash-stale', REDIS_CONNECT_TIMEOUT_MS: '1000', LOG_LEVEL: 'error' });
+  const profile = mkdtempSync(join(tmpdir(), 'mp-test-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  try {
+    await waitFor('the dashboard to answer', async () => (await fetch(`http://127.0.0.1:${port}/api/status`)).status === 200, 60_000, 100);
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await waitFor('live figures', async () => (await page.locator('[data-k="backlog"]').textContent()) === '0', 30_000, 100);
+    assert.equal(await page.locator('#error').textContent(), '');
+    await redis.stop();
+    const stale = await waitFor('a 503 with stale figures', async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/api/status`);
+      const body = (await res.json()) as { stale?: boolean; error?: string; lastGoodAt?: string };
+      return res.status === 503 && body.stale ? body : null;
+    }, 60_000, 100);
+    assert.match(stale.error ?? '', new RegExp(`^cannot (reach|read from) Redis at redis://127\\.0\\.0\\.1:${redis.port}: .*; the figures shown are from \\d{4}-`));
+    assert.ok(stale.lastGoodAt);
+    await waitFor('the banner in the browser', async () => /^cannot read the status: cannot (reach|read from) Redis at .*the figures shown are from/.test((await page.locator('#error').textContent()) ?? ''), 30_000, 100);
+    await redis.start();
+    await waitFor('live again', async () => (await fetch(`http://127.0.0.1:${port}/api/status`)).status === 200, 60_000, 100);
+    await waitFor('the banner gone', async () => (await page.locator('#error').textContent()) === '', 30_000, 100);
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+    await dashboard.stop('SIGTERM');
+  }
 });
