@@ -13,8 +13,10 @@ export function maskRedisUrl(url: string): string {
 
 /** What went wrong with a connection, in the words an operator expects. */
 export function describeRedisError(error: unknown): string {
-  const e = error as { code?: string; message?: string; hostname?: string };
+  const e = error as { code?: string; message?: string; hostname?: string; lastNodeError?: unknown };
   const message = errorMessage(error);
+  // ioredis's ClusterAllFailedError carries what the last seed node said.
+  if (/Failed to refresh slots cache/.test(message)) return `no cluster node answered${e.lastNodeError ? ` (${describeRedisError(e.lastNodeError)})` : ''}`;
   switch (e.code) {
     case 'ECONNREFUSED': return 'connection refused';
     case 'ENOTFOUND':
@@ -30,6 +32,7 @@ export function describeRedisError(error: unknown): string {
   if (lastError) return `no sentinel answered (last error: ${describeRedisError(Object.assign(new Error(lastError[1]), { code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined }))})`;
   if (/All sentinels are unreachable/.test(message)) return 'no sentinel answered';
   if (/ECONNREFUSED/.test(message)) return 'connection refused';
+  if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
   if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) return `authentication failed (${message.split('\n')[0]})`;
   if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed (${message})`;
   return message;

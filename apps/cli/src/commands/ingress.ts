@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { Ingress } from '@mirrorplane/ingress';
 import { configure, createLogger, runUntilSignal } from '../process.js';
@@ -19,7 +20,7 @@ export function registerIngress(program: Command): void {
     }
     const processConfig = ingressProcessConfig(config);
     // The primary checked Redis and the deployment once for all its processes.
-    if (processConfig === config) await preflight(config, logger);
+    if (!cluster.isWorker) await preflight(config, logger);
     const ingress = new Ingress(processConfig, logger);
     runUntilSignal(logger, () => ingress.close());
     leaveSignalsToPrimary();
