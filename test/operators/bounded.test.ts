@@ -104,7 +104,7 @@ test('a database index that does not exist stops every role and command with a c
   try {
     const before = await keySnapshot(client);
     const url = `${redis.url}/99`;
-    for (const args of [['status'], ['failed', 'list'], ['ingress'], ['worker']]) {
+    for (const args of [['status'], ['failed', 'list'], ['ingress'], ['worker'], ['dashboard', '--port', '0']]) {
       const r = await runTimed(args, { REDIS_URL: url, STAGING_URL: 'http://127.0.0.1:9', ADMIN_PORT: '0', INGRESS_PORT: '0', LOG_LEVEL: 'silent' });
       assert.equal(r.killed, false, `${args[0]} kept running`);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { RedisUnavailableError } from '@mirrorplane/core';
+import { withOperatorConnection } from '../connection.js';
 import { configure, createLogger, runUntilSignal, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { Dashboard } from '../dashboard.js';
@@ -14,6 +16,12 @@ export function registerDashboard(program: Command): void {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
     const config = configure('cli', settingFlags(command));
     const logger = createLogger(config, 'dashboard');
+    // A database that does not exist or a deployment that disagrees stops it before it serves
+    // wrong figures; Redis merely down does not (the page says it cannot read, and recovers).
+    await withOperatorConnection(config, async () => undefined).catch((error: unknown) => {
+      if (!(error instanceof RedisUnavailableError)) throw error;
+      logger.warn({ err: error.message }, 'Redis is not reachable; serving the dashboard, which shows it');
+    });
     const dashboard = new Dashboard({ config, logger, host: options.host, port });
     runUntilSignal(logger, () => dashboard.close());
     const url = await listening({ ingressPort: port, ingressHost: options.host, adminPort: -1, adminHost: '' }, () => dashboard.listen()).catch((error: unknown) => {
