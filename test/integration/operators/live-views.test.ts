@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 

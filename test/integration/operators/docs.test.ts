@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { helpReference, replaceSection, synopsisReference } from '../../apps/cli/src/reference.js';
-import { runCli } from '../helpers/index.js';
+import { helpReference, replaceSection, synopsisReference } from '../../../apps/cli/src/reference.js';
+import { runCli } from '../../helpers/index.js';
 
 // README's command reference and docs/OPERATIONS.md list every command and flag as --help prints them.
 
-const read = (path: string) => readFileSync(fileURLToPath(new URL(`../../${path}`, import.meta.url)), 'utf8');
+const read = (path: string) => readFileSync(fileURLToPath(new URL(`../../../${path}`, import.meta.url)), 'utf8');
 
 test('the command references in README.md and docs/OPERATIONS.md are what --help prints (node apps/cli/scripts/reference.mjs --write)', () => {
   const readme = read('README.md');

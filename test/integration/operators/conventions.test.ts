@@ -6,13 +6,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { SETTINGS } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, runCli } from '../helpers/index.js';
-import { formatCount, formatDuration } from '../../apps/cli/src/format.js';
+import { RecordingServer, RedisServer, runCli } from '../../helpers/index.js';
+import { formatCount, formatDuration } from '../../../apps/cli/src/format.js';
 
 // What operators expect from a command line (kubectl, docker): a version, a context line,
 // readable numbers in tables and raw ones in JSON, suggestions, no progress in a pipe.
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
+const root = fileURLToPath(new URL('../../..', import.meta.url));
 let redis: RedisServer;
 let dir: string;
 

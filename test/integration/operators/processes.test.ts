@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '@mirrorplane/core';
-import { CLI, MirrorplaneProcess, RedisServer, freePort, waitFor } from '../helpers/index.js';
+import { CLI, MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
 import { runTimed } from './helpers.js';
 
 // Ports and signals of the long-running roles.

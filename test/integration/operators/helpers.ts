@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { CLI } from '../helpers/index.js';
+import { CLI } from '../../helpers/index.js';
 import type { Redis } from 'ioredis';
 
 /** Runs the CLI, killing it after `killAfterMs` (a hang is a failure, not a stuck test); reports the time it took. */

@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../../helpers/index.js';
 import { Redis } from 'ioredis';
 import { assertSameKeys, keySnapshot, runTimed } from './helpers.js';
 

@@ -5,12 +5,12 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RecordingServer, RedisServer, freePort, header, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, freePort, header, requestHead, sendRaw, waitFor } from '../../helpers/index.js';
 
 // The CLI installed the documented way (a packed tarball, npm install -g into a prefix),
 // run outside the repository with a hooks module that imports @mirrorplane/core.
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
+const root = fileURLToPath(new URL('../../..', import.meta.url));
 let dir: string;
 let redis: RedisServer;
 

@@ -1,8 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.js';
-import { main } from '../../apps/cli/src/main.js';
-import type { Io } from '../../apps/cli/src/io.js';
+import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/index.js';
+import { main } from '../../../apps/cli/src/main.js';
+import type { Io } from '../../../apps/cli/src/io.js';
 
 // Operator actions on the failed set work on a snapshot and report exact counts.
 
