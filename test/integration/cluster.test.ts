@@ -146,7 +146,7 @@ test('on a 3-node Redis Cluster: ingress, workers, retries, the failed set and s
     failing = false;
     const replay = await stacks[0]!.cli(['failed', 'replay', '--all']);
     assert.equal(replay.code, 0, replay.stderr);
-    assert.match(replay.stdout, /replaying 2 failed entries/);
+    assert.match(replay.stdout, /replayed 2 failed entries/);
     await waitFor('the failed entries replayed', async () => {
       const st = await stacks[0]!.status();
       return st.replayed === 20 && st.failed === 0;

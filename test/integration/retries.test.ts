@@ -88,7 +88,7 @@ test('exhausted attempts land in the failed set; failed replay --all delivers th
     healthy = true;
     const replay = await stack.cli(['failed', 'replay', '--all']);
     assert.equal(replay.code, 0, replay.stderr);
-    assert.match(replay.stdout, /replaying 2 failed entries/);
+    assert.match(replay.stdout, /replayed 2 failed entries/);
     await waitFor('both to be delivered', () => staging.received.filter((r) => header(r.rawHeaders, 'x-mirrorplane-attempt') !== undefined).length === 8 && staging.received.slice(6).length === 2);
     const delivered = staging.received.slice(6);
     assert.deepEqual(delivered.map((r) => r.url).sort(), ['/a', '/b']);
@@ -119,9 +119,9 @@ test('failed replay by id, unknown ids and purge', async () => {
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--all/);
     const one = await stack.cli(['failed', 'replay', rows[0]!.id]);
-    assert.match(one.stdout, /replaying 1 failed entry/);
+    assert.match(one.stdout, /replayed 1 failed entry/);
     await waitFor('the replayed one to fail again', () => staging.received.length === 4);
-    const purge = await stack.cli(['failed', 'purge']);
+    const purge = await stack.cli(['failed', 'purge', '--yes']);
     assert.equal(purge.code, 0);
     await waitFor('an empty failed set', async () => (await stack.status()).failed === 0);
   } finally {

@@ -51,7 +51,7 @@ test('unknown keys in the config file are errors, named by path', () => {
     () => loadConfig({ role: 'ingress', env: {}, file: { path: 'c.yaml', text: 'ingresPort: 1\nlogLevel: loud\n' } }),
     (error: unknown) =>
       error instanceof ConfigError &&
-      error.issues.some((i) => i.key === 'c.yaml: ingresPort' && i.message === 'unknown key') &&
+      error.issues.some((i) => i.key === 'c.yaml: ingresPort' && i.message === 'unknown key (did you mean "ingressPort"?)') &&
       error.issues.some((i) => i.key === 'c.yaml: logLevel'),
   );
   assert.throws(() => loadConfig({ role: 'ingress', env: {}, file: { path: 'c.json', text: '{' } }), /c\.json: cannot parse/);

@@ -1,5 +1,9 @@
 #!/usr/bin/env node
-import { main } from '../lib/main.js';
+import { installHookImports } from '../lib/hook-imports.js';
+
+// Hooks modules outside this package can import @mirrorplane/core.
+installHookImports();
+const { main } = await import('../lib/main.js');
 
 main(process.argv.slice(2)).then(
   (code) => {

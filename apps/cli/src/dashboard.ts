@@ -5,7 +5,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { closeRedis, createRedis, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
+import { closeRedis, createRedis, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 
@@ -38,7 +38,10 @@ export class Dashboard {
   readonly #server: Server;
   readonly #board: (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
   readonly #window = new RateWindow();
-  #frame: StatusFrame | { error: string } = { error: 'not read yet' };
+  #frame: StatusFrame | { error: string; stale?: true; lastGoodAt?: string | null } = { error: 'not read yet' };
+  /** The reading under way; a new one starts only when it settles (reads wait for Redis, never pile up). */
+  #inflight: Promise<void> | null = null;
+  #lastGoodAt: string | null = null;
   #timer: NodeJS.Timeout | null = null;
   #reading: Promise<void> | null = null;
   #port = 0;
@@ -87,14 +90,35 @@ export class Dashboard {
     return this.url;
   }
 
+  /**
+   * Reads the status; a reading that fails or takes longer than REDIS_CONNECT_TIMEOUT_MS
+   * (the connection waits for Redis to come back) turns the figures stale: /api/status
+   * answers 503 with the cause and the time of the last good reading, and the page shows it
+   * above the old figures, until a reading succeeds again.
+   */
   async #read(): Promise<void> {
-    try {
-      const status = await readDeploymentStatus(this.#redis, this.#queue, partitionKeys(this.#o.config.prefix, this.#o.config.partitions));
-      const t = Date.now();
-      this.#frame = { at: new Date(t).toISOString(), ...status, ...this.#window.add(status, t) };
-    } catch (error) {
-      this.#frame = { error: errorMessage(error) };
-    }
+    const stale = (cause: string) => {
+      this.#frame = { error: `${cause}; the figures shown are from ${this.#lastGoodAt ?? 'no reading yet'}`, stale: true, lastGoodAt: this.#lastGoodAt };
+    };
+    this.#inflight ??= readDeploymentStatus(this.#redis, this.#queue, partitionKeys(this.#o.config.prefix, this.#o.config.partitions)).then(
+      (status) => {
+        const t = Date.now();
+        this.#frame = { at: new Date(t).toISOString(), ...status, ...this.#window.add(status, t) };
+        this.#lastGoodAt = this.#frame.at;
+      },
+      (error: unknown) => stale(`cannot read from Redis at ${maskRedisUrl(this.#o.config.redisUrl)}: ${errorMessage(error)}`),
+    ).finally(() => { this.#inflight = null; });
+    let timer: NodeJS.Timeout | undefined;
+    const limit = this.#o.config.redisConnectTimeoutMs;
+    await Promise.race([
+      this.#inflight,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          stale(`cannot reach Redis at ${maskRedisUrl(this.#o.config.redisUrl)}: no answer within ${limit / 1000} s`);
+          resolve();
+        }, limit);
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 
   #allowedHost(header: string | undefined): boolean {

@@ -1,3 +1,4 @@
+import { formatCount } from './format.js';
 import type { Redis } from 'ioredis';
 import { productionKeys } from '@mirrorplane/runtime';
 
@@ -42,10 +43,10 @@ export async function readDiffSummary(redis: Redis, prefix: string, topPaths = 5
 export function formatDiffSummary(rows: readonly RouteDiffSummary[]): string {
   if (rows.length === 0) return 'no comparisons yet (is `compare` set in the config, and are production responses arriving?)\n';
   const width = Math.max(5, ...rows.map((r) => r.route.length));
-  let out = `${'route'.padEnd(width)}  compared  mismatches  rate\n`;
+  let out = `${'ROUTE'.padEnd(width)}  COMPARED  MISMATCHES   RATE\n`;
   for (const r of rows) {
-    out += `${r.route.padEnd(width)}  ${String(r.compared).padStart(8)}  ${String(r.mismatches).padStart(10)}  ${(r.mismatchRate * 100).toFixed(1).padStart(5)}%\n`;
-    for (const p of r.paths) out += `${''.padEnd(width)}    ${p.path} (${p.count})\n`;
+    out += `${r.route.padEnd(width)}  ${formatCount(r.compared).padStart(8)}  ${formatCount(r.mismatches).padStart(10)}  ${(r.mismatchRate * 100).toFixed(1).padStart(5)}%\n`;
+    for (const p of r.paths) out += `${''.padEnd(width)}    ${p.path} (${formatCount(p.count)})\n`;
   }
   return out;
 }

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
+import { EXIT_USAGE } from './process.js';
 
 /** Environment variable telling a forked ingress process its index (0, 1, …); set by the primary only. */
 const INDEX_VAR = 'MIRRORPLANE_INGRESS_INDEX';
@@ -25,14 +26,25 @@ export function ingressProcessConfig(config: Config): Config {
 }
 
 /**
- * In a process of the cluster, SIGINT is left to the primary: Ctrl-C reaches the whole
- * process group, and the primary's SIGTERM after it would count as a second signal and cut
- * the graceful shutdown short. Call after the signal handlers are installed.
+ * In a process of the cluster, signals are the primary's to escalate. SIGINT is ignored:
+ * Ctrl-C reaches the whole process group and the primary passes it on as SIGTERM. A SIGTERM
+ * starts the graceful shutdown once and later ones are ignored: systemd signals the whole
+ * group, so each process gets the group's SIGTERM and the primary's; counting the second as
+ * "exit now" would cut the shutdown short and report failure. The primary's second signal
+ * sends SIGKILL. Call after the signal handlers are installed.
  */
-export function leaveInterruptToPrimary(): void {
+export function leaveSignalsToPrimary(): void {
   if (!cluster.isWorker) return;
   process.removeAllListeners('SIGINT');
   process.on('SIGINT', () => undefined);
+  const handlers = process.listeners('SIGTERM');
+  process.removeAllListeners('SIGTERM');
+  let seen = false;
+  process.on('SIGTERM', (signal) => {
+    if (seen) return;
+    seen = true;
+    for (const handler of handlers) handler(signal);
+  });
 }
 
 /**
@@ -55,7 +67,19 @@ export function superviseIngressProcesses(config: Config, logger: Logger): void 
         if (workers.size === 0) {
           logger.info({ failed }, 'ingress processes stopped');
           logger.flush();
-          process.exit(failed ? 1 : 0);
+          process.exit(failed ? EXIT_USAGE : 0);
+        }
+        return;
+      }
+      if (code === EXIT_USAGE) {
+        // A port in use or a bad setting: a replacement would fail the same way, so stop all.
+        logger.fatal({ index, code }, 'ingress process could not start (see its message); stopping');
+        stopping = true;
+        failed = true;
+        for (const other of workers.keys()) other.process.kill('SIGTERM');
+        if (workers.size === 0) {
+          logger.flush();
+          process.exit(EXIT_USAGE);
         }
         return;
       }

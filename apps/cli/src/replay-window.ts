@@ -1,3 +1,4 @@
+import { formatCount, formatDuration } from './format.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   EntryCipher,
@@ -239,6 +240,8 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
     read: 0, filteredOut: 0, truncated: 0, undecodable: 0, sent: 0,
     statuses: {}, errors: 0, dropped: 0, seconds: 0, windowSeconds: 0, firstError: null,
   };
+  // Recordings without --from: the window starts at the first recording, not at the epoch.
+  if (o.recordings && o.from === 0) summary.from = o.recordings[0] ? new Date(o.recordings[0].sentAt).toISOString() : summary.to;
   const items: AsyncIterable<WindowItem> | Iterable<WindowItem> = o.recordings
     ? o.recordings.flatMap((r): WindowItem[] => {
         const time = Date.parse(r.receivedAt);
@@ -315,6 +318,8 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
 
 /** Draws a progress bar on a terminal, or a line every tenth of the way elsewhere. */
 export function progressReporter(write: (s: string) => void, tty: boolean): { update: (fraction: number, sent: number) => void; done: () => void } {
+  // Progress is for a person watching: never drawn into a pipe or a log file.
+  if (!tty) return { update: () => undefined, done: () => undefined };
   let lastDraw = 0;
   let lastTenth = -1;
   const started = Date.now();
@@ -348,14 +353,14 @@ export function progressReporter(write: (s: string) => void, tty: boolean): { up
 export function formatSummary(s: ReplayWindowSummary): string {
   const lines = [
     `replayed ${s.from} → ${s.to} from the ${s.source} at ${s.speed === 'max' ? 'full speed' : `${s.speed}x`}`,
-    `  read ${s.read}, filtered out ${s.filteredOut}${s.truncated ? `, skipped ${s.truncated} with truncated bodies` : ''}${s.undecodable ? `, ${s.undecodable} undecodable` : ''}`,
+    `  read ${formatCount(s.read)}, filtered out ${formatCount(s.filteredOut)}${s.truncated ? `, skipped ${formatCount(s.truncated)} with truncated bodies` : ''}${s.undecodable ? `, ${formatCount(s.undecodable)} undecodable` : ''}`,
     s.target === 'stream'
-      ? `  appended ${s.sent} to the stream for the workers, in ${s.seconds.toFixed(1)} s (the window spans ${s.windowSeconds.toFixed(1)} s)`
-      : `  sent ${s.sent} to ${s.target} in ${s.seconds.toFixed(1)} s (the window spans ${s.windowSeconds.toFixed(1)} s)`,
+      ? `  appended ${formatCount(s.sent)} to the stream for the workers, in ${formatDuration(s.seconds * 1000)} (the window spans ${formatDuration(s.windowSeconds * 1000)})`
+      : `  sent ${formatCount(s.sent)} to ${s.target} in ${formatDuration(s.seconds * 1000)} (the window spans ${formatDuration(s.windowSeconds * 1000)})`,
   ];
   if (s.target !== 'stream') {
-    const classes = Object.entries(s.statuses).sort().map(([k, v]) => `${k} ${v}`).join('  ');
-    lines.push(`  ${classes || 'no answers'}${s.errors ? `  errors ${s.errors}` : ''}${s.dropped ? `  dropped by the pipeline ${s.dropped}` : ''}`);
+    const classes = Object.entries(s.statuses).sort().map(([k, v]) => `${k} ${formatCount(v)}`).join('  ');
+    lines.push(`  ${classes || 'no answers'}${s.errors ? `  errors ${formatCount(s.errors)}` : ''}${s.dropped ? `  dropped by the pipeline ${formatCount(s.dropped)}` : ''}`);
   }
   if (s.firstError) lines.push(`  first error: ${s.firstError}`);
   if (s.read === 0 && s.source === 'stream') lines.push('  nothing in that window: finished entries stay in the stream only with STREAM_RETENTION set');

@@ -1,4 +1,5 @@
 import type { Status } from '@mirrorplane/runtime';
+import { formatDuration as formatDurationMs } from './format.js';
 
 /** One reading of the status with the rates derived from the readings before it. */
 export interface StatusFrame extends Status {
@@ -28,6 +29,10 @@ export interface WatchStatusOptions {
   clear?: boolean;
   format: (status: Status) => string;
   signal?: AbortSignal;
+  /** Turns a failed reading's error into the line shown (the URL and the cause). */
+  describeError?: (error: unknown) => string;
+  /** The first line of a human frame (which Redis and prefix). */
+  context?: string;
 }
 
 interface Sample {
@@ -75,10 +80,8 @@ function formatRate(n: number | null): string {
 
 /** `12 s`, `3 min 4 s`, `2 h 5 min`. */
 export function formatDuration(seconds: number): string {
-  const s = Math.round(seconds);
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  const ms = Math.round(seconds) * 1000;
+  return ms === 0 ? '0 s' : formatDurationMs(ms);
 }
 
 export function formatFrame(frame: StatusFrame, format: (status: Status) => string): string {
@@ -88,31 +91,56 @@ export function formatFrame(frame: StatusFrame, format: (status: Status) => stri
     `backlog     ${drain}\n`;
 }
 
+/** Waits `ms` or until `signal` aborts, removing its listener either way (no listener piles up per frame). */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /**
  * `mirrorplane status --watch`: reads the status every interval and prints it with the rates
  * of the last ten seconds and the time the backlog needs to drain at that pace.
- * A failed reading is shown and the watch goes on: Redis may be back at the next one.
+ * A failed reading never ends the watch: the last good frame is shown again marked STALE
+ * with its age and the cause, and the next reading after Redis is back is live again.
  */
 export async function watchStatus(options: WatchStatusOptions): Promise<void> {
   const interval = options.intervalMs ?? 1000;
   const window = new RateWindow();
+  const describe = options.describeError ?? ((error: unknown) => (error as Error).message);
+  let last: StatusFrame | null = null;
   for (let n = 0; options.count === undefined || n < options.count; n++) {
     if (options.signal?.aborted) return;
     const started = Date.now();
+    const head = options.clear ? '\x1b[H\x1b[2J' : n > 0 ? '\n' : '';
     try {
       const status = await options.read();
       const t = Date.now();
       const frame: StatusFrame = { at: new Date(t).toISOString(), ...status, ...window.add(status, t) };
-      if (options.json) options.write(`${JSON.stringify(frame)}\n`);
-      else options.write(`${options.clear ? '\x1b[H\x1b[2J' : n > 0 ? '\n' : ''}${formatFrame(frame, options.format)}`);
+      last = frame;
+      if (options.json) options.write(`${JSON.stringify({ ...frame, stale: false })}\n`);
+      else options.write(`${head}${options.context ?? ''}${formatFrame(frame, options.format)}`);
     } catch (error) {
-      const message = (error as Error).message;
-      options.write(options.json ? `${JSON.stringify({ at: new Date().toISOString(), error: message })}\n` : `${options.clear ? '\x1b[H\x1b[2J' : ''}mirrorplane status: ${message}\n`);
+      const message = describe(error);
+      const now = Date.now();
+      const age = last ? now - Date.parse(last.at) : null;
+      if (options.json) {
+        options.write(`${JSON.stringify({ at: new Date(now).toISOString(), stale: true, error: message, lastGoodAt: last?.at ?? null })}\n`);
+      } else {
+        const banner = `STALE: ${message}; ${last ? `showing the reading of ${last.at} (${formatDurationMs(age as number)} old)` : 'no reading yet'}; retrying\n`;
+        options.write(`${head}${options.context ?? ''}${banner}${last ? `\n${formatFrame(last, options.format)}` : ''}`);
+      }
     }
     if (options.count !== undefined && n + 1 >= options.count) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, interval - (Date.now() - started)));
-      options.signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-    });
+    await sleep(Math.max(0, interval - (Date.now() - started)), options.signal);
   }
 }

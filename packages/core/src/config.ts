@@ -66,7 +66,8 @@ const dataKeys = z.string().trim().superRefine((value, ctx) => {
   }
 });
 
-const bool = z.union([z.boolean(), z.stringbool({ error: 'expected true or false (also 1/0, yes/no, on/off)' })]);
+const BOOL_ERROR = 'expected true or false (also 1/0, yes/no, on/off)';
+const bool = z.union([z.boolean(), z.stringbool({ error: BOOL_ERROR })], { error: BOOL_ERROR });
 
 /** Statuses that make a replay retryable: `5xx,429` means every 5xx and 429. */
 const statusList = z.union([z.string(), z.array(z.union([z.string(), z.number()]))]).transform((value, ctx) => {
@@ -98,7 +99,7 @@ export const SETTINGS = {
   prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
   ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
   ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },
-  ingressProcesses: { env: 'INGRESS_PROCESSES', flag: '--processes', schema: integer(1, 256), default: 1, doc: 'ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i' },
+  ingressProcesses: { env: 'INGRESS_PROCESSES', flag: '--processes', schema: integer(1, 256), default: 1, doc: 'ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i, ADMIN_PORT then defaulting to 9100 (clear of the worker\'s 9091 and the dashboard\'s 9092)' },
   adminHost: { env: 'ADMIN_HOST', flag: '--admin-host', schema: z.string().min(1), default: '127.0.0.1', doc: 'address the admin port binds (loopback unless told otherwise)' },
   adminPort: { env: 'ADMIN_PORT', flag: '--admin-port', schema: port, doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off' },
   stagingUrl: { env: 'STAGING_URL', flag: '--staging', schema: url(['http:', 'https:']), requiredBy: ['worker', 'start'], doc: 'staging origin every replay goes to (and nowhere else)' },
@@ -114,6 +115,7 @@ export const SETTINGS = {
   maxBodyBytes: { env: 'MAX_BODY_BYTES', schema: integer(0, 1024 * 1024 * 1024), default: 10 * 1024 * 1024, doc: 'largest request body the ingress accepts; larger gets 413' },
   maxHeaderBytes: { env: 'MAX_HEADER_BYTES', schema: integer(1024, 16 * 1024 * 1024), default: 128 * 1024, doc: 'largest request head (request line and fields) the ingress accepts, and separately largest trailer section; larger gets 431' },
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
+  redisConnectTimeoutMs: { env: 'REDIS_CONNECT_TIMEOUT_MS', flag: '--redis-timeout', schema: integer(100, 600_000), default: 10000, doc: 'time to reach Redis (and, for operator commands, for each command to answer) before giving up with a message naming the URL and the cause' },
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
@@ -162,6 +164,8 @@ export interface Config {
   readonly maxHeaderBytes: number;
   readonly bodyTimeoutMs: number;
   readonly appendTimeoutMs: number;
+  /** Milliseconds to reach Redis at start (and for each operator command) before failing. */
+  readonly redisConnectTimeoutMs: number;
   readonly claimIdleMs: number;
   readonly shutdownTimeoutMs: number;
   /** How long finished entries stay in the stream; null: deleted once finished. */
@@ -244,7 +248,11 @@ const FileSettings = z.strictObject({
   ...(Object.fromEntries(Object.entries(FILE_ONLY).map(([key, s]) => [key, s.optional()])) as unknown as Record<FileOnlyKey, z.ZodOptional<z.ZodType>>),
 });
 
-const DEFAULT_ADMIN_PORT: Record<Role, number> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
+/** The first admin port of an ingress with several processes (process i at 9100 + i). */
+export const INGRESS_CLUSTER_ADMIN_PORT = 9100;
+
+/** The admin port each role uses when ADMIN_PORT is not set. */
+export const DEFAULT_ADMIN_PORT: Readonly<Record<Role, number>> = { ingress: 9090, worker: 9091, cli: 0, start: 9090 };
 
 export interface ConfigOptions {
   role: Role;
@@ -271,12 +279,41 @@ function issueMessage(issue: z.core.$ZodIssue): string {
   return issue.message;
 }
 
-function zodIssues(error: z.ZodError, prefix: readonly PropertyKey[], key: (path: string) => string): ConfigIssue[] {
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length] as number;
+}
+
+/** The known name closest to an unknown one, when it is close enough to be a typo. */
+export function closestName(name: string, known: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = distance(name.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best !== null && bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : null;
+}
+
+function zodIssues(error: z.ZodError, prefix: readonly PropertyKey[], key: (path: string) => string, known: readonly string[] = []): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   for (const issue of error.issues) {
     const base = [...prefix, ...issue.path];
-    const paths = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => formatPath([...base, k])) : [formatPath(base)];
-    for (const path of paths) out.push({ key: key(path || '(top level)'), message: issueMessage(issue) });
+    if (issue.code === 'unrecognized_keys') {
+      for (const k of issue.keys) {
+        // Only top-level keys are known here; nested objects name their own keys in CONFIG.md.
+        const guess = base.length === 0 ? closestName(k, known) : null;
+        out.push({ key: key(formatPath([...base, k])), message: guess ? `unknown key (did you mean ${JSON.stringify(guess)}?)` : 'unknown key' });
+      }
+      continue;
+    }
+    out.push({ key: key(formatPath(base) || '(top level)'), message: issueMessage(issue) });
   }
   return out;
 }
@@ -316,7 +353,12 @@ function parseFile(path: string, text: string): unknown {
   try {
     return /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new ConfigError([{ key: path, message: `cannot parse: ${(error as Error).message.split('\n')[0]}` }]);
+    // yaml's message ends in "at line 5, column 1:" followed by the source excerpt: keep the
+    // position, and quote the line itself rather than leave the sentence hanging.
+    const first = ((error as Error).message.split('\n')[0] ?? '').replace(/:\s*$/, '');
+    const line = (error as { linePos?: { line: number }[] }).linePos?.[0]?.line;
+    const source = line === undefined ? undefined : text.split('\n')[line - 1];
+    throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }]);
   }
 }
 
@@ -341,7 +383,7 @@ export function loadConfig(options: ConfigOptions): Config {
     if (Array.isArray(top.rules)) rawRules = top.rules;
     if (typeof top.origins === 'object' && top.origins !== null) rawOriginNames = Object.keys(top.origins);
     if (!result.success) {
-      issues.push(...zodIssues(result.error, [], (path) => `${filePath}: ${path}`));
+      issues.push(...zodIssues(result.error, [], (path) => `${filePath}: ${path}`, [...Object.keys(SETTINGS), ...Object.keys(FILE_ONLY)]));
       // The default origin may well be in the file; without this, its other errors would
       // also bring a misleading "STAGING_URL: required".
       const r = raw as { stagingUrl?: unknown; origins?: { default?: unknown } } | null;
@@ -415,7 +457,7 @@ export function loadConfig(options: ConfigOptions): Config {
   return Object.freeze({
     role: options.role,
     ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'productionResponses' | 'idMapping' | 'compare'>),
-    adminPort: (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role],
+    adminPort: (values.adminPort as number | undefined) ?? (options.role === 'ingress' && (values.ingressProcesses as number) > 1 ? INGRESS_CLUSTER_ADMIN_PORT : DEFAULT_ADMIN_PORT[options.role]),
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
     configFile: options.file?.path ?? null,

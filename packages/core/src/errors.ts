@@ -128,3 +128,20 @@ export function errorMessage(error: unknown): string {
   }
   return String(error);
 }
+
+/** Thrown when the Redis URL names a database index this Redis does not have; never falls back to database 0. */
+export class RedisDatabaseError extends MirrorplaneError {
+  constructor(message: string) {
+    super('MP_ERR_REDIS_DB', message);
+  }
+}
+
+/**
+ * Thrown when a process's deployment-wide settings (partitions, partition key, …) differ
+ * from those stored in Redis by the first process of the deployment.
+ */
+export class DeploymentMismatchError extends MirrorplaneError {
+  constructor(message: string) {
+    super('MP_ERR_DEPLOYMENT_MISMATCH', message);
+  }
+}

@@ -14,3 +14,5 @@ export * from './stream-trimmer.js';
 export * from './cluster.js';
 export * from './partitioned-status.js';
 export * from './workers.js';
+export * from './redis-connect.js';
+export * from './failed-set.js';

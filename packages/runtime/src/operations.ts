@@ -1,5 +1,5 @@
 import type { Job, Queue } from 'bullmq';
-import { NotFoundError, streamIdTime, type Keys } from '@mirrorplane/core';
+import { streamIdTime, type Keys } from '@mirrorplane/core';
 import type { RetryJobData } from './retry-queue.js';
 import type { RedisClient } from './redis.js';
 
@@ -82,7 +82,7 @@ export interface FailedEntry {
   failedAt: string | null;
 }
 
-function describeFailed(job: Job<RetryJobData>): FailedEntry {
+export function describeFailed(job: Job<RetryJobData>): FailedEntry {
   const entry = job.data.entry;
   // A job made to carry a failure reason never replayed; its attempts are those made before.
   const replays = job.data.failReason !== undefined ? 0 : job.attemptsMade;
@@ -99,54 +99,4 @@ function describeFailed(job: Job<RetryJobData>): FailedEntry {
 export async function listFailed(queue: Queue<RetryJobData>, limit: number): Promise<FailedEntry[]> {
   const jobs = await queue.getFailed(0, Math.max(0, limit - 1));
   return jobs.filter((j): j is Job<RetryJobData> => Boolean(j)).map(describeFailed);
-}
-
-/**
- * Puts failed entries back for a fresh set of attempts. With `ids` null, every failed entry.
- * Throws `NotFoundError` naming ids that are not in the failed set (after replaying the rest).
- */
-export async function replayFailed(queue: Queue<RetryJobData>, ids: readonly string[] | null): Promise<number> {
-  let count = 0;
-  const missing: string[] = [];
-  const retry = async (job: Job<RetryJobData>) => {
-    if (job.data.failReason !== undefined) {
-      // The reason was the verdict of the first try; a replay must actually replay.
-      const { failReason: _reason, ...data } = job.data;
-      await job.updateData({ ...data, priorAttempts: job.data.priorAttempts });
-    }
-    if (job.data.firstTriedAt !== undefined) {
-      // A fresh retry window: it counts from the first try of this replay.
-      const { firstTriedAt: _first, ...data } = job.data;
-      await job.updateData(data);
-    }
-    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-    count += 1;
-  };
-  if (ids === null) {
-    for (;;) {
-      const jobs = (await queue.getFailed(0, 499)).filter((j): j is Job<RetryJobData> => Boolean(j));
-      if (jobs.length === 0) break;
-      for (const job of jobs) await retry(job);
-    }
-  } else {
-    for (const id of ids) {
-      const job = (await queue.getJob(id)) as Job<RetryJobData> | undefined;
-      if (!job || !(await job.isFailed())) missing.push(id);
-      else await retry(job);
-    }
-  }
-  if (missing.length > 0) {
-    throw Object.assign(new NotFoundError(`not in the failed set: ${missing.join(', ')} (replayed ${count})`), { replayed: count });
-  }
-  return count;
-}
-
-/** Removes every entry of the failed set; returns how many. */
-export async function purgeFailed(queue: Queue<RetryJobData>): Promise<number> {
-  let removed = 0;
-  for (;;) {
-    const ids = await queue.clean(0, 1000, 'failed');
-    removed += ids.length;
-    if (ids.length < 1000) return removed;
-  }
 }

@@ -12,13 +12,17 @@ import { connectRedis } from './cluster.js';
  *   so an outage pauses work rather than losing acknowledgements.
  * - `blocking`: a connection for `XREADGROUP … BLOCK`, never shared.
  * - `bullmq`: what BullMQ requires (`maxRetriesPerRequest: null`).
+ * - `cli`: an operator command: gives up reconnecting after a few tries, each command bounded
+ *   by `redisConnectTimeoutMs`.
+ * - `watch`: a live view (`status --watch`): reconnects forever, but a command while Redis is
+ *   away fails at once (no offline queue) and each is bounded, so the view can say it is stale.
  */
 /** A connection to one Redis or to a Redis Cluster; every key of a deployment shares one hash tag. */
 export type RedisClient = Redis | Cluster;
 
-export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli';
+export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli' | 'watch';
 
-export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, purpose: ConnectionPurpose, logger: Logger): Redis {
+export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'> & Partial<Pick<Config, 'redisConnectTimeoutMs'>>, purpose: ConnectionPurpose, logger: Logger): Redis {
   const options: RedisOptions = {
     connectionName: `mirrorplane-${purpose}`,
     // Reconnect forever with a capped backoff: a process outlives a Redis restart.
@@ -45,13 +49,36 @@ export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>
       break;
     case 'cli':
       // An operator command should fail fast with a clear message, not wait for a Redis that is not there.
-      Object.assign(options, { maxRetriesPerRequest: 1, connectTimeout: 5000, retryStrategy: (times: number) => (times > 3 ? null : 200) });
+      Object.assign(options, {
+        maxRetriesPerRequest: 1,
+        connectTimeout: config.redisConnectTimeoutMs ?? 5000,
+        commandTimeout: config.redisConnectTimeoutMs ?? 10_000,
+        retryStrategy: (times: number) => (times > 3 ? null : 200),
+        // Sentinel: ioredis retries the sentinels for ever by default; openRedis's deadline ends it.
+        sentinelRetryStrategy: (times: number) => Math.min(times * 100, 1000),
+      });
+      break;
+    case 'watch':
+      Object.assign(options, {
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        connectTimeout: config.redisConnectTimeoutMs ?? 5000,
+        commandTimeout: config.redisConnectTimeoutMs ?? 10_000,
+        retryStrategy: (times: number) => Math.min(100 * times, 1000),
+      });
       break;
   }
   const redis = connectRedis(config.redisUrl, options);
   // ioredis emits an error on every failed reconnect; log the first of a run and the recovery.
   let down = false;
   redis.on('error', (error) => {
+    // ioredis reports a failed SELECT and goes on in database 0, another deployment's keys:
+    // stop this connection rather than read or write there.
+    if (/DB index is out of range|invalid DB index/i.test(errorMessage(error))) {
+      logger.error({ purpose, err: errorMessage(error) }, 'the database in REDIS_URL does not exist; closing the connection instead of using database 0');
+      redis.disconnect();
+      return;
+    }
     if (!down) {
       down = true;
       logger.warn({ purpose, err: errorMessage(error) }, 'redis connection lost; reconnecting');

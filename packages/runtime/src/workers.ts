@@ -61,9 +61,10 @@ export async function removeHeartbeat(redis: RedisClient, prefix: string, consum
 
 /**
  * The workers alive now (heartbeat not expired), by consumer name. Names whose heartbeat
- * expired are removed from the set on the way (SREM frees memory, so it works on a full Redis).
+ * expired are removed from the set on the way (SREM frees memory, so it works on a full Redis)
+ * unless `options.prune` is false, as read-only operator commands ask: they write nothing.
  */
-export async function listWorkers(redis: RedisClient, prefix: string): Promise<WorkerHeartbeat[]> {
+export async function listWorkers(redis: RedisClient, prefix: string, options: { prune?: boolean } = {}): Promise<WorkerHeartbeat[]> {
   const names = (await redis.smembers(workersSetKey(prefix))).sort();
   if (names.length === 0) return [];
   const values = await redis.mget(...names.map((n) => workerKey(prefix, n)));
@@ -81,7 +82,7 @@ export async function listWorkers(redis: RedisClient, prefix: string): Promise<W
       gone.push(name);
     }
   });
-  if (gone.length > 0) await redis.srem(workersSetKey(prefix), ...gone).catch(() => undefined);
+  if (gone.length > 0 && options.prune !== false) await redis.srem(workersSetKey(prefix), ...gone).catch(() => undefined);
   return alive;
 }
 

@@ -1,0 +1,34 @@
+import type { Command } from 'commander';
+import { RedisUnavailableError } from '@mirrorplane/core';
+import { withOperatorConnection } from '../connection.js';
+import { configure, createLogger, runUntilSignal, UsageError } from '../process.js';
+import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
+import { Dashboard } from '../dashboard.js';
+import { listening } from '../listen-errors.js';
+
+export function registerDashboard(program: Command): void {
+  const command = program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)');
+  addSettingFlags(command, 'cli', CONNECTION_SETTINGS)
+    .option('--port <n>', 'port to listen on', '9092')
+    .option('--host <addr>', 'address to bind (loopback unless told otherwise)', '127.0.0.1');
+  command.action(async (options: { port: string; host: string }) => {
+    const port = Number(options.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
+    const config = configure('cli', settingFlags(command));
+    const logger = createLogger(config, 'dashboard');
+    // A database that does not exist or a deployment that disagrees stops it before it serves
+    // wrong figures; Redis merely down does not (the page says it cannot read, and recovers).
+    await withOperatorConnection(config, async () => undefined).catch((error: unknown) => {
+      if (!(error instanceof RedisUnavailableError)) throw error;
+      logger.warn({ err: error.message }, 'Redis is not reachable; serving the dashboard, which shows it');
+    });
+    const dashboard = new Dashboard({ config, logger, host: options.host, port });
+    runUntilSignal(logger, () => dashboard.close());
+    const url = await listening({ ingressPort: port, ingressHost: options.host, adminPort: -1, adminHost: '' }, () => dashboard.listen()).catch((error: unknown) => {
+      if (error instanceof UsageError) throw new UsageError(error.message.replace('INGRESS_PORT / --port', 'dashboard --port'));
+      throw error;
+    });
+    if (!['127.0.0.1', 'localhost', '::1'].includes(options.host)) logger.warn({ host: options.host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
+    logger.info({ url }, 'dashboard listening');
+  });
+}

@@ -1,0 +1,54 @@
+import { MirrorplaneError, RedisUnavailableError, errorMessage, type Config } from '@mirrorplane/core';
+import { checkDeployment, closeRedis, createLogger, maskRedisUrl, openRedis, type Logger } from '@mirrorplane/runtime';
+import { EXIT_USAGE } from './process.js';
+import { VERSION } from './version.js';
+
+/** How often a role that started without Redis tries the checks again. */
+const RECHECK_MS = 1000;
+
+async function check(config: Config, logger: Logger): Promise<void> {
+  // Its own failures are reported once by preflight, not per reconnect.
+  const redis = await openRedis(config, 'cli', createLogger({ logLevel: 'silent' }, 'preflight'));
+  try {
+    const { stored } = await checkDeployment(redis, config, 'claim', VERSION);
+    logger.info({ prefix: config.prefix, deployment: stored }, 'deployment checked');
+  } finally {
+    await closeRedis(redis);
+  }
+}
+
+/**
+ * What a role (ingress, worker) checks before it starts: the database in REDIS_URL exists,
+ * and the deployment's stored settings (partitions, partition key) agree with this
+ * process's; the first process of a deployment stores them. A wrong database or a mismatch
+ * throws (`RedisDatabaseError`, `DeploymentMismatchError`) before anything runs.
+ *
+ * Redis unreachable at start is not a reason to stay down (the ingress answers 503 until it
+ * is back, the worker waits): the role starts, and the checks run as soon as Redis answers;
+ * a misconfiguration found then ends the process with exit code 2.
+ */
+export async function preflight(config: Config, logger: Logger): Promise<void> {
+  try {
+    await check(config, logger);
+    return;
+  } catch (error) {
+    if (!(error instanceof RedisUnavailableError)) throw error;
+    logger.warn({ redis: maskRedisUrl(config.redisUrl), err: error.message }, 'Redis is not reachable at start; checking the deployment once it is');
+  }
+  const retry = () => {
+    check(config, logger).then(
+      () => undefined,
+      (error: unknown) => {
+        if (error instanceof RedisUnavailableError) {
+          setTimeout(retry, RECHECK_MS).unref();
+          return;
+        }
+        logger.fatal({ err: error instanceof MirrorplaneError ? `${error.code}: ${error.message}` : errorMessage(error) }, 'misconfigured deployment; exiting');
+        logger.flush();
+        process.stderr.write(`mirrorplane: ${error instanceof MirrorplaneError ? `${error.code}: ` : ''}${errorMessage(error)}\n`);
+        process.exit(EXIT_USAGE);
+      },
+    );
+  };
+  setTimeout(retry, RECHECK_MS).unref();
+}

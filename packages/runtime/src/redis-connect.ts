@@ -1,0 +1,178 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
+import { createRedis, type ConnectionPurpose } from './redis.js';
+
+/**
+ * A Redis URL as it may be shown: the password (and a Sentinel password in the query)
+ * replaced by `***`. Not `new URL()`: cluster and Sentinel URLs list several hosts.
+ */
+export function maskRedisUrl(url: string): string {
+  return url.replace(/\/\/([^@/]*?):[^@/]*@/, '//$1:***@').replace(/([?&]sentinelPassword=)[^&#]*/i, '$1***');
+}
+
+/** What went wrong with a connection, in the words an operator expects. */
+export function describeRedisError(error: unknown): string {
+  const e = error as { code?: string; message?: string; hostname?: string; lastNodeError?: unknown };
+  const message = errorMessage(error);
+  // ioredis's ClusterAllFailedError carries what the last seed node said.
+  if (/Failed to refresh slots cache/.test(message)) return `no cluster node answered${e.lastNodeError ? ` (${describeRedisError(e.lastNodeError)})` : ''}`;
+  switch (e.code) {
+    case 'ECONNREFUSED': return 'connection refused';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN': return `host not found${e.hostname ? ` (${e.hostname})` : ''}`;
+    case 'ETIMEDOUT': return 'connection timed out';
+    case 'ECONNRESET': return 'connection reset';
+    case 'EHOSTUNREACH': return 'host unreachable';
+  }
+  const sentinelNoMaster = /connected to sentinel (\S+) successfully, but got an invalid reply: null/.exec(message);
+  if (sentinelNoMaster) return `sentinel ${sentinelNoMaster[1]} knows no master by that name`;
+  if (/No such master with that name/i.test(message)) return 'no sentinel knows a master by that name';
+  const lastError = /All sentinels are unreachable.*Last error: (.*)$/.exec(message);
+  if (lastError) return `no sentinel answered (last error: ${describeRedisError(Object.assign(new Error(lastError[1]), { code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined }))})`;
+  if (/All sentinels are unreachable/.test(message)) return 'no sentinel answered';
+  if (/ECONNREFUSED/.test(message)) return 'connection refused';
+  if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
+  if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) return `authentication failed (${message.split('\n')[0]})`;
+  if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed (${message})`;
+  return message;
+}
+
+export interface OpenRedisOptions {
+  /** Give up after this many milliseconds (default: the config's `redisConnectTimeoutMs`). */
+  deadlineMs?: number;
+}
+
+/**
+ * Opens a connection and waits until it is ready, or fails within the deadline with a
+ * `RedisUnavailableError` naming the URL (password masked) and the cause: a refused
+ * connection, an unknown Sentinel master, a TLS or authentication failure, silence.
+ * Then checks that the database the URL names exists: ioredis reports a failed `SELECT`
+ * as an error event and carries on in database 0, which would read and write another
+ * deployment's keys, so a missing database throws `RedisDatabaseError` instead.
+ */
+export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs' | 'redisConnectTimeoutMs'>, purpose: ConnectionPurpose, logger: Logger, options: OpenRedisOptions = {}): Promise<Redis> {
+  const deadlineMs = options.deadlineMs ?? config.redisConnectTimeoutMs;
+  const url = maskRedisUrl(config.redisUrl);
+  const target = parseRedisUrl(config.redisUrl);
+  const redis = createRedis(config, purpose, logger);
+  let lastError: unknown = null;
+  let dbError: unknown = null;
+  const onError = (error: unknown) => {
+    if (/DB index is out of range|invalid DB index/i.test(errorMessage(error))) dbError = error;
+    else lastError = error;
+  };
+  redis.on('error', onError);
+  redis.on('sentinelError', onError);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      if (redis.status === 'ready') return resolve();
+      const cleanup = () => {
+        clearTimeout(timer);
+        redis.off('ready', onReady);
+        redis.off('end', onEnd);
+      };
+      const onReady = () => { cleanup(); resolve(); };
+      const onEnd = () => { cleanup(); reject(new Error('end')); };
+      timer = setTimeout(() => { cleanup(); reject(new Error('deadline')); }, deadlineMs);
+      redis.once('ready', onReady);
+      redis.once('end', onEnd);
+    });
+  } catch {
+    redis.disconnect();
+    if (dbError !== null) throw await databaseError(config, logger, deadlineMs, target.db, url);
+    const cause = lastError === null ? `no answer within ${formatSeconds(deadlineMs)}` : describeRedisError(lastError);
+    throw new RedisUnavailableError(`cannot reach Redis at ${url}: ${cause}`, { cause: lastError ?? undefined });
+  } finally {
+    redis.off('error', onError);
+    redis.off('sentinelError', onError);
+  }
+  if (target.db !== 0) {
+    // Select again ourselves: the reply says for certain whether the database exists.
+    const failure = dbError ?? (await redis.select(target.db).then(() => null, (error: unknown) => error));
+    if (failure !== null) {
+      redis.disconnect();
+      throw await databaseError(config, logger, deadlineMs, target.db, url);
+    }
+  }
+  return redis;
+}
+
+async function databaseError(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number, db: number, url: string): Promise<RedisDatabaseError> {
+  const databases = await countDatabases(config, logger, deadlineMs);
+  return new RedisDatabaseError(`REDIS_URL: database ${db} does not exist on ${url}${databases === null ? '' : ` (this Redis has databases 0 to ${databases - 1})`}; refusing to fall back to database 0`);
+}
+
+async function countDatabases(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number): Promise<number | null> {
+  // A second connection without the database: CONFIG may be disabled, so this is best effort.
+  const bare = createRedis({ ...config, redisUrl: config.redisUrl.replace(/\/\d+$/, '') }, 'cli', logger);
+  bare.on('error', () => undefined);
+  try {
+    const reply = await Promise.race([
+      bare.config('GET', 'databases') as Promise<string[]>,
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), Math.min(deadlineMs, 2000)).unref()),
+    ]);
+    const n = Number(reply?.[1]);
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  } finally {
+    bare.disconnect();
+  }
+}
+
+function formatSeconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** The Redis hash holding the settings every process of a deployment must agree on. */
+export function deploymentKey(prefix: string): string {
+  return `{${prefix}}:deployment`;
+}
+
+/** Settings stored once per deployment, by field name; compared by each process at start. */
+export function deploymentSettings(config: Pick<Config, 'partitions' | 'partitionKey'>): Record<string, string> {
+  return {
+    partitions: String(config.partitions),
+    partitionKey: config.partitionKey.kind === 'header' ? `header:${config.partitionKey.name}` : config.partitionKey.kind,
+  };
+}
+
+/** Setting keys as an operator sets them, for the mismatch message. */
+const SETTING_NAMES: Record<string, string> = { partitions: 'PARTITIONS', partitionKey: 'PARTITION_KEY' };
+
+/** What `checkDeployment` found. */
+export interface DeploymentCheck {
+  /** Whether a deployment is recorded at this prefix (false: nothing has run here yet). */
+  exists: boolean;
+  /** The stored settings (after claiming them, for `claim`). */
+  stored: Record<string, string>;
+}
+
+/**
+ * Checks this process's deployment-wide settings against those stored at
+ * `{prefix}:deployment`. `claim` (ingress, worker) stores the missing ones first, atomically
+ * per field, so the first process of a deployment decides; `read` (operator commands) writes
+ * nothing. Throws `DeploymentMismatchError` listing every setting that differs.
+ */
+export async function checkDeployment(redis: Redis, config: Pick<Config, 'prefix' | 'partitions' | 'partitionKey' | 'redisUrl'>, mode: 'claim' | 'read', version: string): Promise<DeploymentCheck> {
+  const key = deploymentKey(config.prefix);
+  const mine = deploymentSettings(config);
+  if (mode === 'claim') {
+    const multi = redis.multi();
+    for (const [field, value] of Object.entries(mine)) multi.hsetnx(key, field, value);
+    multi.hsetnx(key, 'createdAt', new Date().toISOString());
+    multi.hsetnx(key, 'createdByVersion', version);
+    await multi.exec();
+  }
+  const stored = await redis.hgetall(key);
+  const exists = Object.keys(stored).length > 0;
+  const differences = Object.entries(mine)
+    .filter(([field, value]) => stored[field] !== undefined && stored[field] !== value)
+    .map(([field, value]) => `${SETTING_NAMES[field] ?? field} is ${value} here but ${stored[field]} for the deployment`);
+  if (differences.length > 0) {
+    throw new DeploymentMismatchError(`prefix ${JSON.stringify(config.prefix)} at ${maskRedisUrl(config.redisUrl)}: ${differences.join('; ')} (stored in ${key}; every process of a deployment must agree)`);
+  }
+  return { exists, stored };
+}
