@@ -218,20 +218,21 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows));
     });
 
-  common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)'))
+  common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove); beyond loopback it needs ADMIN_TOKEN and a login'))
     .option('--port <n>', 'port to listen on', '9092')
-    .option('--host <addr>', 'address to bind (loopback unless told otherwise)', '127.0.0.1')
+    .option('--host <addr>', 'address to bind (loopback unless told otherwise; elsewhere ADMIN_TOKEN is required)', '127.0.0.1')
+    .option('--read-only', 'hide every mutating button and refuse every change (retry, remove, clean)')
+    .option('--allowed-host <name...>', 'Host names the dashboard answers besides its address (the name operators type)')
     .action(async (options: Record<string, unknown>) => {
-      const { port: rawPort, host, ...rest } = options;
+      const { port: rawPort, host, readOnly, allowedHost, ...rest } = options;
       const port = Number(rawPort);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(rawPort)}`);
       const config = configure('cli', toFlags(rest));
       const logger = createLogger(config, 'dashboard');
-      const dashboard = new Dashboard({ config, logger, host: String(host), port });
+      const dashboard = new Dashboard({ config, logger, host: String(host), port, readOnly: readOnly === true, allowedHosts: (allowedHost as string[] | undefined) ?? [] });
       runUntilSignal(logger, () => dashboard.close());
       const url = await dashboard.listen();
-      if (!['127.0.0.1', 'localhost', '::1'].includes(String(host))) logger.warn({ host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
-      logger.info({ url }, 'dashboard listening');
+      logger.info({ url, login: dashboard.loginRequired, readOnly: readOnly === true }, 'dashboard listening');
     });
 
   common(program.command('replay').description('replay a window of accepted traffic again (kept by STREAM_RETENTION, or from recordings), with its original timing'))

@@ -2,7 +2,7 @@ import { dirname, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, type ConfigIssue } from './errors.js';
-import { DEFAULT_REDACTED_HEADERS } from './headers.js';
+import { RedactOptions, redactionSettings, type RedactionSettings } from './redaction.js';
 import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
@@ -179,8 +179,10 @@ export interface Config {
   readonly hooks: string | null;
   /** The recording post handler, or null when recording is off. */
   readonly recording: RecordingSettings | null;
-  /** Lower-case names of headers whose values never appear in logs or recordings. */
+  /** Lower-case names of headers whose values never appear in logs or recordings (`redaction.headers`). */
   readonly redactHeaders: readonly string[];
+  /** What is hidden wherever a human or a file reads a request: the defaults, extended or trimmed by `redact:`. */
+  readonly redaction: RedactionSettings;
   /** Production responses received on the ingress admin port (`POST /production-responses`). */
   readonly productionResponses: ProductionResponsesSettings;
   /** ID kinds mapped between production and staging, or null. */
@@ -219,6 +221,7 @@ const FILE_ONLY = {
     maxQueuedBytes: integer(64 * 1024, 16 * 1024 * 1024 * 1024).optional(),
   }),
   redactHeaders: z.array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header name')),
+  redact: RedactOptions,
   productionResponses: ProductionResponsesOptions,
   idMapping: IdMappingOptions,
   compare: CompareOptions,
@@ -398,10 +401,11 @@ export function loadConfig(options: ConfigOptions): Config {
     issues.push({ key: 'ADMIN_TOKEN', message: `required when the admin port binds ${JSON.stringify(values.adminHost)}, which is not a loopback address` });
   }
   if (issues.length > 0) throw new ConfigError(issues);
+  const redaction = redactionSettings(fileOnly.redact as RedactOptions | undefined, fileOnly.redactHeaders as string[] | undefined);
 
   return Object.freeze({
     role: options.role,
-    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'productionResponses' | 'idMapping' | 'compare'>),
+    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'redaction' | 'productionResponses' | 'idMapping' | 'compare'>),
     adminPort: (values.adminPort as number | undefined) ?? DEFAULT_ADMIN_PORT[options.role],
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
@@ -413,7 +417,8 @@ export function loadConfig(options: ConfigOptions): Config {
     ingressToken: (values.ingressToken as string | undefined) ?? null,
     adminToken: (values.adminToken as string | undefined) ?? null,
     dataKey: (values.dataKey as string | undefined) ?? null,
-    redactHeaders: Object.freeze(((fileOnly.redactHeaders as string[] | undefined) ?? DEFAULT_REDACTED_HEADERS).map((h) => h.toLowerCase())),
+    redactHeaders: redaction.headers,
+    redaction,
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,

@@ -18,6 +18,7 @@ export * from './errors.js';
 export * from './entry.js';
 export * from './entry-cipher.js';
 export * from './headers.js';
+export * from './redaction.js';
 export * from './config.js';
 export * from './pipeline.js';
 export * from './keys.js';
