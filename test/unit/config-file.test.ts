@@ -119,7 +119,7 @@ logLevel: loud
     'c.yaml: rules[0].setHeaders.x-bad: {{path.nope}}: no named group "nope" in this rule\'s match.path or rewritePath.from (groups: rest)',
     'c.yaml: rules[0].setHeaders.x-when: unknown variable {{today}}; known: {{entryId}}, {{requestId}}, {{attempt}}, {{method}}, {{host}}, {{now}}, {{nowMs}}, {{path.<group>}}, {{header.<name>}}',
     'c.yaml: rules[1].drop: cannot be combined with setHeaders: a dropped request goes nowhere',
-    'c.yaml: rules[2].rewritePath.from: not a valid regular expression: Invalid regular expression: /(/: Unterminated group',
+    'c.yaml: rules[2].rewritePath.from: "(": not a valid regular expression: Invalid regular expression: /(/: Unterminated group',
     'c.yaml: rules[2].rewritePath.to: required',
     'c.yaml: rules[2].sample.fraction: expected a number from 0 to 1',
     "c.yaml: rules[2].sample.key: expected 'header:<name>', 'cookie:<name>' or 'query:<name>'",

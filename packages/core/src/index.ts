@@ -24,6 +24,7 @@ export * from './pipeline.js';
 export * from './keys.js';
 export * from './rule-schema.js';
 export * from './rules.js';
+export * from './linear-regex.js';
 export * from './template.js';
 export * from './json-path.js';
 export * from './rule-query.js';
