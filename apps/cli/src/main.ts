@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Queue } from 'bullmq';
-import { ConfigError, MirrorplaneError, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
+import { ConfigError, EntryCipher, MirrorplaneError, Redactor, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
 import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
@@ -248,7 +248,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const flags = parseReplayFlags(options as Parameters<typeof parseReplayFlags>[0]);
       const config = configure('cli', toFlags(options));
       const files = options.file as string[] | undefined;
-      const recordings = files?.length ? await readRecordings(files) : null;
+      const recordings = files?.length ? await readRecordings(files, EntryCipher.fromSpec(config.dataKey)) : null;
       const progress = progressReporter(io.err, process.stderr.isTTY === true);
       const summary = await withOperatorConnection(config, async ({ redis }) => {
         const built = options.staging ? await buildPipeline(config, createLogger({ logLevel: 'silent' }, 'replay')) : null;
@@ -270,7 +270,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const config = configure('cli', toFlags(options));
       const limit = Number(options.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: expected a positive integer, got ${JSON.stringify(options.limit)}`);
-      const entries = await withOperatorConnection(config, ({ queue }) => listFailed(queue, limit));
+      const entries = await withOperatorConnection(config, ({ queue }) => listFailed(queue, limit, new Redactor(config.redaction)));
       if (options.json) {
         io.out(`${JSON.stringify(entries)}\n`);
         return;
@@ -308,7 +308,9 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
     .option('--out <file>', 'write here instead of stdout')
     .action(async (files: string[], options: { format: string; out?: string }) => {
       if (options.format !== 'har') throw new UsageError(`--format: expected har, got ${JSON.stringify(options.format)}`);
-      const har = `${JSON.stringify(toHar(await readRecordings(files), VERSION), null, 2)}\n`;
+      // The config (env, MIRRORPLANE_CONFIG) only for MIRRORPLANE_DATA_KEY: encrypted recordings.
+      const config = configure('cli', {});
+      const har = `${JSON.stringify(toHar(await readRecordings(files, EntryCipher.fromSpec(config.dataKey)), VERSION), null, 2)}\n`;
       if (options.out) {
         await writeFile(options.out, har);
         io.err(`wrote ${options.out}\n`);

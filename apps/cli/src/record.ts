@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { MirrorplaneError, errorMessage, parseQuery } from '@mirrorplane/core';
-import { RECORDING_VERSION, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
+import { MirrorplaneError, errorMessage, parseQuery, type EntryCipher } from '@mirrorplane/core';
+import { RECORDING_CONTEXT, RECORDING_VERSION, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
  * `mirrorplane record export`: turns recordings (JSONL, one replay a line) into HAR 1.2, so
@@ -181,8 +181,12 @@ function checkLine(value: unknown, where: string): RecordedExchange {
   return r as RecordedExchange;
 }
 
-/** Reads recording files line by line; entries come out in the order of their `sentAt`. */
-export async function readRecordings(files: readonly string[]): Promise<RecordedExchange[]> {
+/**
+ * Reads recording files line by line; entries come out in the order of their `sentAt`.
+ * Sealed lines (`recording.encrypt`) are opened with `cipher`; without one, or with the wrong
+ * key, a `RecordingFormatError` names the file and line.
+ */
+export async function readRecordings(files: readonly string[], cipher: EntryCipher | null = null): Promise<RecordedExchange[]> {
   const out: RecordedExchange[] = [];
   for (const file of files) {
     let n = 0;
@@ -192,8 +196,17 @@ export async function readRecordings(files: readonly string[]): Promise<Recorded
         n += 1;
         if (line.trim() === '') continue;
         let value: unknown;
+        let text = line;
+        if (line.startsWith('mps1:')) {
+          if (!cipher) throw new RecordingFormatError(`${file}:${n}: the line is encrypted (recording.encrypt); set MIRRORPLANE_DATA_KEY to read it`);
+          try {
+            text = cipher.openText(line, RECORDING_CONTEXT);
+          } catch (error) {
+            throw new RecordingFormatError(`${file}:${n}: ${errorMessage(error)}`);
+          }
+        }
         try {
-          value = JSON.parse(line);
+          value = JSON.parse(text);
         } catch (error) {
           throw new RecordingFormatError(`${file}:${n}: not JSON: ${errorMessage(error)}`);
         }

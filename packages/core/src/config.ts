@@ -203,6 +203,8 @@ export interface RecordingSettings {
   readonly maxFileAgeMs: number;
   /** Lines waiting for the disk beyond this many bytes are dropped and counted, never block a replay. */
   readonly maxQueuedBytes: number;
+  /** Each line sealed with MIRRORPLANE_DATA_KEY (`mps1:<base64>`); readers need the key. */
+  readonly encrypt: boolean;
 }
 
 const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 1024, maxFileAgeMs: 3_600_000, maxQueuedBytes: 64 * 1024 * 1024 } as const;
@@ -219,6 +221,7 @@ const FILE_ONLY = {
     maxFileBytes: integer(4096, Number.MAX_SAFE_INTEGER).optional(),
     maxFileAgeMs: integer(1000, 366 * 86_400_000).optional(),
     maxQueuedBytes: integer(64 * 1024, 16 * 1024 * 1024 * 1024).optional(),
+    encrypt: bool.optional(),
   }),
   redactHeaders: z.array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header name')),
   redact: RedactOptions,
@@ -400,6 +403,9 @@ export function loadConfig(options: ConfigOptions): Config {
   if (adminPort !== 0 && options.role !== 'cli' && values.adminToken === undefined && typeof values.adminHost === 'string' && !isLoopback(values.adminHost)) {
     issues.push({ key: 'ADMIN_TOKEN', message: `required when the admin port binds ${JSON.stringify(values.adminHost)}, which is not a loopback address` });
   }
+  if ((fileOnly.recording as RecordingFile | undefined)?.encrypt === true && values.dataKey === undefined) {
+    issues.push({ key: fileKey('recording.encrypt'), message: 'needs MIRRORPLANE_DATA_KEY (the key the lines are sealed with)' });
+  }
   if (issues.length > 0) throw new ConfigError(issues);
   const redaction = redactionSettings(fileOnly.redact as RedactOptions | undefined, fileOnly.redactHeaders as string[] | undefined);
 
@@ -440,6 +446,7 @@ function recordingSettings(file: RecordingFile, configPath: string): RecordingSe
     maxFileBytes: file.maxFileBytes ?? RECORDING_DEFAULTS.maxFileBytes,
     maxFileAgeMs: file.maxFileAgeMs ?? RECORDING_DEFAULTS.maxFileAgeMs,
     maxQueuedBytes: file.maxQueuedBytes ?? RECORDING_DEFAULTS.maxQueuedBytes,
+    encrypt: file.encrypt === true,
   });
 }
 
