@@ -49,7 +49,7 @@ redactHeaders: [Authorization, X-Api-Key]
   assert.equal(c.rules.length, 1);
   assert.deepEqual(c.rules[0]!.setHeaders, { 'x-n': '5', 'x-b': 'true' }, 'YAML scalars are sent as text');
   assert.equal(c.hooks, '/etc/mirrorplane/hooks/mine.ts');
-  assert.deepEqual(c.recording, { dir: '/etc/mirrorplane/rec', bodyLimit: 65536, maxFileBytes: 104857600, maxFileAgeMs: 3600000, maxQueuedBytes: 67108864 });
+  assert.deepEqual(c.recording, { dir: '/etc/mirrorplane/rec', bodyLimit: 65536, maxFileBytes: 104857600, maxFileAgeMs: 3600000, maxQueuedBytes: 67108864, encrypt: false });
   assert.deepEqual(c.redactHeaders, ['authorization', 'x-api-key']);
   assert.ok(Object.isFrozen(c.origins) && Object.isFrozen(c.rules));
 
