@@ -101,10 +101,14 @@ export function redactionSettings(options: RedactOptions | undefined, legacyHead
 export class Redactor {
   readonly headerNames: ReadonlySet<string>;
   readonly queryNames: ReadonlySet<string>;
+  /** `Name: value` of a secret header inside free text; one alternation of literal names. */
+  readonly #quotedHeader: RegExp | null;
 
   constructor(settings: RedactionSettings) {
     this.headerNames = new Set(settings.headers);
     this.queryNames = new Set(settings.queryParams);
+    const names = settings.headers.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    this.#quotedHeader = names.length === 0 ? null : new RegExp(`(^|[^A-Za-z0-9!#$%&'*+.^_\`|~-])(${names.join('|')})([ \t]*:[ \t]*)[^\r\n,"]*`, 'gi');
   }
 
   /** A copy of flat `[name, value, …]` headers with secret values replaced. */
@@ -156,9 +160,8 @@ export class Redactor {
       out = out.replace(/([?&;\s]|^)([^=&?#\s;"']{1,256})=([^&#\s"']*)/g, (whole, lead: string, name: string) =>
         this.queryNames.has(decodeName(name)) ? `${lead}${name}=${REDACTED}` : whole);
     }
-    if (this.headerNames.size > 0 && out.includes(':')) {
-      out = out.replace(/([A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}):[ \t]*([^\r\n,"]*)/g, (whole, name: string) =>
-        this.headerNames.has(name.toLowerCase()) ? `${name}: ${REDACTED}` : whole);
+    if (this.#quotedHeader !== null && out.includes(':')) {
+      out = out.replace(this.#quotedHeader, (_whole, lead: string, name: string, colon: string) => `${lead}${name}${colon}${REDACTED}`);
     }
     return out;
   }
