@@ -271,6 +271,12 @@ test('redaction by default: secret headers and query values appear in no log, re
     assert.match(recorded, /access_token=\[redacted\]/);
     const har = await runCli(['record', 'export', '--format', 'har', ...files], {});
     assert.equal(har.code, 0, har.stderr);
+    // A recording written before redaction (secrets in clear) is redacted on export all the same.
+    const legacy = join(recordingDir, 'legacy.jsonl');
+    writeFileSync(legacy, `${(recorded.split('\n')[0] as string).replaceAll('[redacted]', m.query as string)}\n`);
+    assert.ok(readFileSync(legacy, 'utf8').includes(m.query as string));
+    const legacyHar = await runCli(['record', 'export', '--format', 'har', legacy], {});
+    assert.equal(legacyHar.code, 0, legacyHar.stderr);
 
     const readable: [string, string][] = [
       ['ingress logs', stack.ingress.stdout + stack.ingress.stderr],
@@ -282,6 +288,7 @@ test('redaction by default: secret headers and query values appear in no log, re
       ['dashboard API', board],
       ['recordings', recorded],
       ['HAR', har.stdout],
+      ['HAR of a legacy recording', legacyHar.stdout],
     ];
     for (const [where, text] of readable) assertAbsent(where, text, secrets);
   } finally {

@@ -310,7 +310,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       if (options.format !== 'har') throw new UsageError(`--format: expected har, got ${JSON.stringify(options.format)}`);
       // The config (env, MIRRORPLANE_CONFIG) only for MIRRORPLANE_DATA_KEY: encrypted recordings.
       const config = configure('cli', {});
-      const har = `${JSON.stringify(toHar(await readRecordings(files, EntryCipher.fromSpec(config.dataKey)), VERSION), null, 2)}\n`;
+      const har = `${JSON.stringify(toHar(await readRecordings(files, EntryCipher.fromSpec(config.dataKey)), VERSION, new Redactor(config.redaction)), null, 2)}\n`;
       if (options.out) {
         await writeFile(options.out, har);
         io.err(`wrote ${options.out}\n`);

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { MirrorplaneError, errorMessage, parseQuery, type EntryCipher } from '@mirrorplane/core';
+import { MirrorplaneError, REDACTED, errorMessage, parseQuery, type EntryCipher, type Redactor } from '@mirrorplane/core';
 import { RECORDING_CONTEXT, RECORDING_VERSION, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
@@ -220,6 +220,26 @@ export async function readRecordings(files: readonly string[], cipher: EntryCiph
   return out.sort((a, b) => (a.sentAt < b.sentAt ? -1 : a.sentAt > b.sentAt ? 1 : 0));
 }
 
-export function toHar(recordings: readonly RecordedExchange[], version: string): Har {
-  return { log: { version: '1.2', creator: { name: 'mirrorplane', version }, entries: recordings.map(toHarEntry) } };
+/**
+ * The recordings as HAR 1.2. With a `redactor`, each line is redacted again first (secret
+ * headers and query values), so recordings written before a name joined the lists, or by an
+ * older version, come out redacted too.
+ */
+export function toHar(recordings: readonly RecordedExchange[], version: string, redactor: Redactor | null = null): Har {
+  const lines = redactor ? recordings.map((r) => redactRecording(r, redactor)) : recordings;
+  return { log: { version: '1.2', creator: { name: 'mirrorplane', version }, entries: lines.map(toHarEntry) } };
+}
+
+function redactPairs(headers: RecordedHeaders, redactor: Redactor): RecordedHeaders {
+  return headers.map(([name, value]) => [name, redactor.headerNames.has(name.toLowerCase()) ? REDACTED : value]);
+}
+
+/** A recording line with secret headers and query values hidden. */
+export function redactRecording(r: RecordedExchange, redactor: Redactor): RecordedExchange {
+  return {
+    ...r,
+    mirrored: { ...r.mirrored, target: redactor.target(r.mirrored.target), headers: redactPairs(r.mirrored.headers, redactor) },
+    sent: { ...r.sent, path: redactor.target(r.sent.path), headers: redactPairs(r.sent.headers, redactor) },
+    response: { ...r.response, headers: redactPairs(r.response.headers, redactor) },
+  };
 }
