@@ -235,12 +235,14 @@ export class EntryCipher {
   }
 
   /**
-   * A keyed digest (HMAC-SHA-256, key derived from the encrypting key) for values that must be
-   * looked up by name, such as a production ID in an ID-mapping key: equal inputs give equal
-   * names, and the name reveals nothing of the input. Rotating the first key changes names.
+   * A keyed digest (HMAC-SHA-256, key derived from the LAST key of the ring) for values that
+   * must be looked up by name, such as a production ID in an ID-mapping key: equal inputs give
+   * equal names, and the name reveals nothing of the input. The last key is the oldest, so
+   * during a rotation (`k2,k1` on some processes, `k1` on others) every process agrees; names
+   * change once, when the old key is dropped.
    */
   digestName(value: string): string {
-    this.#nameKey ??= createHmac('sha256', this.#encrypt.key).update('mirrorplane:name-key').digest();
+    this.#nameKey ??= createHmac('sha256', [...this.#keys.values()].at(-1) as Buffer).update('mirrorplane:name-key').digest();
     return createHmac('sha256', this.#nameKey).update(value, 'utf8').digest('base64url');
   }
 
