@@ -154,3 +154,73 @@ test('in a browser: a login first, then the counts; job data redacted; a failed 
     await staging.close();
   }
 });
+
+test('in a browser: a page on another site cannot use an operator\'s session to change or read anything', { skip: existsSync(CHROMIUM) || process.env.CI ? false : `${CHROMIUM} is not installed (apt-get install chromium)` }, async () => {
+  const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
+  const port = await freePort();
+  const dashboardUrl = `http://127.0.0.1:${port}`;
+  // Another site: 127.0.0.2 is a different site from 127.0.0.1 for the browser.
+  const evilPage = `<!doctype html><html><body><form id="f" method="post" action="${dashboardUrl}/queues/api/queues/retry/clean/failed"></form><script>
+window.results = {};
+(async () => {
+  for (const [name, url, method] of [['clean', '/queues/api/queues/retry/clean/failed', 'PUT'], ['retry', '/queues/api/queues/retry/retry/failed', 'PUT'], ['read', '/queues/api/queues?activeQueue=retry&status=failed', 'GET'], ['status', '/api/status', 'GET']]) {
+    try {
+      const r = await fetch('${dashboardUrl}' + url, { method, credentials: 'include', mode: 'no-cors' });
+      window.results[name] = 'sent:' + r.type;
+    } catch (e) {
+      window.results[name] = 'blocked';
+    }
+  }
+  window.results.done = true;
+})();
+</script></body></html>`;
+  const { createServer } = await import('node:http');
+  const evil = createServer((_req, res) => void res.writeHead(200, { 'content-type': 'text/html' }).end(evilPage));
+  await new Promise<void>((resolve) => evil.listen(0, '127.0.0.2', resolve));
+  const evilPort = (evil.address() as { port: number }).port;
+  let dashboard: MirrorplaneProcess | undefined;
+  let context: BrowserContext | undefined;
+  const profile = mkdtempSync(join(tmpdir(), 'mp-test-chromium-'));
+  try {
+    for (const path of ['/fail/a', '/fail/b']) assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}${path}`, { method: 'POST', body: path })).status, 200);
+    await waitFor('2 failed', async () => (await stack.status()).failed === 2);
+    dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { ...stack.env, ADMIN_TOKEN: TOKEN });
+    await dashboard.waitForLog('dashboard listening');
+    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    const page = context.pages()[0] ?? await context.newPage();
+    // The operator logs in.
+    await page.goto(`${dashboardUrl}/`);
+    await page.fill('#token', TOKEN);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`${dashboardUrl}/`);
+    // Then opens a page on another site, in the same browser.
+    const other = await context.newPage();
+    await other.goto(`http://127.0.0.2:${evilPort}/`);
+    await waitFor('the other site\'s script to finish', () => other.evaluate('window.results && window.results.done === true'), 30_000, 100);
+    // A form posted across sites: the browser leaves the SameSite=Strict cookie behind.
+    await Promise.all([other.waitForURL(/\/clean\/failed$/), other.evaluate("document.getElementById('f').submit()")]);
+    await other.waitForLoadState();
+    assert.match(await other.content(), /unauthenticated/);
+    // A link followed from the other site to the dashboard lands on the login form, not the data.
+    await other.goto(`http://127.0.0.2:${evilPort}/`);
+    await other.evaluate(`(() => { const a = document.createElement('a'); a.href = ${JSON.stringify(`${dashboardUrl}/queues/queue/retry?status=failed`)}; a.id = 'go'; a.textContent = 'see the failed jobs'; document.body.appendChild(a); })()`);
+    await Promise.all([other.waitForURL(/\/login$/), other.click('#go')]);
+
+    const s = await stack.status();
+    assert.equal(s.failed, 2, 'nothing was cleaned or retried');
+    assert.equal(s.retrying, 0);
+    const refused = dashboard.logs().filter((l) => l.msg === 'dashboard request refused');
+    assert.ok(refused.length >= 3, `the cross-site attempts were refused and logged: ${JSON.stringify(refused)}`);
+    assert.ok(!dashboard.logs().some((l) => l.msg === 'dashboard change'), 'no change was made');
+    // The operator's own tab still works.
+    assert.equal(await page.evaluate(async () => (await fetch('api/status')).status), 200);
+  } finally {
+    await context?.close();
+    rmSync(profile, { recursive: true, force: true });
+    await new Promise((resolve) => evil.close(resolve));
+    await dashboard?.stop();
+    await stack.close();
+    await staging.close();
+  }
+});
