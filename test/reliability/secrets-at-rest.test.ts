@@ -183,19 +183,25 @@ test('MIRRORPLANE_DATA_KEY: after a mixed run, no key of the deployment and no r
   const recordingDir = join(dir, 'rec-encrypted');
   const adminPort = await freePort();
   const dataKey = `k1:${randomBytes(32).toString('base64')}`;
-  const config = configFile('encrypted.yaml', MIXED_CONFIG(recordingDir, true));
+  // A hook whose error quotes the request, query and all: the failure reason is stored as text.
+  const hooks = join(dir, 'quoting-hook.mjs');
+  writeFileSync(hooks, "export function pre(request) {\n  if (request.path.startsWith('/hook-fail')) throw new Error('refused GET ' + request.path);\n  return request;\n}\n");
+  const config = configFile('encrypted.yaml', [...MIXED_CONFIG(recordingDir, true), `hooks: ${JSON.stringify(hooks)}`]);
   const stack = await Stack.start({ redis, stagingUrl: server.url, workers: 0, env: { MIRRORPLANE_CONFIG: config, MIRRORPLANE_DATA_KEY: dataKey, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100' }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
   const client = redis.client();
   try {
     await stack.addWorker();
     await mixedRun(stack, adminPort, m);
-    await waitFor('2 replayed, 1 failed after a retry', async () => {
+    assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/hook-fail?token=${m.query}`)).status, 200);
+    await waitFor('2 replayed; 2 failed: after a retry, and by the hook', async () => {
       const s = await stack.status();
-      return s.replayed === 2 && s.failed === 1 && s.backlog === 0 && s.pending === 0;
+      return s.replayed === 2 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
     }, 60_000);
     const prefix = stack.env.MIRRORPLANE_PREFIX as string;
     await waitFor('a diff record', async () => (await client.llen(`{${prefix}}:diffs`)) > 0);
     assertStagingGotSecrets(server.received, m);
+    const failedList = await stack.cli(['failed', 'list']);
+    assert.match(failedList.stdout, /refused GET \/hook-fail\?token=\[redacted\]/, failedList.stdout);
 
     const { keys, bytes } = await readDeployment(client, prefix);
     // The run did reach every store this test means to cover.

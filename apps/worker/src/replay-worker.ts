@@ -5,6 +5,7 @@ import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullm
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
+  Redactor,
   composePipeline,
   decodeEntry,
   encodeEntryFields,
@@ -80,6 +81,8 @@ export class ReplayWorker {
   readonly #pipeline: CompiledPipeline;
   /** Decrypts encrypted entries and encrypts retry jobs; null when MIRRORPLANE_DATA_KEY is unset. */
   readonly #cipher: EntryCipher | null;
+  /** Failure reasons are stored as text in the failed set (even with a data key): redacted first. */
+  readonly #redactor: Redactor;
   readonly #admin: AdminServer | null;
   readonly #registry = new Registry();
   readonly #m: WorkerMetrics;
@@ -122,6 +125,7 @@ export class ReplayWorker {
     this.#queue.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
+    this.#redactor = new Redactor(config.redaction);
     this.#staging = new StagingClient(config, this.#pipeline);
 
     collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_worker_' });
@@ -394,7 +398,7 @@ export class ReplayWorker {
     try {
       // An encrypted entry's method and target are not in clear, so neither is the job name.
       const name = data.entry === null && data.raw?.e !== undefined ? 'encrypted entry' : retryJobName(data.entry);
-      await this.#queue.add(name, data, {
+      await this.#queue.add(name, data.failReason === undefined ? data : { ...data, failReason: this.#redactor.text(data.failReason) }, {
         jobId: id,
         attempts: why === 'retry' || why === 'wait' ? Math.max(1, attempts) : 1,
         backoff: { type: 'exponential', delay: base, jitter: 0.5 },
@@ -440,7 +444,7 @@ export class ReplayWorker {
         entry = deserializeEntry(data.entry);
       }
     } catch (error) {
-      throw new UnrecoverableError(errorMessage(error));
+      throw new UnrecoverableError(this.#redactor.text(errorMessage(error)));
     }
     const attempt = data.priorAttempts + job.attemptsMade + 1;
     this.#retryInFlight += 1;
@@ -473,7 +477,9 @@ export class ReplayWorker {
       const last = !retryable || attempt >= this.#config.replayAttempts || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (last) this.#m.failedEntry(retryable ? 'exhausted' : 'unretryable');
       if (last) this.#logger.warn({ entryId: entry.id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
-      throw retryable ? new Error(message) : new UnrecoverableError(message);
+      // BullMQ stores this message as the job's failedReason (and in its stacktrace).
+      const stored = this.#redactor.text(message);
+      throw retryable ? new Error(stored) : new UnrecoverableError(stored);
     } finally {
       this.#retryInFlight -= 1;
       this.#slotWaiter?.();
