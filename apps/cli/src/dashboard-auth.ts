@@ -38,7 +38,7 @@ export interface DashboardAuthOptions {
   allowedHosts: readonly string[];
 }
 
-/** Thrown when the dashboard would be reachable from other hosts without a token. */
+/** The problem (`KEY: message`) when the dashboard would be reachable from other hosts without a token, else null. */
 export function checkDashboardBind(host: string, token: string | null): string | null {
   if (token === null && !isLoopback(host)) {
     return `ADMIN_TOKEN: required when the dashboard binds ${JSON.stringify(host)}, which is not a loopback address`;

@@ -8,8 +8,7 @@ import { ConfigError, Redactor, errorMessage, keysFor, partitionKeys, type Confi
 import { closeRedis, createRedis, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
-
-import { DashboardAuth, DashboardAuth as Auth, checkDashboardBind, loginPage } from './dashboard-auth.js';
+import { DashboardAuth, checkDashboardBind, loginPage } from './dashboard-auth.js';
 
 export interface DashboardOptions {
   config: Config;
@@ -296,7 +295,7 @@ export class Dashboard {
         return false;
       }
     }
-    this.#o.logger.info({ action: action.kind, ...('jobId' in action ? { jobId: action.jobId } : {}), ...('status' in action ? { status: action.status } : {}), session: Auth.sessionLabel(session), remote: req.socket.remoteAddress }, 'dashboard change');
+    this.#o.logger.info({ action: action.kind, ...('jobId' in action ? { jobId: action.jobId } : {}), ...('status' in action ? { status: action.status } : {}), session: DashboardAuth.sessionLabel(session), remote: req.socket.remoteAddress }, 'dashboard change');
     return true;
   }
 
@@ -335,7 +334,7 @@ export class Dashboard {
       return;
     }
     const session = this.#auth.startSession();
-    this.#o.logger.info({ session: Auth.sessionLabel(session.id), remote: req.socket.remoteAddress }, 'dashboard login');
+    this.#o.logger.info({ session: DashboardAuth.sessionLabel(session.id), remote: req.socket.remoteAddress }, 'dashboard login');
     res.writeHead(303, { location: '/', 'set-cookie': session.cookie, 'cache-control': 'no-store' }).end();
   }
 
