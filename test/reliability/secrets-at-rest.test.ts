@@ -87,6 +87,13 @@ function assertAbsent(where: string, haystack: string, markers: Record<string, s
   }
 }
 
+/** A hook whose error quotes the request, query and all: a failure reason is stored and shown as text. */
+function quotingHook(): string {
+  const path = join(dir, 'quoting-hook.mjs');
+  writeFileSync(path, "export function pre(request) {\n  if (request.path.startsWith('/hook-fail')) throw new Error('refused GET ' + request.path);\n  return request;\n}\n");
+  return path;
+}
+
 function configFile(name: string, lines: string[]): string {
   const path = join(dir, name);
   writeFileSync(path, `${lines.join('\n')}\n`);
@@ -183,10 +190,7 @@ test('MIRRORPLANE_DATA_KEY: after a mixed run, no key of the deployment and no r
   const recordingDir = join(dir, 'rec-encrypted');
   const adminPort = await freePort();
   const dataKey = `k1:${randomBytes(32).toString('base64')}`;
-  // A hook whose error quotes the request, query and all: the failure reason is stored as text.
-  const hooks = join(dir, 'quoting-hook.mjs');
-  writeFileSync(hooks, "export function pre(request) {\n  if (request.path.startsWith('/hook-fail')) throw new Error('refused GET ' + request.path);\n  return request;\n}\n");
-  const config = configFile('encrypted.yaml', [...MIXED_CONFIG(recordingDir, true), `hooks: ${JSON.stringify(hooks)}`]);
+  const config = configFile('encrypted.yaml', [...MIXED_CONFIG(recordingDir, true), `hooks: ${JSON.stringify(quotingHook())}`]);
   const stack = await Stack.start({ redis, stagingUrl: server.url, workers: 0, env: { MIRRORPLANE_CONFIG: config, MIRRORPLANE_DATA_KEY: dataKey, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100' }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
   const client = redis.client();
   try {
@@ -242,7 +246,7 @@ test('redaction by default: secret headers and query values appear in no log, re
   const server = await startStaging(m);
   const recordingDir = join(dir, 'rec-plain');
   const adminPort = await freePort();
-  const config = configFile('plain.yaml', MIXED_CONFIG(recordingDir, false));
+  const config = configFile('plain.yaml', [...MIXED_CONFIG(recordingDir, false), `hooks: ${JSON.stringify(quotingHook())}`]);
   const stack = await Stack.start({ redis, stagingUrl: server.url, workers: 0, env: { MIRRORPLANE_CONFIG: config, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100', LOG_LEVEL: 'debug' }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
   const client = redis.client();
   const dashboardPort = await freePort();
@@ -250,9 +254,10 @@ test('redaction by default: secret headers and query values appear in no log, re
   try {
     await stack.addWorker({ LOG_LEVEL: 'debug' });
     await mixedRun(stack, adminPort, m);
-    await waitFor('2 replayed, 1 failed after a retry', async () => {
+    assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/hook-fail?token=${m.query}`)).status, 200);
+    await waitFor('2 replayed; 2 failed: after a retry, and by the hook', async () => {
       const s = await stack.status();
-      return s.replayed === 2 && s.failed === 1 && s.backlog === 0 && s.pending === 0;
+      return s.replayed === 2 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
     }, 60_000);
     const prefix = stack.env.MIRRORPLANE_PREFIX as string;
     await waitFor('a diff record', async () => (await client.llen(`{${prefix}}:diffs`)) > 0);
@@ -261,6 +266,7 @@ test('redaction by default: secret headers and query values appear in no log, re
     const failedList = await stack.cli(['failed', 'list']);
     assert.equal(failedList.code, 0, failedList.stderr);
     assert.match(failedList.stdout, /\/fail\?api_key=\[redacted\]/);
+    assert.match(failedList.stdout, /refused GET \/hook-fail\?token=\[redacted\]/, 'the error message, redacted');
     const failedJson = await stack.cli(['failed', 'list', '--json']);
     const diffRecords = (await client.lrange(`{${prefix}}:diffs`, 0, -1)).join('\n');
     assert.match(diffRecords, /\[redacted\]/);
