@@ -49,7 +49,7 @@ redactHeaders: [Authorization, X-Api-Key]
   assert.equal(c.rules.length, 1);
   assert.deepEqual(c.rules[0]!.setHeaders, { 'x-n': '5', 'x-b': 'true' }, 'YAML scalars are sent as text');
   assert.equal(c.hooks, '/etc/mirrorplane/hooks/mine.ts');
-  assert.deepEqual(c.recording, { dir: '/etc/mirrorplane/rec', bodyLimit: 65536, maxFileBytes: 104857600, maxFileAgeMs: 3600000, maxQueuedBytes: 67108864 });
+  assert.deepEqual(c.recording, { dir: '/etc/mirrorplane/rec', bodyLimit: 65536, maxFileBytes: 104857600, maxFileAgeMs: 3600000, maxQueuedBytes: 67108864, encrypt: false });
   assert.deepEqual(c.redactHeaders, ['authorization', 'x-api-key']);
   assert.ok(Object.isFrozen(c.origins) && Object.isFrozen(c.rules));
 
@@ -119,7 +119,7 @@ logLevel: loud
     'c.yaml: rules[0].setHeaders.x-bad: {{path.nope}}: no named group "nope" in this rule\'s match.path or rewritePath.from (groups: rest)',
     'c.yaml: rules[0].setHeaders.x-when: unknown variable {{today}}; known: {{entryId}}, {{requestId}}, {{attempt}}, {{method}}, {{host}}, {{now}}, {{nowMs}}, {{path.<group>}}, {{header.<name>}}',
     'c.yaml: rules[1].drop: cannot be combined with setHeaders: a dropped request goes nowhere',
-    'c.yaml: rules[2].rewritePath.from: not a valid regular expression: Invalid regular expression: /(/: Unterminated group',
+    'c.yaml: rules[2].rewritePath.from: "(": not a valid regular expression: Invalid regular expression: /(/: Unterminated group',
     'c.yaml: rules[2].rewritePath.to: required',
     'c.yaml: rules[2].sample.fraction: expected a number from 0 to 1',
     "c.yaml: rules[2].sample.key: expected 'header:<name>', 'cookie:<name>' or 'query:<name>'",
@@ -149,7 +149,7 @@ test('type errors name the key, and JSON files work the same way', () => {
 
 test('docs/CONFIG.md documents every setting and file key', () => {
   const doc = readFileSync(fileURLToPath(new URL('../../docs/CONFIG.md', import.meta.url)), 'utf8');
-  const keys = [...Object.keys(SETTINGS), 'origins', 'rules', 'hooks', 'recording', 'redactHeaders'];
+  const keys = [...Object.keys(SETTINGS), 'origins', 'rules', 'hooks', 'recording', 'redactHeaders', 'redact'];
   const missing = keys.filter((k) => !doc.includes(`\`${k}\``));
   assert.deepEqual(missing, [], 'add these keys to docs/CONFIG.md');
   for (const [key, s] of Object.entries(SETTINGS)) assert.ok(doc.includes(`\`${s.env}\``), `${key}: its variable ${s.env} is documented`);

@@ -27,7 +27,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
 </head>
 <body>
 <h1>Mirrorplane</h1>
-<div class="sub">updated <span id="at">-</span> · <a id="queues" href="queues/queue/retry?status=failed">retry queue and failed set</a> (inspect, retry, remove)</div>
+<div class="sub">updated <span id="at">-</span> · <a id="queues" href="queues/queue/retry?status=failed">retry queue and failed set</a> (inspect, retry, remove) · <form method="post" action="logout" style="display:inline"><button id="logout" type="submit">log out</button></form></div>
 <div id="error" class="error"></div>
 <div class="cards">
   <div class="card"><div class="k">backlog</div><div class="v" data-k="backlog">-</div></div>
@@ -53,6 +53,7 @@ const secs = (s) => s < 60 ? Math.round(s) + ' s' : s < 3600 ? Math.floor(s / 60
 async function refresh() {
   try {
     const res = await fetch('api/status', { cache: 'no-store' });
+    if (res.status === 401) { location.href = 'login'; return; }
     const s = await res.json();
     if (s.error) throw new Error(s.error);
     document.getElementById('error').textContent = '';

@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { MirrorplaneError, decodeBody, errorMessage, parseQuery } from '@mirrorplane/core';
-import { RECORDING_VERSION, recordBody, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
+import { MirrorplaneError, REDACTED, decodeBody, errorMessage, parseQuery, type EntryCipher, type Redactor } from '@mirrorplane/core';
+import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
  * `mirrorplane record export`: turns recordings (JSONL, one replay a line) into HAR 1.2, so
@@ -217,8 +217,12 @@ function checkLine(value: unknown, where: string): RecordedExchange {
   return r as RecordedExchange;
 }
 
-/** Reads recording files line by line; entries come out in the order of their `sentAt`. */
-export async function readRecordings(files: readonly string[]): Promise<RecordedExchange[]> {
+/**
+ * Reads recording files line by line; entries come out in the order of their `sentAt`.
+ * Sealed lines (`recording.encrypt`) are opened with `cipher`; without one, or with the wrong
+ * key, a `RecordingFormatError` names the file and line.
+ */
+export async function readRecordings(files: readonly string[], cipher: EntryCipher | null = null): Promise<RecordedExchange[]> {
   const out: RecordedExchange[] = [];
   for (const file of files) {
     let n = 0;
@@ -228,8 +232,17 @@ export async function readRecordings(files: readonly string[]): Promise<Recorded
         n += 1;
         if (line.trim() === '') continue;
         let value: unknown;
+        let text = line;
+        if (line.startsWith('mps1:')) {
+          if (!cipher) throw new RecordingFormatError(`${file}:${n}: the line is encrypted (recording.encrypt); set MIRRORPLANE_DATA_KEY to read it`);
+          try {
+            text = cipher.openText(line, RECORDING_CONTEXT);
+          } catch (error) {
+            throw new RecordingFormatError(`${file}:${n}: ${errorMessage(error)}`);
+          }
+        }
         try {
-          value = JSON.parse(line);
+          value = JSON.parse(text);
         } catch (error) {
           throw new RecordingFormatError(`${file}:${n}: not JSON: ${errorMessage(error)}`);
         }
@@ -243,6 +256,26 @@ export async function readRecordings(files: readonly string[]): Promise<Recorded
   return out.sort((a, b) => (a.sentAt < b.sentAt ? -1 : a.sentAt > b.sentAt ? 1 : 0));
 }
 
-export function toHar(recordings: readonly RecordedExchange[], version: string): Har {
-  return { log: { version: '1.2', creator: { name: 'mirrorplane', version }, entries: recordings.map(toHarEntry) } };
+/**
+ * The recordings as HAR 1.2. With a `redactor`, each line is redacted again first (secret
+ * headers and query values), so recordings written before a name joined the lists, or by an
+ * older version, come out redacted too.
+ */
+export function toHar(recordings: readonly RecordedExchange[], version: string, redactor: Redactor | null = null): Har {
+  const lines = redactor ? recordings.map((r) => redactRecording(r, redactor)) : recordings;
+  return { log: { version: '1.2', creator: { name: 'mirrorplane', version }, entries: lines.map(toHarEntry) } };
+}
+
+function redactPairs(headers: RecordedHeaders, redactor: Redactor): RecordedHeaders {
+  return headers.map(([name, value]) => [name, redactor.headerNames.has(name.toLowerCase()) ? REDACTED : value]);
+}
+
+/** A recording line with secret headers and query values hidden. */
+export function redactRecording(r: RecordedExchange, redactor: Redactor): RecordedExchange {
+  return {
+    ...r,
+    mirrored: { ...r.mirrored, target: redactor.target(r.mirrored.target), headers: redactPairs(r.mirrored.headers, redactor) },
+    sent: { ...r.sent, path: redactor.target(r.sent.path), headers: redactPairs(r.sent.headers, redactor) },
+    response: { ...r.response, headers: redactPairs(r.response.headers, redactor) },
+  };
 }

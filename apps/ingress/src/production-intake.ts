@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import { Counter, type Registry } from 'prom-client';
-import { compileComparison, compileIdMapping, errorMessage, type Config } from '@mirrorplane/core';
+import { EntryCipher, compileComparison, compileIdMapping, errorMessage, type Config } from '@mirrorplane/core';
 import { BoundedBody } from './body-reader.js';
 import { IntakeError, parseIntake, productionKeys, storeProductionResponse, type Logger } from '@mirrorplane/runtime';
 
@@ -12,7 +12,7 @@ import { IntakeError, parseIntake, productionKeys, storeProductionResponse, type
  * once when Redis is away, 413 over `productionResponses.maxBodyBytes`.
  */
 export function createProductionIntake(config: Config, redis: Redis, logger: Logger, registry: Registry): (req: IncomingMessage, res: ServerResponse) => void {
-  const keys = productionKeys(config.prefix);
+  const keys = productionKeys(config.prefix, EntryCipher.fromSpec(config.dataKey));
   const settings = config.productionResponses;
   const mapping = config.idMapping ? compileIdMapping(config.idMapping) : null;
   const compared = new Counter({ name: 'mirrorplane_ingress_comparisons_total', help: 'Comparisons done on arrival of production’s answer (staging answered first), by route and result', labelNames: ['route', 'result'], registers: [registry] });

@@ -5,6 +5,7 @@ import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullm
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
+  Redactor,
   composePipeline,
   decodeEntry,
   encodeEntryFields,
@@ -79,6 +80,8 @@ export class ReplayWorker {
   readonly #pipeline: CompiledPipeline;
   /** Decrypts encrypted entries and encrypts retry jobs; null when MIRRORPLANE_DATA_KEY is unset. */
   readonly #cipher: EntryCipher | null;
+  /** Failure reasons are stored as text in the failed set (even with a data key): redacted first. */
+  readonly #redactor: Redactor;
   readonly #admin: AdminServer | null;
   readonly #registry = new Registry();
   readonly #m: WorkerMetrics;
@@ -113,6 +116,7 @@ export class ReplayWorker {
     this.#queue.on('error', this.#throttledWarn('retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
+    this.#redactor = new Redactor(config.redaction);
     this.#staging = new StagingClient(config, this.#pipeline);
     this.#policy = retryPolicyOf(config);
     this.#slots = new SlotAccounting(config.workerConcurrency);
@@ -361,7 +365,9 @@ export class ReplayWorker {
    * after CLAIM_IDLE_MS.
    */
   async #handOver(id: string, data: RetryJobData, why: HandOverReason, delayMs?: number): Promise<void> {
-    if (!(await handOver(this.#queue, this.#logger, id, data, why, delayMs))) return;
+    // BullMQ stores the reason in clear: redacted like logs are.
+    const stored = data.failReason === undefined ? data : { ...data, failReason: this.#redactor.text(data.failReason) };
+    if (!(await handOver(this.#queue, this.#logger, id, stored, why, delayMs))) return;
     if (why === 'retry') this.#m.retryScheduled();
     else if (why === 'undecodable' || why === 'poison') this.#m.failedEntry(why);
     this.#acks.finish(id, false);
@@ -394,7 +400,7 @@ export class ReplayWorker {
         entry = deserializeEntry(data.entry);
       }
     } catch (error) {
-      throw new UnrecoverableError(errorMessage(error));
+      throw new UnrecoverableError(this.#redactor.text(errorMessage(error)));
     }
     const attemptNo = data.priorAttempts + job.attemptsMade + 1;
     const firstTriedAt = data.firstTriedAt ?? (await this.#startWindow(job));
@@ -420,9 +426,10 @@ export class ReplayWorker {
           await job.moveToDelayed(Date.now() + d.delayMs, token);
           throw new DelayedError();
         case 'retry':
-          throw new RetryScheduledError(d.message, d.delayMs);
+          // BullMQ stores these messages as the job's failedReason: redacted like logs are.
+          throw new RetryScheduledError(this.#redactor.text(d.message), d.delayMs);
         case 'failed':
-          throw new UnrecoverableError(d.message);
+          throw new UnrecoverableError(this.#redactor.text(d.message));
       }
     } finally {
       this.#slots.release(slot);

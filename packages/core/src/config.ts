@@ -2,7 +2,7 @@ import { dirname, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, type ConfigIssue } from './errors.js';
-import { DEFAULT_REDACTED_HEADERS } from './headers.js';
+import { RedactOptions, redactionSettings, type RedactionSettings } from './redaction.js';
 import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules, RuleCompileError } from './rules.js';
@@ -196,8 +196,10 @@ export interface Config {
   readonly hooks: string | null;
   /** The recording post handler, or null when recording is off. */
   readonly recording: RecordingSettings | null;
-  /** Lower-case names of headers whose values never appear in logs or recordings. */
+  /** Lower-case names of headers whose values never appear in logs or recordings (`redaction.headers`). */
   readonly redactHeaders: readonly string[];
+  /** What is hidden wherever a human or a file reads a request: the defaults, extended or trimmed by `redact:`. */
+  readonly redaction: RedactionSettings;
   /** Production responses received on the ingress admin port (`POST /production-responses`). */
   readonly productionResponses: ProductionResponsesSettings;
   /** ID kinds mapped between production and staging, or null. */
@@ -218,6 +220,8 @@ export interface RecordingSettings {
   readonly maxFileAgeMs: number;
   /** Lines waiting for the disk beyond this many bytes are dropped and counted, never block a replay. */
   readonly maxQueuedBytes: number;
+  /** Each line sealed with MIRRORPLANE_DATA_KEY (`mps1:<base64>`); readers need the key. */
+  readonly encrypt: boolean;
 }
 
 const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 1024, maxFileAgeMs: 3_600_000, maxQueuedBytes: 64 * 1024 * 1024 } as const;
@@ -234,8 +238,10 @@ const FILE_ONLY = {
     maxFileBytes: integer(4096, Number.MAX_SAFE_INTEGER).optional(),
     maxFileAgeMs: integer(1000, 366 * 86_400_000).optional(),
     maxQueuedBytes: integer(64 * 1024, 16 * 1024 * 1024 * 1024).optional(),
+    encrypt: bool.optional(),
   }),
   redactHeaders: z.array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header name')),
+  redact: RedactOptions,
   productionResponses: ProductionResponsesOptions,
   idMapping: IdMappingOptions,
   compare: CompareOptions,
@@ -452,11 +458,15 @@ export function loadConfig(options: ConfigOptions): Config {
   if (adminPort !== 0 && options.role !== 'cli' && values.adminToken === undefined && typeof values.adminHost === 'string' && !isLoopback(values.adminHost)) {
     issues.push({ key: 'ADMIN_TOKEN', message: `required when the admin port binds ${JSON.stringify(values.adminHost)}, which is not a loopback address` });
   }
+  if ((fileOnly.recording as RecordingFile | undefined)?.encrypt === true && values.dataKey === undefined) {
+    issues.push({ key: fileKey('recording.encrypt'), message: 'needs MIRRORPLANE_DATA_KEY (the key the lines are sealed with)' });
+  }
   if (issues.length > 0) throw new ConfigError(issues);
+  const redaction = redactionSettings(fileOnly.redact as RedactOptions | undefined, fileOnly.redactHeaders as string[] | undefined);
 
   return Object.freeze({
     role: options.role,
-    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'productionResponses' | 'idMapping' | 'compare'>),
+    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'redaction' | 'productionResponses' | 'idMapping' | 'compare'>),
     adminPort: (values.adminPort as number | undefined) ?? (options.role === 'ingress' && (values.ingressProcesses as number) > 1 ? INGRESS_CLUSTER_ADMIN_PORT : DEFAULT_ADMIN_PORT[options.role]),
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
@@ -468,7 +478,8 @@ export function loadConfig(options: ConfigOptions): Config {
     ingressToken: (values.ingressToken as string | undefined) ?? null,
     adminToken: (values.adminToken as string | undefined) ?? null,
     dataKey: (values.dataKey as string | undefined) ?? null,
-    redactHeaders: Object.freeze(((fileOnly.redactHeaders as string[] | undefined) ?? DEFAULT_REDACTED_HEADERS).map((h) => h.toLowerCase())),
+    redactHeaders: redaction.headers,
+    redaction,
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
@@ -490,6 +501,7 @@ function recordingSettings(file: RecordingFile, configPath: string): RecordingSe
     maxFileBytes: file.maxFileBytes ?? RECORDING_DEFAULTS.maxFileBytes,
     maxFileAgeMs: file.maxFileAgeMs ?? RECORDING_DEFAULTS.maxFileAgeMs,
     maxQueuedBytes: file.maxQueuedBytes ?? RECORDING_DEFAULTS.maxQueuedBytes,
+    encrypt: file.encrypt === true,
   });
 }
 

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { EntryDecodeError, MirrorplaneError } from './errors.js';
 import { ENTRY_VERSION, type RawFields } from './entry.js';
 
@@ -108,6 +108,18 @@ function aad(keyId: string, method: string, time: string): Buffer {
   return Buffer.from(`mirrorplane:${ENTRY_VERSION}:${keyId}:${method}:${time}`, 'latin1');
 }
 
+const BLOB_MAGIC = Buffer.from('MPS1', 'latin1');
+const BLOB_TEXT_PREFIX = 'mps1:';
+
+function blobAad(keyId: string, context: string): Buffer {
+  return Buffer.from(`mirrorplane:blob:${keyId}:${context}`, 'utf8');
+}
+
+/** Whether a stored value is a `sealBlob` output. */
+export function isSealedBlob(value: Buffer): boolean {
+  return value.length > BLOB_MAGIC.length && value.subarray(0, BLOB_MAGIC.length).equals(BLOB_MAGIC);
+}
+
 /** Whether raw entry fields (as Redis returns them) hold an encrypted payload. */
 export function isSealedEntry(fields: RawFields): boolean {
   for (let i = 0; i < fields.length; i += 2) {
@@ -170,6 +182,71 @@ export class EntryCipher {
   openFields(id: string, fields: RawFields): Buffer[] {
     return openSealed(id, fields, this);
   }
+
+  /**
+   * Seals a payload other than an entry (a production response, a diff record, an ID mapping)
+   * with the encrypting key: `MPS1 | id length (1) | key id | iv (12) | ciphertext | tag (16)`.
+   * `context` (the record's kind and Redis key) is authenticated, so a sealed value cannot be
+   * moved to another key or kind unnoticed.
+   */
+  sealBlob(plain: Buffer, context: string): Buffer {
+    const { id, key } = this.#encrypt;
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    cipher.setAAD(blobAad(id, context));
+    const head = Buffer.alloc(BLOB_MAGIC.length + 1 + id.length);
+    BLOB_MAGIC.copy(head);
+    head[BLOB_MAGIC.length] = id.length;
+    head.write(id, BLOB_MAGIC.length + 1, 'latin1');
+    return Buffer.concat([head, iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
+  }
+
+  /**
+   * Opens what `sealBlob` sealed under the same context. Throws `EntryDecodeError` naming the
+   * context and the reason (not sealed, unknown key id, wrong key or altered).
+   */
+  openBlob(sealed: Buffer, context: string): Buffer {
+    if (!isSealedBlob(sealed)) throw new EntryDecodeError(`${context}: not an encrypted value`);
+    const idLength = sealed[BLOB_MAGIC.length] as number;
+    const at = BLOB_MAGIC.length + 1 + idLength;
+    const keyId = sealed.subarray(BLOB_MAGIC.length + 1, at).toString('latin1');
+    const key = this.#keys.get(keyId);
+    if (key === undefined) throw new EntryDecodeError(`${context}: encrypted with key id ${JSON.stringify(keyId)}, which MIRRORPLANE_DATA_KEY does not hold`);
+    if (sealed.length < at + IV_BYTES + TAG_BYTES) throw new EntryDecodeError(`${context}: encrypted value is too short`);
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(at, at + IV_BYTES));
+      decipher.setAAD(blobAad(keyId, context));
+      decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+      return Buffer.concat([decipher.update(sealed.subarray(at + IV_BYTES, sealed.length - TAG_BYTES)), decipher.final()]);
+    } catch {
+      throw new EntryDecodeError(`${context}: cannot be decrypted with key id ${JSON.stringify(keyId)}: wrong key, or the value was altered`);
+    }
+  }
+
+  /** `sealBlob` as text for Redis string values: `mps1:<base64>`. */
+  sealText(plain: string, context: string): string {
+    return `${BLOB_TEXT_PREFIX}${this.sealBlob(Buffer.from(plain, 'utf8'), context).toString('base64')}`;
+  }
+
+  /** Opens `sealText`'s output; text that is not sealed (written before the key was set) is returned as is. */
+  openText(text: string, context: string): string {
+    if (!text.startsWith(BLOB_TEXT_PREFIX)) return text;
+    return this.openBlob(Buffer.from(text.slice(BLOB_TEXT_PREFIX.length), 'base64'), context).toString('utf8');
+  }
+
+  /**
+   * A keyed digest (HMAC-SHA-256, key derived from the LAST key of the ring) for values that
+   * must be looked up by name, such as a production ID in an ID-mapping key: equal inputs give
+   * equal names, and the name reveals nothing of the input. The last key is the oldest, so
+   * during a rotation (`k2,k1` on some processes, `k1` on others) every process agrees; names
+   * change once, when the old key is dropped.
+   */
+  digestName(value: string): string {
+    this.#nameKey ??= createHmac('sha256', [...this.#keys.values()].at(-1) as Buffer).update('mirrorplane:name-key').digest();
+    return createHmac('sha256', this.#nameKey).update(value, 'utf8').digest('base64url');
+  }
+
+  #nameKey: Buffer | undefined;
 
   /** @internal */
   key(id: string): Buffer | undefined {

@@ -20,8 +20,6 @@ const DROPPED = new Set([
 export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
 export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
 
-/** Default headers whose values never appear in logs, recordings or the CLI. */
-export const DEFAULT_REDACTED_HEADERS: readonly string[] = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'];
 
 /** The first value of a header (case-insensitive name), or null. */
 export function headerValue(rawHeaders: readonly string[], name: string): string | null {

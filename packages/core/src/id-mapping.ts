@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LinearRegExp } from './linear-regex.js';
 import { parseJsonPath, type JsonPath } from './json-path.js';
 import { decodeBody, DEFAULT_MAX_DECODED_BYTES } from './content-coding.js';
 import { decodePercent, decodeQueryComponent } from './percent-decoding.js';
@@ -16,9 +17,9 @@ const KIND_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 const regexString = z.string().min(1).superRefine((value, ctx) => {
   try {
-    new RegExp(value);
+    new LinearRegExp(value);
   } catch (error) {
-    ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(error as Error).message}` });
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)}: ${(error as Error).message}` });
   }
 });
 
@@ -188,7 +189,7 @@ export function parseJsonBody(headers: readonly string[], body: Buffer, maxDecod
 function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner {
   const methods = options.match.methods ? new Set(options.match.methods.map((m) => m.toUpperCase())) : null;
   const prefix = options.match.pathPrefix ?? null;
-  const pathRe = options.match.path ? new RegExp(options.match.path) : null;
+  const pathRe = options.match.path ? new LinearRegExp(options.match.path) : null;
   const from = options.from;
   let extract: CompiledLearner['extract'];
   if ('json' in from) {
@@ -198,7 +199,7 @@ function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner 
     const name = from.header.toLowerCase();
     extract = (response) => headerOf(response.headers, name) ?? null;
   } else {
-    const re = new RegExp(from.location);
+    const re = new LinearRegExp(from.location);
     extract = (response) => re.exec(headerOf(response.headers, 'location') ?? '')?.groups?.id ?? null;
   }
   return {
@@ -213,7 +214,7 @@ function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner 
 
 function compileUse(kind: string, options: IdUseOptions): CompiledUse {
   if ('path' in options) {
-    const re = new RegExp(options.path, 'd');
+    const re = new LinearRegExp(options.path);
     return {
       kind,
       json: false,

@@ -133,7 +133,12 @@ export interface PipelineObserver {
   applied?(rule: string): void;
   /** A request was dropped, by a rule's name (or `hooks`) and why. */
   dropped?(by: string, reason: PipelineDropReason): void;
+  /** A rule left part of its work undone because the input passed a bound; the request goes on unedited. */
+  limited?(rule: string, reason: RuleLimitReason): void;
 }
+
+/** Why a rule skipped an edit: its cost would grow with the request beyond a fixed bound. */
+export type RuleLimitReason = 'json_too_large' | 'json_too_deep';
 
 export interface CompiledPipeline {
   /** Runs every `pre` in order; null means a stage dropped the request. */

@@ -3,10 +3,11 @@ import { MirrorplaneError } from './errors.js';
 import { headerValue, stripShadowSuffix } from './headers.js';
 import { decodeBody, withoutContentCoding } from './content-coding.js';
 import { parseJsonPath, removeJsonPath, setJsonPath, JsonPathSyntaxError, type JsonPath } from './json-path.js';
-import type { OutgoingRequest, Pipeline, PipelineContext, PipelineObserver } from './pipeline.js';
+import type { OutgoingRequest, Pipeline, PipelineContext, PipelineObserver, RuleLimitReason } from './pipeline.js';
 import { formatQuery, parseQuery, removeQueryParams, setQueryParam, type QueryParam } from './rule-query.js';
 import { cookieValue, sampleKeeps } from './rule-sample.js';
 import type { RuleOptions } from './rule-schema.js';
+import { LinearRegExp, type LinearMatch } from './linear-regex.js';
 import { compileTemplate, TemplateSyntaxError, type Template, type TemplateScope } from './template.js';
 
 /**
@@ -52,12 +53,12 @@ interface CompiledRule {
   readonly name: string;
   readonly methods: ReadonlySet<string> | null;
   readonly pathPrefix: string | null;
-  readonly pathRegex: RegExp | null;
+  readonly pathRegex: LinearRegExp | null;
   readonly headers: readonly (readonly [string, Condition])[];
   readonly query: readonly (readonly [string, Condition])[];
   readonly sample: { readonly fraction: number; readonly key: ((request: OutgoingRequest) => string | null) | null } | null;
   readonly drop: boolean;
-  readonly rewrite: { readonly from: RegExp; readonly to: Replacement } | null;
+  readonly rewrite: { readonly from: LinearRegExp; readonly to: Replacement } | null;
   readonly removeQuery: ReadonlySet<string> | null;
   readonly setQuery: readonly (readonly [string, Template])[];
   readonly removeHeaders: ReadonlySet<string> | null;
@@ -70,7 +71,7 @@ interface CompiledRule {
 const NO_GROUPS: Readonly<Record<string, string | undefined>> = Object.freeze({});
 
 /** A `rewritePath.to` compiled once: what `String.prototype.replace` would insert for a match. */
-type Replacement = (m: RegExpExecArray, input: string) => string;
+type Replacement = (m: LinearMatch, input: string) => string;
 
 /**
  * Compiles a replacement pattern with the tokens String.prototype.replace knows ($$, $&, $`,
@@ -78,7 +79,7 @@ type Replacement = (m: RegExpExecArray, input: string) => string;
  * `replace` to do it parses the pattern and runs the regex again, measurably slower.
  */
 function compileReplacement(to: string, groupCount: number): Replacement {
-  const parts: (string | ((m: RegExpExecArray, input: string) => string))[] = [];
+  const parts: (string | ((m: LinearMatch, input: string) => string))[] = [];
   let literal = '';
   let i = 0;
   const flush = () => {
@@ -162,16 +163,14 @@ function compileRule(rule: RuleOptions, index: number, options: CompileRulesOpti
 
   let rewrite: CompiledRule['rewrite'] = null;
   if (rule.rewritePath) {
-    const from = new RegExp(rule.rewritePath.from);
+    const from = new LinearRegExp(rule.rewritePath.from);
     const fromGroups = namedGroups(rule.rewritePath.from);
     for (const m of rule.rewritePath.to.matchAll(/\$<([^>]*)>/g)) {
       if (!fromGroups.has(m[1] as string)) issue(['rewritePath', 'to'], `$<${m[1]}> names no group of rewritePath.from`);
     }
     if (rule.rewritePath.to.includes('?')) issue(['rewritePath', 'to'], 'cannot add a query; use setQuery');
     else if (!rule.rewritePath.to.startsWith('/') && !rule.rewritePath.to.startsWith('$')) issue(['rewritePath', 'to'], 'expected a path starting with /');
-    // The number of capturing groups: an empty alternative always matches, leaving one slot per group.
-    const groupCount = (new RegExp(`${rule.rewritePath.from}|`).exec('') as RegExpExecArray).length - 1;
-    rewrite = { from, to: compileReplacement(rule.rewritePath.to, groupCount) };
+    rewrite = { from, to: compileReplacement(rule.rewritePath.to, from.groupCount) };
   }
 
   let sample: CompiledRule['sample'] = null;
@@ -232,7 +231,7 @@ function compileRule(rule: RuleOptions, index: number, options: CompileRulesOpti
     name: rule.name,
     methods: rule.match?.methods ? new Set(rule.match.methods.map((m) => m.toUpperCase())) : null,
     pathPrefix: rule.match?.pathPrefix ?? null,
-    pathRegex: rule.match?.path !== undefined ? new RegExp(rule.match.path) : null,
+    pathRegex: rule.match?.path !== undefined ? new LinearRegExp(rule.match.path) : null,
     headers: Object.entries(rule.match?.headers ?? {}).map(([n, c]) => [n.toLowerCase(), c] as const),
     query: Object.entries(rule.match?.query ?? {}),
     sample,
@@ -278,41 +277,43 @@ function isJson(headers: readonly string[]): boolean {
 }
 
 /**
- * Nesting deeper than this is not edited: JSON.stringify recurses once per level and overflows
- * the stack at about 10,000 (JSON.parse does not), so a deep body would fail the same way on
- * every attempt. Far above what any API sends.
+ * Bounds on the JSON a rule edits. Parsing, editing and printing cost time (and, for nesting,
+ * stack) that grows with the body, on the worker's event loop; past these the body is sent as
+ * it came and the skip is counted (`mirrorplane_worker_rule_limited_total{rule,reason}`).
  */
-export const MAX_JSON_DEPTH = 1000;
+export const RULE_JSON_MAX_BYTES = 1024 * 1024;
+export const RULE_JSON_MAX_DEPTH = 64;
 
-/** The deepest nesting of arrays and objects in a JSON text (brackets inside strings ignored); one pass, no parse. */
-export function jsonDepth(body: Buffer): number {
+/** Whether the JSON text nests deeper than `max` (a linear scan that skips strings). */
+export function jsonDeeperThan(body: Buffer, max: number): boolean {
   let depth = 0;
-  let max = 0;
   let inString = false;
   for (let i = 0; i < body.length; i++) {
-    const c = body[i] as number;
+    const c = body[i];
     if (inString) {
-      if (c === 0x5c /* \ */) i++;
-      else if (c === 0x22 /* " */) inString = false;
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
-    else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
-      if (++depth > max) max = depth;
-    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
   }
-  return max;
+  return false;
 }
 
-/**
- * Applies a rule's JSON edits; returns the new body, or the same Buffer when nothing changed.
- * Throws `RuleError` (the entry goes to the failed set at once, with this reason) when the body
- * nests deeper than MAX_JSON_DEPTH: sending it unedited could leak what the rule removes.
- */
-function editJson(ruleName: string, body: Buffer, edits: NonNullable<CompiledRule['json']>, scope: TemplateScope): Buffer {
+/** Applies a rule's JSON edits; returns the new body, or the same Buffer when nothing changed. */
+function editJson(body: Buffer, edits: NonNullable<CompiledRule['json']>, scope: TemplateScope, limited: (reason: RuleLimitReason) => void): Buffer {
   // Only valid UTF-8 JSON is edited; anything else is sent exactly as it came.
-  if (body.length === 0 || !isUtf8(body)) return body;
-  if (body.length > MAX_JSON_DEPTH && jsonDepth(body) > MAX_JSON_DEPTH) {
-    throw new RuleError(ruleName, `the JSON body nests deeper than ${MAX_JSON_DEPTH} levels; the json action does not edit it`);
+  if (body.length === 0) return body;
+  if (body.length > RULE_JSON_MAX_BYTES) {
+    limited('json_too_large');
+    return body;
   }
+  if (jsonDeeperThan(body, RULE_JSON_MAX_DEPTH)) {
+    limited('json_too_deep');
+    return body;
+  }
+  if (!isUtf8(body)) return body;
   let doc: unknown;
   try {
     doc = JSON.parse(body.toString('utf8'));
@@ -455,7 +456,7 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
           // one that does not decode (or is over the bound) is sent exactly as it came.
           const decoded = decodeBody(request.headers, request.body);
           if (decoded.ok) {
-            const edited = editJson(rule.name, decoded.body, rule.json, scope);
+            const edited = editJson(decoded.body, rule.json, scope, (reason) => observer.limited?.(rule.name, reason));
             if (edited !== decoded.body) {
               request.body = edited;
               if (decoded.kind === 'decoded') request.headers = withoutContentCoding(request.headers);

@@ -1,4 +1,5 @@
 import type { Job, Queue } from 'bullmq';
+import type { Redactor } from '@mirrorplane/core';
 import { describeFailed, type FailedEntry } from './operations.js';
 import type { RetryJobData } from './retry-queue.js';
 
@@ -51,7 +52,16 @@ function matches(job: Job<RetryJobData>, filter: FailedFilter, now: number): boo
   return true;
 }
 
-async function actOnFailed(queue: Queue<RetryJobData>, filter: FailedFilter, dryRun: boolean, act: (job: Job<RetryJobData>) => Promise<void>, now = Date.now(), sampleLimit = 100): Promise<FailedActionResult> {
+/** How a failed-set action runs: `dryRun` acts on nothing; `redactor` hides secrets in the sample it lists. */
+export interface FailedActionOptions {
+  dryRun?: boolean;
+  now?: number;
+  redactor: Redactor;
+}
+
+async function actOnFailed(queue: Queue<RetryJobData>, filter: FailedFilter, options: FailedActionOptions, act: (job: Job<RetryJobData>) => Promise<void>, sampleLimit = 100): Promise<FailedActionResult> {
+  const dryRun = options.dryRun === true;
+  const now = options.now ?? Date.now();
   const ids = filter.ids ? [...new Set(filter.ids)] : filter.snapshot ? [...filter.snapshot] : await snapshotFailedIds(queue);
   const result: FailedActionResult = { snapshot: ids.length, matched: 0, done: 0, filteredOut: 0, gone: 0, missing: [], dryRun, sample: [] };
   for (const id of ids) {
@@ -66,7 +76,7 @@ async function actOnFailed(queue: Queue<RetryJobData>, filter: FailedFilter, dry
       continue;
     }
     result.matched += 1;
-    if (result.sample.length < sampleLimit) result.sample.push(describeFailed(job));
+    if (result.sample.length < sampleLimit) result.sample.push(describeFailed(job, options.redactor));
     if (dryRun) continue;
     await act(job);
     result.done += 1;
@@ -75,8 +85,8 @@ async function actOnFailed(queue: Queue<RetryJobData>, filter: FailedFilter, dry
 }
 
 /** Puts failed entries back for a fresh set of attempts, each snapshot id once. */
-export function replayFailedSnapshot(queue: Queue<RetryJobData>, filter: FailedFilter, options: { dryRun?: boolean; now?: number } = {}): Promise<FailedActionResult> {
-  return actOnFailed(queue, filter, options.dryRun === true, async (job) => {
+export function replayFailedSnapshot(queue: Queue<RetryJobData>, filter: FailedFilter, options: FailedActionOptions): Promise<FailedActionResult> {
+  return actOnFailed(queue, filter, options, async (job) => {
     if (job.data.failReason !== undefined) {
       // The reason was the verdict of the first try; a replay must actually replay.
       const { failReason: _reason, ...data } = job.data;
@@ -88,20 +98,20 @@ export function replayFailedSnapshot(queue: Queue<RetryJobData>, filter: FailedF
       await job.updateData(data);
     }
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-  }, options.now);
+  });
 }
 
 /** Removes failed entries for good, each snapshot id once. */
-export function purgeFailedSnapshot(queue: Queue<RetryJobData>, filter: FailedFilter, options: { dryRun?: boolean; now?: number } = {}): Promise<FailedActionResult> {
-  return actOnFailed(queue, filter, options.dryRun === true, (job) => job.remove(), options.now);
+export function purgeFailedSnapshot(queue: Queue<RetryJobData>, filter: FailedFilter, options: FailedActionOptions): Promise<FailedActionResult> {
+  return actOnFailed(queue, filter, options, (job) => job.remove());
 }
 
 /** Failed entries grouped by their last error, largest group first, over the whole set (read in pages). */
-export async function groupFailedByError(queue: Queue<RetryJobData>, page = 1000): Promise<{ error: string; count: number; example: string; newest: string | null }[]> {
+export async function groupFailedByError(queue: Queue<RetryJobData>, redactor: Redactor, page = 1000): Promise<{ error: string; count: number; example: string; newest: string | null }[]> {
   const groups = new Map<string, { error: string; count: number; example: string; newest: string | null }>();
   for (let start = 0; ; start += page) {
     const jobs = (await queue.getFailed(start, start + page - 1)).filter((j): j is Job<RetryJobData> => Boolean(j));
-    for (const e of jobs.map(describeFailed)) {
+    for (const e of jobs.map((job) => describeFailed(job, redactor))) {
       // Digits vary per entry (ports, ids, durations); the kind of error does not.
       const kind = e.lastError.replace(/\d+/g, 'N').slice(0, 200);
       const g = groups.get(kind);

@@ -4,6 +4,7 @@ import {
   ConfigError,
   MirrorplaneError,
   errorMessage,
+  Redactor,
   redactHeaders,
   type Config,
   type HookContext,
@@ -90,12 +91,17 @@ function ttl(ms: number | undefined): number {
   return ms;
 }
 
+/** Keys whose string values are request-targets or URLs (their secret query values are hidden). */
+const TARGET_KEYS = new Set(['target', 'url', 'path', 'href']);
+
 /**
  * A copy of a log value with secrets replaced: flat `[name, value, …]` header arrays and
- * object keys named like a redacted header, at any depth up to a few levels. Buffers are
- * logged as their size. Only what hooks log goes through this, so its cost is theirs.
+ * object keys named like a redacted header, at any depth up to a few levels; with a
+ * `Redactor`, also the secret query values of strings under `target`, `url`, `path`, `href`.
+ * Buffers are logged as their size. Only what hooks log goes through this, so its cost is theirs.
  */
-export function redactLogValue(value: unknown, names: ReadonlySet<string>, depth = 0): unknown {
+export function redactLogValue(value: unknown, redaction: ReadonlySet<string> | Redactor, depth = 0): unknown {
+  const names = redaction instanceof Redactor ? redaction.headerNames : redaction;
   if (Buffer.isBuffer(value)) return `[${value.length} bytes]`;
   if (depth > 5 || typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
@@ -105,11 +111,15 @@ export function redactLogValue(value: unknown, names: ReadonlySet<string>, depth
       }
       return value;
     }
-    return value.map((v) => redactLogValue(v, names, depth + 1));
+    return value.map((v) => redactLogValue(v, redaction, depth + 1));
   }
   if (value instanceof Error || value instanceof Date) return value;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = names.has(k.toLowerCase()) ? '[redacted]' : redactLogValue(v, names, depth + 1);
+  for (const [k, v] of Object.entries(value)) {
+    if (names.has(k.toLowerCase())) out[k] = '[redacted]';
+    else if (typeof v === 'string' && redaction instanceof Redactor && TARGET_KEYS.has(k)) out[k] = redaction.target(v);
+    else out[k] = redactLogValue(v, redaction, depth + 1);
+  }
   return out;
 }
 
@@ -120,7 +130,7 @@ type Level = 'debug' | 'info' | 'warn' | 'error';
  * the configured header names first, so a hook that logs what staging answered (or the
  * request it sent, under any key) cannot leak a cookie or a token.
  */
-export function createHookLogger(logger: Logger, redacted: ReadonlySet<string>): HookLogger & { child(bindings: Record<string, unknown>): HookLogger } {
+export function createHookLogger(logger: Logger, redacted: ReadonlySet<string> | Redactor): HookLogger & { child(bindings: Record<string, unknown>): HookLogger } {
   const wrap = (target: Logger) => {
     const method = (level: Level) => (first: unknown, ...rest: unknown[]) => {
       if (!target.isLevelEnabled(level)) return;
@@ -182,8 +192,7 @@ export async function loadHooks(path: string, options: LoadHooksOptions): Promis
     throw new ConfigError([{ key: `hooks ${path}`, message: `cannot load: ${errorMessage(error).split('\n')[0]}` }]);
   }
   const hooks = hooksOf(path, mod);
-  const redacted = new Set(options.config.redactHeaders);
-  const log = createHookLogger(options.logger, redacted);
+  const log = createHookLogger(options.logger, new Redactor(options.config.redaction));
   const store = new RedisKeyValueStore(options.config, options.logger);
   const observer = options.observer ?? {};
   if (hooks.setup) {

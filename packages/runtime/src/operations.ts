@@ -1,5 +1,5 @@
 import type { Job, Queue } from 'bullmq';
-import { streamIdTime, type Keys } from '@mirrorplane/core';
+import { streamIdTime, type Keys, type Redactor } from '@mirrorplane/core';
 import type { RetryJobData } from './retry-queue.js';
 import type { RedisClient } from './redis.js';
 
@@ -82,21 +82,23 @@ export interface FailedEntry {
   failedAt: string | null;
 }
 
-export function describeFailed(job: Job<RetryJobData>): FailedEntry {
+/** A failed job as people read it: secret query values and quoted secrets hidden by `redactor`. */
+export function describeFailed(job: Job<RetryJobData>, redactor: Redactor): FailedEntry {
   const entry = job.data.entry;
   // A job made to carry a failure reason never replayed; its attempts are those made before.
   const replays = job.data.failReason !== undefined ? 0 : job.attemptsMade;
   return {
     id: String(job.id),
     method: entry?.method ?? null,
-    url: entry?.target ?? null,
+    url: entry ? redactor.target(entry.target) : null,
     attempts: job.data.priorAttempts + replays,
-    lastError: job.failedReason ?? job.data.failReason ?? '',
+    lastError: redactor.text(job.failedReason ?? job.data.failReason ?? ''),
     failedAt: job.finishedOn ? new Date(job.finishedOn).toISOString() : null,
   };
 }
 
-export async function listFailed(queue: Queue<RetryJobData>, limit: number): Promise<FailedEntry[]> {
+/** The first `limit` entries of the failed set, redacted for display. */
+export async function listFailed(queue: Queue<RetryJobData>, limit: number, redactor: Redactor): Promise<FailedEntry[]> {
   const jobs = await queue.getFailed(0, Math.max(0, limit - 1));
-  return jobs.filter((j): j is Job<RetryJobData> => Boolean(j)).map(describeFailed);
+  return jobs.filter((j): j is Job<RetryJobData> => Boolean(j)).map((job) => describeFailed(job, redactor));
 }

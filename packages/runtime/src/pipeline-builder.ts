@@ -22,8 +22,13 @@ export async function buildPipeline(config: Config, logger: Logger): Promise<Bui
   const dropped = new Counter({ name: 'mirrorplane_worker_pipeline_dropped_total', help: 'Requests not replayed by decision of a stage, by rule name (or hooks) and reason (rule, sample, hook)', labelNames: ['by', 'reason'], registers: [] });
   const recorded = new Counter({ name: 'mirrorplane_worker_recorded_total', help: 'Recording lines written', registers: [] });
   const recordingLost = new Counter({ name: 'mirrorplane_worker_recording_lost_total', help: 'Recording lines lost (queue over maxQueuedBytes, or a write error)', registers: [] });
+  const limited = new Counter({ name: 'mirrorplane_worker_rule_limited_total', help: 'Rule edits skipped because the request passed a bound (json_too_large, json_too_deep); the request was sent unedited', labelNames: ['rule', 'reason'], registers: [] });
   const observer: PipelineObserver = {
     applied: (rule) => applied.inc({ rule }),
+    limited: (rule, reason) => {
+      limited.inc({ rule, reason });
+      logger.debug({ rule, reason }, 'rule edit skipped: input past its bound');
+    },
     dropped: (by, reason) => {
       dropped.inc({ by, reason });
       logger.debug({ by, reason }, 'request dropped by the pipeline');
@@ -56,5 +61,5 @@ export async function buildPipeline(config: Config, logger: Logger): Promise<Bui
   if (stages.length > 0) {
     logger.info({ rules: config.rules.length, hooks: config.hooks, recording: config.recording?.dir ?? null, origins: Object.keys(config.origins) }, 'pipeline built');
   }
-  return { pipeline: composePipeline(stages), metrics: [applied, dropped, recorded, recordingLost, ...extraMetrics] };
+  return { pipeline: composePipeline(stages), metrics: [applied, dropped, limited, recorded, recordingLost, ...extraMetrics] };
 }

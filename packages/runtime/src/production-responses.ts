@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import {
+  EntryCipher,
   decodeBody,
   withoutContentCoding,
   type BodyDecodingOutcome,
@@ -28,8 +29,15 @@ import {
  *   not reached the intake yet: member the request id, score the entry's receive time
  * - `{p}:idmap:outcomes`      hash `<kind>\t<outcome>` → count of requests sent on with an ID
  *   unmapped (`unmapped` after the wait limit, `unknown` never seen), for `diff summary`
+ *
+ * With MIRRORPLANE_DATA_KEY (`cipher`), every payload is sealed with the entry cipher, bound to
+ * its key name: the production response's headers, body and path (`e` replaces `h`, `b`, `u`;
+ * status and method stay in clear), staging's kept answer, diff records, learned and mapped
+ * IDs; and the production ID in an `idmap` key name is replaced by a keyed digest.
  */
 export interface ProductionKeys {
+  /** Seals and opens the payloads, or null when they are stored in clear. */
+  readonly cipher: EntryCipher | null;
   response(requestId: string): string;
   learned(requestId: string): string;
   idmap(kind: string, productionId: string): string;
@@ -43,12 +51,13 @@ export interface ProductionKeys {
   diffPaths: string;
 }
 
-export function productionKeys(prefix: string): ProductionKeys {
+export function productionKeys(prefix: string, cipher: EntryCipher | null = null): ProductionKeys {
   const tag = `{${prefix}}`;
   return {
+    cipher,
     response: (id) => `${tag}:prod:${id}`,
     learned: (id) => `${tag}:learned:${id}`,
-    idmap: (kind, id) => `${tag}:idmap:${kind}:${id}`,
+    idmap: cipher ? (kind, id) => `${tag}:idmap:${kind}:#${cipher.digestName(`${kind}\n${id}`)}` : (kind, id) => `${tag}:idmap:${kind}:${id}`,
     wait: (id) => `${tag}:idwait:${id}`,
     inflight: (kind) => `${tag}:inflight:${kind}`,
     idOutcomes: `${tag}:idmap:outcomes`,
@@ -66,16 +75,65 @@ export interface ProductionResponse extends ObservedResponse {
   path: string | null;
 }
 
-export async function readProductionResponse(redis: Redis, keys: ProductionKeys, requestId: string): Promise<ProductionResponse | null> {
-  const raw = await redis.hgetallBuffer(keys.response(requestId));
-  return decodeProductionResponse(requestId, raw);
+/** A string value as stored under `key`: sealed when the keys carry a cipher. */
+export function sealValue(keys: ProductionKeys, key: string, value: string): string {
+  return keys.cipher ? keys.cipher.sealText(value, key) : value;
 }
 
-export function decodeProductionResponse(requestId: string, raw: Record<string, Buffer> | null): ProductionResponse | null {
+/** A string value read from `key`, opened when sealed. */
+export function openValue(keys: ProductionKeys, key: string, value: string | null): string | null {
+  return value === null || !keys.cipher ? value : keys.cipher.openText(value, key);
+}
+
+export async function readProductionResponse(redis: Redis, keys: ProductionKeys, requestId: string): Promise<ProductionResponse | null> {
+  const raw = await redis.hgetallBuffer(keys.response(requestId));
+  return decodeProductionResponse(requestId, raw, keys);
+}
+
+/** Length-prefixed parts, for the sealed `e` field of a production response. */
+function joinParts(parts: readonly Buffer[]): Buffer {
+  const out: Buffer[] = [];
+  for (const p of parts) {
+    const n = Buffer.allocUnsafe(4);
+    n.writeUInt32BE(p.length);
+    out.push(n, p);
+  }
+  return Buffer.concat(out);
+}
+
+function splitParts(buffer: Buffer, count: number): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (let i = 0; i < count && at + 4 <= buffer.length; i++) {
+    const n = buffer.readUInt32BE(at);
+    out.push(buffer.subarray(at + 4, at + 4 + n));
+    at += 4 + n;
+  }
+  return out;
+}
+
+/**
+ * A stored production response (the hash's fields), or null when there is none. A sealed one
+ * (field `e`) is opened with `keys.cipher`; one this process cannot open (no key, another key,
+ * altered) is treated as absent: the comparison and the mapping wait or skip, as for a late answer.
+ */
+export function decodeProductionResponse(requestId: string, raw: Record<string, Buffer> | null, keys?: ProductionKeys): ProductionResponse | null {
   if (!raw || raw.s === undefined) return null;
+  const status = raw.s;
+  if (raw.e !== undefined) {
+    if (!keys?.cipher) return null;
+    let parts: Buffer[];
+    try {
+      parts = splitParts(keys.cipher.openBlob(raw.e, keys.response(requestId)), 3);
+    } catch {
+      return null;
+    }
+    const [h, b, u] = parts;
+    raw = { ...raw, h: h ?? Buffer.alloc(0), b: b ?? Buffer.alloc(0), ...(u && u.length > 0 ? { u } : {}) };
+  }
   return {
     requestId,
-    status: Number(raw.s.toString()),
+    status: Number(status.toString()),
     headers: raw.h ? decodeHeaders(raw.h) : [],
     body: raw.b ?? Buffer.alloc(0),
     method: raw.m ? raw.m.toString() : null,
@@ -225,7 +283,7 @@ export async function recordComparison(
       production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body) },
       staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body) },
     };
-    multi.lpush(keys.diffs, JSON.stringify(record)).ltrim(keys.diffs, 0, Math.max(0, ctx.settings.keepDiffs - 1));
+    multi.lpush(keys.diffs, sealValue(keys, keys.diffs, JSON.stringify(record))).ltrim(keys.diffs, 0, Math.max(0, ctx.settings.keepDiffs - 1));
   }
   await multi.exec();
   ctx.onCompared?.(route, result.equal);
@@ -256,8 +314,8 @@ export async function keepStagingAnswer(
     ids: [...answer.ids],
     ...(answer.staging.truncated === true && { truncated: true }),
   };
-  const replies = await redis.multi().set(key, JSON.stringify(kept), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
-  const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null);
+  const replies = await redis.multi().set(key, sealValue(keys, key, JSON.stringify(kept)), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
+  const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null, keys);
   if (!production) return null;
   return (await redis.del(key)) === 1 ? production : null;
 }
@@ -276,9 +334,15 @@ export async function storeProductionResponse(
   compare: ComparisonContext | null = null,
 ): Promise<void> {
   const key = keys.response(response.requestId);
-  const fields: (string | Buffer)[] = ['s', String(response.status), 'h', encodeHeaders(response.headers), 'b', response.body];
+  const fields: (string | Buffer)[] = ['s', String(response.status)];
+  if (keys.cipher) {
+    // Headers (Set-Cookie…), body and path (query tokens) sealed together, bound to the key.
+    fields.push('e', keys.cipher.sealBlob(joinParts([encodeHeaders(response.headers), response.body, Buffer.from(response.path ?? '', 'latin1')]), key));
+  } else {
+    fields.push('h', encodeHeaders(response.headers), 'b', response.body);
+    if (response.path) fields.push('u', Buffer.from(response.path, 'latin1'));
+  }
   if (response.method) fields.push('m', response.method);
-  if (response.path) fields.push('u', Buffer.from(response.path, 'latin1'));
   // The new ID of a learning request, known from production's answer alone.
   let pending: { kind: string; productionId: string } | null = null;
   if (mapping && response.method && response.path) {
@@ -296,20 +360,24 @@ export async function storeProductionResponse(
     // (NX: a mapping staging already completed is never turned back into pending). A request
     // naming the ID sees one or the other, never neither.
     for (const kind of new Set(mapping.learners.map((l) => l.kind))) multi.zrem(keys.inflight(kind), response.requestId);
-    if (pending) multi.set(keys.idmap(pending.kind, pending.productionId), `?${response.requestId}`, 'PX', pendingTtl(mapping), 'NX');
+    if (pending) {
+      const mapKey = keys.idmap(pending.kind, pending.productionId);
+      multi.set(mapKey, sealValue(keys, mapKey, `?${response.requestId}`), 'PX', pendingTtl(mapping), 'NX');
+    }
   }
   const results = await multi.exec();
   const failed = results?.find(([error]) => error);
   if (!results || failed) throw failed?.[0] ?? new Error('the transaction was discarded');
   // Staging answered first: complete the mapping, and let the comparison know it.
   const learnedIds = new Map<string, string>();
-  const learned = mapping ? (results[3]?.[1] as string | null) : null;
+  const learned = mapping ? openValue(keys, keys.learned(response.requestId), results[3]?.[1] as string | null) : null;
   if (mapping && learned) {
     const [index, stagingId] = learned.split('\n') as [string, string];
     const learner = mapping.learners[Number(index)];
     const productionId = learner?.extract(response);
     if (learner && productionId) {
-      await redis.set(keys.idmap(learner.kind, productionId), `=${stagingId}`, 'PX', mapping.settings.ttlMs);
+      const mapKey = keys.idmap(learner.kind, productionId);
+      await redis.set(mapKey, sealValue(keys, mapKey, `=${stagingId}`), 'PX', mapping.settings.ttlMs);
       learnedIds.set(productionId, stagingId);
     }
   }
@@ -319,8 +387,14 @@ export async function storeProductionResponse(
 /** The intake's half of `keepStagingAnswer`: staging answered first; compare now, once. */
 async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ProductionResponse, learnedIds: ReadonlyMap<string, string>): Promise<void> {
   const key = keys.stagingAnswer(production.requestId);
-  const text = await redis.get(key);
-  if (text === null || (await redis.del(key)) !== 1) return;
+  const stored = await redis.get(key);
+  if (stored === null || (await redis.del(key)) !== 1) return;
+  let text: string;
+  try {
+    text = openValue(keys, key, stored) as string;
+  } catch {
+    return;
+  }
   let kept: StagingAnswer;
   try {
     kept = JSON.parse(text) as StagingAnswer;

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { Counter, Histogram } from 'prom-client';
 import {
+  EntryCipher,
   compileIdMapping,
   ReplayLaterError,
   compileComparison,
@@ -20,7 +21,9 @@ import {
 import {
   decodeProductionResponse,
   keepStagingAnswer,
+  openValue,
   pendingTtl,
+  sealValue,
   productionKeys,
   recordComparison,
   type ComparisonContext,
@@ -140,6 +143,14 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     : null;
   const awaitCreatesMs = mapping?.settings.awaitCreatesMs ?? 0;
   const learnerKinds = mapping ? new Set(mapping.learners.map((l) => l.kind)) : new Set<string>();
+  /** A mapping value opened; one that cannot be opened (another key) counts as unknown. */
+  const openMapping = (key: string, value: string | null): string | null => {
+    try {
+      return openValue(keys, key, value);
+    } catch {
+      return null;
+    }
+  };
   // One state per attempt; the context object is the attempt's identity.
   const states = new WeakMap<PipelineContext, ReplayState>();
 
@@ -183,7 +194,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     const failed = replies?.find(([error]) => error);
     if (!replies || failed) throw failed?.[0] ?? new Error('the ID lookup transaction was discarded');
     const values = replies[0]?.[1] as (string | null)[];
-    const byKey = new Map(mapKeys.map((k, i) => [k, values[i] ?? null]));
+    const byKey = new Map(mapKeys.map((k, i) => [k, openMapping(k, values[i] ?? null)]));
     const inFlight = new Set(kinds.filter((_, i) => ((replies[i + 1]?.[1] as string[] | undefined) ?? []).length > 0));
     let jsonChanged = false;
     let waitedMs: number | null = null;
@@ -256,14 +267,15 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     const stagingId = learner?.extract(response) ?? null;
     const multi = redis.multi().hgetallBuffer(keys.response(requestId));
     if (learner && stagingId && mapping) {
-      multi.set(keys.learned(requestId), `${state!.learner}\n${stagingId}`, 'PX', pendingTtl(mapping));
+      multi.set(keys.learned(requestId), sealValue(keys, keys.learned(requestId), `${state!.learner}\n${stagingId}`), 'PX', pendingTtl(mapping));
     }
     const results = await multi.exec();
-    const production: ProductionResponse | null = decodeProductionResponse(requestId, (results?.[0]?.[1] as Record<string, Buffer> | null) ?? null);
+    const production: ProductionResponse | null = decodeProductionResponse(requestId, (results?.[0]?.[1] as Record<string, Buffer> | null) ?? null, keys);
     if (learner && mapping) {
       const productionId = production ? learner.extract(production) : null;
       if (productionId && stagingId) {
-        await redis.set(keys.idmap(learner.kind, productionId), `=${stagingId}`, 'PX', mapping.settings.ttlMs);
+        const mapKey = keys.idmap(learner.kind, productionId);
+        await redis.set(mapKey, sealValue(keys, mapKey, `=${stagingId}`), 'PX', mapping.settings.ttlMs);
         state!.ids.set(productionId, stagingId);
         ctx.tags.idLearned = `${learner.kind}:${productionId}=${stagingId}`;
         observer.learned(learner.kind);
@@ -274,7 +286,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       } else if (productionId) {
         // Staging did not create its twin: stop making others wait for it.
         const key = keys.idmap(learner.kind, productionId);
-        if ((await redis.get(key)) === `?${requestId}`) await redis.del(key);
+        if (openMapping(key, await redis.get(key)) === `?${requestId}`) await redis.del(key);
       }
     }
     if (!comparison) return;
@@ -306,7 +318,7 @@ export function buildProductionStage(config: import('@mirrorplane/core').Config,
   const deferred = new Counter({ name: 'mirrorplane_worker_comparisons_deferred_total', help: 'Replays whose comparison waits for production’s answer (the ingress compares when it arrives)', registers: [] });
   const stage = createProductionStage({
     redis,
-    keys: productionKeys(config.prefix),
+    keys: productionKeys(config.prefix, EntryCipher.fromSpec(config.dataKey)),
     mapping: config.idMapping ? compileIdMapping(config.idMapping) : null,
     compare: config.compare,
     redact: new Set(config.redactHeaders),

@@ -2,8 +2,9 @@ import { isUtf8 } from 'node:buffer';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  EntryCipher,
   errorMessage,
-  redactHeaders,
+  Redactor,
   type Config,
   type OutgoingRequest,
   type Pipeline,
@@ -73,8 +74,8 @@ export function recordBody(body: Buffer, limit: number, alreadyTruncated = false
   return out;
 }
 
-function pairs(flat: readonly string[], redacted: ReadonlySet<string>): RecordedHeaders {
-  const safe = redactHeaders(flat, redacted);
+function pairs(flat: readonly string[], redactor: Redactor): RecordedHeaders {
+  const safe = redactor.headers(flat);
   const out: RecordedHeaders = [];
   for (let i = 0; i + 1 < safe.length; i += 2) out.push([safe[i] as string, safe[i + 1] as string]);
   return out;
@@ -221,7 +222,8 @@ export class RecordingWriter {
       this.#sequence += 1;
       const path = join(this.#options.dir, `mirrorplane-${stamp}-${process.pid}-${String(this.#sequence).padStart(6, '0')}.jsonl`);
       // 'a', not 'w': a name reused after a restart within the same second must not lose lines.
-      const handle = await open(path, 'a');
+      // Owner-only: a recording holds request bodies.
+      const handle = await open(path, 'a', 0o600);
       this.#file = { handle, path, size: 0, openedAt: now };
     }
     return this.#file;
@@ -243,6 +245,9 @@ export class RecordingWriter {
   }
 }
 
+/** What a sealed recording line is bound to (lines may move between files, not to other records). */
+export const RECORDING_CONTEXT = 'mirrorplane:recording';
+
 export interface RecorderOptions {
   settings: RecordingSettings;
   config: Config;
@@ -254,7 +259,9 @@ export interface RecorderOptions {
 /** The recording stage: a `post` that turns each finished replay into one line. */
 export function createRecorder(options: RecorderOptions): Pipeline & { writer: RecordingWriter } {
   const { settings, config } = options;
-  const redacted = new Set(config.redactHeaders);
+  // Secret headers and query values are hidden (config.redaction); bodies are kept up to bodyLimit.
+  const redactor = new Redactor(config.redaction);
+  const cipher = settings.encrypt ? EntryCipher.fromSpec(config.dataKey) : null;
   const writer = new RecordingWriter({
     dir: settings.dir,
     maxFileBytes: settings.maxFileBytes,
@@ -283,11 +290,12 @@ export function createRecorder(options: RecorderOptions): Pipeline & { writer: R
         origin: { name: request.origin, url: config.origins[request.origin] ?? '' },
         rules: ctx.rules.slice(),
         tags: { ...ctx.tags },
-        mirrored: { method: m.method, target: m.target, clientAddress: m.clientAddress, headers: pairs(m.rawHeaders, redacted), body: recordBody(m.body, limit) },
-        sent: { method: request.method, path: request.path, headers: pairs(request.headers, redacted), body: recordBody(request.body, limit) },
-        response: { status: response.status, headers: pairs(response.headers, redacted), body: recordBody(response.body, limit, response.truncated) },
+        mirrored: { method: m.method, target: redactor.target(m.target), clientAddress: m.clientAddress, headers: pairs(m.rawHeaders, redactor), body: recordBody(m.body, limit) },
+        sent: { method: request.method, path: redactor.target(request.path), headers: pairs(request.headers, redactor), body: recordBody(request.body, limit) },
+        response: { status: response.status, headers: pairs(response.headers, redactor), body: recordBody(response.body, limit, response.truncated) },
       };
-      writer.write(JSON.stringify(line));
+      const text = JSON.stringify(line);
+      writer.write(cipher ? cipher.sealText(text, RECORDING_CONTEXT) : text);
     },
     close: () => writer.close(),
   };

@@ -7,11 +7,13 @@ import { Dashboard } from '../dashboard.js';
 import { listening } from '../listen-errors.js';
 
 export function registerDashboard(program: Command): void {
-  const command = program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)');
+  const command = program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove); beyond loopback it needs ADMIN_TOKEN and a login');
   addSettingFlags(command, 'cli', CONNECTION_SETTINGS)
     .option('--port <n>', 'port to listen on', '9092')
-    .option('--host <addr>', 'address to bind (loopback unless told otherwise)', '127.0.0.1');
-  command.action(async (options: { port: string; host: string }) => {
+    .option('--host <addr>', 'address to bind (loopback unless told otherwise; elsewhere ADMIN_TOKEN is required)', '127.0.0.1')
+    .option('--read-only', 'hide every mutating button and refuse every change (retry, remove, clean)')
+    .option('--allowed-host <name...>', 'Host names the dashboard answers besides its address (the name operators type)');
+  command.action(async (options: { port: string; host: string; readOnly?: boolean; allowedHost?: string[] }) => {
     const port = Number(options.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
     const config = configure('cli', settingFlags(command));
@@ -22,13 +24,12 @@ export function registerDashboard(program: Command): void {
       if (!(error instanceof RedisUnavailableError)) throw error;
       logger.warn({ err: error.message }, 'Redis is not reachable; serving the dashboard, which shows it');
     });
-    const dashboard = new Dashboard({ config, logger, host: options.host, port });
+    const dashboard = new Dashboard({ config, logger, host: options.host, port, readOnly: options.readOnly === true, allowedHosts: options.allowedHost ?? [] });
     runUntilSignal(logger, () => dashboard.close());
     const url = await listening({ ingressPort: port, ingressHost: options.host, adminPort: -1, adminHost: '' }, () => dashboard.listen()).catch((error: unknown) => {
       if (error instanceof UsageError) throw new UsageError(error.message.replace('INGRESS_PORT / --port', 'dashboard --port'));
       throw error;
     });
-    if (!['127.0.0.1', 'localhost', '::1'].includes(options.host)) logger.warn({ host: options.host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
-    logger.info({ url }, 'dashboard listening');
+    logger.info({ url, login: dashboard.loginRequired, readOnly: options.readOnly === true }, 'dashboard listening');
   });
 }

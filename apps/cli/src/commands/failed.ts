@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { parseDuration } from '@mirrorplane/core';
+import { Redactor, parseDuration } from '@mirrorplane/core';
 import { groupFailedByError, listFailed, purgeFailedSnapshot, replayFailedSnapshot, snapshotFailedIds, type FailedActionResult, type FailedFilter } from '@mirrorplane/runtime';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
@@ -77,14 +77,14 @@ export function registerFailed(program: Command, io: Io): void {
     const limit = Number(options.limit);
     if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: expected a positive integer, got ${JSON.stringify(options.limit)}`);
     if (options.byError) {
-      const groups = await withOperatorConnection(config, ({ queue }) => groupFailedByError(queue));
+      const groups = await withOperatorConnection(config, ({ queue }) => groupFailedByError(queue, new Redactor(config.redaction)));
       if (options.json) return io.out(`${JSON.stringify({ total: groups.reduce((n, g) => n + g.count, 0), groups })}\n`);
       io.out(contextLine(config));
       if (groups.length === 0) return io.out('no failed entries\n');
       io.out(`\n${formatTable(['COUNT', 'EXAMPLE ID', 'LAST ERROR'], groups.map((g) => [formatCount(g.count), g.example, g.error.split('\n')[0] ?? '']))}`);
       return;
     }
-    const { entries, total } = await withOperatorConnection(config, async ({ queue }) => ({ entries: await listFailed(queue, limit), total: await queue.getFailedCount() }));
+    const { entries, total } = await withOperatorConnection(config, async ({ queue }) => ({ entries: await listFailed(queue, limit, new Redactor(config.redaction)), total: await queue.getFailedCount() }));
     // A JSON array, as before: scripts index it. `status --json` has the total.
     if (options.json) return io.out(`${JSON.stringify(entries)}\n`);
     io.out(contextLine(config));
@@ -100,7 +100,7 @@ export function registerFailed(program: Command, io: Io): void {
     if (options.all && ids.length > 0) throw new UsageError('failed replay: pass either --all or ids, not both');
     const config = configure('cli', settingFlags(replay));
     const filter = parseFilter(options, options.all ? null : ids);
-    const result = await withOperatorConnection(config, ({ queue }) => replayFailedSnapshot(queue, filter, { dryRun: options.dryRun === true }));
+    const result = await withOperatorConnection(config, ({ queue }) => replayFailedSnapshot(queue, filter, { dryRun: options.dryRun === true, redactor: new Redactor(config.redaction) }));
     if (options.json) io.out(resultJson(result));
     else io.out(contextLine(config) + formatResult('replay', result, filter));
     if (result.missing.length > 0) {
@@ -118,15 +118,16 @@ export function registerFailed(program: Command, io: Io): void {
     if (!dryRun && !options.yes && !io.stdinIsTTY) {
       throw new UsageError('failed purge removes entries for good: pass --yes to confirm (or --dry-run to see what it would remove); stdin is not a terminal, so it cannot ask');
     }
+    const redactor = new Redactor(config.redaction);
     const result = await withOperatorConnection(config, async ({ queue }) => {
-      if (dryRun || options.yes) return purgeFailedSnapshot(queue, filter, { dryRun });
+      if (dryRun || options.yes) return purgeFailedSnapshot(queue, filter, { dryRun, redactor });
       // What is removed after the question is what the question counted: the same snapshot.
       const snapshot = await snapshotFailedIds(queue);
-      const preview = await purgeFailedSnapshot(queue, { ...filter, snapshot }, { dryRun: true });
+      const preview = await purgeFailedSnapshot(queue, { ...filter, snapshot }, { dryRun: true, redactor });
       if (preview.matched === 0) return preview;
       const ok = await io.confirm(`${contextLine(config)}remove ${formatCount(preview.matched)} failed ${preview.matched === 1 ? 'entry' : 'entries'}${describeFilter(filter)} for good? [y/N] `);
       if (!ok) throw new UsageError('failed purge: not confirmed; nothing removed');
-      return purgeFailedSnapshot(queue, { ...filter, snapshot });
+      return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });
     });
     if (options.json) io.out(resultJson(result));
     else io.out(contextLine(config) + formatResult('purge', result, filter));

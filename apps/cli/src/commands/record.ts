@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { errorMessage } from '@mirrorplane/core';
-import { UsageError } from '../process.js';
+import { EntryCipher, Redactor, errorMessage } from '@mirrorplane/core';
+import { configure, UsageError } from '../process.js';
 import { readRecordings, toHar } from '../record.js';
 import { VERSION } from '../version.js';
 import type { Io } from '../io.js';
@@ -19,7 +19,9 @@ export function registerRecord(program: Command, io: Io): void {
     .action(async (files: string[], options: { format: string; out?: string }) => {
       const format = options.format.toLowerCase();
       if (!(FORMATS as readonly string[]).includes(format)) throw new UsageError(`--format: expected ${FORMATS.join(' or ')}, got ${JSON.stringify(options.format)}`);
-      const har = `${JSON.stringify(toHar(await readRecordings(files), VERSION), null, 2)}\n`;
+      // The config (env, MIRRORPLANE_CONFIG) for MIRRORPLANE_DATA_KEY (encrypted recordings) and the redaction lists.
+      const config = configure('cli', {});
+      const har = `${JSON.stringify(toHar(await readRecordings(files, EntryCipher.fromSpec(config.dataKey)), VERSION, new Redactor(config.redaction)), null, 2)}\n`;
       if (!options.out) return io.out(har);
       try {
         await writeFile(options.out, har);

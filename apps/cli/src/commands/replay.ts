@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { partitionKeys } from '@mirrorplane/core';
+import { EntryCipher, partitionKeys } from '@mirrorplane/core';
 import { buildPipeline } from '@mirrorplane/runtime';
 import { configure, createLogger } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
@@ -25,7 +25,7 @@ export function registerReplay(program: Command, io: Io): void {
     // --staging and --concurrency here are this command's own, not the worker's settings.
     const { stagingUrl: _s, workerConcurrency: _c, ...settings } = settingFlags(command);
     const config = configure('cli', { ...settings, ...(options.staging ? { stagingUrl: options.staging } : {}) });
-    const recordings = options.file?.length ? await readRecordings(options.file) : null;
+    const recordings = options.file?.length ? await readRecordings(options.file, EntryCipher.fromSpec(config.dataKey)) : null;
     const progress = progressReporter(io.err, io.stderrIsTTY);
     const summary = await withOperatorConnection(config, async ({ redis }) => {
       const built = options.staging ? await buildPipeline(config, createLogger({ logLevel: 'silent' }, 'replay')) : null;

@@ -1,0 +1,196 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { isLoopback } from '@mirrorplane/core';
+
+/**
+ * Who may use the dashboard, and from where.
+ *
+ * - Host: always checked, so a page on another site whose name resolves to the dashboard's
+ *   address (DNS rebinding) gets nothing. Loopback binds accept loopback names; other binds
+ *   accept IP literals (rebinding needs a DNS name) and the names in `--allowed-host`.
+ * - Login: with a token (ADMIN_TOKEN), every page and API call needs a session cookie, got by
+ *   posting the token to the login form, or `authorization: Bearer <token>` (scripts). The
+ *   cookie is HttpOnly (no script can read it) and SameSite=Strict (no other site can make the
+ *   browser send it). A form and a cookie rather than a bearer header alone: a browser sends
+ *   no header of its own on navigation, so a bearer-only dashboard cannot be opened by URL;
+ *   bull-board-style tools are put behind a login page, which is what operators expect.
+ * - Cross-site requests: a call that changes anything (any method but GET/HEAD) made with the
+ *   cookie must also carry an Origin naming this dashboard; SameSite=Strict is the first wall,
+ *   the Origin check the second (older browsers, same-site sibling hosts).
+ */
+
+export const SESSION_COOKIE = 'mp_dashboard_session';
+/** A session lasts this long after login, then the operator logs in again. */
+export const SESSION_TTL_MS = 12 * 3_600_000;
+/** Sessions kept at most; the oldest is dropped past this (a flood of logins cannot grow memory). */
+const MAX_SESSIONS = 1024;
+
+export type AuthOutcome =
+  | { ok: true; via: 'open' | 'cookie' | 'bearer'; session: string | null }
+  | { ok: false; status: 401 | 403 | 421; reason: 'unexpected_host' | 'unauthenticated' | 'cross_site' };
+
+export interface DashboardAuthOptions {
+  /** The address the dashboard binds. */
+  host: string;
+  /** ADMIN_TOKEN, or null: then only a loopback bind is allowed and no login is asked. */
+  token: string | null;
+  /** Extra Host names accepted (the name operators type, behind their own DNS). */
+  allowedHosts: readonly string[];
+}
+
+/** The problem (`KEY: message`) when the dashboard would be reachable from other hosts without a token, else null. */
+export function checkDashboardBind(host: string, token: string | null): string | null {
+  if (token === null && !isLoopback(host)) {
+    return `ADMIN_TOKEN: required when the dashboard binds ${JSON.stringify(host)}, which is not a loopback address`;
+  }
+  return null;
+}
+
+export class DashboardAuth {
+  readonly #o: DashboardAuthOptions;
+  readonly #tokenDigest: Buffer | null;
+  /** Session id digest → expiry (ms since the epoch). Only digests are kept. */
+  readonly #sessions = new Map<string, number>();
+
+  constructor(options: DashboardAuthOptions) {
+    this.#o = options;
+    this.#tokenDigest = options.token === null ? null : digest(options.token);
+  }
+
+  get loginRequired(): boolean {
+    return this.#tokenDigest !== null;
+  }
+
+  /** Whether the Host header names this dashboard (see the class comment). */
+  allowedHost(header: string | undefined): boolean {
+    if (!header || header.length > 300) return false;
+    const name = header.replace(/:\d{1,5}$/, '').toLowerCase();
+    const bound = this.#o.host.toLowerCase();
+    if (this.#o.allowedHosts.some((h) => h.toLowerCase() === name)) return true;
+    if (isLoopback(bound)) return isLoopback(name);
+    if (name === bound || name === `[${bound}]`) return true;
+    // An IP literal cannot be a rebinding attacker's name; a DNS name must be listed.
+    return /^\d{1,3}(\.\d{1,3}){3}$/.test(name) || /^\[[0-9a-f:.]+\]$/.test(name);
+  }
+
+  /** The verdict for one request: Host, then credentials, then (for changes) its origin. */
+  check(req: IncomingMessage): AuthOutcome {
+    if (!this.allowedHost(req.headers.host)) return { ok: false, status: 421, reason: 'unexpected_host' };
+    const mutating = req.method !== 'GET' && req.method !== 'HEAD';
+    let via: 'open' | 'cookie' | 'bearer' = 'open';
+    let session: string | null = null;
+    if (this.#tokenDigest !== null) {
+      const auth = req.headers.authorization;
+      if (auth !== undefined && /^bearer /i.test(auth) && this.tokenMatches(auth.slice(7).trim())) {
+        via = 'bearer';
+      } else {
+        session = this.#sessionOf(req);
+        if (session === null) return { ok: false, status: 401, reason: 'unauthenticated' };
+        via = 'cookie';
+      }
+    }
+    // A bearer header cannot be sent cross-site without a CORS preflight this server never grants.
+    if (mutating && via !== 'bearer' && !this.sameOrigin(req)) return { ok: false, status: 403, reason: 'cross_site' };
+    return { ok: true, via, session };
+  }
+
+  /** Whether the request's Origin (or, lacking one, Referer) is this dashboard as the browser addressed it. */
+  sameOrigin(req: IncomingMessage): boolean {
+    const host = req.headers.host;
+    if (!host) return false;
+    const origin = req.headers.origin ?? refererOrigin(req.headers.referer);
+    return origin === `http://${host}`;
+  }
+
+  /** Constant-time comparison of a presented token with ADMIN_TOKEN (digests, so length leaks nothing). */
+  tokenMatches(presented: string): boolean {
+    if (this.#tokenDigest === null) return false;
+    return timingSafeEqual(digest(presented), this.#tokenDigest);
+  }
+
+  /** A new session; returns the Set-Cookie value. */
+  startSession(now = Date.now()): { cookie: string; id: string } {
+    const id = randomBytes(32).toString('base64url');
+    if (this.#sessions.size >= MAX_SESSIONS) {
+      const oldest = this.#sessions.keys().next().value;
+      if (oldest !== undefined) this.#sessions.delete(oldest);
+    }
+    this.#sessions.set(digest(id).toString('hex'), now + SESSION_TTL_MS);
+    return { id, cookie: `${SESSION_COOKIE}=${id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}` };
+  }
+
+  /** Ends the request's session, if any; returns the Set-Cookie value that clears it. */
+  endSession(req: IncomingMessage): string {
+    const id = cookieValue(req.headers.cookie, SESSION_COOKIE);
+    if (id !== null) this.#sessions.delete(digest(id).toString('hex'));
+    return `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`;
+  }
+
+  /** A short, non-secret name for a session in logs (a digest prefix). */
+  static sessionLabel(id: string | null): string | null {
+    return id === null ? null : digest(id).toString('hex').slice(0, 8);
+  }
+
+  #sessionOf(req: IncomingMessage, now = Date.now()): string | null {
+    const id = cookieValue(req.headers.cookie, SESSION_COOKIE);
+    if (id === null) return null;
+    const key = digest(id).toString('hex');
+    const expires = this.#sessions.get(key);
+    if (expires === undefined) return null;
+    if (expires <= now) {
+      this.#sessions.delete(key);
+      return null;
+    }
+    return id;
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+function refererOrigin(referer: string | undefined): string | undefined {
+  if (!referer) return undefined;
+  try {
+    return new URL(referer).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+function cookieValue(header: string | undefined, name: string): string | null {
+  if (!header) return null;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || null;
+  }
+  return null;
+}
+
+/** The login form: one password field, posted to /login on this origin only. */
+export function loginPage(error: string | null): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Mirrorplane: log in</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 4rem auto; max-width: 24rem; color: #1d2330; background: #f6f7f9; }
+  form { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: 1.2rem; display: grid; gap: .7rem; }
+  input { font: inherit; padding: .4rem; }
+  .error { color: #b00020; }
+</style>
+</head>
+<body>
+<h1>Mirrorplane</h1>
+<form method="post" action="/login">
+  <label for="token">Dashboard token (ADMIN_TOKEN)</label>
+  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+  <button type="submit">Log in</button>
+  ${error ? `<div class="error" id="login-error">${error}</div>` : ''}
+</form>
+</body>
+</html>
+`;
+}
