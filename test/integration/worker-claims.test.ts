@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { keysFor } from '@mirrorplane/core';
+import { Redactor, keysFor, redactionSettings } from '@mirrorplane/core';
 import { createRetryQueue, ensureGroup, listFailed } from '@mirrorplane/runtime';
 import { RecordingServer, RedisServer, waitFor } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
@@ -36,7 +36,7 @@ test('an entry delivered too often goes to the failed set as poison; an abandone
   try {
     await waitFor('the abandoned entry replayed', () => staging.byEntryId(abandonedId).length === 1, 30_000);
     const failed = await waitFor('the poison entry in the failed set', async () => {
-      const list = await listFailed(queue, 10);
+      const list = await listFailed(queue, 10, new Redactor(redactionSettings(undefined)));
       return list.length === 1 ? list : null;
     }, 30_000, 100);
     assert.equal(failed[0]!.id, poisonId);
