@@ -169,3 +169,36 @@ test('decompression bound: a production body over productionResponses.maxDecoded
   assert.equal(records.length, 1, `the too-large production body was compared as received; routes: ${JSON.stringify(await redis.hgetall(keys.diffRoutes))}`);
   assert.match(records[0]!.decoding?.production ?? '', /decodes to more than 65536 bytes/);
 });
+
+test('comparison: a production ID in an answer compares equal to the staging ID Redis maps it to, also when the request did not name it (a list)', async () => {
+  const keys = productionKeys('list1');
+  const mapping = orderMapping();
+  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  // Learned earlier, as Redis holds it after a create.
+  await redis.set(keys.idmap('order', 'ord_1'), '=stg_1');
+  await redis.set(keys.idmap('order', 'ord_2'), '=stg_2');
+  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'l-1', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('[{"id":"ord_1"},{"id":"ord_2"}]'), method: 'GET', path: '/orders' });
+  const c = ctx('l-1', 'GET', '/orders');
+  const request: OutgoingRequest = { method: 'GET', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
+  const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
+  await stage.post!({ status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('[{"id":"stg_1"},{"id":"stg_2"}]'), truncated: false, ms: 1 }, shaped, c);
+  const diffs = await redis.lrange(keys.diffs, 0, -1);
+  assert.deepEqual(await redis.hgetall(keys.diffRoutes), { 'GET /orders\tmatch': '1' }, `docs: "a production ID compares equal to the staging ID it maps to"; diff records: ${diffs.join('\n')}`);
+});
+
+test('comparison routes: paths from hostile or long-tail traffic do not make an unbounded number of routes (metric labels, Redis fields)', async () => {
+  const keys = productionKeys('card1');
+  const stage = createProductionStage({ redis, keys, mapping: null, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  // A scanner's paths, or slugs: no digits, so none is folded into :id.
+  const words = ['wp-admin', 'phpmyadmin', 'env', 'git', 'backup', 'config', 'admin', 'login', 'shell', 'debug'];
+  const N = 300;
+  await Promise.all(Array.from({ length: N }, async (_, i) => {
+    const path = `/${words[i % words.length]}/${words[Math.floor(i / words.length) % words.length]}-${words[Math.floor(i / 100) % words.length]}-${'abcdefghijklmnopqrstuvwxyz'[i % 26]}`;
+    await storeProductionResponse(redis, keys, settings, null, { requestId: `s-${i}`, status: 404, headers: ['content-type', 'text/plain'], body: Buffer.from('no'), method: 'GET', path });
+    const c = ctx(`s-${i}`, 'GET', path);
+    const request: OutgoingRequest = { method: 'GET', path, headers: [], body: Buffer.alloc(0), origin: 'default' };
+    await stage.post!({ status: 404, headers: ['content-type', 'text/plain'], body: Buffer.from('no'), truncated: false, ms: 1 }, request, c);
+  }));
+  const routes = await redis.hlen(keys.diffRoutes);
+  assert.ok(routes <= 100, `${N} distinct junk paths gave ${routes} route fields (and as many metric label values); expected a bound`);
+});
