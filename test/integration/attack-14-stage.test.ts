@@ -202,3 +202,21 @@ test('comparison routes: paths from hostile or long-tail traffic do not make an 
   const routes = await redis.hlen(keys.diffRoutes);
   assert.ok(routes <= 100, `${N} distinct junk paths gave ${routes} route fields (and as many metric label values); expected a bound`);
 });
+
+test('correlation: two requests sharing one x-request-id (a client reusing its id) are never compared or learned across each other', async () => {
+  const keys = productionKeys('dup1');
+  const mapping = orderMapping();
+  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  // The client sends a create and then a search with the same x-request-id; production answers both.
+  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_5"}'), method: 'POST', path: '/orders' }, comparisonCtx());
+  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"results":[],"id":"srch_1"}'), method: 'GET', path: '/search?q=x' }, comparisonCtx());
+  // The worker now replays the create.
+  const c = ctx('dup', 'POST', '/orders');
+  const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
+  const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
+  await stage.post!({ status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"stg_5"}'), truncated: false, ms: 1 }, shaped, c);
+  assert.equal(await redis.get(keys.idmap('order', 'srch_1')), null, 'the search\'s id is not learned as an order created by POST /orders');
+  const routes = await redis.hgetall(keys.diffRoutes);
+  const diffs = await redis.lrange(keys.diffs, 0, -1);
+  assert.ok(!('GET /search\tmismatch' in routes) && !('POST /orders\tmismatch' in routes), `the create is not compared with the search's answer: ${JSON.stringify(routes)} ${diffs.join('\n')}`);
+});
