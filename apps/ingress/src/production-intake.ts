@@ -13,13 +13,13 @@ import { IntakeError, parseIntake, productionKeys, storeProductionResponse, type
 export function createProductionIntake(config: Config, redis: Redis, logger: Logger, registry: Registry): (req: IncomingMessage, res: ServerResponse) => void {
   const keys = productionKeys(config.prefix);
   const settings = config.productionResponses;
-  const mapping = config.idMapping ? compileIdMapping(config.idMapping) : null;
+  const mapping = config.idMapping ? compileIdMapping(config.idMapping, { maxDecodedBytes: config.productionResponses.maxDecodedBytes }) : null;
   const compared = new Counter({ name: 'mirrorplane_ingress_comparisons_total', help: 'Comparisons done on arrival of production’s answer (staging answered first), by route and result', labelNames: ['route', 'result'], registers: [registry] });
   const decodings = new Counter({ name: 'mirrorplane_ingress_body_decodings_total', help: 'Bodies with a Content-Encoding read by comparisons done on arrival, by side and outcome (decoded, unsupported, too_large, corrupt)', labelNames: ['side', 'outcome'], registers: [registry] });
   const comparison = config.compare
     ? {
       settings: config.compare,
-      comparison: compileComparison(config.compare),
+      comparison: compileComparison(config.compare, { maxDecodedBytes: settings.maxDecodedBytes }),
       redact: new Set(config.redactHeaders),
       maxDecodedBytes: settings.maxDecodedBytes,
       onCompared: (route: string, equal: boolean) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),

@@ -24,6 +24,7 @@ import {
  * - `{p}:idmap:<kind>:<production id>` `=<staging id>` (mapped) or `?<request id>` (created in
  *   production, staging's answer not known yet)
  * - `{p}:idwait:<entry id>`   when an entry first waited for a mapping
+ * - `{p}:idcounted:<entry id>` set once the entry's unmapped IDs were counted (once per request)
  * - `{p}:inflight:<kind>`     sorted set of creates a worker started whose production answer has
  *   not reached the intake yet: member the request id, score the entry's receive time
  * - `{p}:idmap:outcomes`      hash `<kind>\t<outcome>` → count of requests sent on with an ID
@@ -34,6 +35,7 @@ export interface ProductionKeys {
   learned(requestId: string): string;
   idmap(kind: string, productionId: string): string;
   wait(entryId: string): string;
+  counted(entryId: string): string;
   inflight(kind: string): string;
   idOutcomes: string;
   /** Staging's answer kept until production's arrives, for the comparison. */
@@ -50,6 +52,7 @@ export function productionKeys(prefix: string): ProductionKeys {
     learned: (id) => `${tag}:learned:${id}`,
     idmap: (kind, id) => `${tag}:idmap:${kind}:${id}`,
     wait: (id) => `${tag}:idwait:${id}`,
+    counted: (id) => `${tag}:idcounted:${id}`,
     inflight: (kind) => `${tag}:inflight:${kind}`,
     idOutcomes: `${tag}:idmap:outcomes`,
     stagingAnswer: (id) => `${tag}:stgans:${id}`,
@@ -81,6 +84,23 @@ export function decodeProductionResponse(requestId: string, raw: Record<string, 
     method: raw.m ? raw.m.toString() : null,
     path: raw.u ? raw.u.toString('latin1') : null,
   };
+}
+
+/** The path of a request target, without its query. */
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q === -1 ? target : target.slice(0, q);
+}
+
+/**
+ * Whether production's answer is to the request `method target` (the mirrored request): its
+ * method and path (query aside) agree, where the intake was told them. An answer that does not
+ * is another request's under a reused request id.
+ */
+export function sameRequest(answer: { method: string | null; path: string | null }, method: string, target: string): boolean {
+  if (answer.method !== null && answer.method.toUpperCase() !== method.toUpperCase()) return false;
+  if (answer.path !== null && pathOf(answer.path) !== pathOf(target)) return false;
+  return true;
 }
 
 /**
@@ -166,6 +186,8 @@ interface StagingAnswer {
   entryId: string;
   method: string;
   path: string;
+  /** The mirrored request's target (before ID mapping), to check production's answer is to it. */
+  target?: string;
   status: number;
   headers: string[];
   body: string;
@@ -176,8 +198,8 @@ interface StagingAnswer {
 
 const DIFF_BODY_KEPT = 4096;
 
-function bodyForDiff(headers: readonly string[], body: Buffer): string {
-  const json = parseJsonBody(headers, body);
+function bodyForDiff(headers: readonly string[], body: Buffer, maxDecodedBytes: number): string {
+  const json = parseJsonBody(headers, body, maxDecodedBytes);
   if (json !== undefined) return JSON.stringify(json).slice(0, DIFF_BODY_KEPT);
   const kept = body.subarray(0, DIFF_BODY_KEPT);
   // The cut may split a character: up to 3 bytes less is still text.
@@ -222,8 +244,8 @@ export async function recordComparison(
       route,
       differences: result.differences,
       ...((p.problem || s.problem) && { decoding: { ...(p.problem && { production: p.problem }), ...(s.problem && { staging: s.problem }) } }),
-      production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body) },
-      staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body) },
+      production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body, ctx.maxDecodedBytes) },
+      staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body, ctx.maxDecodedBytes) },
     };
     multi.lpush(keys.diffs, JSON.stringify(record)).ltrim(keys.diffs, 0, Math.max(0, ctx.settings.keepDiffs - 1));
   }
@@ -243,13 +265,14 @@ export async function keepStagingAnswer(
   keys: ProductionKeys,
   ttlMs: number,
   requestId: string,
-  answer: { entryId: string; method: string; path: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
+  answer: { entryId: string; method: string; path: string; target?: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
 ): Promise<ProductionResponse | null> {
   const key = keys.stagingAnswer(requestId);
   const kept: StagingAnswer = {
     entryId: answer.entryId,
     method: answer.method,
     path: answer.path,
+    ...(answer.target !== undefined && { target: answer.target }),
     status: answer.staging.status,
     headers: [...answer.staging.headers],
     body: answer.staging.body.toString('base64'),
@@ -307,7 +330,9 @@ export async function storeProductionResponse(
   if (mapping && learned) {
     const [index, stagingId] = learned.split('\n') as [string, string];
     const learner = mapping.learners[Number(index)];
-    const productionId = learner?.extract(response);
+    // The learned half is of a request this learner matches; an answer to another request
+    // under the same request id does not complete it.
+    const productionId = learner && (!response.method || !response.path || learner.matches(response.method, response.path)) ? learner.extract(response) : null;
     if (learner && productionId) {
       await redis.set(keys.idmap(learner.kind, productionId), `=${stagingId}`, 'PX', mapping.settings.ttlMs);
       learnedIds.set(productionId, stagingId);
@@ -327,6 +352,8 @@ async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: Compar
   } catch {
     return;
   }
+  // Another request's answer under a reused request id is not compared with this replay.
+  if (!sameRequest(production, kept.method, kept.target ?? kept.path)) return;
   const staging = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64'), truncated: kept.truncated === true };
   await recordComparison(redis, keys, ctx, production, staging, {
     entryId: kept.entryId,
