@@ -99,8 +99,17 @@ export const CompareOptions = z.strictObject({
   maxDifferences: z.number().int().min(1).max(1000).default(20),
   /** How many diff records Redis keeps (newest first). */
   keepDiffs: z.number().int().min(0).max(1_000_000).default(1000),
+  /**
+   * Most distinct route names comparisons count under (Redis fields, metric labels), the
+   * `OTHER_ROUTE` bucket included: once `maxRoutes - 1` routes are named, comparisons of any
+   * further route count under `OTHER_ROUTE`, so long-tail or hostile paths stay bounded.
+   */
+  maxRoutes: z.number().int().min(2).max(10_000).default(100),
 });
 export type CompareSettings = z.output<typeof CompareOptions>;
+
+/** The route comparisons of routes beyond `compare.maxRoutes` count under. */
+export const OTHER_ROUTE = '(other routes)';
 
 /** A response as the ID mapping and the comparison see it. */
 export interface ObservedResponse {

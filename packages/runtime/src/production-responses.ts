@@ -9,6 +9,7 @@ import {
   parseJsonBody,
   redactHeaders,
   routeOf,
+  OTHER_ROUTE,
   type CompareSettings,
   type CompiledComparison,
   type CompiledIdMapping,
@@ -42,6 +43,8 @@ export interface ProductionKeys {
   stagingAnswer(requestId: string): string;
   diffs: string;
   diffRoutes: string;
+  /** Set of the routes counted by name (at most `compare.maxRoutes`). */
+  diffRouteNames: string;
   diffPaths: string;
 }
 
@@ -58,6 +61,7 @@ export function productionKeys(prefix: string): ProductionKeys {
     stagingAnswer: (id) => `${tag}:stgans:${id}`,
     diffs: `${tag}:diffs`,
     diffRoutes: `${tag}:diff:routes`,
+    diffRouteNames: `${tag}:diff:routenames`,
     diffPaths: `${tag}:diff:paths`,
   };
 }
@@ -213,6 +217,18 @@ function bodyForDiff(headers: readonly string[], body: Buffer, maxDecodedBytes: 
 }
 
 /**
+ * The route a comparison counts under: its own while fewer than `maxRoutes - 1` distinct routes
+ * were seen (kept in a set), `OTHER_ROUTE` after (so at most `maxRoutes` names, the bucket included). KEYS: route set. ARGV: route, cap, other.
+ */
+const BOUNDED_ROUTE = `
+if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return ARGV[1] end
+if redis.call('scard', KEYS[1]) < tonumber(ARGV[2]) - 1 then
+  redis.call('sadd', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return ARGV[3]`;
+
+/**
  * Compares staging's answer with production's and records the result in Redis: per-route
  * match/mismatch counts, counts per differing path, and for a mismatch a diff record with
  * both sides (headers redacted). Returns the route and whether the answers matched.
@@ -233,7 +249,7 @@ export async function recordComparison(
   const production = p.response;
   const staging = s.response;
   const result = ctx.comparison.compare(production, staging, meta.ids);
-  const route = routeOf(production.method ?? meta.method, production.path ?? meta.path);
+  const route = (await redis.eval(BOUNDED_ROUTE, 1, keys.diffRouteNames, routeOf(production.method ?? meta.method, production.path ?? meta.path), ctx.settings.maxRoutes, OTHER_ROUTE)) as string;
   const multi = redis.multi().hincrby(keys.diffRoutes, `${route}\t${result.equal ? 'match' : 'mismatch'}`, 1);
   if (!result.equal) {
     for (const d of result.differences) multi.hincrby(keys.diffPaths, `${route}\t${d.path}`, 1);
