@@ -27,7 +27,7 @@ export function createProductionIntake(config: Config, redis: Redis, logger: Log
     }
     : null;
   const received = new Counter({ name: 'mirrorplane_ingress_production_responses_total', help: 'Production responses received on the admin port, by outcome', labelNames: ['outcome'], registers: [registry] });
-  const outcome = { stored: received.labels('stored'), invalid: received.labels('invalid'), too_large: received.labels('too_large'), redis_unavailable: received.labels('redis_unavailable') };
+  const outcome = { stored: received.labels('stored'), cut: received.labels('cut'), unsupported_encoding: received.labels('unsupported_encoding'), invalid: received.labels('invalid'), too_large: received.labels('too_large'), redis_unavailable: received.labels('redis_unavailable') };
   const answer = (res: ServerResponse, status: number, text: string) => {
     if (!res.headersSent) res.writeHead(status, { 'content-type': 'text/plain' }).end(`${text}\n`);
   };
@@ -52,15 +52,15 @@ export function createProductionIntake(config: Config, redis: Redis, logger: Log
       if (over) return;
       let response: ReturnType<typeof parseIntake>;
       try {
-        response = parseIntake(req.rawHeaders, Buffer.concat(chunks, size));
+        response = parseIntake(req.rawHeaders, Buffer.concat(chunks, size), settings.maxBodyBytes);
       } catch (error) {
-        outcome.invalid.inc();
+        (error instanceof IntakeError && error.status === 415 ? outcome.unsupported_encoding : outcome.invalid).inc();
         answer(res, error instanceof IntakeError ? error.status : 400, errorMessage(error));
         return;
       }
       storeProductionResponse(redis, keys, settings, mapping, response, comparison).then(
         () => {
-          outcome.stored.inc();
+          (response.cut ? outcome.cut : outcome.stored).inc();
           res.writeHead(204).end();
         },
         (error: unknown) => {

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import {
+  DEFAULT_MAX_DECODED_BYTES,
   decodeBody,
   withoutContentCoding,
   type BodyDecodingOutcome,
@@ -71,6 +72,11 @@ export interface ProductionResponse extends ObservedResponse {
   requestId: string;
   method: string | null;
   path: string | null;
+  /**
+   * The sender says the answer did not go out whole (`x-mirrorplane-cut: 1`: closed early, or
+   * cut at its size limit): it only marks the request answered; nothing is learned or compared.
+   */
+  cut?: boolean;
 }
 
 export async function readProductionResponse(redis: Redis, keys: ProductionKeys, requestId: string): Promise<ProductionResponse | null> {
@@ -131,7 +137,7 @@ const STATUS = /^[1-5]\d\d$/;
  * `x-mirrorplane-headers` with the production response headers as a JSON array of
  * `[name, value, …]`, and `content-type` as production's content type when that array lacks it).
  */
-export function parseIntake(rawHeaders: readonly string[], body: Buffer): ProductionResponse {
+export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDecodedBytes: number = DEFAULT_MAX_DECODED_BYTES): ProductionResponse {
   const get = (name: string) => {
     for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === name) return rawHeaders[i + 1] as string;
     return undefined;
@@ -155,9 +161,22 @@ export function parseIntake(rawHeaders: readonly string[], body: Buffer): Produc
     }
     headers = parsed as string[];
   }
+  // The intake request's own Content-Encoding (a sender compressing its uploads) is undone
+  // here; one that cannot be is refused, naming it (never stored as if plain).
+  const ownCoding = get('content-encoding');
+  if (ownCoding) {
+    const decoded = decodeBody(['content-encoding', ownCoding], body, maxDecodedBytes);
+    if (!decoded.ok) {
+      const status = decoded.kind === 'unsupported' ? 415 : decoded.kind === 'too_large' ? 413 : 400;
+      throw new IntakeError(status, `content-encoding: ${decoded.message}${decoded.kind === 'unsupported' ? '; send gzip, deflate, br or no coding' : ''}`);
+    }
+    body = decoded.body;
+  }
+  const cut = get('x-mirrorplane-cut');
+  if (cut !== undefined && cut !== '1' && cut !== '0') throw new IntakeError(400, `x-mirrorplane-cut: expected 1 or 0, got ${JSON.stringify(cut)}`);
   const contentType = get('content-type');
   if (contentType && !headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'content-type')) headers.push('content-type', contentType);
-  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') ?? null, path: get('x-mirrorplane-path') ?? null };
+  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') ?? null, path: get('x-mirrorplane-path') ?? null, ...(cut === '1' && { cut: true }) };
 }
 
 /** What the comparison needs besides the two answers. */
@@ -315,6 +334,16 @@ export async function storeProductionResponse(
   compare: ComparisonContext | null = null,
 ): Promise<void> {
   const key = keys.response(response.requestId);
+  if (response.cut) {
+    // An answer that did not go out whole: the request is answered (its create no longer in
+    // flight), but a partial body teaches nothing and compares with nothing.
+    if (mapping) {
+      const multi = redis.multi();
+      for (const kind of new Set(mapping.learners.map((l) => l.kind))) multi.zrem(keys.inflight(kind), response.requestId);
+      await multi.exec();
+    }
+    return;
+  }
   const fields: (string | Buffer)[] = ['s', String(response.status), 'h', encodeHeaders(response.headers), 'b', response.body];
   if (response.method) fields.push('m', response.method);
   if (response.path) fields.push('u', Buffer.from(response.path, 'latin1'));
