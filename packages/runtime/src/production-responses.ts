@@ -176,7 +176,7 @@ export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDeco
   if (cut !== undefined && cut !== '1' && cut !== '0') throw new IntakeError(400, `x-mirrorplane-cut: expected 1 or 0, got ${JSON.stringify(cut)}`);
   const contentType = get('content-type');
   if (contentType && !headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'content-type')) headers.push('content-type', contentType);
-  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') ?? null, path: get('x-mirrorplane-path') ?? null, ...(cut === '1' && { cut: true }) };
+  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') || null, path: get('x-mirrorplane-path') || null, ...(cut === '1' && { cut: true }) };
 }
 
 /** What the comparison needs besides the two answers. */
