@@ -22,6 +22,7 @@ export function createProductionIntake(config: Config, redis: Redis, logger: Log
       comparison: compileComparison(config.compare, { maxDecodedBytes: settings.maxDecodedBytes }),
       redact: new Set(config.redactHeaders),
       maxDecodedBytes: settings.maxDecodedBytes,
+      idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
       onCompared: (route: string, equal: boolean) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),
       onDecoded: (side: string, outcome: string) => decodings.inc({ side, outcome }),
     }

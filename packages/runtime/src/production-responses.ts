@@ -189,6 +189,45 @@ export interface ComparisonContext {
   onCompared?: (route: string, equal: boolean) => void;
   /** A body whose Content-Encoding could not be undone (`unsupported`, `too_large`, `corrupt`), or was (`decoded`). */
   onDecoded?: (side: 'production' | 'staging', outcome: BodyDecodingOutcome) => void;
+  /**
+   * The ID kinds of `idMapping`: string values of production's JSON answer that Redis maps to
+   * a staging ID (any kind) compare equal to it, also when the request did not name them.
+   */
+  idKinds?: readonly string[];
+}
+
+/** At most this many distinct string values of one answer are looked up as production IDs. */
+export const MAX_LOOKED_UP_IDS = 256;
+
+/** Distinct string (and integer) leaves of a JSON value, at most `max`. */
+function jsonLeaves(value: unknown, max: number, out = new Set<string>()): Set<string> {
+  if (out.size >= max) return out;
+  if (typeof value === 'string' && value !== '') out.add(value);
+  else if (typeof value === 'number' && Number.isSafeInteger(value)) out.add(String(value));
+  else if (Array.isArray(value)) for (const v of value) jsonLeaves(v, max, out);
+  else if (value !== null && typeof value === 'object') for (const v of Object.values(value)) jsonLeaves(v, max, out);
+  return out;
+}
+
+/**
+ * `ids` plus the mappings Redis holds for values of production's answer (lists, embedded
+ * objects: IDs the request did not name). One MGET; only for JSON answers with ID kinds.
+ */
+async function withMappedValues(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ObservedResponse, ids: ReadonlyMap<string, string>): Promise<ReadonlyMap<string, string>> {
+  const kinds = ctx.idKinds ?? [];
+  if (kinds.length === 0) return ids;
+  const json = parseJsonBody(production.headers, production.body, ctx.maxDecodedBytes);
+  if (json === undefined) return ids;
+  const values = [...jsonLeaves(json, MAX_LOOKED_UP_IDS)].filter((v) => !ids.has(v));
+  if (values.length === 0) return ids;
+  const lookups = values.flatMap((v) => kinds.map((k) => [v, keys.idmap(k, v)] as const));
+  const found = await redis.mget(...lookups.map(([, key]) => key));
+  const out = new Map(ids);
+  lookups.forEach(([v], i) => {
+    const value = found[i];
+    if (value?.startsWith('=') && !out.has(v)) out.set(v, value.slice(1));
+  });
+  return out;
 }
 
 /**
@@ -267,7 +306,8 @@ export async function recordComparison(
   if (s.outcome !== 'identity') ctx.onDecoded?.('staging', s.outcome);
   const production = p.response;
   const staging = s.response;
-  const result = ctx.comparison.compare(production, staging, meta.ids);
+  const ids = await withMappedValues(redis, keys, ctx, production, meta.ids ?? new Map());
+  const result = ctx.comparison.compare(production, staging, ids);
   const route = (await redis.eval(BOUNDED_ROUTE, 1, keys.diffRouteNames, routeOf(production.method ?? meta.method, production.path ?? meta.path), ctx.settings.maxRoutes, OTHER_ROUTE)) as string;
   const multi = redis.multi().hincrby(keys.diffRoutes, `${route}\t${result.equal ? 'match' : 'mismatch'}`, 1);
   if (!result.equal) {

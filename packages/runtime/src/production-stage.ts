@@ -140,6 +140,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       comparison: compileComparison(options.compare, { maxDecodedBytes: options.maxDecodedBytes }),
       redact: options.redact,
       maxDecodedBytes: options.maxDecodedBytes,
+      idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
       onCompared: (route, equal) => observer.compared(route, equal),
       onDecoded: (side, outcome) => observer.decoded(side, outcome),
     }
