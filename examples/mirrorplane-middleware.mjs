@@ -130,6 +130,9 @@ export function mirrorplaneResponses(options) {
         'x-mirrorplane-path': req.originalUrl ?? req.url,
         'x-mirrorplane-headers': JSON.stringify(headersOut),
       };
+      // The upload is labelled with production's content type when it had one; none is invented.
+      const contentType = headersOut.find((_, i, a) => i % 2 === 1 && a[i - 1] === 'content-type');
+      if (contentType !== undefined) headers['content-type'] = contentType;
       if (cut) headers['x-mirrorplane-cut'] = '1';
       if (token) headers.authorization = `Bearer ${token}`;
       if (cut) onError(new Error(`mirrorplane: production answer to ${requestId} posted cut: ${whole ? `body over ${maxBodyBytes} bytes` : 'the response closed before it finished'}`));

@@ -17,7 +17,7 @@ import { createProductionStage, productionKeys, storeProductionResponse, type Co
 import { RedisServer } from '../helpers/index.js';
 
 /**
- * Attacks on the production stage (worker half) and the intake half against a real Redis,
+ * The production stage (worker half) and the intake half against a real Redis,
  * in-process so the interleaving is the test's to choose.
  */
 

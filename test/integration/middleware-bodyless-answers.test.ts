@@ -24,7 +24,7 @@ let dir: string;
 before(async () => {
   redis = await RedisServer.start();
   client = new Redis(redis.url, { maxRetriesPerRequest: 2 });
-  dir = mkdtempSync(join(tmpdir(), 'mp-attack14-mw-'));
+  dir = mkdtempSync(join(tmpdir(), 'mp-mw-bodyless-'));
 });
 
 after(async () => {

@@ -25,7 +25,7 @@ let dir: string;
 before(async () => {
   redis = await RedisServer.start();
   client = new Redis(redis.url, { maxRetriesPerRequest: 2 });
-  dir = mkdtempSync(join(tmpdir(), 'mp-attack14-unposted-'));
+  dir = mkdtempSync(join(tmpdir(), 'mp-mw-cut-'));
 });
 
 after(async () => {
