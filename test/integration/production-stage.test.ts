@@ -8,6 +8,7 @@ import {
   ProductionResponsesOptions,
   compileComparison,
   compileIdMapping,
+  OTHER_ROUTE,
   type CompiledIdMapping,
   type OutgoingRequest,
   type PipelineContext,
@@ -199,8 +200,12 @@ test('comparison routes: paths from hostile or long-tail traffic do not make an 
     const request: OutgoingRequest = { method: 'GET', path, headers: [], body: Buffer.alloc(0), origin: 'default' };
     await stage.post!({ status: 404, headers: ['content-type', 'text/plain'], body: Buffer.from('no'), truncated: false, ms: 1 }, request, c);
   }));
-  const routes = await redis.hlen(keys.diffRoutes);
-  assert.ok(routes <= 100, `${N} distinct junk paths gave ${routes} route fields (and as many metric label values); expected a bound`);
+  const fields = await redis.hgetall(keys.diffRoutes);
+  const routes = Object.keys(fields).length;
+  assert.ok(routes <= compareSettings.maxRoutes, `${N} distinct junk paths gave ${routes} route fields (and as many metric label values); expected a bound`);
+  // Nothing is lost: the routes beyond the cap are counted in one bucket.
+  assert.equal(Number(fields[`${OTHER_ROUTE}\tmatch`]), N - (compareSettings.maxRoutes - 1));
+  assert.equal(Object.values(fields).reduce((sum, v) => sum + Number(v), 0), N);
 });
 
 test('correlation: two requests sharing one x-request-id (a client reusing its id) are never compared or learned across each other', async () => {
@@ -219,4 +224,23 @@ test('correlation: two requests sharing one x-request-id (a client reusing its i
   const routes = await redis.hgetall(keys.diffRoutes);
   const diffs = await redis.lrange(keys.diffs, 0, -1);
   assert.ok(!('GET /search\tmismatch' in routes) && !('POST /orders\tmismatch' in routes), `the create is not compared with the search's answer: ${JSON.stringify(routes)} ${diffs.join('\n')}`);
+});
+
+test('correlation: an answer to another request under the same x-request-id that reaches the intake after staging\'s is kept is not compared with it', async () => {
+  const keys = productionKeys('dup2');
+  const mapping = orderMapping();
+  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  // The worker replays the create first: staging's answer is kept, waiting for production's.
+  const c = ctx('dup-late', 'POST', '/orders');
+  const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
+  const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
+  await stage.post!({ status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"stg_6"}'), truncated: false, ms: 1 }, shaped, c);
+  // Then the intake receives the answer to a search the client sent with the same id.
+  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup-late', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"srch_2"}'), method: 'GET', path: '/search?q=y' }, comparisonCtx());
+  assert.equal(await redis.get(keys.idmap('order', 'srch_2')), null, 'the search\'s id does not complete the create\'s mapping');
+  assert.deepEqual(await redis.hgetall(keys.diffRoutes), {}, 'nothing compared across the two requests');
+  // The create's own answer, when it comes, is compared and completes the mapping.
+  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup-late', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_6"}'), method: 'POST', path: '/orders' }, comparisonCtx());
+  assert.equal(await redis.get(keys.idmap('order', 'ord_6')), '=stg_6');
+  assert.deepEqual(await redis.hgetall(keys.diffRoutes), { 'POST /orders\tmatch': '1' });
 });

@@ -356,7 +356,8 @@ export async function keepStagingAnswer(
   };
   const replies = await redis.multi().set(key, JSON.stringify(kept), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
   const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null);
-  if (!production) return null;
+  // Absent, or another request's answer under a reused request id: keep waiting for ours.
+  if (!production || !sameRequest(production, answer.method, answer.target ?? answer.path)) return null;
   return (await redis.del(key)) === 1 ? production : null;
 }
 
@@ -430,15 +431,17 @@ export async function storeProductionResponse(
 async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ProductionResponse, learnedIds: ReadonlyMap<string, string>): Promise<void> {
   const key = keys.stagingAnswer(production.requestId);
   const text = await redis.get(key);
-  if (text === null || (await redis.del(key)) !== 1) return;
+  if (text === null) return;
   let kept: StagingAnswer;
   try {
     kept = JSON.parse(text) as StagingAnswer;
   } catch {
     return;
   }
-  // Another request's answer under a reused request id is not compared with this replay.
+  // Another request's answer under a reused request id is not compared with this replay,
+  // which stays kept for its own answer.
   if (!sameRequest(production, kept.method, kept.target ?? kept.path)) return;
+  if ((await redis.del(key)) !== 1) return;
   const staging = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64'), truncated: kept.truncated === true };
   await recordComparison(redis, keys, ctx, production, staging, {
     entryId: kept.entryId,

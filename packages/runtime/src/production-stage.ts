@@ -270,14 +270,12 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     const results = await multi.exec();
     let production: ProductionResponse | null = decodeProductionResponse(requestId, (results?.[0]?.[1] as Record<string, Buffer> | null) ?? null);
     // An answer stored under this request id for another request (a client reusing its
-    // x-request-id) teaches nothing and is compared with nothing.
-    const uncorrelated = (answer: ProductionResponse): boolean => {
-      if (sameRequest(answer, ctx.mirrored.method, ctx.mirrored.target)) return false;
-      ctx.tags.compare = `uncorrelated: production answered ${answer.method ?? '?'} ${answer.path ?? '?'}`.slice(0, 500);
+    // x-request-id) teaches nothing and is compared with nothing: this replay waits for its own.
+    if (production && !sameRequest(production, ctx.mirrored.method, ctx.mirrored.target)) {
+      ctx.tags.uncorrelated = `production answered ${production.method ?? '?'} ${production.path ?? '?'} under this request id`.slice(0, 500);
       observer.uncorrelated();
-      return true;
-    };
-    if (production && uncorrelated(production)) return;
+      production = null;
+    }
     /** Staging's new ID paired with production's, whichever way production's answer reached us. */
     const learnFrom = async (answer: ProductionResponse): Promise<void> => {
       if (!learner || !mapping || !stagingId) return;
@@ -311,7 +309,6 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
         observer.comparisonDeferred();
         return;
       }
-      if (uncorrelated(production)) return;
       // It arrived between our two looks: the intake completed the mapping from our learned
       // half, and this comparison reads it the same way (whoever compares, one result).
       await learnFrom(production);
