@@ -17,15 +17,17 @@ import { waitFor } from '../helpers/index.js';
  * learner, so nothing is simulated on the Mirrorplane side.
  */
 
-function gzipFirst(_req: IncomingMessage, res: ServerResponse, next: () => void): void {
+const compressors: [string, () => zlib.Gzip | zlib.Deflate | zlib.BrotliCompress][] = [['gzip', () => zlib.createGzip()], ['deflate', () => zlib.createDeflate()], ['br', () => zlib.createBrotliCompress()]];
+
+const compressFirst = (coding: string, create: () => zlib.Gzip | zlib.Deflate | zlib.BrotliCompress) => (_req: IncomingMessage, res: ServerResponse, next: () => void): void => {
   const write = res.write.bind(res) as (chunk: unknown) => boolean;
   const end = res.end.bind(res) as () => ServerResponse;
-  const gz = zlib.createGzip();
+  const gz = create();
   let started = false;
   const start = () => {
     if (started) return;
     started = true;
-    res.setHeader('Content-Encoding', 'gzip');
+    res.setHeader('Content-Encoding', coding);
     res.removeHeader('Content-Length');
     gz.on('data', (c: Buffer) => write(c));
     gz.on('end', () => end());
@@ -41,23 +43,23 @@ function gzipFirst(_req: IncomingMessage, res: ServerResponse, next: () => void)
     return res;
   }) as typeof res.end;
   next();
-}
+};
 
-test('middleware, Express with a compression middleware mounted before it: production\'s new ID is still learned', async () => {
+for (const [coding, create] of compressors) test(`middleware, Express with a ${coding} compression middleware mounted before it: production's new ID is still learned`, async () => {
   const posted: { headers: Record<string, string>; body: Buffer }[] = [];
   const fakeFetch = (async (_url: string, init: { headers: Record<string, string>; body: Buffer }) => {
     posted.push({ headers: init.headers, body: Buffer.from(init.body) });
     return new Response(null, { status: 204 });
   }) as unknown as typeof fetch;
   const app = express();
-  app.use(gzipFirst);
+  app.use(compressFirst(coding, create));
   app.use(mirrorplaneResponses({ intake: 'http://intake.test/production-responses', fetch: fakeFetch }));
   app.post('/orders', (_req, res) => void res.status(201).json({ id: 'ord_1', item: 'book' }));
   const server = createServer(app);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   try {
-    const res = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/orders`, { method: 'POST', headers: { 'x-request-id': 'c-1', 'accept-encoding': 'gzip' } });
-    assert.equal(res.headers.get('content-encoding'), 'gzip', 'the client got a compressed answer');
+    const res = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/orders`, { method: 'POST', headers: { 'x-request-id': 'c-1', 'accept-encoding': coding } });
+    assert.equal(res.headers.get('content-encoding'), coding, 'the client got a compressed answer');
     assert.deepEqual(await res.json(), { id: 'ord_1', item: 'book' });
     await waitFor('the post', () => (posted.length === 1 ? true : null));
     const intake = parseIntake(Object.entries(posted[0]!.headers).flat(), posted[0]!.body);
