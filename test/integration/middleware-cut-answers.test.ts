@@ -11,10 +11,10 @@ import { mirrorplaneResponses } from '../../examples/mirrorplane-middleware.mjs'
 import { RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 
 /**
- * A create route WITH the shipped middleware whose answer the middleware silently does not
- * post (over maxBodyBytes, or the response never finishes): the create stays "in flight" in
- * Redis, and every request naming an unknown ID of that kind (data older than the mirroring)
- * is held for waitLimitMs and then counted as unmapped. Real ingress (intake), real middleware
+ * A create route with the shipped middleware whose answer does not go out whole (over
+ * maxBodyBytes, or the response destroyed before it finished): the middleware still posts it,
+ * marked `x-mirrorplane-cut: 1`, so the create stops counting as in flight and a request naming
+ * an unknown ID of that kind (data older than the mirroring) is not held behind it. Real ingress (intake), real middleware
  * in node:http, the worker's production stage in-process on the same Redis keys.
  */
 
@@ -81,6 +81,10 @@ for (const variant of ['answer over maxBodyBytes', 'response destroyed after the
       await waitFor('production finished with the response', () => finished || null, 10_000);
       await waitFor('the create out of flight (production answered it)', async () => ((await client.zcard(keys.inflight('order'))) === 0 ? true : null), 10_000)
         .catch((e: Error) => assert.fail(`${e.message}; the middleware reported: ${errors.map(String).join('; ') || 'nothing'}`));
+      // Posted marked as cut: nothing of the partial answer is kept, learned or compared.
+      assert.equal(await client.exists(keys.response('cr-1')), 0, 'a cut answer is not stored');
+      assert.deepEqual(await client.keys(`${keys.idmap('order', '')}*`), [], 'nothing learned from a cut answer');
+      assert.ok(errors.some((e) => /cr-1 posted cut/.test(String(e))), `the middleware reports the cut: ${errors.map(String).join('; ')}`);
       // A request naming an order from before the mirroring goes on at once.
       const legacy: OutgoingRequest = { method: 'GET', path: '/orders/legacy_1', headers: [], body: Buffer.alloc(0), origin: 'default' };
       const sent = (await stage.pre!(legacy, ctx('lg-1', 1, '/orders/legacy_1'))) as OutgoingRequest;
