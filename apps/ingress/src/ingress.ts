@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { EntryCipher, createPartitioner, partitionKeys, pushEntryFields, errorMessage, keysFor, type Config } from '@mirrorplane/core';
-import { AdminServer, closeRedis, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
+import { AdminServer, RedisProbe, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 
 /** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
@@ -59,6 +59,10 @@ export class Ingress {
   #appendedSinceCheck = 0;
   #shedding = false;
   #backlogTimer: NodeJS.Timeout | null = null;
+  /** A backlog check is under way: a slow Redis must not pile up checks. */
+  #checking = false;
+  /** Whether Redis answers at all (a paused Redis keeps its connection open). */
+  readonly #probe: RedisProbe;
   #idle: (() => void) | null = null;
   /** The Redis socket held corked until the end of this event-loop turn, if any. */
   #corked: Socket | null = null;
@@ -75,6 +79,9 @@ export class Ingress {
     this.#streams = partitionKeys(config.prefix, config.partitions).map((k) => k.stream);
     this.#partitionOf = config.partitions === 1 ? null : createPartitioner(config.partitions, config.partitionKey);
     this.#redis = createRedis(config, 'append', logger);
+    // A Redis that has not answered a PING for APPEND_TIMEOUT_MS is as good as down: the same
+    // deadline an append has.
+    this.#probe = new RedisProbe(this.#redis, config.appendTimeoutMs, logger);
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
 
@@ -134,9 +141,12 @@ export class Ingress {
     });
   }
 
-  /** True when the ingress can accept traffic: listening, Redis connected, not closing. */
+  /**
+   * True when the ingress can accept traffic: listening, not closing, Redis connected and
+   * answering (a PING answered within APPEND_TIMEOUT_MS; see `RedisProbe`).
+   */
   get ready(): boolean {
-    return !this.#closing && this.#server.listening && this.#redis.status === 'ready';
+    return !this.#closing && this.#server.listening && this.#redis.status === 'ready' && this.#probe.responsive;
   }
 
   get metrics(): Registry {
@@ -174,6 +184,7 @@ export class Ingress {
     });
     const port = (this.#server.address() as AddressInfo).port;
     const adminPort = this.#admin ? await this.#admin.listen() : null;
+    this.#probe.start();
     if (this.#config.maxBacklog > 0 || this.#config.maxBacklogBytes > 0) {
       this.#backlogTimer = setInterval(() => void this.#checkBacklog(), BACKLOG_CHECK_MS).unref();
     }
@@ -193,6 +204,12 @@ export class Ingress {
     }
     if (this.#shedding) {
       this.#drop(res, 503, 'backlog_full');
+      return;
+    }
+    // Redis is known not to answer: every append would wait APPEND_TIMEOUT_MS for the same
+    // 503, holding the request (and its body) meanwhile. Answer at once until a PING answers.
+    if (!this.#probe.responsive) {
+      this.#drop(res, 503, 'redis_timeout');
       return;
     }
     const max = this.#config.maxBodyBytes;
@@ -274,6 +291,7 @@ export class Ingress {
         const reason: DropReason = /timed out/i.test(error.message)
           ? 'redis_timeout'
           : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
+        if (reason === 'redis_timeout') this.#probe.markUnresponsive('an append timed out');
         this.#drop(res, 503, reason);
         this.#logDropped(reason, error);
         this.#release();
@@ -361,11 +379,17 @@ export class Ingress {
   }
 
   async #checkBacklog(): Promise<void> {
-    if (this.#redis.status !== 'ready') return;
+    if (this.#redis.status !== 'ready' || !this.#probe.responsive || this.#checking) return;
+    this.#checking = true;
     try {
       const [length, memory] = await Promise.all([
-        // Every partition's stream: the cap is on the deployment's backlog, not one stream's.
-        this.#config.maxBacklog > 0 ? Promise.all(this.#streams.map((stream) => this.#unfinished(stream))).then((lengths) => lengths.reduce((a, b) => a + b, 0)) : Promise.resolve(0),
+        // Everything unfinished: every partition's stream (its entries not yet delivered and
+        // those pending), plus the retry queue's unfinished jobs, which hold the entries
+        // handed over for a retry or waiting for an ID mapping. Without the retry queue a
+        // staging outage would move the whole load out of the stream and past the cap.
+        this.#config.maxBacklog > 0
+          ? Promise.all([...this.#streams.map((stream) => this.#unfinished(stream)), countUnfinishedRetries(this.#redis, keysFor(this.#config.prefix))]).then((counts) => counts.reduce((a, b) => a + b, 0))
+          : Promise.resolve(0),
         this.#config.maxBacklogBytes > 0 ? this.#redis.info('memory') : Promise.resolve(''),
       ]);
       this.#backlog = length;
@@ -378,6 +402,8 @@ export class Ingress {
       this.#shedding = shedding;
     } catch {
       // Redis is away: appends fail with their own 503 reasons; the last verdict stands.
+    } finally {
+      this.#checking = false;
     }
   }
 
@@ -394,6 +420,7 @@ export class Ingress {
     if (this.#closing) return;
     this.#closing = true;
     if (this.#backlogTimer) clearInterval(this.#backlogTimer);
+    this.#probe.stop();
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
     let closed = false;
     const serverClosed = new Promise<void>((resolve) => this.#server.close(() => { closed = true; resolve(); }));

@@ -13,3 +13,5 @@ export * from './production-stage.js';
 export * from './stream-trimmer.js';
 export * from './cluster.js';
 export * from './partitioned-status.js';
+export * from './retry-backlog.js';
+export * from './redis-probe.js';
