@@ -316,11 +316,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           return used;
         });
         if (set === null) return;
+        // An even target also replaces a worker while Redis is full: the new one must start
+        // (create or find the group) and work once memory is back.
+        let replacement: Promise<void> | null = null;
         try {
+          if (fault.target % 2 === 0 && workers.length > 0) {
+            const [w] = workers.splice(fault.target % workers.length, 1);
+            await w?.process.stop('SIGKILL');
+            replacement = startWorker().catch((e: Error) => { violations.push(`a worker started while Redis was full did not start within 60 s: ${e.message}`); });
+          }
           await hold();
         } finally {
           await waitFor('maxmemory restored', () => withClient(redis.url, 3000, (r) => r.config('SET', 'maxmemory', '0')), 30_000, 200);
         }
+        await replacement;
         return;
       }
     }

@@ -7,6 +7,7 @@ import { runChaos } from './harness.js';
 const { values } = parseArgs({
   options: {
     minutes: { type: 'string', default: '30' },
+    seconds: { type: 'string' },
     seed: { type: 'string' },
     workers: { type: 'string', default: '2' },
     rate: { type: 'string', default: '80' },
@@ -14,13 +15,14 @@ const { values } = parseArgs({
   },
 });
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
-const minutes = Number(values.minutes);
+const minutes = values.seconds === undefined ? Number(values.minutes) : Number(values.seconds) / 60;
 if (!Number.isInteger(seed) || !(minutes > 0)) {
-  console.error('usage: npm run chaos -- --minutes <m> --seed <integer> [--workers n] [--rate req/s] [--tail s]');
+  console.error('usage: npm run chaos -- --minutes <m> (or --seconds <s>) --seed <integer> [--workers n] [--rate req/s] [--tail s]');
   process.exit(2);
 }
 const started = Date.now();
-console.log(`chaos run: seed ${seed}, ${minutes} min of faults (replay: npm run chaos -- --minutes ${minutes} --seed ${seed})`);
+const replay = `npm run chaos -- --seconds ${Math.round(minutes * 60)} --seed ${seed} --workers ${values.workers} --rate ${values.rate} --tail ${values.tail}`;
+console.log(`chaos run: seed ${seed}, ${minutes} min of faults (replay: ${replay})`);
 const report = await runChaos({
   seed,
   durationMs: Math.round(minutes * 60_000),
@@ -33,7 +35,7 @@ const { schedule: _schedule, violations, ...figures } = report;
 console.log(JSON.stringify(figures, null, 2));
 console.log(`took ${((Date.now() - started) / 60_000).toFixed(1)} min`);
 if (violations.length > 0) {
-  console.log(`\n${violations.length} violation(s) (replay: npm run chaos -- --minutes ${minutes} --seed ${seed}):`);
+  console.log(`\n${violations.length} violation(s) (replay: ${replay}):`);
   for (const v of violations) console.log(`- ${v}`);
   process.exit(1);
 }

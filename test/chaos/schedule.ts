@@ -25,7 +25,11 @@ export interface Fault {
   kind: FaultKind;
   /** How long the fault lasts: the process stays down, Redis stays paused or full, this long. */
   ms: number;
-  /** Which worker (index into the live workers, modulo their number) for worker faults. */
+  /**
+   * Which worker (index into the live workers, modulo their number) for worker faults. For
+   * `redis-maxmemory`, an even target also replaces a worker while Redis is full (a worker
+   * that starts against a full Redis).
+   */
   target: number;
 }
 
@@ -132,7 +136,7 @@ export function planSchedule(seed: number, durationMs: number): Schedule {
 export function describeSchedule(schedule: Schedule): string {
   const s = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
   const lines = [`chaos schedule: seed ${schedule.seed}, ${s(schedule.durationMs)} of faults`];
-  for (const f of schedule.faults) lines.push(`  ${s(f.at).padStart(7)}  ${f.kind.padEnd(16)} for ${s(f.ms)}${f.kind.startsWith('worker') ? ` (worker #${f.target})` : ''}`);
+  for (const f of schedule.faults) lines.push(`  ${s(f.at).padStart(7)}  ${f.kind.padEnd(16)} for ${s(f.ms)}${f.kind.startsWith('worker') ? ` (worker #${f.target})` : ''}${f.kind === 'redis-maxmemory' && f.target % 2 === 0 ? ' (a worker replaced while full)' : ''}`);
   lines.push('  staging: ' + schedule.staging.map((p) => `${s(p.at)} ${p.mode}`).join(', '));
   return lines.join('\n');
 }
