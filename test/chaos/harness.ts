@@ -53,6 +53,9 @@ export interface ChaosReport {
   peakRedisMemory: number;
   peakRss: Record<string, number>;
   drainedAfterMs: number | null;
+  /** Consumers left in the group at the end, against the workers alive (dead ones are not pruned yet: issue 11, fault 7). */
+  groupConsumers: number | null;
+  workersAlive: number;
   violations: string[];
 }
 
@@ -466,6 +469,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     if (staging.corrupted.length > 0) violations.push(`${staging.corrupted.length} copies reached staging with a body other than the one sent: ${staging.corrupted.slice(0, 20).join(', ')}`);
     if (staging.unlabelled > 0) violations.push(`${staging.unlabelled} requests reached staging without x-request-id or x-mirrorplane-id`);
 
+    const groupConsumers = await withClient(redis.url, 3000, async (r) => ((await r.xinfo('CONSUMERS', `{${prefix}}:stream`, 'workers')) as unknown[]).length);
+
     // Boundedness.
     await sample();
     if (peakRedisMemory > limits.redisMemoryBytes) violations.push(`boundedness: Redis used_memory peaked at ${peakRedisMemory} bytes (limit ${limits.redisMemoryBytes})`);
@@ -490,6 +495,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       peakRedisMemory,
       peakRss,
       drainedAfterMs,
+      groupConsumers,
+      workersAlive: workers.filter((w) => alive(w.process)).length,
       violations,
     };
   } finally {
