@@ -62,7 +62,7 @@ export interface ChaosReport {
 const DEFAULT_LIMITS: ChaosLimits = {
   redisMemoryBytes: 128 * 2 ** 20,
   processRssBytes: 400 * 2 ** 20,
-  drainMs: 120_000,
+  drainMs: 180_000,
   progressMs: 15_000,
   duplicateFraction: 0.25,
   duplicateSlack: 200,
@@ -150,7 +150,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     WORKER_CONCURRENCY: String(CONCURRENCY),
     CLAIM_IDLE_MS: String(CLAIM_IDLE_MS),
     REPLAY_TIMEOUT_MS: '3000',
-    REPLAY_ATTEMPTS: '12',
+    // Tries spread over about 250 ms × 2^9 ≈ 2 min: the last delay (64 s) fits in drainMs.
+    REPLAY_ATTEMPTS: '10',
     REPLAY_BACKOFF_MS: '250',
     SHUTDOWN_TIMEOUT_MS: '1000',
     APPEND_TIMEOUT_MS: '1000',
