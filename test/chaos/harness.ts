@@ -150,9 +150,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     WORKER_CONCURRENCY: String(CONCURRENCY),
     CLAIM_IDLE_MS: String(CLAIM_IDLE_MS),
     REPLAY_TIMEOUT_MS: '3000',
-    // Tries spread over about 250 ms × 2^9 ≈ 2 min: the last delay (64 s) fits in drainMs.
+    // Ten tries, delays from 250 ms doubling up to 10 s: the longest wait fits in drainMs.
     REPLAY_ATTEMPTS: '10',
     REPLAY_BACKOFF_MS: '250',
+    RETRY_MAX_DELAY_MS: '10000',
     SHUTDOWN_TIMEOUT_MS: '1000',
     APPEND_TIMEOUT_MS: '1000',
     MAX_BACKLOG: String(MAX_BACKLOG),

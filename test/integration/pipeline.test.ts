@@ -285,7 +285,7 @@ export async function post(response, request) {
     const failed = JSON.parse((await stack.cli(['failed', 'list', '--json'])).stdout) as { url: string; lastError: string; attempts: number }[];
     const byUrl = Object.fromEntries(failed.map((f) => [f.url, f]));
     assert.match(byUrl['/boom']!.lastError, /MP_ERR_HOOK: pre hook threw: tenant lookup failed for \/boom/);
-    assert.match(byUrl['/strip/me']!.lastError, /pre hook threw: rule "strip-all": rewritePath turned "\/strip\/me" into "me", which is not a path/);
+    assert.match(byUrl['/strip/me']!.lastError, /MP_ERR_STAGE: pre stage rules threw: rule "strip-all": rewritePath turned "\/strip\/me" into "me", which is not a path/);
     assert.equal(byUrl['/boom']!.attempts, 1);
     const status = await stack.status();
     assert.equal(status.retrying, 0, 'a failing pre is not retried');

@@ -10,7 +10,7 @@ test('defaults follow the operator contract', () => {
   assert.equal(c.adminPort, 9090);
   assert.equal(loadConfig({ role: 'worker', env: { STAGING_URL: 'http://s' } }).adminPort, 9091);
   assert.equal(c.workerConcurrency, 64);
-  assert.equal(c.replayAttempts, 5);
+  assert.equal(c.replayAttempts, 0);
   assert.equal(c.replayBackoffMs, 1000);
   assert.equal(c.replayTimeoutMs, 10000);
   assert.equal(c.maxBodyBytes, 10485760);
@@ -34,7 +34,7 @@ test('flags win over env, env over the file', () => {
 
 test('every bad value is reported at once, by the name the operator used', () => {
   try {
-    loadConfig({ role: 'worker', env: { INGRESS_PORT: 'abc', REDIS_URL: 'not a url', PRESERVE_HOST: 'maybe', REPLAY_ATTEMPTS: '0' }, flags: { workerConcurrency: '-1' } });
+    loadConfig({ role: 'worker', env: { INGRESS_PORT: 'abc', REDIS_URL: 'not a url', PRESERVE_HOST: 'maybe', REPLAY_ATTEMPTS: '-1' }, flags: { workerConcurrency: '-1' } });
     assert.fail('expected a ConfigError');
   } catch (error) {
     assert.ok(error instanceof ConfigError);

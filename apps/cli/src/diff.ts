@@ -49,3 +49,30 @@ export function formatDiffSummary(rows: readonly RouteDiffSummary[]): string {
   }
   return out;
 }
+
+/** Requests an ID kind sent to staging with a production ID left in place. */
+export interface IdMappingOutcomes {
+  kind: string;
+  /** Waited for a pending mapping (or a create in flight) up to `waitLimitMs`, then went on unmapped. */
+  unmapped: number;
+  /** Named an ID never seen in a production answer while no create of the kind was outstanding. */
+  unknown: number;
+}
+
+/** Reads the ID-mapping outcome counters the workers keep in Redis, by kind. */
+export async function readIdMappingOutcomes(redis: Redis, prefix: string): Promise<IdMappingOutcomes[]> {
+  const fields = await redis.hgetall(productionKeys(prefix).idOutcomes);
+  const byKind = new Map<string, IdMappingOutcomes>();
+  for (const [field, value] of Object.entries(fields)) {
+    const [kind, outcome] = field.split('\t') as [string, string];
+    let e = byKind.get(kind);
+    if (!e) byKind.set(kind, (e = { kind, unmapped: 0, unknown: 0 }));
+    if (outcome === 'unmapped' || outcome === 'unknown') e[outcome] += Number(value);
+  }
+  return [...byKind.values()].sort((a, b) => a.kind.localeCompare(b.kind));
+}
+
+/** `unmapped follow-ups: order 0 after waiting, 2 unknown IDs` — one line per kind, nothing when no kind counted any. */
+export function formatIdMappingOutcomes(rows: readonly IdMappingOutcomes[]): string {
+  return rows.map((r) => `ids ${r.kind}: ${r.unmapped} unmapped after waiting, ${r.unknown} unknown (sent as they came)\n`).join('');
+}

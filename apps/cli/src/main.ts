@@ -2,12 +2,12 @@ import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Queue } from 'bullmq';
 import { ConfigError, MirrorplaneError, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
-import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import { buildPipeline, closeRedis, createRedis, listFailed, listWorkers, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
 import { configure, createLogger, EXIT_USAGE, runUntilSignal, UsageError, type Flags } from './process.js';
-import { formatDiffSummary, readDiffSummary } from './diff.js';
+import { formatDiffSummary, formatIdMappingOutcomes, readDiffSummary, readIdMappingOutcomes } from './diff.js';
 import { startLocalStack } from './local-stack.js';
 import { ingressProcessConfig, isIngressPrimary, leaveInterruptToPrimary, superviseIngressProcesses } from './ingress-cluster.js';
 import { runDemo } from './demo.js';
@@ -124,7 +124,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
   common(program.command('worker').description('run a worker: replay stream entries to staging'))
     .option('--staging <url>', 'staging origin (env STAGING_URL, required)')
     .option('--concurrency <n>', 'replays in flight (env WORKER_CONCURRENCY, default 64)')
-    .option('--attempts <n>', 'tries in all before the failed set (env REPLAY_ATTEMPTS, default 5)')
+    .option('--attempts <n>', 'tries in all before the failed set, 0 for no cap (env REPLAY_ATTEMPTS, default 0: RETRY_WINDOW_MS decides)')
     .option('--admin-port <n>', 'admin port: /healthz /readyz /metrics (env ADMIN_PORT, default 9091, 0 = off)')
     .option('--admin-host <addr>', 'admin address (env ADMIN_HOST, default 127.0.0.1)')
     .action(async (options: Record<string, unknown>) => {
@@ -205,7 +205,11 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
         }));
         return;
       }
-      const status = await withOperatorConnection(config, ({ redis, queue }) => readDeploymentStatus(redis, queue, partitionKeys(config.prefix, config.partitions)));
+      const status = await withOperatorConnection(config, async ({ redis, queue }) => ({
+        ...(await readDeploymentStatus(redis, queue, partitionKeys(config.prefix, config.partitions))),
+        // Live workers by heartbeat (in flight per worker, to compare with each consumer's pending).
+        workers: await listWorkers(redis, config.prefix),
+      }));
       io.out(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
     });
 
@@ -214,8 +218,8 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
     .option('--json', 'print a JSON array')
     .action(async (options: Record<string, unknown>) => {
       const config = configure('cli', toFlags(options));
-      const rows = await withOperatorConnection(config, ({ redis }) => readDiffSummary(redis, config.prefix));
-      io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows));
+      const [rows, ids] = await withOperatorConnection(config, ({ redis }) => Promise.all([readDiffSummary(redis, config.prefix), readIdMappingOutcomes(redis, config.prefix)]));
+      io.out(options.json ? `${JSON.stringify(rows)}\n` : formatDiffSummary(rows) + formatIdMappingOutcomes(ids));
     });
 
   common(program.command('dashboard').description('serve the dashboard: backlog, consumers and rates, and the retry queue and failed set (inspect, retry, remove)'))

@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { MirrorplaneError, errorMessage, parseQuery } from '@mirrorplane/core';
-import { RECORDING_VERSION, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
+import { MirrorplaneError, decodeBody, errorMessage, parseQuery } from '@mirrorplane/core';
+import { RECORDING_VERSION, recordBody, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
  * `mirrorplane record export`: turns recordings (JSONL, one replay a line) into HAR 1.2, so
@@ -43,7 +43,7 @@ export interface HarEntry {
     httpVersion: string;
     cookies: HarNameValue[];
     headers: HarNameValue[];
-    content: { size: number; mimeType: string; text?: string; encoding?: 'base64' };
+    content: { size: number; compression?: number; mimeType: string; text?: string; encoding?: 'base64' };
     redirectURL: string;
     headersSize: number;
     bodySize: number;
@@ -59,6 +59,8 @@ export interface HarEntry {
     rules: string[];
     tags: Record<string, string>;
     truncated?: ('request' | 'response')[];
+    /** A body whose Content-Encoding could not be undone: HAR then holds its bytes as received. */
+    undecoded?: { request?: string; response?: string };
     mirrored: { method: string; target: string; headers: HarNameValue[] };
   };
 }
@@ -108,11 +110,39 @@ function joinUrl(origin: string, path: string): string {
   return base + path;
 }
 
+function bytesOf(b: RecordedBody): Buffer {
+  return Buffer.from(b.text, b.encoding === 'base64' ? 'base64' : 'utf8');
+}
+
+/**
+ * A recorded body as HAR shows it: decoded per its Content-Encoding (recordings keep the bytes
+ * as sent), as UTF-8 text or else base64. `compression` is the bytes the coding saved.
+ */
+function decodedBody(headers: RecordedHeaders, b: RecordedBody): { body: RecordedBody; size: number; compression?: number; problem?: string } {
+  if (!headers.some(([n]) => n.toLowerCase() === 'content-encoding') || b.text === '') return { body: b, size: b.size };
+  const raw = bytesOf(b);
+  const decoded = decodeBody(headers.flat(), raw, undefined, { partial: b.truncated === true });
+  if (!decoded.ok) return { body: b, size: b.size, problem: decoded.message };
+  if (decoded.kind === 'identity') return { body: b, size: b.size };
+  const body = recordBody(decoded.body, Number.MAX_SAFE_INTEGER, b.truncated === true);
+  return { body, size: decoded.body.length, compression: decoded.body.length - raw.length };
+}
+
+const FORM = 'application/x-www-form-urlencoded';
+
+/** HAR 1.2 `postData.params`: the fields of a url-encoded form, decoded; other bodies have none. */
+function formParams(mimeType: string, body: RecordedBody): HarNameValue[] {
+  if (body.encoding === 'base64' || mimeType.split(';', 1)[0]!.trim().toLowerCase() !== FORM) return [];
+  return parseQuery(body.text).map((p) => ({ name: p.name, value: p.value ?? '' }));
+}
+
 /** One recording line as a HAR entry. */
 export function toHarEntry(r: RecordedExchange): HarEntry {
   const q = r.sent.path.indexOf('?');
   const query = q === -1 ? [] : parseQuery(r.sent.path.slice(q + 1)).map((p) => ({ name: p.name, value: p.value ?? '' }));
   const body = (b: RecordedBody) => (b.encoding === 'base64' ? { text: b.text, encoding: 'base64' as const } : { text: b.text });
+  const sentBody = decodedBody(r.sent.headers, r.sent.body);
+  const responseBody = decodedBody(r.response.headers, r.response.body);
   const truncated: ('request' | 'response')[] = [];
   if (r.sent.body.truncated) truncated.push('request');
   if (r.response.body.truncated) truncated.push('response');
@@ -136,9 +166,10 @@ export function toHarEntry(r: RecordedExchange): HarEntry {
       cookies: responseCookies(r.response.headers),
       headers: nameValues(r.response.headers),
       content: {
-        size: r.response.body.size,
+        size: responseBody.size,
+        ...(responseBody.compression !== undefined && { compression: responseBody.compression }),
         mimeType: header(r.response.headers, 'content-type') ?? 'application/octet-stream',
-        ...body(r.response.body),
+        ...body(responseBody.body),
       },
       redirectURL: header(r.response.headers, 'location') ?? '',
       headersSize: -1,
@@ -156,14 +187,19 @@ export function toHarEntry(r: RecordedExchange): HarEntry {
       rules: r.rules,
       tags: r.tags,
       ...(truncated.length > 0 && { truncated }),
+      ...((sentBody.problem || responseBody.problem) && {
+        undecoded: { ...(sentBody.problem && { request: sentBody.problem }), ...(responseBody.problem && { response: responseBody.problem }) },
+      }),
       mirrored: { method: r.mirrored.method, target: r.mirrored.target, headers: nameValues(r.mirrored.headers) },
     },
   };
   if (r.sent.body.size > 0) {
-    const text = body(r.sent.body);
+    const text = body(sentBody.body);
+    const mimeType = header(r.sent.headers, 'content-type') ?? 'application/octet-stream';
     entry.request.postData = {
-      mimeType: header(r.sent.headers, 'content-type') ?? 'application/octet-stream',
-      params: [],
+      mimeType,
+      // HAR 1.2: the posted parameters of a url-encoded form; `text` keeps the body as sent too.
+      params: formParams(mimeType, sentBody.body),
       text: text.text,
       // HAR 1.2 has no encoding for request bodies; binary ones are base64, flagged like this.
       ...(text.encoding && { _encoding: text.encoding }),

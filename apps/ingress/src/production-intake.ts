@@ -15,8 +15,16 @@ export function createProductionIntake(config: Config, redis: Redis, logger: Log
   const settings = config.productionResponses;
   const mapping = config.idMapping ? compileIdMapping(config.idMapping) : null;
   const compared = new Counter({ name: 'mirrorplane_ingress_comparisons_total', help: 'Comparisons done on arrival of production’s answer (staging answered first), by route and result', labelNames: ['route', 'result'], registers: [registry] });
+  const decodings = new Counter({ name: 'mirrorplane_ingress_body_decodings_total', help: 'Bodies with a Content-Encoding read by comparisons done on arrival, by side and outcome (decoded, unsupported, too_large, corrupt)', labelNames: ['side', 'outcome'], registers: [registry] });
   const comparison = config.compare
-    ? { settings: config.compare, comparison: compileComparison(config.compare), redact: new Set(config.redactHeaders), onCompared: (route: string, equal: boolean) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }) }
+    ? {
+      settings: config.compare,
+      comparison: compileComparison(config.compare),
+      redact: new Set(config.redactHeaders),
+      maxDecodedBytes: settings.maxDecodedBytes,
+      onCompared: (route: string, equal: boolean) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),
+      onDecoded: (side: string, outcome: string) => decodings.inc({ side, outcome }),
+    }
     : null;
   const received = new Counter({ name: 'mirrorplane_ingress_production_responses_total', help: 'Production responses received on the admin port, by outcome', labelNames: ['outcome'], registers: [registry] });
   const outcome = { stored: received.labels('stored'), invalid: received.labels('invalid'), too_large: received.labels('too_large'), redis_unavailable: received.labels('redis_unavailable') };

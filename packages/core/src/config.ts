@@ -103,8 +103,11 @@ export const SETTINGS = {
   adminPort: { env: 'ADMIN_PORT', flag: '--admin-port', schema: port, doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off' },
   stagingUrl: { env: 'STAGING_URL', flag: '--staging', schema: url(['http:', 'https:']), requiredBy: ['worker', 'start'], doc: 'staging origin every replay goes to (and nowhere else)' },
   workerConcurrency: { env: 'WORKER_CONCURRENCY', flag: '--concurrency', schema: integer(1, 10000), default: 64, doc: 'replays in flight per worker process' },
-  replayAttempts: { env: 'REPLAY_ATTEMPTS', flag: '--attempts', schema: integer(1, 100), default: 5, doc: 'tries in all before an entry goes to the failed set' },
-  replayBackoffMs: { env: 'REPLAY_BACKOFF_MS', schema: integer(1, 86_400_000), default: 1000, doc: 'base of the exponential backoff between tries (with jitter)' },
+  replayAttempts: { env: 'REPLAY_ATTEMPTS', flag: '--attempts', schema: integer(0, 100_000), default: 0, doc: 'tries in all before an entry goes to the failed set; 0: no cap, RETRY_WINDOW_MS alone decides' },
+  replayBackoffMs: { env: 'REPLAY_BACKOFF_MS', schema: integer(1, 86_400_000), default: 1000, doc: 'retry policy: cap of the first delay between tries; each later cap doubles, the delay is random in [cap/2, cap]' },
+  retryMaxDelayMs: { env: 'RETRY_MAX_DELAY_MS', schema: integer(1, 86_400_000), default: 30000, doc: 'retry policy: no delay between two tries is longer than this' },
+  retryWindowMs: { env: 'RETRY_WINDOW_MS', schema: integer(0, 30 * 86_400_000), default: 600000, doc: 'retry policy: no try starts later than this after the first try; then the entry goes to the failed set (exhausted)' },
+  heartbeatMs: { env: 'HEARTBEAT_MS', schema: integer(100, 3_600_000), default: 5000, doc: 'how often each worker writes its heartbeat; it expires after 3 periods, and a consumer without heartbeat and with nothing pending is removed from the group' },
   replayTimeoutMs: { env: 'REPLAY_TIMEOUT_MS', schema: integer(1, 3_600_000), default: 10000, doc: 'time staging has to answer (headers and body) before the try counts as failed' },
   retryStatuses: { env: 'RETRY_STATUSES', schema: statusList, default: '5xx,429', doc: 'staging statuses that are retried; any other answer completes the replay' },
   preserveHost: { env: 'PRESERVE_HOST', schema: bool, default: false, doc: 'send the mirrored Host (without the -shadow suffix) instead of the staging host' },
@@ -142,7 +145,14 @@ export interface Config {
   readonly stagingUrl: string | null;
   readonly workerConcurrency: number;
   readonly replayAttempts: number;
+  /** Retry policy: cap of the first delay (ms). */
   readonly replayBackoffMs: number;
+  /** Retry policy: cap of every delay (ms). */
+  readonly retryMaxDelayMs: number;
+  /** Retry policy: no try starts later than this after the first (ms). */
+  readonly retryWindowMs: number;
+  /** Heartbeat period of a worker (ms); the heartbeat expires after three. */
+  readonly heartbeatMs: number;
   readonly replayTimeoutMs: number;
   readonly retryStatuses: readonly string[];
   readonly preserveHost: boolean;

@@ -64,11 +64,31 @@ export class UnreplayableRequestError extends MirrorplaneError {
   }
 }
 
-/** Thrown when a user `pre` hook or a rule throws; the entry goes to the failed set, not retried. */
+/**
+ * Thrown by `composePipeline` around an error a stage threw, naming the stage
+ * (`rules`, `hooks`, `production`, `recording`); `message` is the stage's own.
+ */
+export class PipelineStageError extends MirrorplaneError {
+  readonly stage: string;
+
+  constructor(stage: string, cause: unknown) {
+    super('MP_ERR_STAGE', cause instanceof Error ? cause.message : String(cause), { cause, retryable: false });
+    this.stage = stage;
+  }
+}
+
+/**
+ * Thrown when a pipeline stage throws; the entry goes to the failed set, not retried. The
+ * code names who threw: `MP_ERR_HOOK` for the user's hooks module (or a stage of unknown
+ * name), `MP_ERR_STAGE` for a built-in stage (`pre stage rules threw: …`,
+ * `pre stage production threw: …`).
+ */
 export class HookError extends MirrorplaneError {
-  constructor(stage: 'pre' | 'post', options: { cause: unknown }) {
+  constructor(phase: 'pre' | 'post', options: { cause: unknown }) {
     const reason = options.cause instanceof Error ? options.cause.message : String(options.cause);
-    super('MP_ERR_HOOK', `${stage} hook threw: ${reason}`, { ...options, retryable: false });
+    const stage = options.cause instanceof PipelineStageError ? options.cause.stage : 'hooks';
+    const builtIn = stage !== 'hooks';
+    super(builtIn ? 'MP_ERR_STAGE' : 'MP_ERR_HOOK', builtIn ? `${phase} stage ${stage} threw: ${reason}` : `${phase} hook threw: ${reason}`, { ...options, retryable: false });
   }
 }
 

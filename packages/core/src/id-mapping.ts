@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { parseJsonPath, type JsonPath } from './json-path.js';
+import { decodeBody, DEFAULT_MAX_DECODED_BYTES } from './content-coding.js';
+import { decodePercent, decodeQueryComponent } from './percent-decoding.js';
 
 /**
  * ID mapping: a request creates an object in production (`POST /orders` → `ord_812`) and,
@@ -67,6 +69,12 @@ export const IdMappingOptions = z.strictObject({
   waitLimitMs: z.number().int().min(0).max(3_600_000).default(10_000),
   /** Delay between two looks at a pending mapping; the entry holds no worker slot meanwhile. */
   waitDelayMs: z.number().int().min(10).max(60_000).default(250),
+  /**
+   * A request naming an ID never seen yet waits (as for a pending one) while a create of that
+   * kind received up to this long before it is still in flight — started by a worker, its
+   * production answer not yet at the intake. 0 turns this off.
+   */
+  awaitCreatesMs: z.number().int().min(0).max(3_600_000).default(10_000),
   kinds: z.array(IdKindOptions).min(1, 'expected at least one ID kind'),
 });
 export type IdMappingOptions = z.infer<typeof IdMappingOptions>;
@@ -77,6 +85,8 @@ export const ProductionResponsesOptions = z.strictObject({
   ttlMs: z.number().int().min(1000).max(86_400_000).default(600_000),
   /** Largest production response body the intake stores. */
   maxBodyBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+  /** Largest body, once its Content-Encoding is undone, that comparison and ID learning read (decompression bombs stop here). */
+  maxDecodedBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(8 * 1024 * 1024),
 });
 export type ProductionResponsesSettings = z.output<typeof ProductionResponsesOptions>;
 
@@ -160,11 +170,16 @@ function idText(value: unknown): string | null {
   return null;
 }
 
-/** Parses a JSON body when the headers say it is JSON; undefined otherwise (or when it does not parse). */
-export function parseJsonBody(headers: readonly string[], body: Buffer): unknown {
+/**
+ * Parses a JSON body when the headers say it is JSON, undoing its `Content-Encoding` first
+ * (bounded by `maxDecodedBytes`); undefined otherwise, or when it does not decode or parse.
+ */
+export function parseJsonBody(headers: readonly string[], body: Buffer, maxDecodedBytes = DEFAULT_MAX_DECODED_BYTES): unknown {
   if (body.length === 0 || !/\bjson\b/i.test(headerOf(headers, 'content-type') ?? '')) return undefined;
+  const decoded = decodeBody(headers, body, maxDecodedBytes);
+  if (!decoded.ok) return undefined;
   try {
-    return JSON.parse(body.toString('utf8'));
+    return JSON.parse(decoded.body.toString('utf8'));
   } catch {
     return undefined;
   }
@@ -205,14 +220,14 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       find(request) {
         const path = request.path.split('?', 1)[0] as string;
         const id = re.exec(path)?.groups?.id;
-        return id ? [decodeURIComponent(id)] : [];
+        return id ? [decodePercent(id)] : [];
       },
       replace(request, _json, from, to) {
         const q = request.path.indexOf('?');
         const path = q === -1 ? request.path : request.path.slice(0, q);
         const m = re.exec(path);
         const span = m?.indices?.groups?.id;
-        if (!m || !span || decodeURIComponent(m.groups?.id ?? '') !== from) return false;
+        if (!m || !span || decodePercent(m.groups?.id ?? '') !== from) return false;
         request.path = path.slice(0, span[0]) + encodeURIComponent(to) + path.slice(span[1]) + (q === -1 ? '' : request.path.slice(q));
         return true;
       },
@@ -225,7 +240,13 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       json: false,
       find(request) {
         const q = request.path.indexOf('?');
-        return q === -1 ? [] : new URLSearchParams(request.path.slice(q + 1)).getAll(name);
+        if (q === -1) return [];
+        const out: string[] = [];
+        for (const part of request.path.slice(q + 1).split('&')) {
+          const eq = part.indexOf('=');
+          if (eq !== -1 && decodeQueryComponent(part.slice(0, eq)) === name) out.push(decodeQueryComponent(part.slice(eq + 1)));
+        }
+        return out;
       },
       replace(request, _json, from, to) {
         const q = request.path.indexOf('?');
@@ -234,8 +255,9 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
         // Parameters are rewritten in place, so their order and the rest of the query stay as sent.
         const query = request.path.slice(q + 1).split('&').map((part) => {
           const eq = part.indexOf('=');
-          const key = decodeURIComponent((eq === -1 ? part : part.slice(0, eq)).replace(/\+/g, ' '));
-          const value = eq === -1 ? '' : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+          // Tolerant: a malformed escape elsewhere in the query (`q=50%off`) stays as sent.
+          const key = decodeQueryComponent(eq === -1 ? part : part.slice(0, eq));
+          const value = eq === -1 ? '' : decodeQueryComponent(part.slice(eq + 1));
           if (key !== name || value !== from) return part;
           changed = true;
           return `${part.slice(0, eq === -1 ? part.length : eq)}=${encodeURIComponent(to)}`;

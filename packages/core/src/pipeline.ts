@@ -1,4 +1,5 @@
 import type { MirroredRequest } from './entry.js';
+import { PipelineStageError, ReplayLaterError } from './errors.js';
 
 /**
  * The pipeline a worker runs around each replay: `pre` shapes the request before it is
@@ -147,8 +148,10 @@ export interface CompiledPipeline {
 
 /** Composes pipelines once; stages run in the order given. */
 export function composePipeline(pipelines: readonly Pipeline[]): CompiledPipeline {
-  const pres = pipelines.flatMap((p) => (p.pre ? [p.pre] : []));
-  const posts = pipelines.flatMap((p) => (p.post ? [p.post] : []));
+  const pres = pipelines.flatMap((p) => (p.pre ? [{ stage: p.name ?? 'hooks', run: p.pre }] : []));
+  const posts = pipelines.flatMap((p) => (p.post ? [{ stage: p.name ?? 'hooks', run: p.post }] : []));
+  // An error names the stage it came from; a request to replay later is not an error.
+  const named = (stage: string, error: unknown) => (error instanceof ReplayLaterError || error instanceof PipelineStageError ? error : new PipelineStageError(stage, error));
   return {
     hasPre: pres.length > 0,
     hasPost: posts.length > 0,
@@ -156,7 +159,12 @@ export function composePipeline(pipelines: readonly Pipeline[]): CompiledPipelin
     async pre(request, ctx) {
       let current = request;
       for (const pre of pres) {
-        const result = await pre(current, ctx);
+        let result: Awaited<ReturnType<PreHook>>;
+        try {
+          result = await pre.run(current, ctx);
+        } catch (error) {
+          throw named(pre.stage, error);
+        }
         if (result === null) return null;
         if (result !== undefined) current = result;
       }
@@ -166,9 +174,9 @@ export function composePipeline(pipelines: readonly Pipeline[]): CompiledPipelin
       let first: unknown;
       for (const post of posts) {
         try {
-          await post(response, request, ctx);
+          await post.run(response, request, ctx);
         } catch (error) {
-          first ??= error;
+          first ??= named(post.stage, error);
         }
       }
       if (first !== undefined) throw first;

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { MirrorplaneError } from './errors.js';
 import { headerValue, stripShadowSuffix } from './headers.js';
+import { decodeBody, withoutContentCoding } from './content-coding.js';
 import { parseJsonPath, removeJsonPath, setJsonPath, JsonPathSyntaxError, type JsonPath } from './json-path.js';
 import type { OutgoingRequest, Pipeline, PipelineContext, PipelineObserver } from './pipeline.js';
 import { formatQuery, parseQuery, removeQueryParams, setQueryParam, type QueryParam } from './rule-query.js';
@@ -417,7 +418,18 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
           for (const [n, v] of append) headers.push(n, v);
           request.headers = headers;
         }
-        if (rule.json && isJson(request.headers)) request.body = editJson(request.body, rule.json, scope);
+        if (rule.json && isJson(request.headers)) {
+          // A compressed body is edited decoded and sent decoded, without its Content-Encoding;
+          // one that does not decode (or is over the bound) is sent exactly as it came.
+          const decoded = decodeBody(request.headers, request.body);
+          if (decoded.ok) {
+            const edited = editJson(decoded.body, rule.json, scope);
+            if (edited !== decoded.body) {
+              request.body = edited;
+              if (decoded.kind === 'decoded') request.headers = withoutContentCoding(request.headers);
+            }
+          }
+        }
         if (rule.route !== null) request.origin = rule.route;
         observer.applied?.(rule.name);
       }

@@ -15,3 +15,4 @@ export * from './cluster.js';
 export * from './partitioned-status.js';
 export * from './retry-backlog.js';
 export * from './redis-probe.js';
+export * from './workers.js';

@@ -114,6 +114,11 @@ export async function replayFailed(queue: Queue<RetryJobData>, ids: readonly str
       const { failReason: _reason, ...data } = job.data;
       await job.updateData({ ...data, priorAttempts: job.data.priorAttempts });
     }
+    if (job.data.firstTriedAt !== undefined) {
+      // A fresh retry window: it counts from the first try of this replay.
+      const { firstTriedAt: _first, ...data } = job.data;
+      await job.updateData(data);
+    }
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     count += 1;
   };

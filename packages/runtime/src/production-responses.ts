@@ -1,5 +1,9 @@
+import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import {
+  decodeBody,
+  withoutContentCoding,
+  type BodyDecodingOutcome,
   decodeHeaders,
   encodeHeaders,
   parseJsonBody,
@@ -20,12 +24,18 @@ import {
  * - `{p}:idmap:<kind>:<production id>` `=<staging id>` (mapped) or `?<request id>` (created in
  *   production, staging's answer not known yet)
  * - `{p}:idwait:<entry id>`   when an entry first waited for a mapping
+ * - `{p}:inflight:<kind>`     sorted set of creates a worker started whose production answer has
+ *   not reached the intake yet: member the request id, score the entry's receive time
+ * - `{p}:idmap:outcomes`      hash `<kind>\t<outcome>` → count of requests sent on with an ID
+ *   unmapped (`unmapped` after the wait limit, `unknown` never seen), for `diff summary`
  */
 export interface ProductionKeys {
   response(requestId: string): string;
   learned(requestId: string): string;
   idmap(kind: string, productionId: string): string;
   wait(entryId: string): string;
+  inflight(kind: string): string;
+  idOutcomes: string;
   /** Staging's answer kept until production's arrives, for the comparison. */
   stagingAnswer(requestId: string): string;
   diffs: string;
@@ -40,6 +50,8 @@ export function productionKeys(prefix: string): ProductionKeys {
     learned: (id) => `${tag}:learned:${id}`,
     idmap: (kind, id) => `${tag}:idmap:${kind}:${id}`,
     wait: (id) => `${tag}:idwait:${id}`,
+    inflight: (kind) => `${tag}:inflight:${kind}`,
+    idOutcomes: `${tag}:idmap:outcomes`,
     stagingAnswer: (id) => `${tag}:stgans:${id}`,
     diffs: `${tag}:diffs`,
     diffRoutes: `${tag}:diff:routes`,
@@ -129,7 +141,24 @@ export interface ComparisonContext {
   settings: CompareSettings;
   comparison: CompiledComparison;
   redact: ReadonlySet<string>;
+  /** Bound on a decoded body (`productionResponses.maxDecodedBytes`). */
+  maxDecodedBytes: number;
   onCompared?: (route: string, equal: boolean) => void;
+  /** A body whose Content-Encoding could not be undone (`unsupported`, `too_large`, `corrupt`), or was (`decoded`). */
+  onDecoded?: (side: 'production' | 'staging', outcome: BodyDecodingOutcome) => void;
+}
+
+/**
+ * A response as comparison reads it: its body decoded per `Content-Encoding` (bounded), and
+ * then without `Content-Encoding`/`Content-Length`. When the body cannot be decoded the
+ * response stays as received and `problem` says why.
+ */
+export function decodedResponse<T extends ObservedResponse>(response: T, maxBytes: number): { response: T; outcome: BodyDecodingOutcome; problem: string | null } {
+  // A staging answer cut at RESPONSE_BODY_LIMIT decodes as far as it goes.
+  const decoding = decodeBody(response.headers, response.body, maxBytes, { partial: (response as { truncated?: boolean }).truncated === true });
+  if (decoding.kind === 'identity') return { response, outcome: 'identity', problem: null };
+  if (!decoding.ok) return { response, outcome: decoding.kind, problem: decoding.message };
+  return { response: { ...response, headers: withoutContentCoding(response.headers), body: decoding.body }, outcome: 'decoded', problem: null };
 }
 
 /** Staging's answer as kept in Redis until production's arrives. */
@@ -141,6 +170,8 @@ interface StagingAnswer {
   headers: string[];
   body: string;
   ids: [string, string][];
+  /** Staging's body was cut at RESPONSE_BODY_LIMIT. */
+  truncated?: boolean;
 }
 
 const DIFF_BODY_KEPT = 4096;
@@ -148,7 +179,15 @@ const DIFF_BODY_KEPT = 4096;
 function bodyForDiff(headers: readonly string[], body: Buffer): string {
   const json = parseJsonBody(headers, body);
   if (json !== undefined) return JSON.stringify(json).slice(0, DIFF_BODY_KEPT);
-  return body.subarray(0, DIFF_BODY_KEPT).toString('utf8');
+  const kept = body.subarray(0, DIFF_BODY_KEPT);
+  // The cut may split a character: up to 3 bytes less is still text.
+  for (let drop = 0; drop <= Math.min(3, kept.length); drop++) {
+    const text = kept.subarray(0, kept.length - drop);
+    if (isUtf8(text)) return text.toString('utf8');
+    if (kept.length < DIFF_BODY_KEPT) break;
+  }
+  // Bytes that are not text (an undecodable coded body, an image) are shown as base64, not as mojibake.
+  return `base64:${kept.toString('base64')}`;
 }
 
 /**
@@ -160,10 +199,17 @@ export async function recordComparison(
   redis: Redis,
   keys: ProductionKeys,
   ctx: ComparisonContext,
-  production: ProductionResponse,
-  staging: ObservedResponse,
+  received: ProductionResponse,
+  stagingReceived: ObservedResponse,
   meta: { entryId: string; method: string; path: string; ids?: ReadonlyMap<string, string> },
 ): Promise<{ route: string; equal: boolean; paths: string[] }> {
+  // Both sides are compared decoded: gzip from staging equals plain JSON from production.
+  const p = decodedResponse(received, ctx.maxDecodedBytes);
+  const s = decodedResponse(stagingReceived, ctx.maxDecodedBytes);
+  if (p.outcome !== 'identity') ctx.onDecoded?.('production', p.outcome);
+  if (s.outcome !== 'identity') ctx.onDecoded?.('staging', s.outcome);
+  const production = p.response;
+  const staging = s.response;
   const result = ctx.comparison.compare(production, staging, meta.ids);
   const route = routeOf(production.method ?? meta.method, production.path ?? meta.path);
   const multi = redis.multi().hincrby(keys.diffRoutes, `${route}\t${result.equal ? 'match' : 'mismatch'}`, 1);
@@ -175,6 +221,7 @@ export async function recordComparison(
       requestId: production.requestId,
       route,
       differences: result.differences,
+      ...((p.problem || s.problem) && { decoding: { ...(p.problem && { production: p.problem }), ...(s.problem && { staging: s.problem }) } }),
       production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body) },
       staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body) },
     };
@@ -196,7 +243,7 @@ export async function keepStagingAnswer(
   keys: ProductionKeys,
   ttlMs: number,
   requestId: string,
-  answer: { entryId: string; method: string; path: string; staging: ObservedResponse; ids: ReadonlyMap<string, string> },
+  answer: { entryId: string; method: string; path: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
 ): Promise<ProductionResponse | null> {
   const key = keys.stagingAnswer(requestId);
   const kept: StagingAnswer = {
@@ -207,6 +254,7 @@ export async function keepStagingAnswer(
     headers: [...answer.staging.headers],
     body: answer.staging.body.toString('base64'),
     ids: [...answer.ids],
+    ...(answer.staging.truncated === true && { truncated: true }),
   };
   const replies = await redis.multi().set(key, JSON.stringify(kept), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
   const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null);
@@ -231,35 +279,45 @@ export async function storeProductionResponse(
   const fields: (string | Buffer)[] = ['s', String(response.status), 'h', encodeHeaders(response.headers), 'b', response.body];
   if (response.method) fields.push('m', response.method);
   if (response.path) fields.push('u', Buffer.from(response.path, 'latin1'));
-  const multi = redis.multi().del(key).hset(key, ...(fields as [string, string])).pexpire(key, settings.ttlMs);
-  if (mapping) multi.get(keys.learned(response.requestId));
-  const results = await multi.exec();
-  const failed = results?.find(([error]) => error);
-  if (!results || failed) throw failed?.[0] ?? new Error('the transaction was discarded');
-  if (compare) await compareKeptAnswer(redis, keys, compare, response);
-  if (!mapping) return;
-  const learned = results[3]?.[1] as string | null;
-  const ttl = mapping.settings.ttlMs;
-  if (learned) {
-    const [index, stagingId] = learned.split('\n') as [string, string];
-    const learner = mapping.learners[Number(index)];
-    const productionId = learner?.extract(response);
-    if (learner && productionId) await redis.set(keys.idmap(learner.kind, productionId), `=${stagingId}`, 'PX', ttl);
-    return;
-  }
-  if (response.method && response.path) {
+  // The new ID of a learning request, known from production's answer alone.
+  let pending: { kind: string; productionId: string } | null = null;
+  if (mapping && response.method && response.path) {
     for (const learner of mapping.learners) {
       if (!learner.matches(response.method, response.path)) continue;
       const productionId = learner.extract(response);
-      // NX: a mapping staging already completed is never turned back into pending.
-      if (productionId) await redis.set(keys.idmap(learner.kind, productionId), `?${response.requestId}`, 'PX', pendingTtl(mapping), 'NX');
+      if (productionId) pending = { kind: learner.kind, productionId };
       break;
     }
   }
+  const multi = redis.multi().del(key).hset(key, ...(fields as [string, string])).pexpire(key, settings.ttlMs);
+  if (mapping) {
+    multi.get(keys.learned(response.requestId));
+    // In one transaction: the create stops counting as in flight, and its new ID becomes pending
+    // (NX: a mapping staging already completed is never turned back into pending). A request
+    // naming the ID sees one or the other, never neither.
+    for (const kind of new Set(mapping.learners.map((l) => l.kind))) multi.zrem(keys.inflight(kind), response.requestId);
+    if (pending) multi.set(keys.idmap(pending.kind, pending.productionId), `?${response.requestId}`, 'PX', pendingTtl(mapping), 'NX');
+  }
+  const results = await multi.exec();
+  const failed = results?.find(([error]) => error);
+  if (!results || failed) throw failed?.[0] ?? new Error('the transaction was discarded');
+  // Staging answered first: complete the mapping, and let the comparison know it.
+  const learnedIds = new Map<string, string>();
+  const learned = mapping ? (results[3]?.[1] as string | null) : null;
+  if (mapping && learned) {
+    const [index, stagingId] = learned.split('\n') as [string, string];
+    const learner = mapping.learners[Number(index)];
+    const productionId = learner?.extract(response);
+    if (learner && productionId) {
+      await redis.set(keys.idmap(learner.kind, productionId), `=${stagingId}`, 'PX', mapping.settings.ttlMs);
+      learnedIds.set(productionId, stagingId);
+    }
+  }
+  if (compare) await compareKeptAnswer(redis, keys, compare, response, learnedIds);
 }
 
 /** The intake's half of `keepStagingAnswer`: staging answered first; compare now, once. */
-async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ProductionResponse): Promise<void> {
+async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ProductionResponse, learnedIds: ReadonlyMap<string, string>): Promise<void> {
   const key = keys.stagingAnswer(production.requestId);
   const text = await redis.get(key);
   if (text === null || (await redis.del(key)) !== 1) return;
@@ -269,10 +327,13 @@ async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: Compar
   } catch {
     return;
   }
-  await recordComparison(redis, keys, ctx, production, { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64') }, {
+  const staging = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64'), truncated: kept.truncated === true };
+  await recordComparison(redis, keys, ctx, production, staging, {
     entryId: kept.entryId,
     method: kept.method,
     path: kept.path,
-    ids: new Map(kept.ids),
+    // The IDs the replay mapped, and the one its answer created (learned only now): comparison
+    // then reads the same as when production's answer came first.
+    ids: new Map([...kept.ids, ...learnedIds]),
   });
 }

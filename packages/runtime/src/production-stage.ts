@@ -4,7 +4,12 @@ import {
   compileIdMapping,
   ReplayLaterError,
   compileComparison,
+  contentCodings,
   parseJsonBody,
+  splitId,
+  streamIdTime,
+  withoutContentCoding,
+  type BodyDecodingOutcome,
   type CompareSettings,
   type CompiledIdMapping,
   type OutgoingRequest,
@@ -26,9 +31,52 @@ import { closeRedis, createRedis } from './redis.js';
 
 /** Thrown by the ID-mapping stage when a request uses an ID whose staging twin is not known yet: replay later. */
 export class MappingPendingError extends ReplayLaterError {
-  constructor(delayMs: number, kind: string, productionId: string) {
-    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId}`, delayMs);
+  constructor(delayMs: number, kind: string, productionId: string, why: 'pending' | 'create in flight' = 'pending') {
+    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId} (${why})`, delayMs);
   }
+}
+
+/**
+ * Thrown by the ID-mapping stage when Redis did not answer its lookups: the entry is replayed
+ * later (no attempt spent) rather than sent with IDs unmapped or failed for good.
+ */
+export class MappingUnavailableError extends ReplayLaterError {
+  constructor(delayMs: number, cause: unknown) {
+    super('MP_ERR_MAPPING_UNAVAILABLE', `ID mapping: Redis did not answer (${cause instanceof Error ? cause.message : String(cause)}); replaying later`, delayMs);
+  }
+}
+
+/** Errors of Redis or of the connection to it, as ioredis reports them (not our own bugs). */
+function isRedisTrouble(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name)
+    || (typeof code === 'string' && /^E[A-Z]+$/.test(code))
+    || /^Connection is closed|Stream isn't writeable|Command timed out/.test(error.message);
+}
+
+/**
+ * Registers a create a worker starts as in flight, unless production's answer is already at
+ * the intake (atomic with the intake's transaction, which removes it): requests received after
+ * it that name an unknown ID of its kind wait for that answer. Old members are pruned here.
+ * KEYS: production answer, in-flight set. ARGV: score, request id, prune-below score, TTL ms.
+ */
+const REGISTER_CREATE = `
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+redis.call('zadd', KEYS[2], ARGV[1], ARGV[2])
+redis.call('zremrangebyscore', KEYS[2], '-inf', '(' .. ARGV[3])
+redis.call('pexpire', KEYS[2], ARGV[4])
+return 1`;
+
+/**
+ * An entry's receive time as a sorted-set score: the stream id's milliseconds, its sequence as
+ * thousandths (a double keeps ~1e-4 at today's epoch), so entries of one millisecond keep order.
+ */
+export function entryScore(entryId: string): number {
+  const id = splitId(entryId).id;
+  const dash = id.indexOf('-');
+  const seq = dash === -1 ? 0 : Number(id.slice(dash + 1));
+  return streamIdTime(id) + Math.min(Number.isFinite(seq) ? seq : 0, 999) / 1000;
 }
 
 /** What the stage decided, for metrics. */
@@ -38,7 +86,11 @@ export interface ProductionStageObserver {
   /** The entry waits for a pending mapping. */
   waiting(kind: string): void;
   /** The wait limit passed: replayed with the production ID. */
-  unmappedAfterTimeout(kind: string, waitedMs: number): void;
+  unmappedAfterTimeout(kind: string, waitedMs: number, detail: { entryId: string; productionId: string; reason: 'pending' | 'create in flight' }): void;
+  /** An ID never seen in a production answer, no create in flight before it: sent on as it is. */
+  unknown(kind: string): void;
+  /** A body whose Content-Encoding was undone (`decoded`) or could not be (`unsupported`, `too_large`, `corrupt`). */
+  decoded(side: 'production' | 'staging' | 'request', outcome: BodyDecodingOutcome): void;
   /** Staging answered a learning request and the mapping was stored (or staging's half, until production's arrives). */
   learned(kind: string): void;
   compared(route: string, equal: boolean): void;
@@ -56,6 +108,8 @@ export interface ProductionStageOptions {
   redact: ReadonlySet<string>;
   /** How long staging's answer is kept waiting for production's. */
   productionTtlMs: number;
+  /** Bound on a decoded body (`productionResponses.maxDecodedBytes`). */
+  maxDecodedBytes: number;
   observer: ProductionStageObserver;
 }
 
@@ -75,22 +129,62 @@ interface ReplayState {
 export function createProductionStage(options: ProductionStageOptions): Pipeline {
   const { redis, keys, mapping, observer } = options;
   const comparison: ComparisonContext | null = options.compare
-    ? { settings: options.compare, comparison: compileComparison(options.compare), redact: options.redact, onCompared: (route, equal) => observer.compared(route, equal) }
+    ? {
+      settings: options.compare,
+      comparison: compileComparison(options.compare),
+      redact: options.redact,
+      maxDecodedBytes: options.maxDecodedBytes,
+      onCompared: (route, equal) => observer.compared(route, equal),
+      onDecoded: (side, outcome) => observer.decoded(side, outcome),
+    }
     : null;
+  const awaitCreatesMs = mapping?.settings.awaitCreatesMs ?? 0;
+  const learnerKinds = mapping ? new Set(mapping.learners.map((l) => l.kind)) : new Set<string>();
   // One state per attempt; the context object is the attempt's identity.
   const states = new WeakMap<PipelineContext, ReplayState>();
 
   async function pre(request: OutgoingRequest, ctx: PipelineContext): Promise<OutgoingRequest> {
     if (!mapping) return request;
+    try {
+      return await mapIds(mapping, request, ctx);
+    } catch (error) {
+      // A Redis hiccup is not the entry's fault: look again later, with nothing sent.
+      if (isRedisTrouble(error)) throw new MappingUnavailableError(mapping.settings.waitDelayMs, error);
+      throw error;
+    }
+  }
+
+  async function mapIds(mapping: CompiledIdMapping, request: OutgoingRequest, ctx: PipelineContext): Promise<OutgoingRequest> {
     const state: ReplayState = { learner: mapping.learners.findIndex((l) => l.matches(request.method, request.path)), ids: new Map() };
     states.set(ctx, state);
-    const json = mapping.usesJson ? parseJsonBody(request.headers, request.body) : undefined;
+    const score = entryScore(ctx.entryId);
+    // Only entries with a stream id's time take part in the in-flight ordering.
+    const ordered = awaitCreatesMs > 0 && Number.isFinite(score);
+    // A create registers as in flight before anything else of this replay touches Redis: the
+    // worker starts entries in stream order and one connection runs commands in order, so a
+    // later entry's lookup on this worker sees it.
+    const learner = mapping.learners[state.learner];
+    const registered = learner && ctx.requestId && ordered
+      ? redis.eval(REGISTER_CREATE, 2, keys.response(ctx.requestId), keys.inflight(learner.kind), score, ctx.requestId, score - Math.max(awaitCreatesMs, pendingTtl(mapping)), pendingTtl(mapping))
+      : null;
+    const json = mapping.usesJson ? parseJsonBody(request.headers, request.body, options.maxDecodedBytes) : undefined;
     const found: { use: (typeof mapping.uses)[number]; id: string }[] = [];
     for (const use of mapping.uses) for (const id of use.find(request, json)) found.push({ use, id });
-    if (found.length === 0) return request;
+    if (found.length === 0) {
+      await registered;
+      return request;
+    }
     const mapKeys = [...new Set(found.map((f) => keys.idmap(f.use.kind, f.id)))];
-    const values = await redis.mget(...mapKeys);
+    const kinds = ordered ? [...new Set(found.map((f) => f.use.kind))].filter((k) => learnerKinds.has(k)) : [];
+    const lookup = redis.multi().mget(...mapKeys);
+    // Creates received before this entry (strictly), within the window, still without production's answer.
+    for (const kind of kinds) lookup.zrangebyscore(keys.inflight(kind), `(${score - awaitCreatesMs}`, `(${score}`, 'LIMIT', 0, 1);
+    const [replies] = await Promise.all([lookup.exec(), registered]);
+    const failed = replies?.find(([error]) => error);
+    if (!replies || failed) throw failed?.[0] ?? new Error('the ID lookup transaction was discarded');
+    const values = replies[0]?.[1] as (string | null)[];
     const byKey = new Map(mapKeys.map((k, i) => [k, values[i] ?? null]));
+    const inFlight = new Set(kinds.filter((_, i) => ((replies[i + 1]?.[1] as string[] | undefined) ?? []).length > 0));
     let jsonChanged = false;
     let waitedMs: number | null = null;
     const waited = async (): Promise<number> => {
@@ -104,10 +198,17 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       return waitedMs;
     };
     const decisions: string[] = [];
+    const unmapped: string[] = [];
     for (const { use, id } of found) {
       const value = byKey.get(keys.idmap(use.kind, id));
-      if (!value) continue; // Never seen in a production response: data that predates mirroring.
-      if (value.startsWith('=')) {
+      if (!value && !inFlight.has(use.kind)) {
+        // Never seen in a production response, and no create before it outstanding: data that
+        // predates mirroring. Counted (once the entry goes), sent as it is.
+        unmapped.push(`${use.kind}\tunknown`);
+        continue;
+      }
+      const why = value ? 'pending' : 'create in flight';
+      if (value?.startsWith('=')) {
         const stagingId = value.slice(1);
         if (use.replace(request, json, id, stagingId) && use.json) jsonChanged = true;
         state.ids.set(id, stagingId);
@@ -118,15 +219,27 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       const ms = await waited();
       if (ms < mapping.settings.waitLimitMs) {
         observer.waiting(use.kind);
-        throw new MappingPendingError(mapping.settings.waitDelayMs, use.kind, id);
+        throw new MappingPendingError(mapping.settings.waitDelayMs, use.kind, id, why);
       }
       decisions.push(`${use.kind}:${id} unmapped after ${ms} ms`);
-      observer.unmappedAfterTimeout(use.kind, ms);
+      unmapped.push(`${use.kind}\tunmapped`);
+      observer.unmappedAfterTimeout(use.kind, ms, { entryId: ctx.entryId, productionId: id, reason: why });
+    }
+    for (const field of unmapped) if (field.endsWith('\tunknown')) observer.unknown(field.slice(0, field.indexOf('\t')));
+    if (unmapped.length > 0) {
+      // Kept in Redis for `diff summary`, across workers.
+      const count = redis.multi();
+      for (const field of unmapped) count.hincrby(keys.idOutcomes, field, 1);
+      await count.exec();
     }
     if (waitedMs !== null && waitedMs > 0) ctx.tags.idWaitedMs = String(waitedMs);
     if (decisions.length > 0) ctx.tags.idMapping = decisions.join(' ');
     // Only a body whose ID was replaced is serialized again; every other body stays byte-identical.
-    if (jsonChanged && json !== undefined) request.body = Buffer.from(JSON.stringify(json), 'utf8');
+    if (jsonChanged && json !== undefined) {
+      request.body = Buffer.from(JSON.stringify(json), 'utf8');
+      // The body was read decoded; it is sent decoded.
+      if (contentCodings(request.headers).length > 0) request.headers = withoutContentCoding(request.headers);
+    }
     return request;
   }
 
@@ -139,6 +252,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       return;
     }
     const learner = state && state.learner >= 0 && mapping ? mapping.learners[state.learner] : undefined;
+    // Learning reads staging's answer decoded (parseJsonBody undoes its Content-Encoding).
     const stagingId = learner?.extract(response) ?? null;
     const multi = redis.multi().hgetallBuffer(keys.response(requestId));
     if (learner && stagingId && mapping) {
@@ -184,10 +298,11 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
 /** The production stage with its Redis connection and metrics, for the pipeline builder. */
 export function buildProductionStage(config: import('@mirrorplane/core').Config, logger: import('pino').Logger): { pipeline: Pipeline; metrics: import('prom-client').Metric[] } {
   const redis = createRedis(config, 'commands', logger);
-  const ids = new Counter({ name: 'mirrorplane_worker_id_mappings_total', help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, learned)', labelNames: ['kind', 'outcome'], registers: [] });
+  const ids = new Counter({ name: 'mirrorplane_worker_id_mappings_total', help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, unknown, learned)', labelNames: ['kind', 'outcome'], registers: [] });
   const waited = new Histogram({ name: 'mirrorplane_worker_id_wait_seconds', help: 'How long entries waited for a pending ID mapping, by outcome', labelNames: ['outcome'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [] });
   const compared = new Counter({ name: 'mirrorplane_worker_comparisons_total', help: 'Staging answers compared with production, by route and result (match, mismatch)', labelNames: ['route', 'result'], registers: [] });
   const missing = new Counter({ name: 'mirrorplane_worker_comparisons_skipped_total', help: 'Replays not compared: the request carries no request id', registers: [] });
+  const decodings = new Counter({ name: 'mirrorplane_worker_body_decodings_total', help: 'Bodies with a Content-Encoding read by comparison, by side and outcome (decoded, unsupported, too_large, corrupt)', labelNames: ['side', 'outcome'], registers: [] });
   const deferred = new Counter({ name: 'mirrorplane_worker_comparisons_deferred_total', help: 'Replays whose comparison waits for production’s answer (the ingress compares when it arrives)', registers: [] });
   const stage = createProductionStage({
     redis,
@@ -196,15 +311,22 @@ export function buildProductionStage(config: import('@mirrorplane/core').Config,
     compare: config.compare,
     redact: new Set(config.redactHeaders),
     productionTtlMs: config.productionResponses.ttlMs,
+    maxDecodedBytes: config.productionResponses.maxDecodedBytes,
     observer: {
       mapped: (kind, ms) => {
         ids.inc({ kind, outcome: 'mapped' });
         if (ms > 0) waited.observe({ outcome: 'mapped' }, ms / 1000);
       },
       waiting: (kind) => ids.inc({ kind, outcome: 'waiting' }),
-      unmappedAfterTimeout: (kind, ms) => {
+      unmappedAfterTimeout: (kind, ms, detail) => {
         ids.inc({ kind, outcome: 'unmapped_after_timeout' });
         waited.observe({ outcome: 'unmapped_after_timeout' }, ms / 1000);
+        logger.warn({ entryId: detail.entryId, kind, productionId: detail.productionId, reason: detail.reason, ms }, 'replayed with an unmapped production ID: the wait limit passed');
+      },
+      unknown: (kind) => ids.inc({ kind, outcome: 'unknown' }),
+      decoded: (side, outcome) => {
+        decodings.inc({ side, outcome });
+        if (outcome !== 'decoded') logger.warn({ side, outcome }, 'a body could not be decoded for comparison');
       },
       learned: (kind) => ids.inc({ kind, outcome: 'learned' }),
       compared: (route, equal) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),
@@ -214,6 +336,6 @@ export function buildProductionStage(config: import('@mirrorplane/core').Config,
   });
   return {
     pipeline: { ...stage, close: () => closeRedis(redis) },
-    metrics: [ids, waited, compared, missing, deferred],
+    metrics: [ids, waited, compared, missing, deferred, decodings],
   };
 }

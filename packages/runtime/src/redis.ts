@@ -86,11 +86,33 @@ export async function closeRedis(redis: Redis, ms = 1000): Promise<void> {
   }
 }
 
-/** Creates the consumer group (from the start of the stream, so nothing appended earlier is skipped). */
+/**
+ * Creates the consumer group (from the start of the stream, so nothing appended earlier is skipped).
+ *
+ * Redis at `maxmemory` with `noeviction` answers OOM to XGROUP CREATE (it is `denyoom`) before it
+ * looks for the group, even when the group exists. So the group is looked up first (XINFO GROUPS
+ * is read-only and works on a full Redis) and created only when missing; a full Redis then
+ * throws its OOM error, which the caller treats as transient.
+ */
 export async function ensureGroup(redis: Redis, stream: string, group: string): Promise<void> {
+  if (await groupExists(redis, stream, group)) return;
   try {
     await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
   } catch (error) {
     if (!String((error as Error).message).startsWith('BUSYGROUP')) throw error;
+  }
+}
+
+async function groupExists(redis: Redis, stream: string, group: string): Promise<boolean> {
+  try {
+    const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
+    return groups.some((g) => {
+      const i = g.findIndex((v) => String(v) === 'name');
+      return i !== -1 && String(g[i + 1]) === group;
+    });
+  } catch (error) {
+    // No stream yet: XGROUP CREATE … MKSTREAM makes both.
+    if (/no such key/i.test(errorMessage(error))) return false;
+    throw error;
   }
 }

@@ -9,6 +9,11 @@ export interface RetryJobData {
   raw?: Record<string, string>;
   /** Replay attempts made before the job was created (1 after a failed first replay from the stream). */
   priorAttempts: number;
+  /**
+   * When the entry's first try began (ms since the epoch): the retry window counts from it.
+   * Jobs written before it existed use the job's creation time.
+   */
+  firstTriedAt?: number;
   /** Set when the job must go straight to the failed set with this reason (no replay). */
   failReason?: string;
 }

@@ -1,0 +1,144 @@
+import type { Redis } from 'ioredis';
+import { errorMessage, qualifyId, type Keys } from '@mirrorplane/core';
+import { ensureGroup, type Logger } from '@mirrorplane/runtime';
+import type { SlotAccounting } from './slot-accounting.js';
+
+/** One XREADGROUP/XAUTOCLAIM reply with Buffer ids and fields (fields null: deleted since). */
+export type StreamReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
+
+/** ioredis has Buffer-returning variants of every command; its types omit these two. */
+export interface BufferCommands {
+  xreadgroupBuffer(...args: (string | number)[]): Promise<unknown>;
+  xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
+}
+
+export interface ReadLoopOptions {
+  /** A connection of its own: XREADGROUP … BLOCK holds it. */
+  reader: Redis;
+  /** For remaking a missing group. */
+  commands: Redis;
+  parts: readonly Keys[];
+  consumer: string;
+  slots: SlotAccounting;
+  /** Free slots that make the loop read again. */
+  refillAt: number;
+  /** Called with each entry read, by qualified id; fields null when the entry was deleted. */
+  onEntry: (id: string, fields: Buffer[] | null) => void;
+  /** Whether the loop must end. */
+  stopping: () => boolean;
+  /** Resolves when the loop must end, to cut an idle wait short. */
+  stopped: Promise<void>;
+  logger: Logger;
+}
+
+const READ_BLOCK_MS = 1000;
+/** With several partitions, how long a worker waits after a round that found nothing. */
+const IDLE_POLL_MS = 50;
+
+export { READ_BLOCK_MS };
+
+/**
+ * Reads the stream through the consumer group while slots are free: one blocking read at a time
+ * on one partition, a round over them on several. Never throws: a failed read is logged and
+ * tried again with a capped backoff. Reads only as many entries as there are free slots, so an
+ * entry read always gets a slot.
+ */
+export function runReadLoop(o: ReadLoopOptions): Promise<void> {
+  return o.parts.length === 1 ? runBlocking(o) : runRoundRobin(o);
+}
+
+async function runBlocking(o: ReadLoopOptions): Promise<void> {
+  const keys = o.parts[0] as Keys;
+  let backoff = 100;
+  while (!o.stopping()) {
+    const free = o.slots.free;
+    // Under load slots free up one at a time; reading each time would cost an XREADGROUP
+    // per entry. Reading once a quarter of the slots is free costs one per many entries.
+    if (free < o.refillAt) {
+      await o.slots.changed();
+      continue;
+    }
+    let reply: StreamReply;
+    try {
+      reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
+        'GROUP', keys.group, o.consumer,
+        'COUNT', free, 'BLOCK', READ_BLOCK_MS,
+        'STREAMS', keys.stream, '>',
+      )) as StreamReply;
+      backoff = 100;
+    } catch (error) {
+      if (o.stopping()) break;
+      backoff = await readFailed(o, keys, error, backoff);
+      continue;
+    }
+    deliver(o, reply, 0);
+  }
+}
+
+/**
+ * Several partitions: a blocking read on one would hold the free slots while the others
+ * have work (and a cluster cannot block on streams of several slots at once). So each
+ * round reads every partition without blocking, starting one further each time and
+ * sharing the free slots evenly; an idle round sleeps briefly before the next.
+ */
+async function runRoundRobin(o: ReadLoopOptions): Promise<void> {
+  const n = o.parts.length;
+  let start = 0;
+  let backoff = 100;
+  while (!o.stopping()) {
+    if (o.slots.free < o.refillAt) {
+      await o.slots.changed();
+      continue;
+    }
+    let got = 0;
+    let failed = false;
+    for (let i = 0; i < n && !o.stopping(); i++) {
+      const p = (start + i) % n;
+      const free = o.slots.free;
+      if (free <= 0) break;
+      const keys = o.parts[p] as Keys;
+      try {
+        const reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
+          'GROUP', keys.group, o.consumer,
+          'COUNT', Math.max(1, Math.ceil(free / (n - i))),
+          'STREAMS', keys.stream, '>',
+        )) as StreamReply;
+        got += deliver(o, reply, p);
+      } catch (error) {
+        if (o.stopping()) break;
+        backoff = await readFailed(o, keys, error, backoff);
+        failed = true;
+        break;
+      }
+    }
+    start = (start + 1) % n;
+    if (!failed) backoff = 100;
+    if (got === 0 && !failed && !o.stopping()) {
+      await Promise.race([new Promise((r) => setTimeout(r, IDLE_POLL_MS)), o.stopped]);
+    }
+  }
+}
+
+function deliver(o: ReadLoopOptions, reply: StreamReply, p: number): number {
+  let count = 0;
+  for (const [, entries] of reply ?? []) {
+    for (const [idBuffer, fields] of entries) {
+      count += 1;
+      o.onEntry(qualifyId(idBuffer.toString(), p), fields);
+    }
+  }
+  return count;
+}
+
+/** Logs a failed read (or remakes a missing group) and waits; returns the next backoff. */
+async function readFailed(o: ReadLoopOptions, keys: Keys, error: unknown, backoff: number): Promise<number> {
+  const message = errorMessage(error);
+  if (message.includes('NOGROUP')) {
+    // The stream was deleted (or never existed): make the group again and go on.
+    await ensureGroup(o.commands, keys.stream, keys.group).catch(() => undefined);
+  } else {
+    o.logger.warn({ err: message }, 'reading the stream failed; retrying');
+  }
+  await Promise.race([new Promise((r) => setTimeout(r, backoff)), o.stopped]);
+  return Math.min(backoff * 2, 2000);
+}
