@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { MirrorplaneError, keysFor } from '@mirrorplane/core';
+import { LocalProcessError, PrerequisiteError, keysFor } from '@mirrorplane/core';
 import { closeRedis, createLogger, createRedis, readStatus, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { NginxMirror, SampleBackend, findNginx, type ReceivedRequest } from '@mirrorplane/sample-backend';
 
@@ -83,8 +83,8 @@ class DemoProcess {
   async waitForLog(msg: string, timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!this.#logs.some((l) => l.msg === msg)) {
-      if (this.child.exitCode !== null) throw new MirrorplaneError('MP_ERR_DEMO', `${this.name} exited with code ${this.child.exitCode} before it was ready`);
-      if (Date.now() > deadline) throw new MirrorplaneError('MP_ERR_DEMO', `${this.name} did not log "${msg}" within ${timeoutMs / 1000} s`);
+      if (this.child.exitCode !== null) throw new LocalProcessError(`${this.name} exited with code ${this.child.exitCode} before it was ready`);
+      if (Date.now() > deadline) throw new LocalProcessError(`${this.name} did not log "${msg}" within ${timeoutMs / 1000} s`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -98,7 +98,7 @@ class DemoProcess {
 async function waitForRedis(port: number, redis: DemoProcess): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    if (redis.child.exitCode !== null) throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `redis-server exited with code ${redis.child.exitCode}`);
+    if (redis.child.exitCode !== null) throw new LocalProcessError(`redis-server exited with code ${redis.child.exitCode}`);
     const r = spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' });
     if (r.error) {
       // No redis-cli: a TCP connect is enough to know it listens.
@@ -113,7 +113,7 @@ async function waitForRedis(port: number, redis: DemoProcess): Promise<void> {
     }
     await new Promise((res) => setTimeout(res, 100));
   }
-  throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `redis-server on port ${port} did not answer within 10 s`);
+  throw new LocalProcessError(`redis-server on port ${port} did not answer within 10 s`);
 }
 
 async function ingressAccepted(adminPort: number): Promise<number> {
@@ -128,7 +128,7 @@ async function waitUntilReady(adminPort: number, what: string): Promise<void> {
   for (;;) {
     const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.ok, () => false);
     if (ok) return;
-    if (Date.now() > deadline) throw new MirrorplaneError('MP_ERR_DEMO', `${what} was not ready within 20 s`);
+    if (Date.now() > deadline) throw new LocalProcessError(`${what} was not ready within 20 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -170,8 +170,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   const redisFound = !spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).error;
   if (!nginxBinary || !redisFound) {
     const missing = [!nginxBinary ? 'nginx' : null, !redisFound ? 'redis-server' : null].filter(Boolean).join(' and ');
-    throw new MirrorplaneError(
-      'MP_ERR_DEMO_PREREQUISITE',
+    throw new PrerequisiteError(
       `the demo runs real ${missing === 'nginx' ? 'nginx' : missing}, which ${missing.includes(' and ') ? 'are' : 'is'} not installed. ` +
         'Debian/Ubuntu: apt-get install -y nginx-light redis-server; macOS: brew install nginx redis. ' +
         'Nothing is started as a service: the demo runs them as plain processes and stops them at the end.',

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
-import { MirrorplaneError } from '@mirrorplane/core';
+import { LocalProcessError, PrerequisiteError } from '@mirrorplane/core';
 import { buildPipeline } from '@mirrorplane/runtime';
 import { configure, createLogger, runUntilSignal, type Flags } from './process.js';
 
@@ -27,12 +27,12 @@ function freePort(preferred: number): Promise<number> {
 async function waitForRedis(port: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `redis-server exited with code ${child.exitCode}`);
+    if (child.exitCode !== null) throw new LocalProcessError(`redis-server exited with code ${child.exitCode}`);
     const r = spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' });
     if (r.stdout?.trim() === 'PONG') return;
     await new Promise((res) => setTimeout(res, 100));
   }
-  throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `redis-server on port ${port} did not answer within 10 s`);
+  throw new LocalProcessError(`redis-server on port ${port} did not answer within 10 s`);
 }
 
 /**
@@ -47,8 +47,7 @@ export async function startLocalStack(flags: Flags, io: { out: (s: string) => vo
   if (!env.REDIS_URL && !flags.redisUrl) {
     const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
     if (found.error) {
-      throw new MirrorplaneError(
-        'MP_ERR_REDIS_UNAVAILABLE',
+      throw new PrerequisiteError(
         'REDIS_URL is unset and redis-server is not installed. Install Redis (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis) or point REDIS_URL at one.',
       );
     }

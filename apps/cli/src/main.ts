@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Queue } from 'bullmq';
-import { ConfigError, MirrorplaneError, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
+import { ConfigError, MirrorplaneError, RedisUnavailableError, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
 import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
@@ -61,7 +61,7 @@ async function withOperatorConnection<T>(config: Config, fn: (ctx: { redis: impo
   queue.on('error', () => undefined);
   try {
     await redis.ping().catch((error: Error) => {
-      throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `cannot reach Redis at ${redactUrl(config.redisUrl)}: ${error.message}`);
+      throw new RedisUnavailableError(`cannot reach Redis at ${redactUrl(config.redisUrl)}: ${error.message}`, { cause: error });
     });
     return await fn({ redis, queue });
   } finally {

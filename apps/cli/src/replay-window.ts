@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  EntryCipher,
   createPartitioner,
   decodeEntry,
   encodeEntryFields,
+  EntryCipher,
   errorMessage,
+  InvalidValueError,
   openEntryFields,
   parseDuration,
   qualifyId,
@@ -47,7 +48,7 @@ export function parseTime(text: string, now = Date.now()): number {
     const ms = Date.parse(t.replace(' ', 'T'));
     if (Number.isFinite(ms)) return ms;
   }
-  throw new Error(`expected a time like 2026-11-26T10:00:00Z, epoch milliseconds, now, -15m or "2h ago"; got ${JSON.stringify(text)}`);
+  throw new InvalidValueError(`expected a time like 2026-11-26T10:00:00Z, epoch milliseconds, now, -15m or "2h ago"; got ${JSON.stringify(text)}`);
 }
 
 /** `2x`, `0.5x`, `3`, or `max` (no pacing): the factor real time is divided by. */
@@ -56,7 +57,7 @@ export function parseSpeed(text: string): number {
   if (t === 'max') return Infinity;
   const m = /^(\d+(?:\.\d+)?)x?$/.exec(t);
   const n = m ? Number(m[1]) : NaN;
-  if (!(n > 0) || n > 10_000) throw new Error(`expected a speed like 2x, 0.5x or max; got ${JSON.stringify(text)}`);
+  if (!(n > 0) || n > 10_000) throw new InvalidValueError(`expected a speed like 2x, 0.5x or max; got ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -75,14 +76,14 @@ export function parseFilter(text: string): (r: FilterSubject) => boolean {
   const tests: ((r: FilterSubject) => boolean)[] = [];
   for (const term of text.trim().split(/\s+/).filter(Boolean)) {
     const eq = term.indexOf('=');
-    if (eq <= 0) throw new Error(`filter term ${JSON.stringify(term)}: expected key=value (method=, path=, header.<name>=)`);
+    if (eq <= 0) throw new InvalidValueError(`filter term ${JSON.stringify(term)}: expected key=value (method=, path=, header.<name>=)`);
     const key = term.slice(0, eq).toLowerCase();
     const value = term.slice(eq + 1);
     const regex = () => {
       try {
         return new RegExp(value);
       } catch (error) {
-        throw new Error(`filter term ${JSON.stringify(term)}: ${errorMessage(error)}`);
+        throw new InvalidValueError(`filter term ${JSON.stringify(term)}: ${errorMessage(error)}`);
       }
     };
     if (key === 'method') {
@@ -101,7 +102,7 @@ export function parseFilter(text: string): (r: FilterSubject) => boolean {
         return false;
       });
     } else {
-      throw new Error(`filter term ${JSON.stringify(term)}: unknown key ${JSON.stringify(key)} (method, path, header.<name>)`);
+      throw new InvalidValueError(`filter term ${JSON.stringify(term)}: unknown key ${JSON.stringify(key)} (method, path, header.<name>)`);
     }
   }
   return (r) => tests.every((t) => t(r));

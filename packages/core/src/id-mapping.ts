@@ -1,5 +1,10 @@
 import { z } from 'zod';
+import { hasJsonBody } from './content-type.js';
+import { headerValue, headerValues } from './headers.js';
+import { HTTP_TOKEN as TOKEN } from './http-token.js';
 import { parseJsonPath, type JsonPath } from './json-path.js';
+import { parseQuery } from './rule-query.js';
+import { decodeFormComponent, decodeUriComponentTolerant } from './url-decoding.js';
 
 /**
  * ID mapping: a request creates an object in production (`POST /orders` → `ord_812`) and,
@@ -9,7 +14,6 @@ import { parseJsonPath, type JsonPath } from './json-path.js';
  * it is compiled once at start-up into the functions below; no I/O here.
  */
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const KIND_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 const regexString = z.string().min(1).superRefine((value, ctx) => {
@@ -134,11 +138,6 @@ export interface CompiledIdMapping {
   usesJson: boolean;
 }
 
-function headerOf(headers: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === name) return headers[i + 1];
-  return undefined;
-}
-
 function readJsonPath(root: unknown, path: JsonPath): unknown {
   let node = root;
   for (const key of path) {
@@ -162,7 +161,7 @@ function idText(value: unknown): string | null {
 
 /** Parses a JSON body when the headers say it is JSON; undefined otherwise (or when it does not parse). */
 export function parseJsonBody(headers: readonly string[], body: Buffer): unknown {
-  if (body.length === 0 || !/\bjson\b/i.test(headerOf(headers, 'content-type') ?? '')) return undefined;
+  if (body.length === 0 || !hasJsonBody(headers)) return undefined;
   try {
     return JSON.parse(body.toString('utf8'));
   } catch {
@@ -181,10 +180,10 @@ function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner 
     extract = (response) => idText(readJsonPath(parseJsonBody(response.headers, response.body), path));
   } else if ('header' in from) {
     const name = from.header.toLowerCase();
-    extract = (response) => headerOf(response.headers, name) ?? null;
+    extract = (response) => headerValue(response.headers, name);
   } else {
     const re = new RegExp(from.location);
-    extract = (response) => re.exec(headerOf(response.headers, 'location') ?? '')?.groups?.id ?? null;
+    extract = (response) => re.exec(headerValue(response.headers, 'location') ?? '')?.groups?.id ?? null;
   }
   return {
     kind,
@@ -205,14 +204,14 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       find(request) {
         const path = request.path.split('?', 1)[0] as string;
         const id = re.exec(path)?.groups?.id;
-        return id ? [decodeURIComponent(id)] : [];
+        return id ? [decodeUriComponentTolerant(id)] : [];
       },
       replace(request, _json, from, to) {
         const q = request.path.indexOf('?');
         const path = q === -1 ? request.path : request.path.slice(0, q);
         const m = re.exec(path);
         const span = m?.indices?.groups?.id;
-        if (!m || !span || decodeURIComponent(m.groups?.id ?? '') !== from) return false;
+        if (!m || !span || decodeUriComponentTolerant(m.groups?.id ?? '') !== from) return false;
         request.path = path.slice(0, span[0]) + encodeURIComponent(to) + path.slice(span[1]) + (q === -1 ? '' : request.path.slice(q));
         return true;
       },
@@ -225,7 +224,7 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       json: false,
       find(request) {
         const q = request.path.indexOf('?');
-        return q === -1 ? [] : new URLSearchParams(request.path.slice(q + 1)).getAll(name);
+        return q === -1 ? [] : parseQuery(request.path.slice(q + 1)).flatMap((p) => (p.name === name ? [p.value ?? ''] : []));
       },
       replace(request, _json, from, to) {
         const q = request.path.indexOf('?');
@@ -234,8 +233,8 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
         // Parameters are rewritten in place, so their order and the rest of the query stay as sent.
         const query = request.path.slice(q + 1).split('&').map((part) => {
           const eq = part.indexOf('=');
-          const key = decodeURIComponent((eq === -1 ? part : part.slice(0, eq)).replace(/\+/g, ' '));
-          const value = eq === -1 ? '' : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+          const key = decodeFormComponent(eq === -1 ? part : part.slice(0, eq));
+          const value = eq === -1 ? '' : decodeFormComponent(part.slice(eq + 1));
           if (key !== name || value !== from) return part;
           changed = true;
           return `${part.slice(0, eq === -1 ? part.length : eq)}=${encodeURIComponent(to)}`;
@@ -251,9 +250,7 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       kind,
       json: false,
       find(request) {
-        const out: string[] = [];
-        for (let i = 0; i < request.headers.length; i += 2) if ((request.headers[i] as string).toLowerCase() === name) out.push(request.headers[i + 1] as string);
-        return out;
+        return headerValues(request.headers, name);
       },
       replace(request, _json, from, to) {
         let changed = false;

@@ -1,3 +1,5 @@
+import { decodeFormComponent } from './url-decoding.js';
+
 /**
  * The query string as rules see it: parameters in order, raw text kept, so a request whose
  * query no rule touched is sent byte for byte as it came. Names and values are compared
@@ -12,16 +14,8 @@ export interface QueryParam {
   value: string | null;
 }
 
-function decode(text: string): string {
-  const plus = text.includes('+') ? text.replace(/\+/g, ' ') : text;
-  if (!plus.includes('%')) return plus;
-  try {
-    return decodeURIComponent(plus);
-  } catch {
-    // Malformed escapes are compared as written rather than refused: the request still replays.
-    return plus;
-  }
-}
+// Malformed escapes are compared as written rather than refused: the request still replays.
+const decode = decodeFormComponent;
 
 export function parseQuery(search: string): QueryParam[] {
   if (search.length === 0) return [];

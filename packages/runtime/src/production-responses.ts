@@ -2,50 +2,26 @@ import type { Redis } from 'ioredis';
 import {
   decodeHeaders,
   encodeHeaders,
+  IntakeError,
   parseJsonBody,
+  productionKeys,
   redactHeaders,
+  RedisUnavailableError,
   routeOf,
   type CompareSettings,
   type CompiledComparison,
   type CompiledIdMapping,
   type ObservedResponse,
+  type ProductionKeys,
   type ProductionResponsesSettings,
 } from '@mirrorplane/core';
 
 /**
  * Production responses and ID mappings in Redis, shared by every ingress and worker of a
- * deployment. Keys (all under the deployment's hash tag):
- * - `{p}:prod:<request id>`   hash: status `s`, headers `h`, body `b`, method `m`, path `u`; TTL
- * - `{p}:learned:<request id>` `<learner index>\n<staging id>` once staging answered a learning request
- * - `{p}:idmap:<kind>:<production id>` `=<staging id>` (mapped) or `?<request id>` (created in
- *   production, staging's answer not known yet)
- * - `{p}:idwait:<entry id>`   when an entry first waited for a mapping
+ * deployment. Their keys are named in core's keys.ts (`productionKeys`).
  */
-export interface ProductionKeys {
-  response(requestId: string): string;
-  learned(requestId: string): string;
-  idmap(kind: string, productionId: string): string;
-  wait(entryId: string): string;
-  /** Staging's answer kept until production's arrives, for the comparison. */
-  stagingAnswer(requestId: string): string;
-  diffs: string;
-  diffRoutes: string;
-  diffPaths: string;
-}
-
-export function productionKeys(prefix: string): ProductionKeys {
-  const tag = `{${prefix}}`;
-  return {
-    response: (id) => `${tag}:prod:${id}`,
-    learned: (id) => `${tag}:learned:${id}`,
-    idmap: (kind, id) => `${tag}:idmap:${kind}:${id}`,
-    wait: (id) => `${tag}:idwait:${id}`,
-    stagingAnswer: (id) => `${tag}:stgans:${id}`,
-    diffs: `${tag}:diffs`,
-    diffRoutes: `${tag}:diff:routes`,
-    diffPaths: `${tag}:diff:paths`,
-  };
-}
+// Re-exported for the ingress and worker, which import them from here.
+export { productionKeys, type ProductionKeys } from '@mirrorplane/core';
 
 /** A production response as the intake received it. */
 export interface ProductionResponse extends ObservedResponse {
@@ -79,12 +55,8 @@ export function pendingTtl(mapping: CompiledIdMapping): number {
   return Math.max(600_000, mapping.settings.waitLimitMs * 10);
 }
 
-/** Thrown by `storeProductionResponse` for an intake request that is missing or malforms a field. */
-export class IntakeError extends Error {
-  constructor(readonly status: number, message: string) {
-    super(message);
-  }
-}
+// Re-exported for the ingress, which imports it from here; it lives in the error table.
+export { IntakeError } from '@mirrorplane/core';
 
 const STATUS = /^[1-5]\d\d$/;
 
@@ -235,7 +207,7 @@ export async function storeProductionResponse(
   if (mapping) multi.get(keys.learned(response.requestId));
   const results = await multi.exec();
   const failed = results?.find(([error]) => error);
-  if (!results || failed) throw failed?.[0] ?? new Error('the transaction was discarded');
+  if (!results || failed) throw new RedisUnavailableError('storing the production response failed: the transaction was discarded', { cause: failed?.[0] });
   if (compare) await compareKeptAnswer(redis, keys, compare, response);
   if (!mapping) return;
   const learned = results[3]?.[1] as string | null;

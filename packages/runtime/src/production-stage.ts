@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
 import { Counter, Histogram } from 'prom-client';
 import {
-  compileIdMapping,
-  ReplayLaterError,
   compileComparison,
+  compileIdMapping,
+  MappingPendingError,
   parseJsonBody,
   type CompareSettings,
   type CompiledIdMapping,
@@ -24,12 +24,6 @@ import {
 } from './production-responses.js';
 import { closeRedis, createRedis } from './redis.js';
 
-/** Thrown by the ID-mapping stage when a request uses an ID whose staging twin is not known yet: replay later. */
-export class MappingPendingError extends ReplayLaterError {
-  constructor(delayMs: number, kind: string, productionId: string) {
-    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId}`, delayMs);
-  }
-}
 
 /** What the stage decided, for metrics. */
 export interface ProductionStageObserver {

@@ -1,0 +1,39 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { decodeFormComponent, decodeUriComponentTolerant } from '@mirrorplane/core';
+
+/** Malformed escapes of every kind: not hex, cut short, not UTF-8, overlong, a surrogate, past U+10FFFF. */
+const malformed = fc.constantFrom('%', '%z', '%zz', '%G1', '%4', '%FF', '%80', '%C3', '%E2%82', '%C0%AF', '%ED%A0%80', '%F5%80%80%80', '%F0%9F%98');
+const text = fc.string({ unit: 'grapheme', maxLength: 12 });
+
+test('tolerant decoding round-trips every valid escape', () => {
+  fc.assert(
+    fc.property(text, (s) => {
+      assert.equal(decodeUriComponentTolerant(encodeURIComponent(s)), s);
+      assert.equal(decodeFormComponent(encodeURIComponent(s)), s);
+    }),
+  );
+});
+
+test('tolerant decoding never throws and passes malformed escapes through as written', () => {
+  fc.assert(
+    fc.property(text, malformed, text, (a, bad, b) => {
+      // '-' after the bad escape keeps the next escape from completing a cut-short one.
+      const input = `${encodeURIComponent(a)}${bad}-${encodeURIComponent(b)}`;
+      assert.equal(decodeUriComponentTolerant(input), `${a}${bad}-${b}`);
+    }),
+  );
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 30 }), (s) => {
+      const out = decodeUriComponentTolerant(s);
+      if (!s.includes('%')) assert.equal(out, s);
+    }),
+  );
+});
+
+test('form decoding reads + as a space, %2B as a plus', () => {
+  assert.equal(decodeFormComponent('a+b%2Bc'), 'a b+c');
+  assert.equal(decodeFormComponent('100%+sure'), '100% sure');
+  assert.equal(decodeUriComponentTolerant('a+b'), 'a+b');
+});
