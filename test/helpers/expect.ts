@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Received } from './recording-server.js';
 
+// Restated here, not imported from core: the test states the contract independently of the code.
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'expect', 'host']);
 
 /**

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { LocalProcessError, PrerequisiteError, keysFor } from '@mirrorplane/core';
+import { headerValue, keysFor, LocalProcessError, PrerequisiteError } from '@mirrorplane/core';
 import { closeRedis, createLogger, createRedis, readStatus, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { NginxMirror, SampleBackend, findNginx, type ReceivedRequest } from '@mirrorplane/sample-backend';
 
@@ -148,11 +148,6 @@ function demoRequest(i: number): { method: string; path: string; body?: Buffer; 
     case 6: return { method: 'DELETE', path: `/orders/${id}` };
     default: return { method: 'GET', path: `/orders/${id}` };
   }
-}
-
-function headerOf(rawHeaders: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) return rawHeaders[i + 1];
-  return undefined;
 }
 
 function short(body: Buffer | string, max = 60): string {
@@ -322,9 +317,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       if (ticker) clearInterval(ticker);
       const { line } = await summary();
       // nginx sent the same X-Request-ID to production and to the mirror: pair them up by it.
-      const byId = new Map(stagingRequests.map((r) => [headerOf(r.rawHeaders, 'x-request-id'), r]));
+      const byId = new Map(stagingRequests.map((r) => [headerValue(r.rawHeaders, 'x-request-id'), r]));
       let same = 0;
-      for (const p of productionRequests) if (byId.get(headerOf(p.rawHeaders, 'x-request-id'))?.status === p.status) same += 1;
+      for (const p of productionRequests) if (byId.get(headerValue(p.rawHeaders, 'x-request-id'))?.status === p.status) same += 1;
       out(
         `\nSummary: ${line}\n` +
           `Production answered every request itself, at once; each copy went through the ingress, Redis and a worker\n` +

@@ -5,10 +5,12 @@ import {
   encodeEntryFields,
   EntryCipher,
   errorMessage,
+  headerObject,
   InvalidValueError,
   openEntryFields,
   parseDuration,
   qualifyId,
+  someHeader,
   streamIdTime,
   type CompiledPipeline,
   type Config,
@@ -95,12 +97,7 @@ export function parseFilter(text: string): (r: FilterSubject) => boolean {
     } else if (key.startsWith('header.') && key.length > 'header.'.length) {
       const name = key.slice('header.'.length);
       const re = regex();
-      tests.push((r) => {
-        for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) {
-          if ((r.rawHeaders[i] as string).toLowerCase() === name && re.test(r.rawHeaders[i + 1] as string)) return true;
-        }
-        return false;
-      });
+      tests.push((r) => someHeader(r.rawHeaders, name, (value) => re.test(value)));
     } else {
       throw new InvalidValueError(`filter term ${JSON.stringify(term)}: unknown key ${JSON.stringify(key)} (method, path, header.<name>)`);
     }
@@ -134,16 +131,6 @@ async function* mergeByTime(sources: AsyncGenerator<WindowItem>[]): AsyncGenerat
     yield (heads[best] as IteratorYieldResult<WindowItem>).value;
     heads[best] = await (sources[best] as AsyncGenerator<WindowItem>).next();
   }
-}
-
-/** Raw headers as node:http's lower-case header object (first value of each name). */
-function headerObject(rawHeaders: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] as string).toLowerCase();
-    out[name] ??= rawHeaders[i + 1] as string;
-  }
-  return out;
 }
 
 /** Reads the stream's entries between two times, a page at a time. */

@@ -4,7 +4,6 @@ import {
   encodeHeaders,
   IntakeError,
   parseJsonBody,
-  productionKeys,
   redactHeaders,
   RedisUnavailableError,
   routeOf,

@@ -3,6 +3,7 @@ import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   errorMessage,
+  headerEntries,
   redactHeaders,
   type Config,
   type OutgoingRequest,
@@ -74,10 +75,7 @@ export function recordBody(body: Buffer, limit: number, alreadyTruncated = false
 }
 
 function pairs(flat: readonly string[], redacted: ReadonlySet<string>): RecordedHeaders {
-  const safe = redactHeaders(flat, redacted);
-  const out: RecordedHeaders = [];
-  for (let i = 0; i + 1 < safe.length; i += 2) out.push([safe[i] as string, safe[i + 1] as string]);
-  return out;
+  return headerEntries(redactHeaders(flat, redacted));
 }
 
 interface OpenFile {

@@ -1,4 +1,4 @@
-import { errorMessage, type Keys, type StreamRetention } from '@mirrorplane/core';
+import { compareStreamIds, errorMessage, nextStreamId, type Keys, type StreamRetention } from '@mirrorplane/core';
 import type { Logger } from './logger.js';
 import type { RedisClient } from './redis.js';
 
@@ -11,18 +11,6 @@ function pairsToObject(reply: unknown[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = reply[i + 1];
   return out;
-}
-
-function compareIds(a: string, b: string): number {
-  const [am = 0n, as = 0n] = a.split('-').map(BigInt);
-  const [bm = 0n, bs = 0n] = b.split('-').map(BigInt);
-  return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1;
-}
-
-/** The id just after `id`: `MINID next(id)` trims `id` and keeps everything after it. */
-function nextId(id: string): string {
-  const [ms = '0', seq = '0'] = id.split('-');
-  return `${ms}-${BigInt(seq) + 1n}`;
 }
 
 /**
@@ -39,7 +27,7 @@ export async function unfinishedBound(redis: RedisClient, keys: Keys): Promise<s
   if (!group) return null;
   const summary = (await redis.xpending(keys.stream, keys.group)) as [number, string | null, string | null, unknown];
   if (Number(summary[0]) > 0 && summary[1]) return summary[1];
-  return nextId(String(group['last-delivered-id']));
+  return nextStreamId(String(group['last-delivered-id']));
 }
 
 /**
@@ -52,7 +40,7 @@ export async function trimStream(redis: RedisClient, keys: Keys, retention: Stre
   let trimmed = 0;
   if (retention.maxAgeMs !== null) {
     const byAge = `${Math.max(0, now - retention.maxAgeMs)}-0`;
-    const cut = compareIds(byAge, bound) < 0 ? byAge : bound;
+    const cut = compareStreamIds(byAge, bound) < 0 ? byAge : bound;
     trimmed += Number(await redis.xtrim(keys.stream, 'MINID', cut));
   }
   if (retention.maxEntries !== null) {
@@ -64,7 +52,7 @@ export async function trimStream(redis: RedisClient, keys: Keys, retention: Stre
       const oldest = (await redis.xrange(keys.stream, '-', `(${bound}`, 'COUNT', Math.min(excess, COUNT_CHUNK))) as [string, unknown][];
       const last = oldest[oldest.length - 1];
       if (!last) break;
-      trimmed += Number(await redis.xtrim(keys.stream, 'MINID', nextId(last[0])));
+      trimmed += Number(await redis.xtrim(keys.stream, 'MINID', nextStreamId(last[0])));
       if (oldest.length < Math.min(excess, COUNT_CHUNK)) break;
     }
   }
