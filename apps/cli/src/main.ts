@@ -1,8 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
-import { Queue } from 'bullmq';
-import { ConfigError, MirrorplaneError, RedisUnavailableError, keysFor, partitionKeys, type Config, type SettingKey } from '@mirrorplane/core';
-import { buildPipeline, closeRedis, createRedis, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import type { Queue } from 'bullmq';
+import { ConfigError, isLoopback, keysFor, MirrorplaneError, partitionKeys, RedisUnavailableError, type Config, type SettingKey } from '@mirrorplane/core';
+import { buildPipeline, closeRedis, createRedis, createRetryQueue, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
@@ -57,7 +57,7 @@ async function withOperatorConnection<T>(config: Config, fn: (ctx: { redis: impo
   const redis = createRedis(config, 'cli', logger);
   const bull = createRedis(config, 'cli', logger);
   const keys = keysFor(config.prefix);
-  const queue = new Queue<RetryJobData>(keys.retryQueue, { connection: bull, prefix: keys.bullPrefix });
+  const queue = createRetryQueue(keys, bull);
   queue.on('error', () => undefined);
   try {
     await redis.ping().catch((error: Error) => {
@@ -141,7 +141,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
     .option('--port <n>', 'traffic port (env INGRESS_PORT, default 8080)')
     .option('--staging <url>', 'staging origin (default: a sample staging backend started here)')
     .action(async (options: Record<string, unknown>) => {
-      await startLocalStack(toFlags(options), io);
+      await startLocalStack(toFlags(options), io, process.env);
     });
 
   program
@@ -175,7 +175,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       if (!Number.isInteger(requests) || requests < 0) throw new UsageError(`--requests: expected a whole number, got ${JSON.stringify(options.requests)}`);
       const port = options.port === undefined ? 0 : Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
-      await runDemo({ requests, keep: options.keep === true, port, out: io.out, err: io.err });
+      await runDemo({ requests, keep: options.keep === true, port, out: io.out, err: io.err, env: process.env });
       io.setExit(0);
     });
 
@@ -230,7 +230,7 @@ function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; 
       const dashboard = new Dashboard({ config, logger, host: String(host), port });
       runUntilSignal(logger, () => dashboard.close());
       const url = await dashboard.listen();
-      if (!['127.0.0.1', 'localhost', '::1'].includes(String(host))) logger.warn({ host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
+      if (!isLoopback(String(host))) logger.warn({ host }, 'the dashboard can retry and remove jobs and has no login: keep it behind a proxy that authenticates');
       logger.info({ url }, 'dashboard listening');
     });
 

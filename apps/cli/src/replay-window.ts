@@ -356,7 +356,9 @@ export function parseReplayFlags(options: { from?: string; to?: string; speed?: 
     try {
       return fn();
     } catch (error) {
-      throw new UsageError(`${flag}: ${errorMessage(error)}`);
+      // A bad value becomes a usage error naming the flag; anything else is not the operator's doing.
+      if (!(error instanceof InvalidValueError)) throw error;
+      throw new UsageError(`${flag}: ${error.message}`, { cause: error });
     }
   };
   if (options.from === undefined && !options.file?.length) throw new UsageError('replay: --from is required (or --file to replay recordings)');

@@ -199,7 +199,15 @@ export interface Config {
   readonly idMapping: IdMappingSettings | null;
   /** Comparison of staging's answers with production's, or null when off. */
   readonly compare: CompareSettings | null;
+  /** This process's index among the ingress processes of one host (0 unless forked by the ingress primary). */
+  readonly ingressProcessIndex: number;
 }
+
+/**
+ * Set by the ingress primary in each ingress process it forks (`INGRESS_PROCESSES` > 1), never
+ * by an operator; read here so that nothing outside config reads the environment.
+ */
+export const INGRESS_INDEX_ENV = 'MIRRORPLANE_INGRESS_INDEX';
 
 /** Where and how finished replays are recorded (one JSON line each). */
 export interface RecordingSettings {
@@ -409,6 +417,9 @@ export function loadConfig(options: ConfigOptions): Config {
   if (adminPort !== 0 && options.role !== 'cli' && values.adminToken === undefined && typeof values.adminHost === 'string' && !isLoopback(values.adminHost)) {
     issues.push({ key: 'ADMIN_TOKEN', message: `required when the admin port binds ${JSON.stringify(values.adminHost)}, which is not a loopback address` });
   }
+  const indexText = options.env[INGRESS_INDEX_ENV] ?? '0';
+  const ingressProcessIndex = /^\d{1,3}$/.test(indexText) ? Number(indexText) : -1;
+  if (ingressProcessIndex < 0) issues.push({ key: INGRESS_INDEX_ENV, message: `expected the index of a forked ingress process (0, 1, …), got ${JSON.stringify(indexText)}` });
   if (issues.length > 0) throw new ConfigError(issues);
 
   return Object.freeze({
@@ -429,6 +440,7 @@ export function loadConfig(options: ConfigOptions): Config {
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
+    ingressProcessIndex,
   });
 }
 

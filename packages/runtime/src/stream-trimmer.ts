@@ -1,17 +1,12 @@
 import { compareStreamIds, errorMessage, nextStreamId, type Keys, type StreamRetention } from '@mirrorplane/core';
 import type { Logger } from './logger.js';
 import type { RedisClient } from './redis.js';
+import { readGroup } from './stream-info.js';
 
 /** Entries read per XRANGE when an entry-count limit needs the id at its cut. */
 const COUNT_CHUNK = 1000;
 /** At most this many chunks per pass, so one pass stays short; the next pass goes on. */
 const MAX_CHUNKS = 50;
-
-function pairsToObject(reply: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = reply[i + 1];
-  return out;
-}
 
 /**
  * The smallest id that is not finished, as a MINID bound: the oldest pending entry, or the
@@ -19,15 +14,11 @@ function pairsToObject(reply: unknown[]): Record<string, unknown> {
  * group does not exist: then nothing is known to be finished.
  */
 export async function unfinishedBound(redis: RedisClient, keys: Keys): Promise<string | null> {
-  const groups = (await redis.xinfo('GROUPS', keys.stream).catch((error: Error) => {
-    if (/no such key/i.test(error.message)) return [];
-    throw error;
-  })) as unknown[][];
-  const group = groups.map(pairsToObject).find((g) => g.name === keys.group);
+  const group = await readGroup(redis, keys.stream, keys.group);
   if (!group) return null;
   const summary = (await redis.xpending(keys.stream, keys.group)) as [number, string | null, string | null, unknown];
   if (Number(summary[0]) > 0 && summary[1]) return summary[1];
-  return nextStreamId(String(group['last-delivered-id']));
+  return nextStreamId(group.lastDeliveredId);
 }
 
 /**
