@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { ConfigError, isLoopback, keysFor, MirrorplaneError, partitionKeys, RedisUnavailableError, type Config, type SettingKey } from '@mirrorplane/core';
 import { buildPipeline, closeRedis, createRedis, createRetryQueue, listFailed, purgeFailed, readDeploymentStatus, replayFailed, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { Ingress } from '@mirrorplane/ingress';
@@ -52,7 +53,7 @@ function common(command: Command): Command {
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (env LOG_LEVEL)');
 }
 
-async function withOperatorConnection<T>(config: Config, fn: (ctx: { redis: import('ioredis').Redis; queue: Queue<RetryJobData> }) => Promise<T>): Promise<T> {
+async function withOperatorConnection<T>(config: Config, fn: (ctx: { redis: Redis; queue: Queue<RetryJobData> }) => Promise<T>): Promise<T> {
   const logger = createLogger({ logLevel: 'silent' }, 'cli');
   const redis = createRedis(config, 'cli', logger);
   const bull = createRedis(config, 'cli', logger);

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { Counter, Histogram } from 'prom-client';
+import type { Logger } from './logger.js';
+import { Counter, Histogram, type Metric } from 'prom-client';
 import {
   compileComparison,
   compileIdMapping,
@@ -7,6 +8,7 @@ import {
   parseJsonBody,
   type CompareSettings,
   type CompiledIdMapping,
+  type Config,
   type OutgoingRequest,
   type Pipeline,
   type PipelineContext,
@@ -176,7 +178,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
 }
 
 /** The production stage with its Redis connection and metrics, for the pipeline builder. */
-export function buildProductionStage(config: import('@mirrorplane/core').Config, logger: import('pino').Logger): { pipeline: Pipeline; metrics: import('prom-client').Metric[] } {
+export function buildProductionStage(config: Config, logger: Logger): { pipeline: Pipeline; metrics: Metric[] } {
   const redis = createRedis(config, 'commands', logger);
   const ids = new Counter({ name: 'mirrorplane_worker_id_mappings_total', help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, learned)', labelNames: ['kind', 'outcome'], registers: [] });
   const waited = new Histogram({ name: 'mirrorplane_worker_id_wait_seconds', help: 'How long entries waited for a pending ID mapping, by outcome', labelNames: ['outcome'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [] });

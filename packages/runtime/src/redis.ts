@@ -1,4 +1,4 @@
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage, RedisUnavailableError, type Config } from '@mirrorplane/core';
 import { connectRedis } from './cluster.js';
