@@ -6,3 +6,4 @@ export * from './processes.js';
 export * from './raw-http.js';
 export * from './stack.js';
 export * from './expect.js';
+export * from './fixtures.js';
