@@ -58,11 +58,5 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
     },
   },
-  {
-    // apps/ingress and apps/worker are being split on other branches; these two findings are
-    // fixed when their callers are migrated (issue 16, step 5), and this block goes with them.
-    files: ['apps/ingress/src/ingress.ts', 'apps/worker/src/replay-worker.ts'],
-    rules: { '@typescript-eslint/no-this-alias': 'off', '@typescript-eslint/only-throw-error': 'off' },
-  },
   prettier,
 );

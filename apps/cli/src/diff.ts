@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { productionKeys } from '@mirrorplane/runtime';
+import { productionKeys } from '@mirrorplane/core';
 
 /** Comparison results of one route. */
 export interface RouteDiffSummary {

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import { Counter, type Registry } from 'prom-client';
-import { compileComparison, compileIdMapping, errorMessage, type Config } from '@mirrorplane/core';
-import { IntakeError, parseIntake, productionKeys, storeProductionResponse, type Logger } from '@mirrorplane/runtime';
+import { compileComparison, compileIdMapping, errorMessage, IntakeError, productionKeys, type Config } from '@mirrorplane/core';
+import { parseIntake, storeProductionResponse, type Logger } from '@mirrorplane/runtime';
 
 /**
  * `POST /production-responses` on the admin port: production's answer to a mirrored request,

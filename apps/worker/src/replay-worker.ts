@@ -1,23 +1,29 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
-  EntryCipher,
+  compareStreamIds,
   composePipeline,
+  ConfigError,
   decodeEntry,
-  encodeEntryFields,
-  openEntryFields,
   describeRawFields,
   deserializeEntry,
+  encodeEntryFields,
+  EntryCipher,
   errorMessage,
-  ReplayLaterError,
+  exporterLockKey,
   keysFor,
+  openEntryFields,
   partitionKeys,
   qualifyId,
-  splitId,
+  RedisUnavailableError,
+  ReplayFailedError,
+  ReplayLaterError,
   serializeEntry,
+  ShutdownTimeoutError,
+  splitId,
   type CompiledPipeline,
   type Config,
   type Entry,
@@ -25,15 +31,15 @@ import {
 } from '@mirrorplane/core';
 import {
   AdminServer,
-  DeploymentMetrics,
-  StreamTrimmer,
-  WorkerMetrics,
   closeRedis,
   createRedis,
+  createRetryQueue,
+  DeploymentMetrics,
   ensureGroup,
-  exporterLockKey,
-  type FailedReason,
   retryJobName,
+  StreamTrimmer,
+  WorkerMetrics,
+  type FailedReason,
   type Logger,
   type RetryJobData,
 } from '@mirrorplane/runtime';
@@ -108,7 +114,8 @@ export class ReplayWorker {
   #flushing: Promise<void> = Promise.resolve();
 
   constructor(config: Config, logger: Logger, options: ReplayWorkerOptions = {}) {
-    if (!config.stagingUrl) throw new Error('STAGING_URL is required by the worker');
+    // loadConfig requires it for the worker role; a hand-built config without it is refused the same way.
+    if (!config.stagingUrl) throw new ConfigError([{ key: 'STAGING_URL', message: 'required by the worker' }]);
     this.#config = config;
     this.#logger = logger;
     this.#refillAt = Math.max(1, Math.floor(config.workerConcurrency / 4));
@@ -118,7 +125,7 @@ export class ReplayWorker {
     this.#commands = createRedis(config, 'commands', logger);
     this.#reader = createRedis(config, 'blocking', logger);
     this.#bull = createRedis(config, 'bullmq', logger);
-    this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
+    this.#queue = createRetryQueue(this.#keys, this.#bull);
     this.#queue.on('error', (error) => this.#logger.warn({ err: errorMessage(error) }, 'retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
@@ -473,7 +480,7 @@ export class ReplayWorker {
       const last = !retryable || attempt >= this.#config.replayAttempts || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (last) this.#m.failedEntry(retryable ? 'exhausted' : 'unretryable');
       if (last) this.#logger.warn({ entryId: entry.id, reqId: entry.request.requestId, attempt, err: message }, 'replay failed; entry goes to the failed set');
-      throw retryable ? new Error(message) : new UnrecoverableError(message);
+      throw retryable ? new ReplayFailedError(message, { cause: error }) : new UnrecoverableError(message);
     } finally {
       this.#retryInFlight -= 1;
       this.#slotWaiter?.();
@@ -513,7 +520,7 @@ export class ReplayWorker {
       try {
         const results = await multi.exec();
         const failed = results?.find(([error]) => error);
-        if (failed) throw failed[0];
+        if (failed) throw new RedisUnavailableError(errorMessage(failed[0]), { cause: failed[0] });
       } catch (error) {
         // Left pending, the entries are replayed again after CLAIM_IDLE_MS: at least once, never lost.
         this.#logger.error({ count: partIds.length, err: errorMessage(error) }, 'acknowledging finished entries failed; they will be replayed again');
@@ -626,7 +633,7 @@ export class ReplayWorker {
         await Promise.race([
           fn(),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error('timed out')), Math.max(1000, deadline - Date.now()));
+            timer = setTimeout(() => reject(new ShutdownTimeoutError(name)), Math.max(1000, deadline - Date.now()));
           }),
         ]);
       } catch (error) {
@@ -684,10 +691,4 @@ function byPartition(ids: readonly string[]): Map<number, string[]> {
     else out.set(partition, [id]);
   }
   return out;
-}
-
-function compareStreamIds(a: string, b: string): number {
-  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
-  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
-  return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1;
 }

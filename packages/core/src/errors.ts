@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   MP_ERR_HOOK: 'a user hook threw',
   MP_ERR_HOOK_SETUP: "a hooks module's setup threw",
   MP_ERR_MAPPING_PENDING: 'an ID the request uses has no staging twin yet: replay later',
+  MP_ERR_REPLAY_FAILED: 'a retry attempt failed in a retryable way; BullMQ schedules the next',
+  MP_ERR_SHUTDOWN_TIMEOUT: 'a shutdown step did not finish within SHUTDOWN_TIMEOUT_MS',
   MP_ERR_INTAKE: 'a production-response intake request is malformed',
   MP_ERR_REDIS_UNAVAILABLE: 'Redis rejected or did not answer a command',
   MP_ERR_NOT_FOUND: 'an operator command names something that does not exist',
@@ -195,6 +197,23 @@ export class ReplayLaterError extends MirrorplaneError {
 export class MappingPendingError extends ReplayLaterError {
   constructor(delayMs: number, kind: string, productionId: string) {
     super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId}`, delayMs);
+  }
+}
+
+/**
+ * Thrown when a retry attempt failed in a retryable way: thrown to BullMQ, which schedules the
+ * next attempt; the message is the failure's (`MP_ERR_*: …`), kept as the job's reason.
+ */
+export class ReplayFailedError extends MirrorplaneError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('MP_ERR_REPLAY_FAILED', message, { ...options, retryable: true });
+  }
+}
+
+/** Thrown when a shutdown step did not finish within SHUTDOWN_TIMEOUT_MS; the shutdown goes on with the next step. */
+export class ShutdownTimeoutError extends MirrorplaneError {
+  constructor(step: string) {
+    super('MP_ERR_SHUTDOWN_TIMEOUT', `${step}: timed out`);
   }
 }
 

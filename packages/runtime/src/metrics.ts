@@ -115,8 +115,7 @@ export interface DeploymentMetricsOptions {
 const RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
-// Re-exported for the worker, which imports it from here; the key is named in core's keys.ts.
-export { exporterLockKey } from '@mirrorplane/core';
+
 
 /**
  * The deployment's gauges (from Redis), exported by one process. Every `intervalMs` each

@@ -19,9 +19,6 @@ import {
  * Production responses and ID mappings in Redis, shared by every ingress and worker of a
  * deployment. Their keys are named in core's keys.ts (`productionKeys`).
  */
-// Re-exported for the ingress and worker, which import them from here.
-export { productionKeys, type ProductionKeys } from '@mirrorplane/core';
-
 /** A production response as the intake received it. */
 export interface ProductionResponse extends ObservedResponse {
   requestId: string;
@@ -54,8 +51,6 @@ export function pendingTtl(mapping: CompiledIdMapping): number {
   return Math.max(600_000, mapping.settings.waitLimitMs * 10);
 }
 
-// Re-exported for the ingress, which imports it from here; it lives in the error table.
-export { IntakeError } from '@mirrorplane/core';
 
 const STATUS = /^[1-5]\d\d$/;
 

@@ -6,22 +6,22 @@ import {
   compileIdMapping,
   MappingPendingError,
   parseJsonBody,
+  productionKeys,
   type CompareSettings,
   type CompiledIdMapping,
   type Config,
   type OutgoingRequest,
   type Pipeline,
   type PipelineContext,
+  type ProductionKeys,
   type ReplayResponse,
 } from '@mirrorplane/core';
 import {
   decodeProductionResponse,
   keepStagingAnswer,
   pendingTtl,
-  productionKeys,
   recordComparison,
   type ComparisonContext,
-  type ProductionKeys,
   type ProductionResponse,
 } from './production-responses.js';
 import { closeRedis, createRedis } from './redis.js';
