@@ -250,12 +250,15 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     );
 
     let lastLine = '';
-    ticker = setInterval(() => {
-      summary().then(({ line }) => {
-        if (line !== lastLine) out(` ▸ ${line}\n`);
-        lastLine = line;
-      }, () => undefined);
-    }, 1000);
+    // A summary line every second, printed only when it changed.
+    const tick = () =>
+      setInterval(() => {
+        summary().then(({ line }) => {
+          if (line !== lastLine) out(` ▸ ${line}\n`);
+          lastLine = line;
+        }, () => undefined);
+      }, 1000);
+    ticker = tick();
 
     for (let i = 0; i < options.requests && signals === 0; i++) {
       const r = demoRequest(i);
@@ -295,12 +298,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
             `  curl -i -X POST localhost:${nginx.port}/orders -H 'content-type: application/json' -d '{"item":"mug"}'\n` +
             `  npx mirrorplane status --redis-url ${redisUrl} --prefix ${PREFIX}\n\n`,
         );
-        ticker = setInterval(() => {
-          summary().then(({ line }) => {
-            if (line !== lastLine) out(` ▸ ${line}\n`);
-            lastLine = line;
-          }, () => undefined);
-        }, 1000);
+        ticker = tick();
         await interruptedPromise;
       }
     }

@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { createPartitioner, EntryCipher, errorMessage, keysFor, partitionKeys, pushEntryFields, withoutHeaders, type Config } from '@mirrorplane/core';
-import { AdminServer, closeRedis, createRedis, ensureGroup, readGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
+import { type AdminServer, adminServerFor, closeRedis, createRedis, ensureGroup, readGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 
 /** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
@@ -117,13 +117,10 @@ export class Ingress {
       (req, res) => this.#onRequest(req, res),
     );
     this.#server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(error, socket));
-    this.#admin = config.adminPort === 0 ? null : new AdminServer({
-      host: config.adminHost,
-      port: config.adminPort,
+    this.#admin = adminServerFor(config, {
       ready: () => this.ready,
       metrics: this.#registry,
       logger,
-      token: config.adminToken,
       routes: { 'POST /production-responses': createProductionIntake(config, this.#redis, logger, this.#registry) },
     });
   }

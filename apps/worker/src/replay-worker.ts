@@ -30,7 +30,8 @@ import {
   type Keys,
 } from '@mirrorplane/core';
 import {
-  AdminServer,
+  type AdminServer,
+  adminServerFor,
   closeRedis,
   createRedis,
   createRetryQueue,
@@ -145,14 +146,7 @@ export class ReplayWorker {
       logger,
     });
     this.#trimmer = config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
-    this.#admin = config.adminPort === 0 ? null : new AdminServer({
-      host: config.adminHost,
-      port: config.adminPort,
-      ready: () => this.ready,
-      metrics: this.#registry,
-      logger,
-      token: config.adminToken,
-    });
+    this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
   }
 
   get consumer(): string {
