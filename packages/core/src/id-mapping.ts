@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { hasJsonBody } from './content-type.js';
-import { headerValue, headerValues } from './headers.js';
+import { forEachHeader, headerValue, headerValues } from './headers.js';
 import { HTTP_TOKEN as TOKEN } from './http-token.js';
 import { parseJsonPath, type JsonPath } from './json-path.js';
 import { parseQuery } from './rule-query.js';
@@ -254,12 +254,13 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       },
       replace(request, _json, from, to) {
         let changed = false;
-        for (let i = 0; i < request.headers.length; i += 2) {
-          if ((request.headers[i] as string).toLowerCase() === name && request.headers[i + 1] === from) {
-            request.headers[i + 1] = to;
+        const { headers } = request;
+        forEachHeader(headers, (n, value, i) => {
+          if (n.toLowerCase() === name && value === from) {
+            headers[i + 1] = to;
             changed = true;
           }
-        }
+        });
         return changed;
       },
     };
