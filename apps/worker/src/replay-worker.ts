@@ -1,36 +1,40 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
   Redactor,
   composePipeline,
+  ConfigError,
   decodeEntry,
   encodeEntryFields,
   openEntryFields,
   describeRawFields,
   deserializeEntry,
   errorMessage,
+  exporterLockKey,
   keysFor,
   partitionKeys,
   splitId,
   serializeEntry,
+  ShutdownTimeoutError,
   type CompiledPipeline,
   type Config,
   type Entry,
   type Keys,
 } from '@mirrorplane/core';
 import {
-  AdminServer,
+  type AdminServer,
+  adminServerFor,
   DeploymentMetrics,
   StreamTrimmer,
   WorkerMetrics,
   closeRedis,
   createRedis,
+  createRetryQueue,
   ensureGroup,
-  exporterLockKey,
   type Logger,
   type RetryJobData,
   type WorkerHeartbeat,
@@ -103,7 +107,8 @@ export class ReplayWorker {
   #claiming: Promise<void> | null = null;
 
   constructor(config: Config, logger: Logger, options: ReplayWorkerOptions = {}) {
-    if (!config.stagingUrl) throw new Error('STAGING_URL is required by the worker');
+    // loadConfig requires it for the worker role; a hand-built config without it is refused the same way.
+    if (!config.stagingUrl) throw new ConfigError([{ key: 'STAGING_URL', message: 'required by the worker' }]);
     this.#config = config;
     this.#logger = logger;
     this.#parts = partitionKeys(config.prefix, config.partitions);
@@ -112,7 +117,7 @@ export class ReplayWorker {
     this.#commands = createRedis(config, 'commands', logger);
     this.#reader = createRedis(config, 'blocking', logger);
     this.#bull = createRedis(config, 'bullmq', logger);
-    this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
+    this.#queue = createRetryQueue(this.#keys, this.#bull);
     this.#queue.on('error', this.#throttledWarn('retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
@@ -160,14 +165,7 @@ export class ReplayWorker {
       holder: this.#consumer,
       logger,
     });
-    this.#admin = config.adminPort === 0 ? null : new AdminServer({
-      host: config.adminHost,
-      port: config.adminPort,
-      ready: () => this.ready,
-      metrics: this.#registry,
-      logger,
-      token: config.adminToken,
-    });
+    this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
   }
 
   /**
@@ -481,7 +479,7 @@ export class ReplayWorker {
         await Promise.race([
           fn(),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error('timed out')), Math.max(1000, deadline - Date.now()));
+            timer = setTimeout(() => reject(new ShutdownTimeoutError(name)), Math.max(1000, deadline - Date.now()));
           }),
         ]);
       } catch (error) {

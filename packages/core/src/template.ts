@@ -1,3 +1,4 @@
+import { TemplateSyntaxError } from './errors.js';
 import { headerValue } from './headers.js';
 
 /**
@@ -25,9 +26,6 @@ export interface TemplateScope {
 }
 
 export type Template = (scope: TemplateScope) => string;
-
-/** Thrown by `compileTemplate` with a message naming what is wrong in the template. */
-export class TemplateSyntaxError extends Error {}
 
 const VARIABLE = /\{\{\s*([^{}]*?)\s*\}\}/g;
 const GROUP_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;

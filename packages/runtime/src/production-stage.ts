@@ -1,21 +1,26 @@
 import type { Redis } from 'ioredis';
-import { Counter, Histogram } from 'prom-client';
+import type { Logger } from './logger.js';
+import { Counter, Histogram, type Metric } from 'prom-client';
 import {
   EntryCipher,
-  compileIdMapping,
-  ReplayLaterError,
   compileComparison,
+  compileIdMapping,
   contentCodings,
+  MappingPendingError,
+  MappingUnavailableError,
   parseJsonBody,
+  productionKeys,
   splitId,
   streamIdTime,
   withoutContentCoding,
   type BodyDecodingOutcome,
   type CompareSettings,
   type CompiledIdMapping,
+  type Config,
   type OutgoingRequest,
   type Pipeline,
   type PipelineContext,
+  type ProductionKeys,
   type ReplayResponse,
 } from '@mirrorplane/core';
 import {
@@ -24,30 +29,13 @@ import {
   openValue,
   pendingTtl,
   sealValue,
-  productionKeys,
   recordComparison,
   type ComparisonContext,
-  type ProductionKeys,
   type ProductionResponse,
 } from './production-responses.js';
 import { closeRedis, createRedis } from './redis.js';
 
-/** Thrown by the ID-mapping stage when a request uses an ID whose staging twin is not known yet: replay later. */
-export class MappingPendingError extends ReplayLaterError {
-  constructor(delayMs: number, kind: string, productionId: string, why: 'pending' | 'create in flight' = 'pending') {
-    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId} (${why})`, delayMs);
-  }
-}
 
-/**
- * Thrown by the ID-mapping stage when Redis did not answer its lookups: the entry is replayed
- * later (no attempt spent) rather than sent with IDs unmapped or failed for good.
- */
-export class MappingUnavailableError extends ReplayLaterError {
-  constructor(delayMs: number, cause: unknown) {
-    super('MP_ERR_MAPPING_UNAVAILABLE', `ID mapping: Redis did not answer (${cause instanceof Error ? cause.message : String(cause)}); replaying later`, delayMs);
-  }
-}
 
 /** Errors of Redis or of the connection to it, as ioredis reports them (not our own bugs). */
 function isRedisTrouble(error: unknown): boolean {
@@ -308,7 +296,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
 }
 
 /** The production stage with its Redis connection and metrics, for the pipeline builder. */
-export function buildProductionStage(config: import('@mirrorplane/core').Config, logger: import('pino').Logger): { pipeline: Pipeline; metrics: import('prom-client').Metric[] } {
+export function buildProductionStage(config: Config, logger: Logger): { pipeline: Pipeline; metrics: Metric[] } {
   const redis = createRedis(config, 'commands', logger);
   const ids = new Counter({ name: 'mirrorplane_worker_id_mappings_total', help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, unknown, learned)', labelNames: ['kind', 'outcome'], registers: [] });
   const waited = new Histogram({ name: 'mirrorplane_worker_id_wait_seconds', help: 'How long entries waited for a pending ID mapping, by outcome', labelNames: ['outcome'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [] });

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
+import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, deploymentKey, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
 
 /**
@@ -124,11 +124,6 @@ async function countDatabases(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs
 
 function formatSeconds(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-/** The Redis hash holding the settings every process of a deployment must agree on. */
-export function deploymentKey(prefix: string): string {
-  return `{${prefix}}:deployment`;
 }
 
 /** Settings stored once per deployment, by field name; compared by each process at start. */

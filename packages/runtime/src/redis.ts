@@ -1,6 +1,6 @@
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { errorMessage, type Config } from '@mirrorplane/core';
+import { errorMessage, RedisUnavailableError, type Config } from '@mirrorplane/core';
 import { connectRedis } from './cluster.js';
 
 /**
@@ -103,7 +103,7 @@ export async function closeRedis(redis: Redis, ms = 1000): Promise<void> {
     await Promise.race([
       redis.quit(),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('quit timed out')), ms);
+        timer = setTimeout(() => reject(new RedisUnavailableError('quit timed out')), ms);
       }),
     ]);
   } catch {

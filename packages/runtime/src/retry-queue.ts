@@ -23,6 +23,11 @@ export function retryJobName(entry: SerializedEntry | null): string {
   return entry ? `${entry.method} ${entry.target}`.slice(0, 200) : 'undecodable entry';
 }
 
+/**
+ * The retry queue (BullMQ) of a deployment: retries waiting with backoff, and the failed set.
+ * The only place that builds it, so its name and key prefix come from `keys` alone.
+ * `connection` should be a connection of purpose `bullmq` (no per-request retry limit).
+ */
 export function createRetryQueue(keys: Keys, connection: ConnectionOptions): Queue<RetryJobData> {
   return new Queue<RetryJobData>(keys.retryQueue, { connection, prefix: keys.bullPrefix });
 }

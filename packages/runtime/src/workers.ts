@@ -1,10 +1,10 @@
-import { errorMessage, type Keys } from '@mirrorplane/core';
+import { errorMessage, workerKey, workersSetKey, type Keys } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
 
 /**
  * Worker heartbeats: which workers are alive, and what each holds.
  *
- * Each worker writes `{prefix}:worker:<consumer>` (JSON, below) every HEARTBEAT_MS with a time
+ * Each worker writes `{prefix}:worker:<consumer>` (both keys named in core's keys.ts) (JSON, below) every HEARTBEAT_MS with a time
  * to live of three periods, and adds its consumer name to the set `{prefix}:workers`. A worker
  * whose key expired is dead (or cut off from Redis). Every key shares the deployment's hash
  * tag, so one Redis Cluster shard holds them all.
@@ -30,13 +30,6 @@ export interface WorkerHeartbeat {
   lastSeen: number;
 }
 
-export function workersSetKey(prefix: string): string {
-  return `{${prefix}}:workers`;
-}
-
-export function workerKey(prefix: string, consumer: string): string {
-  return `{${prefix}}:worker:${consumer}`;
-}
 
 /**
  * Writes a heartbeat that expires after `ttlMs`. Throws what Redis answers (OOM with Redis full:
