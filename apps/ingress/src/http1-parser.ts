@@ -1,3 +1,4 @@
+import { RequestRefusedError } from '@mirrorplane/core';
 import { BoundedBody } from './body-reader.js';
 
 /**
@@ -101,14 +102,8 @@ const EMPTY = Buffer.alloc(0);
 
 const enum State { RequestLine, Fields, Body, ChunkSize, ChunkData, ChunkEnd, Trailers, Failed }
 
-class Refused extends Error {
-  constructor(readonly refusal: Refusal) {
-    super(refusal.detail);
-  }
-}
-
 function refuse(status: number, reason: RefusalReason, detail: string): never {
-  throw new Refused({ status, reason, detail });
+  throw new RequestRefusedError(status, reason, detail);
 }
 
 function bad(detail: string): never {
@@ -163,11 +158,11 @@ export class RequestParser {
     try {
       return this.#next();
     } catch (error) {
-      if (!(error instanceof Refused)) throw error;
+      if (!(error instanceof RequestRefusedError)) throw error;
       this.#state = State.Failed;
       this.#buf = EMPTY;
       this.#pos = 0;
-      return { kind: 'refused', refusal: error.refusal };
+      return { kind: 'refused', refusal: { status: error.status, reason: error.reason as RefusalReason, detail: error.message } };
     }
   }
 

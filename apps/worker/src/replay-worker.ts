@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DelayedError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job, type Queue, type Worker } from 'bullmq';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
@@ -17,6 +17,7 @@ import {
   exporterLockKey,
   keysFor,
   partitionKeys,
+  ReplayFailedError,
   splitId,
   serializeEntry,
   ShutdownTimeoutError,
@@ -34,6 +35,7 @@ import {
   closeRedis,
   createRedis,
   createRetryQueue,
+  createRetryWorker,
   ensureGroup,
   type Logger,
   type RetryJobData,
@@ -46,7 +48,7 @@ import { Claimer, byPartition } from './claimer.js';
 import { READ_BLOCK_MS, runReadLoop } from './read-loop.js';
 import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
 import { retryPolicyOf, type RetryPolicy } from './retry-schedule.js';
-import { POLICY_BACKOFF, RetryScheduledError, handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
+import { POLICY_BACKOFF, handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
 import { Heartbeat } from './heartbeat.js';
 
 export interface ReplayWorkerOptions {
@@ -215,9 +217,7 @@ export class ReplayWorker {
     await this.#heartbeat.start();
     await this.#ensureGroupWithRetry();
     if (this.#stopping) return { adminPort };
-    this.#retryWorker = new Worker<RetryJobData>(this.#keys.retryQueue, (job, token) => this.#processRetryJob(job, token), {
-      connection: this.#bull,
-      prefix: this.#keys.bullPrefix,
+    this.#retryWorker = createRetryWorker(this.#keys, (job, token) => this.#processRetryJob(job, token), this.#bull, {
       concurrency: Math.max(1, Math.ceil(this.#config.workerConcurrency / 4)),
       // A job is locked at least as long as a replay can take, so BullMQ never thinks it stalled.
       lockDuration: Math.max(30_000, this.#config.replayTimeoutMs * 2),
@@ -419,13 +419,13 @@ export class ReplayWorker {
         case 'dropped':
           return;
         case 'later':
-          if (!token) throw new RetryScheduledError('asked to replay later', d.delayMs);
+          if (!token) throw new ReplayFailedError('asked to replay later', d.delayMs);
           // Waiting spends no attempt: BullMQ's manual delay.
           await job.moveToDelayed(Date.now() + d.delayMs, token);
           throw new DelayedError();
         case 'retry':
           // BullMQ stores these messages as the job's failedReason: redacted like logs are.
-          throw new RetryScheduledError(this.#redactor.text(d.message), d.delayMs);
+          throw new ReplayFailedError(this.#redactor.text(d.message), d.delayMs);
         case 'failed':
           throw new UnrecoverableError(this.#redactor.text(d.message));
       }

@@ -1,4 +1,5 @@
-import { Http1Origin, WireRequestError, type WireResponse } from './http1-client.js';
+import { WireRequestError } from '@mirrorplane/core';
+import { Http1Origin, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import {
   compileRetryPolicy,
@@ -189,6 +190,7 @@ export class StagingClient {
     if (error instanceof WireRequestError) {
       return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1: ${error.message}`);
     }
+    if (error instanceof StagingTransportError) return error;
     const code = (error as { code?: string }).code;
     const message = (error as Error).message ?? String(error);
     return new StagingTransportError(code && !message.includes(code) ? `${code}: ${message}` : message, { cause: error });

@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   MP_ERR_DATA_KEY: 'MIRRORPLANE_DATA_KEY cannot be parsed',
   MP_ERR_TEMPLATE_SYNTAX: 'a `{{…}}` template in a rule is malformed',
   MP_ERR_JSON_PATH_SYNTAX: 'a JSON path in a rule is malformed',
+  MP_ERR_REGEX_SYNTAX: 'a regular expression in a rule does not parse or cannot run in linear time',
   MP_ERR_ENTRY_DECODE: 'a stream entry cannot be decoded',
   MP_ERR_STAGING_STATUS: 'staging answered with a status the retry policy retries',
   MP_ERR_STAGING_TRANSPORT: 'staging could not be reached or did not answer in time',
@@ -23,9 +24,10 @@ export const ERROR_CODES = {
   MP_ERR_HOOK_SETUP: "a hooks module's setup threw",
   MP_ERR_MAPPING_PENDING: 'an ID the request uses has no staging twin yet: replay later',
   MP_ERR_MAPPING_UNAVAILABLE: 'Redis did not answer the ID-mapping lookups: replay later',
-  MP_ERR_REPLAY_FAILED: 'a retry attempt failed in a retryable way; BullMQ schedules the next',
+  MP_ERR_REPLAY_FAILED: 'a retry attempt failed in a retryable way; BullMQ schedules the next after the policy\'s delay',
   MP_ERR_SHUTDOWN_TIMEOUT: 'a shutdown step did not finish within SHUTDOWN_TIMEOUT_MS',
   MP_ERR_INTAKE: 'a production-response intake request is malformed',
+  MP_ERR_REQUEST_REFUSED: 'the ingress refused a mirrored request (malformed or over a limit)',
   MP_ERR_REDIS_UNAVAILABLE: 'Redis rejected or did not answer a command',
   MP_ERR_REDIS_DB: 'the Redis URL names a database index this Redis does not have',
   MP_ERR_DEPLOYMENT_MISMATCH: "a process's deployment-wide settings differ from those stored in Redis",
@@ -74,6 +76,14 @@ export class ConfigError extends MirrorplaneError {
   }
 }
 
+/** Thrown when the dashboard would bind beyond loopback without ADMIN_TOKEN; `message` is `KEY: why`. */
+export class DashboardBindError extends ConfigError {
+  constructor(message: string) {
+    const colon = message.indexOf(': ');
+    super([{ key: message.slice(0, colon), message: message.slice(colon + 2) }]);
+  }
+}
+
 export interface RuleIssue {
   /** Path under `rules`: `[2, 'rewritePath', 'to']`. */
   path: (string | number)[];
@@ -109,6 +119,9 @@ export class UsageError extends MirrorplaneError {
   }
 }
 
+/** Thrown when a port a role needs is taken or not allowed; names the setting, exit code 2, no stack trace. */
+export class PortInUseError extends UsageError {}
+
 /** Thrown when MIRRORPLANE_DATA_KEY cannot be parsed; the message names what is wrong, never the key. */
 export class DataKeyError extends MirrorplaneError {
   constructor(message: string) {
@@ -127,6 +140,16 @@ export class TemplateSyntaxError extends MirrorplaneError {
 export class JsonPathSyntaxError extends MirrorplaneError {
   constructor(message: string) {
     super('MP_ERR_JSON_PATH_SYNTAX', message);
+  }
+}
+
+/**
+ * Thrown by `LinearRegExp` when a pattern does not parse, or uses a feature the linear-time
+ * engine (RE2) cannot run (backreferences, lookaround); the message names it.
+ */
+export class LinearRegexSyntaxError extends MirrorplaneError {
+  constructor(message: string) {
+    super('MP_ERR_REGEX_SYNTAX', message);
   }
 }
 
@@ -158,6 +181,33 @@ export class StagingTransportError extends MirrorplaneError {
 export class UnreplayableRequestError extends MirrorplaneError {
   constructor(message: string) {
     super('MP_ERR_UNREPLAYABLE', message, { retryable: false });
+  }
+}
+
+/**
+ * Thrown by the worker's HTTP/1.1 client before anything is sent, when the request cannot be
+ * written as HTTP/1.1 (a method or field name that is not a token, a control byte in a value).
+ */
+export class WireRequestError extends UnreplayableRequestError {}
+
+/**
+ * Thrown by the worker's HTTP/1.1 client when a kept-alive connection turned out closed before
+ * any byte of the answer: the request is sent again on a fresh connection, never reported.
+ */
+export class StaleConnectionError extends StagingTransportError {}
+
+/**
+ * Thrown by the ingress's HTTP/1.1 parser when a request must be refused (`status`, the counted
+ * `reason`, a `detail` for the log); the parser turns it into a `refused` event.
+ */
+export class RequestRefusedError extends MirrorplaneError {
+  readonly status: number;
+  readonly reason: string;
+
+  constructor(status: number, reason: string, detail: string) {
+    super('MP_ERR_REQUEST_REFUSED', detail);
+    this.status = status;
+    this.reason = reason;
   }
 }
 
@@ -235,12 +285,17 @@ export class MappingUnavailableError extends ReplayLaterError {
 }
 
 /**
- * Thrown when a retry attempt failed in a retryable way: thrown to BullMQ, which schedules the
- * next attempt; the message is the failure's (`MP_ERR_*: …`), kept as the job's reason.
+ * Thrown by a retry job when the attempt failed in a retryable way and the retry policy allows
+ * another try: thrown to BullMQ, whose backoff strategy (`policyBackoff` in the worker) reads
+ * `delayMs`, the delay the policy chose. The message is the failure's, kept as the job's reason.
  */
 export class ReplayFailedError extends MirrorplaneError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The delay before the next try, in ms. */
+  readonly delayMs: number;
+
+  constructor(message: string, delayMs: number, options?: { cause?: unknown }) {
     super('MP_ERR_REPLAY_FAILED', message, { ...options, retryable: true });
+    this.delayMs = delayMs;
   }
 }
 

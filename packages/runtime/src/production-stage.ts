@@ -4,12 +4,14 @@ import { Counter, Histogram, type Metric } from 'prom-client';
 import {
   EntryCipher,
   compileComparison,
+  errorMessage,
   compileIdMapping,
   contentCodings,
   MappingPendingError,
   MappingUnavailableError,
   parseJsonBody,
   productionKeys,
+  RedisUnavailableError,
   splitId,
   streamIdTime,
   withoutContentCoding,
@@ -36,9 +38,9 @@ import {
 import { closeRedis, createRedis } from './redis.js';
 
 
-
 /** Errors of Redis or of the connection to it, as ioredis reports them (not our own bugs). */
 function isRedisTrouble(error: unknown): boolean {
+  if (error instanceof RedisUnavailableError) return true;
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   return ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name)
@@ -180,7 +182,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     for (const kind of kinds) lookup.zrangebyscore(keys.inflight(kind), `(${score - awaitCreatesMs}`, `(${score}`, 'LIMIT', 0, 1);
     const [replies] = await Promise.all([lookup.exec(), registered]);
     const failed = replies?.find(([error]) => error);
-    if (!replies || failed) throw failed?.[0] ?? new Error('the ID lookup transaction was discarded');
+    if (!replies || failed) throw new RedisUnavailableError(`the ID lookup failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, { cause: failed?.[0] });
     const values = replies[0]?.[1] as (string | null)[];
     const byKey = new Map(mapKeys.map((k, i) => [k, openMapping(k, values[i] ?? null)]));
     const inFlight = new Set(kinds.filter((_, i) => ((replies[i + 1]?.[1] as string[] | undefined) ?? []).length > 0));

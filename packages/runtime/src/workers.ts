@@ -1,5 +1,6 @@
 import { errorMessage, workerKey, workersSetKey, type Keys } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
+import { readConsumers } from './stream-info.js';
 
 /**
  * Worker heartbeats: which workers are alive, and what each holds.
@@ -105,19 +106,10 @@ export async function pruneDeadConsumers(redis: RedisClient, prefix: string, par
   const alive = new Set((await listWorkers(redis, prefix)).map((w) => w.consumer));
   const pruned: PrunedConsumer[] = [];
   for (const keys of parts) {
-    let rows: unknown[][];
-    try {
-      rows = (await redis.xinfo('CONSUMERS', keys.stream, keys.group)) as unknown[][];
-    } catch (error) {
-      // No stream or no group yet: nothing to prune.
-      if (/no such key|NOGROUP/i.test(errorMessage(error))) continue;
-      throw error;
-    }
-    for (const row of rows) {
-      const c: Record<string, unknown> = {};
-      for (let i = 0; i + 1 < row.length; i += 2) c[String(row[i])] = row[i + 1];
-      const name = String(c.name);
-      if (alive.has(name) || Number(c.pending) !== 0 || Number(c.idle) < minIdleMs) continue;
+    // No stream or no group yet: nothing to prune.
+    for (const c of await readConsumers(redis, keys.stream, keys.group)) {
+      const name = c.name;
+      if (alive.has(name) || c.pending !== 0 || c.idleMs < minIdleMs) continue;
       // Checked again and removed in one script: the consumer may have read since XINFO answered.
       const removed = Number(await redis.eval(DELETE_IF_IDLE, 1, keys.stream, keys.group, name));
       if (removed === 1) pruned.push({ consumer: name, stream: keys.stream });
