@@ -57,11 +57,16 @@ test('connection-named headers are collected from every connection header, trimm
   assert.equal(connectionNamedHeaders(['a', 'b']).size, 0);
 });
 
-test('the hop-by-hop set is RFC 9110 §7.6.1 and every replay-managed header is dropped before staging', () => {
+/** Framing fields stay in place: the staging client writes their values true to the body it sends. */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'trailer']);
+
+test('the hop-by-hop set is RFC 9110 §7.6.1; every replay-managed header but the framing ones is dropped before staging', () => {
   assert.deepEqual([...HOP_BY_HOP_HEADERS].sort(), ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
   assert.equal(RULE_FORBIDDEN_HEADERS, REPLAY_MANAGED_HEADERS);
   for (const h of REPLAY_MANAGED_HEADERS) {
     const out = stagingHeaders([h.toUpperCase(), 'v', 'accept', '*/*'], { host: 'staging', entryId: '1-0', attempt: 1 });
-    assert.ok(!out.slice(0, -4).some((n, i) => i % 2 === 0 && n.toLowerCase() === h), h);
+    const kept = out.slice(0, -4).some((n, i) => i % 2 === 0 && n.toLowerCase() === h);
+    assert.equal(kept, FRAMING.has(h), h);
+    if (FRAMING.has(h)) assert.deepEqual(out.slice(0, 2), [h.toUpperCase(), 'v'], `${h} stays in its place`);
   }
 });

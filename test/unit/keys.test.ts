@@ -2,7 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { exporterLockKey, hookStorePrefix, KEY_FAMILIES, keyFamilyTable, keysFor, partitionKeys, productionKeys } from '@mirrorplane/core';
+import { deploymentKey, EntryCipher, exporterLockKey, hookStorePrefix, KEY_FAMILIES, keyFamilyTable, keysFor, partitionKeys, productionKeys, workerKey, workersSetKey } from '@mirrorplane/core';
+
+const cipher = EntryCipher.fromSpec(`k1:${Buffer.alloc(32, 7).toString('base64')}`)!;
 
 /** A family's pattern as a regex over real keys: `{p}` is a partition tag, `<…>` any text. */
 function familyRegex(pattern: string, prefix: string): RegExp {
@@ -27,6 +29,12 @@ function everyKey(prefix: string, partitions: number, part: string): string[] {
     production.diffs,
     production.diffRoutes,
     production.diffPaths,
+    production.inflight(part),
+    production.idOutcomes,
+    productionKeys(prefix, cipher).idmap(part, part),
+    workersSetKey(prefix),
+    workerKey(prefix, part),
+    deploymentKey(prefix),
   ];
 }
 
