@@ -4,7 +4,7 @@ import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { ConfigError, DashboardBindError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { DashboardBindError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
 import { closeRedis, createRedis, createRetryQueue, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';

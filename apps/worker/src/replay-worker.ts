@@ -48,7 +48,7 @@ import { Claimer, byPartition } from './claimer.js';
 import { READ_BLOCK_MS, runReadLoop } from './read-loop.js';
 import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
 import { retryPolicyOf, type RetryPolicy } from './retry-schedule.js';
-import { POLICY_BACKOFF, handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
+import { handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
 import { Heartbeat } from './heartbeat.js';
 
 export interface ReplayWorkerOptions {

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { DataKeyError, EntryDecodeError, MirrorplaneError } from './errors.js';
+import { DataKeyError, EntryDecodeError } from './errors.js';
 import { ENTRY_VERSION, type RawFields } from './entry.js';
 
 /**

@@ -1,4 +1,4 @@
-import { errorMessage, workerKey, workersSetKey, type Keys } from '@mirrorplane/core';
+import { errorMessage, RedisUnavailableError, workerKey, workersSetKey, type Keys } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
 import { readConsumers } from './stream-info.js';
 
@@ -33,7 +33,7 @@ export interface WorkerHeartbeat {
 
 
 /**
- * Writes a heartbeat that expires after `ttlMs`. Throws what Redis answers (OOM with Redis full:
+ * Writes a heartbeat that expires after `ttlMs`. Throws RedisUnavailableError carrying what Redis answered (OOM with Redis full:
  * SET and SADD allocate); the caller logs and goes on.
  */
 export async function writeHeartbeat(redis: RedisClient, prefix: string, heartbeat: WorkerHeartbeat, ttlMs: number): Promise<void> {
@@ -43,7 +43,7 @@ export async function writeHeartbeat(redis: RedisClient, prefix: string, heartbe
     .exec()
     .then((results) => {
       const bad = results?.find(([error]) => error);
-      if (bad) throw bad[0];
+      if (bad) throw new RedisUnavailableError(`writing the heartbeat failed: ${errorMessage(bad[0])}`, { cause: bad[0] });
     });
 }
 
