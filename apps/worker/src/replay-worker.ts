@@ -302,10 +302,7 @@ export class ReplayWorker {
       return;
     }
     const firstTriedAt = Date.now();
-    const started = performance.now();
-    const result = await attempt(() => this.#staging.replay(entry, attemptNo));
-    const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
-    this.#account(d, entry, attemptNo);
+    const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
     switch (d.kind) {
       case 'replayed':
       case 'post-error':
@@ -326,6 +323,15 @@ export class ReplayWorker {
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
         return;
     }
+  }
+
+  /** One replay attempt, classified once and counted, the same for the stream and the retry queue. */
+  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number): Promise<Disposition> {
+    const started = performance.now();
+    const result = await attempt(() => this.#staging.replay(entry, attemptNo));
+    const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
+    this.#account(d, entry, attemptNo);
+    return d;
   }
 
   /** Metrics and logs of one classified attempt: the same for the stream and the retry path. */
@@ -407,10 +413,7 @@ export class ReplayWorker {
     this.#slots.acquireOver(slot);
     this.#m.retried();
     try {
-      const started = performance.now();
-      const result = await attempt(() => this.#staging.replay(entry, attemptNo));
-      const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
-      this.#account(d, entry, attemptNo);
+      const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
       switch (d.kind) {
         case 'replayed':
         case 'post-error':
