@@ -1,7 +1,7 @@
 import { connect as connectTcp, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { isIP } from 'node:net';
-import { StaleConnectionError, StagingTransportError, WireRequestError } from '@mirrorplane/core';
+import { HTTP_TOKEN, StaleConnectionError, StagingTransportError, WireRequestError } from '@mirrorplane/core';
 
 /**
  * The staging client's wire: HTTP/1.1 requests written byte for byte as given, over kept-alive
@@ -50,14 +50,13 @@ export interface Http1OriginOptions {
   idleMs: number;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
 
 /** The head and body bytes of a request. */
 export function encodeRequest(request: WireRequest): Buffer[] {
   const { method, path, headers, body, trailers } = request;
-  if (!TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
+  if (!HTTP_TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
   if (path.length === 0 || INVALID_PATH.test(path)) throw new WireRequestError(`path ${JSON.stringify(path.slice(0, 100))} holds a space or a control byte`);
   let head = `${method} ${path} HTTP/1.1\r\n`;
   let chunked = false;
@@ -65,7 +64,7 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i] as string;
     let value = headers[i + 1] as string;
-    if (!TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
+    if (!HTTP_TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
     if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name} holds CR, LF, NUL or another control byte`);
     const lower = name.length === 14 || name.length === 17 ? name.toLowerCase() : '';
     if (lower === 'content-length' || lower === 'transfer-encoding') {
@@ -88,7 +87,7 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   for (let i = 0; i < trailers.length; i += 2) {
     const name = trailers[i] as string;
     const value = trailers[i + 1] as string;
-    if (!TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
+    if (!HTTP_TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
     tail += `${name}: ${value}\r\n`;
   }
   tail += '\r\n';

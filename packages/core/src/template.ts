@@ -1,5 +1,6 @@
 import { TemplateSyntaxError } from './errors.js';
 import { headerValue } from './headers.js';
+import { HTTP_TOKEN } from './http-token.js';
 
 /**
  * Templates in rule values: `x-trace: '{{entryId}}'`, `/users/{{path.id}}`. A template is
@@ -29,7 +30,7 @@ export type Template = (scope: TemplateScope) => string;
 
 const VARIABLE = /\{\{\s*([^{}]*?)\s*\}\}/g;
 const GROUP_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const HEADER_NAME = HTTP_TOKEN;
 
 export const TEMPLATE_VARIABLES = ['entryId', 'requestId', 'attempt', 'method', 'host', 'now', 'nowMs', 'path.<group>', 'header.<name>'] as const;
 
