@@ -268,7 +268,11 @@ test('chains through nginx: every order of arrival, every middleware style, comp
       const rows = JSON.parse((await stack.cli(['diff', 'summary', '--json'])).stdout) as { compared: number }[];
       return rows.reduce((n, row) => n + row.compared, 0) >= 36 ? true : null;
     }, 60_000);
-    const summary = (await stack.cli(['diff', 'summary'])).stdout;
+    const out = (await stack.cli(['diff', 'summary'])).stdout;
+    // Operator commands open with the Redis and prefix they read (the URL masked), then a blank line.
+    const blank = out.indexOf('\n\n');
+    assert.match(out.slice(0, blank + 1), /^Redis \S+ {2}prefix \S+\n$/);
+    const summary = out.slice(blank + 2);
     // Exact figures: the one real difference (staging's PUT adds `version`), nothing else —
     // not the compressed bodies, not the IDs, whichever side arrived first.
     assert.equal(summary, formatDiffSummary([
