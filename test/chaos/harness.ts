@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
 import { ChaosStaging, bodyFor } from './chaos-staging.js';
-import { createRandom, describeSchedule, planSchedule, type Fault, type Schedule } from './schedule.js';
+import { createRandom, describeSchedule, planSchedule, type Fault } from './schedule.js';
 
 /** Limits the run asserts; each is stated in docs/RELIABILITY.md. */
 export interface ChaosLimits {

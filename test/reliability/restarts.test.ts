@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { RecordingServer, RedisServer, Stack, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, waitFor } from '../helpers/index.js';
 import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
 
 let redis: RedisServer;
@@ -15,7 +15,6 @@ after(async () => {
   await redis?.close();
 });
 
-const delayed = (ms: number) => (_req: Received, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(), ms);
 
 function portClosed(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -1,11 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { ConfigError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { closeRedis, createRedis, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
+import { DashboardBindError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { closeRedis, createRedis, createRetryQueue, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 import { DashboardAuth, checkDashboardBind, loginPage } from './dashboard-auth.js';
@@ -164,7 +164,7 @@ export class Dashboard {
     // Long-lived connections that wait for Redis to come back, like a worker's.
     this.#redis = createRedis(options.config, 'commands', options.logger);
     this.#bull = createRedis(options.config, 'bullmq', options.logger);
-    this.#queue = new Queue<RetryJobData>(keys.retryQueue, { connection: this.#bull, prefix: keys.bullPrefix });
+    this.#queue = createRetryQueue(keys, this.#bull);
     this.#queue.on('error', (error) => options.logger.warn({ err: errorMessage(error) }, 'retry queue error'));
 
     const adapter = new ExpressAdapter();
@@ -375,13 +375,6 @@ export class Dashboard {
   }
 }
 
-/** Thrown when the dashboard would bind beyond loopback without ADMIN_TOKEN. */
-export class DashboardBindError extends ConfigError {
-  constructor(message: string) {
-    const colon = message.indexOf(': ');
-    super([{ key: message.slice(0, colon), message: message.slice(colon + 2) }]);
-  }
-}
 
 /** The request body as text, or null past `limit` bytes (the rest is not read). */
 function readBounded(req: IncomingMessage, limit: number): Promise<string | null> {

@@ -7,7 +7,7 @@ export type Flags = Partial<Record<SettingKey, string>> & { config?: string };
 /** Exit codes: 0 done, 1 failure at run time, 2 bad usage or configuration. */
 export const EXIT_USAGE = 2;
 
-export class UsageError extends Error {}
+export { UsageError } from '@mirrorplane/core';
 
 /** Loads the configuration once for this process; a bad value exits before anything starts. */
 export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { MirrorplaneError, REDACTED, decodeBody, errorMessage, parseQuery, type EntryCipher, type Redactor } from '@mirrorplane/core';
+import { decodeBody, errorMessage, parseQuery, RecordingFormatError, REDACTED, type EntryCipher, type Redactor } from '@mirrorplane/core';
 import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
@@ -11,12 +11,6 @@ import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, ty
  * (entry id, rules applied, tags, the request as mirrored) is kept under `_mirrorplane`.
  */
 
-/** Thrown when a recording file cannot be read or holds a line that is not a recording. */
-export class RecordingFormatError extends MirrorplaneError {
-  constructor(message: string) {
-    super('MP_ERR_RECORDING', message);
-  }
-}
 
 interface HarNameValue {
   name: string;

@@ -1,3 +1,4 @@
+import { RequestRefusedError, TOKEN_BYTES, TOKEN_CHARS } from '@mirrorplane/core';
 import { BoundedBody } from './body-reader.js';
 
 /**
@@ -72,8 +73,7 @@ export interface ParserLimits {
 }
 
 // Byte classes, one table lookup per byte (RFC 9110 §5.6.2 tchar, §5.5 field-vchar with obs-text).
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
+const TOKEN = TOKEN_BYTES;
 /** Field value bytes: HTAB, SP, VCHAR, obs-text. */
 const VALUE = new Uint8Array(256);
 VALUE[0x09] = 1;
@@ -95,20 +95,14 @@ const COLON = 58;
 /** A chunk-size line (size and extensions) longer than this is refused. */
 const MAX_CHUNK_LINE = 4096;
 /** chunk-ext after the size: `;name` or `;name=token|quoted-string`, with optional whitespace (BWS). */
-const CHUNK_EXT = /^(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"))?)*$/;
+const CHUNK_EXT = new RegExp(`^(?:[ \\t]*;[ \\t]*${TOKEN_CHARS}+(?:[ \\t]*=[ \\t]*(?:${TOKEN_CHARS}+|"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"))?)*$`);
 const DIGITS = /^[0-9]{1,15}$/;
 const EMPTY = Buffer.alloc(0);
 
 const enum State { RequestLine, Fields, Body, ChunkSize, ChunkData, ChunkEnd, Trailers, Failed }
 
-class Refused extends Error {
-  constructor(readonly refusal: Refusal) {
-    super(refusal.detail);
-  }
-}
-
 function refuse(status: number, reason: RefusalReason, detail: string): never {
-  throw new Refused({ status, reason, detail });
+  throw new RequestRefusedError(status, reason, detail);
 }
 
 function bad(detail: string): never {
@@ -163,11 +157,11 @@ export class RequestParser {
     try {
       return this.#next();
     } catch (error) {
-      if (!(error instanceof Refused)) throw error;
+      if (!(error instanceof RequestRefusedError)) throw error;
       this.#state = State.Failed;
       this.#buf = EMPTY;
       this.#pos = 0;
-      return { kind: 'refused', refusal: error.refusal };
+      return { kind: 'refused', refusal: { status: error.status, reason: error.reason as RefusalReason, detail: error.message } };
     }
   }
 

@@ -1,6 +1,7 @@
 import { connect as connectTcp, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { isIP } from 'node:net';
+import { HTTP_TOKEN, StaleConnectionError, StagingTransportError, WireRequestError } from '@mirrorplane/core';
 
 /**
  * The staging client's wire: HTTP/1.1 requests written byte for byte as given, over kept-alive
@@ -39,7 +40,6 @@ export interface WireResponse {
 }
 
 /** Thrown when a request cannot be written as HTTP/1.1 (a stage produced an invalid method, path or field). */
-export class WireRequestError extends Error {}
 
 export interface Http1OriginOptions {
   /** Bytes of each response body kept; 0: the body is read and discarded. */
@@ -50,14 +50,13 @@ export interface Http1OriginOptions {
   idleMs: number;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
 
 /** The head and body bytes of a request. */
 export function encodeRequest(request: WireRequest): Buffer[] {
   const { method, path, headers, body, trailers } = request;
-  if (!TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
+  if (!HTTP_TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
   if (path.length === 0 || INVALID_PATH.test(path)) throw new WireRequestError(`path ${JSON.stringify(path.slice(0, 100))} holds a space or a control byte`);
   let head = `${method} ${path} HTTP/1.1\r\n`;
   let chunked = false;
@@ -65,7 +64,7 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i] as string;
     let value = headers[i + 1] as string;
-    if (!TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
+    if (!HTTP_TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
     if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name} holds CR, LF, NUL or another control byte`);
     const lower = name.length === 14 || name.length === 17 ? name.toLowerCase() : '';
     if (lower === 'content-length' || lower === 'transfer-encoding') {
@@ -88,7 +87,7 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   for (let i = 0; i < trailers.length; i += 2) {
     const name = trailers[i] as string;
     const value = trailers[i + 1] as string;
-    if (!TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
+    if (!HTTP_TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
     tail += `${name}: ${value}\r\n`;
   }
   tail += '\r\n';
@@ -186,13 +185,13 @@ export class Http1Origin {
         const done = reader.end();
         if (done !== null) finish(null, done);
         else if (reused && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
-        else finish(Object.assign(new Error('staging closed the connection before the response ended'), { code: 'UND_ERR_SOCKET' }));
+        else finish(new StagingTransportError('UND_ERR_SOCKET: staging closed the connection before the response ended'));
       };
       const onError = (error: Error) => {
         if (reused && !reader.started) finish(new StaleConnectionError(error.message));
         else finish(error);
       };
-      const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new StagingTransportError('aborted'));
       if (signal.aborted) return onAbort();
       socket.setTimeout(0);
       socket.on('data', onData);
@@ -225,8 +224,6 @@ export class Http1Origin {
     for (const socket of this.#all) socket.destroy();
   }
 }
-
-class StaleConnectionError extends Error {}
 
 const enum Body { Head, Length, ChunkSize, ChunkData, ChunkEnd, Trailers, UntilClose, Done }
 
@@ -264,13 +261,13 @@ class ResponseReader {
         case Body.Head: {
           const end = this.#buf.indexOf('\r\n\r\n');
           if (end === -1) {
-            if (this.#buf.length > 1024 * 1024) throw new Error('staging response head over 1 MiB');
+            if (this.#buf.length > 1024 * 1024) throw new StagingTransportError('staging response head over 1 MiB');
             return null;
           }
           const lines = this.#buf.toString('latin1', 0, end).split('\r\n');
           this.#buf = this.#buf.subarray(end + 4);
           const status = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(lines[0] as string);
-          if (status === null) throw new Error(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
+          if (status === null) throw new StagingTransportError(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
           const code = Number(status[2]);
           // 1xx: informational, the real response follows (101 is never asked for).
           if (code < 200) continue;
@@ -282,7 +279,7 @@ class ResponseReader {
           for (let i = 1; i < lines.length; i++) {
             const line = lines[i] as string;
             const colon = line.indexOf(':');
-            if (colon <= 0) throw new Error('staging sent a malformed response field');
+            if (colon <= 0) throw new StagingTransportError('staging sent a malformed response field');
             const name = line.slice(0, colon).toLowerCase();
             const value = line.slice(colon + 1).trim();
             this.#headers.push(name, value);
@@ -302,7 +299,7 @@ class ResponseReader {
           else if (chunked) this.#state = Body.ChunkSize;
           else if (teOther) this.#state = Body.UntilClose;
           else if (length !== null) {
-            if (!Number.isSafeInteger(length) || length < 0) throw new Error('staging sent an invalid content-length');
+            if (!Number.isSafeInteger(length) || length < 0) throw new StagingTransportError('staging sent an invalid content-length');
             this.#remaining = length;
             this.#state = length === 0 ? Body.Done : Body.Length;
           } else this.#state = Body.UntilClose;
@@ -323,7 +320,7 @@ class ResponseReader {
           const end = this.#buf.indexOf('\r\n');
           if (end === -1) return null;
           const size = /^([0-9a-fA-F]{1,12})/.exec(this.#buf.toString('latin1', 0, end));
-          if (size === null) throw new Error('staging sent a bad chunk size');
+          if (size === null) throw new StagingTransportError('staging sent a bad chunk size');
           this.#buf = this.#buf.subarray(end + 2);
           this.#remaining = parseInt(size[1] as string, 16);
           this.#state = this.#remaining === 0 ? Body.Trailers : Body.ChunkData;

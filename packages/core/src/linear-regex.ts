@@ -1,4 +1,5 @@
 import { RE2JS } from 're2js';
+import { LinearRegexSyntaxError } from './errors.js';
 
 /**
  * Regular expressions from the config file (rules, ID mapping) run on request data an
@@ -21,14 +22,6 @@ export interface LinearMatch extends Array<string | undefined> {
   groups: Record<string, string | undefined> | undefined;
   /** Start and end of the whole match and each group (like the `d` flag), by number and by name. */
   indices: { [n: number]: [number, number] | undefined; groups: Record<string, [number, number] | undefined> | undefined };
-}
-
-/** Thrown when a pattern is not valid, or needs a feature RE2 cannot run in linear time. */
-export class LinearRegexSyntaxError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LinearRegexSyntaxError';
-  }
 }
 
 /** A compiled pattern with the `RegExp` methods our stages use, in linear time. */

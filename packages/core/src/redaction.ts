@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HTTP_TOKEN } from './http-token.js';
 
 /**
  * Redaction: what is obviously secret in a mirrored request, and the one place that hides it
@@ -62,12 +63,11 @@ export const DEFAULT_REDACTED_QUERY_PARAMS: readonly string[] = Object.freeze([
   'x-goog-credential',
 ]);
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** The config file's `redact:` block: extends the defaults, or turns some off. */
 export const RedactOptions = z.strictObject({
   /** More header names to redact, on top of the defaults. */
-  headers: z.array(z.string().regex(TOKEN, 'expected a header name')).optional(),
+  headers: z.array(z.string().regex(HTTP_TOKEN, 'expected a header name')).optional(),
   /** More query parameter names to redact, on top of the defaults. */
   queryParams: z.array(z.string().min(1, 'expected a query parameter name').max(256)).optional(),
   /** Default header or query parameter names to show after all (e.g. `code` when it is a product code). */

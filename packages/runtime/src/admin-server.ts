@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import type { Config } from '@mirrorplane/core';
 
 export interface AdminServerOptions {
   host: string;
@@ -33,6 +34,17 @@ export function secretMatcher(secret: string): (presented: string | undefined) =
  * Health, readiness and metrics on their own port, so that no mirrored path can collide
  * with them: `/healthz` (the process is alive), `/readyz` (it can do its job), `/metrics`.
  */
+/**
+ * The admin server a process's configuration asks for (ADMIN_HOST, ADMIN_PORT, ADMIN_TOKEN),
+ * or null when ADMIN_PORT is 0. Not listening yet: call `listen()`.
+ */
+export function adminServerFor(
+  config: Pick<Config, 'adminHost' | 'adminPort' | 'adminToken'>,
+  options: Omit<AdminServerOptions, 'host' | 'port' | 'token'>,
+): AdminServer | null {
+  return config.adminPort === 0 ? null : new AdminServer({ ...options, host: config.adminHost, port: config.adminPort, token: config.adminToken });
+}
+
 export class AdminServer {
   readonly #server: Server;
   readonly #options: AdminServerOptions;

@@ -11,6 +11,8 @@ export * from './metrics.js';
 export * from './production-responses.js';
 export * from './production-stage.js';
 export * from './stream-trimmer.js';
+export * from './stream-info.js';
+export * from './local-processes.js';
 export * from './cluster.js';
 export * from './partitioned-status.js';
 export * from './retry-backlog.js';

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import {
   EntryCipher,
   errorMessage,
+  headerEntries,
   Redactor,
   type Config,
   type OutgoingRequest,
@@ -75,10 +76,7 @@ export function recordBody(body: Buffer, limit: number, alreadyTruncated = false
 }
 
 function pairs(flat: readonly string[], redactor: Redactor): RecordedHeaders {
-  const safe = redactor.headers(flat);
-  const out: RecordedHeaders = [];
-  for (let i = 0; i + 1 < safe.length; i += 2) out.push([safe[i] as string, safe[i + 1] as string]);
-  return out;
+  return headerEntries(redactor.headers(flat));
 }
 
 interface OpenFile {
