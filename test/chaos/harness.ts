@@ -287,7 +287,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             violations.push(`a worker (${w.consumer}) did not exit within 20 s of SIGTERM`);
             await w.process.stop('SIGKILL');
           } else if (code !== 0) {
-            violations.push(`a worker (${w.consumer}) exited ${code} on SIGTERM\n${w.process.stderr.slice(-1000)}`);
+            violations.push(`a worker (${w.consumer}) exited ${code} on SIGTERM\n--- stderr:\n${w.process.stderr.slice(-1000)}\n--- last log lines:\n${w.process.stdout.slice(-2000)}`);
           }
         }
         await hold();
