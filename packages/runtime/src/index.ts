@@ -20,3 +20,4 @@ export * from './redis-probe.js';
 export * from './workers.js';
 export * from './redis-connect.js';
 export * from './failed-set.js';
+export * from './http-listen.js';
