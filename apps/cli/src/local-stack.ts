@@ -4,6 +4,7 @@ import { SampleBackend } from '@mirrorplane/sample-backend';
 import { PrerequisiteError } from '@mirrorplane/core';
 import { buildPipeline, freePort, LocalRedisServer, redisServerInstalled } from '@mirrorplane/runtime';
 import { configure, createLogger, runUntilSignal, type Flags } from './process.js';
+import { preflight } from './preflight.js';
 
 /**
  * `mirrorplane start`: everything on one machine for a first look. Starts a private
@@ -54,6 +55,9 @@ export async function startLocalStack(flags: Flags, io: { out: (s: string) => vo
       await redis.close();
     }
   });
+  // Like the ingress and worker commands: check the database and record the deployment, so
+  // `status` finds it.
+  await preflight(ingressConfig, logger);
   const { port } = await ingress.listen();
   await worker.start();
   io.out(
