@@ -61,6 +61,12 @@ export interface ReplayWorkerOptions {
 /** The slot key of a retry job, apart from the stream entry of the same id. */
 const jobSlot = (id: string) => `job:${id}`;
 
+
+/** Time the cleanup steps after SHUTDOWN_TIMEOUT_MS share, in ms: the stop's bound past the deadline. */
+export const SHUTDOWN_GRACE_MS = 3000;
+/** The least a cleanup step gets, in ms, even past the grace period (one local round trip). */
+const MIN_STEP_MS = 100;
+
 /**
  * A worker: composes the read loop, the slot accounting, the acknowledgement batcher, the
  * claimer, the retry-queue bridge and the heartbeat. Reads the stream through the consumer
@@ -476,13 +482,18 @@ export class ReplayWorker {
     if (this.#claimTimer) clearInterval(this.#claimTimer);
     const deadline = Date.now() + this.#config.shutdownTimeoutMs;
     // Every step is bounded: with Redis gone, a command would wait for a reconnect for ever.
+    // The steps after the deadline (hand back, acknowledgements, connections) share one grace
+    // period instead of a second each, so the whole stop is bounded by SHUTDOWN_TIMEOUT_MS +
+    // SHUTDOWN_GRACE_MS even when Redis does not answer at all (a paused or partitioned Redis).
+    const hardDeadline = deadline + SHUTDOWN_GRACE_MS;
     const step = async (name: string, fn: () => Promise<unknown>) => {
       let timer: NodeJS.Timeout | undefined;
       try {
         await Promise.race([
           fn(),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new ShutdownTimeoutError(name)), Math.max(1000, deadline - Date.now()));
+            const until = Date.now() < deadline ? deadline : hardDeadline;
+            timer = setTimeout(() => reject(new ShutdownTimeoutError(name)), Math.max(MIN_STEP_MS, until - Date.now()));
           }),
         ]);
       } catch (error) {
