@@ -1,0 +1,56 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+
+/**
+ * Attack on issue 12's dashboard: our own pages carry X-Frame-Options: DENY, but bull-board's
+ * pages under /queues carry neither X-Frame-Options nor CSP frame-ancestors. With the default
+ * settings (loopback, no ADMIN_TOKEN) another site can frame the bull-board UI, whose buttons
+ * then act same-origin: clickjacking of retry / clean. Real Chromium, another site on 127.0.0.2.
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let redis: RedisServer;
+before(async () => { redis = await RedisServer.start(); });
+after(async () => { await redis?.close(); });
+
+test('attack-12: another site cannot frame the dashboard\'s bull-board pages (clickjacking)', async () => {
+  const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
+  const port = await freePort();
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], stack.env);
+  const target = `http://127.0.0.1:${port}/queues/queue/retry?status=failed`;
+  const evil = createServer((_req, res) => void res.writeHead(200, { 'content-type': 'text/html' })
+    .end(`<!doctype html><h1>win a prize</h1><iframe id="f" src="${target}" width="1200" height="800" style="opacity:0.05"></iframe>`));
+  await new Promise<void>((resolve) => evil.listen(0, '127.0.0.2', resolve));
+  const evilPort = (evil.address() as { port: number }).port;
+  const profile = mkdtempSync(join(tmpdir(), 'mp-a12-frame-'));
+  let context: BrowserContext | undefined;
+  try {
+    assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/fail/framed`, { method: 'POST', body: 'x' })).status, 200);
+    await waitFor('1 failed', async () => (await stack.status()).failed === 1);
+    await dashboard.waitForLog('dashboard listening');
+    const headers = (await fetch(target)).headers;
+    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    const page = context.pages()[0] ?? await context.newPage();
+    await page.goto(`http://127.0.0.2:${evilPort}/`);
+    const frame = await (await page.waitForSelector('#f')).contentFrame();
+    assert.ok(frame);
+    const framed = await frame.getByText(/\/fail\/framed/).first().waitFor({ timeout: 20_000 }).then(() => true, () => false);
+    assert.equal(framed, false, `another site framed the bull-board UI with its jobs and action buttons (x-frame-options: ${headers.get('x-frame-options')}, content-security-policy: ${headers.get('content-security-policy')})`);
+  } finally {
+    await context?.close();
+    rmSync(profile, { recursive: true, force: true });
+    await new Promise<void>((resolve) => evil.close(() => resolve()));
+    await dashboard.stop();
+    await stack.close();
+    await staging.close();
+  }
+});
