@@ -44,7 +44,18 @@ test('attack-12: another site cannot frame the dashboard\'s bull-board pages (cl
     const frame = await (await page.waitForSelector('#f')).contentFrame();
     assert.ok(frame);
     const framed = await frame.getByText(/\/fail\/framed/).first().waitFor({ timeout: 20_000 }).then(() => true, () => false);
-    assert.equal(framed, false, `another site framed the bull-board UI with its jobs and action buttons (x-frame-options: ${headers.get('x-frame-options')}, content-security-policy: ${headers.get('content-security-policy')})`);
+    // What a clickjacked operator's click does inside the invisible frame: bull-board's Retry.
+    let retriedFromFrame = false;
+    if (framed) {
+      const actions = frame.locator('[data-base-ui-tooltip-trigger] > button');
+      const before = staging.received.length;
+      for (let i = 0; i < (await actions.count()) && !retriedFromFrame; i++) {
+        await actions.nth(i).click({ force: true, timeout: 5_000 }).catch(() => undefined);
+        await frame.getByRole('button', { name: /^(confirm|yes|ok|retry)$/i }).last().click({ force: true, timeout: 2_000 }).catch(() => undefined);
+        retriedFromFrame = await waitFor('a retry from the frame', () => staging.received.length > before, 5_000).then(() => true, () => false);
+      }
+    }
+    assert.deepEqual({ framed, retriedFromFrame }, { framed: false, retriedFromFrame: false }, `another site framed the bull-board UI with its jobs and action buttons (x-frame-options: ${headers.get('x-frame-options')}, content-security-policy: ${headers.get('content-security-policy')})`);
   } finally {
     await context?.close();
     rmSync(profile, { recursive: true, force: true });
