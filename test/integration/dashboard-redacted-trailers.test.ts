@@ -5,9 +5,9 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 import { sendRaw } from '../helpers/raw-http.js';
 
 /**
- * Attack on issue 12's redaction: a credential sent as a trailer (chunked request,
- * `Authorization` / `X-Api-Key` after the last chunk). The ingress stores trailers and retry
- * jobs carry them; the dashboard redacts the entry's headers but passes the trailers through.
+ * A credential sent as a trailer (chunked request, `Authorization` / `X-Api-Key` after the last
+ * chunk) is stored and replayed, and redacted like a header wherever it is shown: the
+ * dashboard's job answers, `failed list` and the logs.
  */
 
 const TOKEN = 'dashboard-token-0123456789abcdef';
@@ -29,7 +29,7 @@ function get(port: number, path: string): Promise<string> {
   });
 }
 
-test('attack-12: credentials in request trailers appear in no dashboard answer, failed list or log', async () => {
+test('credentials in request trailers appear in no dashboard answer, failed list or log', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1', LOG_LEVEL: 'debug' } });
   const port = await freePort();

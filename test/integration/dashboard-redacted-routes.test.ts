@@ -4,9 +4,10 @@ import { request } from 'node:http';
 import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 
 /**
- * Attack on issue 12's dashboard fix: bull-board routes the dashboard does not wrap.
- * The job list and the single-job view are redacted, but other GET routes of bull-board
- * read the same jobs straight from Redis.
+ * Job data is redacted on every bull-board route, not only the job list: the dashboard
+ * redacts every JSON answer bull-board writes (job view, flow view, logs, schedulers, and any
+ * route a later version adds), so a secret query value in a failed job's name or target is
+ * shown on none of them.
  */
 
 const TOKEN = 'dashboard-token-0123456789abcdef';
@@ -30,7 +31,7 @@ function call(port: number, method: string, path: string, headers: Record<string
   });
 }
 
-test('attack-12: no bull-board GET route shows a failed job\'s secret query value (flow view included)', async () => {
+test('no bull-board GET route shows a failed job\'s secret query value (flow view included)', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
   const port = await freePort();

@@ -8,10 +8,10 @@ import { chromium, type BrowserContext } from 'playwright-core';
 import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 
 /**
- * Attack on issue 12's dashboard: our own pages carry X-Frame-Options: DENY, but bull-board's
- * pages under /queues carry neither X-Frame-Options nor CSP frame-ancestors. With the default
- * settings (loopback, no ADMIN_TOKEN) another site can frame the bull-board UI, whose buttons
- * then act same-origin: clickjacking of retry / clean. Real Chromium, another site on 127.0.0.2.
+ * Every answer the dashboard gives, bull-board's pages and API under /queues included, carries
+ * X-Frame-Options: DENY, CSP frame-ancestors 'none', nosniff, no-referrer and no-store. With the
+ * default settings (loopback, no ADMIN_TOKEN) another site therefore cannot frame the bull-board
+ * UI and clickjack its retry / clean buttons. Real Chromium, another site on 127.0.0.2.
  */
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -21,7 +21,7 @@ let redis: RedisServer;
 before(async () => { redis = await RedisServer.start(); });
 after(async () => { await redis?.close(); });
 
-test('attack-12: another site cannot frame the dashboard\'s bull-board pages (clickjacking)', async () => {
+test('another site cannot frame the dashboard\'s bull-board pages (clickjacking)', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
   const port = await freePort();
@@ -31,13 +31,19 @@ test('attack-12: another site cannot frame the dashboard\'s bull-board pages (cl
     .end(`<!doctype html><h1>win a prize</h1><iframe id="f" src="${target}" width="1200" height="800" style="opacity:0.05"></iframe>`));
   await new Promise<void>((resolve) => evil.listen(0, '127.0.0.2', resolve));
   const evilPort = (evil.address() as { port: number }).port;
-  const profile = mkdtempSync(join(tmpdir(), 'mp-a12-frame-'));
+  const profile = mkdtempSync(join(tmpdir(), 'mp-dash-frame-'));
   let context: BrowserContext | undefined;
   try {
     assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/fail/framed`, { method: 'POST', body: 'x' })).status, 200);
     await waitFor('1 failed', async () => (await stack.status()).failed === 1);
     await dashboard.waitForLog('dashboard listening');
     const headers = (await fetch(target)).headers;
+    const want = { 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'", 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'cache-control': 'no-store' };
+    for (const path of ['/', '/api/status', '/login', '/nowhere', '/queues/queue/retry?status=failed', '/queues/api/queues?activeQueue=retry&status=failed&page=1', '/queues/api/queues/retry/none/flow', '/queues/nowhere']) {
+      const h = (await fetch(`http://127.0.0.1:${port}${path}`, { redirect: 'manual' })).headers;
+      const got = Object.fromEntries(Object.keys(want).map((k) => [k, h.get(k)]));
+      assert.deepEqual(got, want, `security headers on ${path}`);
+    }
     context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
     const page = context.pages()[0] ?? await context.newPage();
     await page.goto(`http://127.0.0.2:${evilPort}/`);

@@ -4,12 +4,11 @@ import { connect } from 'node:net';
 import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 
 /**
- * Attack on issue 12's "deleting accepted, unfinished entries from the UI is impossible": the
- * dashboard classifies a change by the raw request-target, while bull-board's router (express)
- * routes on the path before a `#`. `PUT /queues/api/queues/retry/empty#/retry` is classified
- * as retrying a job named `empty#` and allowed; express runs `PUT /api/queues/retry/empty`,
- * which drains the queue; `pause#/retry` then `obliterate#/retry` delete every accepted entry
- * waiting for its retry (delayed included).
+ * Issue 12's "deleting accepted, unfinished entries from the UI is impossible", whatever the
+ * request-target's shape: the dashboard classifies the path bull-board's router (express) would
+ * route. A target with a fragment (`PUT /queues/api/queues/retry/empty#/retry`, which express
+ * routes as `.../empty`) is refused with 400 before anything reads it; the generated
+ * counterpart is in test/unit/dashboard-actions.test.ts.
  */
 
 const TOKEN = 'dashboard-token-0123456789abcdef';
@@ -30,7 +29,7 @@ function rawPut(port: number, target: string): Promise<string> {
   });
 }
 
-test('attack-12: no request-target shape lets the dashboard drain or obliterate entries waiting for a retry', async () => {
+test('no request-target shape lets the dashboard drain or obliterate entries waiting for a retry', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '5', REPLAY_BACKOFF_MS: '3600000' } });
   const port = await freePort();
