@@ -5,9 +5,10 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 import { requestHead, sendRaw } from '../helpers/raw-http.js';
 
 /**
- * Attack on issue 12's "redaction by default of what is obviously secret": credentials the
- * default lists and the target redaction miss, carried through real processes to every
- * place an operator reads: `failed list` (text and --json), the dashboard's job API, logs.
+ * Redaction by default of what is obviously secret: basic-auth userinfo in an absolute-form
+ * target and token query names (the default list and names secret by shape), carried through
+ * real processes, appear in no place an operator reads: `failed list` (text and --json), the
+ * dashboard's job API, logs. Staging still gets them byte for byte.
  */
 
 const TOKEN = 'dashboard-token-0123456789abcdef';
@@ -34,7 +35,7 @@ function get(port: number, path: string, headers: Record<string, string>): Promi
   });
 }
 
-test('attack-12: basic-auth in an absolute-form target and common token query names are redacted in failed list, the dashboard and logs', async () => {
+test('basic-auth in an absolute-form target and common token query names are redacted in failed list, the dashboard and logs', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1', LOG_LEVEL: 'debug' } });
   const port = await freePort();
