@@ -3,24 +3,37 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 
 /**
- * Attack on issue 12's "rules whose cost does not depend on the attacker": re2js is linear in
- * the input, but its cost per input byte grows with the compiled program, and RE2's repeat
- * limit (1000) still lets one short pattern compile to thousands of states. `(.*a){999}`
- * is accepted at config load; a 5 KB path then costs seconds on the worker's event loop.
+ * A rule's cost does not depend on the attacker: re2js is linear in the input, but its cost
+ * per input byte grows with the compiled program. A pattern whose program is too large
+ * (`(.*a){999}`, ~5000 instructions) is refused at config load, naming the rule and the
+ * pattern; one just within the limit (`(.*a){150}`) runs only on inputs short enough to stay
+ * cheap, so a 5 KB crafted path leaves the worker's event loop free.
  */
 
 let redis: RedisServer;
 let dir: string;
-before(async () => { redis = await RedisServer.start(); dir = mkdtempSync(join(tmpdir(), 'mp-a12-rule-')); });
+before(async () => { redis = await RedisServer.start(); dir = mkdtempSync(join(tmpdir(), 'mp-rule-cost-')); });
 after(async () => { await redis?.close(); rmSync(dir, { recursive: true, force: true }); });
 
-test('attack-12: a pattern re2js accepts with a large program does not freeze the worker on a 5 KB path', async () => {
+test('a rule pattern with too large a program is refused at load, naming the rule and the pattern', async () => {
+  const config = join(dir, 'too-big.yaml');
+  writeFileSync(config, `rules:\n  - name: big\n    match: { path: '(.*a){999}' }\n    setHeaders: { x-big: matched }\n`);
+  const worker = new MirrorplaneProcess(['worker'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'rule-cost-load', STAGING_URL: 'http://127.0.0.1:9', MIRRORPLANE_CONFIG: config });
+  const code = await worker.exited;
+  assert.notEqual(code, 0);
+  const said = worker.stdout + worker.stderr;
+  assert.match(said, /rules\.0\.match\.path|big/, said.slice(0, 500));
+  assert.match(said, /\(\.\*a\)\{999\}/, said.slice(0, 500));
+  assert.match(said, /instructions, more than 1000/, said.slice(0, 500));
+});
+
+test('a pattern just within the program limit does not freeze the worker on a 5 KB path', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(200).end());
   const config = join(dir, 'rules.yaml');
-  writeFileSync(config, `rules:\n  - name: big\n    match: { path: '(.*a){999}' }\n    setHeaders: { x-big: matched }\n`);
+  writeFileSync(config, `rules:\n  - name: big\n    match: { path: '(.*a){150}' }\n    setHeaders: { x-big: matched }\n`);
   const adminPort = await freePort();
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MIRRORPLANE_CONFIG: config } });
   try {
