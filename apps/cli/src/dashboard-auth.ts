@@ -27,7 +27,58 @@ const MAX_SESSIONS = 1024;
 
 export type AuthOutcome =
   | { ok: true; via: 'open' | 'cookie' | 'bearer'; session: string | null }
-  | { ok: false; status: 401 | 403 | 421; reason: 'unexpected_host' | 'unauthenticated' | 'cross_site' };
+  | { ok: false; status: 401 | 403 | 421; reason: 'unexpected_host' | 'unauthenticated' | 'cross_site' }
+  | { ok: false; status: 429; reason: 'throttled'; retryAfterS: number };
+
+/** Wrong tokens from one address before it is throttled. */
+export const THROTTLE_AFTER_FAILURES = 10;
+/** Guesses a throttled address may make per minute. */
+export const THROTTLE_PER_MINUTE = 5;
+/** Addresses remembered at most (the oldest forgotten first). */
+const MAX_THROTTLED_ADDRESSES = 10_000;
+
+/**
+ * Throttles wrong-token guesses (login form and bearer header alike) per remote address:
+ * after THROTTLE_AFTER_FAILURES failures in a row, an address gets THROTTLE_PER_MINUTE tries
+ * per minute (a token bucket); past that every credential it presents, right or wrong, is
+ * answered 429 with Retry-After, unchecked. A right token resets the address. Counted in
+ * `throttled` and `failures`.
+ */
+export class GuessThrottle {
+  readonly #state = new Map<string, { failures: number; tokens: number; at: number }>();
+  /** Wrong tokens seen, and tries refused with 429, since start. */
+  failures = 0;
+  throttled = 0;
+
+  /** Seconds to wait before this address may try again, or 0 when it may try now (the try is counted). */
+  take(address: string, now = Date.now()): number {
+    const s = this.#state.get(address);
+    if (!s || s.failures < THROTTLE_AFTER_FAILURES) return 0;
+    s.tokens = Math.min(THROTTLE_PER_MINUTE, s.tokens + ((now - s.at) / 60_000) * THROTTLE_PER_MINUTE);
+    s.at = now;
+    if (s.tokens >= 1) {
+      s.tokens -= 1;
+      return 0;
+    }
+    this.throttled++;
+    return Math.max(1, Math.ceil(((1 - s.tokens) * 60_000) / THROTTLE_PER_MINUTE / 1000));
+  }
+
+  failed(address: string, now = Date.now()): void {
+    this.failures++;
+    let s = this.#state.get(address);
+    if (!s) {
+      if (this.#state.size >= MAX_THROTTLED_ADDRESSES) this.#state.delete(this.#state.keys().next().value as string);
+      s = { failures: 0, tokens: 0, at: now };
+      this.#state.set(address, s);
+    }
+    s.failures++;
+  }
+
+  succeeded(address: string): void {
+    this.#state.delete(address);
+  }
+}
 
 export interface DashboardAuthOptions {
   /** The address the dashboard binds. */
@@ -49,6 +100,7 @@ export function checkDashboardBind(host: string, token: string | null): string |
 export class DashboardAuth {
   readonly #o: DashboardAuthOptions;
   readonly #tokenDigest: Buffer | null;
+  readonly throttle = new GuessThrottle();
   /** Session id digest → expiry (ms since the epoch). Only digests are kept. */
   readonly #sessions = new Map<string, number>();
 
@@ -81,7 +133,15 @@ export class DashboardAuth {
     let session: string | null = null;
     if (this.#tokenDigest !== null) {
       const auth = req.headers.authorization;
-      if (auth !== undefined && /^bearer /i.test(auth) && this.tokenMatches(auth.slice(7).trim())) {
+      if (auth !== undefined && /^bearer /i.test(auth)) {
+        const address = req.socket.remoteAddress ?? '';
+        const wait = this.throttle.take(address);
+        if (wait > 0) return { ok: false, status: 429, reason: 'throttled', retryAfterS: wait };
+        if (!this.tokenMatches(auth.slice(7).trim())) {
+          this.throttle.failed(address);
+          return { ok: false, status: 401, reason: 'unauthenticated' };
+        }
+        this.throttle.succeeded(address);
         via = 'bearer';
       } else {
         session = this.#sessionOf(req);

@@ -340,6 +340,13 @@ export class Dashboard {
     res.writeHead(status, headers).end(JSON.stringify({ error: message, reason }));
   }
 
+  /** 429 for an address past its wrong-token budget (see GuessThrottle); logged and counted. */
+  #throttled(req: IncomingMessage, res: ServerResponse, retryAfterS: number): void {
+    res.setHeader('retry-after', String(retryAfterS));
+    this.#o.logger.warn({ reason: 'throttled', remote: req.socket.remoteAddress, retryAfterS, throttled: this.#auth.throttle.throttled }, 'dashboard credentials throttled');
+    res.writeHead(429, { 'content-type': 'application/json', 'x-mirrorplane-refused': 'throttled' }).end(JSON.stringify({ error: `too many wrong tokens from this address: try again in ${retryAfterS} s`, reason: 'throttled' }));
+  }
+
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // On every answer, bull-board's included (its own headers may add to these, not drop them).
     for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
@@ -362,6 +369,10 @@ export class Dashboard {
       // A person navigating gets the login form; a script gets a 401 it can read.
       if (verdict.reason === 'unauthenticated' && req.method === 'GET' && (req.headers.accept ?? '').includes('text/html')) {
         res.writeHead(303, { location: '/login', 'cache-control': 'no-store' }).end();
+        return;
+      }
+      if (verdict.reason === 'throttled') {
+        this.#throttled(req, res, verdict.retryAfterS);
         return;
       }
       this.#refuse(req, res, verdict.status, verdict.reason, verdict.reason === 'cross_site' ? 'a change must come from the dashboard\'s own pages' : verdict.reason === 'unauthenticated' ? 'log in at /login, or send authorization: Bearer <ADMIN_TOKEN>' : 'unexpected Host');
@@ -444,13 +455,21 @@ export class Dashboard {
       this.#refuse(req, res, 403, 'cross_site', 'log in from the dashboard\'s own page');
       return;
     }
+    const address = req.socket.remoteAddress ?? '';
+    const wait = this.#auth.throttle.take(address);
+    if (wait > 0) {
+      this.#throttled(req, res, wait);
+      return;
+    }
     const body = await readBounded(req, MAX_LOGIN_BYTES);
     const token = body === null ? null : new URLSearchParams(body).get('token');
     if (token === null || !this.#auth.tokenMatches(token)) {
-      this.#o.logger.warn({ reason: body === null ? 'too_large' : 'wrong_token', remote: req.socket.remoteAddress }, 'dashboard login refused');
+      this.#auth.throttle.failed(address);
+      this.#o.logger.warn({ reason: body === null ? 'too_large' : 'wrong_token', remote: req.socket.remoteAddress, failures: this.#auth.throttle.failures }, 'dashboard login refused');
       res.writeHead(401, page).end(loginPage('That is not the token.'));
       return;
     }
+    this.#auth.throttle.succeeded(address);
     const session = this.#auth.startSession();
     this.#o.logger.info({ session: DashboardAuth.sessionLabel(session.id), remote: req.socket.remoteAddress }, 'dashboard login');
     res.writeHead(303, { location: '/', 'set-cookie': session.cookie, 'cache-control': 'no-store' }).end();
