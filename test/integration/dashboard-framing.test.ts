@@ -9,7 +9,7 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 
 /**
  * Every answer the dashboard gives, bull-board's pages and API under /queues included, carries
- * X-Frame-Options: DENY, CSP frame-ancestors 'none', nosniff, no-referrer and no-store. With the
+ * X-Frame-Options: DENY, CSP frame-ancestors 'none', nosniff, same-origin referrer and no-store. With the
  * default settings (loopback, no ADMIN_TOKEN) another site therefore cannot frame the bull-board
  * UI and clickjack its retry / clean buttons. Real Chromium, another site on 127.0.0.2.
  */
@@ -38,7 +38,7 @@ test('another site cannot frame the dashboard\'s bull-board pages (clickjacking)
     await waitFor('1 failed', async () => (await stack.status()).failed === 1);
     await dashboard.waitForLog('dashboard listening');
     const headers = (await fetch(target)).headers;
-    const want = { 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'", 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'cache-control': 'no-store' };
+    const want = { 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'", 'x-content-type-options': 'nosniff', 'referrer-policy': 'same-origin', 'cache-control': 'no-store' };
     for (const path of ['/', '/api/status', '/login', '/nowhere', '/queues/queue/retry?status=failed', '/queues/api/queues?activeQueue=retry&status=failed&page=1', '/queues/api/queues/retry/none/flow', '/queues/nowhere']) {
       const h = (await fetch(`http://127.0.0.1:${port}${path}`, { redirect: 'manual' })).headers;
       const got = Object.fromEntries(Object.keys(want).map((k) => [k, h.get(k)]));

@@ -8,7 +8,7 @@ import { ConfigError, Redactor, errorMessage, keysFor, partitionKeys, type Confi
 import { closeRedis, createRedis, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
-import { DashboardAuth, checkDashboardBind, loginPage } from './dashboard-auth.js';
+import { DashboardAuth, SESSION_KEY_FRAGMENT, SESSION_KEY_HEADER, checkDashboardBind, loginPage, withSessionKeyScript } from './dashboard-auth.js';
 
 export interface DashboardOptions {
   config: Config;
@@ -22,6 +22,8 @@ export interface DashboardOptions {
   allowedHosts?: readonly string[];
 }
 
+/** Our own page, with the session key script. */
+const PAGE = withSessionKeyScript(DASHBOARD_PAGE);
 /** Where bull-board is mounted. */
 const QUEUES_PATH = '/queues';
 /** Largest login form accepted. */
@@ -29,12 +31,14 @@ const MAX_LOGIN_BYTES = 4096;
 /**
  * Headers on every answer the dashboard gives: no framing by another site (clickjacking of
  * bull-board's buttons), no content sniffing, no Referer carrying a URL out, nothing cached.
+ * Referrer-Policy is `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends
+ * `Origin: null` on a same-origin form POST, which the login's cross-site check must refuse.
  */
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   'x-frame-options': 'DENY',
   'content-security-policy': "frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  'referrer-policy': 'same-origin',
   'cache-control': 'no-store',
 });
 /** Job states whose removal loses nothing that was accepted and is still to be replayed. */
@@ -127,36 +131,49 @@ export function dashboardTarget(raw: string): { ok: true; path: string; url: str
 }
 
 /**
- * Makes every JSON answer bull-board writes on `res` go out redacted (see `redactAnswer`):
- * whatever route reads jobs (list, job, flow, logs, schedulers, and routes a later version
- * adds), what leaves the dashboard passes here. Other answers (the UI's HTML and scripts) go
- * out unchanged.
+ * Makes every answer bull-board writes on `res` go out through the dashboard: JSON redacted
+ * (see `redactAnswer`), whatever route reads jobs (list, job, flow, logs, schedulers, and
+ * routes a later version adds); HTML with the session key script (see DashboardAuth). Other
+ * answers (scripts, styles, images) go out unchanged.
  */
 export function redactJsonAnswers(res: ServerResponse, redactor: Redactor): void {
+  transformAnswers(res, (type) => {
+    if (/json/i.test(type)) {
+      return (raw) => {
+        try {
+          return JSON.stringify(redactAnswer(JSON.parse(raw.toString('utf8')), redactor));
+        } catch {
+          return JSON.stringify({ error: 'answer not shown: it could not be redacted' });
+        }
+      };
+    }
+    if (/^text\/html/i.test(type)) return (raw) => withSessionKeyScript(raw.toString('utf8'));
+    return null;
+  });
+}
+
+/** Buffers an answer whose Content-Type `pick` chooses, and writes `pick(type)(body)` instead (Content-Length fixed). */
+function transformAnswers(res: ServerResponse, pick: (contentType: string) => ((body: Buffer) => string) | null): void {
   const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
   const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
-  let json: boolean | null = null;
+  let chosen: ((body: Buffer) => string) | null | undefined;
+  const choose = () => (chosen === undefined ? (chosen = pick(String(res.getHeader('content-type') ?? ''))) : chosen);
   const chunks: Buffer[] = [];
-  const isJson = () => (json ??= /json/i.test(String(res.getHeader('content-type') ?? '')));
   const toBuffer = (chunk: unknown, encoding?: unknown) =>
     Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? encoding as BufferEncoding : 'utf8') : Buffer.from(chunk as Uint8Array);
   res.write = ((chunk: unknown, ...rest: unknown[]) => {
-    if (!isJson()) return write(chunk, ...rest);
+    if (choose() === null) return write(chunk, ...rest);
     chunks.push(toBuffer(chunk, rest[0]));
     const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
     cb?.();
     return true;
   }) as ServerResponse['write'];
   res.end = ((...args: unknown[]) => {
-    if (!isJson()) return end(...args);
+    const f = choose();
+    if (f === null || res.statusCode === 304 || res.statusCode === 204) return end(...args);
     const [chunk, encoding] = args;
-    if (chunk !== undefined && typeof chunk !== 'function') chunks.push(toBuffer(chunk, encoding));
-    let body: string;
-    try {
-      body = JSON.stringify(redactAnswer(JSON.parse(Buffer.concat(chunks).toString('utf8')), redactor));
-    } catch {
-      body = JSON.stringify({ error: 'answer not shown: it could not be redacted' });
-    }
+    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') chunks.push(toBuffer(chunk, encoding));
+    const body = f(Buffer.concat(chunks));
     if (!res.headersSent) {
       res.removeHeader('etag');
       res.setHeader('content-length', Buffer.byteLength(body));
@@ -397,7 +414,7 @@ export class Dashboard {
     }
     const html = { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'" };
     if (path === '/') {
-      res.writeHead(200, html).end(DASHBOARD_PAGE);
+      res.writeHead(200, html).end(PAGE);
     } else if (path === '/api/status') {
       const failed = 'error' in this.#frame;
       res.writeHead(failed ? 503 : 200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(this.#frame));
@@ -472,7 +489,8 @@ export class Dashboard {
     this.#auth.throttle.succeeded(address);
     const session = this.#auth.startSession();
     this.#o.logger.info({ session: DashboardAuth.sessionLabel(session.id), remote: req.socket.remoteAddress }, 'dashboard login');
-    res.writeHead(303, { location: '/', 'set-cookie': session.cookie, 'cache-control': 'no-store' }).end();
+    // The key rides in the fragment (never sent to a server, nor in a Referer) to the page, which keeps it in localStorage.
+    res.writeHead(303, { location: `/#${SESSION_KEY_FRAGMENT}=${session.key}`, 'set-cookie': session.cookie, [SESSION_KEY_HEADER]: session.key }).end();
   }
 
   /** Stops serving and closes every connection; every step runs even when one fails. */
