@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import { RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.js';
 
 /**
- * Attack on issue 12's "encryption at rest means every stored payload": with
+ * Encryption at rest means every stored payload: with
  * MIRRORPLANE_DATA_KEY set, a request whose path, an ordinary header and body carry personal
  * data, refused by staging (whose answer quotes the request) until it sits in the failed set.
  * SCAN every key of the deployment: none of the request's content may be in clear.
@@ -41,7 +41,7 @@ async function readDeployment(client: Redis, prefix: string): Promise<{ key: str
   return out;
 }
 
-test('attack-12: with MIRRORPLANE_DATA_KEY, a failed entry\'s path, headers, body and staging\'s answer are nowhere in clear', async () => {
+test('with MIRRORPLANE_DATA_KEY, a failed entry\'s path, headers, body and staging\'s answer are nowhere in clear', async () => {
   const M = { path: 'MKPATHa12x', header: 'MKHEADERa12x', body: 'MKBODYa12x' };
   // Staging refuses, quoting the request in its answer (as many error pages do).
   const staging = await RecordingServer.start((req, res) => void res.writeHead(422, { 'content-type': 'text/plain' }).end(`no such user in ${req.url}`));
