@@ -125,3 +125,38 @@ test('a chunked body of 1-byte chunks with long chunk extensions holds memory bo
     `ingress RSS grew from ${before.toFixed(0)} MiB to ${during.toFixed(0)} MiB holding one ${count}-byte chunked body (${(sent / 1048576).toFixed(0)} MiB on the wire, MAX_BODY_BYTES=${MAX_BODY})`,
   );
 });
+
+test('many slow clients each holding a partial head near MAX_HEADER_BYTES: ingress memory has a bound that a setting names', async () => {
+  // No MAX_CONNECTIONS (or total head budget) exists: memory is connections × MAX_HEADER_BYTES
+  // (128 KiB by default, 8× node's 16 KiB), for BODY_TIMEOUT_MS each.
+  const pid = stack.ingress.child.pid as number;
+  const before = rssMiB(pid);
+  const n = 1000;
+  const sockets: Socket[] = [];
+  let opened = 0;
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = connect({ port: stack.ingressPort, host: '127.0.0.1' });
+      s.on('error', () => undefined);
+      s.once('connect', () => {
+        opened++;
+        s.write(`GET / HTTP/1.1\r\nhost: a\r\ncookie: ${'x'.repeat(120_000)}`);
+      });
+      sockets.push(s);
+    }
+    await waitFor(`${n} connections to open`, () => opened === n, 30_000);
+    let last = 0;
+    await waitFor('RSS to settle', async () => {
+      const now = rssMiB(pid);
+      const stable = now - last < 1;
+      last = now;
+      await new Promise((r) => setTimeout(r, 300));
+      return stable;
+    }, 30_000);
+    const during = rssMiB(pid);
+    // Expected: a documented cap (connections, or bytes of partial heads) keeps this under ~64 MiB.
+    assert.ok(during - before < 64, `ingress RSS grew from ${before.toFixed(0)} MiB to ${during.toFixed(0)} MiB holding ${n} partial 120 KB heads; no setting bounds it`);
+  } finally {
+    for (const s of sockets) s.destroy();
+  }
+});
