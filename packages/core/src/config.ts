@@ -114,6 +114,8 @@ export const SETTINGS = {
   maxBodyBytes: { env: 'MAX_BODY_BYTES', schema: integer(0, 1024 * 1024 * 1024), default: 10 * 1024 * 1024, doc: 'largest request body the ingress accepts; larger gets 413' },
   maxHeaderBytes: { env: 'MAX_HEADER_BYTES', schema: integer(1024, 16 * 1024 * 1024), default: 128 * 1024, doc: 'largest request head (request line and fields) the ingress accepts, and separately largest trailer section; larger gets 431' },
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
+  headersTimeoutMs: { env: 'HEADERS_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 20000, doc: 'time a client has from a request\'s first byte to the end of its head (then 408 headers_timeout); like node\'s headersTimeout' },
+  maxConnections: { env: 'MAX_CONNECTIONS', schema: integer(0, 1_000_000), default: 1024, doc: 'connections open at once on each ingress process\'s traffic port; more are closed on arrival (0: no cap). Partial heads in memory are at most MAX_CONNECTIONS × (MAX_HEADER_BYTES + 64 KiB)' },
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
@@ -161,6 +163,8 @@ export interface Config {
   /** Bytes of a request head (and, separately, of a trailer section) the ingress accepts. */
   readonly maxHeaderBytes: number;
   readonly bodyTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly maxConnections: number;
   readonly appendTimeoutMs: number;
   readonly claimIdleMs: number;
   readonly shutdownTimeoutMs: number;
