@@ -5,7 +5,9 @@ import { Http1Origin, type WireRequest } from '@mirrorplane/worker';
 import { RequestParser } from '@mirrorplane/ingress';
 import { waitFor } from '../helpers/index.js';
 
-// Attack on the replay client (apps/worker/src/http1-client.ts) with a raw staging server that
+// How the replay client (apps/worker/src/http1-client.ts) fails: it never resends by itself a
+// request staging may have read; broken response framing and unbounded lines are errors (the
+// worker retries with the next attempt) and the connection is dropped. A raw staging server
 // records every request it reads off its sockets.
 
 const servers: Server[] = [];
@@ -59,9 +61,9 @@ test('a request staging read on a kept connection and then closed without answer
       outcome = `failed: ${(error as Error).message}`;
     }
     const copies = staging.targets.filter((t) => t === '/second').length;
-    // Expected (README: a request is repeated only when a worker died, each copy with a later
-    // x-mirrorplane-attempt): one copy of /second, the failure reported to the worker, which
-    // retries with attempt 2. Observed: the client resends it at once, same attempt header.
+    // One copy of /second, the failure reported to the worker, which retries with the next
+    // x-mirrorplane-attempt (README: each copy of a request carries a later attempt).
+    assert.match(outcome, /^failed: /);
     assert.equal(copies, 1, `staging received /second ${copies} times with the same x-mirrorplane-attempt (${outcome}); targets: ${staging.targets.join(' ')}`);
   } finally {
     await origin.close();
@@ -75,6 +77,14 @@ test('a response whose framing is broken is an error, not a completed replay on 
     'content-length in exponent form (2e0)': 'HTTP/1.1 200 OK\r\ncontent-length: 2e0\r\n\r\nok',
     'an empty content-length': 'HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n',
     'two different content-lengths': 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 2\r\n\r\nok',
+    'a content-length list with different values': 'HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok',
+    'a signed content-length': 'HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok',
+    'content-length with transfer-encoding': 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+    'obs-fold in the head': 'HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\ncontent-length: 2\r\n\r\nok',
+    'whitespace before a colon': 'HTTP/1.1 200 OK\r\ncontent-length : 2\r\n\r\nok',
+    'a chunk size followed by junk': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2x\r\nok\r\n0\r\n\r\n',
+    'a chunk size with a sign': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-2\r\nok\r\n0\r\n\r\n',
+    'a trailer line without a colon': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nnot a field\r\n\r\n',
   };
   for (const [name, answer] of Object.entries(shapes)) {
     await t.test(name, async () => {
@@ -88,13 +98,24 @@ test('a response whose framing is broken is an error, not a completed replay on 
         } catch (error) {
           result = `error: ${(error as Error).message}`;
         }
-        // Expected: like undici / llhttp, the client refuses the response (HPE_INVALID_*), so
-        // the replay is a retryable transport error and the connection is dropped.
-        assert.match(result, /^error: /, `${name}: ${result}`);
+        // Like undici / llhttp (HPE_INVALID_*): a retryable transport error, connection dropped.
+        assert.match(result, /^error: staging sent a broken response: /, `${name}: ${result}`);
+        await waitFor('the connection to be dropped', () => staging.sockets.size === 0, 10_000);
       } finally {
         await origin.close();
       }
     });
+  }
+});
+
+test('a response with the same content-length twice is read (RFC 9110 §8.6)', async () => {
+  const staging = await rawStaging((socket) => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length: 2\r\n\r\nok'));
+  const origin = new Http1Origin(`http://127.0.0.1:${staging.port}`, { bodyLimit: 1024, maxIdle: 4, idleMs: 30_000 });
+  try {
+    const r = await origin.request(req('/x'), new AbortController().signal);
+    assert.deepEqual([r.statusCode, r.body.toString()], [200, 'ok']);
+  } finally {
+    await origin.close();
   }
 });
 
@@ -128,6 +149,7 @@ test('a chunk-size line that never ends does not grow the worker without bound',
     await origin.close();
   }
   const outcome = await result;
-  // Expected: refused like the response head (which has a 1 MiB cap): a chunk line is bounded.
+  // Refused like an over-long response head: a chunk line is bounded (8 KiB).
+  assert.match(outcome, /^error: staging sent a broken response: a chunk-size line over/);
   assert.ok(peak - before < 8 << 20, `the client held ${((peak - before) / 1048576).toFixed(0)} MiB of one chunk-size line (${outcome})`);
 });

@@ -1,4 +1,4 @@
 /** @mirrorplane/worker — replays stream entries to staging. */
 export { ReplayWorker, type ReplayWorkerOptions } from './replay-worker.js';
 export { StagingClient, originFormPath, type ReplayOutcome } from './replay.js';
-export { Http1Origin, WireRequestError, encodeRequest, type WireRequest, type WireResponse } from './http1-client.js';
+export { Http1Origin, WireRequestError, StagingResponseError, encodeRequest, type WireRequest, type WireResponse } from './http1-client.js';
