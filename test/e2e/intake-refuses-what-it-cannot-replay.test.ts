@@ -4,9 +4,8 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { RequestParser } from '@mirrorplane/ingress';
 import { RedisServer, Stack, sendRaw, waitFor } from '../helpers/index.js';
 
-// The rule of issue 13 (docs/RELIABILITY.md): "the ingress answers 200 only for what the worker
-// can replay as received; anything else is refused at intake ..., never accepted and then
-// altered". Requests are sent raw to the real ingress; a raw staging socket keeps the exact
+// The ingress answers 200 only for what the worker can replay as received; anything else is
+// refused at intake with a counted reason, never accepted and then altered (docs/RELIABILITY.md). Requests are sent raw to the real ingress; a raw staging socket keeps the exact
 // bytes it received (its own parser only cuts the stream into requests to answer them).
 
 let redis: RedisServer;
@@ -56,23 +55,49 @@ after(async () => {
 
 const atStaging = (marker: string) => received.find((r) => r.includes(marker));
 
-test('two Transfer-Encoding fields (one empty) are accepted, so staging must receive both field lines, or the ingress must refuse', async () => {
-  const head = 'POST /te-twice HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: \r\nX-Case: te-twice\r\nTransfer-Encoding: chunked\r\n\r\n';
-  const answer = await sendRaw(stack.ingressPort, head, Buffer.from('3\r\nabc\r\n0\r\n\r\n', 'latin1'));
-  if (answer.status !== 200) return; // refused at intake: the rule holds
-  const got = await waitFor('staging to receive te-twice', () => atStaging('X-Case: te-twice'), 60_000);
-  const teLines = got.split('\r\n').filter((l) => /^transfer-encoding:/i.test(l));
-  assert.equal(teLines.length, 2, `accepted with 200, but staging received ${teLines.length} Transfer-Encoding line(s):\n${JSON.stringify(got)}`);
+test('framing fields that the replay could not send as received are refused at intake, counted, and never reach staging', async () => {
+  // The replay sends one Transfer-Encoding field, `chunked`: every other shape is refused.
+  const shapes: Record<string, string> = {
+    'two fields, one empty': 'Transfer-Encoding: \r\nX-Pad: 1\r\nTransfer-Encoding: chunked\r\n',
+    'two fields, both chunked': 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n',
+    'two fields, differing case': 'transfer-encoding: chunked\r\nTRANSFER-ENCODING: chunked\r\n',
+    'an empty list element': 'Transfer-Encoding: , chunked\r\n',
+    'a list with chunked twice': 'Transfer-Encoding: chunked, chunked\r\n',
+  };
+  for (const [name, fields] of Object.entries(shapes)) {
+    const marker = `te-${name.replace(/[^a-z]+/g, '-')}`;
+    const head = `POST /${marker} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n${fields}X-Case: ${marker}\r\n\r\n`;
+    const answer = await sendRaw(stack.ingressPort, head, Buffer.from('3\r\nabc\r\n0\r\n\r\n', 'latin1'));
+    assert.equal(answer.status, 400, `${name}: ${answer.head}`);
+    assert.match(answer.head, /x-mirrorplane-drop: (bad_request|unsupported)\r\n/i, name);
+  }
+  // A request accepted after them (same worker, same staging) arrives: none of the refused did.
+  assert.equal((await sendRaw(stack.ingressPort, 'GET /te-after HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Case: te-after\r\n\r\n')).status, 200);
+  await waitFor('staging to receive te-after', () => atStaging('X-Case: te-after'), 60_000);
+  assert.equal(received.filter((r) => r.includes('X-Case: te-')).length, 1, received.filter((r) => r.includes('X-Case: te-')).join('\n'));
 });
 
-test('a request that carries its own x-mirrorplane-* fields: accepted, so staging must receive them, or the ingress must refuse', async () => {
-  const head = 'GET /own-id HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Mirrorplane-Id: client-chosen\r\nX-Case: own-id\r\nx-mirrorplane-attempt: 7\r\n\r\n';
+test('a single Transfer-Encoding in any case, and a Content-Length with leading zeros, reach staging as received', async () => {
+  const a = await sendRaw(stack.ingressPort, 'POST /te-case HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: Chunked\r\nX-Case: te-case\r\n\r\n', Buffer.from('3\r\nabc\r\n0\r\n\r\n', 'latin1'));
+  assert.equal(a.status, 200, a.head);
+  const b = await sendRaw(stack.ingressPort, 'POST /cl-zeros HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 003\r\nX-Case: cl-zeros\r\n\r\n', Buffer.from('abc'));
+  assert.equal(b.status, 200, b.head);
+  assert.match(await waitFor('te-case', () => atStaging('X-Case: te-case'), 60_000), /\r\nTransfer-Encoding: Chunked\r\n/);
+  assert.match(await waitFor('cl-zeros', () => atStaging('X-Case: cl-zeros'), 60_000), /\r\nContent-Length: 003\r\n/);
+});
+
+test('x-mirrorplane-id and x-mirrorplane-attempt sent by the client are replaced: staging receives only Mirrorplane\'s own, once each', async () => {
+  const head = 'GET /own-id HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Mirrorplane-Id: client-chosen\r\nX-Case: own-id\r\nx-mirrorplane-attempt: 7\r\nX-Mirrorplane-Other: kept\r\n\r\n';
   const answer = await sendRaw(stack.ingressPort, head);
-  if (answer.status !== 200) return;
+  assert.equal(answer.status, 200, answer.head);
   const got = await waitFor('staging to receive own-id', () => atStaging('X-Case: own-id'), 60_000);
-  // README "What staging receives" lists what is removed (hop-by-hop fields and expect) and
-  // that nothing else is changed; a field the client sent is neither.
-  assert.match(got, /X-Mirrorplane-Id: client-chosen\r\n/, `accepted with 200, but the client's X-Mirrorplane-Id did not reach staging:\n${JSON.stringify(got)}`);
+  const lines = got.split('\r\n');
+  const ids = lines.filter((l) => /^x-mirrorplane-id:/i.test(l));
+  const attempts = lines.filter((l) => /^x-mirrorplane-attempt:/i.test(l));
+  assert.deepEqual(attempts, ['x-mirrorplane-attempt: 1'], got);
+  assert.equal(ids.length, 1, got);
+  assert.match(ids[0] as string, /^x-mirrorplane-id: \d+-\d+$/, 'the stream entry id, not the client\'s');
+  assert.match(got, /\r\nX-Mirrorplane-Other: kept\r\n/, 'other x-mirrorplane-* fields are kept');
 });
 
 test('20,000 header fields within MAX_HEADER_BYTES: accepted, and staging receives every one in order', async () => {
