@@ -64,6 +64,8 @@ export class Ingress {
         maxHeaderBytes: config.maxHeaderBytes,
         maxBodyBytes: config.maxBodyBytes,
         requestTimeoutMs: config.bodyTimeoutMs,
+        headersTimeoutMs: config.headersTimeoutMs,
+        maxConnections: config.maxConnections,
         // Longer than the mirror proxy's idle timeout, so the proxy closes idle connections first.
         keepAliveTimeoutMs: 75_000,
       },

@@ -129,6 +129,8 @@ export const SETTINGS = {
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
   redisConnectTimeoutMs: { env: 'REDIS_CONNECT_TIMEOUT_MS', flag: '--redis-timeout', schema: integer(100, 600_000), default: 10000, doc: 'time to reach Redis (and, for operator commands, for each command to answer) before giving up with a message naming the URL and the cause' },
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503; a PING unanswered this long makes the ingress not ready' },
+  headersTimeoutMs: { env: 'HEADERS_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 20000, doc: 'time a client has from a request\'s first byte to the end of its head (then 408 headers_timeout); like node\'s headersTimeout' },
+  maxConnections: { env: 'MAX_CONNECTIONS', schema: integer(0, 1_000_000), default: 1024, doc: 'connections open at once on each ingress process\'s traffic port; more are closed on arrival (0: no cap). Partial heads in memory are at most MAX_CONNECTIONS × (MAX_HEADER_BYTES + 64 KiB)' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
   partitions: { env: 'PARTITIONS', schema: integer(1, 1024), default: 1, doc: 'streams the traffic is spread over, each with its own hash tag (its own shard in a Redis Cluster); every process of a deployment must agree' },
@@ -175,6 +177,8 @@ export interface Config {
   /** Bytes of a request head (and, separately, of a trailer section) the ingress accepts. */
   readonly maxHeaderBytes: number;
   readonly bodyTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly maxConnections: number;
   readonly appendTimeoutMs: number;
   /** Milliseconds to reach Redis at start (and for each operator command) before failing. */
   readonly redisConnectTimeoutMs: number;

@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   MP_ERR_ENTRY_DECODE: 'a stream entry cannot be decoded',
   MP_ERR_STAGING_STATUS: 'staging answered with a status the retry policy retries',
   MP_ERR_STAGING_TRANSPORT: 'staging could not be reached or did not answer in time',
+  MP_ERR_STAGING_RESPONSE: 'staging answered with broken HTTP/1.1 framing',
   MP_ERR_UNREPLAYABLE: 'a request cannot be sent to staging at all',
   MP_ERR_RULE: 'a rule failed at run time',
   MP_ERR_HOOK: 'a user hook threw',
@@ -174,6 +175,17 @@ export class StagingStatusError extends MirrorplaneError {
 export class StagingTransportError extends MirrorplaneError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('MP_ERR_STAGING_TRANSPORT', message, { ...options, retryable: true });
+  }
+}
+
+/**
+ * Thrown when staging's response is not valid HTTP/1.1 framing (a Content-Length that is not
+ * digits, two different ones, a bad chunk line, …; RFC 9112 §6.3): retryable, like a transport
+ * error, and the connection is dropped.
+ */
+export class StagingResponseError extends MirrorplaneError {
+  constructor(message: string) {
+    super('MP_ERR_STAGING_RESPONSE', message, { retryable: true });
   }
 }
 
