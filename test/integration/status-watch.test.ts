@@ -38,9 +38,11 @@ test('rates come from the readings of the last ten seconds; the drain estimate f
 
 test('status --watch refreshes with rates and an estimate of the time to drain the backlog', async () => {
   let release = false;
-  // Staging holds every answer until the test has seen a backlog, then answers at once.
+  // Staging holds every answer until the test has seen a backlog, then answers in 25 ms: the
+  // drain then spans several frames however fast the machine is (200 entries, 2 at a time).
   const staging = await RecordingServer.start(async (_req, res) => {
     await waitFor('release', () => release, 60_000, 10);
+    await new Promise((r) => setTimeout(r, 25));
     res.writeHead(200).end();
   });
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { WORKER_CONCURRENCY: '2' } });
