@@ -1,0 +1,103 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { maskRedisUrl } from '@mirrorplane/runtime';
+import { RedisServer, freePort } from '../../helpers/index.js';
+import { runTimed } from './helpers.js';
+
+// Attack on issue 15 ("bounded and truthful", "never show secrets in clear"): Redis URLs
+// whose password holds an `@`, users without ACL rights, TLS spoken to a plain Redis.
+
+let redis: RedisServer;
+/** A password with an `@`: Node's URL parser and ioredis take the last `@` as the separator. */
+const SECRET_HEAD = 'hunter';
+const SECRET_TAIL = 'Zq9secretTAIL';
+const PASSWORD = `${SECRET_HEAD}@${SECRET_TAIL}`;
+
+before(async () => {
+  redis = await RedisServer.start();
+  const c = redis.client();
+  try {
+    // A user with every right whose password holds an `@`, and one who may connect but touch nothing.
+    await c.call('ACL', 'SETUSER', 'ops', 'on', `>${PASSWORD}`, '~*', '&*', '+@all');
+    await c.call('ACL', 'SETUSER', 'weak', 'on', '>weakpw', '~nothing:*', '+ping', '+hello', '+client', '+select', '+info', '+auth');
+  } finally {
+    c.disconnect();
+  }
+});
+
+after(async () => {
+  await redis?.close();
+});
+
+/** Commands that read Redis and end; each must keep a password to itself. */
+const COMMANDS: string[][] = [
+  ['status'],
+  ['status', '--json'],
+  ['failed', 'list'],
+  ['failed', 'replay', '--all', '--dry-run'],
+  ['diff', 'summary'],
+];
+
+test('attack-15: a password holding "@" is never printed, in output or errors, for any URL shape', async () => {
+  const closed = await freePort();
+  const urls = [
+    `redis://ops:${PASSWORD}@127.0.0.1:${redis.port}`, // reachable: ioredis connects with it
+    `redis://ops:${PASSWORD}@127.0.0.1:${closed}`, // unreachable
+    `redis+sentinel://ops:${PASSWORD}@127.0.0.1:${closed}/mymaster`,
+    `redis+cluster://ops:${PASSWORD}@127.0.0.1:${closed}`,
+    `redis://ops:hunter@Zq9secretTAIL:w@127.0.0.1:${redis.port}`, // a ':' after the '@' too
+  ];
+  const leaks: string[] = [];
+  for (const [i, url] of urls.entries()) {
+    // Every command against the reachable URL; the context line and errors elsewhere.
+    for (const args of i === 0 ? COMMANDS : [['status'], ['status', '--json']]) {
+      const r = await runTimed([...args, '--redis-url', url, '--redis-timeout', '2000'], {}, 60_000);
+      const shown = r.stdout + r.stderr;
+      if (shown.includes(SECRET_TAIL) || shown.includes('Zq9secret')) leaks.push(`${args.join(' ')} ${url.replace(PASSWORD, '<pw>')}: ${shown.split('\n').find((l) => l.includes('Zq9secret'))}`);
+    }
+  }
+  assert.deepEqual(leaks, [], 'the password after its "@" is shown in clear');
+});
+
+test('attack-15: maskRedisUrl hides every character of any password, "@" and ":" included', () => {
+  const chunk = fc.stringMatching(/^[A-Za-z0-9]{6,12}$/);
+  fc.assert(fc.property(chunk, chunk, fc.constantFrom('@', ':@', '@@', '@:'), fc.constantFrom('redis', 'rediss', 'redis+sentinel', 'redis+cluster'), (a, b, sep, scheme) => {
+    const password = `${a}${sep}${b}`;
+    const masked = maskRedisUrl(`${scheme}://user:${password}@127.0.0.1:6379${scheme.endsWith('sentinel') ? '/mymaster' : ''}`);
+    return !masked.includes(a) && !masked.includes(b);
+  }), { numRuns: 200 });
+});
+
+test('attack-15: a user without ACL rights gets the URL and "permission denied" from every command and role, no stack trace', async () => {
+  const url = `redis://weak:weakpw@127.0.0.1:${redis.port}`;
+  const staging = `http://127.0.0.1:${await freePort()}`;
+  const cases: string[][] = [
+    ...COMMANDS,
+    ['failed', 'replay', '--all'],
+    ['failed', 'purge', '--yes'],
+    ['replay', '--from', '-1h', '--staging', staging],
+    ['dashboard', '--port', String(await freePort())],
+    ['worker', '--staging', staging, '--admin-port', String(await freePort())],
+    ['ingress', '--port', String(await freePort()), '--admin-port', String(await freePort())],
+  ];
+  const bad: string[] = [];
+  for (const args of cases) {
+    const r = await runTimed([...args, '--redis-url', url, '--redis-timeout', '2000'], {}, 60_000);
+    const problems: string[] = [];
+    if (r.killed) problems.push('still running after 60 s');
+    if (r.code === 0) problems.push('exit 0');
+    if (/^\s+at /m.test(r.stderr)) problems.push('stack trace');
+    if (!r.stderr.includes(`127.0.0.1:${redis.port}`)) problems.push('no URL named');
+    if (!/permission|NOPERM|not allowed/i.test(r.stderr)) problems.push('cause not named');
+    if (problems.length) bad.push(`${args[0]} ${args[1] ?? ''}: ${problems.join(', ')} — ${r.stderr.split('\n')[0]}`);
+  }
+  assert.deepEqual(bad, []);
+});
+
+test('attack-15: rediss:// to a plain Redis names the TLS failure, not only silence', async () => {
+  const r = await runTimed(['status', '--redis-url', `rediss://127.0.0.1:${redis.port}`, '--redis-timeout', '3000'], {}, 60_000);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: /);
+  assert.match(r.stderr, /TLS|SSL|handshake/i, `the cause should say TLS; got: ${r.stderr.trim()}`);
+});
