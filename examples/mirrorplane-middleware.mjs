@@ -10,7 +10,16 @@
 //   expressApp.use(capture);                                                    // Express
 //
 // Only requests carrying x-request-id are posted (that is what correlates the answer with the
-// mirror copy). Bodies over maxBodyBytes are not posted (the intake would refuse them).
+// mirror copy). Every answer is posted once: when it finishes, or when the connection closes
+// before that (client gone, app destroyed the response). An answer that did not go out whole —
+// closed early, or a body over maxBodyBytes (posted cut to maxBodyBytes) — is posted with
+// `x-mirrorplane-cut: 1`: the intake then only marks the request answered (nothing learned or
+// compared from a partial body), so creates never stay "in flight".
+// What is posted is what the client received: every header value as sent (repeats kept), no
+// content type the app did not send, no body for HEAD/204/304, and, when a compression
+// middleware mounted before this one encodes the bytes this one sees, no Content-Encoding.
+
+import * as zlib from 'node:zlib';
 
 const DEFAULTS = { maxBodyBytes: 1024 * 1024, excludeHeaders: ['set-cookie'] };
 
@@ -32,6 +41,18 @@ function headerPairs(headers) {
   }
   for (const [n, v] of Object.entries(headers)) out.push([n, v]);
   return out;
+}
+
+/** True when `body` decodes under the coding `name` (last coding applied); unknown codings count as decoding. */
+function decodes(name, body) {
+  const decoder = { gzip: zlib.gunzipSync, 'x-gzip': zlib.gunzipSync, deflate: (b) => { try { return zlib.inflateSync(b); } catch { return zlib.inflateRawSync(b); } }, br: zlib.brotliDecompressSync }[name];
+  if (!decoder || body.length === 0) return true;
+  try {
+    decoder(body);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -60,8 +81,9 @@ export function mirrorplaneResponses(options) {
     const keep = (chunk, encoding) => {
       const b = asBuffer(chunk, encoding);
       if (b === null) return;
+      // Up to maxBodyBytes are kept (a longer body is posted cut to that length).
+      if (size < maxBodyBytes) chunks.push(size + b.length <= maxBodyBytes ? b : b.subarray(0, maxBodyBytes - size));
       size += b.length;
-      if (size <= maxBodyBytes) chunks.push(b);
     };
     // Headers given to writeHead never show in res.getHeaders() when nothing was set before: keep them.
     res.writeHead = function (status, ...rest) {
@@ -77,39 +99,55 @@ export function mirrorplaneResponses(options) {
       keep(chunk, encoding);
       return end.call(this, chunk, encoding, ...rest);
     };
-    res.once('finish', () => {
-      if (size > maxBodyBytes) {
-        onError(new Error(`mirrorplane: production answer to ${requestId} not posted: body over ${maxBodyBytes} bytes`));
-        return;
-      }
-      // res.getHeaders() has what setHeader set; writeHead's own headers win over them, as in node:http.
-      const byName = new Map();
-      for (const [n, v] of Object.entries(res.getHeaders())) byName.set(n.toLowerCase(), [n, v]);
-      for (const [n, v] of headHeaders) byName.set(n.toLowerCase(), [n, v]);
+    let posted = false;
+    const post = (whole) => {
+      if (posted) return;
+      posted = true;
+      const cut = !whole || size > maxBodyBytes;
+      // writeHead's own headers win over setHeader's of the same name, as in node:http; every
+      // value of a repeated header is kept, in order.
+      const named = new Set(headHeaders.map(([n]) => n.toLowerCase()));
+      const pairs = [];
+      for (const [n, v] of Object.entries(res.getHeaders())) if (!named.has(n.toLowerCase())) pairs.push([n, v]);
+      pairs.push(...headHeaders);
       const flat = [];
-      for (const [lower, [n, v]] of byName) {
-        if (excluded.has(lower) || v === undefined) continue;
+      for (const [n, v] of pairs) {
+        if (excluded.has(n.toLowerCase()) || v === undefined) continue;
         for (const one of Array.isArray(v) ? v : [v]) flat.push(n.toLowerCase(), String(one));
       }
-      const contentType = byName.get('content-type')?.[1];
+      // HTTP sends no body for HEAD, 204 and 304 (node:http drops what the app writes).
+      const bodyless = req.method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304;
+      const body = bodyless ? Buffer.alloc(0) : Buffer.concat(chunks).subarray(0, maxBodyBytes);
+      let headersOut = flat;
+      // A compression middleware mounted before this one encodes below us: we saw the plain
+      // bytes. Post them as what they are, without the Content-Encoding they do not have.
+      const coding = headersOut.filter((_, i, a) => i % 2 === 1 && a[i - 1] === 'content-encoding').join(',').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity').pop();
+      if (coding && !cut && !decodes(coding, body)) headersOut = headersOut.filter((_, i, a) => { const name = i % 2 === 0 ? a[i] : a[i - 1]; return name !== 'content-encoding' && name !== 'content-length'; });
       const headers = {
         'x-mirrorplane-request-id': requestId,
         'x-mirrorplane-status': String(res.statusCode),
         'x-mirrorplane-method': req.method,
         'x-mirrorplane-path': req.originalUrl ?? req.url,
-        'x-mirrorplane-headers': JSON.stringify(flat),
-        'content-type': contentType === undefined ? 'application/octet-stream' : String(Array.isArray(contentType) ? contentType[0] : contentType),
+        'x-mirrorplane-headers': JSON.stringify(headersOut),
       };
+      // The upload is labelled with production's content type when it had one; none is invented.
+      const contentType = headersOut.find((_, i, a) => i % 2 === 1 && a[i - 1] === 'content-type');
+      if (contentType !== undefined) headers['content-type'] = contentType;
+      if (cut) headers['x-mirrorplane-cut'] = '1';
       if (token) headers.authorization = `Bearer ${token}`;
+      if (cut) onError(new Error(`mirrorplane: production answer to ${requestId} posted cut: ${whole ? `body over ${maxBodyBytes} bytes` : 'the response closed before it finished'}`));
       // Fire and forget: production's answer never waits for Mirrorplane.
-      send(intake, { method: 'POST', headers, body: Buffer.concat(chunks, size) }).then(
+      send(intake, { method: 'POST', headers, body }).then(
         async (answer) => {
           if (answer.status !== 204) onError(new Error(`mirrorplane intake answered ${answer.status}: ${(await answer.text()).trim()}`));
           else await answer.arrayBuffer();
         },
         onError,
       );
-    });
+    };
+    res.once('finish', () => post(true));
+    // 'close' also follows 'finish'; post() runs once, so only a response that never finished posts here.
+    res.once('close', () => post(res.writableFinished));
     if (typeof next === 'function') next();
   };
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs the test suites with node's test runner: every *.test.ts under the named folders
-// (default: unit, fuzz, integration, e2e, reliability). `node test/run.mjs smoke` runs the fast subset.
+// (default: unit, fuzz, integration, e2e, reliability, chaos). `node test/run.mjs smoke` runs the fast subset.
 import { readdirSync, statSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 const root = dirname(fileURLToPath(import.meta.url));
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const extra = process.argv.slice(2).filter((a) => a.startsWith('-'));
-const folders = suites.length > 0 ? suites : ['unit', 'fuzz', 'integration', 'e2e', 'reliability'];
+const folders = suites.length > 0 ? suites : ['unit', 'fuzz', 'integration', 'e2e', 'reliability', 'chaos'];
 
 function collect(dir) {
   let out = [];

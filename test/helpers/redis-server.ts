@@ -60,6 +60,20 @@ export class RedisServer {
     this.#child = null;
   }
 
+  /**
+   * Sends a signal without waiting for an exit: `SIGSTOP` hangs Redis with its connections
+   * open (a frozen host, a swap storm), `SIGCONT` resumes it. Whoever stops must continue in
+   * a `finally`.
+   */
+  signal(signal: NodeJS.Signals): void {
+    if (this.#child && this.#child.exitCode === null) this.#child.kill(signal);
+  }
+
+  /** The server's process id (for RSS and signals); null while it is stopped. */
+  get pid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
   /** A client for assertions (caller closes it). */
   client(): Redis {
     const client = new Redis(this.url, { maxRetriesPerRequest: null });

@@ -58,6 +58,7 @@ function setup(prefix: string) {
     learned: () => {},
     compared: () => {},
     comparisonDeferred: () => {},
+    uncorrelated: () => {},
     noProductionResponse: () => {},
   };
   const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });

@@ -105,7 +105,7 @@ test('Express: res.json, res.send, originalUrl under a mounted router; set-cooki
   }
 });
 
-test('a compressed answer is posted as written with its content-encoding; an answer over the bound is not posted and is reported', async () => {
+test('a compressed answer is posted as written with its content-encoding; an answer over the bound is posted cut, marked so, and reported', async () => {
   const gz = gzipSync('{"id":"ord_2"}');
   const app = await serve((req, res) => {
     if (req.url === '/big') {
@@ -119,11 +119,16 @@ test('a compressed answer is posted as written with its content-encoding; an ans
   try {
     await (await fetch(`${app.url}/gz`, { headers: { 'x-request-id': 'g-1', 'accept-encoding': 'gzip' } })).arrayBuffer();
     await (await fetch(`${app.url}/big`, { headers: { 'x-request-id': 'g-2' } })).arrayBuffer();
-    await waitFor('the post and the error', () => (app.posted.length === 1 && app.errors.length === 1 ? true : null));
+    await waitFor('the posts and the error', () => (app.posted.length === 2 && app.errors.length === 1 ? true : null));
     const got = intakeView(app.posted[0]!);
     assert.ok(got.body.equals(gz));
     assert.ok(got.headers.includes('content-encoding') && got.headers.includes('gzip'));
-    assert.match(String(app.errors[0]), /g-2 not posted: body over 1024 bytes/);
+    assert.equal(got.cut, undefined);
+    // Posted cut to the bound, so the intake knows the request was answered (nothing learned from it).
+    const big = intakeView(app.posted[1]!);
+    assert.equal(big.cut, true);
+    assert.equal(big.body.length, 1024);
+    assert.match(String(app.errors[0]), /g-2 posted cut: body over 1024 bytes/);
   } finally {
     await app.close();
   }

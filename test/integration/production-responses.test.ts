@@ -268,7 +268,10 @@ test('chains through nginx: every order of arrival, every middleware style, comp
       const rows = JSON.parse((await stack.cli(['diff', 'summary', '--json'])).stdout) as { compared: number }[];
       return rows.reduce((n, row) => n + row.compared, 0) >= 36 ? true : null;
     }, 60_000);
-    const summary = (await stack.cli(['diff', 'summary'])).stdout;
+    const output = (await stack.cli(['diff', 'summary'])).stdout;
+    // Human output opens with the context line (which Redis, which prefix), then the table.
+    assert.match(output, /^Redis redis:\/\/127\.0\.0\.1:\d+ {2}prefix \S+\n\n/);
+    const summary = output.replace(/^Redis .*\n\n/, '');
     // Exact figures: the one real difference (staging's PUT adds `version`), nothing else —
     // not the compressed bodies, not the IDs, whichever side arrived first.
     assert.equal(summary, formatDiffSummary([

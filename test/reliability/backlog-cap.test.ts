@@ -119,3 +119,46 @@ test('MAX_BACKLOG_BYTES: the ingress sheds while Redis memory is over the cap, a
     await staging.close();
   }
 });
+
+test('MAX_BACKLOG bounds everything unfinished: with staging down the retry queue counts, the rest is shed, Redis memory stays bounded', async (t) => {
+  const cap = 100;
+  // Staging refuses every connection: each entry moves from the stream to the retry queue,
+  // where it waits for its next try. A cap on the stream alone would accept without end.
+  const staging = await RecordingServer.start();
+  await staging.close();
+  const adminPort = await freePort();
+  const before = await usedMemory();
+  // Tries spread far beyond the test, so that nothing reaches the failed set (which is
+  // finished work, outside the cap) while the load runs.
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BACKLOG: String(cap), REPLAY_ATTEMPTS: '50', REPLAY_BACKOFF_MS: '5000', WORKER_CONCURRENCY: '16' } });
+  await stack.ingress.stop('SIGKILL');
+  await stack.startIngress({ ADMIN_PORT: String(adminPort) });
+  await ready(adminPort);
+  await stack.addWorker();
+  await stack.addWorker();
+  const maxInFlight = 32;
+  const load = SteadyLoad.start({ port: stack.ingressPort, rate: 800, maxInFlight, bodyBytes: 1024, tag: `down${randomBytes(2).toString('hex')}`, maxRequests: 3000 });
+  let peak = before;
+  try {
+    await waitFor('3,000 requests answered', async () => {
+      peak = Math.max(peak, await usedMemory());
+      return load.sent >= 3000 && load.accepted.size + load.refusedCount >= 3000;
+    }, 180_000, 50);
+    await load.stop();
+    const status = await stack.status();
+    const shed = load.refused.get('status 503') ?? 0;
+    t.diagnostic(`accepted ${load.accepted.size}, shed ${shed}, status ${JSON.stringify(status)}, Redis used_memory ${before} → peak ${peak}`);
+    assert.equal(load.refusedCount, shed, `refused only with 503: ${JSON.stringify([...load.refused])}`);
+    assert.equal(await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}'), shed, 'every shed request is counted as backlog_full');
+    // Whatever is not in the failed set is unfinished, and the cap bounds it: the ingress
+    // overshoots by at most the appends in flight when it turned (the load's concurrency).
+    assert.ok(load.accepted.size - status.failed <= cap + maxInFlight, `accepted ${load.accepted.size}, failed ${status.failed}, cap ${cap}`);
+    assert.ok(status.retrying + status.backlog <= cap + maxInFlight, `unfinished: ${status.retrying} retrying + ${status.backlog} in the stream`);
+    assert.ok(status.retrying > cap / 2, `the retry queue holds the backlog: ${status.retrying}`);
+    // 3,000 accepted 1 KiB requests took 26 MB here before the retry queue counted.
+    assert.ok(peak - before < 6 * 1024 * 1024, `Redis grew by ${peak - before} bytes`);
+  } finally {
+    await load.stop();
+    await stack.close();
+  }
+});

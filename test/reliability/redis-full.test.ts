@@ -70,7 +70,7 @@ function gatedStaging() {
   };
 }
 
-test('a running worker drains a full Redis: acknowledgements free memory, nothing is replayed twice', async () => {
+test('a running worker drains a full Redis: acknowledgements free memory, nothing is replayed twice', async (t) => {
   const gate = gatedStaging();
   const staging = await RecordingServer.start(gate.responder);
   const client = redis.client();
@@ -95,6 +95,7 @@ test('a running worker drains a full Redis: acknowledgements free memory, nothin
     // A CLAIM_IDLE_MS later, nothing comes back.
     await new Promise((r) => setTimeout(r, 1500));
     const duplicates = [...copies(staging.received).values()].filter((n) => n > 1).length;
+    t.diagnostic(`${stored.length} entries stored until OOM; used_memory ${full} → ${freed} bytes; ${duplicates} duplicates at staging`);
     assert.equal(duplicates, 0, `no entry replayed twice (${duplicates})`);
     assert.equal(w.worker.load.unacked, 0);
     assert.equal(w.worker.load.inFlight, 0);

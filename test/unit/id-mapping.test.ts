@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IdMappingOptions, compileIdMapping, parseJsonBody, type MappableRequest } from '@mirrorplane/core';
+import { IdMappingOptions, compileIdMapping, parseJsonDocument, type MappableRequest } from '@mirrorplane/core';
 
 const mapping = compileIdMapping(IdMappingOptions.parse({
   kinds: [{
@@ -40,12 +40,13 @@ test('IDs are found and replaced in a path group, a query parameter, a header an
     headers: ['X-Order-Id', 'ord_812', 'content-type', 'application/json'],
     body,
   };
-  const parsed = parseJsonBody(request.headers, request.body);
+  const parsed = parseJsonDocument(request.headers, request.body);
   assert.deepEqual(mapping.uses.map((u) => u.find(request, parsed)), [['ord_812'], ['ord_812', 'other'], ['ord_812'], ['ord_812']]);
   for (const use of mapping.uses) assert.equal(use.replace(request, parsed, 'ord_812', 'stg 17'), true);
   assert.equal(request.path, '/orders/stg%2017/items?order=stg%2017&keep=ord_812&order=other');
   assert.deepEqual(request.headers, ['X-Order-Id', 'stg 17', 'content-type', 'application/json']);
-  assert.deepEqual(parsed, { order: { id: 'stg 17', n: 1 } });
+  assert.deepEqual(parsed?.value, { order: { id: "stg 17", n: 1 } });
+  assert.equal(parsed?.text, JSON.stringify({ order: { id: "stg 17", n: 1 } }));
   assert.equal(mapping.uses[0]!.replace(request, parsed, 'nope', 'x'), false);
 });
 

@@ -130,10 +130,51 @@ function decodedBody(headers: RecordedHeaders, b: RecordedBody): { body: Recorde
 
 const FORM = 'application/x-www-form-urlencoded';
 
-/** HAR 1.2 `postData.params`: the fields of a url-encoded form, decoded; other bodies have none. */
+/** One form component's bytes, `+` as space and `%XX` undone (a malformed escape stays as written). */
+function formComponentBytes(part: Buffer): Buffer {
+  const out: number[] = [];
+  const hex = (c: number | undefined) => (c === undefined ? -1 : c >= 0x30 && c <= 0x39 ? c - 0x30 : (c | 0x20) >= 0x61 && (c | 0x20) <= 0x66 ? (c | 0x20) - 0x57 : -1);
+  for (let i = 0; i < part.length; i++) {
+    const c = part[i] as number;
+    if (c === 0x2b) out.push(0x20);
+    else if (c === 0x25 && hex(part[i + 1]) >= 0 && hex(part[i + 2]) >= 0) {
+      out.push(hex(part[i + 1]) * 16 + hex(part[i + 2]));
+      i += 2;
+    } else out.push(c);
+  }
+  return Buffer.from(out);
+}
+
+/**
+ * HAR 1.2 `postData.params`: the fields of a url-encoded form, decoded in the charset its
+ * content type declares (UTF-8 when none, or one this Node does not know): raw bytes and
+ * percent-escapes alike. Other bodies have none.
+ */
 function formParams(mimeType: string, body: RecordedBody): HarNameValue[] {
-  if (body.encoding === 'base64' || mimeType.split(';', 1)[0]!.trim().toLowerCase() !== FORM) return [];
-  return parseQuery(body.text).map((p) => ({ name: p.name, value: p.value ?? '' }));
+  if (mimeType.split(';', 1)[0]!.trim().toLowerCase() !== FORM) return [];
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(mimeType)?.[1] ?? 'utf-8';
+  let decoder: InstanceType<typeof TextDecoder>;
+  try {
+    decoder = new TextDecoder(charset);
+  } catch {
+    decoder = new TextDecoder('utf-8');
+  }
+  if (decoder.encoding === 'utf-8' && body.encoding !== 'base64') return parseQuery(body.text).map((p) => ({ name: p.name, value: p.value ?? '' }));
+  const raw = bytesOf(body);
+  const params: HarNameValue[] = [];
+  let start = 0;
+  while (start <= raw.length) {
+    let end = raw.indexOf(0x26, start);
+    if (end === -1) end = raw.length;
+    const part = raw.subarray(start, end);
+    start = end + 1;
+    if (part.length === 0) continue;
+    const eq = part.indexOf(0x3d);
+    const name = decoder.decode(formComponentBytes(eq === -1 ? part : part.subarray(0, eq)));
+    const value = eq === -1 ? '' : decoder.decode(formComponentBytes(part.subarray(eq + 1)));
+    params.push({ name, value });
+  }
+  return params;
 }
 
 /** One recording line as a HAR entry. */

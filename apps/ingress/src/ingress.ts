@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { AdminServer, closeRedis, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
+import { AdminServer, RedisProbe, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 import { EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
@@ -41,6 +41,10 @@ export class Ingress {
   #appendedSinceCheck = 0;
   #shedding = false;
   #backlogTimer: NodeJS.Timeout | null = null;
+  /** A backlog check is under way: a slow Redis must not pile up checks. */
+  #checking = false;
+  /** Whether Redis answers at all (a paused Redis keeps its connection open). */
+  readonly #probe: RedisProbe;
   #idle: (() => void) | null = null;
 
   constructor(config: Config, logger: Logger) {
@@ -49,6 +53,9 @@ export class Ingress {
     this.#stream = keysFor(config.prefix).stream;
     this.#streams = partitionKeys(config.prefix, config.partitions).map((k) => k.stream);
     this.#redis = createRedis(config, 'append', logger);
+    // A Redis that has not answered a PING for APPEND_TIMEOUT_MS is as good as down: the same
+    // deadline an append has.
+    this.#probe = new RedisProbe(this.#redis, config.appendTimeoutMs, logger);
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#metrics = new IngressMetrics(() => this.#inFlight);
     this.#appender = new EntryAppender(config, this.#redis);
@@ -77,9 +84,12 @@ export class Ingress {
     });
   }
 
-  /** True when the ingress can accept traffic: listening, Redis connected, not closing. */
+  /**
+   * True when the ingress can accept traffic: listening, not closing, Redis connected and
+   * answering (a PING answered within APPEND_TIMEOUT_MS; see `RedisProbe`).
+   */
   get ready(): boolean {
-    return !this.#closing && this.#server.listening && this.#redis.status === 'ready';
+    return !this.#closing && this.#server.listening && this.#redis.status === 'ready' && this.#probe.responsive;
   }
 
   get metrics(): Registry {
@@ -110,6 +120,7 @@ export class Ingress {
     }
     const port = await this.#server.listen(this.#config.ingressPort, this.#config.ingressHost);
     const adminPort = this.#admin ? await this.#admin.listen() : null;
+    this.#probe.start();
     if (this.#config.maxBacklog > 0 || this.#config.maxBacklogBytes > 0) {
       this.#backlogTimer = setInterval(() => void this.#checkBacklog(), BACKLOG_CHECK_MS).unref();
     }
@@ -124,6 +135,9 @@ export class Ingress {
     if (this.#closing) refused = [503, 'shutting_down'];
     else if (this.#token !== null && !this.#token(tokenOf(head.rawHeaders))) refused = [401, 'unauthorized'];
     else if (this.#shedding) refused = [503, 'backlog_full'];
+    // Redis is known not to answer: every append would wait APPEND_TIMEOUT_MS for the same
+    // 503, holding the request (and its body) meanwhile. Answer at once until a PING answers.
+    else if (!this.#probe.responsive) refused = [503, 'redis_timeout'];
     if (refused !== null) {
       this.#metrics.dropped[refused[1]].inc();
       return refused;
@@ -157,6 +171,7 @@ export class Ingress {
         const reason: DropReason = /timed out/i.test(error.message)
           ? 'redis_timeout'
           : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
+        if (reason === 'redis_timeout') this.#probe.markUnresponsive('an append timed out');
         this.#metrics.dropped[reason].inc();
         answer(503, reason);
         this.#logDropped(reason, error);
@@ -208,11 +223,17 @@ export class Ingress {
   }
 
   async #checkBacklog(): Promise<void> {
-    if (this.#redis.status !== 'ready') return;
+    if (this.#redis.status !== 'ready' || !this.#probe.responsive || this.#checking) return;
+    this.#checking = true;
     try {
       const [length, memory] = await Promise.all([
-        // Every partition's stream: the cap is on the deployment's backlog, not one stream's.
-        this.#config.maxBacklog > 0 ? Promise.all(this.#streams.map((stream) => this.#unfinished(stream))).then((lengths) => lengths.reduce((a, b) => a + b, 0)) : Promise.resolve(0),
+        // Everything unfinished: every partition's stream (its entries not yet delivered and
+        // those pending), plus the retry queue's unfinished jobs, which hold the entries
+        // handed over for a retry or waiting for an ID mapping. Without the retry queue a
+        // staging outage would move the whole load out of the stream and past the cap.
+        this.#config.maxBacklog > 0
+          ? Promise.all([...this.#streams.map((stream) => this.#unfinished(stream)), countUnfinishedRetries(this.#redis, keysFor(this.#config.prefix))]).then((counts) => counts.reduce((a, b) => a + b, 0))
+          : Promise.resolve(0),
         this.#config.maxBacklogBytes > 0 ? this.#redis.info('memory') : Promise.resolve(''),
       ]);
       this.#backlog = length;
@@ -225,6 +246,8 @@ export class Ingress {
       this.#shedding = shedding;
     } catch {
       // Redis is away: appends fail with their own 503 reasons; the last verdict stands.
+    } finally {
+      this.#checking = false;
     }
   }
 
@@ -241,6 +264,7 @@ export class Ingress {
     if (this.#closing) return;
     this.#closing = true;
     if (this.#backlogTimer) clearInterval(this.#backlogTimer);
+    this.#probe.stop();
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
     const serverClosed = this.#server.close();
     let closed = false;

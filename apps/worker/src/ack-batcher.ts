@@ -159,6 +159,8 @@ export class AckBatcher {
           this.#recent.delete(q);
           this.#recent.set(q, now);
         }
+        // Bounded even if no claim round trims it (claim rounds are at most 5 s apart).
+        this.forgetBefore(now - 60_000);
       } catch (error) {
         failed = true;
         if (!this.#failing) {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { DEFAULT_MAX_DECODED_BYTES } from './content-coding.js';
 import { parseJsonBody, type CompareSettings, type ObservedResponse } from './id-mapping.js';
 
 /**
@@ -39,7 +40,12 @@ function ignoreSegments(text: string): string[] {
   return text.replace(/^\$\.?/, '').split(/\.|\[|\]/).filter(Boolean).map((s) => s.replace(/^["']|["']$/g, ''));
 }
 
-export function compileComparison(settings: CompareSettings): CompiledComparison {
+/**
+ * Compiles the `compare` settings. `maxDecodedBytes` bounds any body it decodes
+ * (`productionResponses.maxDecodedBytes`): a body over it is compared as received.
+ */
+export function compileComparison(settings: CompareSettings, options: { maxDecodedBytes?: number } = {}): CompiledComparison {
+  const maxDecodedBytes = options.maxDecodedBytes ?? DEFAULT_MAX_DECODED_BYTES;
   const headers = settings.headers.map((h) => h.toLowerCase());
   const ignores = settings.ignore.map(ignoreSegments);
   const max = settings.maxDifferences;
@@ -95,8 +101,8 @@ export function compileComparison(settings: CompareSettings): CompiledComparison
         const b = headerValues(staging.headers, name).join(', ');
         if (a !== b) differences.push({ path: `headers.${name}`, production: a || undefined, staging: b || undefined });
       }
-      const pa = parseJsonBody(production.headers, production.body);
-      const pb = parseJsonBody(staging.headers, staging.body);
+      const pa = parseJsonBody(production.headers, production.body, maxDecodedBytes);
+      const pb = parseJsonBody(staging.headers, staging.body, maxDecodedBytes);
       if (pa !== undefined && pb !== undefined) {
         walk(pa, pb, [], '$', ids, differences);
       } else if (!production.body.equals(staging.body)) {

@@ -11,7 +11,8 @@ import * as zlib from 'node:zlib';
  * Decoding is synchronous: bodies here are already bounded by the response/request body
  * limits, and one sync call costs less than the stream plumbing of the async API for them.
  * A body cut by a limit (`partial`) decodes as far as its bytes go; otherwise a body that ends
- * early is `corrupt`.
+ * early is `corrupt`, and so is one with bytes after the end of its coded stream, whatever the
+ * coding.
  */
 
 /** Default bound on a decoded body: 8 MiB. */
@@ -90,7 +91,19 @@ export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: n
     try {
       // A partial body flushes what it has instead of failing at its early end.
       const finishFlush = !options.partial ? undefined : coding === 'br' ? zlib.constants.BROTLI_OPERATION_FLUSH : coding === 'zstd' ? undefined : zlib.constants.Z_SYNC_FLUSH;
-      current = decoder(current, { maxOutputLength: maxBytes, ...(finishFlush !== undefined && { finishFlush }) } as zlib.ZlibOptions & { maxOutputLength: number });
+      const input = current;
+      const result = decoder(input, { maxOutputLength: maxBytes, info: true, ...(finishFlush !== undefined && { finishFlush }) } as zlib.ZlibOptions & { maxOutputLength: number }) as unknown as Buffer | { buffer: Buffer; engine: { bytesWritten?: number } };
+      if (Buffer.isBuffer(result)) {
+        current = result;
+      } else {
+        current = result.buffer;
+        // One rule for every coding: bytes after the end of the coded stream make the body
+        // corrupt (gzip's own decoder refuses them; inflate and brotli would drop them silently).
+        const consumed = result.engine.bytesWritten;
+        if (typeof consumed === 'number' && consumed < input.length && !options.partial) {
+          return { kind: 'corrupt', ok: false, body, coding, message: `${coding} body does not decode: ${input.length - consumed} bytes after the end of the ${coding} stream` };
+        }
+      }
     } catch (error) {
       const code = (error as { code?: string }).code;
       if (code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError) {

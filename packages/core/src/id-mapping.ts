@@ -100,8 +100,17 @@ export const CompareOptions = z.strictObject({
   maxDifferences: z.number().int().min(1).max(1000).default(20),
   /** How many diff records Redis keeps (newest first). */
   keepDiffs: z.number().int().min(0).max(1_000_000).default(1000),
+  /**
+   * Most distinct route names comparisons count under (Redis fields, metric labels), the
+   * `OTHER_ROUTE` bucket included: once `maxRoutes - 1` routes are named, comparisons of any
+   * further route count under `OTHER_ROUTE`, so long-tail or hostile paths stay bounded.
+   */
+  maxRoutes: z.number().int().min(2).max(10_000).default(100),
 });
 export type CompareSettings = z.output<typeof CompareOptions>;
+
+/** The route comparisons of routes beyond `compare.maxRoutes` count under. */
+export const OTHER_ROUTE = '(other routes)';
 
 /** A response as the ID mapping and the comparison see it. */
 export interface ObservedResponse {
@@ -131,10 +140,13 @@ export interface CompiledUse {
   kind: string;
   /** True when this use rewrites the JSON body (the caller then serializes it again). */
   json: boolean;
-  /** IDs found in the request (the JSON body parsed once by the caller). */
-  find(request: MappableRequest, json: unknown): string[];
-  /** Replaces `from` with `to` where this use finds it; returns whether anything changed. */
-  replace(request: MappableRequest, json: unknown, from: string, to: string): boolean;
+  /** IDs found in the request (the JSON body parsed once by the caller, `parseJsonDocument`). */
+  find(request: MappableRequest, json: JsonDocument | undefined): string[];
+  /**
+   * Replaces `from` with `to` where this use finds it; returns whether anything changed. A JSON
+   * use splices the ID's token in `json.text` (every other byte of the document stays as sent).
+   */
+  replace(request: MappableRequest, json: JsonDocument | undefined, from: string, to: string): boolean;
 }
 
 export interface CompiledIdMapping {
@@ -172,6 +184,96 @@ function idText(value: unknown): string | null {
 }
 
 /**
+ * A JSON body as ID mapping edits it: `value` parsed (to find IDs), `text` the decoded source,
+ * in which a replaced ID's token is spliced so no other value is re-serialized (large integers,
+ * precise decimals, key order and spacing stay byte-identical).
+ */
+export interface JsonDocument {
+  value: unknown;
+  text: string;
+}
+
+/** `parseJsonBody`, keeping the decoded text for in-place edits; undefined when not JSON. */
+export function parseJsonDocument(headers: readonly string[], body: Buffer, maxDecodedBytes = DEFAULT_MAX_DECODED_BYTES): JsonDocument | undefined {
+  if (body.length === 0 || !/\bjson\b/i.test(headerOf(headers, 'content-type') ?? '')) return undefined;
+  const decoded = decodeBody(headers, body, maxDecodedBytes);
+  if (!decoded.ok) return undefined;
+  const text = decoded.body.toString('utf8');
+  try {
+    return { value: JSON.parse(text), text };
+  } catch {
+    return undefined;
+  }
+}
+
+const WS = new Set([' ', '\t', '\n', '\r']);
+
+function skipWs(t: string, i: number): number {
+  while (i < t.length && WS.has(t[i] as string)) i++;
+  return i;
+}
+
+/** End (exclusive) of the JSON value starting at `i` (no whitespace before it), in valid JSON. */
+function skipValue(t: string, i: number): number {
+  const c = t[i];
+  if (c === '"') {
+    for (i++; i < t.length; i++) {
+      if (t[i] === '\\') i++;
+      else if (t[i] === '"') return i + 1;
+    }
+    return t.length;
+  }
+  if (c === '{' || c === '[') {
+    let depth = 0;
+    for (; i < t.length; i++) {
+      const ch = t[i];
+      if (ch === '"') i = skipValue(t, i) - 1;
+      else if (ch === '{' || ch === '[') depth++;
+      else if (ch === '}' || ch === ']') if (--depth === 0) return i + 1;
+    }
+    return t.length;
+  }
+  while (i < t.length && !WS.has(t[i] as string) && t[i] !== ',' && t[i] !== ']' && t[i] !== '}') i++;
+  return i;
+}
+
+/**
+ * Where the value at `path` sits in the JSON text `t` (already known to parse): `[start, end)`,
+ * or null when absent. A key given twice resolves to its last occurrence, as JSON.parse does.
+ */
+export function jsonValueSpan(t: string, path: JsonPath): [number, number] | null {
+  let i = skipWs(t, 0);
+  for (const key of path) {
+    if (typeof key === 'number') {
+      if (t[i] !== '[') return null;
+      i = skipWs(t, i + 1);
+      for (let index = 0; ; index++) {
+        if (t[i] === ']' || i >= t.length) return null;
+        if (index === key) break;
+        i = skipWs(t, skipValue(t, i));
+        if (t[i] !== ',') return null;
+        i = skipWs(t, i + 1);
+      }
+      continue;
+    }
+    if (t[i] !== '{') return null;
+    i = skipWs(t, i + 1);
+    let found = -1;
+    while (i < t.length && t[i] !== '}') {
+      const nameEnd = skipValue(t, i);
+      const name = JSON.parse(t.slice(i, nameEnd)) as string;
+      i = skipWs(t, skipWs(t, nameEnd) + 1);
+      if (name === key) found = i;
+      i = skipWs(t, skipValue(t, i));
+      if (t[i] === ',') i = skipWs(t, i + 1);
+    }
+    if (found === -1) return null;
+    i = found;
+  }
+  return [i, skipValue(t, i)];
+}
+
+/**
  * Parses a JSON body when the headers say it is JSON, undoing its `Content-Encoding` first
  * (bounded by `maxDecodedBytes`); undefined otherwise, or when it does not decode or parse.
  */
@@ -186,7 +288,7 @@ export function parseJsonBody(headers: readonly string[], body: Buffer, maxDecod
   }
 }
 
-function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner {
+function compileLearner(kind: string, options: IdLearnOptions, maxDecodedBytes: number): CompiledLearner {
   const methods = options.match.methods ? new Set(options.match.methods.map((m) => m.toUpperCase())) : null;
   const prefix = options.match.pathPrefix ?? null;
   const pathRe = options.match.path ? new LinearRegExp(options.match.path) : null;
@@ -194,13 +296,18 @@ function compileLearner(kind: string, options: IdLearnOptions): CompiledLearner 
   let extract: CompiledLearner['extract'];
   if ('json' in from) {
     const path = parseJsonPath(from.json);
-    extract = (response) => idText(readJsonPath(parseJsonBody(response.headers, response.body), path));
+    extract = (response) => idText(readJsonPath(parseJsonBody(response.headers, response.body, maxDecodedBytes), path));
   } else if ('header' in from) {
     const name = from.header.toLowerCase();
     extract = (response) => headerOf(response.headers, name) ?? null;
   } else {
     const re = new LinearRegExp(from.location);
-    extract = (response) => re.exec(headerOf(response.headers, 'location') ?? '')?.groups?.id ?? null;
+    // A Location is a URL: its ID is percent-decoded like an ID found in a path (and encoded
+    // exactly once when it is put into one).
+    extract = (response) => {
+      const id = re.exec(headerOf(response.headers, 'location') ?? '')?.groups?.id;
+      return id ? decodePercent(id) : null;
+    };
   }
   return {
     kind,
@@ -295,24 +402,35 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
     kind,
     json: true,
     find(_request, json) {
-      const id = idText(readJsonPath(json, path));
+      const id = idText(readJsonPath(json?.value, path));
       return id === null ? [] : [id];
     },
     replace(_request, json, from, to) {
-      const current = readJsonPath(json, path);
+      if (!json) return false;
+      const current = readJsonPath(json.value, path);
       if (idText(current) !== from) return false;
+      const span = jsonValueSpan(json.text, path);
+      if (!span) return false;
       // A numeric production ID becomes a number again when the staging ID is numeric.
-      writeJsonPath(json, path, typeof current === 'number' && /^-?\d+(\.\d+)?$/.test(to) ? Number(to) : to);
+      const numeric = typeof current === 'number' && /^-?\d+(\.\d+)?$/.test(to);
+      writeJsonPath(json.value, path, numeric ? Number(to) : to);
+      // Only the ID's own token changes; the rest of the text is kept byte for byte.
+      json.text = json.text.slice(0, span[0]) + (numeric ? to : JSON.stringify(to)) + json.text.slice(span[1]);
       return true;
     },
   };
 }
 
-export function compileIdMapping(settings: IdMappingSettings): CompiledIdMapping {
+/**
+ * Compiles the `idMapping` settings. `maxDecodedBytes` bounds every body the learners decode
+ * (`productionResponses.maxDecodedBytes`; the one bound of the deployment).
+ */
+export function compileIdMapping(settings: IdMappingSettings, options: { maxDecodedBytes?: number } = {}): CompiledIdMapping {
+  const maxDecodedBytes = options.maxDecodedBytes ?? DEFAULT_MAX_DECODED_BYTES;
   const learners: CompiledLearner[] = [];
   const uses: CompiledUse[] = [];
   for (const kind of settings.kinds) {
-    for (const l of kind.learn) learners.push(compileLearner(kind.name, l));
+    for (const l of kind.learn) learners.push(compileLearner(kind.name, l, maxDecodedBytes));
     for (const u of kind.use) uses.push(compileUse(kind.name, u));
   }
   return { settings, learners, uses, usesJson: settings.kinds.some((k) => k.use.some((u) => 'json' in u)) };

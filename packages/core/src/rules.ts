@@ -45,6 +45,8 @@ export interface CompileRulesOptions {
   /** Names of the configured origins; a `route` to any other name is refused. */
   origins: ReadonlySet<string>;
   observer?: PipelineObserver;
+  /** Bound on a decoded request body a JSON rule edits (`productionResponses.maxDecodedBytes`). */
+  maxDecodedBytes?: number;
 }
 
 type Condition = string | boolean;
@@ -454,7 +456,7 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
         if (rule.json && isJson(request.headers)) {
           // A compressed body is edited decoded and sent decoded, without its Content-Encoding;
           // one that does not decode (or is over the bound) is sent exactly as it came.
-          const decoded = decodeBody(request.headers, request.body);
+          const decoded = decodeBody(request.headers, request.body, options.maxDecodedBytes);
           if (decoded.ok) {
             const edited = editJson(decoded.body, rule.json, scope, (reason) => observer.limited?.(rule.name, reason));
             if (edited !== decoded.body) {

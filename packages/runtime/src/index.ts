@@ -13,6 +13,8 @@ export * from './production-stage.js';
 export * from './stream-trimmer.js';
 export * from './cluster.js';
 export * from './partitioned-status.js';
+export * from './retry-backlog.js';
+export * from './redis-probe.js';
 export * from './workers.js';
 export * from './redis-connect.js';
 export * from './failed-set.js';

@@ -43,7 +43,7 @@ export async function buildPipeline(config: Config, logger: Logger): Promise<Bui
       stages.push(built.pipeline);
       extraMetrics.push(...built.metrics);
     }
-    if (config.rules.length > 0) stages.push(compileRules(config.rules, { origins: new Set(Object.keys(config.origins)), observer }));
+    if (config.rules.length > 0) stages.push(compileRules(config.rules, { origins: new Set(Object.keys(config.origins)), observer, maxDecodedBytes: config.productionResponses.maxDecodedBytes }));
     if (config.hooks) stages.push(await loadHooks(config.hooks, { config, logger, observer }));
     if (config.recording) {
       stages.push(createRecorder({

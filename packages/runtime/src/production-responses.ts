@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import {
   EntryCipher,
+  DEFAULT_MAX_DECODED_BYTES,
   decodeBody,
   withoutContentCoding,
   type BodyDecodingOutcome,
@@ -10,6 +11,7 @@ import {
   parseJsonBody,
   redactHeaders,
   routeOf,
+  OTHER_ROUTE,
   type CompareSettings,
   type CompiledComparison,
   type CompiledIdMapping,
@@ -25,6 +27,7 @@ import {
  * - `{p}:idmap:<kind>:<production id>` `=<staging id>` (mapped) or `?<request id>` (created in
  *   production, staging's answer not known yet)
  * - `{p}:idwait:<entry id>`   when an entry first waited for a mapping
+ * - `{p}:idcounted:<entry id>` set once the entry's unmapped IDs were counted (once per request)
  * - `{p}:inflight:<kind>`     sorted set of creates a worker started whose production answer has
  *   not reached the intake yet: member the request id, score the entry's receive time
  * - `{p}:idmap:outcomes`      hash `<kind>\t<outcome>` → count of requests sent on with an ID
@@ -42,12 +45,15 @@ export interface ProductionKeys {
   learned(requestId: string): string;
   idmap(kind: string, productionId: string): string;
   wait(entryId: string): string;
+  counted(entryId: string): string;
   inflight(kind: string): string;
   idOutcomes: string;
   /** Staging's answer kept until production's arrives, for the comparison. */
   stagingAnswer(requestId: string): string;
   diffs: string;
   diffRoutes: string;
+  /** Set of the routes counted by name (at most `compare.maxRoutes`). */
+  diffRouteNames: string;
   diffPaths: string;
 }
 
@@ -59,11 +65,13 @@ export function productionKeys(prefix: string, cipher: EntryCipher | null = null
     learned: (id) => `${tag}:learned:${id}`,
     idmap: cipher ? (kind, id) => `${tag}:idmap:${kind}:#${cipher.digestName(`${kind}\n${id}`)}` : (kind, id) => `${tag}:idmap:${kind}:${id}`,
     wait: (id) => `${tag}:idwait:${id}`,
+    counted: (id) => `${tag}:idcounted:${id}`,
     inflight: (kind) => `${tag}:inflight:${kind}`,
     idOutcomes: `${tag}:idmap:outcomes`,
     stagingAnswer: (id) => `${tag}:stgans:${id}`,
     diffs: `${tag}:diffs`,
     diffRoutes: `${tag}:diff:routes`,
+    diffRouteNames: `${tag}:diff:routenames`,
     diffPaths: `${tag}:diff:paths`,
   };
 }
@@ -73,6 +81,11 @@ export interface ProductionResponse extends ObservedResponse {
   requestId: string;
   method: string | null;
   path: string | null;
+  /**
+   * The sender says the answer did not go out whole (`x-mirrorplane-cut: 1`: closed early, or
+   * cut at its size limit): it only marks the request answered; nothing is learned or compared.
+   */
+  cut?: boolean;
 }
 
 /** A string value as stored under `key`: sealed when the keys carry a cipher. */
@@ -141,6 +154,23 @@ export function decodeProductionResponse(requestId: string, raw: Record<string, 
   };
 }
 
+/** The path of a request target, without its query. */
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q === -1 ? target : target.slice(0, q);
+}
+
+/**
+ * Whether production's answer is to the request `method target` (the mirrored request): its
+ * method and path (query aside) agree, where the intake was told them. An answer that does not
+ * is another request's under a reused request id.
+ */
+export function sameRequest(answer: { method: string | null; path: string | null }, method: string, target: string): boolean {
+  if (answer.method !== null && answer.method.toUpperCase() !== method.toUpperCase()) return false;
+  if (answer.path !== null && pathOf(answer.path) !== pathOf(target)) return false;
+  return true;
+}
+
 /**
  * How long an ID stays pending: long enough for a slow staging replay (with its retries),
  * short enough that a create staging never completes stops making others wait.
@@ -165,7 +195,7 @@ const STATUS = /^[1-5]\d\d$/;
  * `x-mirrorplane-headers` with the production response headers as a JSON array of
  * `[name, value, …]`, and `content-type` as production's content type when that array lacks it).
  */
-export function parseIntake(rawHeaders: readonly string[], body: Buffer): ProductionResponse {
+export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDecodedBytes: number = DEFAULT_MAX_DECODED_BYTES): ProductionResponse {
   const get = (name: string) => {
     for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === name) return rawHeaders[i + 1] as string;
     return undefined;
@@ -189,9 +219,22 @@ export function parseIntake(rawHeaders: readonly string[], body: Buffer): Produc
     }
     headers = parsed as string[];
   }
+  // The intake request's own Content-Encoding (a sender compressing its uploads) is undone
+  // here; one that cannot be is refused, naming it (never stored as if plain).
+  const ownCoding = get('content-encoding');
+  if (ownCoding) {
+    const decoded = decodeBody(['content-encoding', ownCoding], body, maxDecodedBytes);
+    if (!decoded.ok) {
+      const status = decoded.kind === 'unsupported' ? 415 : decoded.kind === 'too_large' ? 413 : 400;
+      throw new IntakeError(status, `content-encoding: ${decoded.message}${decoded.kind === 'unsupported' ? '; send gzip, deflate, br or no coding' : ''}`);
+    }
+    body = decoded.body;
+  }
+  const cut = get('x-mirrorplane-cut');
+  if (cut !== undefined && cut !== '1' && cut !== '0') throw new IntakeError(400, `x-mirrorplane-cut: expected 1 or 0, got ${JSON.stringify(cut)}`);
   const contentType = get('content-type');
   if (contentType && !headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'content-type')) headers.push('content-type', contentType);
-  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') ?? null, path: get('x-mirrorplane-path') ?? null };
+  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') || null, path: get('x-mirrorplane-path') || null, ...(cut === '1' && { cut: true }) };
 }
 
 /** What the comparison needs besides the two answers. */
@@ -204,6 +247,50 @@ export interface ComparisonContext {
   onCompared?: (route: string, equal: boolean) => void;
   /** A body whose Content-Encoding could not be undone (`unsupported`, `too_large`, `corrupt`), or was (`decoded`). */
   onDecoded?: (side: 'production' | 'staging', outcome: BodyDecodingOutcome) => void;
+  /**
+   * The ID kinds of `idMapping`: string values of production's JSON answer that Redis maps to
+   * a staging ID (any kind) compare equal to it, also when the request did not name them.
+   */
+  idKinds?: readonly string[];
+}
+
+/** At most this many distinct string values of one answer are looked up as production IDs. */
+export const MAX_LOOKED_UP_IDS = 256;
+
+/** Distinct string (and integer) leaves of a JSON value, at most `max`. */
+function jsonLeaves(value: unknown, max: number, out = new Set<string>()): Set<string> {
+  if (out.size >= max) return out;
+  if (typeof value === 'string' && value !== '') out.add(value);
+  else if (typeof value === 'number' && Number.isSafeInteger(value)) out.add(String(value));
+  else if (Array.isArray(value)) for (const v of value) jsonLeaves(v, max, out);
+  else if (value !== null && typeof value === 'object') for (const v of Object.values(value)) jsonLeaves(v, max, out);
+  return out;
+}
+
+/**
+ * `ids` plus the mappings Redis holds for values of production's answer (lists, embedded
+ * objects: IDs the request did not name). One MGET; only for JSON answers with ID kinds.
+ */
+async function withMappedValues(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ObservedResponse, ids: ReadonlyMap<string, string>): Promise<ReadonlyMap<string, string>> {
+  const kinds = ctx.idKinds ?? [];
+  if (kinds.length === 0) return ids;
+  const json = parseJsonBody(production.headers, production.body, ctx.maxDecodedBytes);
+  if (json === undefined) return ids;
+  const values = [...jsonLeaves(json, MAX_LOOKED_UP_IDS)].filter((v) => !ids.has(v));
+  if (values.length === 0) return ids;
+  const lookups = values.flatMap((v) => kinds.map((k) => [v, keys.idmap(k, v)] as const));
+  const found = await redis.mget(...lookups.map(([, key]) => key));
+  const out = new Map(ids);
+  lookups.forEach(([v, key], i) => {
+    let value: string | null;
+    try {
+      value = openValue(keys, key, found[i] ?? null);
+    } catch {
+      value = null; // sealed under another key: unknown, like a missing mapping
+    }
+    if (value?.startsWith('=') && !out.has(v)) out.set(v, value.slice(1));
+  });
+  return out;
 }
 
 /**
@@ -224,6 +311,8 @@ interface StagingAnswer {
   entryId: string;
   method: string;
   path: string;
+  /** The mirrored request's target (before ID mapping), to check production's answer is to it. */
+  target?: string;
   status: number;
   headers: string[];
   body: string;
@@ -234,8 +323,8 @@ interface StagingAnswer {
 
 const DIFF_BODY_KEPT = 4096;
 
-function bodyForDiff(headers: readonly string[], body: Buffer): string {
-  const json = parseJsonBody(headers, body);
+function bodyForDiff(headers: readonly string[], body: Buffer, maxDecodedBytes: number): string {
+  const json = parseJsonBody(headers, body, maxDecodedBytes);
   if (json !== undefined) return JSON.stringify(json).slice(0, DIFF_BODY_KEPT);
   const kept = body.subarray(0, DIFF_BODY_KEPT);
   // The cut may split a character: up to 3 bytes less is still text.
@@ -247,6 +336,18 @@ function bodyForDiff(headers: readonly string[], body: Buffer): string {
   // Bytes that are not text (an undecodable coded body, an image) are shown as base64, not as mojibake.
   return `base64:${kept.toString('base64')}`;
 }
+
+/**
+ * The route a comparison counts under: its own while fewer than `maxRoutes - 1` distinct routes
+ * were seen (kept in a set), `OTHER_ROUTE` after (so at most `maxRoutes` names, the bucket included). KEYS: route set. ARGV: route, cap, other.
+ */
+const BOUNDED_ROUTE = `
+if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return ARGV[1] end
+if redis.call('scard', KEYS[1]) < tonumber(ARGV[2]) - 1 then
+  redis.call('sadd', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return ARGV[3]`;
 
 /**
  * Compares staging's answer with production's and records the result in Redis: per-route
@@ -268,8 +369,9 @@ export async function recordComparison(
   if (s.outcome !== 'identity') ctx.onDecoded?.('staging', s.outcome);
   const production = p.response;
   const staging = s.response;
-  const result = ctx.comparison.compare(production, staging, meta.ids);
-  const route = routeOf(production.method ?? meta.method, production.path ?? meta.path);
+  const ids = await withMappedValues(redis, keys, ctx, production, meta.ids ?? new Map());
+  const result = ctx.comparison.compare(production, staging, ids);
+  const route = (await redis.eval(BOUNDED_ROUTE, 1, keys.diffRouteNames, routeOf(production.method ?? meta.method, production.path ?? meta.path), ctx.settings.maxRoutes, OTHER_ROUTE)) as string;
   const multi = redis.multi().hincrby(keys.diffRoutes, `${route}\t${result.equal ? 'match' : 'mismatch'}`, 1);
   if (!result.equal) {
     for (const d of result.differences) multi.hincrby(keys.diffPaths, `${route}\t${d.path}`, 1);
@@ -280,8 +382,8 @@ export async function recordComparison(
       route,
       differences: result.differences,
       ...((p.problem || s.problem) && { decoding: { ...(p.problem && { production: p.problem }), ...(s.problem && { staging: s.problem }) } }),
-      production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body) },
-      staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body) },
+      production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body, ctx.maxDecodedBytes) },
+      staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body, ctx.maxDecodedBytes) },
     };
     multi.lpush(keys.diffs, sealValue(keys, keys.diffs, JSON.stringify(record))).ltrim(keys.diffs, 0, Math.max(0, ctx.settings.keepDiffs - 1));
   }
@@ -301,13 +403,14 @@ export async function keepStagingAnswer(
   keys: ProductionKeys,
   ttlMs: number,
   requestId: string,
-  answer: { entryId: string; method: string; path: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
+  answer: { entryId: string; method: string; path: string; target?: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
 ): Promise<ProductionResponse | null> {
   const key = keys.stagingAnswer(requestId);
   const kept: StagingAnswer = {
     entryId: answer.entryId,
     method: answer.method,
     path: answer.path,
+    ...(answer.target !== undefined && { target: answer.target }),
     status: answer.staging.status,
     headers: [...answer.staging.headers],
     body: answer.staging.body.toString('base64'),
@@ -316,7 +419,8 @@ export async function keepStagingAnswer(
   };
   const replies = await redis.multi().set(key, sealValue(keys, key, JSON.stringify(kept)), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
   const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null, keys);
-  if (!production) return null;
+  // Absent, or another request's answer under a reused request id: keep waiting for ours.
+  if (!production || !sameRequest(production, answer.method, answer.target ?? answer.path)) return null;
   return (await redis.del(key)) === 1 ? production : null;
 }
 
@@ -334,6 +438,16 @@ export async function storeProductionResponse(
   compare: ComparisonContext | null = null,
 ): Promise<void> {
   const key = keys.response(response.requestId);
+  if (response.cut) {
+    // An answer that did not go out whole: the request is answered (its create no longer in
+    // flight), but a partial body teaches nothing and compares with nothing.
+    if (mapping) {
+      const multi = redis.multi();
+      for (const kind of new Set(mapping.learners.map((l) => l.kind))) multi.zrem(keys.inflight(kind), response.requestId);
+      await multi.exec();
+    }
+    return;
+  }
   const fields: (string | Buffer)[] = ['s', String(response.status)];
   if (keys.cipher) {
     // Headers (Set-Cookie…), body and path (query tokens) sealed together, bound to the key.
@@ -374,7 +488,9 @@ export async function storeProductionResponse(
   if (mapping && learned) {
     const [index, stagingId] = learned.split('\n') as [string, string];
     const learner = mapping.learners[Number(index)];
-    const productionId = learner?.extract(response);
+    // The learned half is of a request this learner matches; an answer to another request
+    // under the same request id does not complete it.
+    const productionId = learner && (!response.method || !response.path || learner.matches(response.method, response.path)) ? learner.extract(response) : null;
     if (learner && productionId) {
       const mapKey = keys.idmap(learner.kind, productionId);
       await redis.set(mapKey, sealValue(keys, mapKey, `=${stagingId}`), 'PX', mapping.settings.ttlMs);
@@ -388,7 +504,7 @@ export async function storeProductionResponse(
 async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ProductionResponse, learnedIds: ReadonlyMap<string, string>): Promise<void> {
   const key = keys.stagingAnswer(production.requestId);
   const stored = await redis.get(key);
-  if (stored === null || (await redis.del(key)) !== 1) return;
+  if (stored === null) return;
   let text: string;
   try {
     text = openValue(keys, key, stored) as string;
@@ -401,6 +517,10 @@ async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: Compar
   } catch {
     return;
   }
+  // Another request's answer under a reused request id is not compared with this replay,
+  // which stays kept for its own answer.
+  if (!sameRequest(production, kept.method, kept.target ?? kept.path)) return;
+  if ((await redis.del(key)) !== 1) return;
   const staging = { status: kept.status, headers: kept.headers, body: Buffer.from(kept.body, 'base64'), truncated: kept.truncated === true };
   await recordComparison(redis, keys, ctx, production, staging, {
     entryId: kept.entryId,

@@ -6,7 +6,7 @@ import {
   ReplayLaterError,
   compileComparison,
   contentCodings,
-  parseJsonBody,
+  parseJsonDocument,
   splitId,
   streamIdTime,
   withoutContentCoding,
@@ -20,6 +20,7 @@ import {
 } from '@mirrorplane/core';
 import {
   decodeProductionResponse,
+  sameRequest,
   keepStagingAnswer,
   openValue,
   pendingTtl,
@@ -82,6 +83,9 @@ export function entryScore(entryId: string): number {
   return streamIdTime(id) + Math.min(Number.isFinite(seq) ? seq : 0, 999) / 1000;
 }
 
+/** How long an entry stays marked as counted in `idmap:outcomes` (longer than any retry schedule). */
+const COUNTED_TTL_MS = 86_400_000;
+
 /** What the stage decided, for metrics. */
 export interface ProductionStageObserver {
   /** An ID was replaced (`waitedMs` > 0 when the entry waited for it first). */
@@ -101,6 +105,8 @@ export interface ProductionStageObserver {
   comparisonDeferred(): void;
   /** Comparison wanted, but the request carries no request id to correlate. */
   noProductionResponse(): void;
+  /** Production's answer under this request id is for another method or path (a reused x-request-id): not learned from, not compared. */
+  uncorrelated(): void;
 }
 
 export interface ProductionStageOptions {
@@ -134,9 +140,10 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
   const comparison: ComparisonContext | null = options.compare
     ? {
       settings: options.compare,
-      comparison: compileComparison(options.compare),
+      comparison: compileComparison(options.compare, { maxDecodedBytes: options.maxDecodedBytes }),
       redact: options.redact,
       maxDecodedBytes: options.maxDecodedBytes,
+      idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
       onCompared: (route, equal) => observer.compared(route, equal),
       onDecoded: (side, outcome) => observer.decoded(side, outcome),
     }
@@ -178,7 +185,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     const registered = learner && ctx.requestId && ordered
       ? redis.eval(REGISTER_CREATE, 2, keys.response(ctx.requestId), keys.inflight(learner.kind), score, ctx.requestId, score - Math.max(awaitCreatesMs, pendingTtl(mapping)), pendingTtl(mapping))
       : null;
-    const json = mapping.usesJson ? parseJsonBody(request.headers, request.body, options.maxDecodedBytes) : undefined;
+    const json = mapping.usesJson ? parseJsonDocument(request.headers, request.body, options.maxDecodedBytes) : undefined;
     const found: { use: (typeof mapping.uses)[number]; id: string }[] = [];
     for (const use of mapping.uses) for (const id of use.find(request, json)) found.push({ use, id });
     if (found.length === 0) {
@@ -236,8 +243,10 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       unmapped.push(`${use.kind}\tunmapped`);
       observer.unmappedAfterTimeout(use.kind, ms, { entryId: ctx.entryId, productionId: id, reason: why });
     }
-    for (const field of unmapped) if (field.endsWith('\tunknown')) observer.unknown(field.slice(0, field.indexOf('\t')));
-    if (unmapped.length > 0) {
+    // Counted once per request (entry), however many attempts reach this decision: SET NX
+    // marks the entry counted, across workers and retries.
+    if (unmapped.length > 0 && (await redis.set(keys.counted(ctx.entryId), '1', 'PX', COUNTED_TTL_MS, 'NX')) === 'OK') {
+      for (const field of unmapped) if (field.endsWith('\tunknown')) observer.unknown(field.slice(0, field.indexOf('\t')));
       // Kept in Redis for `diff summary`, across workers.
       const count = redis.multi();
       for (const field of unmapped) count.hincrby(keys.idOutcomes, field, 1);
@@ -245,9 +254,9 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     }
     if (waitedMs !== null && waitedMs > 0) ctx.tags.idWaitedMs = String(waitedMs);
     if (decisions.length > 0) ctx.tags.idMapping = decisions.join(' ');
-    // Only a body whose ID was replaced is serialized again; every other body stays byte-identical.
+    // Only a body whose ID was replaced changes, and only in the ID's token (spliced in the text).
     if (jsonChanged && json !== undefined) {
-      request.body = Buffer.from(JSON.stringify(json), 'utf8');
+      request.body = Buffer.from(json.text, 'utf8');
       // The body was read decoded; it is sent decoded.
       if (contentCodings(request.headers).length > 0) request.headers = withoutContentCoding(request.headers);
     }
@@ -270,14 +279,28 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       multi.set(keys.learned(requestId), sealValue(keys, keys.learned(requestId), `${state!.learner}\n${stagingId}`), 'PX', pendingTtl(mapping));
     }
     const results = await multi.exec();
-    const production: ProductionResponse | null = decodeProductionResponse(requestId, (results?.[0]?.[1] as Record<string, Buffer> | null) ?? null, keys);
+    let production: ProductionResponse | null = decodeProductionResponse(requestId, (results?.[0]?.[1] as Record<string, Buffer> | null) ?? null, keys);
+    // An answer stored under this request id for another request (a client reusing its
+    // x-request-id) teaches nothing and is compared with nothing: this replay waits for its own.
+    if (production && !sameRequest(production, ctx.mirrored.method, ctx.mirrored.target)) {
+      ctx.tags.uncorrelated = `production answered ${production.method ?? '?'} ${production.path ?? '?'} under this request id`.slice(0, 500);
+      observer.uncorrelated();
+      production = null;
+    }
+    /** Staging's new ID paired with production's, whichever way production's answer reached us. */
+    const learnFrom = async (answer: ProductionResponse): Promise<void> => {
+      if (!learner || !mapping || !stagingId) return;
+      const productionId = learner.extract(answer);
+      if (!productionId || state!.ids.get(productionId) === stagingId) return;
+      const mapKey = keys.idmap(learner.kind, productionId);
+      await redis.set(mapKey, sealValue(keys, mapKey, `=${stagingId}`), 'PX', mapping.settings.ttlMs);
+      state!.ids.set(productionId, stagingId);
+      ctx.tags.idLearned = `${learner.kind}:${productionId}=${stagingId}`;
+    };
     if (learner && mapping) {
       const productionId = production ? learner.extract(production) : null;
-      if (productionId && stagingId) {
-        const mapKey = keys.idmap(learner.kind, productionId);
-        await redis.set(mapKey, sealValue(keys, mapKey, `=${stagingId}`), 'PX', mapping.settings.ttlMs);
-        state!.ids.set(productionId, stagingId);
-        ctx.tags.idLearned = `${learner.kind}:${productionId}=${stagingId}`;
+      if (production && stagingId) {
+        await learnFrom(production);
         observer.learned(learner.kind);
       } else if (stagingId) {
         // Production's answer is not here yet; the intake completes the mapping when it comes.
@@ -291,16 +314,18 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     }
     if (!comparison) return;
     const meta = { entryId: ctx.entryId, method: request.method, path: request.path, ids: state?.ids ?? new Map<string, string>() };
-    let answer = production;
-    if (!answer) {
+    if (!production) {
       // Production's answer usually arrives after the mirror copy: keep staging's until it does.
-      answer = await keepStagingAnswer(redis, keys, options.productionTtlMs, requestId, { ...meta, staging: response });
-      if (!answer) {
+      production = await keepStagingAnswer(redis, keys, options.productionTtlMs, requestId, { ...meta, target: ctx.mirrored.target, staging: response });
+      if (!production) {
         observer.comparisonDeferred();
         return;
       }
+      // It arrived between our two looks: the intake completed the mapping from our learned
+      // half, and this comparison reads it the same way (whoever compares, one result).
+      await learnFrom(production);
     }
-    const result = await recordComparison(redis, keys, comparison, answer, response, meta);
+    const result = await recordComparison(redis, keys, comparison, production, response, meta);
     ctx.tags.compare = result.equal ? 'match' : `mismatch ${result.paths.join(' ')}`.slice(0, 500);
   }
 
@@ -315,11 +340,12 @@ export function buildProductionStage(config: import('@mirrorplane/core').Config,
   const compared = new Counter({ name: 'mirrorplane_worker_comparisons_total', help: 'Staging answers compared with production, by route and result (match, mismatch)', labelNames: ['route', 'result'], registers: [] });
   const missing = new Counter({ name: 'mirrorplane_worker_comparisons_skipped_total', help: 'Replays not compared: the request carries no request id', registers: [] });
   const decodings = new Counter({ name: 'mirrorplane_worker_body_decodings_total', help: 'Bodies with a Content-Encoding read by comparison, by side and outcome (decoded, unsupported, too_large, corrupt)', labelNames: ['side', 'outcome'], registers: [] });
+  const uncorrelated = new Counter({ name: 'mirrorplane_worker_comparisons_uncorrelated_total', help: 'Replays whose production answer (by request id) is for another method or path: neither learned from nor compared', registers: [] });
   const deferred = new Counter({ name: 'mirrorplane_worker_comparisons_deferred_total', help: 'Replays whose comparison waits for production’s answer (the ingress compares when it arrives)', registers: [] });
   const stage = createProductionStage({
     redis,
     keys: productionKeys(config.prefix, EntryCipher.fromSpec(config.dataKey)),
-    mapping: config.idMapping ? compileIdMapping(config.idMapping) : null,
+    mapping: config.idMapping ? compileIdMapping(config.idMapping, { maxDecodedBytes: config.productionResponses.maxDecodedBytes }) : null,
     compare: config.compare,
     redact: new Set(config.redactHeaders),
     productionTtlMs: config.productionResponses.ttlMs,
@@ -344,10 +370,14 @@ export function buildProductionStage(config: import('@mirrorplane/core').Config,
       compared: (route, equal) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),
       comparisonDeferred: () => deferred.inc(),
       noProductionResponse: () => missing.inc(),
+      uncorrelated: () => {
+        uncorrelated.inc();
+        logger.warn('production answer under a request id is for another method or path (reused x-request-id): not learned from, not compared');
+      },
     },
   });
   return {
     pipeline: { ...stage, close: () => closeRedis(redis) },
-    metrics: [ids, waited, compared, missing, deferred, decodings],
+    metrics: [ids, waited, compared, missing, deferred, decodings, uncorrelated],
   };
 }

@@ -25,6 +25,22 @@ async function occupy(): Promise<{ server: Server; port: number }> {
   return { server, port: (server.address() as { port: number }).port };
 }
 
+/** A port in use whose predecessor was free a moment ago (for "the second process's port is taken"). */
+async function occupyAfterFree(): Promise<{ server: Server; port: number }> {
+  for (let i = 0; ; i++) {
+    const probe = await occupy();
+    const port = probe.port + 1;
+    const server = createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((resolve) => probe.server.close(() => resolve()));
+    if (ok) return { server, port };
+    if (i > 50) throw new Error('no pair of free ports found');
+  }
+}
+
 test('an ingress of several processes keeps its admin ports clear of the worker\'s and the dashboard\'s defaults', () => {
   const admin = (env: Record<string, string>, role: 'ingress' | 'worker' = 'ingress') => loadConfig({ role, env: { STAGING_URL: 'http://s', ...env } }).adminPort;
   assert.equal(admin({}), 9090);
@@ -43,8 +59,6 @@ test('a port in use names its flag and variable, exits 2, no stack trace, for ev
       { args: ['ingress'], env: { ADMIN_PORT: '0', INGRESS_PORT: String(taken.port) }, names: /\(INGRESS_PORT \/ --port\): address already in use/ },
       { args: ['worker'], env: { ADMIN_PORT: String(taken.port) }, names: /\(ADMIN_PORT \/ --admin-port\): address already in use/ },
       { args: ['dashboard', '--port', String(taken.port)], env: {}, names: /\(dashboard --port\): address already in use/ },
-      // The second process's admin port is taken: the cluster stops instead of crash-looping.
-      { args: ['ingress', '--processes', '2'], env: { ADMIN_PORT: String(taken.port - 1), INGRESS_PORT: '0', LOG_LEVEL: 'info' }, names: new RegExp(`cannot listen on 127\\.0\\.0\\.1:${taken.port} \\(ADMIN_PORT / --admin-port\\)`) },
     ];
     for (const c of cases) {
       const r = await runTimed(c.args, { ...env, ...c.env }, 60_000);
@@ -55,6 +69,19 @@ test('a port in use names its flag and variable, exits 2, no stack trace, for ev
       assert.match(r.stderr, c.names, what);
       assert.doesNotMatch(r.stderr, /\n\s+at /, `stack trace: ${what}`);
       assert.doesNotMatch(r.stdout, /starting a replacement/, `crash loop: ${what}`);
+    }
+    // The second process's admin port is taken: the cluster stops instead of crash-looping.
+    const second = await occupyAfterFree();
+    try {
+      const r = await runTimed(['ingress', '--processes', '2'], { ...env, ADMIN_PORT: String(second.port - 1), INGRESS_PORT: '0', LOG_LEVEL: 'info' }, 60_000);
+      const what = `ingress --processes 2: ${r.stderr}`;
+      assert.equal(r.killed, false, `kept running: ${what}`);
+      assert.equal(r.code, 2, what);
+      assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${second.port} \\(ADMIN_PORT / --admin-port\\)`), what);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, `stack trace: ${what}`);
+      assert.doesNotMatch(r.stdout, /starting a replacement/, `crash loop: ${what}`);
+    } finally {
+      second.server.close();
     }
   } finally {
     taken.server.close();
