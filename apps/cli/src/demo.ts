@@ -1,3 +1,4 @@
+import { commandHint } from './format.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -336,7 +337,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         out(
           `\nStill running. Try it yourself (Ctrl-C stops everything):\n` +
             `  curl -i -X POST localhost:${nginx.port}/orders -H 'content-type: application/json' -d '{"item":"mug"}'\n` +
-            `  npx mirrorplane status --redis-url ${redisUrl} --prefix ${PREFIX}\n\n`,
+            `  ${commandHint('status', { redisUrl, prefix: PREFIX })}\n\n`,
         );
         ticker = setInterval(() => {
           summary().then(({ line }) => {

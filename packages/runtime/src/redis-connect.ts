@@ -1,15 +1,10 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
+import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, errorMessage, maskRedisUrl, parseRedisUrl, type Config } from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
 
-/**
- * A Redis URL as it may be shown: the password (and a Sentinel password in the query)
- * replaced by `***`. Not `new URL()`: cluster and Sentinel URLs list several hosts.
- */
-export function maskRedisUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*?):[^@/]*@/, '//$1:***@').replace(/([?&]sentinelPassword=)[^&#]*/i, '$1***');
-}
+/** The one way a Redis URL is shown (password masked): see `maskRedisUrl` in @mirrorplane/core. */
+export { maskRedisUrl };
 
 /** What went wrong with a connection, in the words an operator expects. */
 export function describeRedisError(error: unknown): string {

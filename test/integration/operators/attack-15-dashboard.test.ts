@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
 import { keySnapshot } from './helpers.js';
 
-// Attack on issue 15 on the dashboard: "read-only commands write nothing", "every role and
+// Issue 15:
 // command checks that it looks at the deployment it was pointed to".
 
 let redis: RedisServer;
@@ -24,7 +24,7 @@ async function startDashboard(env: Record<string, string>, extra: string[] = [])
   return { proc, port };
 }
 
-test('attack-15: dashboard --read-only on a prefix where nothing runs creates no key', async () => {
+test('dashboard --read-only on a prefix where nothing runs creates no key', async () => {
   const client = redis.client();
   const prefix = `ro${randomBytes(3).toString('hex')}`;
   try {
@@ -45,7 +45,7 @@ test('attack-15: dashboard --read-only on a prefix where nothing runs creates no
   }
 });
 
-test('attack-15: a dashboard pointed at a prefix with no deployment says so (log and /api/status), instead of live zeros', async () => {
+test('a dashboard pointed at a prefix with no deployment says so (log and /api/status), instead of live zeros', async () => {
   const prefix = `typo${randomBytes(3).toString('hex')}`;
   const { proc, port } = await startDashboard({ REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix }, ['--read-only']);
   try {
@@ -58,7 +58,7 @@ test('attack-15: a dashboard pointed at a prefix with no deployment says so (log
   }
 });
 
-test('attack-15: a dashboard started while Redis is down still checks the deployment once Redis is back', async () => {
+test('a dashboard started while Redis is down still checks the deployment once Redis is back', async () => {
   const prefix = `mm${randomBytes(3).toString('hex')}`;
   const client = redis.client();
   // A deployment of 1 partition is recorded; this dashboard believes there are 4.

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// Attack on issue 15, "installable CLI": every command the README lists must work from the
+// Issue 15:
 // CLI installed the documented way (packed tarball, npm install -g --prefix), outside the
 // repository. `demo` reads examples/compose/mirrorplane.yaml relative to its own source,
 // which the tarball does not carry.
@@ -22,7 +22,7 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('attack-15: `mirrorplane demo` runs from the CLI installed from the packed tarball', { timeout: 600_000 }, async () => {
+test('`mirrorplane demo` runs from the CLI installed from the packed tarball', { timeout: 600_000 }, async () => {
   const tarball = execFileSync(process.execPath, [join(root, 'apps/cli/scripts/pack.mjs'), '--out', join(dir, 'dist')], { encoding: 'utf8' }).trim();
   const prefix = join(dir, 'prefix');
   const install = spawnSync('npm', ['install', '-g', '--prefix', prefix, '--offline', '--no-audit', '--no-fund', tarball], { cwd: dir, encoding: 'utf8' });

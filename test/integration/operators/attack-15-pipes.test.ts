@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, RedisServer } from '../../helpers/index.js';
 
-// Attack on issue 15: operators pipe commands into `head`, `grep -m1`, `less` and quit early.
+// Issue 15:
 // A reader that goes away must end the command quietly, not with an unhandled EPIPE.
 
 let redis: RedisServer;
@@ -41,7 +41,7 @@ function piped(args: string[], reader: string, killAfterMs = 60_000): Promise<{ 
   });
 }
 
-test('attack-15: a command piped into a reader that quits early ends quietly (no EPIPE stack trace, exit 0)', async () => {
+test('a command piped into a reader that quits early ends quietly (no EPIPE stack trace, exit 0)', async () => {
   const url = redis.url;
   const cases: { args: string[]; reader: string }[] = [
     { args: ['status', '--redis-url', url], reader: 'true' },

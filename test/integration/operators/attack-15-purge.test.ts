@@ -4,7 +4,7 @@ import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/inde
 import { main } from '../../../apps/cli/src/main.js';
 import type { Io } from '../../../apps/cli/src/io.js';
 
-// Attack on issue 15 ("never lie", "exact counts", "human durations"): `failed purge` on a
+// Issue 15:
 // terminal whose filters match nothing.
 
 let redis: RedisServer;
@@ -44,7 +44,7 @@ async function onTerminal(args: string[]): Promise<{ code: number | undefined; o
   return { code: result ?? code, out, err, asked };
 }
 
-test('attack-15: failed purge on a terminal, filters matching nothing, is not reported as a dry run', async () => {
+test('failed purge on a terminal, filters matching nothing, is not reported as a dry run', async () => {
   const human = await onTerminal(['failed', 'purge', '--older-than', '1d']);
   assert.equal(human.code ?? 0, 0, human.err);
   assert.doesNotMatch(human.out, /dry run/i, `no --dry-run was given:\n${human.out}`);
@@ -59,7 +59,7 @@ test('attack-15: failed purge on a terminal, filters matching nothing, is not re
   assert.equal((await stack.status()).failed, N);
 });
 
-test('attack-15: filter descriptions use human durations (1 d, not 86,400 s)', async () => {
+test('filter descriptions use human durations (1 d, not 86,400 s)', async () => {
   const r = await stack.cli(['failed', 'replay', '--all', '--older-than', '1d', '--dry-run']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /failed over 1 d\b|failed over 1 day|failed over 24 h/, r.stdout);

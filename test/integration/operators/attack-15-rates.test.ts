@@ -5,7 +5,7 @@ import type { Status } from '@mirrorplane/runtime';
 import { RateWindow } from '../../../apps/cli/src/status-watch.js';
 import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/index.js';
 
-// Attack on issue 15 ("never lie"): failed/s in `status --watch` and the dashboard (both use
+// Issue 15:
 // RateWindow). Observed on a quiet deployment with 31 failed entries, frames 0.2 s apart:
 // "failedPerSec": 154.2 — the whole failed set counted as failing in one interval.
 
@@ -13,7 +13,7 @@ function status(failed: number): Status {
   return { backlog: 0, pending: 0, retrying: 0, failed, replayed: 0, accepted: 0, oldestBacklogAgeMs: null, consumers: [] };
 }
 
-test('attack-15: RateWindow: a failed set that does not change gives failed/s 0, whatever its size', () => {
+test('RateWindow: a failed set that does not change gives failed/s 0, whatever its size', () => {
   fc.assert(fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.integer({ min: 2, max: 8 }), (size, frames) => {
     const w = new RateWindow();
     let last: number | null = null;
@@ -22,7 +22,7 @@ test('attack-15: RateWindow: a failed set that does not change gives failed/s 0,
   }), { numRuns: 100 });
 });
 
-test('attack-15: RateWindow: failures after a purge are counted (the set shrank, then grew again)', () => {
+test('RateWindow: failures after a purge are counted (the set shrank, then grew again)', () => {
   fc.assert(fc.property(fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 1, max: 1_000 }), (before, newFailures) => {
     const w = new RateWindow();
     w.add(status(before), 1_000);
@@ -52,7 +52,7 @@ after(async () => {
   await redis?.close();
 });
 
-test('attack-15: status --watch --json on a quiet deployment with 20 failed entries reports failed/s 0', async () => {
+test('status --watch --json on a quiet deployment with 20 failed entries reports failed/s 0', async () => {
   const r = await stack.cli(['status', '--watch', '--json', '--interval', '0.5', '--count', '4']);
   assert.equal(r.code, 0, r.stderr);
   const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { failed: number; failedPerSec: number | null });

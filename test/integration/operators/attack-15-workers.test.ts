@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../../helpers/index.js';
 
-// Attack on issue 15, item 6: "nobody can tell from [status or the dashboard] whether any
+// Issue 15:
 // worker is running". The heartbeats exist (status --json has `workers`); the human views
 // an operator reads at 3 a.m. do not show them.
 
@@ -25,7 +25,7 @@ after(async () => {
   await redis?.close();
 });
 
-test('attack-15: human `status` shows the running worker by its heartbeat (a workers section with last seen), not only a consumer idle for minutes', async () => {
+test('human `status` shows the running worker by its heartbeat (a workers section with last seen), not only a consumer idle for minutes', async () => {
   const worker = stack.workers[0]!;
   const alive = await stack.cli(['status']);
   assert.equal(alive.code, 0, alive.stderr);
@@ -33,7 +33,7 @@ test('attack-15: human `status` shows the running worker by its heartbeat (a wor
   assert.match(alive.stdout, /^workers? \(1\)|LAST SEEN|last seen/im, `human status shows no heartbeat of the running worker (pid ${worker.child.pid}):\n${alive.stdout}`);
 });
 
-test('attack-15: the dashboard /api/status lists live workers by heartbeat', async () => {
+test('the dashboard /api/status lists live workers by heartbeat', async () => {
   const pid = String(stack.workers[0]!.child.pid);
   const port = await freePort();
   const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port), '--read-only'], { ...stack.env });
@@ -46,7 +46,7 @@ test('attack-15: the dashboard /api/status lists live workers by heartbeat', asy
   }
 });
 
-test('attack-15: once every worker is dead, human `status` says no worker is running', async () => {
+test('once every worker is dead, human `status` says no worker is running', async () => {
   await stack.workers[0]!.stop('SIGKILL');
   // The heartbeat expires after 3 periods; then no worker is alive.
   await waitFor('the heartbeat to expire', async () => {

@@ -5,7 +5,7 @@ import { maskRedisUrl } from '@mirrorplane/runtime';
 import { RedisServer, freePort } from '../../helpers/index.js';
 import { runTimed } from './helpers.js';
 
-// Attack on issue 15 ("bounded and truthful", "never show secrets in clear"): Redis URLs
+// Issue 15:
 // whose password holds an `@`, users without ACL rights, TLS spoken to a plain Redis.
 
 let redis: RedisServer;
@@ -39,7 +39,7 @@ const COMMANDS: string[][] = [
   ['diff', 'summary'],
 ];
 
-test('attack-15: a password holding "@" is never printed, in output or errors, for any URL shape', async () => {
+test('a password holding "@" is never printed, in output or errors, for any URL shape', async () => {
   const closed = await freePort();
   const urls = [
     `redis://ops:${PASSWORD}@127.0.0.1:${redis.port}`, // reachable: ioredis connects with it
@@ -60,7 +60,7 @@ test('attack-15: a password holding "@" is never printed, in output or errors, f
   assert.deepEqual(leaks, [], 'the password after its "@" is shown in clear');
 });
 
-test('attack-15: maskRedisUrl hides every character of any password, "@" and ":" included', () => {
+test('maskRedisUrl hides every character of any password, "@" and ":" included', () => {
   const chunk = fc.stringMatching(/^[A-Za-z0-9]{6,12}$/);
   fc.assert(fc.property(chunk, chunk, fc.constantFrom('@', ':@', '@@', '@:'), fc.constantFrom('redis', 'rediss', 'redis+sentinel', 'redis+cluster'), (a, b, sep, scheme) => {
     const password = `${a}${sep}${b}`;
@@ -69,7 +69,7 @@ test('attack-15: maskRedisUrl hides every character of any password, "@" and ":"
   }), { numRuns: 200 });
 });
 
-test('attack-15: a user without ACL rights gets the URL and "permission denied" from every command and role, no stack trace', async () => {
+test('a user without ACL rights gets the URL and "permission denied" from every command and role, no stack trace', async () => {
   const url = `redis://weak:weakpw@127.0.0.1:${redis.port}`;
   const staging = `http://127.0.0.1:${await freePort()}`;
   const cases: string[][] = [
@@ -95,7 +95,7 @@ test('attack-15: a user without ACL rights gets the URL and "permission denied" 
   assert.deepEqual(bad, []);
 });
 
-test('attack-15: rediss:// to a plain Redis names the TLS failure, not only silence', async () => {
+test('rediss:// to a plain Redis names the TLS failure, not only silence', async () => {
   const r = await runTimed(['status', '--redis-url', `rediss://127.0.0.1:${redis.port}`, '--redis-timeout', '3000'], {}, 60_000);
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: /);

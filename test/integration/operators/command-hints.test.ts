@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI, RecordingServer, RedisServer, freePort, waitFor } from '../../helpers/index.js';
 
-// Attack on issue 15, item 8: "never send users to `npx mirrorplane` outside the repository"
+// Issue 15:
 // (the name is unclaimed on the npm registry: whoever claims it runs code on operators'
 // machines). The docs were fixed; what the program itself prints was not.
 
@@ -30,7 +30,7 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('attack-15: `start`, run outside the repository, does not tell the operator to run `npx mirrorplane`', async () => {
+test('`start`, run outside the repository, does not tell the operator to run `npx mirrorplane`', async () => {
   const port = await freePort();
   const child = spawn(process.execPath, [CLI, 'start', '--port', String(port), '--redis-url', redis.url, '--staging', staging.url, '--prefix', 'npxhint'], {
     cwd: dir,
@@ -52,7 +52,7 @@ test('attack-15: `start`, run outside the repository, does not tell the operator
   assert.deepEqual(hints, [], 'the printed hint sends the operator to the npm registry for an unclaimed name');
 });
 
-test('attack-15: no message the CLI prints (any source string) says `npx mirrorplane`', () => {
+test('no message the CLI prints (any source string) says `npx mirrorplane`', () => {
   const srcDir = join(root, 'apps/cli/src');
   const files = readdirSync(srcDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
   const found: string[] = [];
@@ -65,7 +65,7 @@ test('attack-15: no message the CLI prints (any source string) says `npx mirrorp
   assert.deepEqual(found, []);
 });
 
-test('attack-15: the status hint `start` prints names the Redis and prefix it was given by flag (else it points at another deployment)', () => {
+test('the status hint `start` prints names the Redis and prefix it was given by flag (else it points at another deployment)', () => {
   assert.match(startOutput, /Mirrorplane is running/);
   const hint = startOutput.split('\n').find((l) => /^\s+status:/.test(l)) ?? '';
   assert.match(hint, new RegExp(`--redis-url ${redis.url.replace(/[.]/g, '\\.')}`), `hint: ${JSON.stringify(hint)}`);
