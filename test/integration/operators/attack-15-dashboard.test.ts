@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
 import { keySnapshot } from './helpers.js';
 
-// Issue 15:
+// Issue 15 on the dashboard: "read-only commands write nothing", "every role and
 // command checks that it looks at the deployment it was pointed to".
 
 let redis: RedisServer;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// Issue 15:
+// Issue 15, "installable CLI": every command the README lists must work from the
 // CLI installed the documented way (packed tarball, npm install -g --prefix), outside the
 // repository. `demo` reads examples/compose/mirrorplane.yaml relative to its own source,
 // which the tarball does not carry.

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, RedisServer } from '../../helpers/index.js';
 
-// Issue 15:
+// Issue 15: operators pipe commands into `head`, `grep -m1`, `less` and quit early.
 // A reader that goes away must end the command quietly, not with an unhandled EPIPE.
 
 let redis: RedisServer;

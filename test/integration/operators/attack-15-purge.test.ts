@@ -4,7 +4,7 @@ import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/inde
 import { main } from '../../../apps/cli/src/main.js';
 import type { Io } from '../../../apps/cli/src/io.js';
 
-// Issue 15:
+// Issue 15 ("never lie", "exact counts", "human durations"): `failed purge` on a
 // terminal whose filters match nothing.
 
 let redis: RedisServer;

@@ -5,7 +5,7 @@ import type { Status } from '@mirrorplane/runtime';
 import { RateWindow } from '../../../apps/cli/src/status-watch.js';
 import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/index.js';
 
-// Issue 15:
+// Issue 15 ("never lie"): failed/s in `status --watch` and the dashboard (both use
 // RateWindow). Observed on a quiet deployment with 31 failed entries, frames 0.2 s apart:
 // "failedPerSec": 154.2 — the whole failed set counted as failing in one interval.
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { CLI, RedisServer, waitFor } from '../../helpers/index.js';
 
-// Issue 15:
+// Issue 15: Ctrl-C on a live view while Redis hangs (SIGSTOP: the socket is open,
 // nothing answers). The operator pressed Ctrl-C; the view should end now, not after the
 // Redis timeout, and print nothing more.
 

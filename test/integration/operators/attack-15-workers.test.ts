@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../../helpers/index.js';
 
-// Issue 15:
+// Issue 15, item 6: "nobody can tell from [status or the dashboard] whether any
 // worker is running". The heartbeats exist (status --json has `workers`); the human views
 // an operator reads at 3 a.m. do not show them.
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI, RecordingServer, RedisServer, freePort, waitFor } from '../../helpers/index.js';
 
-// Issue 15:
+// Issue 15, item 8: "never send users to `npx mirrorplane` outside the repository"
 // (the name is unclaimed on the npm registry: whoever claims it runs code on operators'
 // machines). The docs were fixed; what the program itself prints was not.
 

@@ -5,7 +5,7 @@ import { maskRedisUrl } from '@mirrorplane/runtime';
 import { RedisServer, freePort } from '../../helpers/index.js';
 import { runTimed } from './helpers.js';
 
-// Issue 15:
+// Issue 15 ("bounded and truthful", "never show secrets in clear"): Redis URLs
 // whose password holds an `@`, users without ACL rights, TLS spoken to a plain Redis.
 
 let redis: RedisServer;
