@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, MirrorplaneError } from '@mirrorplane/core';
 import { EXIT_USAGE, UsageError } from './process.js';
 import { VERSION } from './version.js';
-import type { Io } from './io.js';
+import { endQuietlyWhenReaderLeaves, type Io } from './io.js';
 import { registerIngress } from './commands/ingress.js';
 import { registerWorker } from './commands/worker.js';
 import { registerStart } from './commands/start.js';
@@ -55,6 +55,7 @@ export function buildProgram(io: Io): Command {
 
 /** The process's terminal. */
 export function processIo(setExit: (code: number) => void): Io {
+  endQuietlyWhenReaderLeaves();
   return {
     out: (s) => void process.stdout.write(s),
     err: (s) => void process.stderr.write(s),
