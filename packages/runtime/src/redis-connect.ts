@@ -30,7 +30,42 @@ export function describeRedisError(error: unknown): string {
   if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
   if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) return `authentication failed (${message.split('\n')[0]})`;
   if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed (${message})`;
+  const reply = redisReplyCode(error);
+  if (reply !== null) return `${REPLY_WORDS[reply] ?? 'Redis refused the command'} (${message.split('\n')[0]})`;
   return message;
+}
+
+/** What each Redis error reply means to an operator; the reply itself follows in brackets. */
+const REPLY_WORDS: Record<string, string> = {
+  NOPERM: 'permission denied: the Redis user may not run this command or touch these keys (ACL)',
+  WRONGPASS: 'authentication failed',
+  NOAUTH: 'authentication required: put the user and password in the URL',
+  LOADING: 'Redis is still loading its data set into memory; try again when it is done',
+  READONLY: 'this Redis is a read-only replica; point the URL at the primary',
+  OOM: 'Redis is out of memory (maxmemory reached) and refuses writes',
+  MISCONF: 'Redis cannot save to disk and refuses writes (MISCONF)',
+  MASTERDOWN: 'the replica has lost its primary',
+  CLUSTERDOWN: 'the Redis Cluster is down',
+  TRYAGAIN: 'the Redis Cluster is moving the keys; try again',
+  BUSY: 'Redis is busy running a script',
+  NOSCRIPT: 'Redis does not know the script',
+  EXECABORT: 'Redis aborted the transaction',
+  ERR: 'Redis refused the command',
+};
+
+/**
+ * The error code of a Redis error reply (`NOPERM`, `WRONGPASS`, `LOADING`, `READONLY`,
+ * `OOM`, …: the first word of the reply), or null when `error` is not a reply from Redis.
+ * A reply means the connection works and Redis said no: the operator's fix is in Redis
+ * (ACL, memory, replica) or in the URL, never in a retry loop.
+ */
+export function redisReplyCode(error: unknown): string | null {
+  const e = error as { name?: string; message?: unknown; command?: unknown };
+  if (typeof e?.message !== 'string') return null;
+  // A transaction discarded because of an inner reply: the inner one is the cause.
+  const word = /because of: ([A-Z][A-Z_]{1,20})\b/.exec(e.message)?.[1] ?? /^([A-Z][A-Z_]{1,20})\b/.exec(e.message)?.[1];
+  if (!word) return null;
+  return e.name === 'ReplyError' || word in REPLY_WORDS ? word : null;
 }
 
 export interface OpenRedisOptions {
