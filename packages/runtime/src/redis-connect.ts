@@ -1,3 +1,4 @@
+import { createConnection } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, errorMessage, maskRedisUrl, parseRedisUrl, type Config } from '@mirrorplane/core';
@@ -29,7 +30,7 @@ export function describeRedisError(error: unknown): string {
   if (/ECONNREFUSED/.test(message)) return 'connection refused';
   if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
   if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) return `authentication failed (${message.split('\n')[0]})`;
-  if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed (${message})`;
+  if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed: ${message}`;
   const reply = redisReplyCode(error);
   if (reply !== null) return `${REPLY_WORDS[reply] ?? 'Redis refused the command'} (${message.split('\n')[0]})`;
   return message;
@@ -95,6 +96,7 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
   redis.on('error', onError);
   redis.on('sentinelError', onError);
   let timer: NodeJS.Timeout | undefined;
+  let probeTimer: NodeJS.Timeout | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       if (redis.status === 'ready') return resolve();
@@ -108,6 +110,19 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
       timer = setTimeout(() => { cleanup(); reject(new Error('deadline')); }, deadlineMs);
       redis.once('ready', onReady);
       redis.once('end', onEnd);
+      if (target.tls) {
+        // A plain Redis reads a TLS hello as a command that never ends and says nothing: the
+        // handshake would hang until the deadline. Ask in plain text whether it speaks RESP.
+        const node = target.nodes[0]!;
+        probeTimer = setTimeout(() => {
+          void answersPlainText(node.host, node.port, Math.max(500, deadlineMs - Math.min(1000, deadlineMs / 3))).then((plain) => {
+            if (!plain) return;
+            lastError = new Error(`${node.host}:${node.port} answers in plain text, not TLS (a Redis without TLS: use redis:// instead of rediss://)`);
+            cleanup();
+            reject(new Error('plain text'));
+          });
+        }, Math.min(1000, deadlineMs / 3));
+      }
     });
   } catch {
     redis.disconnect();
@@ -115,6 +130,7 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
     const cause = lastError === null ? `no answer within ${formatSeconds(deadlineMs)}` : describeRedisError(lastError);
     throw new RedisUnavailableError(`cannot reach Redis at ${url}: ${cause}`, { cause: lastError ?? undefined });
   } finally {
+    clearTimeout(probeTimer);
     redis.off('error', onError);
     redis.off('sentinelError', onError);
   }
@@ -127,6 +143,31 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
     }
   }
   return redis;
+}
+
+/**
+ * Whether host:port answers a plain-text `PING` with a RESP reply (`+PONG`, `-NOAUTH …`):
+ * then it is a Redis without TLS. Resolves false on silence within `timeoutMs`, a TLS
+ * server's alert, or any connection error; never rejects.
+ */
+function answersPlainText(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port });
+    let reply = '';
+    const done = (plain: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(plain);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      if (reply.includes('\r\n')) done(/^[+-]/.test(reply));
+    });
+    socket.once('error', () => done(false));
+    socket.once('close', () => done(false));
+  });
 }
 
 async function databaseError(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number, db: number, url: string): Promise<RedisDatabaseError> {
