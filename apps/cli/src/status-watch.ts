@@ -49,12 +49,22 @@ const WINDOW_MS = 10_000;
 /** Keeps the readings of the last window and derives rates from them. */
 export class RateWindow {
   readonly #samples: Sample[] = [];
-  /** Failed entries counted so far: the failed set shrinks when entries are replayed or purged. */
+  /**
+   * Entries seen reaching the failed set since the first reading: a counter that only grows,
+   * built from the growth of the set between readings (the set shrinks when entries are
+   * replayed or purged; a shrink counts nothing, growth after it counts in full).
+   */
   #failedSeen = 0;
+  /** The size of the failed set at the previous reading (not the counter). */
+  #lastFailedSize: number | null = null;
 
+  /**
+   * Adds a reading taken at `t` (ms, monotonic) and returns the rates per second over the
+   * window: null until two readings; failed/s is 0 when the failed set did not grow.
+   */
   add(status: Status, t: number): Omit<StatusFrame, keyof Status | 'at'> {
-    const last = this.#samples[this.#samples.length - 1];
-    if (last) this.#failedSeen += Math.max(0, status.failed - last.failed);
+    if (this.#lastFailedSize !== null) this.#failedSeen += Math.max(0, status.failed - this.#lastFailedSize);
+    this.#lastFailedSize = status.failed;
     this.#samples.push({ t, accepted: status.accepted, replayed: status.replayed, failed: this.#failedSeen, backlog: status.backlog });
     while (this.#samples.length > 2 && t - (this.#samples[1] as Sample).t >= WINDOW_MS) this.#samples.shift();
     const first = this.#samples[0] as Sample;
