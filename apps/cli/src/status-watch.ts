@@ -101,6 +101,31 @@ export function formatFrame(frame: StatusFrame, format: (status: Status) => stri
     `backlog     ${drain}\n`;
 }
 
+const ABORTED: unique symbol = Symbol('aborted');
+
+/**
+ * `promise`, or `ABORTED` as soon as `signal` aborts (the promise is left to settle on its
+ * own; its rejection is swallowed, never unhandled).
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABORTED> {
+  if (!signal) return promise;
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.resolve(ABORTED);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      promise.catch(() => undefined);
+      resolve(ABORTED);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
+      (error: unknown) => { signal.removeEventListener('abort', onAbort); reject(error); },
+    );
+  });
+}
+
 /** Waits `ms` or until `signal` aborts, removing its listener either way (no listener piles up per frame). */
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -133,13 +158,16 @@ export async function watchStatus(options: WatchStatusOptions): Promise<void> {
     const started = Date.now();
     const head = options.clear ? '\x1b[H\x1b[2J' : n > 0 ? '\n' : '';
     try {
-      const status = await options.read();
+      // Ctrl-C ends the view now, even while a reading hangs on a Redis that does not answer.
+      const status = await untilAborted(options.read(), options.signal);
+      if (status === ABORTED || options.signal?.aborted) return;
       const t = Date.now();
       const frame: StatusFrame = { at: new Date(t).toISOString(), ...status, ...window.add(status, t) };
       last = frame;
       if (options.json) options.write(`${JSON.stringify({ ...frame, stale: false })}\n`);
       else options.write(`${head}${options.context ?? ''}${formatFrame(frame, options.format)}`);
     } catch (error) {
+      if (options.signal?.aborted) return;
       const message = describe(error);
       const now = Date.now();
       const age = last ? now - Date.parse(last.at) : null;

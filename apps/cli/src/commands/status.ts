@@ -69,7 +69,7 @@ export function registerStatus(program: Command, io: Io): void {
           signal: stop.signal,
           describeError: describeReadError(config),
           context: contextLine(config),
-        }), 'watch');
+        }), 'watch', { signal: stop.signal });
       } finally {
         process.off('SIGINT', onInterrupt);
         process.off('SIGTERM', onInterrupt);
