@@ -4,8 +4,9 @@ import { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { ConfigError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { closeRedis, createRedis, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
+import { ConfigError, DeploymentMismatchError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { checkDeployment, closeRedis, createRedis, listWorkers, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData, type WorkerHeartbeat } from '@mirrorplane/runtime';
+import { VERSION } from './version.js';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 import { DashboardAuth, checkDashboardBind, loginPage } from './dashboard-auth.js';
@@ -20,7 +21,23 @@ export interface DashboardOptions {
   readOnly?: boolean;
   /** Host names accepted besides the bound address (see DashboardAuth). */
   allowedHosts?: readonly string[];
+  /**
+   * Called when a reading finds that the deployment at this prefix disagrees with this
+   * process's settings (`DeploymentMismatchError`): the figures would be read wrongly. The
+   * command ends the process with exit 2, as when the check fails at start.
+   */
+  onMisconfigured?: (error: DeploymentMismatchError) => void;
 }
+
+/** What /api/status answers when the status was read. */
+export type DashboardFrame = StatusFrame & {
+  /** Whether a deployment is recorded at this prefix (false: nothing ran here; a typo in --prefix?). */
+  deploymentFound: boolean;
+  /** Said when there is something the operator should know about the figures. */
+  warning?: string;
+  /** Live workers by heartbeat. */
+  workers: WorkerHeartbeat[];
+};
 
 /** Where bull-board is mounted. */
 const QUEUES_PATH = '/queues';
@@ -146,7 +163,9 @@ export class Dashboard {
   readonly #server: Server;
   readonly #board: (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
   readonly #window = new RateWindow();
-  #frame: StatusFrame | { error: string; stale?: true; lastGoodAt?: string | null } = { error: 'not read yet' };
+  #frame: DashboardFrame | { error: string; stale?: true; lastGoodAt?: string | null } = { error: 'not read yet' };
+  /** Whether the last reading found a deployment (null: not read yet); a change is logged once. */
+  #deploymentFound: boolean | null = null;
   /** The reading under way; a new one starts only when it settles (reads wait for Redis, never pile up). */
   #inflight: Promise<void> | null = null;
   #lastGoodAt: string | null = null;
@@ -164,7 +183,8 @@ export class Dashboard {
     // Long-lived connections that wait for Redis to come back, like a worker's.
     this.#redis = createRedis(options.config, 'commands', options.logger);
     this.#bull = createRedis(options.config, 'bullmq', options.logger);
-    this.#queue = new Queue<RetryJobData>(keys.retryQueue, { connection: this.#bull, prefix: keys.bullPrefix });
+    // Opened without writing BullMQ's meta key, like the operator commands: looking writes nothing.
+    this.#queue = new Queue<RetryJobData>(keys.retryQueue, { connection: this.#bull, prefix: keys.bullPrefix, skipMetasUpdate: true });
     this.#queue.on('error', (error) => options.logger.warn({ err: errorMessage(error) }, 'retry queue error'));
 
     const adapter = new ExpressAdapter();
@@ -225,13 +245,39 @@ export class Dashboard {
     const stale = (cause: string) => {
       this.#frame = { error: `${cause}; the figures shown are from ${this.#lastGoodAt ?? 'no reading yet'}`, stale: true, lastGoodAt: this.#lastGoodAt };
     };
-    this.#inflight ??= readDeploymentStatus(this.#redis, this.#queue, partitionKeys(this.#o.config.prefix, this.#o.config.partitions)).then(
-      (status) => {
+    const { config, logger } = this.#o;
+    this.#inflight ??= (async () => {
+      // The deployment is checked at every reading: a dashboard started while Redis was down
+      // checks it as soon as Redis answers, before it shows a single figure.
+      const { exists } = await checkDeployment(this.#redis, config, 'read', VERSION);
+      const status = await readDeploymentStatus(this.#redis, this.#queue, partitionKeys(config.prefix, config.partitions));
+      const workers = await listWorkers(this.#redis, config.prefix, { prune: false });
+      return { exists, status, workers };
+    })().then(
+      ({ exists, status, workers }) => {
+        if (exists !== this.#deploymentFound && !exists) logger.warn({ prefix: config.prefix, redis: maskRedisUrl(config.redisUrl) }, `no deployment at prefix ${config.prefix}: no ingress or worker has run here; check --prefix and the database in the URL`);
+        if (exists !== this.#deploymentFound && exists && this.#deploymentFound === false) logger.info({ prefix: config.prefix }, 'deployment found at this prefix');
+        this.#deploymentFound = exists;
         const t = Date.now();
-        this.#frame = { at: new Date(t).toISOString(), ...status, ...this.#window.add(status, t) };
+        this.#frame = {
+          at: new Date(t).toISOString(),
+          ...status,
+          ...this.#window.add(status, t),
+          deploymentFound: exists,
+          ...(exists ? {} : { warning: `no deployment at prefix ${config.prefix} on ${maskRedisUrl(config.redisUrl)}: no ingress or worker has run here; check --prefix and the database in the URL` }),
+          workers,
+        };
         this.#lastGoodAt = this.#frame.at;
       },
-      (error: unknown) => stale(`cannot read from Redis at ${maskRedisUrl(this.#o.config.redisUrl)}: ${errorMessage(error)}`),
+      (error: unknown) => {
+        if (error instanceof DeploymentMismatchError) {
+          this.#frame = { error: `${error.code}: ${error.message}`, stale: true, lastGoodAt: this.#lastGoodAt };
+          logger.fatal({ err: error.message }, 'misconfigured deployment; exiting');
+          this.#o.onMisconfigured?.(error);
+          return;
+        }
+        stale(`cannot read from Redis at ${maskRedisUrl(config.redisUrl)}: ${errorMessage(error)}`);
+      },
     ).finally(() => { this.#inflight = null; });
     let timer: NodeJS.Timeout | undefined;
     const limit = this.#o.config.redisConnectTimeoutMs;
