@@ -67,6 +67,11 @@ export function maskRedisUrl(text: string): string {
   return `${head}${auth}${rest}`.replace(/([?&#]sentinelPassword=)[^&#]*/gi, '$1***');
 }
 
+/** `text` with every `scheme://…` in it (up to white space) passed through `maskRedisUrl`: for messages quoting a line. */
+export function maskUrlsIn(text: string): string {
+  return text.replace(/[a-z][a-z0-9+.-]*:\/\/\S*/gi, (url) => maskRedisUrl(url));
+}
+
 /** Parses a Redis connection string; throws an Error that says what is wrong with it (never showing the password). */
 export function parseRedisUrl(text: string): RedisTarget {
   const trimmed = text.trim();

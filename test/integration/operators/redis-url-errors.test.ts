@@ -101,3 +101,41 @@ test('rediss:// to a plain Redis names the TLS failure, not only silence', async
   assert.match(r.stderr, /cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: /);
   assert.match(r.stderr, /TLS|SSL|handshake/i, `the cause should say TLS; got: ${r.stderr.trim()}`);
 });
+
+test('the URL parser reads user and password exactly as ioredis does, and the mask hides every password character', async () => {
+  const { parseURL } = (await import('ioredis/built/utils/index.js')) as unknown as { parseURL: (url: string) => { username?: string; password?: string; host?: string } };
+  const { parseRedisUrl } = await import('@mirrorplane/core');
+  // Passwords from an alphabet heavy in separators: "@", ":" and percent signs included.
+  const password = fc.stringMatching(/^[A-Za-z0-9@:!$&'()*+,;=._~-]{1,24}$/).filter((p) => /[A-Za-z0-9]{3}/.test(p));
+  const user = fc.stringMatching(/^[a-z]{0,6}$/);
+  fc.assert(fc.property(user, password, fc.constantFrom('', '/0', '/3'), (u, p, db) => {
+    const url = `redis://${u}:${p}@127.0.0.1:6379${db}`;
+    const ours = parseRedisUrl(url);
+    const theirs = parseURL(url);
+    assert.equal(ours.password, decodeURIComponent(theirs.password ?? ''), url);
+    assert.equal(ours.username ?? '', theirs.username ?? '', url);
+    assert.equal(ours.nodes[0]?.host, theirs.host, url);
+    const masked = maskRedisUrl(url);
+    // No run of 3 password characters (letters/digits) survives, and the host is still shown.
+    for (const run of p.match(/[A-Za-z0-9]{3,}/g) ?? []) assert.ok(!masked.slice(masked.indexOf('//') + 2 + u.length).includes(run) || '127.0.0.1:6379'.includes(run), `${url} -> ${masked}`);
+    assert.match(masked, /@127\.0\.0\.1:6379/);
+  }), { numRuns: 300 });
+});
+
+test('a config file whose bad line holds a Redis URL shows it masked in the error', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'mp-test-urlcfg-'));
+  try {
+    const file = join(dir, 'bad.yaml');
+    // A YAML error on the URL's own line: the message quotes that line.
+    writeFileSync(file, `redisUrl: redis://ops:${PASSWORD}@127.0.0.1:6379: x\n`);
+    const r = await runTimed(['status', '--config', file], {}, 60_000);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /the line reads "redisUrl: redis:\/\/ops:\*\*\*@127\.0\.0\.1:6379: x"/);
+    assert.doesNotMatch(r.stdout + r.stderr, /Zq9secret|hunter/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
