@@ -5,7 +5,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { ConfigError, DeploymentMismatchError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { checkDeployment, closeRedis, createRedis, listWorkers, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData, type WorkerHeartbeat } from '@mirrorplane/runtime';
+import { checkDeployment, closeRedis, createRedis, describeRedisError, listWorkers, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData, type WorkerHeartbeat } from '@mirrorplane/runtime';
 import { VERSION } from './version.js';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
@@ -276,7 +276,7 @@ export class Dashboard {
           this.#o.onMisconfigured?.(error);
           return;
         }
-        stale(`cannot read from Redis at ${maskRedisUrl(config.redisUrl)}: ${errorMessage(error)}`);
+        stale(`cannot read from Redis at ${maskRedisUrl(config.redisUrl)}: ${describeRedisError(error)}`);
       },
     ).finally(() => { this.#inflight = null; });
     let timer: NodeJS.Timeout | undefined;
