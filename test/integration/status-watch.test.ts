@@ -41,6 +41,9 @@ test('status --watch refreshes with rates and an estimate of the time to drain t
   // Staging holds every answer until the test has seen a backlog, then answers at once.
   const staging = await RecordingServer.start(async (_req, res) => {
     await waitFor('release', () => release, 60_000, 10);
+    // A staging that takes 20 ms an answer: 200 entries at concurrency 2 drain over ~2 s,
+    // several frames, so one of them is caught mid-drain (an instant drain fits between two).
+    await new Promise((r) => setTimeout(r, 20));
     res.writeHead(200).end();
   });
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { WORKER_CONCURRENCY: '2' } });

@@ -38,7 +38,7 @@ function parseFilter(options: FilterOptions, ids: readonly string[] | null): Fai
 
 function describeFilter(filter: FailedFilter): string {
   const parts: string[] = [];
-  if (filter.olderThanMs !== undefined) parts.push(`failed over ${filter.olderThanMs === 0 ? "0 s" : formatDuration(filter.olderThanMs)} ago`);
+  if (filter.olderThanMs !== undefined) parts.push(`failed over ${formatDuration(filter.olderThanMs)} ago`);
   if (filter.error) parts.push(`error matching /${filter.error.source}/i`);
   return parts.length ? ` (${parts.join(', ')})` : '';
 }
