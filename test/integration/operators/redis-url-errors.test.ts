@@ -139,3 +139,25 @@ test('a config file whose bad line holds a Redis URL shows it masked in the erro
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('describeFailure: every Redis error reply reads as words naming the masked URL, exit 1, no stack', async () => {
+  const { describeFailure } = await import('../../../apps/cli/src/failure.js');
+  const replies: [string, RegExp][] = [
+    ['NOPERM this user has no permissions to run the \'xadd\' command', /permission denied/],
+    ['WRONGPASS invalid username-password pair or user is disabled.', /authentication failed/],
+    ['LOADING Redis is loading the dataset in memory', /still loading/],
+    ['READONLY You can\'t write against a read only replica.', /read-only replica/],
+    ['OOM command not allowed when used memory > \'maxmemory\'.', /out of memory/],
+    ['MISCONF Redis is configured to save RDB snapshots, but it\'s currently unable to persist to disk.', /cannot save to disk/],
+    ['EXECABORT Transaction discarded because of: NOPERM this user has no permissions to run the \'exec\' command', /permission denied/],
+  ];
+  fc.assert(fc.property(fc.constantFrom(...replies), fc.stringMatching(/^[A-Za-z0-9@:]{4,16}$/).map((p) => `Pw9${p}`), ([reply, words], pw) => {
+    const error = Object.assign(new Error(reply), { name: 'ReplyError' });
+    const failure = describeFailure(error, `redis://ops:${pw}@127.0.0.1:6379`);
+    assert.equal(failure.exitCode, 1);
+    assert.equal(failure.known, true);
+    assert.match(failure.message, /^MP_ERR_REDIS: Redis at redis:\/\/ops:\*\*\*@127\.0\.0\.1:6379: /);
+    assert.match(failure.message, words);
+    assert.ok(!failure.message.includes(pw) && !/\n\s+at /.test(failure.message), failure.message);
+  }), { numRuns: 100 });
+});
