@@ -34,6 +34,13 @@ try {
     }
   };
   copyPackage(cliDir, pkgDir);
+  // Files the commands read at run time from the repository (the demo's config), shipped
+  // at the same path relative to the package as to the repository root.
+  const shipped = ['examples/compose/mirrorplane.yaml'];
+  for (const file of shipped) {
+    mkdirSync(dirname(join(pkgDir, file)), { recursive: true });
+    cpSync(join(root, file), join(pkgDir, file));
+  }
 
   // Every production dependency, transitively, found the way Node finds it (nested first, then hoisted).
   const bundled = new Set();
@@ -75,7 +82,7 @@ try {
     dependencies[name] = pkg.version;
   }
   const { private: _private, devDependencies: _dev, ...manifest } = cliPkg;
-  writeFileSync(join(pkgDir, 'package.json'), `${JSON.stringify({ ...manifest, engines: rootPkg.engines, license: rootPkg.license, dependencies, bundleDependencies: Object.keys(dependencies) }, null, 2)}\n`);
+  writeFileSync(join(pkgDir, 'package.json'), `${JSON.stringify({ ...manifest, files: [...(manifest.files ?? []), 'examples'], engines: rootPkg.engines, license: rootPkg.license, dependencies, bundleDependencies: Object.keys(dependencies) }, null, 2)}\n`);
   mkdirSync(outDir, { recursive: true });
   const name = execFileSync('npm', ['pack', '--silent', '--pack-destination', outDir], { cwd: pkgDir, encoding: 'utf8', env: { ...process.env, npm_config_ignore_scripts: 'true' } }).trim().split('\n').pop();
   process.stdout.write(`${join(outDir, name)}\n`);

@@ -16,9 +16,10 @@ export interface OperatorConnection {
  * command too), checks the database exists and the deployment's stored settings agree with
  * ours, runs `fn`, and closes everything. Writes nothing by itself: the queue is opened with
  * `skipMetasUpdate` (BullMQ otherwise writes its meta key on open), and the deployment is
- * only read. `purpose: 'watch'` reconnects for ever, for live views.
+ * only read. `purpose: 'watch'` reconnects for ever, for live views. When `signal` has
+ * aborted by the end, the connections are dropped at once instead of closed politely.
  */
-export async function withOperatorConnection<T>(config: Config, fn: (ctx: OperatorConnection) => Promise<T>, purpose: 'cli' | 'watch' = 'cli'): Promise<T> {
+export async function withOperatorConnection<T>(config: Config, fn: (ctx: OperatorConnection) => Promise<T>, purpose: 'cli' | 'watch' = 'cli', options: { signal?: AbortSignal } = {}): Promise<T> {
   const logger = createLogger({ logLevel: 'silent' }, 'cli');
   const redis = await openRedis(config, purpose, logger);
   let bull: Redis | null = null;
@@ -31,8 +32,15 @@ export async function withOperatorConnection<T>(config: Config, fn: (ctx: Operat
     const deployment = await checkDeployment(redis, config, 'read', VERSION);
     return await fn({ redis, queue, deployment });
   } finally {
-    await queue?.close().catch(() => undefined);
-    await closeRedis(redis);
-    if (bull) await closeRedis(bull);
+    if (options.signal?.aborted) {
+      // Interrupted (Ctrl-C): drop the connections now; a polite QUIT could wait on a Redis that hangs.
+      void queue?.close().catch(() => undefined);
+      redis.disconnect();
+      bull?.disconnect();
+    } else {
+      await queue?.close().catch(() => undefined);
+      await closeRedis(redis);
+      if (bull) await closeRedis(bull);
+    }
   }
 }

@@ -1,6 +1,7 @@
 /**
- * The dashboard's own page: the stream backlog, the consumer group's members and their
- * pending counts, and the rates, refreshed every second from /api/status. Plain HTML and a
+ * The dashboard's own page: the stream backlog, the live workers by heartbeat, the consumer
+ * group's members (marked dead when no worker heartbeat holds their name) and their pending
+ * counts, a warning when the prefix holds no deployment, and the rates, refreshed every second from /api/status. Plain HTML and a
  * few lines of script; every value is set with textContent, so nothing from Redis (a
  * consumer name, an error) is ever read as markup.
  */
@@ -29,6 +30,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <h1>Mirrorplane</h1>
 <div class="sub">updated <span id="at">-</span> · <a id="queues" href="queues/queue/retry?status=failed">retry queue and failed set</a> (inspect, retry, remove) · <form method="post" action="logout" style="display:inline"><button id="logout" type="submit">log out</button></form></div>
 <div id="error" class="error"></div>
+<div id="warning" class="error"></div>
 <div class="cards">
   <div class="card"><div class="k">backlog</div><div class="v" data-k="backlog">-</div></div>
   <div class="card"><div class="k">pending</div><div class="v" data-k="pending">-</div></div>
@@ -41,9 +43,15 @@ export const DASHBOARD_PAGE = `<!doctype html>
   <div class="card"><div class="k">failed/s</div><div class="v" data-k="failedPerSec">-</div></div>
   <div class="card"><div class="k">backlog drains in</div><div class="v" data-k="drain">-</div></div>
 </div>
+<h2>Workers (<span data-k="workerCount">0</span>)</h2>
+<div id="noworkers" class="error"></div>
+<table>
+  <thead><tr><th>consumer</th><th>host</th><th>pid</th><th>in flight</th><th>last seen</th></tr></thead>
+  <tbody id="workers"></tbody>
+</table>
 <h2>Consumer group (<span data-k="consumerCount">0</span>)</h2>
 <table>
-  <thead><tr><th>consumer</th><th>pending</th><th>idle</th></tr></thead>
+  <thead><tr><th>consumer</th><th>pending</th><th>idle</th><th>worker</th></tr></thead>
   <tbody id="consumers"></tbody>
 </table>
 <script>
@@ -62,18 +70,24 @@ async function refresh() {
     set('age', s.oldestBacklogAgeMs === null ? '-' : (s.oldestBacklogAgeMs / 1000).toFixed(1) + ' s');
     for (const k of ['acceptedPerSec', 'replayedPerSec', 'failedPerSec']) set(k, rate(s[k]));
     set('drain', s.drainSeconds === null ? (s.backlog === 0 ? 'empty' : 'not draining') : s.drainSeconds === 0 ? 'empty' : secs(s.drainSeconds));
-    set('consumerCount', String(s.consumers.length));
-    const body = document.getElementById('consumers');
-    const rows = s.consumers.map((c) => {
+    document.getElementById('warning').textContent = s.warning || '';
+    const row = (values) => {
       const tr = document.createElement('tr');
-      for (const v of [c.name, String(c.pending), (c.idleMs / 1000).toFixed(1) + ' s']) {
+      for (const v of values) {
         const td = document.createElement('td');
         td.textContent = v;
         tr.appendChild(td);
       }
       return tr;
-    });
-    body.replaceChildren(...rows);
+    };
+    const workers = s.workers || [];
+    set('workerCount', String(workers.length));
+    document.getElementById('noworkers').textContent = workers.length === 0 ? 'no worker is running (no heartbeat): entries wait in the backlog until one starts' : '';
+    const now = Date.parse(s.at);
+    document.getElementById('workers').replaceChildren(...workers.map((w) => row([w.consumer, w.host, String(w.pid), w.inFlight + ' of ' + w.concurrency, secs(Math.max(0, now - w.lastSeen) / 1000) + ' ago'])));
+    const live = new Set(workers.map((w) => w.consumer));
+    set('consumerCount', String(s.consumers.length));
+    document.getElementById('consumers').replaceChildren(...s.consumers.map((c) => row([c.name, String(c.pending), (c.idleMs / 1000).toFixed(1) + ' s', live.has(c.name) ? 'live' : 'dead (no heartbeat)'])));
   } catch (error) {
     document.getElementById('error').textContent = 'cannot read the status: ' + error.message;
   }

@@ -4,8 +4,9 @@ import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { DashboardBindError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { closeRedis, createRedis, createRetryQueue, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
+import { DashboardBindError, DeploymentMismatchError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { checkDeployment, closeRedis, createRedis, createRetryQueue, describeRedisError, listWorkers, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData, type WorkerHeartbeat } from '@mirrorplane/runtime';
+import { VERSION } from './version.js';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 import { DashboardAuth, SESSION_KEY_FRAGMENT, SESSION_KEY_HEADER, checkDashboardBind, loginPage, withSessionKeyScript } from './dashboard-auth.js';
@@ -20,10 +21,27 @@ export interface DashboardOptions {
   readOnly?: boolean;
   /** Host names accepted besides the bound address (see DashboardAuth). */
   allowedHosts?: readonly string[];
+  /**
+   * Called when a reading finds that the deployment at this prefix disagrees with this
+   * process's settings (`DeploymentMismatchError`): the figures would be read wrongly. The
+   * command ends the process with exit 2, as when the check fails at start.
+   */
+  onMisconfigured?: (error: DeploymentMismatchError) => void;
 }
 
 /** Our own page, with the session key script. */
 const PAGE = withSessionKeyScript(DASHBOARD_PAGE);
+
+/** What /api/status answers when the status was read. */
+export type DashboardFrame = StatusFrame & {
+  /** Whether a deployment is recorded at this prefix (false: nothing ran here; a typo in --prefix?). */
+  deploymentFound: boolean;
+  /** Said when there is something the operator should know about the figures. */
+  warning?: string;
+  /** Live workers by heartbeat. */
+  workers: WorkerHeartbeat[];
+};
+
 /** Where bull-board is mounted. */
 const QUEUES_PATH = '/queues';
 /** Largest login form accepted. */
@@ -115,6 +133,7 @@ export function classifyDashboardAction(method: string, path: string): Dashboard
 export function dashboardTarget(raw: string): { ok: true; path: string; url: string } | { ok: false; why: string } {
   if (raw.length === 0 || raw[0] !== '/') return { ok: false, why: 'the request-target must be origin-form (/path?query)' };
   if (raw.length > 8192) return { ok: false, why: 'the request-target is too long' };
+  // eslint-disable-next-line no-control-regex -- control bytes are exactly what is refused here
   if (/[#\\\x00-\x20\x7f-\uffff]/.test(raw)) return { ok: false, why: 'the request-target holds a fragment, a backslash, or a space or control character' };
   const q = raw.indexOf('?');
   const path = q < 0 ? raw : raw.slice(0, q);
@@ -249,7 +268,9 @@ export class Dashboard {
   readonly #server: Server;
   readonly #board: (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
   readonly #window = new RateWindow();
-  #frame: StatusFrame | { error: string; stale?: true; lastGoodAt?: string | null } = { error: 'not read yet' };
+  #frame: DashboardFrame | { error: string; stale?: true; lastGoodAt?: string | null } = { error: 'not read yet' };
+  /** Whether the last reading found a deployment (null: not read yet); a change is logged once. */
+  #deploymentFound: boolean | null = null;
   /** The reading under way; a new one starts only when it settles (reads wait for Redis, never pile up). */
   #inflight: Promise<void> | null = null;
   #lastGoodAt: string | null = null;
@@ -268,7 +289,8 @@ export class Dashboard {
     // Long-lived connections that wait for Redis to come back, like a worker's.
     this.#redis = createRedis(options.config, 'commands', options.logger);
     this.#bull = createRedis(options.config, 'bullmq', options.logger);
-    this.#queue = createRetryQueue(keys, this.#bull);
+    // Opened without writing BullMQ's meta key, like the operator commands: looking writes nothing.
+    this.#queue = createRetryQueue(keys, this.#bull, { skipMetasUpdate: true });
     this.#queue.on('error', (error) => options.logger.warn({ err: errorMessage(error) }, 'retry queue error'));
 
     const adapter = new ExpressAdapter();
@@ -329,13 +351,39 @@ export class Dashboard {
     const stale = (cause: string) => {
       this.#frame = { error: `${cause}; the figures shown are from ${this.#lastGoodAt ?? 'no reading yet'}`, stale: true, lastGoodAt: this.#lastGoodAt };
     };
-    this.#inflight ??= readDeploymentStatus(this.#redis, this.#queue, partitionKeys(this.#o.config.prefix, this.#o.config.partitions)).then(
-      (status) => {
+    const { config, logger } = this.#o;
+    this.#inflight ??= (async () => {
+      // The deployment is checked at every reading: a dashboard started while Redis was down
+      // checks it as soon as Redis answers, before it shows a single figure.
+      const { exists } = await checkDeployment(this.#redis, config, 'read', VERSION);
+      const status = await readDeploymentStatus(this.#redis, this.#queue, partitionKeys(config.prefix, config.partitions));
+      const workers = await listWorkers(this.#redis, config.prefix, { prune: false });
+      return { exists, status, workers };
+    })().then(
+      ({ exists, status, workers }) => {
+        if (exists !== this.#deploymentFound && !exists) logger.warn({ prefix: config.prefix, redis: maskRedisUrl(config.redisUrl) }, `no deployment at prefix ${config.prefix}: no ingress or worker has run here; check --prefix and the database in the URL`);
+        if (exists !== this.#deploymentFound && exists && this.#deploymentFound === false) logger.info({ prefix: config.prefix }, 'deployment found at this prefix');
+        this.#deploymentFound = exists;
         const t = Date.now();
-        this.#frame = { at: new Date(t).toISOString(), ...status, ...this.#window.add(status, t) };
+        this.#frame = {
+          at: new Date(t).toISOString(),
+          ...status,
+          ...this.#window.add(status, t),
+          deploymentFound: exists,
+          ...(exists ? {} : { warning: `no deployment at prefix ${config.prefix} on ${maskRedisUrl(config.redisUrl)}: no ingress or worker has run here; check --prefix and the database in the URL` }),
+          workers,
+        };
         this.#lastGoodAt = this.#frame.at;
       },
-      (error: unknown) => stale(`cannot read from Redis at ${maskRedisUrl(this.#o.config.redisUrl)}: ${errorMessage(error)}`),
+      (error: unknown) => {
+        if (error instanceof DeploymentMismatchError) {
+          this.#frame = { error: `${error.code}: ${error.message}`, stale: true, lastGoodAt: this.#lastGoodAt };
+          logger.fatal({ err: error.message }, 'misconfigured deployment; exiting');
+          this.#o.onMisconfigured?.(error);
+          return;
+        }
+        stale(`cannot read from Redis at ${maskRedisUrl(config.redisUrl)}: ${describeRedisError(error)}`);
+      },
     ).finally(() => { this.#inflight = null; });
     let timer: NodeJS.Timeout | undefined;
     const limit = this.#o.config.redisConnectTimeoutMs;

@@ -1,5 +1,7 @@
+import { commandHint } from './format.js';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -28,8 +30,17 @@ export interface DemoOptions {
 }
 
 const CLI = fileURLToPath(new URL('../bin/mirrorplane.js', import.meta.url));
-/** The compose topology's config file: its rule moves every replay under /v2, where staging serves. */
-const CONFIG = fileURLToPath(new URL('../../../examples/compose/mirrorplane.yaml', import.meta.url));
+/**
+ * The compose topology's config file: its rule moves every replay under /v2, where staging
+ * serves. Shipped inside the package by scripts/pack.mjs (`examples/` next to `lib/`), so the
+ * installed CLI finds it; from a checkout it is the repository's own file.
+ */
+export function demoConfigPath(): string {
+  const candidates = ['../examples/compose/mirrorplane.yaml', '../../../examples/compose/mirrorplane.yaml'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new LocalProcessError(`the demo's config file is missing from this installation (looked for ${candidates.join(' and ')}); reinstall the CLI from its tarball`);
+  return found;
+}
 const STAGING_PATH_PREFIX = '/v2';
 const PREFIX = 'demo';
 
@@ -223,7 +234,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     const ingress = new DemoProcess('ingress', process.execPath, [CLI, 'ingress'], { ...env, INGRESS_PORT: String(ingressPort), INGRESS_HOST: '127.0.0.1', ADMIN_PORT: String(ingressAdminPort) }, err);
     processes.push(ingress);
     for (const n of [1, 2]) {
-      processes.push(new DemoProcess(`worker ${n}`, process.execPath, [CLI, 'worker'], { ...env, MIRRORPLANE_CONFIG: CONFIG, STAGING_URL: `http://127.0.0.1:${stagingPort}`, ADMIN_PORT: '0', REPLAY_ATTEMPTS: '3', REPLAY_BACKOFF_MS: '200' }, err));
+      processes.push(new DemoProcess(`worker ${n}`, process.execPath, [CLI, 'worker'], { ...env, MIRRORPLANE_CONFIG: demoConfigPath(), STAGING_URL: `http://127.0.0.1:${stagingPort}`, ADMIN_PORT: '0', REPLAY_ATTEMPTS: '3', REPLAY_BACKOFF_MS: '200' }, err));
     }
     await waitUntilReady(ingressAdminPort, 'the ingress');
     await Promise.all(processes.slice(1).map((p) => p.waitForLog('worker started')));
@@ -296,7 +307,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         out(
           `\nStill running. Try it yourself (Ctrl-C stops everything):\n` +
             `  curl -i -X POST localhost:${nginx.port}/orders -H 'content-type: application/json' -d '{"item":"mug"}'\n` +
-            `  npx mirrorplane status --redis-url ${redisUrl} --prefix ${PREFIX}\n\n`,
+            `  ${commandHint('status', { redisUrl, prefix: PREFIX })}\n\n`,
         );
         ticker = tick();
         await interruptedPromise;

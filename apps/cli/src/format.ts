@@ -11,6 +11,20 @@ export function contextLine(config: Pick<Config, 'redisUrl' | 'prefix'>): string
   return `Redis ${maskRedisUrl(config.redisUrl)}  prefix ${config.prefix}\n`;
 }
 
+/** One shell word: quoted when it holds anything a shell would read specially (`***` globs). */
+function shellWord(word: string): string {
+  return /^[A-Za-z0-9_./:@,+=%-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * A command line an operator can paste to look at the same deployment: `mirrorplane <args>
+ * --redis-url <url, password masked> --prefix <prefix>`. Always `mirrorplane`, never
+ * `npx mirrorplane` (npx outside the repository asks the npm registry for that name).
+ */
+export function commandHint(args: string, config: Pick<Config, 'redisUrl' | 'prefix'>): string {
+  return `mirrorplane ${args} --redis-url ${shellWord(maskRedisUrl(config.redisUrl))} --prefix ${shellWord(config.prefix)}`;
+}
+
 const COUNT = new Intl.NumberFormat('en-US');
 
 /** `1,234,567`. */

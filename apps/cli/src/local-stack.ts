@@ -1,3 +1,4 @@
+import { commandHint } from './format.js';
 import { Ingress } from '@mirrorplane/ingress';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { SampleBackend } from '@mirrorplane/sample-backend';
@@ -63,7 +64,7 @@ export async function startLocalStack(flags: Flags, io: { out: (s: string) => vo
   io.out(
     `\nMirrorplane is running: ingress on port ${port}, replaying to ${workerConfig.stagingUrl}\n` +
       `  try:    curl -X POST localhost:${port}/orders -H 'content-type: application/json' -d '{"item":"book"}'\n` +
-      `  status: npx mirrorplane status${env.REDIS_URL !== processEnv.REDIS_URL ? ` --redis-url ${env.REDIS_URL}` : ''}\n` +
+      `  status: ${commandHint('status', workerConfig)}\n` +
       `  stop:   Ctrl-C\n\n`,
   );
 }

@@ -1,9 +1,9 @@
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError } from 'commander';
-import { ConfigError, MirrorplaneError } from '@mirrorplane/core';
-import { EXIT_USAGE, UsageError } from './process.js';
+import { describeFailure } from './failure.js';
+import { EXIT_USAGE } from './process.js';
 import { VERSION } from './version.js';
-import type { Io } from './io.js';
+import { endQuietlyWhenReaderLeaves, type Io } from './io.js';
 import { registerIngress } from './commands/ingress.js';
 import { registerWorker } from './commands/worker.js';
 import { registerStart } from './commands/start.js';
@@ -18,8 +18,6 @@ import { registerRecord } from './commands/record.js';
 
 export { formatStatus } from './commands/status.js';
 
-/** Misconfigurations found at run time (a database that does not exist, a deployment that disagrees): exit 2 like a bad setting. */
-const CONFIG_CODES = new Set(['MP_ERR_REDIS_DB', 'MP_ERR_DEPLOYMENT_MISMATCH']);
 
 /** The whole command line: each command registers itself from its own file. */
 export function buildProgram(io: Io): Command {
@@ -55,6 +53,7 @@ export function buildProgram(io: Io): Command {
 
 /** The process's terminal. */
 export function processIo(setExit: (code: number) => void): Io {
+  endQuietlyWhenReaderLeaves();
   return {
     out: (s) => void process.stdout.write(s),
     err: (s) => void process.stderr.write(s),
@@ -83,14 +82,9 @@ export async function main(argv: string[], io?: Io): Promise<number | undefined>
     return exitCode;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : EXIT_USAGE;
-    if (error instanceof ConfigError || error instanceof UsageError) {
-      terminal.err(`mirrorplane: ${error.message}\n`);
-      return EXIT_USAGE;
-    }
-    if (error instanceof MirrorplaneError) {
-      terminal.err(`mirrorplane: ${error.code}: ${error.message}\n`);
-      return CONFIG_CODES.has(error.code) ? EXIT_USAGE : 1;
-    }
-    throw error;
+    const failure = describeFailure(error);
+    if (!failure.known) throw error;
+    terminal.err(`mirrorplane: ${failure.message}\n`);
+    return failure.exitCode;
   }
 }

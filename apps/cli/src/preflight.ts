@@ -1,6 +1,6 @@
-import { MirrorplaneError, RedisUnavailableError, errorMessage, type Config } from '@mirrorplane/core';
+import { RedisUnavailableError, type Config } from '@mirrorplane/core';
 import { checkDeployment, closeRedis, createLogger, maskRedisUrl, openRedis, type Logger } from '@mirrorplane/runtime';
-import { EXIT_USAGE } from './process.js';
+import { describeFailure } from './failure.js';
 import { VERSION } from './version.js';
 
 /** How often a role that started without Redis tries the checks again. */
@@ -43,10 +43,11 @@ export async function preflight(config: Config, logger: Logger): Promise<void> {
           setTimeout(retry, RECHECK_MS).unref();
           return;
         }
-        logger.fatal({ err: error instanceof MirrorplaneError ? `${error.code}: ${error.message}` : errorMessage(error) }, 'misconfigured deployment; exiting');
+        const failure = describeFailure(error, config.redisUrl);
+        logger.fatal({ err: failure.message }, 'misconfigured deployment; exiting');
         logger.flush();
-        process.stderr.write(`mirrorplane: ${error instanceof MirrorplaneError ? `${error.code}: ` : ''}${errorMessage(error)}\n`);
-        process.exit(EXIT_USAGE);
+        process.stderr.write(`mirrorplane: ${failure.message}\n`);
+        process.exit(failure.exitCode);
       },
     );
   };

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config, type Role, type SettingKey } from '@mirrorplane/core';
 import { createLogger, type Logger } from '@mirrorplane/runtime';
+import { describeFailure } from './failure.js';
 
 export type Flags = Partial<Record<SettingKey, string>> & { config?: string };
 
@@ -8,6 +9,13 @@ export type Flags = Partial<Record<SettingKey, string>> & { config?: string };
 export const EXIT_USAGE = 2;
 
 export { UsageError } from '@mirrorplane/core';
+
+let configured: string | undefined;
+
+/** The Redis URL this process was configured with (the last `configure`), for error messages; undefined before. */
+export function configuredRedisUrl(): string | undefined {
+  return configured;
+}
 
 /** Loads the configuration once for this process; a bad value exits before anything starts. */
 export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {
@@ -22,7 +30,9 @@ export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = pro
     }
   }
   const clean = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) as Partial<Record<SettingKey, string>>;
-  return loadConfig({ role, env, flags: clean, ...(file ? { file } : {}) });
+  const config = loadConfig({ role, env, flags: clean, ...(file ? { file } : {}) });
+  configured = config.redisUrl;
+  return config;
 }
 
 /**
@@ -74,12 +84,16 @@ export function runUntilSignal(logger: Logger, close: () => Promise<void>): void
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('uncaughtException', (error) => {
-    logger.fatal({ err: error.stack ?? String(error) }, 'uncaught exception; exiting');
+    const failure = describeFailure(error);
+    if (failure.known) process.stderr.write(`mirrorplane: ${failure.message}\n`);
+    logger.fatal({ err: failure.message }, 'uncaught exception; exiting');
     logger.flush();
     process.exit(1);
   });
   process.on('unhandledRejection', (error) => {
-    logger.fatal({ err: error instanceof Error ? error.stack : String(error) }, 'unhandled rejection; exiting');
+    const failure = describeFailure(error);
+    if (failure.known) process.stderr.write(`mirrorplane: ${failure.message}\n`);
+    logger.fatal({ err: failure.message }, 'unhandled rejection; exiting');
     logger.flush();
     process.exit(1);
   });

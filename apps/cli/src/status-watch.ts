@@ -49,12 +49,22 @@ const WINDOW_MS = 10_000;
 /** Keeps the readings of the last window and derives rates from them. */
 export class RateWindow {
   readonly #samples: Sample[] = [];
-  /** Failed entries counted so far: the failed set shrinks when entries are replayed or purged. */
+  /**
+   * Entries seen reaching the failed set since the first reading: a counter that only grows,
+   * built from the growth of the set between readings (the set shrinks when entries are
+   * replayed or purged; a shrink counts nothing, growth after it counts in full).
+   */
   #failedSeen = 0;
+  /** The size of the failed set at the previous reading (not the counter). */
+  #lastFailedSize: number | null = null;
 
+  /**
+   * Adds a reading taken at `t` (ms, monotonic) and returns the rates per second over the
+   * window: null until two readings; failed/s is 0 when the failed set did not grow.
+   */
   add(status: Status, t: number): Omit<StatusFrame, keyof Status | 'at'> {
-    const last = this.#samples[this.#samples.length - 1];
-    if (last) this.#failedSeen += Math.max(0, status.failed - last.failed);
+    if (this.#lastFailedSize !== null) this.#failedSeen += Math.max(0, status.failed - this.#lastFailedSize);
+    this.#lastFailedSize = status.failed;
     this.#samples.push({ t, accepted: status.accepted, replayed: status.replayed, failed: this.#failedSeen, backlog: status.backlog });
     while (this.#samples.length > 2 && t - (this.#samples[1] as Sample).t >= WINDOW_MS) this.#samples.shift();
     const first = this.#samples[0] as Sample;
@@ -91,6 +101,31 @@ export function formatFrame(frame: StatusFrame, format: (status: Status) => stri
     `backlog     ${drain}\n`;
 }
 
+const ABORTED: unique symbol = Symbol('aborted');
+
+/**
+ * `promise`, or `ABORTED` as soon as `signal` aborts (the promise is left to settle on its
+ * own; its rejection is swallowed, never unhandled).
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABORTED> {
+  if (!signal) return promise;
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.resolve(ABORTED);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      promise.catch(() => undefined);
+      resolve(ABORTED);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
+      (error: unknown) => { signal.removeEventListener('abort', onAbort); reject(error); },
+    );
+  });
+}
+
 /** Waits `ms` or until `signal` aborts, removing its listener either way (no listener piles up per frame). */
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -123,13 +158,16 @@ export async function watchStatus(options: WatchStatusOptions): Promise<void> {
     const started = Date.now();
     const head = options.clear ? '\x1b[H\x1b[2J' : n > 0 ? '\n' : '';
     try {
-      const status = await options.read();
+      // Ctrl-C ends the view now, even while a reading hangs on a Redis that does not answer.
+      const status = await untilAborted(options.read(), options.signal);
+      if (status === ABORTED || options.signal?.aborted) return;
       const t = Date.now();
       const frame: StatusFrame = { at: new Date(t).toISOString(), ...status, ...window.add(status, t) };
       last = frame;
       if (options.json) options.write(`${JSON.stringify({ ...frame, stale: false })}\n`);
       else options.write(`${head}${options.context ?? ''}${formatFrame(frame, options.format)}`);
     } catch (error) {
+      if (options.signal?.aborted) return;
       const message = describe(error);
       const now = Date.now();
       const age = last ? now - Date.parse(last.at) : null;

@@ -8,7 +8,7 @@ import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
 import { compileRules } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
-import { parseRedisUrl } from './redis-url.js';
+import { maskUrlsIn, parseRedisUrl } from './redis-url.js';
 import { parsePartitionKey, type PartitionKey } from './partitions.js';
 import { CompareOptions, IdMappingOptions, ProductionResponsesOptions, type CompareSettings, type IdMappingSettings, type ProductionResponsesSettings } from './id-mapping.js';
 
@@ -385,9 +385,11 @@ function parseFile(path: string, text: string): unknown {
   } catch (error) {
     // yaml's message ends in "at line 5, column 1:" followed by the source excerpt: keep the
     // position, and quote the line itself rather than leave the sentence hanging.
-    const first = ((error as Error).message.split('\n')[0] ?? '').replace(/:\s*$/, '');
+    // The quoted line may hold a Redis URL with its password: shown masked.
+    const first = maskUrlsIn(((error as Error).message.split('\n')[0] ?? '').replace(/:\s*$/, ''));
     const line = (error as { linePos?: { line: number }[] }).linePos?.[0]?.line;
-    const source = line === undefined ? undefined : text.split('\n')[line - 1];
+    const raw = line === undefined ? undefined : text.split('\n')[line - 1];
+    const source = raw === undefined ? undefined : maskUrlsIn(raw);
     throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }], { cause: error });
   }
 }

@@ -29,14 +29,65 @@ const PROTOCOLS: Record<string, { mode: RedisTarget['mode']; tls: boolean; port:
   'rediss+sentinel:': { mode: 'sentinel', tls: true, port: 26379 },
 };
 
-/** Parses a Redis connection string; throws an Error that says what is wrong with it. */
-export function parseRedisUrl(text: string): RedisTarget {
-  const m = /^([a-z+]+:)\/\/(?:([^@/]*)@)?([^/?#]*)([^?#]*)(\?[^#]*)?$/i.exec(text.trim());
-  const kind = m ? PROTOCOLS[(m[1] as string).toLowerCase()] : undefined;
-  if (!m || !kind) {
-    throw new InvalidValueError(`expected a URL like redis://host:6379, rediss://…, redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/mymaster; got ${JSON.stringify(text.replace(/\/\/[^@/]*@/, '//***@'))}`);
+/**
+ * Where the user information of a Redis URL ends, as ioredis (WHATWG `URL`) reads it: the
+ * authority runs from `//` to the first `/`, `?` or `#`, and the user information is
+ * everything before the LAST `@` in it (a password may hold `@` and `:`); the user name ends
+ * at the first `:`. Returns null when the URL has no user information.
+ */
+function splitUserinfo(text: string): { head: string; auth: string; rest: string } | null {
+  const scheme = /^\s*(?:[a-z][a-z0-9+.-]*:)?\/\//i.exec(text);
+  const start = scheme ? scheme[0].length : 0;
+  const authorityEnd = text.slice(start).search(/[/?#]/);
+  const end = authorityEnd === -1 ? text.length : start + authorityEnd;
+  const at = text.lastIndexOf('@', end - 1);
+  if (at < start) return null;
+  return { head: text.slice(0, start), auth: text.slice(start, at), rest: text.slice(at + 1) };
+}
+
+/**
+ * A Redis URL as it may be shown: every character of the password replaced by `***`, the
+ * user name kept. The user information is found exactly as ioredis finds it (last `@`
+ * before the host), so a password holding `@` or `:` is hidden whole; user information
+ * without `:` is hidden whole (it may be a password typed without its colon); an `@` left
+ * in the path or query (a password holding `/`, `?` or `#`, which ioredis cannot read
+ * either) hides everything up to it; `sentinelPassword=` in the query is hidden too. Never
+ * throws: any string goes in, config error messages included.
+ */
+export function maskRedisUrl(text: string): string {
+  const parts = splitUserinfo(text);
+  const head = parts?.head ?? /^\s*(?:[a-z][a-z0-9+.-]*:)?\/\//i.exec(text)?.[0] ?? '';
+  let auth = parts ? (parts.auth.includes(':') ? `${parts.auth.slice(0, parts.auth.indexOf(':'))}:***@` : '***@') : '';
+  let rest = parts ? parts.rest : text.slice(head.length);
+  // An "@" left before the query: a password holding "/", "?" or "#"; hide everything up to it.
+  const query = rest.search(/[?#]/);
+  const strayAt = (query === -1 ? rest : rest.slice(0, query)).lastIndexOf('@');
+  if (strayAt !== -1) {
+    auth = '***@';
+    rest = rest.slice(strayAt + 1);
   }
-  const [, , auth, hostList = '', path = '', query = ''] = m;
+  return `${head}${auth}${rest}`.replace(/([?&#]sentinelPassword=)[^&#]*/gi, '$1***');
+}
+
+/** `text` with every `scheme://…` in it (up to white space) passed through `maskRedisUrl`: for messages quoting a line. */
+export function maskUrlsIn(text: string): string {
+  return text.replace(/[a-z][a-z0-9+.-]*:\/\/\S*/gi, (url) => maskRedisUrl(url));
+}
+
+/** Parses a Redis connection string; throws an Error that says what is wrong with it (never showing the password). */
+export function parseRedisUrl(text: string): RedisTarget {
+  const trimmed = text.trim();
+  const scheme = /^([a-z+]+:)\/\//i.exec(trimmed);
+  const kind = scheme ? PROTOCOLS[(scheme[1] as string).toLowerCase()] : undefined;
+  const parts = splitUserinfo(trimmed);
+  const afterAuth = parts ? parts.rest : scheme ? trimmed.slice(scheme[0].length) : trimmed;
+  const m = /^([^/?#]*)([^?#]*)(\?[^#]*)?$/.exec(afterAuth);
+  if (!scheme || !m || !kind) {
+    throw new InvalidValueError(`expected a URL like redis://host:6379, rediss://…, redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/mymaster; got ${JSON.stringify(maskRedisUrl(text))}`);
+  }
+  if (/@/.test(`${m[1] ?? ''}${m[2] ?? ''}`)) throw new InvalidValueError('"@" after the host in the Redis URL: a password holding "/", "?" or "#" must be percent-encoded (%2F, %3F, %23)');
+  const auth = parts?.auth;
+  const [, hostList = '', path = '', query = ''] = m;
   let username: string | null = null;
   let password: string | null = null;
   if (auth !== undefined) {

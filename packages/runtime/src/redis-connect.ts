@@ -1,15 +1,11 @@
+import { createConnection } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, deploymentKey, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
+import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, deploymentKey, errorMessage, maskRedisUrl, parseRedisUrl, type Config } from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
 
-/**
- * A Redis URL as it may be shown: the password (and a Sentinel password in the query)
- * replaced by `***`. Not `new URL()`: cluster and Sentinel URLs list several hosts.
- */
-export function maskRedisUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*?):[^@/]*@/, '//$1:***@').replace(/([?&]sentinelPassword=)[^&#]*/i, '$1***');
-}
+/** The one way a Redis URL is shown (password masked): see `maskRedisUrl` in @mirrorplane/core. */
+export { maskRedisUrl };
 
 /** What went wrong with a connection, in the words an operator expects. */
 export function describeRedisError(error: unknown): string {
@@ -35,8 +31,43 @@ export function describeRedisError(error: unknown): string {
   if (/ECONNREFUSED/.test(message)) return 'connection refused';
   if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
   if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) return `authentication failed (${message.split('\n')[0]})`;
-  if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed (${message})`;
+  if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed: ${message}`;
+  const reply = redisReplyCode(error);
+  if (reply !== null) return `${REPLY_WORDS[reply] ?? 'Redis refused the command'} (${message.split('\n')[0]})`;
   return message;
+}
+
+/** What each Redis error reply means to an operator; the reply itself follows in brackets. */
+const REPLY_WORDS: Record<string, string> = {
+  NOPERM: 'permission denied: the Redis user may not run this command or touch these keys (ACL)',
+  WRONGPASS: 'authentication failed',
+  NOAUTH: 'authentication required: put the user and password in the URL',
+  LOADING: 'Redis is still loading its data set into memory; try again when it is done',
+  READONLY: 'this Redis is a read-only replica; point the URL at the primary',
+  OOM: 'Redis is out of memory (maxmemory reached) and refuses writes',
+  MISCONF: 'Redis cannot save to disk and refuses writes (MISCONF)',
+  MASTERDOWN: 'the replica has lost its primary',
+  CLUSTERDOWN: 'the Redis Cluster is down',
+  TRYAGAIN: 'the Redis Cluster is moving the keys; try again',
+  BUSY: 'Redis is busy running a script',
+  NOSCRIPT: 'Redis does not know the script',
+  EXECABORT: 'Redis aborted the transaction',
+  ERR: 'Redis refused the command',
+};
+
+/**
+ * The error code of a Redis error reply (`NOPERM`, `WRONGPASS`, `LOADING`, `READONLY`,
+ * `OOM`, …: the first word of the reply), or null when `error` is not a reply from Redis.
+ * A reply means the connection works and Redis said no: the operator's fix is in Redis
+ * (ACL, memory, replica) or in the URL, never in a retry loop.
+ */
+export function redisReplyCode(error: unknown): string | null {
+  const e = error as { name?: string; message?: unknown; command?: unknown };
+  if (typeof e?.message !== 'string') return null;
+  // A transaction discarded because of an inner reply: the inner one is the cause.
+  const word = /because of: ([A-Z][A-Z_]{1,20})\b/.exec(e.message)?.[1] ?? /^([A-Z][A-Z_]{1,20})\b/.exec(e.message)?.[1];
+  if (!word) return null;
+  return e.name === 'ReplyError' || word in REPLY_WORDS ? word : null;
 }
 
 export interface OpenRedisOptions {
@@ -66,6 +97,7 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
   redis.on('error', onError);
   redis.on('sentinelError', onError);
   let timer: NodeJS.Timeout | undefined;
+  let probeTimer: NodeJS.Timeout | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       if (redis.status === 'ready') return resolve();
@@ -79,6 +111,19 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
       timer = setTimeout(() => { cleanup(); reject(new RedisUnavailableError('no answer before the deadline')); }, deadlineMs);
       redis.once('ready', onReady);
       redis.once('end', onEnd);
+      if (target.tls) {
+        // A plain Redis reads a TLS hello as a command that never ends and says nothing: the
+        // handshake would hang until the deadline. Ask in plain text whether it speaks RESP.
+        const node = target.nodes[0]!;
+        probeTimer = setTimeout(() => {
+          void answersPlainText(node.host, node.port, Math.max(500, deadlineMs - Math.min(1000, deadlineMs / 3))).then((plain) => {
+            if (!plain) return;
+            lastError = new Error(`${node.host}:${node.port} answers in plain text, not TLS (a Redis without TLS: use redis:// instead of rediss://)`);
+            cleanup();
+            reject(new Error('plain text'));
+          });
+        }, Math.min(1000, deadlineMs / 3));
+      }
     });
   } catch {
     redis.disconnect();
@@ -86,6 +131,7 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
     const cause = lastError === null ? `no answer within ${formatSeconds(deadlineMs)}` : describeRedisError(lastError);
     throw new RedisUnavailableError(`cannot reach Redis at ${url}: ${cause}`, { cause: lastError ?? undefined });
   } finally {
+    clearTimeout(probeTimer);
     redis.off('error', onError);
     redis.off('sentinelError', onError);
   }
@@ -98,6 +144,31 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
     }
   }
   return redis;
+}
+
+/**
+ * Whether host:port answers a plain-text `PING` with a RESP reply (`+PONG`, `-NOAUTH …`):
+ * then it is a Redis without TLS. Resolves false on silence within `timeoutMs`, a TLS
+ * server's alert, or any connection error; never rejects.
+ */
+function answersPlainText(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port });
+    let reply = '';
+    const done = (plain: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(plain);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      if (reply.includes('\r\n')) done(/^[+-]/.test(reply));
+    });
+    socket.once('error', () => done(false));
+    socket.once('close', () => done(false));
+  });
 }
 
 async function databaseError(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number, db: number, url: string): Promise<RedisDatabaseError> {

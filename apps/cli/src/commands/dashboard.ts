@@ -4,6 +4,7 @@ import { withOperatorConnection } from '../connection.js';
 import { configure, createLogger, runUntilSignal, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { Dashboard } from '../dashboard.js';
+import { describeFailure } from '../failure.js';
 import { listening } from '../listen-errors.js';
 
 export function registerDashboard(program: Command): void {
@@ -20,11 +21,19 @@ export function registerDashboard(program: Command): void {
     const logger = createLogger(config, 'dashboard');
     // A database that does not exist or a deployment that disagrees stops it before it serves
     // wrong figures; Redis merely down does not (the page says it cannot read, and recovers).
+    // Redis down at start: each reading checks the deployment once Redis answers (exit 2 on a
+    // mismatch then too), and the page shows no figure before that.
     await withOperatorConnection(config, async () => undefined).catch((error: unknown) => {
       if (!(error instanceof RedisUnavailableError)) throw error;
-      logger.warn({ err: error.message }, 'Redis is not reachable; serving the dashboard, which shows it');
+      logger.warn({ err: error.message }, 'Redis is not reachable; serving the dashboard, which shows it, and checking the deployment once Redis answers');
     });
-    const dashboard = new Dashboard({ config, logger, host: options.host, port, readOnly: options.readOnly === true, allowedHosts: options.allowedHost ?? [] });
+    const onMisconfigured = (error: Error) => {
+      const failure = describeFailure(error, config.redisUrl);
+      logger.flush();
+      process.stderr.write(`mirrorplane: ${failure.message}\n`);
+      void dashboard.close().finally(() => process.exit(failure.exitCode));
+    };
+    const dashboard: Dashboard = new Dashboard({ config, logger, host: options.host, port, readOnly: options.readOnly === true, allowedHosts: options.allowedHost ?? [], onMisconfigured });
     runUntilSignal(logger, () => dashboard.close());
     const url = await listening({ ingressPort: port, ingressHost: options.host, adminPort: -1, adminHost: '' }, () => dashboard.listen()).catch((error: unknown) => {
       if (error instanceof UsageError) throw new UsageError(error.message.replace('INGRESS_PORT / --port', 'dashboard --port'));

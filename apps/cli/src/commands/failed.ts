@@ -4,7 +4,7 @@ import { groupFailedByError, listFailed, purgeFailedSnapshot, replayFailedSnapsh
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { withOperatorConnection } from '../connection.js';
-import { contextLine, formatCount, formatTable } from '../format.js';
+import { contextLine, formatCount, formatDuration, formatTable } from '../format.js';
 import type { Io } from '../io.js';
 
 /** The filter flags of commands that act on many failed entries. */
@@ -38,7 +38,7 @@ function parseFilter(options: FilterOptions, ids: readonly string[] | null): Fai
 
 function describeFilter(filter: FailedFilter): string {
   const parts: string[] = [];
-  if (filter.olderThanMs !== undefined) parts.push(`failed over ${formatCount(Math.round(filter.olderThanMs / 1000))} s ago`);
+  if (filter.olderThanMs !== undefined) parts.push(`failed over ${formatDuration(filter.olderThanMs)} ago`);
   if (filter.error) parts.push(`error matching /${filter.error.source}/i`);
   return parts.length ? ` (${parts.join(', ')})` : '';
 }
@@ -124,7 +124,8 @@ export function registerFailed(program: Command, io: Io): void {
       // What is removed after the question is what the question counted: the same snapshot.
       const snapshot = await snapshotFailedIds(queue);
       const preview = await purgeFailedSnapshot(queue, { ...filter, snapshot }, { dryRun: true, redactor });
-      if (preview.matched === 0) return preview;
+      // Nothing to ask about: still the real purge (of nothing), so the report says what was done, not a dry run.
+      if (preview.matched === 0) return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });
       const ok = await io.confirm(`${contextLine(config)}remove ${formatCount(preview.matched)} failed ${preview.matched === 1 ? 'entry' : 'entries'}${describeFilter(filter)} for good? [y/N] `);
       if (!ok) throw new UsageError('failed purge: not confirmed; nothing removed');
       return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { partitionKeys, type Config } from '@mirrorplane/core';
-import { describeRedisError, listWorkers, maskRedisUrl, readDeploymentStatus, type Status } from '@mirrorplane/runtime';
+import { describeRedisError, listWorkers, maskRedisUrl, readDeploymentStatus, type Status, type WorkerHeartbeat } from '@mirrorplane/runtime';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { withOperatorConnection } from '../connection.js';
@@ -8,8 +8,15 @@ import { contextLine, formatCount, formatDuration, formatTable } from '../format
 import { watchStatus } from '../status-watch.js';
 import type { Io } from '../io.js';
 
-/** The status as a table: counts with separators, ages in human units. */
-export function formatStatus(status: Status): string {
+/** A status with the live workers read from their heartbeats (absent: not read, nothing shown). */
+export type StatusWithWorkers = Status & { workers?: WorkerHeartbeat[] };
+
+/**
+ * The status as a table: counts with separators, ages in human units. With `workers`: a
+ * "workers" section (consumer, host, pid, in flight, last seen) or "no worker is running",
+ * and each consumer marked live or dead (no heartbeat: its worker is gone).
+ */
+export function formatStatus(status: StatusWithWorkers, now = Date.now()): string {
   const rows: [string, string][] = [
     ['backlog', formatCount(status.backlog)],
     ['pending', formatCount(status.pending)],
@@ -20,9 +27,18 @@ export function formatStatus(status: Status): string {
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   let out = rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n') + '\n';
+  const workers = status.workers;
+  if (workers !== undefined) {
+    out += `\nworkers (${workers.length})\n`;
+    out += workers.length === 0
+      ? '  no worker is running (no heartbeat): entries wait in the backlog until one starts\n'
+      : formatTable(['  CONSUMER', 'HOST', 'PID', 'IN FLIGHT', 'LAST SEEN'], workers.map((w) => [`  ${w.consumer}`, w.host, String(w.pid), `${formatCount(w.inFlight)} of ${formatCount(w.concurrency)}`, `${formatDuration(Math.max(0, now - w.lastSeen))} ago`]));
+  }
   if (status.consumers.length > 0) {
+    const live = new Set((workers ?? []).map((w) => w.consumer));
     out += `\nconsumers (${status.consumers.length})\n`;
-    out += formatTable(['  NAME', 'PENDING', 'IDLE'], status.consumers.map((c) => [`  ${c.name}`, formatCount(c.pending), formatDuration(c.idleMs)]));
+    const headers = ['  NAME', 'PENDING', 'IDLE', ...(workers !== undefined ? ['WORKER'] : [])];
+    out += formatTable(headers, status.consumers.map((c) => [`  ${c.name}`, formatCount(c.pending), formatDuration(c.idleMs), ...(workers !== undefined ? [live.has(c.name) ? 'live' : 'dead (no heartbeat)'] : [])]));
   }
   return out;
 }
@@ -59,7 +75,7 @@ export function registerStatus(program: Command, io: Io): void {
       process.once('SIGTERM', onInterrupt);
       try {
         await withOperatorConnection(config, ({ redis, queue }) => watchStatus({
-          read: () => readDeploymentStatus(redis, queue, keys),
+          read: async () => ({ ...(await readDeploymentStatus(redis, queue, keys)), workers: await listWorkers(redis, config.prefix, { prune: false }) }),
           write: io.out,
           intervalMs: interval * 1000,
           ...(count !== undefined ? { count } : {}),
@@ -69,7 +85,7 @@ export function registerStatus(program: Command, io: Io): void {
           signal: stop.signal,
           describeError: describeReadError(config),
           context: contextLine(config),
-        }), 'watch');
+        }), 'watch', { signal: stop.signal });
       } finally {
         process.off('SIGINT', onInterrupt);
         process.off('SIGTERM', onInterrupt);
