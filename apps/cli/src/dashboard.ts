@@ -65,7 +65,8 @@ const FINISHED_STATES = new Set(['failed', 'completed']);
 /**
  * What a mutating bull-board call does, and whether the dashboard lets it through. Deleting
  * entries that are accepted and not finished (waiting, delayed, active: retries still to
- * come) is never allowed from the dashboard: that is `mirrorplane purge`, an explicit command.
+ * come) is never allowed from the dashboard, nor by any command: an accepted entry leaves Redis only once
+ * it was replayed, dropped by a rule, or moved to the failed set (which `failed purge` empties).
  * Every other change not listed here (add, edit, pause, empty, obliterate…) is refused too.
  */
 export type DashboardAction =
@@ -86,7 +87,7 @@ export type DashboardAction =
  */
 export function classifyDashboardAction(method: string, path: string): DashboardAction {
   const notOurs: DashboardAction = { kind: 'refused', why: 'not a change the dashboard makes (use the CLI)' };
-  const unfinished: DashboardAction = { kind: 'refused', why: 'deleting entries that are accepted and not finished is not done from the dashboard (mirrorplane purge)' };
+  const unfinished: DashboardAction = { kind: 'refused', why: 'deleting entries that are accepted and not finished is not done: it leaves Redis once replayed, dropped by a rule, or failed (then "failed purge")' };
   if (method !== 'PUT') return notOurs;
   const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
   const seg = trimmed.split('/').slice(1);
@@ -485,7 +486,7 @@ export class Dashboard {
     if (action.kind === 'remove-job') {
       const state = await this.#queue.getJobState(action.jobId);
       if (!FINISHED_STATES.has(state)) {
-        this.#refuse(req, res, 403, 'unfinished_entry', `job ${action.jobId} is ${state}: an accepted entry still to be replayed is not deleted from the dashboard (mirrorplane purge)`);
+        this.#refuse(req, res, 403, 'unfinished_entry', `job ${action.jobId} is ${state}: an accepted entry still to be replayed is not deleted: it leaves Redis once replayed, dropped by a rule, or failed (then "failed purge")`);
         return false;
       }
     }
