@@ -284,7 +284,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           // The worker has SHUTDOWN_TIMEOUT_MS (1 s) for its replays and bounded close steps.
           const code = await Promise.race([w.process.exited, new Promise<'late'>((r) => setTimeout(() => r('late'), 20_000))]);
           if (code === 'late') {
-            violations.push(`a worker (${w.consumer}) did not exit within 20 s of SIGTERM`);
+            violations.push(`a worker (${w.consumer}) did not exit within 20 s of SIGTERM\n--- last log lines:\n${w.process.stdout.slice(-3000)}`);
             await w.process.stop('SIGKILL');
           } else if (code !== 0) {
             violations.push(`a worker (${w.consumer}) exited ${code} on SIGTERM\n--- stderr:\n${w.process.stderr.slice(-1000)}\n--- last log lines:\n${w.process.stdout.slice(-2000)}`);

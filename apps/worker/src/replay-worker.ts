@@ -509,17 +509,17 @@ export class ReplayWorker {
       clearTimeout(cut);
     });
     await step('claim', async () => { await this.#claiming; });
-    await step('retry worker', async () => {
-      // BullMQ waits for active jobs; a job cut short is retried by BullMQ's stalled check.
-      const closing = this.#retryWorker?.close();
-      const timeout = new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
-      await Promise.race([closing, timeout]);
-      if (this.#slots.keys((k) => k.startsWith('job:')).length > 0) await this.#retryWorker?.close(true);
-    });
+    // The retry worker stops taking jobs now; its running jobs count as in flight below. It is
+    // closed (forced) only after that wait: BullMQ's close(true) after a close() is a no-op
+    // (it returns the first, waiting close), and a worker still waiting for its jobs when its
+    // connections are closed under it keeps the process from ever exiting.
+    await step('retry worker', async () => this.#retryWorker?.pause(true));
     await step('in flight', () => Promise.race([
       this.#slots.whenEmpty(),
       new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref()),
     ]));
+    // A job cut short is retried after its lock expires (BullMQ's stalled check).
+    await step('retry worker close', async () => this.#retryWorker?.close(true));
     const unfinished = this.#slots.keys((k) => !k.startsWith('job:'));
     if (unfinished.length > 0) {
       await step('hand back', () => Promise.all([...byPartition(unfinished)].map(([p, raw]) => {
