@@ -73,8 +73,9 @@ test('attack-11: a worker waiting for its consumer group on a full Redis (it can
   const client = redis.client();
   const filler = `filler${Date.now().toString(36)}`;
   const port = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0 });
-  let worker: Awaited<ReturnType<Stack['addWorker']>> | null = null;
+  // In process: the CLI exits at once on a full Redis (attack-11-cli-full-start.test.ts).
+  const { InProcessWorker } = await import('../helpers/in-process-worker.js');
+  let starting: Promise<{ close(): Promise<void> }> | null = null;
   try {
     await client.config('SET', 'maxmemory-policy', 'noeviction');
     const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]);
@@ -87,9 +88,8 @@ test('attack-11: a worker waiting for its consumer group on a full Redis (it can
       }
     }
     // A fresh prefix: the group does not exist, and XGROUP CREATE answers OOM.
-    const { MirrorplaneProcess } = await import('../helpers/index.js');
-    worker = new MirrorplaneProcess(['worker'], { ...stack.env, MIRRORPLANE_PREFIX: `ng${Date.now().toString(36)}`, ADMIN_PORT: String(port) });
-    await worker.waitForLog('cannot create the consumer group yet; Redis is full (maxmemory); retrying');
+    starting = InProcessWorker.start(redis, staging.url, { ADMIN_PORT: String(port) }, `ng${Date.now().toString(36)}`);
+    starting.catch(() => undefined);
     const status = await waitFor('the admin port to answer', async () => { const s = await readyz(port); return s === -1 ? null : s; }, 10_000, 100);
     t.diagnostic(`worker /readyz while it cannot create its group: ${status}`);
     assert.equal(status, 503, 'a worker that cannot read is not ready');
@@ -97,8 +97,7 @@ test('attack-11: a worker waiting for its consumer group on a full Redis (it can
     await client.del(filler).catch(() => undefined);
     await client.config('SET', 'maxmemory', '0');
     client.disconnect();
-    await worker?.stop('SIGKILL');
-    await stack.close();
+    if (starting) await (await starting.catch(() => null))?.close();
     await staging.close();
   }
 });
