@@ -32,6 +32,9 @@ async function fill(client: Redis, key: string): Promise<void> {
       await client.xadd(key, '*', 'b', Buffer.alloc(8192, 1));
     } catch (error) {
       assert.match((error as Error).message, /^OOM/);
+      // Hold it full: a maxmemory below what Redis holds (noeviction evicts nothing), checked.
+      await client.config('SET', 'maxmemory', String(Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]) - 256 * 1024));
+      await assert.rejects(client.set('probe-full', 'x'), /OOM/);
       return;
     }
   }

@@ -66,6 +66,10 @@ test('attack-11: Redis full while entries wait in the retry queue: answered retr
         break;
       }
     }
+
+    // Hold it full: a maxmemory below what Redis holds (noeviction evicts nothing), checked.
+    await client.config('SET', 'maxmemory', String(Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]) - 256 * 1024));
+    await assert.rejects(client.set('probe-full', 'x'), /OOM/);
     const full = Date.now();
     // Every entry's retry comes due within 3 s; give them 20 s on the full Redis.
     await waitFor('every entry answered 200 by staging', () => copies(staging.received, status).size === N, 60_000, 100);
@@ -122,6 +126,10 @@ test('attack-11: Redis full while retry jobs keep failing (staging still 500): n
         break;
       }
     }
+
+    // Hold it full: a maxmemory below what Redis holds (noeviction evicts nothing), checked.
+    await client.config('SET', 'maxmemory', String(Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]) - 256 * 1024));
+    await assert.rejects(client.set('probe-full', 'x'), /OOM/);
     const triesBefore = staging.received.length;
     // 15 s on a full Redis with staging failing: every retry job fails again and BullMQ cannot
     // write its delay.

@@ -87,6 +87,10 @@ test('attack-11: a worker waiting for its consumer group on a full Redis (it can
         break;
       }
     }
+
+    // Hold it full: a maxmemory below what Redis holds (noeviction evicts nothing), checked.
+    await client.config('SET', 'maxmemory', String(Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]) - 256 * 1024));
+    await assert.rejects(client.set('probe-full', 'x'), /OOM/);
     // A fresh prefix: the group does not exist, and XGROUP CREATE answers OOM.
     starting = InProcessWorker.start(redis, staging.url, { ADMIN_PORT: String(port) }, `ng${Date.now().toString(36)}`);
     starting.catch(() => undefined);
@@ -98,6 +102,44 @@ test('attack-11: a worker waiting for its consumer group on a full Redis (it can
     await client.config('SET', 'maxmemory', '0');
     client.disconnect();
     if (starting) await (await starting.catch(() => null))?.close();
+    await staging.close();
+  }
+});
+
+test('attack-11: an ingress whose every append is refused (Redis full: 503 redis_error) is not ready', async (t) => {
+  const staging = await RecordingServer.start();
+  const client = redis.client();
+  const filler = `filler${Date.now().toString(36)}`;
+  const admin = await freePort();
+  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, ingressEnv: { ADMIN_PORT: String(admin) } });
+  try {
+    await waitFor('the ingress ready', async () => (await readyz(admin)) === 200, 20_000, 100);
+    await client.config('SET', 'maxmemory-policy', 'noeviction');
+    const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]);
+    await client.config('SET', 'maxmemory', String(used + 512 * 1024));
+    for (let i = 0; i < 10_000; i++) {
+      try {
+        await client.xadd(filler, '*', 'b', Buffer.alloc(8192, 1));
+      } catch {
+        break;
+      }
+    }
+
+    // Hold it full: a maxmemory below what Redis holds (noeviction evicts nothing), checked.
+    await client.config('SET', 'maxmemory', String(Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1]) - 256 * 1024));
+    await assert.rejects(client.set('probe-full', 'x'), /OOM/);
+    const { requestHead, sendRaw } = await import('../helpers/index.js');
+    const answers: number[] = [];
+    for (let i = 0; i < 5; i++) answers.push((await sendRaw(stack.ingressPort, requestHead('GET', `/full/${i}`, ['Host', 'x.test']))).status);
+    const status = await readyz(admin);
+    t.diagnostic(`requests on a full Redis: ${answers.join(',')}; ingress /readyz: ${status}`);
+    assert.deepEqual(answers, [503, 503, 503, 503, 503]);
+    assert.equal(status, 503, 'an ingress that refuses every request is not ready');
+  } finally {
+    await client.del(filler).catch(() => undefined);
+    await client.config('SET', 'maxmemory', '0');
+    client.disconnect();
+    await stack.close();
     await staging.close();
   }
 });
