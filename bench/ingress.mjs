@@ -6,7 +6,7 @@
 //
 //   node bench/ingress.mjs [--full] [--json] [--processes=2] [--reps=N] [--seconds=S] [--sweep=0]
 import { randomBytes } from 'node:crypto';
-import { freePort, startCli, startRedis, startServer, stopAll, sleep } from './support/processes.mjs';
+import { freePort, startCli, startRedis, startServer, stopAll } from './support/processes.mjs';
 import { runWrk } from './support/wrk.mjs';
 import { median, parseArgs, table, writeResults } from './support/report.mjs';
 

@@ -5,7 +5,7 @@
 // (the first third is warm-up).
 //
 //   node bench/soak.mjs [--full] [--json] [--minutes=M] [--rate=R]
-import { cpuSeconds, rssBytes, sleep, stopAll } from './support/processes.mjs';
+import { rssBytes, sleep, stopAll } from './support/processes.mjs';
 import { measurePeak, startStack } from './support/stack.mjs';
 import { runWrk } from './support/wrk.mjs';
 import { median, parseArgs, table, writeResults } from './support/report.mjs';

@@ -17,12 +17,12 @@
 // measures that core's contention more than Mirrorplane.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { freePort, LocalRedisServer } from '@mirrorplane/runtime';
 import { NginxMirror } from '@mirrorplane/sample-backend';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -112,17 +112,6 @@ process.once('SIGINT', () => {
   void stopAll().then(() => process.exit(130));
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -146,11 +135,9 @@ async function startBackend(name: string, delayMs: number, cpus: string, backgro
 }
 
 async function startRedis(cpus: string): Promise<{ port: number; dir: string }> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'mp-impact-redis-'));
-  start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], { cpus });
-  await waitFor('redis-server', () => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout?.trim() === 'PONG');
-  return { port, dir };
+  // Started through `start` so it is pinned to its CPUs and stopped by pid with the rest.
+  const redis = await LocalRedisServer.start({ dirPrefix: 'mp-impact-redis-', args: ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'], launch: (command, argv) => start(command, argv, { cpus }) });
+  return { port: redis.port, dir: redis.dir };
 }
 
 interface Mirrorplane {

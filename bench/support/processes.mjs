@@ -1,12 +1,11 @@
 // Processes a benchmark starts: redis-server, our own small servers (forked, with an IPC
 // channel), and the real CLI. Every one is stopped by pid when the benchmark ends.
 import { fork, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { freePort, LocalRedisServer } from '@mirrorplane/runtime';
 
 export const CLI = fileURLToPath(new URL('../../apps/cli/bin/mirrorplane.js', import.meta.url));
 const SERVERS = fileURLToPath(new URL('../servers/', import.meta.url));
@@ -25,16 +24,7 @@ for (const event of ['uncaughtException', 'unhandledRejection']) {
   });
 }
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -77,21 +67,9 @@ function track(child, extra = {}) {
 
 /** A redis-server on a free port, without persistence, in its own temporary directory. */
 export async function startRedis(extraArgs = []) {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'mp-bench-redis-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', ...extraArgs], { stdio: 'ignore' });
-  const url = `redis://127.0.0.1:${port}`;
-  const proc = track(child, { port, url, cleanup: () => rmSync(dir, { recursive: true, force: true }) });
-  await waitFor(`redis-server on ${port}`, async () => {
-    const client = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      return (await client.ping()) === 'PONG';
-    } finally {
-      client.disconnect();
-    }
-  });
+  const server = await LocalRedisServer.start({ dirPrefix: 'mp-bench-redis-', args: ['--appendonly', 'no', ...extraArgs] });
+  const url = server.url;
+  const proc = track(server.child, { port: server.port, url, cleanup: () => server.close() });
   proc.client = () => {
     const client = new Redis(url, { maxRetriesPerRequest: null });
     client.on('error', () => undefined);

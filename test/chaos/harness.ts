@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
 import { ChaosStaging, bodyFor } from './chaos-staging.js';
-import { createRandom, describeSchedule, planSchedule, type Fault, type Schedule } from './schedule.js';
+import { createRandom, describeSchedule, planSchedule, type Fault } from './schedule.js';
 
 /** Limits the run asserts; each is stated in docs/RELIABILITY.md. */
 export interface ChaosLimits {
@@ -287,7 +287,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             violations.push(`a worker (${w.consumer}) did not exit within 20 s of SIGTERM`);
             await w.process.stop('SIGKILL');
           } else if (code !== 0) {
-            violations.push(`a worker (${w.consumer}) exited ${code} on SIGTERM\n${w.process.stderr.slice(-1000)}`);
+            violations.push(`a worker (${w.consumer}) exited ${code} on SIGTERM\n--- stderr:\n${w.process.stderr.slice(-1000)}\n--- last log lines:\n${w.process.stdout.slice(-2000)}`);
           }
         }
         await hold();

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Received } from './recording-server.js';
 
+// Restated here, not imported from core: the test states the contract independently of the code.
 /** Hop-by-hop fields (and Expect, answered by the ingress): never replayed. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'expect']);
 

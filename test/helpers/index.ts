@@ -7,3 +7,4 @@ export * from './raw-http.js';
 export * from './stack.js';
 export * from './expect.js';
 export * from './raw-recording-server.js';
+export * from './fixtures.js';

@@ -1,13 +1,2 @@
-import { createServer } from 'node:net';
-
-/** A port that was free a moment ago (bind to 0, read it, release it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+// One home for free ports: the runtime's, shared with the CLI and the benchmarks.
+export { freePort } from '@mirrorplane/runtime';

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { headerValue } from '@mirrorplane/core';
 
 /** One request exactly as a server received it. */
 export interface Received {
@@ -82,6 +83,5 @@ export class RecordingServer {
 
 /** First value of a header in raw pairs (case-insensitive). */
 export function header(rawHeaders: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) return rawHeaders[i + 1];
-  return undefined;
+  return headerValue(rawHeaders, name) ?? undefined;
 }

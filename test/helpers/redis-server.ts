@@ -1,63 +1,48 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { freePort } from './ports.js';
-import { waitFor } from './wait.js';
+import { LocalRedisServer } from '@mirrorplane/runtime';
 
 /**
- * A real redis-server for one test file, on a free port, in its own temporary directory.
- * `stop()`/`start()` simulate outages (the port is kept); `close()` removes everything.
+ * A real redis-server for one test file, on a free port, in its own temporary directory:
+ * the runtime's `LocalRedisServer` (shared with `mirrorplane start`, the demo and the
+ * benchmarks) plus a client for assertions. `stop()`/`start()` simulate outages (the port is
+ * kept); `close()` removes everything.
  */
 export class RedisServer {
-  readonly port: number;
-  readonly dir: string;
-  readonly #extraArgs: string[];
-  #child: ChildProcess | null = null;
+  readonly #server: LocalRedisServer;
 
-  private constructor(port: number, dir: string, extraArgs: string[]) {
-    this.port = port;
-    this.dir = dir;
-    this.#extraArgs = extraArgs;
+  private constructor(server: LocalRedisServer) {
+    this.#server = server;
   }
 
   static async start(options: { appendOnly?: boolean; args?: string[] } = {}): Promise<RedisServer> {
-    const dir = mkdtempSync(join(tmpdir(), 'mp-test-redis-'));
-    const args = options.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
-    const server = new RedisServer(await freePort(), dir, [...args, ...(options.args ?? [])]);
-    await server.start();
-    return server;
+    const persistence = options.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+    return new RedisServer(await LocalRedisServer.start({ dirPrefix: 'mp-test-redis-', args: [...persistence, ...(options.args ?? [])] }));
+  }
+
+  get port(): number {
+    return this.#server.port;
+  }
+
+  get dir(): string {
+    return this.#server.dir;
   }
 
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return this.#server.url;
   }
 
-  async start(): Promise<void> {
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', ...this.#extraArgs], { stdio: 'ignore' });
-    this.#child = child;
-    await waitFor(`redis-server on port ${this.port}`, async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-      const client = new Redis(this.port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        return (await client.ping()) === 'PONG';
-      } finally {
-        client.disconnect();
-      }
-    }, 20_000, 50);
+  /** Whether the process runs (false between `stop()` and `start()`). */
+  get running(): boolean {
+    return this.#server.child !== null;
+  }
+
+  start(): Promise<void> {
+    return this.#server.start();
   }
 
   /** Stops the server: SIGTERM (a clean shutdown) or SIGKILL (a crash). */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const child = this.#child;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill(signal);
-    await exited;
-    this.#child = null;
+  stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    return this.#server.stop(signal);
   }
 
   /**
@@ -66,12 +51,13 @@ export class RedisServer {
    * a `finally`.
    */
   signal(signal: NodeJS.Signals): void {
-    if (this.#child && this.#child.exitCode === null) this.#child.kill(signal);
+    const child = this.#server.child;
+    if (child && child.exitCode === null) child.kill(signal);
   }
 
   /** The server's process id (for RSS and signals); null while it is stopped. */
   get pid(): number | null {
-    return this.#child?.pid ?? null;
+    return this.#server.child?.pid ?? null;
   }
 
   /** A client for assertions (caller closes it). */
@@ -81,8 +67,7 @@ export class RedisServer {
     return client;
   }
 
-  async close(): Promise<void> {
-    await this.stop('SIGKILL');
-    rmSync(this.dir, { recursive: true, force: true });
+  close(): Promise<void> {
+    return this.#server.close();
   }
 }

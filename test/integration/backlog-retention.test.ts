@@ -1,37 +1,23 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { header, requestHead, sendRaw, useStack, waitFor } from '../helpers/index.js';
 
 // MAX_BACKLOG caps unfinished entries (the ingress also counts its own appends since its last
 // look at Redis, so the cap is set above what one 100 ms check period can append here). With STREAM_RETENTION the stream also keeps finished
 // ones, which must not count: a deployment that keeps up never sheds.
-let redis: RedisServer;
-let staging: RecordingServer;
-let stack: Stack;
-
-before(async () => {
-  redis = await RedisServer.start();
-  staging = await RecordingServer.start();
-  stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { STREAM_RETENTION: '1h', MAX_BACKLOG: '50' } });
-});
-
-after(async () => {
-  await stack?.close();
-  await staging?.close();
-  await redis?.close();
-});
+const s = useStack({ staging: true, roles: { workers: 1, env: { STREAM_RETENTION: '1h', MAX_BACKLOG: '50' } } });
 
 test('finished entries kept for retention do not count against MAX_BACKLOG', async () => {
   const send = async (i: number) => {
-    const res = await sendRaw(stack.ingressPort, requestHead('GET', `/kept/${i}`, ['Host', 'x', 'X-Request-ID', `kept-${i}`]));
+    const res = await sendRaw(s.roles.ingressPort, requestHead('GET', `/kept/${i}`, ['Host', 'x', 'X-Request-ID', `kept-${i}`]));
     assert.equal(res.status, 200, `request ${i}: ${res.body.toString()}`);
-    await waitFor(`replay ${i}`, () => staging.received.some((r) => header(r.rawHeaders, 'x-request-id') === `kept-${i}`));
+    await waitFor(`replay ${i}`, () => s.staging.received.some((r) => header(r.rawHeaders, 'x-request-id') === `kept-${i}`));
   };
   let i = 0;
   for (; i < 120; i++) await send(i);
-  const client = redis.client();
+  const client = s.client();
   try {
-    assert.ok((await client.xlen(`{${stack.env.MIRRORPLANE_PREFIX}}:stream`)) >= 120, 'finished entries are retained');
+    assert.ok((await client.xlen(s.keys().stream)) >= 120, 'finished entries are retained');
   } finally {
     client.disconnect();
   }

@@ -8,12 +8,13 @@ import {
   ProductionResponsesOptions,
   compileComparison,
   compileIdMapping,
+  productionKeys,
   ReplayLaterError,
   type OutgoingRequest,
   type PipelineContext,
   type ReplayResponse,
 } from '@mirrorplane/core';
-import { createProductionStage, productionKeys, storeProductionResponse, type ComparisonContext, type ProductionStageObserver } from '@mirrorplane/runtime';
+import { createProductionStage, storeProductionResponse, type ComparisonContext, type ProductionStageObserver } from '@mirrorplane/runtime';
 import { RedisServer } from '../helpers/index.js';
 
 /**

@@ -27,9 +27,13 @@ after(async () => {
 
 interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: string }
 
+/** Session cookie → the session key given with it at login: `call` sends it like the dashboard's pages do. */
+const sessionKeys = new Map<string, string>();
+
 function call(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+  const key = headers.cookie !== undefined && !('x-mirrorplane-session-key' in headers) ? sessionKeys.get(headers.cookie) : undefined;
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...headers } }, (res) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...(key ? { 'x-mirrorplane-session-key': key } : {}), ...headers } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
@@ -46,6 +50,9 @@ async function login(port: number): Promise<string> {
   const cookie = String(res.headers['set-cookie']);
   assert.match(cookie, /HttpOnly/);
   assert.match(cookie, /SameSite=Strict/);
+  const key = /#mp-session-key=([A-Za-z0-9_-]{43})$/.exec(String(res.headers.location))?.[1];
+  assert.ok(key, `the session key in the redirect's fragment: ${res.headers.location}`);
+  sessionKeys.set(cookie.split(';')[0] as string, key);
   return cookie.split(';')[0] as string;
 }
 
@@ -116,6 +123,11 @@ test('attacks on the dashboard: no credentials 401, wrong Host 421, cross-site c
     const cookie = await login(port);
     const authed = { cookie };
     for (const path of every.slice(0, -1)) assert.equal((await call(port, 'GET', path, authed)).status, 200, path);
+    // The cookie alone (what any other service on this host name receives) reads no data and changes nothing.
+    for (const path of ['/api/status', '/queues/api/queues', '/queues/API/queues', '/queues/api/queues/retry/1']) {
+      assert.equal((await call(port, 'GET', path, { cookie, 'x-mirrorplane-session-key': '' })).status, 401, path);
+    }
+    assert.equal((await call(port, 'PUT', '/queues/api/queues/retry/retry/failed', { cookie, origin, 'x-mirrorplane-session-key': 'x'.repeat(43) })).status, 401);
     // A wrong Host with a valid session: DNS rebinding gets nothing.
     assert.equal((await call(port, 'GET', '/queues/api/queues', { ...authed, host: `evil.example:${port}` })).status, 421);
 

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { Redis } from 'ioredis';
-import { productionKeys } from '@mirrorplane/runtime';
 import { RedisServer, Stack, freePort } from '../helpers/index.js';
+import { productionKeys } from '@mirrorplane/core';
 
 /**
  * The intake (`POST /production-responses` on the ingress admin port, a real ingress process)

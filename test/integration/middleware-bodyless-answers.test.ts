@@ -5,10 +5,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { productionKeys } from '@mirrorplane/runtime';
 import { mirrorplaneResponses } from '../../examples/mirrorplane-middleware.mjs';
 import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 import { startNginx } from '../helpers/nginx.js';
+import { productionKeys } from '@mirrorplane/core';
 
 /**
  * The shipped middleware in a plain node:http app, through real nginx, a real ingress and

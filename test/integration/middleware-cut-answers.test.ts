@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { IdMappingOptions, compileIdMapping, type OutgoingRequest, type PipelineContext } from '@mirrorplane/core';
-import { createProductionStage, productionKeys, type ProductionStageObserver } from '@mirrorplane/runtime';
+import { IdMappingOptions, compileIdMapping, type OutgoingRequest, type PipelineContext, productionKeys } from '@mirrorplane/core';
+import { createProductionStage, type ProductionStageObserver } from '@mirrorplane/runtime';
 import { mirrorplaneResponses } from '../../examples/mirrorplane-middleware.mjs';
 import { RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
 

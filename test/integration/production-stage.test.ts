@@ -13,8 +13,9 @@ import {
   type OutgoingRequest,
   type PipelineContext,
   type ReplayResponse,
+  productionKeys,
 } from '@mirrorplane/core';
-import { createProductionStage, productionKeys, storeProductionResponse, type ComparisonContext, type ProductionStageObserver } from '@mirrorplane/runtime';
+import { createProductionStage, storeProductionResponse, type ComparisonContext, type ProductionStageObserver } from '@mirrorplane/runtime';
 import { RedisServer } from '../helpers/index.js';
 
 /**

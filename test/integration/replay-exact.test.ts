@@ -1,23 +1,9 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, assertStagingHeaders, header, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { assertStagingHeaders, header, RecordingServer, requestHead, sendRaw, useStack, waitFor } from '../helpers/index.js';
 
-let redis: RedisServer;
-let staging: RecordingServer;
-let stack: Stack;
-
-before(async () => {
-  redis = await RedisServer.start();
-  staging = await RecordingServer.start();
-  stack = await Stack.start({ redis, stagingUrl: staging.url });
-});
-
-after(async () => {
-  await stack?.close();
-  await staging?.close();
-  await redis?.close();
-});
+const s = useStack({ staging: true, roles: {} });
 
 interface Case {
   method: string;
@@ -61,15 +47,15 @@ test('staging receives every method, body and header byte for byte', async () =>
   });
 
   for (const c of cases) {
-    const res = await sendRaw(stack.ingressPort, requestHead(c.method, c.target, c.headers, c.body.length > 0 ? c.body.length : undefined), c.body);
+    const res = await sendRaw(s.roles.ingressPort, requestHead(c.method, c.target, c.headers, c.body.length > 0 ? c.body.length : undefined), c.body);
     assert.equal(res.status, 200, `${c.method} ${c.target.slice(0, 40)} accepted`);
   }
-  await waitFor(`staging to receive ${cases.length} requests`, () => staging.received.length >= cases.length, 60_000);
-  assert.equal(staging.received.length, cases.length);
-  const stagingHost = new URL(staging.url).host;
+  await waitFor(`staging to receive ${cases.length} requests`, () => s.staging.received.length >= cases.length, 60_000);
+  assert.equal(s.staging.received.length, cases.length);
+  const stagingHost = new URL(s.staging.url).host;
   for (const c of cases) {
     const id = header(c.headers, 'x-request-id') as string;
-    const got = staging.received.filter((r) => header(r.rawHeaders, 'x-request-id') === id);
+    const got = s.staging.received.filter((r) => header(r.rawHeaders, 'x-request-id') === id);
     assert.equal(got.length, 1, `one replay of ${id}`);
     const r = got[0]!;
     assert.equal(r.method, c.method);
@@ -82,23 +68,23 @@ test('staging receives every method, body and header byte for byte', async () =>
 });
 
 test('the stream is empty after a drained load and status agrees with what was sent', async () => {
-  const before = staging.received.length;
+  const before = s.staging.received.length;
   const total = 300;
   await Promise.all(
     Array.from({ length: total }, (_, i) =>
-      sendRaw(stack.ingressPort, requestHead('POST', `/load/${i}`, ['Host', 'x'], 3), Buffer.from('abc')).then((r) => assert.equal(r.status, 200)),
+      sendRaw(s.roles.ingressPort, requestHead('POST', `/load/${i}`, ['Host', 'x'], 3), Buffer.from('abc')).then((r) => assert.equal(r.status, 200)),
     ),
   );
-  await waitFor('the load to drain', () => staging.received.length >= before + total, 60_000);
+  await waitFor('the load to drain', () => s.staging.received.length >= before + total, 60_000);
   const status = await waitFor('status to settle', async () => {
-    const s = await stack.status();
-    return s.backlog === 0 && s.pending === 0 ? s : null;
+    const st = await s.roles.status();
+    return st.backlog === 0 && st.pending === 0 ? st : null;
   });
   const { backlog, pending, retrying, failed, replayed, oldestBacklogAgeMs } = status;
-  assert.deepEqual({ backlog, pending, retrying, failed, replayed, oldestBacklogAgeMs }, { backlog: 0, pending: 0, retrying: 0, failed: 0, replayed: staging.received.length, oldestBacklogAgeMs: null });
-  const client = redis.client();
+  assert.deepEqual({ backlog, pending, retrying, failed, replayed, oldestBacklogAgeMs }, { backlog: 0, pending: 0, retrying: 0, failed: 0, replayed: s.staging.received.length, oldestBacklogAgeMs: null });
+  const client = s.client();
   try {
-    assert.equal(await client.xlen(`{${stack.env.MIRRORPLANE_PREFIX}}:stream`), 0, 'finished entries leave Redis');
+    assert.equal(await client.xlen(s.keys().stream), 0, 'finished entries leave Redis');
   } finally {
     client.disconnect();
   }
@@ -107,13 +93,13 @@ test('the stream is empty after a drained load and status agrees with what was s
 test('an absolute-form target or a forged Host cannot send the replay anywhere but staging', async () => {
   const elsewhere = await RecordingServer.start();
   try {
-    const before = staging.received.length;
-    const res = await sendRaw(stack.ingressPort, requestHead('GET', `http://127.0.0.1:${elsewhere.port}/steal?x=1`, ['Host', `127.0.0.1:${elsewhere.port}`, 'X-Request-ID', 'req-abs']));
+    const before = s.staging.received.length;
+    const res = await sendRaw(s.roles.ingressPort, requestHead('GET', `http://127.0.0.1:${elsewhere.port}/steal?x=1`, ['Host', `127.0.0.1:${elsewhere.port}`, 'X-Request-ID', 'req-abs']));
     assert.equal(res.status, 200);
-    await waitFor('the replay', () => staging.received.length > before);
-    const r = staging.received.find((x) => header(x.rawHeaders, 'x-request-id') === 'req-abs')!;
+    await waitFor('the replay', () => s.staging.received.length > before);
+    const r = s.staging.received.find((x) => header(x.rawHeaders, 'x-request-id') === 'req-abs')!;
     assert.equal(r.url, '/steal?x=1');
-    assert.equal(header(r.rawHeaders, 'host'), new URL(staging.url).host);
+    assert.equal(header(r.rawHeaders, 'host'), new URL(s.staging.url).host);
     assert.equal(elsewhere.received.length, 0);
   } finally {
     await elsewhere.close();

@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, freePort, header, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, freePort, header, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
 
 let redis: RedisServer;
 
@@ -11,12 +11,6 @@ before(async () => {
 after(async () => {
   await redis?.close();
 });
-
-function delayed(ms: number) {
-  return (_req: Received, res: import('node:http').ServerResponse) => {
-    setTimeout(() => res.writeHead(200).end(), ms);
-  };
-}
 
 async function send(stack: Stack, count: number, tag: string): Promise<void> {
   for (let i = 0; i < count; i += 25) {

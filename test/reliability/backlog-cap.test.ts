@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
 import { SteadyLoad, assertAtLeastOnce, metric, missing } from './steady-load.js';
 
 let redis: RedisServer;
@@ -14,7 +14,6 @@ after(async () => {
   await redis?.close();
 });
 
-const delayed = (ms: number) => (_req: Received, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(), ms);
 
 /** Until the ingress has reached Redis it answers 503 redis_unavailable. */
 const ready = (adminPort: number) => waitFor('the ingress to be ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);

@@ -16,7 +16,7 @@ before(async () => {
   redis = await RedisServer.start();
   staging = await RecordingServer.start();
   adminPort = await freePort();
-  stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { BODY_TIMEOUT_MS: '1000', MAX_HEADER_BYTES: '16384' } });
+  stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { BODY_TIMEOUT_MS: '1000', HEADERS_TIMEOUT_MS: '500', MAX_HEADER_BYTES: '16384' } });
   await stack.ingress.stop('SIGKILL');
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
   await stack.addWorker();
@@ -75,6 +75,26 @@ test('a body slower than BODY_TIMEOUT_MS gets 408, counted once as body_timeout'
   assert.equal(await dropped('aborted'), 0);
   assert.equal(await dropped('bad_request'), badBefore, 'the client closing after the 408 is not another bad request');
   await stillServing('/after-408');
+});
+
+test('a head slower than HEADERS_TIMEOUT_MS gets 408, counted once as headers_timeout; the socket is closed', async () => {
+  const before = await dropped('headers_timeout');
+  const bodyBefore = await dropped('body_timeout');
+  const socket = connect(stack.ingressPort, '127.0.0.1');
+  const answer = new Promise<string>((resolve) => {
+    let text = '';
+    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(text));
+  });
+  // Part of a head, then nothing: a slowloris on the head (HEADERS_TIMEOUT_MS 500 < BODY_TIMEOUT_MS 1000).
+  socket.write('GET /slow-head HTTP/1.1\r\nHost: x\r\nX-Partial: yes');
+  const text = await answer;
+  assert.match(text, /^HTTP\/1\.1 408 /);
+  assert.match(text, /x-mirrorplane-drop: headers_timeout\r\n/);
+  assert.equal(await dropped('headers_timeout'), before + 1);
+  assert.equal(await dropped('body_timeout'), bodyBefore, 'counted once, under headers_timeout');
+  await stillServing('/after-head-408');
 });
 
 test('Expect: 100-continue gets 100 before the body, then 200; staging gets the body and no Expect', async () => {

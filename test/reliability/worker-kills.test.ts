@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, waitFor } from '../helpers/index.js';
 import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
 
 let redis: RedisServer;
@@ -14,7 +14,6 @@ after(async () => {
   await redis?.close();
 });
 
-const delayed = (ms: number) => (_req: Received, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(), ms);
 
 test('workers SIGKILLed at random points under steady load, three times: every accepted request reaches staging', async () => {
   const staging = await RecordingServer.start(delayed(10));

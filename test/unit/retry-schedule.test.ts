@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ReplayLaterError, StagingStatusError } from '@mirrorplane/core';
+import { MappingPendingError, StagingStatusError } from '@mirrorplane/core';
 import { nextRetryDelay, retryCap, retryPolicyOf, type RetryPolicy } from '../../apps/worker/src/retry-schedule.js';
 import { classifyReplay } from '../../apps/worker/src/replay-outcome.js';
 
@@ -76,7 +76,7 @@ test('classifyReplay: one verdict per kind of result, for both paths', () => {
   const p: RetryPolicy = { initialDelayMs: 100, maxDelayMs: 1000, windowMs: 10_000, maxAttempts: 0 };
   assert.deepEqual(classifyReplay({ ok: true, outcome: { kind: 'replayed', status: 204, ms: 3 } }, 1, p, 0, 3, 0), { kind: 'replayed', status: 204, ms: 3 });
   assert.deepEqual(classifyReplay({ ok: true, outcome: { kind: 'dropped' } }, 1, p, 0, 3, 0), { kind: 'dropped' });
-  assert.equal(classifyReplay({ ok: false, error: new ReplayLaterError('MP_ERR_TEST_WAIT', 'wait', 250) }, 1, p, 0, 3, 0).kind, 'later');
+  assert.equal(classifyReplay({ ok: false, error: new MappingPendingError(250, 'order', 'ord_1') }, 1, p, 0, 3, 0).kind, 'later');
   const retryable = new StagingStatusError(503);
   const retry = classifyReplay({ ok: false, error: retryable }, 1, p, 0, 3, 0);
   assert.equal(retry.kind, 'retry');

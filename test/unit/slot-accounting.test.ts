@@ -146,5 +146,5 @@ test('slot accounting: waiters wake on release and on close; whenEmpty resolves 
   slots.release('b');
   await done;
   assert.equal(slots.held, 0);
-  assert.throws(() => new SlotAccounting(0), RangeError);
+  assert.throws(() => new SlotAccounting(0), { code: 'MP_ERR_INTERNAL' });
 });

@@ -1,7 +1,7 @@
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { keysFor, type Config } from '@mirrorplane/core';
-import { checkDeployment, closeRedis, createLogger, openRedis, type DeploymentCheck, type RetryJobData } from '@mirrorplane/runtime';
+import { checkDeployment, closeRedis, createLogger, createRetryQueue, openRedis, type DeploymentCheck, type RetryJobData } from '@mirrorplane/runtime';
 import { VERSION } from './version.js';
 
 /** What an operator command works with: one connection for commands, the retry queue on another. */
@@ -26,7 +26,7 @@ export async function withOperatorConnection<T>(config: Config, fn: (ctx: Operat
   try {
     bull = await openRedis(config, purpose, logger);
     const keys = keysFor(config.prefix);
-    queue = new Queue<RetryJobData>(keys.retryQueue, { connection: bull, prefix: keys.bullPrefix, skipMetasUpdate: true });
+    queue = createRetryQueue(keys, bull, { skipMetasUpdate: true });
     queue.on('error', () => undefined);
     const deployment = await checkDeployment(redis, config, 'read', VERSION);
     return await fn({ redis, queue, deployment });

@@ -14,12 +14,43 @@ import { isLoopback } from '@mirrorplane/core';
  *   browser send it). A form and a cookie rather than a bearer header alone: a browser sends
  *   no header of its own on navigation, so a bearer-only dashboard cannot be opened by URL;
  *   bull-board-style tools are put behind a login page, which is what operators expect.
+ * - Session key: cookies are scoped by host, not port, so over http every other service on
+ *   the dashboard's host name receives the session cookie. A cookie alone therefore opens
+ *   only pages (HTML and scripts, which hold no job data); every API call (any path with an
+ *   `/api/` segment) and every change also needs `x-mirrorplane-session-key`, a second secret
+ *   given at login in the redirect's fragment (never sent to a server) and kept in the
+ *   dashboard origin's localStorage, which browsers scope by port. The dashboard's pages add
+ *   the header to their own requests (`SESSION_KEY_SCRIPT`).
  * - Cross-site requests: a call that changes anything (any method but GET/HEAD) made with the
  *   cookie must also carry an Origin naming this dashboard; SameSite=Strict is the first wall,
  *   the Origin check the second (older browsers, same-site sibling hosts).
  */
 
 export const SESSION_COOKIE = 'mp_dashboard_session';
+/** The header carrying the session key (see the class comment). */
+export const SESSION_KEY_HEADER = 'x-mirrorplane-session-key';
+/** Where the login redirect carries the session key: `/#mp-session-key=<key>`. */
+export const SESSION_KEY_FRAGMENT = 'mp-session-key';
+
+/**
+ * Run first in every HTML page the dashboard serves: moves the session key from the login
+ * redirect's fragment to localStorage (this origin only: scheme, host and port), and adds it
+ * as SESSION_KEY_HEADER to the page's own same-origin fetch and XMLHttpRequest calls.
+ */
+export const SESSION_KEY_SCRIPT = `<script>(function(){var N='mp_dashboard_key',H='${SESSION_KEY_HEADER}',F='#${SESSION_KEY_FRAGMENT}=';
+try{if(location.hash.indexOf(F)===0){localStorage.setItem(N,decodeURIComponent(location.hash.slice(F.length)));history.replaceState(null,'',location.pathname+location.search);}}catch(e){}
+function key(){try{return localStorage.getItem(N)}catch(e){return null}}
+function same(u){try{return new URL(String(u),location.href).origin===location.origin}catch(e){return false}}
+var f=window.fetch;if(f){window.fetch=function(i,o){var u=(typeof Request!=='undefined'&&i instanceof Request)?i.url:i;var k=key();if(k&&same(u)){o=Object.assign({},o);var h=new Headers(o.headers||((typeof Request!=='undefined'&&i instanceof Request)?i.headers:undefined));h.set(H,k);o.headers=h;}return f.call(this,i,o)};}
+var P=XMLHttpRequest.prototype,op=P.open,sd=P.send;P.open=function(m,u){this.__mp=same(u);return op.apply(this,arguments)};P.send=function(){var k=key();if(this.__mp&&k){try{this.setRequestHeader(H,k)}catch(e){}}return sd.apply(this,arguments)};})();</script>`;
+
+/** An HTML page with SESSION_KEY_SCRIPT first in its head. */
+export function withSessionKeyScript(html: string): string {
+  const at = html.search(/<head[^>]*>/i);
+  if (at < 0) return SESSION_KEY_SCRIPT + html;
+  const end = html.indexOf('>', at) + 1;
+  return html.slice(0, end) + SESSION_KEY_SCRIPT + html.slice(end);
+}
 /** A session lasts this long after login, then the operator logs in again. */
 export const SESSION_TTL_MS = 12 * 3_600_000;
 /** Sessions kept at most; the oldest is dropped past this (a flood of logins cannot grow memory). */
@@ -27,7 +58,58 @@ const MAX_SESSIONS = 1024;
 
 export type AuthOutcome =
   | { ok: true; via: 'open' | 'cookie' | 'bearer'; session: string | null }
-  | { ok: false; status: 401 | 403 | 421; reason: 'unexpected_host' | 'unauthenticated' | 'cross_site' };
+  | { ok: false; status: 401 | 403 | 421; reason: 'unexpected_host' | 'unauthenticated' | 'cross_site' }
+  | { ok: false; status: 429; reason: 'throttled'; retryAfterS: number };
+
+/** Wrong tokens from one address before it is throttled. */
+export const THROTTLE_AFTER_FAILURES = 10;
+/** Guesses a throttled address may make per minute. */
+export const THROTTLE_PER_MINUTE = 5;
+/** Addresses remembered at most (the oldest forgotten first). */
+const MAX_THROTTLED_ADDRESSES = 10_000;
+
+/**
+ * Throttles wrong-token guesses (login form and bearer header alike) per remote address:
+ * after THROTTLE_AFTER_FAILURES failures in a row, an address gets THROTTLE_PER_MINUTE tries
+ * per minute (a token bucket); past that every credential it presents, right or wrong, is
+ * answered 429 with Retry-After, unchecked. A right token resets the address. Counted in
+ * `throttled` and `failures`.
+ */
+export class GuessThrottle {
+  readonly #state = new Map<string, { failures: number; tokens: number; at: number }>();
+  /** Wrong tokens seen, and tries refused with 429, since start. */
+  failures = 0;
+  throttled = 0;
+
+  /** Seconds to wait before this address may try again, or 0 when it may try now (the try is counted). */
+  take(address: string, now = Date.now()): number {
+    const s = this.#state.get(address);
+    if (!s || s.failures < THROTTLE_AFTER_FAILURES) return 0;
+    s.tokens = Math.min(THROTTLE_PER_MINUTE, s.tokens + ((now - s.at) / 60_000) * THROTTLE_PER_MINUTE);
+    s.at = now;
+    if (s.tokens >= 1) {
+      s.tokens -= 1;
+      return 0;
+    }
+    this.throttled++;
+    return Math.max(1, Math.ceil(((1 - s.tokens) * 60_000) / THROTTLE_PER_MINUTE / 1000));
+  }
+
+  failed(address: string, now = Date.now()): void {
+    this.failures++;
+    let s = this.#state.get(address);
+    if (!s) {
+      if (this.#state.size >= MAX_THROTTLED_ADDRESSES) this.#state.delete(this.#state.keys().next().value as string);
+      s = { failures: 0, tokens: 0, at: now };
+      this.#state.set(address, s);
+    }
+    s.failures++;
+  }
+
+  succeeded(address: string): void {
+    this.#state.delete(address);
+  }
+}
 
 export interface DashboardAuthOptions {
   /** The address the dashboard binds. */
@@ -49,8 +131,9 @@ export function checkDashboardBind(host: string, token: string | null): string |
 export class DashboardAuth {
   readonly #o: DashboardAuthOptions;
   readonly #tokenDigest: Buffer | null;
-  /** Session id digest → expiry (ms since the epoch). Only digests are kept. */
-  readonly #sessions = new Map<string, number>();
+  readonly throttle = new GuessThrottle();
+  /** Session id digest → expiry (ms since the epoch) and the session key's digest. Only digests are kept. */
+  readonly #sessions = new Map<string, { expires: number; key: Buffer }>();
 
   constructor(options: DashboardAuthOptions) {
     this.#o = options;
@@ -81,11 +164,22 @@ export class DashboardAuth {
     let session: string | null = null;
     if (this.#tokenDigest !== null) {
       const auth = req.headers.authorization;
-      if (auth !== undefined && /^bearer /i.test(auth) && this.tokenMatches(auth.slice(7).trim())) {
+      if (auth !== undefined && /^bearer /i.test(auth)) {
+        const address = req.socket.remoteAddress ?? '';
+        const wait = this.throttle.take(address);
+        if (wait > 0) return { ok: false, status: 429, reason: 'throttled', retryAfterS: wait };
+        if (!this.tokenMatches(auth.slice(7).trim())) {
+          this.throttle.failed(address);
+          return { ok: false, status: 401, reason: 'unauthenticated' };
+        }
+        this.throttle.succeeded(address);
         via = 'bearer';
       } else {
         session = this.#sessionOf(req);
         if (session === null) return { ok: false, status: 401, reason: 'unauthenticated' };
+        if ((mutating || needsSessionKey(req.url ?? '/')) && !this.#keyMatches(session, req.headers[SESSION_KEY_HEADER])) {
+          return { ok: false, status: 401, reason: 'unauthenticated' };
+        }
         via = 'cookie';
       }
     }
@@ -108,15 +202,23 @@ export class DashboardAuth {
     return timingSafeEqual(digest(presented), this.#tokenDigest);
   }
 
-  /** A new session; returns the Set-Cookie value. */
-  startSession(now = Date.now()): { cookie: string; id: string } {
+  /** Whether the session key presented is the one given with this session at login. */
+  #keyMatches(session: string, presented: string | string[] | undefined): boolean {
+    const entry = this.#sessions.get(digest(session).toString('hex'));
+    if (!entry || typeof presented !== 'string') return false;
+    return timingSafeEqual(digest(presented), entry.key);
+  }
+
+  /** A new session; returns the Set-Cookie value, the session id and its key (see the class comment). */
+  startSession(now = Date.now()): { cookie: string; id: string; key: string } {
     const id = randomBytes(32).toString('base64url');
+    const key = randomBytes(32).toString('base64url');
     if (this.#sessions.size >= MAX_SESSIONS) {
       const oldest = this.#sessions.keys().next().value;
       if (oldest !== undefined) this.#sessions.delete(oldest);
     }
-    this.#sessions.set(digest(id).toString('hex'), now + SESSION_TTL_MS);
-    return { id, cookie: `${SESSION_COOKIE}=${id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}` };
+    this.#sessions.set(digest(id).toString('hex'), { expires: now + SESSION_TTL_MS, key: digest(key) });
+    return { id, key, cookie: `${SESSION_COOKIE}=${id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}` };
   }
 
   /** Ends the request's session, if any; returns the Set-Cookie value that clears it. */
@@ -135,7 +237,7 @@ export class DashboardAuth {
     const id = cookieValue(req.headers.cookie, SESSION_COOKIE);
     if (id === null) return null;
     const key = digest(id).toString('hex');
-    const expires = this.#sessions.get(key);
+    const expires = this.#sessions.get(key)?.expires;
     if (expires === undefined) return null;
     if (expires <= now) {
       this.#sessions.delete(key);
@@ -143,6 +245,11 @@ export class DashboardAuth {
     }
     return id;
   }
+}
+
+/** Whether a path (request-target) reads or changes data: an `/api/` segment, any case (express routes case-insensitively). */
+export function needsSessionKey(target: string): boolean {
+  return /\/api(\/|$)/i.test(target.split('?', 1)[0] as string);
 }
 
 function digest(s: string): Buffer {

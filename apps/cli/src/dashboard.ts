@@ -1,14 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { ConfigError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { closeRedis, createRedis, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
+import { DashboardBindError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { closeRedis, createRedis, createRetryQueue, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
-import { DashboardAuth, checkDashboardBind, loginPage } from './dashboard-auth.js';
+import { DashboardAuth, SESSION_KEY_FRAGMENT, SESSION_KEY_HEADER, checkDashboardBind, loginPage, withSessionKeyScript } from './dashboard-auth.js';
 
 export interface DashboardOptions {
   config: Config;
@@ -22,10 +22,25 @@ export interface DashboardOptions {
   allowedHosts?: readonly string[];
 }
 
+/** Our own page, with the session key script. */
+const PAGE = withSessionKeyScript(DASHBOARD_PAGE);
 /** Where bull-board is mounted. */
 const QUEUES_PATH = '/queues';
 /** Largest login form accepted. */
 const MAX_LOGIN_BYTES = 4096;
+/**
+ * Headers on every answer the dashboard gives: no framing by another site (clickjacking of
+ * bull-board's buttons), no content sniffing, no Referer carrying a URL out, nothing cached.
+ * Referrer-Policy is `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends
+ * `Origin: null` on a same-origin form POST, which the login's cross-site check must refuse.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  'x-frame-options': 'DENY',
+  'content-security-policy': "frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'same-origin',
+  'cache-control': 'no-store',
+});
 /** Job states whose removal loses nothing that was accepted and is still to be replayed. */
 const FINISHED_STATES = new Set(['failed', 'completed']);
 
@@ -44,84 +59,171 @@ export type DashboardAction =
   | { kind: 'remove-job'; jobId: string }
   | { kind: 'refused'; why: string };
 
-/** Classifies a mutating call to bull-board's API by its path below /queues. */
+/**
+ * Classifies a mutating call to bull-board's API by its path below /queues, as bull-board's
+ * router (express: routes tried in order, literal segments matched case-insensitively, one
+ * trailing slash ignored, parameters percent-decoded) would route it. The path must have
+ * passed `dashboardTarget` first (no fragment, no encoded `/` or `.`), so what is classified
+ * here is what the router runs.
+ */
 export function classifyDashboardAction(method: string, path: string): DashboardAction {
-  const m = /^\/api\/queues\/([^/]+)\/(.+)$/.exec(path);
-  if (method !== 'PUT' || !m) return { kind: 'refused', why: 'not a change the dashboard makes (use the CLI)' };
-  const rest = m[2] as string;
-  if (rest === 'retry/failed') return { kind: 'retry-all-failed' };
-  if (rest === 'clean/failed' || rest === 'clean/completed') return { kind: 'clean', status: rest.slice(6) as 'failed' | 'completed' };
-  if (rest.startsWith('clean/')) return { kind: 'refused', why: 'deleting entries that are accepted and not finished is not done from the dashboard (mirrorplane purge)' };
-  if (rest === 'promote') return { kind: 'promote-all' };
-  const job = /^([^/]+)\/(retry|promote|clean)$/.exec(rest);
-  if (job) {
-    const jobId = decodeURIComponent(job[1] as string);
-    return job[2] === 'retry' ? { kind: 'retry-job', jobId } : job[2] === 'promote' ? { kind: 'promote-job', jobId } : { kind: 'remove-job', jobId };
+  const notOurs: DashboardAction = { kind: 'refused', why: 'not a change the dashboard makes (use the CLI)' };
+  const unfinished: DashboardAction = { kind: 'refused', why: 'deleting entries that are accepted and not finished is not done from the dashboard (mirrorplane purge)' };
+  if (method !== 'PUT') return notOurs;
+  const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  const seg = trimmed.split('/').slice(1);
+  if (seg.length < 4 || seg[0]?.toLowerCase() !== 'api' || seg[1]?.toLowerCase() !== 'queues' || seg.some((s) => s === '')) return notOurs;
+  const [a, b, ...more] = seg.slice(3) as [string, string | undefined, ...string[]];
+  const la = a.toLowerCase();
+  const lb = b?.toLowerCase();
+  let param: string;
+  try {
+    param = decodeURIComponent(b ?? a);
+  } catch {
+    return notOurs;
   }
-  if (rest === 'empty' || rest === 'obliterate') return { kind: 'refused', why: 'deleting entries that are accepted and not finished is not done from the dashboard (mirrorplane purge)' };
-  return { kind: 'refused', why: 'not a change the dashboard makes (use the CLI)' };
+  if (more.length > 0) return notOurs;
+  if (b === undefined) {
+    if (la === 'promote') return { kind: 'promote-all' };
+    if (la === 'empty' || la === 'obliterate') return unfinished;
+    return notOurs;
+  }
+  if (la === 'retry') return param === 'failed' ? { kind: 'retry-all-failed' } : notOurs;
+  if (la === 'clean') return param === 'failed' || param === 'completed' ? { kind: 'clean', status: param } : unfinished;
+  if (la === 'rate-limit' || la === 'job-schedulers') return notOurs;
+  let jobId: string;
+  try {
+    jobId = decodeURIComponent(a);
+  } catch {
+    return notOurs;
+  }
+  if (lb === 'retry') return { kind: 'retry-job', jobId };
+  if (lb === 'promote') return { kind: 'promote-job', jobId };
+  if (lb === 'clean') return { kind: 'remove-job', jobId };
+  return notOurs;
 }
-
-type RedactedJob = { toJSON(): Record<string, unknown> };
 
 /**
- * bull-board's adapter over the retry queue, showing every job redacted: headers and query
- * parameters by the redaction lists, bodies by their size only, names and failure reasons
- * through the same text redaction. The job itself (retry, remove) is untouched.
+ * The request-target the dashboard serves, checked before anything reads it: origin-form
+ * (`/path?query`), no fragment (`#`), no backslash, no control or space characters, no empty,
+ * `.` or `..` segment, and no percent-encoding of `/`, `\`, `.`, `#`, `?` or of a character that
+ * needs none (`%63lean`). What passes routes the same in bull-board's router (express, which
+ * matches literal segments raw and decodes parameters) as in `classifyDashboardAction`, which
+ * reads the same path: the check and the router cannot disagree on what a target does.
+ * Returns the path and the target to hand on, or the reason it is refused (answered 400).
  */
-class RedactedBullMQAdapter extends BullMQAdapter {
-  readonly #redactor: Redactor;
-
-  constructor(queue: Queue, redactor: Redactor, options: ConstructorParameters<typeof BullMQAdapter>[1]) {
-    super(queue, options);
-    this.#redactor = redactor;
+export function dashboardTarget(raw: string): { ok: true; path: string; url: string } | { ok: false; why: string } {
+  if (raw.length === 0 || raw[0] !== '/') return { ok: false, why: 'the request-target must be origin-form (/path?query)' };
+  if (raw.length > 8192) return { ok: false, why: 'the request-target is too long' };
+  if (/[#\\\x00-\x20\x7f-\uffff]/.test(raw)) return { ok: false, why: 'the request-target holds a fragment, a backslash, or a space or control character' };
+  const q = raw.indexOf('?');
+  const path = q < 0 ? raw : raw.slice(0, q);
+  for (const m of path.matchAll(/%([0-9A-Fa-f]{2})?/g)) {
+    if (m[1] === undefined) return { ok: false, why: 'the path holds a malformed percent-encoding' };
+    const c = String.fromCharCode(parseInt(m[1], 16));
+    if (/[A-Za-z0-9\-._~/\\#?]/.test(c)) return { ok: false, why: `the path percent-encodes ${JSON.stringify(c)}, which routers read differently` };
   }
-
-  override async getJob(id: string) {
-    const job = await super.getJob(id);
-    if (job) this.#wrap(job as unknown as RedactedJob);
-    return job;
+  const segments = path.split('/').slice(1);
+  if (segments.some((s, i) => s === '.' || s === '..' || (s === '' && i < segments.length - 1))) {
+    return { ok: false, why: 'the path holds an empty, "." or ".." segment' };
   }
-
-  override async getJobs(...args: Parameters<BullMQAdapter['getJobs']>) {
-    const jobs = await super.getJobs(...args);
-    for (const job of jobs) this.#wrap(job as unknown as RedactedJob);
-    return jobs;
-  }
-
-  #wrap(job: RedactedJob): void {
-    const original = job.toJSON.bind(job);
-    job.toJSON = () => redactJobJson(original(), this.#redactor);
-  }
+  return { ok: true, path, url: raw };
 }
 
-/** A job as bull-board shows it, with secrets and bodies hidden. */
-export function redactJobJson(json: Record<string, unknown>, redactor: Redactor): Record<string, unknown> {
-  const text = (v: unknown) => (typeof v === 'string' ? redactor.text(v) : v);
-  const data = json.data as Partial<RetryJobData> | undefined;
-  let shown: unknown = data;
-  if (data && typeof data === 'object') {
-    const entry = data.entry;
-    shown = {
-      ...data,
-      entry: entry && typeof entry === 'object' ? {
-        ...entry,
-        target: typeof entry.target === 'string' ? redactor.target(entry.target) : entry.target,
-        headers: Array.isArray(entry.headers) ? redactor.headers(entry.headers) : entry.headers,
-        body: typeof entry.body === 'string' ? `[${Buffer.byteLength(entry.body, 'base64')} bytes, not shown]` : entry.body,
-      } : entry,
-      raw: data.raw ? Object.fromEntries(Object.entries(data.raw).map(([k, v]) => [k, `[${Buffer.byteLength(String(v), 'base64')} bytes, not shown]`])) : data.raw,
-      failReason: text(data.failReason),
-    };
+/**
+ * Makes every answer bull-board writes on `res` go out through the dashboard: JSON redacted
+ * (see `redactAnswer`), whatever route reads jobs (list, job, flow, logs, schedulers, and
+ * routes a later version adds); HTML with the session key script (see DashboardAuth). Other
+ * answers (scripts, styles, images) go out unchanged.
+ */
+export function redactJsonAnswers(res: ServerResponse, redactor: Redactor): void {
+  transformAnswers(res, (type) => {
+    if (/json/i.test(type)) {
+      return (raw) => {
+        try {
+          return JSON.stringify(redactAnswer(JSON.parse(raw.toString('utf8')), redactor));
+        } catch {
+          return JSON.stringify({ error: 'answer not shown: it could not be redacted' });
+        }
+      };
+    }
+    if (/^text\/html/i.test(type)) return (raw) => withSessionKeyScript(raw.toString('utf8'));
+    return null;
+  });
+}
+
+/** Buffers an answer whose Content-Type `pick` chooses, and writes `pick(type)(body)` instead (Content-Length fixed). */
+function transformAnswers(res: ServerResponse, pick: (contentType: string) => ((body: Buffer) => string) | null): void {
+  const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+  let chosen: ((body: Buffer) => string) | null | undefined;
+  const choose = () => (chosen === undefined ? (chosen = pick(String(res.getHeader('content-type') ?? ''))) : chosen);
+  const chunks: Buffer[] = [];
+  const toBuffer = (chunk: unknown, encoding?: unknown) =>
+    Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? encoding as BufferEncoding : 'utf8') : Buffer.from(chunk as Uint8Array);
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    if (choose() === null) return write(chunk, ...rest);
+    chunks.push(toBuffer(chunk, rest[0]));
+    const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    cb?.();
+    return true;
+  }) as ServerResponse['write'];
+  res.end = ((...args: unknown[]) => {
+    const f = choose();
+    if (f === null || res.statusCode === 304 || res.statusCode === 204) return end(...args);
+    const [chunk, encoding] = args;
+    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') chunks.push(toBuffer(chunk, encoding));
+    const body = f(Buffer.concat(chunks));
+    if (!res.headersSent) {
+      res.removeHeader('etag');
+      res.setHeader('content-length', Buffer.byteLength(body));
+    }
+    return end(body);
+  }) as ServerResponse['end'];
+}
+
+/**
+ * A bull-board answer with what is secret hidden: every job's data by `redactJobData`
+ * (headers and trailers by name, target by query name and userinfo, bodies by size only),
+ * return values dropped, and every other string (names, failure reasons, stack traces, logs)
+ * through `Redactor.text`.
+ */
+export function redactAnswer(value: unknown, redactor: Redactor): unknown {
+  if (typeof value === 'string') return redactor.text(value);
+  if (Array.isArray(value)) return value.map((v) => redactAnswer(v, redactor));
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (k === 'returnValue' || k === 'returnvalue') out[k] = v === null || v === undefined ? v : '[not shown]';
+    else if (k === 'data' && isJobData(v)) out[k] = redactAnswer(redactJobData(v, redactor), redactor);
+    else out[k] = redactAnswer(v, redactor);
   }
+  return out;
+}
+
+function isJobData(v: unknown): v is Partial<RetryJobData> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && ('entry' in v || 'raw' in v);
+}
+
+/** A retry job's data as shown: secret headers and trailers hidden, bodies by their size. */
+export function redactJobData(data: Partial<RetryJobData>, redactor: Redactor): Record<string, unknown> {
+  const entry = data.entry;
   return {
-    ...json,
-    name: text(json.name),
-    data: shown,
-    failedReason: text(json.failedReason),
-    stacktrace: Array.isArray(json.stacktrace) ? json.stacktrace.map(text) : json.stacktrace,
-    returnvalue: undefined,
+    ...data,
+    entry: entry && typeof entry === 'object' ? {
+      ...entry,
+      target: typeof entry.target === 'string' ? redactor.target(entry.target) : entry.target,
+      headers: Array.isArray(entry.headers) ? redactor.headers(entry.headers) : entry.headers,
+      ...(entry.trailers !== undefined ? { trailers: Array.isArray(entry.trailers) ? redactor.headers(entry.trailers) : '[not shown]' } : {}),
+      body: typeof entry.body === 'string' ? `[${Buffer.byteLength(entry.body, 'base64')} bytes, not shown]` : entry.body,
+    } : entry,
+    raw: data.raw && typeof data.raw === 'object' ? Object.fromEntries(Object.entries(data.raw).map(([k, v]) => [k, `[${Buffer.byteLength(String(v), 'base64')} bytes, not shown]`])) : data.raw,
   };
+}
+
+/** A BullMQ job's JSON as the dashboard may show it (see `redactAnswer`). */
+export function redactJobJson(json: Record<string, unknown>, redactor: Redactor): Record<string, unknown> {
+  return { ...(redactAnswer(json, redactor) as Record<string, unknown>), returnvalue: undefined };
 }
 
 /**
@@ -140,6 +242,7 @@ export class Dashboard {
   readonly #o: DashboardOptions;
   readonly #auth: DashboardAuth;
   readonly #readOnly: boolean;
+  readonly #redactor: Redactor;
   readonly #redis;
   readonly #bull;
   readonly #queue: Queue<RetryJobData>;
@@ -158,19 +261,20 @@ export class Dashboard {
     const problem = checkDashboardBind(options.host, options.config.adminToken);
     if (problem !== null) throw new DashboardBindError(problem);
     this.#o = options;
+    this.#redactor = new Redactor(options.config.redaction);
     this.#readOnly = options.readOnly === true;
     this.#auth = new DashboardAuth({ host: options.host, token: options.config.adminToken, allowedHosts: options.allowedHosts ?? [] });
     const keys = keysFor(options.config.prefix);
     // Long-lived connections that wait for Redis to come back, like a worker's.
     this.#redis = createRedis(options.config, 'commands', options.logger);
     this.#bull = createRedis(options.config, 'bullmq', options.logger);
-    this.#queue = new Queue<RetryJobData>(keys.retryQueue, { connection: this.#bull, prefix: keys.bullPrefix });
+    this.#queue = createRetryQueue(keys, this.#bull);
     this.#queue.on('error', (error) => options.logger.warn({ err: errorMessage(error) }, 'retry queue error'));
 
     const adapter = new ExpressAdapter();
     adapter.setBasePath(QUEUES_PATH);
     createBullBoard({
-      queues: [new RedactedBullMQAdapter(this.#queue, new Redactor(options.config.redaction), {
+      queues: [new BullMQAdapter(this.#queue, {
         displayName: `retry queue and failed set (${options.config.prefix})`,
         readOnlyMode: this.#readOnly,
         allowRetries: !this.#readOnly,
@@ -253,9 +357,22 @@ export class Dashboard {
     res.writeHead(status, headers).end(JSON.stringify({ error: message, reason }));
   }
 
+  /** 429 for an address past its wrong-token budget (see GuessThrottle); logged and counted. */
+  #throttled(req: IncomingMessage, res: ServerResponse, retryAfterS: number): void {
+    res.setHeader('retry-after', String(retryAfterS));
+    this.#o.logger.warn({ reason: 'throttled', remote: req.socket.remoteAddress, retryAfterS, throttled: this.#auth.throttle.throttled }, 'dashboard credentials throttled');
+    res.writeHead(429, { 'content-type': 'application/json', 'x-mirrorplane-refused': 'throttled' }).end(JSON.stringify({ error: `too many wrong tokens from this address: try again in ${retryAfterS} s`, reason: 'throttled' }));
+  }
+
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = req.url ?? '/';
-    const path = url.split('?')[0] as string;
+    // On every answer, bull-board's included (its own headers may add to these, not drop them).
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+    const target = dashboardTarget(req.url ?? '/');
+    if (!target.ok) {
+      this.#refuse(req, res, 400, 'bad_target', target.why);
+      return;
+    }
+    const { url, path } = target;
     if (!this.#auth.allowedHost(req.headers.host)) {
       this.#refuse(req, res, 421, 'unexpected_host', 'misdirected request: unexpected Host');
       return;
@@ -271,6 +388,10 @@ export class Dashboard {
         res.writeHead(303, { location: '/login', 'cache-control': 'no-store' }).end();
         return;
       }
+      if (verdict.reason === 'throttled') {
+        this.#throttled(req, res, verdict.retryAfterS);
+        return;
+      }
       this.#refuse(req, res, verdict.status, verdict.reason, verdict.reason === 'cross_site' ? 'a change must come from the dashboard\'s own pages' : verdict.reason === 'unauthenticated' ? 'log in at /login, or send authorization: Bearer <ADMIN_TOKEN>' : 'unexpected Host');
       return;
     }
@@ -281,6 +402,7 @@ export class Dashboard {
       // Mounted like express's app.use('/queues', board): the board sees paths relative to it.
       (req as IncomingMessage & { originalUrl?: string }).originalUrl = url;
       req.url = url.slice(QUEUES_PATH.length) || '/';
+      redactJsonAnswers(res, this.#redactor);
       this.#board(req, res, (error) => {
         if (!res.headersSent) res.writeHead(error ? 500 : 404, { 'content-type': 'text/plain' }).end(error ? 'error\n' : 'not found\n');
       });
@@ -292,7 +414,7 @@ export class Dashboard {
     }
     const html = { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'" };
     if (path === '/') {
-      res.writeHead(200, html).end(DASHBOARD_PAGE);
+      res.writeHead(200, html).end(PAGE);
     } else if (path === '/api/status') {
       const failed = 'error' in this.#frame;
       res.writeHead(failed ? 503 : 200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(this.#frame));
@@ -350,16 +472,25 @@ export class Dashboard {
       this.#refuse(req, res, 403, 'cross_site', 'log in from the dashboard\'s own page');
       return;
     }
+    const address = req.socket.remoteAddress ?? '';
+    const wait = this.#auth.throttle.take(address);
+    if (wait > 0) {
+      this.#throttled(req, res, wait);
+      return;
+    }
     const body = await readBounded(req, MAX_LOGIN_BYTES);
     const token = body === null ? null : new URLSearchParams(body).get('token');
     if (token === null || !this.#auth.tokenMatches(token)) {
-      this.#o.logger.warn({ reason: body === null ? 'too_large' : 'wrong_token', remote: req.socket.remoteAddress }, 'dashboard login refused');
+      this.#auth.throttle.failed(address);
+      this.#o.logger.warn({ reason: body === null ? 'too_large' : 'wrong_token', remote: req.socket.remoteAddress, failures: this.#auth.throttle.failures }, 'dashboard login refused');
       res.writeHead(401, page).end(loginPage('That is not the token.'));
       return;
     }
+    this.#auth.throttle.succeeded(address);
     const session = this.#auth.startSession();
     this.#o.logger.info({ session: DashboardAuth.sessionLabel(session.id), remote: req.socket.remoteAddress }, 'dashboard login');
-    res.writeHead(303, { location: '/', 'set-cookie': session.cookie, 'cache-control': 'no-store' }).end();
+    // The key rides in the fragment (never sent to a server, nor in a Referer) to the page, which keeps it in localStorage.
+    res.writeHead(303, { location: `/#${SESSION_KEY_FRAGMENT}=${session.key}`, 'set-cookie': session.cookie, [SESSION_KEY_HEADER]: session.key }).end();
   }
 
   /** Stops serving and closes every connection; every step runs even when one fails. */
@@ -375,13 +506,6 @@ export class Dashboard {
   }
 }
 
-/** Thrown when the dashboard would bind beyond loopback without ADMIN_TOKEN. */
-export class DashboardBindError extends ConfigError {
-  constructor(message: string) {
-    const colon = message.indexOf(': ');
-    super([{ key: message.slice(0, colon), message: message.slice(colon + 2) }]);
-  }
-}
 
 /** The request body as text, or null past `limit` bytes (the rest is not read). */
 function readBounded(req: IncomingMessage, limit: number): Promise<string | null> {

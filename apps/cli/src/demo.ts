@@ -1,14 +1,10 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { MirrorplaneError, keysFor } from '@mirrorplane/core';
-import { closeRedis, createLogger, createRedis, readStatus, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import { headerValue, keysFor, LocalProcessError, PrerequisiteError } from '@mirrorplane/core';
+import { closeRedis, createLogger, createRedis, createRetryQueue, freePort, LocalRedisServer, readStatus, redisServerInstalled, spawnInOwnGroup, type RetryJobData, type Status } from '@mirrorplane/runtime';
 import { NginxMirror, SampleBackend, findNginx, type ReceivedRequest } from '@mirrorplane/sample-backend';
 
 /**
@@ -27,6 +23,8 @@ export interface DemoOptions {
   port: number;
   out: (s: string) => void;
   err: (s: string) => void;
+  /** The environment the demo was started in; only PATH is passed on to the processes it starts. */
+  env: Readonly<NodeJS.ProcessEnv>;
 }
 
 const CLI = fileURLToPath(new URL('../bin/mirrorplane.js', import.meta.url));
@@ -34,20 +32,6 @@ const CLI = fileURLToPath(new URL('../bin/mirrorplane.js', import.meta.url));
 const CONFIG = fileURLToPath(new URL('../../../examples/compose/mirrorplane.yaml', import.meta.url));
 const STAGING_PATH_PREFIX = '/v2';
 const PREFIX = 'demo';
-
-function freePort(preferred: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const listen = (port: number, fallback: boolean) => {
-      const server = createServer();
-      server.once('error', (error) => (fallback ? listen(0, false) : reject(error)));
-      server.listen(port, '127.0.0.1', () => {
-        const bound = (server.address() as { port: number }).port;
-        server.close(() => resolve(bound));
-      });
-    };
-    listen(preferred, preferred !== 0);
-  });
-}
 
 /** A child process of the demo, with its log lines kept and its warnings passed on. */
 class DemoProcess {
@@ -61,7 +45,7 @@ class DemoProcess {
     this.name = name;
     // Own process group: Ctrl-C reaches the demo only, which stops everything in order
     // (nginx and the ingress first, the workers next, Redis last).
-    this.child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.child = spawnInOwnGroup(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
     this.child.stdout?.on('data', (d: Buffer) => {
       const lines = (this.#partial + d.toString()).split('\n');
@@ -83,8 +67,8 @@ class DemoProcess {
   async waitForLog(msg: string, timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!this.#logs.some((l) => l.msg === msg)) {
-      if (this.child.exitCode !== null) throw new MirrorplaneError('MP_ERR_DEMO', `${this.name} exited with code ${this.child.exitCode} before it was ready`);
-      if (Date.now() > deadline) throw new MirrorplaneError('MP_ERR_DEMO', `${this.name} did not log "${msg}" within ${timeoutMs / 1000} s`);
+      if (this.child.exitCode !== null) throw new LocalProcessError(`${this.name} exited with code ${this.child.exitCode} before it was ready`);
+      if (Date.now() > deadline) throw new LocalProcessError(`${this.name} did not log "${msg}" within ${timeoutMs / 1000} s`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -93,27 +77,6 @@ class DemoProcess {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
     await this.exited;
   }
-}
-
-async function waitForRedis(port: number, redis: DemoProcess): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (redis.child.exitCode !== null) throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `redis-server exited with code ${redis.child.exitCode}`);
-    const r = spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' });
-    if (r.error) {
-      // No redis-cli: a TCP connect is enough to know it listens.
-      const open = await new Promise<boolean>((resolve) => {
-        const s = connect(port, '127.0.0.1');
-        s.once('connect', () => { s.destroy(); resolve(true); });
-        s.once('error', () => resolve(false));
-      });
-      if (open) return;
-    } else if (r.stdout.trim() === 'PONG') {
-      return;
-    }
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new MirrorplaneError('MP_ERR_REDIS_UNAVAILABLE', `redis-server on port ${port} did not answer within 10 s`);
 }
 
 async function ingressAccepted(adminPort: number): Promise<number> {
@@ -128,7 +91,7 @@ async function waitUntilReady(adminPort: number, what: string): Promise<void> {
   for (;;) {
     const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.ok, () => false);
     if (ok) return;
-    if (Date.now() > deadline) throw new MirrorplaneError('MP_ERR_DEMO', `${what} was not ready within 20 s`);
+    if (Date.now() > deadline) throw new LocalProcessError(`${what} was not ready within 20 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -150,12 +113,9 @@ function demoRequest(i: number): { method: string; path: string; body?: Buffer; 
   }
 }
 
-function headerOf(rawHeaders: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) return rawHeaders[i + 1];
-  return undefined;
-}
-
 function short(body: Buffer | string, max = 60): string {
+  // Control characters other than tab, LF, VT, FF and CR mark a body as binary: that is the point of the pattern.
+  // eslint-disable-next-line no-control-regex
   const text = typeof body === 'string' ? body : /[\x00-\x08\x0e-\x1f]/.test(body.toString('latin1')) ? `<${body.length} bytes of binary>` : body.toString('utf8');
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
@@ -167,11 +127,10 @@ function short(body: Buffer | string, max = 60): string {
 export async function runDemo(options: DemoOptions): Promise<void> {
   const { out, err } = options;
   const nginxBinary = findNginx();
-  const redisFound = !spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).error;
+  const redisFound = redisServerInstalled();
   if (!nginxBinary || !redisFound) {
     const missing = [!nginxBinary ? 'nginx' : null, !redisFound ? 'redis-server' : null].filter(Boolean).join(' and ');
-    throw new MirrorplaneError(
-      'MP_ERR_DEMO_PREREQUISITE',
+    throw new PrerequisiteError(
       `the demo runs real ${missing === 'nginx' ? 'nginx' : missing}, which ${missing.includes(' and ') ? 'are' : 'is'} not installed. ` +
         'Debian/Ubuntu: apt-get install -y nginx-light redis-server; macOS: brew install nginx redis. ' +
         'Nothing is started as a service: the demo runs them as plain processes and stops them at the end.',
@@ -185,7 +144,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   let statusRedis: Redis | null = null;
   let statusBull: Redis | null = null;
   let queue: Queue<RetryJobData> | null = null;
-  let redisDir: string | null = null;
+  let redis: LocalRedisServer | null = null;
   let ticker: NodeJS.Timeout | null = null;
   let stopping: Promise<void> | null = null;
   let interrupted: () => void = () => undefined;
@@ -193,6 +152,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
 
   const killAll = () => {
     for (const p of processes) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    if (redis?.child?.exitCode === null) redis.child.kill('SIGKILL');
   };
   process.on('exit', killAll);
 
@@ -201,16 +161,15 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       if (ticker) clearInterval(ticker);
       out('\nstopping: nginx, ingress, workers, Redis…\n');
       await nginx?.stop().catch(() => undefined);
-      const [redis, ...roles] = processes;
       // The ingress and workers first (they finish what they hold), Redis last.
-      await Promise.all(roles.map((p) => p.stop()));
+      await Promise.all(processes.map((p) => p.stop()));
       await queue?.close().catch(() => undefined);
       if (statusRedis) await closeRedis(statusRedis).catch(() => undefined);
       if (statusBull) await closeRedis(statusBull).catch(() => undefined);
       await redis?.stop();
+      await redis?.close();
       await production?.close();
       await staging?.close();
-      if (redisDir) rmSync(redisDir, { recursive: true, force: true });
       process.off('exit', killAll);
       out('stopped everything the demo started.\n');
     })();
@@ -232,12 +191,10 @@ export async function runDemo(options: DemoOptions): Promise<void> {
 
   try {
     // Redis, private to the demo: data is not kept.
-    const redisPort = await freePort(0);
-    redisDir = mkdtempSync(join(tmpdir(), 'mirrorplane-demo-redis-'));
-    const redis = new DemoProcess('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--dir', redisDir, '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], process.env, err);
-    processes.push(redis);
-    await waitForRedis(redisPort, redis);
-    const redisUrl = `redis://127.0.0.1:${redisPort}`;
+    // Own process group: Ctrl-C reaches the demo only, which stops Redis last.
+    redis = await LocalRedisServer.start({ ownProcessGroup: true, dirPrefix: 'mirrorplane-demo-redis-', args: ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'] });
+    const redisPort = redis.port;
+    const redisUrl = redis.url;
 
     const productionRequests: ReceivedRequest[] = [];
     const stagingRequests: ReceivedRequest[] = [];
@@ -258,7 +215,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     const ingressPort = await freePort(0);
     const ingressAdminPort = await freePort(0);
     const env = {
-      PATH: process.env.PATH ?? '',
+      PATH: options.env.PATH ?? '',
       REDIS_URL: redisUrl,
       MIRRORPLANE_PREFIX: PREFIX,
       LOG_LEVEL: 'info',
@@ -269,14 +226,14 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       processes.push(new DemoProcess(`worker ${n}`, process.execPath, [CLI, 'worker'], { ...env, MIRRORPLANE_CONFIG: CONFIG, STAGING_URL: `http://127.0.0.1:${stagingPort}`, ADMIN_PORT: '0', REPLAY_ATTEMPTS: '3', REPLAY_BACKOFF_MS: '200' }, err));
     }
     await waitUntilReady(ingressAdminPort, 'the ingress');
-    await Promise.all(processes.slice(2).map((p) => p.waitForLog('worker started')));
+    await Promise.all(processes.slice(1).map((p) => p.waitForLog('worker started')));
     nginx = await NginxMirror.start({ productionPort, mirrorPort: ingressPort, port: await freePort(options.port || 8000) });
 
     const logger = createLogger({ logLevel: 'silent' }, 'demo');
     statusRedis = createRedis({ redisUrl, appendTimeoutMs: 2000 }, 'cli', logger);
     statusBull = createRedis({ redisUrl, appendTimeoutMs: 2000 }, 'cli', logger);
     const keys = keysFor(PREFIX);
-    queue = new Queue<RetryJobData>(keys.retryQueue, { connection: statusBull, prefix: keys.bullPrefix });
+    queue = createRetryQueue(keys, statusBull);
     queue.on('error', () => undefined);
     const summary = async (): Promise<{ line: string; mirrored: number; status: Status }> => {
       const [mirrored, status] = await Promise.all([ingressAccepted(ingressAdminPort), readStatus(statusRedis as Redis, queue as Queue<RetryJobData>, keys)]);
@@ -293,12 +250,15 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     );
 
     let lastLine = '';
-    ticker = setInterval(() => {
-      summary().then(({ line }) => {
-        if (line !== lastLine) out(` ▸ ${line}\n`);
-        lastLine = line;
-      }, () => undefined);
-    }, 1000);
+    // A summary line every second, printed only when it changed.
+    const tick = () =>
+      setInterval(() => {
+        summary().then(({ line }) => {
+          if (line !== lastLine) out(` ▸ ${line}\n`);
+          lastLine = line;
+        }, () => undefined);
+      }, 1000);
+    ticker = tick();
 
     for (let i = 0; i < options.requests && signals === 0; i++) {
       const r = demoRequest(i);
@@ -323,9 +283,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       if (ticker) clearInterval(ticker);
       const { line } = await summary();
       // nginx sent the same X-Request-ID to production and to the mirror: pair them up by it.
-      const byId = new Map(stagingRequests.map((r) => [headerOf(r.rawHeaders, 'x-request-id'), r]));
+      const byId = new Map(stagingRequests.map((r) => [headerValue(r.rawHeaders, 'x-request-id'), r]));
       let same = 0;
-      for (const p of productionRequests) if (byId.get(headerOf(p.rawHeaders, 'x-request-id'))?.status === p.status) same += 1;
+      for (const p of productionRequests) if (byId.get(headerValue(p.rawHeaders, 'x-request-id'))?.status === p.status) same += 1;
       out(
         `\nSummary: ${line}\n` +
           `Production answered every request itself, at once; each copy went through the ingress, Redis and a worker\n` +
@@ -338,12 +298,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
             `  curl -i -X POST localhost:${nginx.port}/orders -H 'content-type: application/json' -d '{"item":"mug"}'\n` +
             `  npx mirrorplane status --redis-url ${redisUrl} --prefix ${PREFIX}\n\n`,
         );
-        ticker = setInterval(() => {
-          summary().then(({ line }) => {
-            if (line !== lastLine) out(` ▸ ${line}\n`);
-            lastLine = line;
-          }, () => undefined);
-        }, 1000);
+        ticker = tick();
         await interruptedPromise;
       }
     }

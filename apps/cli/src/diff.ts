@@ -1,6 +1,6 @@
 import { formatCount } from './format.js';
 import type { Redis } from 'ioredis';
-import { productionKeys } from '@mirrorplane/runtime';
+import { productionKeys } from '@mirrorplane/core';
 
 /** Comparison results of one route. */
 export interface RouteDiffSummary {

@@ -1,10 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
-import type { Config } from '@mirrorplane/core';
+import { INGRESS_INDEX_ENV, type Config } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 import { EXIT_USAGE } from './process.js';
-
-/** Environment variable telling a forked ingress process its index (0, 1, …); set by the primary only. */
-const INDEX_VAR = 'MIRRORPLANE_INGRESS_INDEX';
 
 /** A crash loop must not spin the CPU: a replacement waits this long after an unplanned exit. */
 const RESTART_DELAY_MS = 1000;
@@ -21,8 +18,7 @@ export function isIngressPrimary(config: Config): boolean {
  */
 export function ingressProcessConfig(config: Config): Config {
   if (!cluster.isWorker || config.adminPort === 0) return config;
-  const index = Number(process.env[INDEX_VAR] ?? 0);
-  return Object.freeze({ ...config, adminPort: config.adminPort + index });
+  return Object.freeze({ ...config, adminPort: config.adminPort + config.ingressProcessIndex });
 }
 
 /**
@@ -58,7 +54,7 @@ export function superviseIngressProcesses(config: Config, logger: Logger): void 
   let stopping = false;
   let failed = false;
   const start = (index: number) => {
-    const worker = cluster.fork({ [INDEX_VAR]: String(index) });
+    const worker = cluster.fork({ [INGRESS_INDEX_ENV]: String(index) });
     workers.set(worker, index);
     worker.on('exit', (code, signal) => {
       workers.delete(worker);

@@ -1,8 +1,6 @@
-import type { Config } from '@mirrorplane/core';
-import { UsageError } from './process.js';
+import { PortInUseError, type Config } from '@mirrorplane/core';
 
-/** Thrown when a port a role needs is taken; names the setting, exit code 2, no stack trace. */
-export class PortInUseError extends UsageError {}
+export { PortInUseError };
 
 /**
  * Runs a role's `listen`/`start`, turning "address in use" and "permission denied" into a

@@ -7,7 +7,7 @@ export type Flags = Partial<Record<SettingKey, string>> & { config?: string };
 /** Exit codes: 0 done, 1 failure at run time, 2 bad usage or configuration. */
 export const EXIT_USAGE = 2;
 
-export class UsageError extends Error {}
+export { UsageError } from '@mirrorplane/core';
 
 /** Loads the configuration once for this process; a bad value exits before anything starts. */
 export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {
@@ -30,6 +30,26 @@ export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = pro
  * A second signal exits at once. An uncaught exception is logged and ends the process:
  * continuing in an unknown state could lose entries.
  */
+/**
+ * Until the role runs (Redis checks, loading hooks), SIGTERM/SIGINT exit 0 at once: nothing
+ * was accepted yet, so there is nothing to finish. Without this the default action would kill
+ * the process (exit 143) while it checks a slow Redis. Returns the function that removes these
+ * handlers, called when `runUntilSignal` takes over.
+ */
+export function exitOnSignalBeforeStart(logger: Logger): () => void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    logger.info({ signal }, 'stopped before starting');
+    logger.flush();
+    process.exit(0);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return () => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  };
+}
+
 export function runUntilSignal(logger: Logger, close: () => Promise<void>): void {
   let closing = false;
   const onSignal = (signal: NodeJS.Signals) => {

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { MirrorplaneError, REDACTED, decodeBody, errorMessage, parseQuery, type EntryCipher, type Redactor } from '@mirrorplane/core';
+import { decodeBody, errorMessage, parseQuery, RecordingFormatError, REDACTED, type EntryCipher, type Redactor } from '@mirrorplane/core';
 import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
@@ -11,12 +11,6 @@ import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, ty
  * (entry id, rules applied, tags, the request as mirrored) is kept under `_mirrorplane`.
  */
 
-/** Thrown when a recording file cannot be read or holds a line that is not a recording. */
-export class RecordingFormatError extends MirrorplaneError {
-  constructor(message: string) {
-    super('MP_ERR_RECORDING', message);
-  }
-}
 
 interface HarNameValue {
   name: string;
@@ -308,15 +302,24 @@ export function toHar(recordings: readonly RecordedExchange[], version: string, 
 }
 
 function redactPairs(headers: RecordedHeaders, redactor: Redactor): RecordedHeaders {
-  return headers.map(([name, value]) => [name, redactor.headerNames.has(name.toLowerCase()) ? REDACTED : value]);
+  return headers.map(([name, value]) => [name, redactor.isSecretHeader(name) ? REDACTED : value]);
 }
 
-/** A recording line with secret headers and query values hidden. */
+/** A recorded text body with secret form or JSON fields hidden (lines written before bodies were redacted). */
+function redactRecordedBody(headers: RecordedHeaders, b: RecordedBody, redactor: Redactor): RecordedBody {
+  if (b.encoding === 'base64' || b.text === '' || headers.some(([n]) => n.toLowerCase() === 'content-encoding')) return b;
+  const type = headers.find(([n]) => n.toLowerCase() === 'content-type')?.[1];
+  const raw = Buffer.from(b.text, 'utf8');
+  const shown = redactor.body(type, raw);
+  return shown === raw ? b : { ...b, text: shown.toString('utf8') };
+}
+
+/** A recording line with secret headers, query values and form/JSON body fields hidden. */
 export function redactRecording(r: RecordedExchange, redactor: Redactor): RecordedExchange {
   return {
     ...r,
-    mirrored: { ...r.mirrored, target: redactor.target(r.mirrored.target), headers: redactPairs(r.mirrored.headers, redactor) },
-    sent: { ...r.sent, path: redactor.target(r.sent.path), headers: redactPairs(r.sent.headers, redactor) },
-    response: { ...r.response, headers: redactPairs(r.response.headers, redactor) },
+    mirrored: { ...r.mirrored, target: redactor.target(r.mirrored.target), headers: redactPairs(r.mirrored.headers, redactor), body: redactRecordedBody(r.mirrored.headers, r.mirrored.body, redactor) },
+    sent: { ...r.sent, path: redactor.target(r.sent.path), headers: redactPairs(r.sent.headers, redactor), body: redactRecordedBody(r.sent.headers, r.sent.body, redactor) },
+    response: { ...r.response, headers: redactPairs(r.response.headers, redactor), body: redactRecordedBody(r.response.headers, r.response.body, redactor) },
   };
 }

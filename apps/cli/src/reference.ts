@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { InternalError } from '@mirrorplane/core';
 import { buildProgram } from './main.js';
 import type { Io } from './io.js';
 
@@ -46,6 +47,6 @@ export function replaceSection(text: string, name: string, body: string): string
   const end = `<!-- ${name}:end -->`;
   const i = text.indexOf(start);
   const j = text.indexOf(end);
-  if (i === -1 || j === -1 || j < i) throw new Error(`no ${start} … ${end} section`);
+  if (i === -1 || j === -1 || j < i) throw new InternalError(`no ${start} … ${end} section`);
   return `${text.slice(0, i + start.length)}\n${body}${text.slice(j)}`;
 }

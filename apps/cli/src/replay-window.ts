@@ -1,14 +1,17 @@
 import { formatCount, formatDuration } from './format.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  EntryCipher,
   createPartitioner,
   decodeEntry,
   encodeEntryFields,
+  EntryCipher,
   errorMessage,
+  headerObject,
+  InvalidValueError,
   openEntryFields,
   parseDuration,
   qualifyId,
+  someHeader,
   streamIdTime,
   type CompiledPipeline,
   type Config,
@@ -48,7 +51,7 @@ export function parseTime(text: string, now = Date.now()): number {
     const ms = Date.parse(t.replace(' ', 'T'));
     if (Number.isFinite(ms)) return ms;
   }
-  throw new Error(`expected a time like 2026-11-26T10:00:00Z, epoch milliseconds, now, -15m or "2h ago"; got ${JSON.stringify(text)}`);
+  throw new InvalidValueError(`expected a time like 2026-11-26T10:00:00Z, epoch milliseconds, now, -15m or "2h ago"; got ${JSON.stringify(text)}`);
 }
 
 /** `2x`, `0.5x`, `3`, or `max` (no pacing): the factor real time is divided by. */
@@ -57,7 +60,7 @@ export function parseSpeed(text: string): number {
   if (t === 'max') return Infinity;
   const m = /^(\d+(?:\.\d+)?)x?$/.exec(t);
   const n = m ? Number(m[1]) : NaN;
-  if (!(n > 0) || n > 10_000) throw new Error(`expected a speed like 2x, 0.5x or max; got ${JSON.stringify(text)}`);
+  if (!(n > 0) || n > 10_000) throw new InvalidValueError(`expected a speed like 2x, 0.5x or max; got ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -76,14 +79,14 @@ export function parseFilter(text: string): (r: FilterSubject) => boolean {
   const tests: ((r: FilterSubject) => boolean)[] = [];
   for (const term of text.trim().split(/\s+/).filter(Boolean)) {
     const eq = term.indexOf('=');
-    if (eq <= 0) throw new Error(`filter term ${JSON.stringify(term)}: expected key=value (method=, path=, header.<name>=)`);
+    if (eq <= 0) throw new InvalidValueError(`filter term ${JSON.stringify(term)}: expected key=value (method=, path=, header.<name>=)`);
     const key = term.slice(0, eq).toLowerCase();
     const value = term.slice(eq + 1);
     const regex = () => {
       try {
         return new RegExp(value);
       } catch (error) {
-        throw new Error(`filter term ${JSON.stringify(term)}: ${errorMessage(error)}`);
+        throw new InvalidValueError(`filter term ${JSON.stringify(term)}: ${errorMessage(error)}`);
       }
     };
     if (key === 'method') {
@@ -95,14 +98,9 @@ export function parseFilter(text: string): (r: FilterSubject) => boolean {
     } else if (key.startsWith('header.') && key.length > 'header.'.length) {
       const name = key.slice('header.'.length);
       const re = regex();
-      tests.push((r) => {
-        for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) {
-          if ((r.rawHeaders[i] as string).toLowerCase() === name && re.test(r.rawHeaders[i + 1] as string)) return true;
-        }
-        return false;
-      });
+      tests.push((r) => someHeader(r.rawHeaders, name, (value) => re.test(value)));
     } else {
-      throw new Error(`filter term ${JSON.stringify(term)}: unknown key ${JSON.stringify(key)} (method, path, header.<name>)`);
+      throw new InvalidValueError(`filter term ${JSON.stringify(term)}: unknown key ${JSON.stringify(key)} (method, path, header.<name>)`);
     }
   }
   return (r) => tests.every((t) => t(r));
@@ -134,16 +132,6 @@ async function* mergeByTime(sources: AsyncGenerator<WindowItem>[]): AsyncGenerat
     yield (heads[best] as IteratorYieldResult<WindowItem>).value;
     heads[best] = await (sources[best] as AsyncGenerator<WindowItem>).next();
   }
-}
-
-/** Raw headers as node:http's lower-case header object (first value of each name). */
-function headerObject(rawHeaders: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] as string).toLowerCase();
-    out[name] ??= rawHeaders[i + 1] as string;
-  }
-  return out;
 }
 
 /** Reads the stream's entries between two times, a page at a time. */
@@ -373,7 +361,9 @@ export function parseReplayFlags(options: { from?: string; to?: string; speed?: 
     try {
       return fn();
     } catch (error) {
-      throw new UsageError(`${flag}: ${errorMessage(error)}`);
+      // A bad value becomes a usage error naming the flag; anything else is not the operator's doing.
+      if (!(error instanceof InvalidValueError)) throw error;
+      throw new UsageError(`${flag}: ${error.message}`, { cause: error });
     }
   };
   if (options.from === undefined && !options.file?.length) throw new UsageError('replay: --from is required (or --file to replay recordings)');

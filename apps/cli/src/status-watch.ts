@@ -20,7 +20,7 @@ export interface StatusFrame extends Status {
 export interface WatchStatusOptions {
   read: () => Promise<Status>;
   write: (text: string) => void;
-  /** Seconds between readings. */
+  /** Milliseconds between readings (default 1000; the CLI's --interval is in seconds). */
   intervalMs?: number;
   /** Stop after this many readings (default: until `signal` aborts). */
   count?: number;

@@ -1,18 +1,13 @@
 import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
-import { EntryCipher, createPartitioner, partitionKeys, pushEntryFields, type Config } from '@mirrorplane/core';
+import { EntryCipher, createPartitioner, headerObject, headerValue, partitionKeys, pushEntryFields, withoutHeaders, type Config } from '@mirrorplane/core';
 import type { ParsedRequest } from './http1-parser.js';
 
 /** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
 export const INGRESS_TOKEN_HEADER = 'x-mirrorplane-token';
 
-function withoutHeader(rawHeaders: readonly string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if ((rawHeaders[i] as string).toLowerCase() !== name) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
-  }
-  return out;
-}
+/** Removed from every entry when INGRESS_TOKEN is set: the token never reaches Redis. */
+const TOKEN_HEADERS: ReadonlySet<string> = new Set([INGRESS_TOKEN_HEADER]);
 
 /**
  * Appends one request as one stream entry (`XADD`, sealed when a data key is set) to its
@@ -43,15 +38,15 @@ export class EntryAppender {
   /** Resolves with the entry id once Redis accepted the entry; rejects with Redis's error. */
   append(request: ParsedRequest, clientAddress: string | undefined): Promise<string | null> {
     const raw = request.rawHeaders;
-    const stream = this.#partitionOf === null ? this.#streams[0] as string : this.#streams[this.#partitionOf(headerRecord(raw))] as string;
+    const stream = this.#partitionOf === null ? this.#streams[0] as string : this.#streams[this.#partitionOf(headerObject(raw))] as string;
     const args = pushEntryFields(
       [stream, '*'],
       request.method,
       request.target,
-      this.#stripToken ? withoutHeader(raw, INGRESS_TOKEN_HEADER) : raw,
+      this.#stripToken ? withoutHeaders(raw, TOKEN_HEADERS) : raw,
       request.body,
       Date.now(),
-      requestIdOf(raw),
+      headerValue(raw, 'x-request-id'),
       clientAddress,
       request.trailers,
     );
@@ -74,23 +69,4 @@ export class EntryAppender {
     this.#corked = socket;
     setImmediate(this.#uncork);
   }
-}
-
-/** Lower-cased names to values (the first of duplicates), as the partitioner reads headers. */
-function headerRecord(raw: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    if (out[name] === undefined) out[name] = raw[i + 1] as string;
-  }
-  return out;
-}
-
-/** The first x-request-id value, or null. Names are compared by length first: lower-casing every name per request is measurable. */
-function requestIdOf(raw: readonly string[]): string | null {
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (name.length === 12 && name.toLowerCase() === 'x-request-id') return raw[i + 1] as string;
-  }
-  return null;
 }

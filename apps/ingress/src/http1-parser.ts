@@ -1,3 +1,4 @@
+import { RequestRefusedError, TOKEN_BYTES, TOKEN_CHARS } from '@mirrorplane/core';
 import { BoundedBody } from './body-reader.js';
 
 /**
@@ -14,14 +15,16 @@ import { BoundedBody } from './body-reader.js';
  *   name, value or target, an empty name, an HTTP/0.9 request line [400 bad_request];
  * - Content-Length with Transfer-Encoding, two Content-Length fields (even equal), a value
  *   that is not 1*DIGIT, Transfer-Encoding on HTTP/1.0 or not ending in `chunked`, a bad
- *   chunk size, line or extension, chunk data not followed by CRLF, two Host fields
- *   [400 bad_request];
+ *   chunk size, line or extension, chunk data not followed by CRLF, two Host fields, two
+ *   Transfer-Encoding fields [400 bad_request];
  * - a version other than 1.0 / 1.1 [505 bad_request];
  * - what is valid but cannot be replayed as received [4xx unsupported]: CONNECT (a tunnel,
  *   405), transfer codings besides `chunked` (the coded bytes would be replayed as if plain,
  *   400), an authority-form target, asterisk-form with a method other than OPTIONS (400), an
  *   Expect other than 100-continue (417);
- * - a head (or trailer section) over `maxHeaderBytes` [431 headers_too_large]; a body over
+ * - a Transfer-Encoding that is not exactly the token `chunked` (any case) [400 unsupported];
+ * - a head over `maxHeaderBytes`, or a trailer section plus chunk-line bytes past a plain size
+ *   (extensions) over it [431 headers_too_large]; a body over
  *   `maxBodyBytes`, declared or counted while reading chunks [413 too_large].
  */
 
@@ -72,8 +75,7 @@ export interface ParserLimits {
 }
 
 // Byte classes, one table lookup per byte (RFC 9110 §5.6.2 tchar, §5.5 field-vchar with obs-text).
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
+const TOKEN = TOKEN_BYTES;
 /** Field value bytes: HTAB, SP, VCHAR, obs-text. */
 const VALUE = new Uint8Array(256);
 VALUE[0x09] = 1;
@@ -94,21 +96,17 @@ const HTAB = 9;
 const COLON = 58;
 /** A chunk-size line (size and extensions) longer than this is refused. */
 const MAX_CHUNK_LINE = 4096;
+/** Bytes of a chunk-size line not counted against MAX_HEADER_BYTES: a size of up to 16 hex digits. */
+const CHUNK_LINE_FREE = 16;
 /** chunk-ext after the size: `;name` or `;name=token|quoted-string`, with optional whitespace (BWS). */
-const CHUNK_EXT = /^(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"))?)*$/;
+const CHUNK_EXT = new RegExp(`^(?:[ \\t]*;[ \\t]*${TOKEN_CHARS}+(?:[ \\t]*=[ \\t]*(?:${TOKEN_CHARS}+|"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"))?)*$`);
 const DIGITS = /^[0-9]{1,15}$/;
 const EMPTY = Buffer.alloc(0);
 
 const enum State { RequestLine, Fields, Body, ChunkSize, ChunkData, ChunkEnd, Trailers, Failed }
 
-class Refused extends Error {
-  constructor(readonly refusal: Refusal) {
-    super(refusal.detail);
-  }
-}
-
 function refuse(status: number, reason: RefusalReason, detail: string): never {
-  throw new Refused({ status, reason, detail });
+  throw new RequestRefusedError(status, reason, detail);
 }
 
 function bad(detail: string): never {
@@ -122,8 +120,14 @@ function bad(detail: string): never {
  */
 export class RequestParser {
   readonly #limits: ParserLimits;
+  /** Bytes received and not yet consumed are `#buf[#pos, #end)`. */
   #buf: Buffer = EMPTY;
   #pos = 0;
+  #end = 0;
+  /** `#buf` is the parser's own growable storage (else a chunk fed by the caller, not to be written). */
+  #owned = false;
+  /** Bytes after `#pos` already searched for LF (a line arriving in pieces is scanned once: linear cost). */
+  #scanned = 0;
   #state = State.RequestLine;
   /** Head (or trailer section) bytes consumed so far, CRLFs included. */
   #headBytes = 0;
@@ -138,6 +142,7 @@ export class RequestParser {
   #contentLength: string | null = null;
   #contentLengths = 0;
   #transferEncoding: string | null = null;
+  #transferEncodings = 0;
   #connection: string | null = null;
   #expect: string | null = null;
 
@@ -146,16 +151,54 @@ export class RequestParser {
     this.#body = new BoundedBody(limits.maxBodyBytes);
   }
 
-  /** Adds bytes from the connection. Only an unfinished line is ever copied. */
+  /**
+   * Adds bytes from the connection. When everything fed before was consumed, the chunk is used
+   * as is (no copy); otherwise the unconsumed bytes and the chunk go to the parser's own buffer,
+   * which grows by doubling and is compacted only when full, so a head that arrives in many
+   * small pieces costs linear time. The unconsumed bytes are at most one line (bounded by
+   * MAX_HEADER_BYTES or the chunk-line cap) or part of a body (bounded by MAX_BODY_BYTES).
+   */
   feed(chunk: Buffer): void {
-    if (this.#pos >= this.#buf.length) this.#buf = chunk;
-    else this.#buf = Buffer.concat([this.#buf.subarray(this.#pos), chunk]);
-    this.#pos = 0;
+    if (chunk.length === 0 || this.#state === State.Failed) return;
+    const pending = this.#end - this.#pos;
+    if (pending === 0) {
+      this.#buf = chunk;
+      this.#pos = 0;
+      this.#end = chunk.length;
+      this.#owned = false;
+      return;
+    }
+    const needed = pending + chunk.length;
+    if (this.#owned && this.#end + chunk.length <= this.#buf.length) {
+      // Room after the pending bytes: append.
+    } else if (this.#owned && needed <= this.#buf.length && this.#pos >= this.#buf.length >>> 1) {
+      // Over half the storage is consumed: compact (amortized by the half consumed).
+      this.#buf.copy(this.#buf, 0, this.#pos, this.#end);
+      this.#end = pending;
+      this.#pos = 0;
+    } else {
+      // Doubling, but not past what a head may hold (plus a socket read): memory per connection
+      // stays about MAX_HEADER_BYTES + 64 KiB.
+      const doubled = Math.min(this.#owned ? this.#buf.length * 2 : 4096, this.#limits.maxHeaderBytes + 65536);
+      const grown = Buffer.allocUnsafe(Math.max(needed, doubled));
+      this.#buf.copy(grown, 0, this.#pos, this.#end);
+      this.#buf = grown;
+      this.#end = pending;
+      this.#pos = 0;
+      this.#owned = true;
+    }
+    chunk.copy(this.#buf, this.#end);
+    this.#end += chunk.length;
   }
 
   /** True when bytes of a request that is not complete were received (EOF now would cut it). */
   get midRequest(): boolean {
-    return this.#state !== State.RequestLine || this.#headBytes > 0 || this.#pos < this.#buf.length;
+    return this.#state !== State.RequestLine || this.#headBytes > 0 || this.#pos < this.#end;
+  }
+
+  /** True while the request line or fields of a request are being read (the head deadline applies). */
+  get inHead(): boolean {
+    return (this.#state === State.RequestLine && (this.#headBytes > 0 || this.#pos < this.#end)) || this.#state === State.Fields;
   }
 
   /** The next event from the bytes fed so far, or null when more bytes are needed. */
@@ -163,11 +206,14 @@ export class RequestParser {
     try {
       return this.#next();
     } catch (error) {
-      if (!(error instanceof Refused)) throw error;
+      if (!(error instanceof RequestRefusedError)) throw error;
       this.#state = State.Failed;
       this.#buf = EMPTY;
       this.#pos = 0;
-      return { kind: 'refused', refusal: error.refusal };
+      this.#end = 0;
+      this.#scanned = 0;
+      this.#body.take();
+      return { kind: 'refused', refusal: { status: error.status, reason: error.reason as RefusalReason, detail: error.message } };
     }
   }
 
@@ -208,7 +254,7 @@ export class RequestParser {
           this.#state = State.ChunkEnd;
           continue;
         case State.ChunkEnd: {
-          if (this.#buf.length - this.#pos < 2) return null;
+          if (this.#end - this.#pos < 2) return null;
           if (this.#buf[this.#pos] !== CR || this.#buf[this.#pos + 1] !== LF) bad('chunk data is not followed by CRLF');
           this.#pos += 2;
           this.#state = State.ChunkSize;
@@ -235,12 +281,17 @@ export class RequestParser {
   #line(head: boolean): number {
     const buf = this.#buf;
     const start = this.#pos;
-    const lf = buf.indexOf(LF, start);
+    const end = this.#end;
+    // Only the bytes not searched before (a line that arrives in pieces is scanned once).
+    // (The parser's own storage holds stale bytes past `#end`: search a view that ends there.)
+    const lf = (this.#owned ? buf.subarray(0, end) : buf).indexOf(LF, start + this.#scanned);
     const limit = head ? this.#limits.maxHeaderBytes - this.#headBytes : MAX_CHUNK_LINE;
     if (lf === -1) {
-      if (buf.length - start > limit) this.#tooLong(head);
+      this.#scanned = end - start;
+      if (end - start > limit) this.#tooLong(head);
       return -1;
     }
+    this.#scanned = 0;
     if (lf + 1 - start > limit) this.#tooLong(head);
     if (lf === start || buf[lf - 1] !== CR) bad('bare LF (a line must end with CRLF)');
     if (head) this.#headBytes += lf + 1 - start;
@@ -319,7 +370,10 @@ export class RequestParser {
         }
         break;
       case 17:
-        if (name.toLowerCase() === 'transfer-encoding') this.#transferEncoding = this.#transferEncoding === null ? value : `${this.#transferEncoding},${value}`;
+        if (name.toLowerCase() === 'transfer-encoding') {
+          this.#transferEncodings++;
+          this.#transferEncoding = this.#transferEncoding === null ? value : `${this.#transferEncoding},${value}`;
+        }
         break;
     }
   }
@@ -335,6 +389,10 @@ export class RequestParser {
       const codings = this.#transferEncoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '');
       if (codings[codings.length - 1] !== 'chunked') bad('Transfer-Encoding does not end with chunked: the body length is unknowable');
       if (codings.length !== 1) refuse(400, 'unsupported', `transfer coding ${codings.slice(0, -1).join(', ')} cannot be replayed as received (only chunked is)`);
+      // The replay sends one Transfer-Encoding field, `chunked` as received: two fields, or
+      // empty list elements (`, chunked`), would reach staging changed, so they are refused.
+      if (this.#transferEncodings > 1) refuse(400, 'bad_request', 'more than one Transfer-Encoding field');
+      if (!/^chunked$/i.test(this.#transferEncoding)) refuse(400, 'unsupported', 'Transfer-Encoding other than the single token chunked cannot be replayed as received');
       head.contentLength = -1;
     } else if (this.#contentLengths > 0) {
       if (this.#contentLengths > 1) bad('more than one Content-Length field');
@@ -361,11 +419,13 @@ export class RequestParser {
 
   /** Moves up to `#remaining` body bytes into the body; true when none remain. */
   #take(): boolean {
-    const available = this.#buf.length - this.#pos;
+    const available = this.#end - this.#pos;
     if (available === 0) return this.#remaining === 0;
     const n = Math.min(available, this.#remaining);
     const chunk = n === this.#buf.length ? this.#buf : this.#buf.subarray(this.#pos, this.#pos + n);
-    if (!this.#body.push(chunk)) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
+    // The parser's own storage is reused: its bytes are copied. A caller's chunk is kept by
+    // reference unless it is a small part of it (BoundedBody decides; memory stays ~ body size).
+    if (!this.#body.push(chunk, this.#owned)) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
     this.#pos += n;
     this.#remaining -= n;
     return this.#remaining === 0;
@@ -383,6 +443,13 @@ export class RequestParser {
       if (size > this.#limits.maxBodyBytes) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
     }
     if (i === start) bad('chunk size is not a hex number');
+    // Chunk-line bytes past a plain size (extensions, padded sizes) are metadata the replay does
+    // not keep: they share the trailer section's MAX_HEADER_BYTES budget, so the bytes one
+    // request may make the ingress read stay bounded by its settings, whatever the chunking.
+    if (end - start > CHUNK_LINE_FREE) {
+      this.#headBytes += end - start - CHUNK_LINE_FREE;
+      if (this.#headBytes > this.#limits.maxHeaderBytes) refuse(431, 'headers_too_large', `chunk extensions and trailer section over MAX_HEADER_BYTES (${this.#limits.maxHeaderBytes} bytes)`);
+    }
     if (i < end && !CHUNK_EXT.test(buf.toString('latin1', i, end))) bad('malformed chunk extension');
     if (this.#body.size + size > this.#limits.maxBodyBytes) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
     if (size === 0) {
@@ -406,6 +473,7 @@ export class RequestParser {
     this.#contentLength = null;
     this.#contentLengths = 0;
     this.#transferEncoding = null;
+    this.#transferEncodings = 0;
     this.#connection = null;
     this.#expect = null;
     return { kind: 'request', request };

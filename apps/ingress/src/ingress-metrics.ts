@@ -3,11 +3,11 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
 export type DropReason =
   | 'too_large' | 'redis_unavailable' | 'redis_timeout' | 'redis_error' | 'bad_request' | 'headers_too_large'
-  | 'body_timeout' | 'aborted' | 'shutting_down' | 'unauthorized' | 'backlog_full'
+  | 'headers_timeout' | 'body_timeout' | 'aborted' | 'shutting_down' | 'unauthorized' | 'backlog_full'
   /** Valid HTTP that cannot be replayed as received (CONNECT, transfer codings besides chunked, …). */
   | 'unsupported';
 
-const REASONS: DropReason[] = ['too_large', 'redis_unavailable', 'redis_timeout', 'redis_error', 'bad_request', 'headers_too_large', 'body_timeout', 'aborted', 'shutting_down', 'unauthorized', 'backlog_full', 'unsupported'];
+const REASONS: DropReason[] = ['too_large', 'redis_unavailable', 'redis_timeout', 'redis_error', 'bad_request', 'headers_too_large', 'headers_timeout', 'body_timeout', 'aborted', 'shutting_down', 'unauthorized', 'backlog_full', 'unsupported'];
 
 /**
  * The ingress's metrics, every child bound at construction: looking a label child up per

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
-import { errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { AdminServer, RedisProbe, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, secretMatcher, type Logger } from '@mirrorplane/runtime';
+import { errorMessage, headerValue, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { RedisProbe, adminServerFor, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, readGroup, secretMatcher, type AdminServer, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 import { EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
@@ -64,6 +64,8 @@ export class Ingress {
         maxHeaderBytes: config.maxHeaderBytes,
         maxBodyBytes: config.maxBodyBytes,
         requestTimeoutMs: config.bodyTimeoutMs,
+        headersTimeoutMs: config.headersTimeoutMs,
+        maxConnections: config.maxConnections,
         // Longer than the mirror proxy's idle timeout, so the proxy closes idle connections first.
         keepAliveTimeoutMs: 75_000,
       },
@@ -73,13 +75,10 @@ export class Ingress {
         lost: (reason, afterHead, refusal) => this.#onLost(reason, afterHead, refusal),
       },
     );
-    this.#admin = config.adminPort === 0 ? null : new AdminServer({
-      host: config.adminHost,
-      port: config.adminPort,
+    this.#admin = adminServerFor(config, {
       ready: () => this.ready,
       metrics: this.#metrics.registry,
       logger,
-      token: config.adminToken,
       routes: { 'POST /production-responses': createProductionIntake(config, this.#redis, logger, this.#metrics.registry) },
     });
   }
@@ -133,7 +132,7 @@ export class Ingress {
     this.#metrics.received.inc();
     let refused: readonly [number, DropReason] | null = null;
     if (this.#closing) refused = [503, 'shutting_down'];
-    else if (this.#token !== null && !this.#token(tokenOf(head.rawHeaders))) refused = [401, 'unauthorized'];
+    else if (this.#token !== null && !this.#token(headerValue(head.rawHeaders, INGRESS_TOKEN_HEADER) ?? undefined)) refused = [401, 'unauthorized'];
     else if (this.#shedding) refused = [503, 'backlog_full'];
     // Redis is known not to answer: every append would wait APPEND_TIMEOUT_MS for the same
     // 503, holding the request (and its body) meanwhile. Answer at once until a PING answers.
@@ -199,11 +198,6 @@ export class Ingress {
   }
 
   /**
-   * Learns the backlog from Redis (XLEN of each partition, and INFO memory when a byte cap is set) and
-   * decides whether to shed. Runs on a timer, never per request; between two checks the
-   * entries this process appended are counted locally, so the cap holds for a single ingress.
-   */
-  /**
    * Entries of one stream not yet finished. Without retention, finished entries are deleted
    * and the stream's length is exact (and cheapest). With STREAM_RETENTION the stream also
    * keeps finished entries, so the group's lag (not yet delivered) plus its pending count is
@@ -211,17 +205,17 @@ export class Ingress {
    */
   async #unfinished(stream: string): Promise<number> {
     if (this.#config.streamRetention === null) return this.#redis.xlen(stream);
-    const groups = (await this.#redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
-    for (const g of groups) {
-      const info: Record<string, unknown> = {};
-      for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1];
-      if (info.name !== keysFor(this.#config.prefix).group) continue;
-      if (typeof info.lag === 'number') return info.lag + Number(info.pending ?? 0);
-    }
+    const group = await readGroup(this.#redis, stream, keysFor(this.#config.prefix).group).catch(() => null);
+    if (group?.lag != null) return group.lag + group.pending;
     // No group yet (or a Redis without lag): fall back to the length, an upper bound.
     return this.#redis.xlen(stream);
   }
 
+  /**
+   * Learns the backlog from Redis (XLEN of each partition, and INFO memory when a byte cap is set) and
+   * decides whether to shed. Runs on a timer, never per request; between two checks the
+   * entries this process appended are counted locally, so the cap holds for a single ingress.
+   */
   async #checkBacklog(): Promise<void> {
     if (this.#redis.status !== 'ready' || !this.#probe.responsive || this.#checking) return;
     this.#checking = true;
@@ -290,13 +284,4 @@ export class Ingress {
     await this.#admin?.close().catch(() => undefined);
     this.#logger.info({ unfinished: this.#inFlight }, 'ingress stopped');
   }
-}
-
-/** The ingress token a request presented (the first x-mirrorplane-token field). */
-function tokenOf(rawHeaders: readonly string[]): string | undefined {
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
-    if (name.length === INGRESS_TOKEN_HEADER.length && name.toLowerCase() === INGRESS_TOKEN_HEADER) return rawHeaders[i + 1];
-  }
-  return undefined;
 }

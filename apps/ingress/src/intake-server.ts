@@ -2,7 +2,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { RequestParser, type ParsedRequest, type Refusal, type RefusalReason, type RequestHead } from './http1-parser.js';
 
 /** Why a request was lost before the ingress could answer it: refused by the parser, too slow, or cut. */
-export type IntakeLoss = RefusalReason | 'body_timeout' | 'aborted';
+export type IntakeLoss = RefusalReason | 'headers_timeout' | 'body_timeout' | 'aborted';
 
 /** Answers the ingress writes; computed once. */
 const OK = Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n', 'latin1');
@@ -31,6 +31,10 @@ export interface IntakeServerOptions {
   maxBodyBytes: number;
   /** Time a client has from a request's first byte to its last (BODY_TIMEOUT_MS). */
   requestTimeoutMs: number;
+  /** Time a client has from a request's first byte to the end of its head (HEADERS_TIMEOUT_MS). */
+  headersTimeoutMs: number;
+  /** Connections open at once on the traffic port; more are closed as they arrive (MAX_CONNECTIONS; 0: no cap). */
+  maxConnections: number;
   /** Idle time after which a kept-alive connection is closed; longer than the proxy's own. */
   keepAliveTimeoutMs: number;
 }
@@ -59,6 +63,9 @@ export class IntakeServer {
       this.#connections.add(connection);
       socket.once('close', () => this.#connections.delete(connection));
     });
+    // Bounds partial heads in memory at once to about maxConnections × MAX_HEADER_BYTES
+    // (node closes a connection over the cap as soon as it is accepted).
+    if (options.maxConnections > 0) this.#server.maxConnections = options.maxConnections;
   }
 
   get listening(): boolean {
@@ -71,7 +78,7 @@ export class IntakeServer {
       this.#server.listen(port, host, () => {
         this.#server.off('error', reject);
         // Deadlines are checked on an interval, not with a timer per request: one timer for all.
-        const every = Math.min(1000, this.#options.requestTimeoutMs);
+        const every = Math.min(1000, this.#options.requestTimeoutMs, this.#options.headersTimeoutMs);
         this.#timer = setInterval(() => this.#checkDeadlines(), every).unref();
         resolve((this.#server.address() as AddressInfo).port);
       });
@@ -111,6 +118,9 @@ class IntakeConnection {
   readonly #handlers: IntakeHandlers;
   readonly #server: IntakeServer;
   readonly #timeoutMs: number;
+  readonly #headersTimeoutMs: number;
+  /** performance.now() by which the current head must be complete; 0 when no head is being read. */
+  #headDeadline = 0;
   /** Waiting for the answer to a whole request; nothing more is parsed meanwhile. */
   #busy = false;
   /** The current request's head was seen (handlers.head was called). */
@@ -127,11 +137,14 @@ class IntakeConnection {
     this.#handlers = handlers;
     this.#server = server;
     this.#timeoutMs = options.requestTimeoutMs;
+    this.#headersTimeoutMs = options.headersTimeoutMs;
     socket.setTimeout(options.keepAliveTimeoutMs, () => {
       // Idle for that long with nothing to answer: the proxy went quiet.
       if (!this.#busy && !this.#parser.midRequest) socket.destroy();
     });
     socket.on('data', (chunk: Buffer) => {
+      // After a refusal nothing more is read (see #refuse); bytes already in flight are dropped.
+      if (this.#closed) return;
       this.#parser.feed(chunk);
       if (!this.#busy) this.#run();
     });
@@ -164,6 +177,7 @@ class IntakeConnection {
       const event = this.#parser.next();
       if (event === null) {
         if (this.#deadline === 0 && this.#parser.midRequest) this.#deadline = performance.now() + this.#timeoutMs;
+        if (this.#headDeadline === 0 && this.#parser.inHead) this.#headDeadline = performance.now() + this.#headersTimeoutMs;
         return;
       }
       if (event.kind === 'refused') {
@@ -178,6 +192,7 @@ class IntakeConnection {
       if (event.kind === 'head') {
         const { head } = event;
         this.#afterHead = true;
+        this.#headDeadline = 0;
         if (this.#deadline === 0) this.#deadline = performance.now() + this.#timeoutMs;
         const refused = this.#handlers.head(head);
         if (refused !== null) {
@@ -206,6 +221,7 @@ class IntakeConnection {
 
   #answer(request: ParsedRequest, status: number, reason: string | undefined): void {
     this.#busy = false;
+    this.#headDeadline = 0;
     this.#afterHead = false;
     if (this.#closed) return;
     if (status !== 200) {
@@ -223,9 +239,17 @@ class IntakeConnection {
     this.#run();
   }
 
-  /** Answers with an error and closes: bytes after a refused request cannot be trusted. */
+  /**
+   * Answers with an error and closes: bytes after a refused request cannot be trusted. Every
+   * refusal goes through here: the socket stops reading at once (a client that keeps sending
+   * fills its own TCP window, not the ingress's memory), the answer is written with a FIN, and
+   * the socket is destroyed once the answer is flushed and the client had a moment to read it.
+   */
   #refuse(status: number, reason: string): void {
     this.#closed = true;
+    this.#deadline = 0;
+    this.#headDeadline = 0;
+    this.#socket.pause();
     if (this.#socket.destroyed || !this.#socket.writable) {
       this.#socket.destroy();
       return;
@@ -235,12 +259,21 @@ class IntakeConnection {
       `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\nx-mirrorplane-drop: ${reason}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
       'latin1',
     );
-    // A client that never reads its answer must not hold the socket.
+    // A client that never reads its answer (or never closes) must not hold the socket.
     this.#socket.setTimeout(5000, () => this.#socket.destroy());
   }
 
   checkDeadline(now: number): void {
-    if (this.#deadline === 0 || this.#busy || this.#closed || now < this.#deadline) return;
+    if (this.#busy || this.#closed) return;
+    if (this.#headDeadline !== 0 && now >= this.#headDeadline) {
+      this.#headDeadline = 0;
+      this.#deadline = 0;
+      this.#afterHead = false;
+      this.#handlers.lost('headers_timeout', false, null);
+      this.#refuse(408, 'headers_timeout');
+      return;
+    }
+    if (this.#deadline === 0 || now < this.#deadline) return;
     const afterHead = this.#afterHead;
     this.#afterHead = false;
     this.#deadline = 0;

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import { Counter, type Registry } from 'prom-client';
-import { EntryCipher, compileComparison, compileIdMapping, errorMessage, type Config } from '@mirrorplane/core';
+import { EntryCipher, compileComparison, compileIdMapping, errorMessage, IntakeError, productionKeys, type Config } from '@mirrorplane/core';
 import { BoundedBody } from './body-reader.js';
-import { IntakeError, parseIntake, productionKeys, storeProductionResponse, type Logger } from '@mirrorplane/runtime';
+import { parseIntake, storeProductionResponse, type Logger } from '@mirrorplane/runtime';
 
 /**
  * `POST /production-responses` on the admin port: production's answer to a mirrored request,

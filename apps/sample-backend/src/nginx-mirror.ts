@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { NginxError } from '@mirrorplane/core';
 
 /**
  * nginx as the mirroring proxy of the local topology (demo, end-to-end tests, production-impact
@@ -39,10 +40,6 @@ export interface NginxMirrorOptions {
   ingressToken?: string;
 }
 
-/** Thrown when nginx is not installed, refuses its configuration, or does not start listening. */
-export class NginxError extends Error {
-  readonly code = 'MP_ERR_NGINX';
-}
 
 const NGINX_INSTALL_HINT = 'Install nginx (Debian/Ubuntu: apt-get install -y nginx; macOS: brew install nginx).';
 

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { errorMessage, qualifyId, splitId, type Keys } from '@mirrorplane/core';
+import { compareStreamIds, errorMessage, qualifyId, splitId, type Keys } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BufferCommands } from './read-loop.js';
@@ -136,10 +136,4 @@ export function byPartition(ids: readonly string[]): Map<number, string[]> {
     else out.set(partition, [id]);
   }
   return out;
-}
-
-function compareStreamIds(a: string, b: string): number {
-  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
-  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
-  return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1;
 }

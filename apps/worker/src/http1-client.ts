@@ -1,6 +1,7 @@
 import { connect as connectTcp, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { isIP } from 'node:net';
+import { HTTP_TOKEN, StaleConnectionError, StagingResponseError, StagingTransportError, WireRequestError } from '@mirrorplane/core';
 
 /**
  * The staging client's wire: HTTP/1.1 requests written byte for byte as given, over kept-alive
@@ -39,7 +40,6 @@ export interface WireResponse {
 }
 
 /** Thrown when a request cannot be written as HTTP/1.1 (a stage produced an invalid method, path or field). */
-export class WireRequestError extends Error {}
 
 export interface Http1OriginOptions {
   /** Bytes of each response body kept; 0: the body is read and discarded. */
@@ -50,14 +50,13 @@ export interface Http1OriginOptions {
   idleMs: number;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
 
 /** The head and body bytes of a request. */
 export function encodeRequest(request: WireRequest): Buffer[] {
   const { method, path, headers, body, trailers } = request;
-  if (!TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
+  if (!HTTP_TOKEN.test(method)) throw new WireRequestError(`method ${JSON.stringify(method.slice(0, 40))} is not a token`);
   if (path.length === 0 || INVALID_PATH.test(path)) throw new WireRequestError(`path ${JSON.stringify(path.slice(0, 100))} holds a space or a control byte`);
   let head = `${method} ${path} HTTP/1.1\r\n`;
   let chunked = false;
@@ -65,7 +64,7 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i] as string;
     let value = headers[i + 1] as string;
-    if (!TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
+    if (!HTTP_TOKEN.test(name)) throw new WireRequestError(`field name ${JSON.stringify(name.slice(0, 40))} is not a token`);
     if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name} holds CR, LF, NUL or another control byte`);
     const lower = name.length === 14 || name.length === 17 ? name.toLowerCase() : '';
     if (lower === 'content-length' || lower === 'transfer-encoding') {
@@ -73,7 +72,9 @@ export function encodeRequest(request: WireRequest): Buffer[] {
       if (framed) continue;
       framed = true;
       chunked = lower === 'transfer-encoding';
-      value = chunked ? 'chunked' : String(body.length);
+      // A value that is already true is kept as received (`Chunked`, `007`): only a stage that
+      // changed the body makes the replay's framing differ from what production received.
+      if (chunked ? !/^chunked$/i.test(value) : !/^[0-9]+$/.test(value) || Number(value) !== body.length) value = chunked ? 'chunked' : String(body.length);
     }
     head += `${name}: ${value}\r\n`;
   }
@@ -88,7 +89,7 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   for (let i = 0; i < trailers.length; i += 2) {
     const name = trailers[i] as string;
     const value = trailers[i + 1] as string;
-    if (!TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
+    if (!HTTP_TOKEN.test(name) || INVALID_VALUE.test(value)) throw new WireRequestError(`trailer field ${JSON.stringify(name.slice(0, 40))} is not valid`);
     tail += `${name}: ${value}\r\n`;
   }
   tail += '\r\n';
@@ -113,15 +114,24 @@ export class Http1Origin {
 
   /**
    * Sends one request and reads its response. Rejects with `WireRequestError` before anything
-   * is sent when the request is not valid HTTP/1.1, and with the socket's error (or `signal`'s
-   * reason) otherwise. A kept connection the server closed before answering is retried once on
-   * a new connection (the server read nothing from it).
+   * is sent when the request is not valid HTTP/1.1; with `StagingResponseError`
+   * (`MP_ERR_STAGING_RESPONSE`) when the response's framing is broken (the connection is
+   * dropped); and with the socket's error (or `signal`'s reason) otherwise.
+   *
+   * The client never sends a request twice by itself when staging may have read it: a kept
+   * connection is retried on a new one only when it was known closed before the write, or
+   * failed before any byte of the request reached the kernel. Any later failure is the
+   * caller's to retry (the worker does, with the next `x-mirrorplane-attempt`).
    */
   async request(request: WireRequest, signal: AbortSignal): Promise<WireResponse> {
     const bytes = encodeRequest(request);
     const head = request.method === 'HEAD';
-    const reused = this.#idle.pop();
-    if (reused !== undefined) {
+    for (let reused = this.#idle.pop(); reused !== undefined; reused = this.#idle.pop()) {
+      // Closed (or half-closed) by staging while idle: nothing was written to it.
+      if (reused.destroyed || !reused.writable || reused.readableEnded) {
+        reused.destroy();
+        continue;
+      }
       try {
         return await this.#exchange(reused, bytes, head, signal, true);
       } catch (error) {
@@ -155,6 +165,8 @@ export class Http1Origin {
     return new Promise<WireResponse>((resolve, reject) => {
       const reader = new ResponseReader(head, this.#options.bodyLimit);
       let settled = false;
+      /** Some byte of the request reached the kernel: staging may have read it (no silent resend). */
+      let written = false;
       const finish = (error: Error | null, response?: WireResponse) => {
         if (settled) return;
         settled = true;
@@ -185,14 +197,14 @@ export class Http1Origin {
       const onEnd = () => {
         const done = reader.end();
         if (done !== null) finish(null, done);
-        else if (reused && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
-        else finish(Object.assign(new Error('staging closed the connection before the response ended'), { code: 'UND_ERR_SOCKET' }));
+        else if (reused && !written && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
+        else finish(new StagingTransportError('UND_ERR_SOCKET: staging closed the connection before the response ended'));
       };
       const onError = (error: Error) => {
-        if (reused && !reader.started) finish(new StaleConnectionError(error.message));
+        if (reused && !written && !reader.started) finish(new StaleConnectionError(error.message));
         else finish(error);
       };
-      const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new StagingTransportError('aborted'));
       if (signal.aborted) return onAbort();
       socket.setTimeout(0);
       socket.on('data', onData);
@@ -201,7 +213,11 @@ export class Http1Origin {
       socket.on('error', onError);
       signal.addEventListener('abort', onAbort);
       socket.cork();
-      for (const b of bytes) socket.write(b);
+      // The first chunk's callback tells that bytes reached the kernel (an error before it: none did).
+      socket.write(bytes[0] as Buffer, (error) => {
+        if (!error) written = true;
+      });
+      for (let i = 1; i < bytes.length; i++) socket.write(bytes[i] as Buffer);
       socket.uncork();
     });
   }
@@ -217,6 +233,11 @@ export class Http1Origin {
     this.#idle.push(socket);
   }
 
+  /** Kept connections waiting for a request (a connection staging closed leaves at once). */
+  get idleConnections(): number {
+    return this.#idle.length;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     for (const socket of this.#idle) socket.destroy();
@@ -226,7 +247,16 @@ export class Http1Origin {
   }
 }
 
-class StaleConnectionError extends Error {}
+function broken(detail: string): never {
+  throw new StagingResponseError(`staging sent a broken response: ${detail}`);
+}
+
+const RESPONSE_VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
+/** A chunk-size line: hex size, then optional extensions of visible bytes (RFC 9112 §7.1.1). */
+const CHUNK_LINE = /^([0-9a-fA-F]{1,12})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?$/;
+/** Longest chunk-size line or trailer line read, and the trailer section as a whole (like the head's cap). */
+const MAX_CHUNK_LINE = 8 * 1024;
+const MAX_TRAILER_BYTES = 1024 * 1024;
 
 const enum Body { Head, Length, ChunkSize, ChunkData, ChunkEnd, Trailers, UntilClose, Done }
 
@@ -241,6 +271,7 @@ class ResponseReader {
   #headers: string[] = [];
   #chunks: Buffer[] = [];
   #kept = 0;
+  #trailerBytes = 0;
   #truncated = false;
   #close = false;
   /** Any byte of the response arrived. */
@@ -264,30 +295,44 @@ class ResponseReader {
         case Body.Head: {
           const end = this.#buf.indexOf('\r\n\r\n');
           if (end === -1) {
-            if (this.#buf.length > 1024 * 1024) throw new Error('staging response head over 1 MiB');
+            if (this.#buf.length > 1024 * 1024) throw new StagingTransportError('staging response head over 1 MiB');
             return null;
           }
           const lines = this.#buf.toString('latin1', 0, end).split('\r\n');
           this.#buf = this.#buf.subarray(end + 4);
           const status = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(lines[0] as string);
-          if (status === null) throw new Error(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
+          if (status === null) throw new StagingTransportError(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
           const code = Number(status[2]);
           // 1xx: informational, the real response follows (101 is never asked for).
           if (code < 200) continue;
           this.#status = code;
           let length: number | null = null;
+          let lengthValue: string | null = null;
           let chunked = false;
+          let te = false;
           let teOther = false;
           this.#close = status[1] === '0';
           for (let i = 1; i < lines.length; i++) {
             const line = lines[i] as string;
             const colon = line.indexOf(':');
-            if (colon <= 0) throw new Error('staging sent a malformed response field');
-            const name = line.slice(0, colon).toLowerCase();
-            const value = line.slice(colon + 1).trim();
+            if (colon <= 0) broken('a field line without a name and colon');
+            const rawName = line.slice(0, colon);
+            if (!HTTP_TOKEN.test(rawName)) broken(`field name ${JSON.stringify(rawName.slice(0, 40))} is not a token (obs-fold, whitespace before the colon, or a control byte)`);
+            const name = rawName.toLowerCase();
+            const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+            if (RESPONSE_VALUE_INVALID.test(value)) broken(`field ${name} holds a bare CR or LF, NUL or another control byte`);
             this.#headers.push(name, value);
-            if (name === 'content-length') length = Number(value);
-            else if (name === 'transfer-encoding') {
+            if (name === 'content-length') {
+              // 1*DIGIT only; repeated (as fields or a list) only with the same value (RFC 9110 §8.6).
+              for (const part of value.split(',')) {
+                const v = part.replace(/^[ \t]+|[ \t]+$/g, '');
+                if (!/^[0-9]{1,15}$/.test(v)) broken(`content-length ${JSON.stringify(value.slice(0, 40))} is not a number`);
+                if (lengthValue !== null && Number(v) !== Number(lengthValue)) broken('two different content-lengths');
+                lengthValue = v;
+              }
+              length = Number(lengthValue);
+            } else if (name === 'transfer-encoding') {
+              te = true;
               if (/(?:^|,)\s*chunked\s*$/i.test(value)) chunked = true;
               else teOther = true;
             } else if (name === 'connection') {
@@ -298,11 +343,12 @@ class ResponseReader {
               if (timeout) this.keepAliveMs = Number(timeout[1]) * 1000;
             }
           }
+          if (te && length !== null && !this.#headRequest) broken('both content-length and transfer-encoding');
           if (this.#headRequest || code === 204 || code === 304) this.#state = Body.Done;
           else if (chunked) this.#state = Body.ChunkSize;
           else if (teOther) this.#state = Body.UntilClose;
           else if (length !== null) {
-            if (!Number.isSafeInteger(length) || length < 0) throw new Error('staging sent an invalid content-length');
+            if (!Number.isSafeInteger(length) || length < 0) throw new StagingTransportError('staging sent an invalid content-length');
             this.#remaining = length;
             this.#state = length === 0 ? Body.Done : Body.Length;
           } else this.#state = Body.UntilClose;
@@ -321,9 +367,13 @@ class ResponseReader {
         }
         case Body.ChunkSize: {
           const end = this.#buf.indexOf('\r\n');
-          if (end === -1) return null;
-          const size = /^([0-9a-fA-F]{1,12})/.exec(this.#buf.toString('latin1', 0, end));
-          if (size === null) throw new Error('staging sent a bad chunk size');
+          if (end === -1) {
+            if (this.#buf.length > MAX_CHUNK_LINE) broken(`a chunk-size line over ${MAX_CHUNK_LINE} bytes`);
+            return null;
+          }
+          if (end > MAX_CHUNK_LINE) broken(`a chunk-size line over ${MAX_CHUNK_LINE} bytes`);
+          const size = CHUNK_LINE.exec(this.#buf.toString('latin1', 0, end));
+          if (size === null) broken('a bad chunk size or extension');
           this.#buf = this.#buf.subarray(end + 2);
           this.#remaining = parseInt(size[1] as string, 16);
           this.#state = this.#remaining === 0 ? Body.Trailers : Body.ChunkData;
@@ -331,12 +381,23 @@ class ResponseReader {
         }
         case Body.ChunkEnd:
           if (this.#buf.length < 2) return null;
+          if (this.#buf[0] !== 13 || this.#buf[1] !== 10) broken('chunk data not followed by CRLF');
           this.#buf = this.#buf.subarray(2);
           this.#state = Body.ChunkSize;
           continue;
         case Body.Trailers: {
           const end = this.#buf.indexOf('\r\n');
-          if (end === -1) return null;
+          if (end === -1) {
+            if (this.#buf.length > MAX_CHUNK_LINE || this.#trailerBytes + this.#buf.length > MAX_TRAILER_BYTES) broken('a trailer line or section over its limit');
+            return null;
+          }
+          this.#trailerBytes += end + 2;
+          if (end > MAX_CHUNK_LINE || this.#trailerBytes > MAX_TRAILER_BYTES) broken('a trailer line or section over its limit');
+          if (end > 0) {
+            const line = this.#buf.toString('latin1', 0, end);
+            const colon = line.indexOf(':');
+            if (colon <= 0 || !HTTP_TOKEN.test(line.slice(0, colon)) || RESPONSE_VALUE_INVALID.test(line.slice(colon + 1))) broken('a malformed trailer field');
+          }
           this.#buf = this.#buf.subarray(end + 2);
           if (end === 0) this.#state = Body.Done;
           continue;

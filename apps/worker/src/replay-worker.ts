@@ -1,36 +1,42 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job, type Queue, type Worker } from 'bullmq';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
   Redactor,
   composePipeline,
+  ConfigError,
   decodeEntry,
   encodeEntryFields,
   openEntryFields,
   describeRawFields,
   deserializeEntry,
   errorMessage,
+  exporterLockKey,
   keysFor,
   partitionKeys,
+  ReplayFailedError,
   splitId,
   serializeEntry,
+  ShutdownTimeoutError,
   type CompiledPipeline,
   type Config,
   type Entry,
   type Keys,
 } from '@mirrorplane/core';
 import {
-  AdminServer,
+  type AdminServer,
+  adminServerFor,
   DeploymentMetrics,
   StreamTrimmer,
   WorkerMetrics,
   closeRedis,
   createRedis,
+  createRetryQueue,
+  createRetryWorker,
   ensureGroup,
-  exporterLockKey,
   type Logger,
   type RetryJobData,
   type WorkerHeartbeat,
@@ -42,7 +48,7 @@ import { Claimer, byPartition } from './claimer.js';
 import { READ_BLOCK_MS, runReadLoop } from './read-loop.js';
 import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
 import { retryPolicyOf, type RetryPolicy } from './retry-schedule.js';
-import { POLICY_BACKOFF, RetryScheduledError, handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
+import { handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
 import { Heartbeat } from './heartbeat.js';
 
 export interface ReplayWorkerOptions {
@@ -54,6 +60,12 @@ export interface ReplayWorkerOptions {
 
 /** The slot key of a retry job, apart from the stream entry of the same id. */
 const jobSlot = (id: string) => `job:${id}`;
+
+
+/** Time the cleanup steps after SHUTDOWN_TIMEOUT_MS share, in ms: the stop's bound past the deadline. */
+export const SHUTDOWN_GRACE_MS = 3000;
+/** The least a cleanup step gets, in ms, even past the grace period (one local round trip). */
+const MIN_STEP_MS = 100;
 
 /**
  * A worker: composes the read loop, the slot accounting, the acknowledgement batcher, the
@@ -103,7 +115,8 @@ export class ReplayWorker {
   #claiming: Promise<void> | null = null;
 
   constructor(config: Config, logger: Logger, options: ReplayWorkerOptions = {}) {
-    if (!config.stagingUrl) throw new Error('STAGING_URL is required by the worker');
+    // loadConfig requires it for the worker role; a hand-built config without it is refused the same way.
+    if (!config.stagingUrl) throw new ConfigError([{ key: 'STAGING_URL', message: 'required by the worker' }]);
     this.#config = config;
     this.#logger = logger;
     this.#parts = partitionKeys(config.prefix, config.partitions);
@@ -112,7 +125,7 @@ export class ReplayWorker {
     this.#commands = createRedis(config, 'commands', logger);
     this.#reader = createRedis(config, 'blocking', logger);
     this.#bull = createRedis(config, 'bullmq', logger);
-    this.#queue = new Queue<RetryJobData>(this.#keys.retryQueue, { connection: this.#bull, prefix: this.#keys.bullPrefix });
+    this.#queue = createRetryQueue(this.#keys, this.#bull);
     this.#queue.on('error', this.#throttledWarn('retry queue error'));
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
@@ -160,14 +173,7 @@ export class ReplayWorker {
       holder: this.#consumer,
       logger,
     });
-    this.#admin = config.adminPort === 0 ? null : new AdminServer({
-      host: config.adminHost,
-      port: config.adminPort,
-      ready: () => this.ready,
-      metrics: this.#registry,
-      logger,
-      token: config.adminToken,
-    });
+    this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
   }
 
   /**
@@ -217,9 +223,7 @@ export class ReplayWorker {
     await this.#heartbeat.start();
     await this.#ensureGroupWithRetry();
     if (this.#stopping) return { adminPort };
-    this.#retryWorker = new Worker<RetryJobData>(this.#keys.retryQueue, (job, token) => this.#processRetryJob(job, token), {
-      connection: this.#bull,
-      prefix: this.#keys.bullPrefix,
+    this.#retryWorker = createRetryWorker(this.#keys, (job, token) => this.#processRetryJob(job, token), this.#bull, {
       concurrency: Math.max(1, Math.ceil(this.#config.workerConcurrency / 4)),
       // A job is locked at least as long as a replay can take, so BullMQ never thinks it stalled.
       lockDuration: Math.max(30_000, this.#config.replayTimeoutMs * 2),
@@ -304,10 +308,7 @@ export class ReplayWorker {
       return;
     }
     const firstTriedAt = Date.now();
-    const started = performance.now();
-    const result = await attempt(() => this.#staging.replay(entry, attemptNo));
-    const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
-    this.#account(d, entry, attemptNo);
+    const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
     switch (d.kind) {
       case 'replayed':
       case 'post-error':
@@ -328,6 +329,15 @@ export class ReplayWorker {
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
         return;
     }
+  }
+
+  /** One replay attempt, classified once and counted, the same for the stream and the retry queue. */
+  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number): Promise<Disposition> {
+    const started = performance.now();
+    const result = await attempt(() => this.#staging.replay(entry, attemptNo));
+    const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
+    this.#account(d, entry, attemptNo);
+    return d;
   }
 
   /** Metrics and logs of one classified attempt: the same for the stream and the retry path. */
@@ -409,10 +419,7 @@ export class ReplayWorker {
     this.#slots.acquireOver(slot);
     this.#m.retried();
     try {
-      const started = performance.now();
-      const result = await attempt(() => this.#staging.replay(entry, attemptNo));
-      const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
-      this.#account(d, entry, attemptNo);
+      const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
       switch (d.kind) {
         case 'replayed':
         case 'post-error':
@@ -421,13 +428,13 @@ export class ReplayWorker {
         case 'dropped':
           return;
         case 'later':
-          if (!token) throw new RetryScheduledError('asked to replay later', d.delayMs);
+          if (!token) throw new ReplayFailedError('asked to replay later', d.delayMs);
           // Waiting spends no attempt: BullMQ's manual delay.
           await job.moveToDelayed(Date.now() + d.delayMs, token);
           throw new DelayedError();
         case 'retry':
           // BullMQ stores these messages as the job's failedReason: redacted like logs are.
-          throw new RetryScheduledError(this.#redactor.text(d.message), d.delayMs);
+          throw new ReplayFailedError(this.#redactor.text(d.message), d.delayMs);
         case 'failed':
           throw new UnrecoverableError(this.#redactor.text(d.message));
       }
@@ -475,13 +482,18 @@ export class ReplayWorker {
     if (this.#claimTimer) clearInterval(this.#claimTimer);
     const deadline = Date.now() + this.#config.shutdownTimeoutMs;
     // Every step is bounded: with Redis gone, a command would wait for a reconnect for ever.
+    // The steps after the deadline (hand back, acknowledgements, connections) share one grace
+    // period instead of a second each, so the whole stop is bounded by SHUTDOWN_TIMEOUT_MS +
+    // SHUTDOWN_GRACE_MS even when Redis does not answer at all (a paused or partitioned Redis).
+    const hardDeadline = deadline + SHUTDOWN_GRACE_MS;
     const step = async (name: string, fn: () => Promise<unknown>) => {
       let timer: NodeJS.Timeout | undefined;
       try {
         await Promise.race([
           fn(),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error('timed out')), Math.max(1000, deadline - Date.now()));
+            const until = Date.now() < deadline ? deadline : hardDeadline;
+            timer = setTimeout(() => reject(new ShutdownTimeoutError(name)), Math.max(MIN_STEP_MS, until - Date.now()));
           }),
         ]);
       } catch (error) {

@@ -1,19 +1,21 @@
-import { Http1Origin, WireRequestError, type WireResponse } from './http1-client.js';
+import { WireRequestError } from '@mirrorplane/core';
+import { Http1Origin, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import {
-  StagingStatusError,
-  StagingTransportError,
-  UnreplayableRequestError,
+  compileRetryPolicy,
+  forEachHeader,
   HookError,
   ReplayLaterError,
   stagingHeaders,
+  StagingStatusError,
+  StagingTransportError,
+  UnreplayableRequestError,
   type CompiledPipeline,
   type Config,
   type Entry,
   type OutgoingRequest,
   type PipelineContext,
   type ReplayResponse,
-  compileRetryPolicy,
 } from '@mirrorplane/core';
 
 /** What became of one replay attempt that did not throw. */
@@ -174,9 +176,11 @@ export class StagingClient {
     if (origin !== this.#default && origin.host !== null) {
       // The Host was set for the default origin before the stages ran; a stage that routed the
       // request elsewhere without choosing a Host of its own gets the routed origin's.
-      for (let i = 0; i < request.headers.length; i += 2) {
-        if ((request.headers[i] as string).toLowerCase() === 'host' && request.headers[i + 1] === this.#default.host) request.headers[i + 1] = origin.host;
-      }
+      const { headers } = request;
+      const [from, to] = [this.#default.host, origin.host];
+      forEachHeader(headers, (name, value, i) => {
+        if (name.toLowerCase() === 'host' && value === from) headers[i + 1] = to;
+      });
     }
     return origin;
   }
@@ -186,6 +190,7 @@ export class StagingClient {
     if (error instanceof WireRequestError) {
       return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1: ${error.message}`);
     }
+    if (error instanceof StagingTransportError) return error;
     const code = (error as { code?: string }).code;
     const message = (error as Error).message ?? String(error);
     return new StagingTransportError(code && !message.includes(code) ? `${code}: ${message}` : message, { cause: error });

@@ -1,30 +1,16 @@
 import type { Queue } from 'bullmq';
-import { errorMessage } from '@mirrorplane/core';
+import { errorMessage, ReplayFailedError } from '@mirrorplane/core';
 import { retryJobName, type FailedReason, type Logger, type RetryJobData } from '@mirrorplane/runtime';
 
 /** The BullMQ backoff type of retry jobs: the delay is the one the retry policy chose. */
 export const POLICY_BACKOFF = 'mirrorplane-policy';
 
 /**
- * Thrown by a retry job that the policy retries: carries the delay the policy chose, which
- * `policyBackoff` hands to BullMQ.
- */
-export class RetryScheduledError extends Error {
-  readonly delayMs: number;
-
-  constructor(message: string, delayMs: number) {
-    super(message);
-    this.name = 'RetryScheduledError';
-    this.delayMs = delayMs;
-  }
-}
-
-/**
  * BullMQ's `settings.backoffStrategy` for retry jobs: the delay the classification chose, or -1
  * (no more tries) for any other error, which a job of this backoff type never throws.
  */
 export function policyBackoff(_attemptsMade: number, _type?: string, error?: Error): number {
-  return error instanceof RetryScheduledError ? Math.max(1, error.delayMs) : -1;
+  return error instanceof ReplayFailedError ? Math.max(1, error.delayMs) : -1;
 }
 
 /** How many tries BullMQ allows a job: the policy decides (by throwing Unrecoverable), not BullMQ. */

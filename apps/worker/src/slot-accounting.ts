@@ -1,3 +1,5 @@
+import { InternalError } from '@mirrorplane/core';
+
 /**
  * The worker's concurrency slots.
  *
@@ -22,7 +24,7 @@ export class SlotAccounting {
 
   /** @param capacity slots in all (WORKER_CONCURRENCY), at least 1. */
   constructor(capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1) throw new InternalError(`slot capacity must be a positive integer, got ${capacity}`);
     this.capacity = capacity;
   }
 

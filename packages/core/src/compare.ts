@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DEFAULT_MAX_DECODED_BYTES } from './content-coding.js';
+import { headerValues } from './headers.js';
 import { parseJsonBody, type CompareSettings, type ObservedResponse } from './id-mapping.js';
 
 /**
@@ -23,12 +24,6 @@ export interface Comparison {
 export interface CompiledComparison {
   /** `ids` maps production IDs to staging IDs known for this request (they compare equal). */
   compare(production: ObservedResponse, staging: ObservedResponse, ids?: ReadonlyMap<string, string>): Comparison;
-}
-
-function headerValues(headers: readonly string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === name) out.push(headers[i + 1] as string);
-  return out;
 }
 
 function formatKey(key: string): string {

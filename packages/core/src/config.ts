@@ -1,11 +1,12 @@
 import { dirname, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, type ConfigIssue } from './errors.js';
+import { ConfigError, MirrorplaneError, RuleCompileError, type ConfigIssue } from './errors.js';
+import { HTTP_TOKEN } from './http-token.js';
 import { RedactOptions, redactionSettings, type RedactionSettings } from './redaction.js';
 import { parseDataKeys } from './entry-cipher.js';
 import { ORIGIN_NAME, RuleOptions } from './rule-schema.js';
-import { compileRules, RuleCompileError } from './rules.js';
+import { compileRules } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
 import { parseRedisUrl } from './redis-url.js';
 import { parsePartitionKey, type PartitionKey } from './partitions.js';
@@ -57,14 +58,25 @@ function url(protocols: readonly string[]) {
 /** A shared secret: visible ASCII (it travels in a header), long enough not to be guessed. */
 const secret = z.string().regex(/^[\x21-\x7e]{16,512}$/, 'expected 16-512 visible ASCII characters (openssl rand -hex 32)');
 
+/**
+ * A string setting read by one of core's value parsers: the parser's coded error (a bad value,
+ * MP_ERR_INVALID_VALUE or MP_ERR_DATA_KEY) becomes an issue under the setting's key; anything
+ * else is a bug and is thrown on.
+ */
+function parsedBy<T>(parse: (text: string) => T) {
+  return z.string().trim().transform((value, ctx) => {
+    try {
+      return parse(value);
+    } catch (error) {
+      if (!(error instanceof MirrorplaneError) || (error.code !== 'MP_ERR_INVALID_VALUE' && error.code !== 'MP_ERR_DATA_KEY')) throw error;
+      ctx.addIssue({ code: 'custom', message: error.message });
+      return z.NEVER;
+    }
+  });
+}
+
 /** `id:base64key[,id:base64key…]`; the value stays a string, parsed again by EntryCipher. */
-const dataKeys = z.string().trim().superRefine((value, ctx) => {
-  try {
-    parseDataKeys(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-  }
-});
+const dataKeys = parsedBy((value) => (parseDataKeys(value), value));
 
 const BOOL_ERROR = 'expected true or false (also 1/0, yes/no, on/off)';
 const bool = z.union([z.boolean(), z.stringbool({ error: BOOL_ERROR })], { error: BOOL_ERROR });
@@ -95,7 +107,7 @@ interface Setting {
 
 /** Every setting, by its key in the config file. The table is the documentation's source too. */
 export const SETTINGS = {
-  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', schema: z.string().trim().refine((value) => { try { parseRedisUrl(value); return true; } catch { return false; } }, { error: (issue) => { try { parseRedisUrl(String(issue.input)); return 'invalid Redis URL'; } catch (error) { return (error as Error).message; } } }), default: 'redis://127.0.0.1:6379', doc: 'Redis to use: redis:// or rediss:// (user and password in the URL), redis+cluster://host:port[,host:port…] for a Redis Cluster, redis+sentinel://host:26379[,…]/master for Sentinel' },
+  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', schema: parsedBy((value) => (parseRedisUrl(value), value)), default: 'redis://127.0.0.1:6379', doc: 'Redis to use: redis:// or rediss:// (user and password in the URL), redis+cluster://host:port[,host:port…] for a Redis Cluster, redis+sentinel://host:26379[,…]/master for Sentinel' },
   prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
   ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
   ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },
@@ -117,15 +129,17 @@ export const SETTINGS = {
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
   redisConnectTimeoutMs: { env: 'REDIS_CONNECT_TIMEOUT_MS', flag: '--redis-timeout', schema: integer(100, 600_000), default: 10000, doc: 'time to reach Redis (and, for operator commands, for each command to answer) before giving up with a message naming the URL and the cause' },
   appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503; a PING unanswered this long makes the ingress not ready' },
+  headersTimeoutMs: { env: 'HEADERS_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 20000, doc: 'time a client has from a request\'s first byte to the end of its head (then 408 headers_timeout); like node\'s headersTimeout' },
+  maxConnections: { env: 'MAX_CONNECTIONS', schema: integer(0, 1_000_000), default: 1024, doc: 'connections open at once on each ingress process\'s traffic port; more are closed on arrival (0: no cap). Partial heads in memory are at most MAX_CONNECTIONS × (MAX_HEADER_BYTES + 64 KiB)' },
   claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
   partitions: { env: 'PARTITIONS', schema: integer(1, 1024), default: 1, doc: 'streams the traffic is spread over, each with its own hash tag (its own shard in a Redis Cluster); every process of a deployment must agree' },
-  partitionKey: { env: 'PARTITION_KEY', schema: z.string().transform((value, ctx) => { try { return parsePartitionKey(value); } catch (error) { ctx.addIssue({ code: 'custom', message: (error as Error).message }); return z.NEVER; } }), default: 'request-id', doc: 'what picks a request\'s partition: request-id (x-request-id) or header:<name> (a session key keeps a session in order in one partition)' },
-  streamRetention: { env: 'STREAM_RETENTION', schema: z.string().transform((value, ctx) => { try { return parseStreamRetention(value); } catch (error) { ctx.addIssue({ code: 'custom', message: (error as Error).message }); return z.NEVER; } }), default: 'off', doc: 'how long finished entries stay in the stream for `mirrorplane replay --from --to`: an age (1h), an entry count (500000) or both (1h,500000); off deletes them at once' },
+  partitionKey: { env: 'PARTITION_KEY', schema: parsedBy(parsePartitionKey), default: 'request-id', doc: 'what picks a request\'s partition: request-id (x-request-id) or header:<name> (a session key keeps a session in order in one partition)' },
+  streamRetention: { env: 'STREAM_RETENTION', schema: parsedBy(parseStreamRetention), default: 'off', doc: 'how long finished entries stay in the stream for `mirrorplane replay --from --to`: an age (1h), an entry count (500000) or both (1h,500000); off deletes them at once' },
   responseBodyLimit: { env: 'RESPONSE_BODY_LIMIT', schema: integer(0, 1024 * 1024 * 1024), default: 1024 * 1024, doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded' },
   ingressToken: { env: 'INGRESS_TOKEN', schema: secret, doc: 'shared secret the mirror proxy sends in x-mirrorplane-token; requests without it get 401 (off when unset)' },
-  maxBacklog: { env: 'MAX_BACKLOG', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'entries accepted and not yet finished (stream, pending, retry queue; not the failed set) above which the ingress sheds with 503 backlog_full (0: no cap)' },
-  maxBacklogBytes: { env: 'MAX_BACKLOG_BYTES', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'Redis used_memory above which the ingress sheds with 503 backlog_full (0: no cap)' },
+  maxBacklog: { env: 'MAX_BACKLOG', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'entries accepted and not yet finished (stream, pending, retry queue; not the failed set) the ingress holds at most: at the cap it sheds with 503 backlog_full (0: no cap)' },
+  maxBacklogBytes: { env: 'MAX_BACKLOG_BYTES', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'Redis used_memory at which the ingress sheds with 503 backlog_full (0: no cap)' },
   adminToken: { env: 'ADMIN_TOKEN', schema: secret, doc: 'bearer token the admin port requires; needed when ADMIN_HOST is not a loopback address' },
   dataKey: { env: 'MIRRORPLANE_DATA_KEY', schema: dataKeys, doc: 'AES-256-GCM keys for entry payloads at rest, id:base64key[,…]; the first encrypts, all decrypt (off when unset)' },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', schema: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(', ')}` }), default: 'info', doc: 'pino log level' },
@@ -163,6 +177,8 @@ export interface Config {
   /** Bytes of a request head (and, separately, of a trailer section) the ingress accepts. */
   readonly maxHeaderBytes: number;
   readonly bodyTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly maxConnections: number;
   readonly appendTimeoutMs: number;
   /** Milliseconds to reach Redis at start (and for each operator command) before failing. */
   readonly redisConnectTimeoutMs: number;
@@ -206,7 +222,15 @@ export interface Config {
   readonly idMapping: IdMappingSettings | null;
   /** Comparison of staging's answers with production's, or null when off. */
   readonly compare: CompareSettings | null;
+  /** This process's index among the ingress processes of one host (0 unless forked by the ingress primary). */
+  readonly ingressProcessIndex: number;
 }
+
+/**
+ * Set by the ingress primary in each ingress process it forks (`INGRESS_PROCESSES` > 1), never
+ * by an operator; read here so that nothing outside config reads the environment.
+ */
+export const INGRESS_INDEX_ENV = 'MIRRORPLANE_INGRESS_INDEX';
 
 /** Where and how finished replays are recorded (one JSON line each). */
 export interface RecordingSettings {
@@ -240,7 +264,7 @@ const FILE_ONLY = {
     maxQueuedBytes: integer(64 * 1024, 16 * 1024 * 1024 * 1024).optional(),
     encrypt: bool.optional(),
   }),
-  redactHeaders: z.array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header name')),
+  redactHeaders: z.array(z.string().regex(HTTP_TOKEN, 'expected a header name')),
   redact: RedactOptions,
   productionResponses: ProductionResponsesOptions,
   idMapping: IdMappingOptions,
@@ -364,7 +388,7 @@ function parseFile(path: string, text: string): unknown {
     const first = ((error as Error).message.split('\n')[0] ?? '').replace(/:\s*$/, '');
     const line = (error as { linePos?: { line: number }[] }).linePos?.[0]?.line;
     const source = line === undefined ? undefined : text.split('\n')[line - 1];
-    throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }]);
+    throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }], { cause: error });
   }
 }
 
@@ -461,6 +485,9 @@ export function loadConfig(options: ConfigOptions): Config {
   if ((fileOnly.recording as RecordingFile | undefined)?.encrypt === true && values.dataKey === undefined) {
     issues.push({ key: fileKey('recording.encrypt'), message: 'needs MIRRORPLANE_DATA_KEY (the key the lines are sealed with)' });
   }
+  const indexText = options.env[INGRESS_INDEX_ENV] ?? '0';
+  const ingressProcessIndex = /^\d{1,3}$/.test(indexText) ? Number(indexText) : -1;
+  if (ingressProcessIndex < 0) issues.push({ key: INGRESS_INDEX_ENV, message: `expected the index of a forked ingress process (0, 1, …), got ${JSON.stringify(indexText)}` });
   if (issues.length > 0) throw new ConfigError(issues);
   const redaction = redactionSettings(fileOnly.redact as RedactOptions | undefined, fileOnly.redactHeaders as string[] | undefined);
 
@@ -483,6 +510,7 @@ export function loadConfig(options: ConfigOptions): Config {
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
+    ingressProcessIndex,
   });
 }
 

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { EntryDecodeError, MirrorplaneError } from './errors.js';
+import { DataKeyError, EntryDecodeError } from './errors.js';
 import { ENTRY_VERSION, type RawFields } from './entry.js';
 
 /**
@@ -30,13 +30,6 @@ const SEALED_SLOTS: ReadonlyMap<string, number> = new Map([['u', 0], ['h', 1], [
 export interface DataKey {
   readonly id: string;
   readonly key: Buffer;
-}
-
-/** Thrown when MIRRORPLANE_DATA_KEY cannot be parsed; the message names what is wrong, never the key. */
-export class DataKeyError extends MirrorplaneError {
-  constructor(message: string) {
-    super('MP_ERR_DATA_KEY', message);
-  }
 }
 
 /**

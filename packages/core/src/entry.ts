@@ -1,4 +1,5 @@
 import { EntryDecodeError } from './errors.js';
+import { isHttpToken } from './http-token.js';
 
 /** Version of the stream entry layout; a worker refuses entries of another version. */
 export const ENTRY_VERSION = '1';
@@ -39,7 +40,6 @@ const F_CLIENT = 'a';
 const F_TRAILERS = 'T';
 
 const HEADER_SEPARATOR = '\n';
-const METHOD_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
  * Joins raw header pairs into one latin1 buffer. Names and values never contain LF:
@@ -133,7 +133,7 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
         : `entry ${id} has version ${JSON.stringify(version)}, this worker reads version ${ENTRY_VERSION}`,
     );
   }
-  if (method === undefined || !METHOD_TOKEN.test(method)) {
+  if (method === undefined || !isHttpToken(method)) {
     throw new EntryDecodeError(`entry ${id} has no valid method (${JSON.stringify(method ?? null)})`);
   }
   if (target === undefined || target.length === 0) throw new EntryDecodeError(`entry ${id} has no request-target`);

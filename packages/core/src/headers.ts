@@ -1,33 +1,129 @@
 /**
- * Header handling shared by the worker (what staging receives) and the logs (redaction).
- * Headers are always flat `[name, value, …]` arrays so that order and duplicates survive.
+ * Raw header pairs: the one home for looking up, walking and filtering headers. Headers are
+ * always flat `[name, value, …]` arrays (node:http's `rawHeaders`, what the entry stores, what
+ * undici sends) so that order, case and duplicates survive; names are compared in lower case.
+ * Shared by the worker (what staging receives), the rules, ID mapping, comparison and the logs.
  */
 
-/**
- * Hop-by-hop headers (RFC 9110 §7.6.1); never forwarded. `content-length` and
- * `transfer-encoding` are kept in place: the staging client writes them true to the body it sends.
- */
-const DROPPED = new Set([
+/** Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded as such. */
+export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
   'te',
   'upgrade',
-  // The ingress already answered the 100-continue handshake; the replay sends the body at once.
-  'expect',
+  'transfer-encoding',
+  'trailer',
 ]);
+
+/**
+ * Headers the replay itself manages: hop-by-hop ones, `content-length` (the staging client writes it),
+ * `expect` (the ingress already answered the 100-continue handshake; the replay sends the body
+ * at once) and Mirrorplane's own id and attempt headers. Never forwarded, never set by a rule.
+ */
+export const REPLAY_MANAGED_HEADERS: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP_HEADERS,
+  'content-length',
+  'expect',
+  'x-mirrorplane-id',
+  'x-mirrorplane-attempt',
+]);
+
+/**
+ * What `stagingHeaders` drops: the replay-managed headers except the framing ones.
+ * `content-length`, `transfer-encoding` and `trailer` stay in place: the staging client writes
+ * their values true to the body it sends.
+ */
+const STAGING_DROPPED: ReadonlySet<string> = new Set(
+  [...REPLAY_MANAGED_HEADERS].filter((h) => h !== 'content-length' && h !== 'transfer-encoding' && h !== 'trailer'),
+);
+
+/** Calls `fn(name, value, index)` for each pair in order; `index` is the position of the name. */
+export function forEachHeader(rawHeaders: readonly string[], fn: (name: string, value: string, index: number) => void): void {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) fn(rawHeaders[i] as string, rawHeaders[i + 1] as string, i);
+}
+
+/** The pairs as `[name, value]` tuples, in order. */
+export function headerEntries(rawHeaders: readonly string[]): [string, string][] {
+  const out: [string, string][] = [];
+  forEachHeader(rawHeaders, (name, value) => out.push([name, value]));
+  return out;
+}
+
+/**
+ * Whether a header name equals `lower` (a lower-case ASCII token) ignoring case. Lengths are
+ * compared first: lower-casing every name of every request is measurable on the ingress.
+ */
+function sameName(name: string, lower: string): boolean {
+  return name.length === lower.length && name.toLowerCase() === lower;
+}
+
+/** The first value of a header (name compared case-insensitively), or null when absent. */
+export function headerValue(rawHeaders: readonly string[], name: string): string | null {
+  const lower = name.toLowerCase();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (sameName(rawHeaders[i] as string, lower)) return rawHeaders[i + 1] as string;
+  }
+  return null;
+}
+
+/** Every value of a header, in order (name compared case-insensitively); empty when absent. */
+export function headerValues(rawHeaders: readonly string[], name: string): string[] {
+  const lower = name.toLowerCase();
+  const out: string[] = [];
+  forEachHeader(rawHeaders, (n, value) => {
+    if (n.toLowerCase() === lower) out.push(value);
+  });
+  return out;
+}
+
+/** Whether some pair has this name and a value `test` accepts. */
+export function someHeader(rawHeaders: readonly string[], name: string, test: (value: string) => boolean): boolean {
+  const lower = name.toLowerCase();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (sameName(rawHeaders[i] as string, lower) && test(rawHeaders[i + 1] as string)) return true;
+  }
+  return false;
+}
+
+/** The pairs whose lower-case name `keep` accepts, in order (a new array). */
+export function filterHeaders(rawHeaders: readonly string[], keep: (lowerName: string, value: string) => boolean): string[] {
+  const out: string[] = [];
+  forEachHeader(rawHeaders, (name, value) => {
+    if (keep(name.toLowerCase(), value)) out.push(name, value);
+  });
+  return out;
+}
+
+/** The pairs without any of the named headers (`names` in lower case). */
+export function withoutHeaders(rawHeaders: readonly string[], names: ReadonlySet<string>): string[] {
+  return filterHeaders(rawHeaders, (lower) => !names.has(lower));
+}
+
+/** The first value of each name, keyed by lower-case name, as node:http's `req.headers` gives them. */
+export function headerObject(rawHeaders: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  forEachHeader(rawHeaders, (name, value) => {
+    out[name.toLowerCase()] ??= value;
+  });
+  return out;
+}
+
+/** The header names a `connection` header lists (`connection: close, x-foo` → close, x-foo), lower case. */
+export function connectionNamedHeaders(rawHeaders: readonly string[]): Set<string> {
+  const named = new Set<string>();
+  for (const value of headerValues(rawHeaders, 'connection')) {
+    for (const token of value.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t) named.add(t);
+    }
+  }
+  return named;
+}
 
 export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
 export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
 
-
-/** The first value of a header (case-insensitive name), or null. */
-export function headerValue(rawHeaders: readonly string[], name: string): string | null {
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if ((rawHeaders[i] as string).toLowerCase() === name) return rawHeaders[i + 1] as string;
-  }
-  return null;
-}
 
 /**
  * Removes Envoy's shadow suffix from a mirrored host: Envoy appends `-shadow` to the host of
@@ -60,33 +156,21 @@ export interface StagingHeaderOptions {
  * Any `x-mirrorplane-*` header that came in is replaced, never trusted.
  */
 export function stagingHeaders(rawHeaders: readonly string[], options: StagingHeaderOptions): string[] {
-  let named: Set<string> | null = null;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if ((rawHeaders[i] as string).toLowerCase() === 'connection') {
-      named ??= new Set();
-      for (const token of (rawHeaders[i + 1] as string).split(',')) {
-        const t = token.trim().toLowerCase();
-        if (t) named.add(t);
-      }
-    }
-  }
+  const named = connectionNamedHeaders(rawHeaders);
   const out: string[] = [];
   let hostSeen = false;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
+  forEachHeader(rawHeaders, (name, value) => {
     const lower = name.toLowerCase();
-    if (DROPPED.has(lower) || named?.has(lower) || lower === MIRRORPLANE_ID_HEADER || lower === MIRRORPLANE_ATTEMPT_HEADER) {
-      continue;
-    }
+    if (STAGING_DROPPED.has(lower) || named.has(lower)) return;
     if (lower === 'host') {
       // A request has one Host; a second one would be refused by staging's parser.
-      if (hostSeen) continue;
+      if (hostSeen) return;
       hostSeen = true;
-      out.push(name, options.host ?? stripShadowSuffix(rawHeaders[i + 1] as string));
-      continue;
+      out.push(name, options.host ?? stripShadowSuffix(value));
+      return;
     }
-    out.push(name, rawHeaders[i + 1] as string);
-  }
+    out.push(name, value);
+  });
   const host = options.host ?? options.fallbackHost;
   if (!hostSeen && host !== undefined) out.push('host', host);
   out.push(MIRRORPLANE_ID_HEADER, options.entryId, MIRRORPLANE_ATTEMPT_HEADER, String(options.attempt));

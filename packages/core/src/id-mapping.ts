@@ -1,8 +1,12 @@
 import { z } from 'zod';
-import { LinearRegExp } from './linear-regex.js';
-import { parseJsonPath, type JsonPath } from './json-path.js';
+import { hasJsonBody } from './content-type.js';
 import { decodeBody, DEFAULT_MAX_DECODED_BYTES } from './content-coding.js';
+import { forEachHeader, headerValue, headerValues } from './headers.js';
+import { HTTP_TOKEN as TOKEN } from './http-token.js';
+import { parseJsonPath, type JsonPath } from './json-path.js';
+import { LinearRegExp } from './linear-regex.js';
 import { decodePercent, decodeQueryComponent } from './percent-decoding.js';
+import { parseQuery } from './rule-query.js';
 
 /**
  * ID mapping: a request creates an object in production (`POST /orders` → `ord_812`) and,
@@ -12,7 +16,6 @@ import { decodePercent, decodeQueryComponent } from './percent-decoding.js';
  * it is compiled once at start-up into the functions below; no I/O here.
  */
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const KIND_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 const regexString = z.string().min(1).superRefine((value, ctx) => {
@@ -157,11 +160,6 @@ export interface CompiledIdMapping {
   usesJson: boolean;
 }
 
-function headerOf(headers: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === name) return headers[i + 1];
-  return undefined;
-}
-
 function readJsonPath(root: unknown, path: JsonPath): unknown {
   let node = root;
   for (const key of path) {
@@ -195,7 +193,7 @@ export interface JsonDocument {
 
 /** `parseJsonBody`, keeping the decoded text for in-place edits; undefined when not JSON. */
 export function parseJsonDocument(headers: readonly string[], body: Buffer, maxDecodedBytes = DEFAULT_MAX_DECODED_BYTES): JsonDocument | undefined {
-  if (body.length === 0 || !/\bjson\b/i.test(headerOf(headers, 'content-type') ?? '')) return undefined;
+  if (body.length === 0 || !hasJsonBody(headers)) return undefined;
   const decoded = decodeBody(headers, body, maxDecodedBytes);
   if (!decoded.ok) return undefined;
   const text = decoded.body.toString('utf8');
@@ -278,7 +276,7 @@ export function jsonValueSpan(t: string, path: JsonPath): [number, number] | nul
  * (bounded by `maxDecodedBytes`); undefined otherwise, or when it does not decode or parse.
  */
 export function parseJsonBody(headers: readonly string[], body: Buffer, maxDecodedBytes = DEFAULT_MAX_DECODED_BYTES): unknown {
-  if (body.length === 0 || !/\bjson\b/i.test(headerOf(headers, 'content-type') ?? '')) return undefined;
+  if (body.length === 0 || !hasJsonBody(headers)) return undefined;
   const decoded = decodeBody(headers, body, maxDecodedBytes);
   if (!decoded.ok) return undefined;
   try {
@@ -299,13 +297,13 @@ function compileLearner(kind: string, options: IdLearnOptions, maxDecodedBytes: 
     extract = (response) => idText(readJsonPath(parseJsonBody(response.headers, response.body, maxDecodedBytes), path));
   } else if ('header' in from) {
     const name = from.header.toLowerCase();
-    extract = (response) => headerOf(response.headers, name) ?? null;
+    extract = (response) => headerValue(response.headers, name);
   } else {
     const re = new LinearRegExp(from.location);
     // A Location is a URL: its ID is percent-decoded like an ID found in a path (and encoded
     // exactly once when it is put into one).
     extract = (response) => {
-      const id = re.exec(headerOf(response.headers, 'location') ?? '')?.groups?.id;
+      const id = re.exec(headerValue(response.headers, 'location') ?? '')?.groups?.id;
       return id ? decodePercent(id) : null;
     };
   }
@@ -348,13 +346,8 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       json: false,
       find(request) {
         const q = request.path.indexOf('?');
-        if (q === -1) return [];
-        const out: string[] = [];
-        for (const part of request.path.slice(q + 1).split('&')) {
-          const eq = part.indexOf('=');
-          if (eq !== -1 && decodeQueryComponent(part.slice(0, eq)) === name) out.push(decodeQueryComponent(part.slice(eq + 1)));
-        }
-        return out;
+        // Only `name=value` parameters carry an id; a bare `name` does not.
+        return q === -1 ? [] : parseQuery(request.path.slice(q + 1)).flatMap((p) => (p.name === name && p.value !== null ? [p.value] : []));
       },
       replace(request, _json, from, to) {
         const q = request.path.indexOf('?');
@@ -381,18 +374,17 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
       kind,
       json: false,
       find(request) {
-        const out: string[] = [];
-        for (let i = 0; i < request.headers.length; i += 2) if ((request.headers[i] as string).toLowerCase() === name) out.push(request.headers[i + 1] as string);
-        return out;
+        return headerValues(request.headers, name);
       },
       replace(request, _json, from, to) {
         let changed = false;
-        for (let i = 0; i < request.headers.length; i += 2) {
-          if ((request.headers[i] as string).toLowerCase() === name && request.headers[i + 1] === from) {
-            request.headers[i + 1] = to;
+        const { headers } = request;
+        forEachHeader(headers, (n, value, i) => {
+          if (n.toLowerCase() === name && value === from) {
+            headers[i + 1] = to;
             changed = true;
           }
-        }
+        });
         return changed;
       },
     };

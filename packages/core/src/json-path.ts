@@ -1,3 +1,5 @@
+import { JsonPathSyntaxError } from './errors.js';
+
 /**
  * Paths into a JSON document for the `json` rule action: `user.id`, `items[0].price`,
  * `$.meta["x.y"]` (a leading `$` or `$.` is allowed; quoted keys may hold dots). Parsed
@@ -5,9 +7,6 @@
  */
 
 export type JsonPath = readonly (string | number)[];
-
-/** Thrown by `parseJsonPath` with a message naming the position of the problem. */
-export class JsonPathSyntaxError extends Error {}
 
 const IDENT = /^[A-Za-z_$][A-Za-z0-9_$-]*/;
 

@@ -1,4 +1,5 @@
 import { RE2JS } from 're2js';
+import { LinearRegexSyntaxError } from './errors.js';
 
 /**
  * Regular expressions from the config file (rules, ID mapping) run on request data an
@@ -13,6 +14,27 @@ import { RE2JS } from 're2js';
  * machine that reaches only the npm registry neither works. re2js installs as plain files.
  */
 
+/**
+ * RE2 is linear in the input, but each input character costs up to the size of the compiled
+ * program (its instruction count): `(.*a){999}` compiles to ~5000 instructions and costs
+ * seconds on an 8 KB path. Two bounds keep a match's cost independent of the attacker:
+ *
+ * - at load, a pattern whose program exceeds `MAX_PROGRAM_SIZE` instructions is refused
+ *   (LinearRegexSyntaxError; config load names the rule and the pattern);
+ * - per match, program size × input length (UTF-16 units) may not exceed `MAX_MATCH_COST`
+ *   (about 50 ms on one core at worst): a longer input is not matched (`test` false, `exec`
+ *   null) and is counted (`LinearRegExp.skipped`, `linearRegexSkips()`). With a typical
+ *   program (20-60 instructions) that is inputs of 16 000 to 50 000 characters.
+ */
+export const MAX_PROGRAM_SIZE = 1000;
+export const MAX_MATCH_COST = 1_000_000;
+
+let skips = 0;
+/** Matches not run in this process because the input was too long for the pattern's program (see MAX_MATCH_COST). */
+export function linearRegexSkips(): number {
+  return skips;
+}
+
 /** A match, shaped like `RegExpExecArray` for what callers read: `[0]`, `[n]`, `index`, `groups`, `indices`. */
 export interface LinearMatch extends Array<string | undefined> {
   0: string;
@@ -23,22 +45,20 @@ export interface LinearMatch extends Array<string | undefined> {
   indices: { [n: number]: [number, number] | undefined; groups: Record<string, [number, number] | undefined> | undefined };
 }
 
-/** Thrown when a pattern is not valid, or needs a feature RE2 cannot run in linear time. */
-export class LinearRegexSyntaxError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LinearRegexSyntaxError';
-  }
-}
-
 /** A compiled pattern with the `RegExp` methods our stages use, in linear time. */
 export class LinearRegExp {
   readonly source: string;
   readonly #re: RE2JS;
   readonly #names: readonly (readonly [string, number])[];
   readonly groupCount: number;
+  /** Instructions in the compiled program (at most MAX_PROGRAM_SIZE). */
+  readonly programSize: number;
+  /** The longest input (UTF-16 units) a match runs on: MAX_MATCH_COST / programSize. */
+  readonly maxInputLength: number;
+  /** Inputs not matched because they were longer than `maxInputLength`. */
+  skipped = 0;
 
-  /** @throws LinearRegexSyntaxError naming the unsupported feature or the syntax error. */
+  /** @throws LinearRegexSyntaxError naming the unsupported feature, the syntax error, or a program over MAX_PROGRAM_SIZE. */
   constructor(source: string) {
     this.source = source;
     // Valid JavaScript first, so the message for a typo is the one people know.
@@ -54,16 +74,31 @@ export class LinearRegExp {
     } catch (error) {
       throw new LinearRegexSyntaxError(`not supported by the linear-time engine (RE2): ${(error as Error).message}`);
     }
+    this.programSize = this.#re.programSize();
+    if (this.programSize > MAX_PROGRAM_SIZE) {
+      throw new LinearRegexSyntaxError(`compiles to ${this.programSize} instructions, more than ${MAX_PROGRAM_SIZE}: its cost per byte of request data would be too high (large counted repetitions like {999} multiply the pattern); write a smaller pattern`);
+    }
+    this.maxInputLength = Math.floor(MAX_MATCH_COST / Math.max(1, this.programSize));
     this.groupCount = this.#re.groupCount();
     this.#names = Object.entries(this.#re.namedGroups() as Record<string, number>);
   }
 
+  /** Whether the pattern matches; false (counted) for an input longer than `maxInputLength`. */
   test(input: string): boolean {
+    if (this.#tooLong(input)) return false;
     return this.#re.matcher(input).find();
   }
 
-  /** The first match, or null. */
+  #tooLong(input: string): boolean {
+    if (input.length <= this.maxInputLength) return false;
+    this.skipped++;
+    skips++;
+    return true;
+  }
+
+  /** The first match, or null (also, counted, for an input longer than `maxInputLength`). */
   exec(input: string): LinearMatch | null {
+    if (this.#tooLong(input)) return null;
     const m = this.#re.matcher(input);
     if (!m.find()) return null;
     const out = [] as unknown as LinearMatch;

@@ -1,4 +1,6 @@
-import { keysFor, type Keys } from './keys.js';
+import { InvalidValueError } from './errors.js';
+import { fnv1a32 } from './hashing.js';
+import { TOKEN_CHARS } from './http-token.js';
 
 /**
  * Partitions: with `PARTITIONS=N` a deployment's traffic is spread over N streams, each with
@@ -11,37 +13,23 @@ import { keysFor, type Keys } from './keys.js';
  * (a session id, say) so that one session's requests keep their order in one partition.
  */
 
-/** The keys of every partition; `[keysFor(prefix)]` when there is one. */
-export function partitionKeys(prefix: string, partitions: number): Keys[] {
-  const base = keysFor(prefix);
-  const out: Keys[] = [base];
-  for (let i = 1; i < partitions; i++) {
-    const tag = `{${prefix}~${i}}`;
-    out.push(Object.freeze({ ...base, stream: `${tag}:stream`, replayed: `${tag}:replayed` }));
-  }
-  return out;
-}
-
 /** What decides a request's partition. */
 export type PartitionKey = { kind: 'request-id' } | { kind: 'header'; name: string };
+
+const HEADER_KEY = new RegExp(`^header:(${TOKEN_CHARS}+)$`, 'i');
 
 /** Parses PARTITION_KEY: `request-id` or `header:<name>`. */
 export function parsePartitionKey(text: string): PartitionKey {
   const t = text.trim();
   if (t.toLowerCase() === 'request-id') return { kind: 'request-id' };
-  const m = /^header:([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$/i.exec(t);
+  const m = HEADER_KEY.exec(t);
   if (m) return { kind: 'header', name: (m[1] as string).toLowerCase() };
-  throw new Error(`expected request-id or header:<name> (header:x-session-id), got ${JSON.stringify(text)}`);
+  throw new InvalidValueError(`expected request-id or header:<name> (header:x-session-id), got ${JSON.stringify(text)}`);
 }
 
-/** FNV-1a, 32 bits: stable across processes and versions, cheap on the hot path. */
+/** The partition of a key: FNV-1a, stable across processes and versions, cheap on the hot path. */
 export function partitionOf(key: string, partitions: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % partitions;
+  return fnv1a32(key) % partitions;
 }
 
 /**

@@ -176,15 +176,16 @@ export function composePipeline(pipelines: readonly Pipeline[]): CompiledPipelin
       return current;
     },
     async post(response, request, ctx) {
-      let first: unknown;
+      // A flag, not `first !== undefined`: a hook that throws `undefined` (or null) still failed.
+      let failed: { error: unknown } | null = null;
       for (const post of posts) {
         try {
           await post.run(response, request, ctx);
         } catch (error) {
-          first ??= named(post.stage, error);
+          failed ??= { error: named(post.stage, error) };
         }
       }
-      if (first !== undefined) throw first;
+      if (failed) throw failed.error;
     },
     async close() {
       for (const p of pipelines) {

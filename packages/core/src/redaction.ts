@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HTTP_TOKEN } from './http-token.js';
 
 /**
  * Redaction: what is obviously secret in a mirrored request, and the one place that hides it
@@ -7,8 +8,23 @@ import { z } from 'zod';
  *
  * A header is secret by name (its whole value is replaced); a query parameter is secret by
  * name (its value is replaced, the name stays so the shape of the request can be read).
- * Names compare case-insensitively.
+ * Names compare case-insensitively. Besides the lists, a name is secret by its shape
+ * (`SECRET_HEADER_SHAPE`, `SECRET_PARAM_SHAPE`: `*_token`, `*_secret`, `*_key`, `password*`…),
+ * unless `redact.keep` names it. A query parameter's name is read percent-decoded and without
+ * array brackets (`token[]`, `token%5B%5D`, `token[0]` are `token`); parameters are split on `&`
+ * and `;`, in the query and in the fragment. The userinfo of an absolute URL (`user:pass@`) is
+ * always hidden. Bodies: a form (`application/x-www-form-urlencoded`) or JSON body has the
+ * values of secret-named fields hidden in recordings and HAR (`Redactor.body`).
  */
+
+/** Header names secret by their shape: `x-foo-token`, `x-client-secret`, `x-foo-api-key`, `*-password`. */
+export const SECRET_HEADER_SHAPE = /(?:^|[-_])(?:token|secret|password|passwd|api-?key|apikey|credentials?|signature)$/;
+/**
+ * Query parameter and body field names secret by their shape: `*_token`, `*_secret`, `*_key`,
+ * `*_password`, `password*`, `*_signature`, `*_credential(s)` (`_`, `-` or `.` before the
+ * suffix); `token`, `secret`, `password` also without a separator (`accessToken`, `clientSecret`).
+ */
+export const SECRET_PARAM_SHAPE = /(?:^|[-_.])(?:key|pwd|signature|credentials?)$|^pass(?:word|wd)|(?:token|secret|password|passwd)$/;
 
 /** The text that replaces a secret value. */
 export const REDACTED = '[redacted]';
@@ -38,6 +54,17 @@ export const DEFAULT_REDACTED_HEADERS: readonly string[] = Object.freeze([
 export const DEFAULT_REDACTED_QUERY_PARAMS: readonly string[] = Object.freeze([
   'token',
   'access_token',
+  'private_token',
+  'auth_token',
+  'api_token',
+  'session_token',
+  'csrf_token',
+  'xsrf_token',
+  'client_assertion',
+  'assertion',
+  'otp',
+  'passcode',
+  'credentials',
   'refresh_token',
   'id_token',
   'auth',
@@ -62,12 +89,11 @@ export const DEFAULT_REDACTED_QUERY_PARAMS: readonly string[] = Object.freeze([
   'x-goog-credential',
 ]);
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** The config file's `redact:` block: extends the defaults, or turns some off. */
 export const RedactOptions = z.strictObject({
   /** More header names to redact, on top of the defaults. */
-  headers: z.array(z.string().regex(TOKEN, 'expected a header name')).optional(),
+  headers: z.array(z.string().regex(HTTP_TOKEN, 'expected a header name')).optional(),
   /** More query parameter names to redact, on top of the defaults. */
   queryParams: z.array(z.string().min(1, 'expected a query parameter name').max(256)).optional(),
   /** Default header or query parameter names to show after all (e.g. `code` when it is a product code). */
@@ -79,6 +105,8 @@ export type RedactOptions = z.infer<typeof RedactOptions>;
 export interface RedactionSettings {
   readonly headers: readonly string[];
   readonly queryParams: readonly string[];
+  /** Names shown after all, even when their shape looks secret (`redact.keep`). */
+  readonly keep?: readonly string[];
 }
 
 /**
@@ -91,6 +119,7 @@ export function redactionSettings(options: RedactOptions | undefined, legacyHead
   return Object.freeze({
     headers: Object.freeze(lower([...(legacyHeaders ?? DEFAULT_REDACTED_HEADERS), ...(options?.headers ?? [])])),
     queryParams: Object.freeze(lower([...DEFAULT_REDACTED_QUERY_PARAMS, ...(options?.queryParams ?? [])])),
+    keep: Object.freeze([...keep]),
   });
 }
 
@@ -101,21 +130,37 @@ export function redactionSettings(options: RedactOptions | undefined, legacyHead
 export class Redactor {
   readonly headerNames: ReadonlySet<string>;
   readonly queryNames: ReadonlySet<string>;
-  /** `Name: value` of a secret header inside free text; one alternation of literal names. */
-  readonly #quotedHeader: RegExp | null;
+  readonly #keep: ReadonlySet<string>;
+  /** Whether shapes apply: an empty list (redaction turned off entirely) turns them off too. */
+  readonly #shapes: boolean;
+  /** `Name: value` of a secret header inside free text; any header-like name, checked by `isSecretHeader`. */
+  readonly #quotedHeader = /(?<![A-Za-z0-9!#$%&'*+.^_`|~-])([A-Za-z][A-Za-z0-9_-]{0,63})[ \t]*:[ \t]*/g;
 
   constructor(settings: RedactionSettings) {
     this.headerNames = new Set(settings.headers);
     this.queryNames = new Set(settings.queryParams);
-    const names = settings.headers.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-    this.#quotedHeader = names.length === 0 ? null : new RegExp(`(^|[^A-Za-z0-9!#$%&'*+.^_\`|~-])(${names.join('|')})([ \t]*:[ \t]*)[^\r\n,"]*`, 'gi');
+    this.#keep = new Set(settings.keep ?? []);
+    this.#shapes = settings.headers.length + settings.queryParams.length > 0;
+  }
+
+  /** Whether a header's value is hidden: by the list, or by its shape (not in `keep`). */
+  isSecretHeader(name: string): boolean {
+    const n = name.toLowerCase();
+    return this.headerNames.has(n) || (this.#shapes && !this.#keep.has(n) && SECRET_HEADER_SHAPE.test(n));
+  }
+
+  /** Whether a query parameter's or body field's value is hidden (`name` as written: decoded, brackets dropped here). */
+  isSecretParam(name: string): boolean {
+    const n = decodeName(name).replace(/(\[[^\]]*\])+$/, '');
+    if (this.queryNames.has(n)) return true;
+    return this.#shapes && !this.#keep.has(n) && SECRET_PARAM_SHAPE.test(n);
   }
 
   /** A copy of flat `[name, value, …]` headers with secret values replaced. */
   headers(rawHeaders: readonly string[]): string[] {
     const out = rawHeaders.slice();
     for (let i = 0; i < out.length; i += 2) {
-      if (this.headerNames.has((out[i] as string).toLowerCase())) out[i + 1] = REDACTED;
+      if (this.isSecretHeader(out[i] as string)) out[i + 1] = REDACTED;
     }
     return out;
   }
@@ -123,45 +168,118 @@ export class Redactor {
   /** A copy of a header object (`{ name: value | value[] }`) with secret values replaced. */
   headerObject<T>(headers: Readonly<Record<string, T>>): Record<string, T | string> {
     const out: Record<string, T | string> = {};
-    for (const [name, value] of Object.entries(headers)) out[name] = this.headerNames.has(name.toLowerCase()) ? REDACTED : value;
+    for (const [name, value] of Object.entries(headers)) out[name] = this.isSecretHeader(name) ? REDACTED : value;
     return out;
   }
 
   /**
-   * A request-target (`/path?query`, or an absolute URL) with the values of secret query
-   * parameters replaced; everything else byte for byte. A parameter name is compared after
-   * percent-decoding, so `%74oken=` is caught too.
+   * A request-target (`/path?query#fragment`, or an absolute URL) with the userinfo of an
+   * absolute URL hidden and the values of secret parameters replaced, in the query and in the
+   * fragment (split on `&` and `;`); everything else byte for byte.
    */
   target(target: string): string {
-    const q = target.indexOf('?');
-    if (q < 0 || this.queryNames.size === 0) return target;
-    const hash = target.indexOf('#', q);
-    const query = target.slice(q + 1, hash < 0 ? undefined : hash);
-    let changed = false;
-    const parts = query.split('&').map((part) => {
-      const eq = part.indexOf('=');
-      const rawName = eq < 0 ? part : part.slice(0, eq);
-      if (!this.queryNames.has(decodeName(rawName))) return part;
-      if (eq < 0) return part;
-      changed = true;
-      return `${rawName}=${REDACTED}`;
-    });
-    if (!changed) return target;
-    return `${target.slice(0, q + 1)}${parts.join('&')}${hash < 0 ? '' : target.slice(hash)}`;
+    let out = target.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#@\s]*)@/, (_w, scheme: string) => `${scheme}${REDACTED}@`);
+    const q = out.indexOf('?');
+    const hash = out.indexOf('#');
+    const queryStart = q >= 0 && (hash < 0 || q < hash) ? q : -1;
+    if (queryStart < 0 && hash < 0) return out;
+    const head = out.slice(0, queryStart >= 0 ? queryStart : hash);
+    const query = queryStart >= 0 ? out.slice(queryStart, hash < 0 ? undefined : hash) : '';
+    const fragment = hash >= 0 ? out.slice(hash) : '';
+    out = `${head}${query && `?${this.params(query.slice(1))}`}${fragment && `#${this.params(fragment.slice(1))}`}`;
+    return out;
+  }
+
+  /** `name=value` pairs separated by `&` or `;` (a query, a fragment, a form body) with secret values replaced. */
+  params(text: string): string {
+    return text.replace(/(^|[&;])([^&;=]*)=([^&;]*)/g, (whole, sep: string, name: string) => (this.isSecretParam(name) ? `${sep}${name}=${REDACTED}` : whole));
   }
 
   /**
-   * Free text that may quote a request (an error message, a job name): every URL-like
-   * `name=value` whose name is secret, and every `Name: value` of a secret header, is hidden.
+   * A body as recordings and HAR show it: a form body (`application/x-www-form-urlencoded`)
+   * with the values of secret-named fields replaced, a JSON body (`application/json`, `*+json`)
+   * with the values of secret-named members replaced at any depth; anything else unchanged.
+   * Never throws: JSON that does not parse is shown through `text`.
+   */
+  body(contentType: string | undefined, body: Buffer): Buffer {
+    const type = (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+    if (type === 'application/x-www-form-urlencoded') {
+      const text = body.toString('latin1');
+      const out = this.params(text);
+      return out === text ? body : Buffer.from(out, 'latin1');
+    }
+    if (type === 'application/json' || type.endsWith('+json')) {
+      const text = body.toString('utf8');
+      let out: string;
+      try {
+        out = JSON.stringify(this.#json(JSON.parse(text), 0));
+      } catch {
+        // Not JSON as a whole (cut by a body limit, say): redacted as text when it is text.
+        if (!Buffer.from(text, 'utf8').equals(body)) return body;
+        out = this.text(text);
+      }
+      return out === text || !this.#jsonChanged(text, out) ? body : Buffer.from(out, 'utf8');
+    }
+    return body;
+  }
+
+  #jsonChanged(before: string, after: string): boolean {
+    try {
+      return JSON.stringify(JSON.parse(before)) !== after;
+    } catch {
+      return before !== after;
+    }
+  }
+
+  #json(value: unknown, depth: number): unknown {
+    if (depth > 64 || value === null || typeof value !== 'object') return value;
+    if (Array.isArray(value)) return value.map((v) => this.#json(v, depth + 1));
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = (this.isSecretParam(k) || this.isSecretHeader(k)) && v !== null && typeof v !== 'object' ? REDACTED : this.#json(v, depth + 1);
+    }
+    return out;
+  }
+
+  /**
+   * Free text that may quote a request (an error message, a job name): every URL in it (by
+   * `target`), every `name=value` (bare, `"quoted"` or `'quoted'`) and JSON `"name": "value"`
+   * whose name is secret, and every `Name: value` of a secret header (cookie lists joined by a
+   * comma included), is hidden.
    */
   text(text: string): string {
     let out = text;
-    if (this.queryNames.size > 0 && out.includes('=')) {
-      out = out.replace(/([?&;\s]|^)([^=&?#\s;"']{1,256})=([^&#\s"']*)/g, (whole, lead: string, name: string) =>
-        this.queryNames.has(decodeName(name)) ? `${lead}${name}=${REDACTED}` : whole);
+    if (out.includes('://')) out = out.replace(/[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s"'<>`]+/g, (url) => this.target(url));
+    if (out.includes('=')) {
+      out = out.replace(/(^|[?&;,\s({[])([^=&?#\s;,"'(){}[\]]{1,256})=("[^"]*"|'[^']*'|[^&#\s"',;)]*)/g, (whole, lead: string, name: string, value: string) => {
+        if (!this.isSecretParam(name)) return whole;
+        const q = value.startsWith('"') || value.startsWith("'") ? value[0] : '';
+        return `${lead}${name}=${q}${REDACTED}${q}`;
+      });
     }
-    if (this.#quotedHeader !== null && out.includes(':')) {
-      out = out.replace(this.#quotedHeader, (_whole, lead: string, name: string, colon: string) => `${lead}${name}${colon}${REDACTED}`);
+    if (out.includes('"')) {
+      out = out.replace(/"((?:[^"\\]|\\.){1,256})"(\s*:\s*)"((?:[^"\\]|\\.)*)"/g, (whole, name: string, colon: string) =>
+        this.isSecretParam(name) || this.isSecretHeader(name) ? `"${name}"${colon}"${REDACTED}"` : whole);
+    }
+    if (out.includes(':')) {
+      // Names found one by one; a secret one's value runs to the line's end, a `"`, or a comma
+      // not followed by a cookie-like `name=` (Set-Cookie values joined by a comma).
+      const head = this.#quotedHeader;
+      const value = /(?:[^\r\n,"]|,(?=[ \t]*[^\s=,:;"]+=))*/y;
+      let result = '';
+      let from = 0;
+      head.lastIndex = 0;
+      for (let m = head.exec(out); m !== null; m = head.exec(out)) {
+        const end = m.index + m[0].length;
+        if (!this.isSecretHeader(m[1] as string)) continue;
+        value.lastIndex = end;
+        const v = value.exec(out)?.[0] ?? '';
+        if (v.trim() === '' || v.trim() === REDACTED) continue;
+        result += `${out.slice(from, end)}${REDACTED}`;
+        from = end + v.length;
+        head.lastIndex = from;
+      }
+      out = result + out.slice(from);
     }
     return out;
   }

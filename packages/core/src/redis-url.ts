@@ -1,3 +1,5 @@
+import { InvalidValueError } from './errors.js';
+import { decodePercent } from './percent-decoding.js';
 /**
  * Redis connection strings. One Redis: `redis://[user:password@]host:port[/db]` (`rediss://`
  * for TLS). A Redis Cluster: `redis+cluster://[user:password@]host:port[,host:port…]`, the
@@ -32,37 +34,37 @@ export function parseRedisUrl(text: string): RedisTarget {
   const m = /^([a-z+]+:)\/\/(?:([^@/]*)@)?([^/?#]*)([^?#]*)(\?[^#]*)?$/i.exec(text.trim());
   const kind = m ? PROTOCOLS[(m[1] as string).toLowerCase()] : undefined;
   if (!m || !kind) {
-    throw new Error(`expected a URL like redis://host:6379, rediss://…, redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/mymaster; got ${JSON.stringify(text.replace(/\/\/[^@/]*@/, '//***@'))}`);
+    throw new InvalidValueError(`expected a URL like redis://host:6379, rediss://…, redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/mymaster; got ${JSON.stringify(text.replace(/\/\/[^@/]*@/, '//***@'))}`);
   }
   const [, , auth, hostList = '', path = '', query = ''] = m;
   let username: string | null = null;
   let password: string | null = null;
   if (auth !== undefined) {
     const colon = auth.indexOf(':');
-    const user = decodeURIComponent(colon === -1 ? auth : auth.slice(0, colon));
+    const user = decodePercent(colon === -1 ? auth : auth.slice(0, colon));
     username = user === '' ? null : user;
-    password = colon === -1 ? null : decodeURIComponent(auth.slice(colon + 1));
+    password = colon === -1 ? null : decodePercent(auth.slice(colon + 1));
   }
   const hosts = hostList.split(',').map((h) => h.trim()).filter(Boolean);
-  if (hosts.length === 0) throw new Error('no host in the Redis URL');
-  if (hosts.length > 1 && kind.mode === 'single') throw new Error('several hosts need redis+cluster:// or redis+sentinel://');
+  if (hosts.length === 0) throw new InvalidValueError('no host in the Redis URL');
+  if (hosts.length > 1 && kind.mode === 'single') throw new InvalidValueError('several hosts need redis+cluster:// or redis+sentinel://');
   const nodes = hosts.map((h) => {
     const hm = /^(\[[0-9a-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/i.exec(h);
     const port = hm?.[2] === undefined ? kind.port : Number(hm[2]);
-    if (!hm || port < 1 || port > 65535) throw new Error(`bad host ${JSON.stringify(h)} in the Redis URL (expected host or host:port)`);
+    if (!hm || port < 1 || port > 65535) throw new InvalidValueError(`bad host ${JSON.stringify(h)} in the Redis URL (expected host or host:port)`);
     return { host: (hm[1] as string).replace(/^\[|\]$/g, ''), port };
   });
   const segments = path.split('/').filter(Boolean);
   let masterName: string | null = null;
   if (kind.mode === 'sentinel') {
     masterName = segments.shift() ?? null;
-    if (!masterName) throw new Error('a redis+sentinel:// URL names the master: redis+sentinel://host:26379/mymaster');
+    if (!masterName) throw new InvalidValueError('a redis+sentinel:// URL names the master: redis+sentinel://host:26379/mymaster');
   }
   let db = 0;
   if (segments.length > 0) {
-    if (kind.mode === 'cluster') throw new Error('a Redis Cluster has one database: no /db in a redis+cluster:// URL');
+    if (kind.mode === 'cluster') throw new InvalidValueError('a Redis Cluster has one database: no /db in a redis+cluster:// URL');
     db = Number(segments[0]);
-    if (segments.length > 1 || !Number.isInteger(db) || db < 0 || db > 1_000_000) throw new Error(`bad database ${JSON.stringify(segments.join('/'))} in the Redis URL (expected /0, /1, …)`);
+    if (segments.length > 1 || !Number.isInteger(db) || db < 0 || db > 1_000_000) throw new InvalidValueError(`bad database ${JSON.stringify(segments.join('/'))} in the Redis URL (expected /0, /1, …)`);
   }
   const params = new URLSearchParams(query);
   return Object.freeze({ mode: kind.mode, nodes, username, password, tls: kind.tls, db, masterName, sentinelPassword: params.get('sentinelPassword') });

@@ -1,3 +1,5 @@
+import { fnv1a32 } from './hashing.js';
+
 /**
  * Deterministic sampling: a key (a user id header, a session cookie) hashes to a score in
  * [0, 1), and a request is kept when its score is below the fraction. The same key always
@@ -7,11 +9,7 @@
 
 /** FNV-1a over the UTF-16 code units, then murmur3's finalizer so similar keys spread evenly. */
 export function sampleScore(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
+  let h = fnv1a32(key);
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { REPLAY_MANAGED_HEADERS } from './headers.js';
+import { HTTP_TOKEN as TOKEN } from './http-token.js';
 import { LinearRegExp } from './linear-regex.js';
 
 /**
@@ -7,13 +9,9 @@ import { LinearRegExp } from './linear-regex.js';
  * (templates against regex groups, routes against origins) and builds the pipeline stage.
  */
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Headers the replay itself manages; a rule setting them would be undone or break framing. */
-export const RULE_FORBIDDEN_HEADERS: ReadonlySet<string> = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'content-length', 'expect', 'x-mirrorplane-id', 'x-mirrorplane-attempt',
-]);
+export const RULE_FORBIDDEN_HEADERS: ReadonlySet<string> = REPLAY_MANAGED_HEADERS;
 
 export const RULE_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 export const ORIGIN_NAME = /^[A-Za-z0-9_-]{1,64}$/;

@@ -1,14 +1,15 @@
 import { isUtf8 } from 'node:buffer';
-import { MirrorplaneError } from './errors.js';
-import { headerValue, stripShadowSuffix } from './headers.js';
+import { JsonPathSyntaxError, RuleCompileError, RuleError, TemplateSyntaxError, type RuleIssue } from './errors.js';
 import { decodeBody, withoutContentCoding } from './content-coding.js';
-import { parseJsonPath, removeJsonPath, setJsonPath, JsonPathSyntaxError, type JsonPath } from './json-path.js';
+import { hasJsonBody } from './content-type.js';
+import { forEachHeader, headerValue, headerValues, someHeader, stripShadowSuffix, withoutHeaders } from './headers.js';
+import { parseJsonPath, removeJsonPath, setJsonPath, type JsonPath } from './json-path.js';
+import { LinearRegExp, type LinearMatch } from './linear-regex.js';
 import type { OutgoingRequest, Pipeline, PipelineContext, PipelineObserver, RuleLimitReason } from './pipeline.js';
 import { formatQuery, parseQuery, removeQueryParams, setQueryParam, type QueryParam } from './rule-query.js';
 import { cookieValue, sampleKeeps } from './rule-sample.js';
 import type { RuleOptions } from './rule-schema.js';
-import { LinearRegExp, type LinearMatch } from './linear-regex.js';
-import { compileTemplate, TemplateSyntaxError, type Template, type TemplateScope } from './template.js';
+import { compileTemplate, type Template, type TemplateScope } from './template.js';
 
 /**
  * Declarative rules, compiled once at start-up into one `pre` stage. Every rule whose
@@ -17,29 +18,6 @@ import { compileTemplate, TemplateSyntaxError, type Template, type TemplateScope
  * appendHeaders, json, route. A request no rule matches is passed on untouched (the same
  * object, byte for byte).
  */
-
-/** Thrown by a rule at run time (a rewrite that leaves no path); the entry goes to the failed set. */
-export class RuleError extends MirrorplaneError {
-  constructor(rule: string, message: string) {
-    super('MP_ERR_RULE', `rule ${JSON.stringify(rule)}: ${message}`, { retryable: false });
-  }
-}
-
-export interface RuleIssue {
-  /** Path under `rules`: `[2, 'rewritePath', 'to']`. */
-  path: (string | number)[];
-  message: string;
-}
-
-/** Thrown by `compileRules` with every problem found, each by its path. */
-export class RuleCompileError extends MirrorplaneError {
-  readonly issues: readonly RuleIssue[];
-
-  constructor(issues: readonly RuleIssue[]) {
-    super('MP_ERR_CONFIG', `invalid rules:\n${issues.map((i) => `  rules${i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('')}: ${i.message}`).join('\n')}`);
-    this.issues = issues;
-  }
-}
 
 export interface CompileRulesOptions {
   /** Names of the configured origins; a `route` to any other name is refused. */
@@ -188,9 +166,7 @@ function compileRule(rule: RuleOptions, index: number, options: CompileRulesOpti
         key = (r) => headerValue(r.headers, lower);
       } else if (kind === 'cookie') {
         key = (r) => {
-          const cookies: string[] = [];
-          for (let i = 0; i < r.headers.length; i += 2) if ((r.headers[i] as string).toLowerCase() === 'cookie') cookies.push(r.headers[i + 1] as string);
-          return cookieValue(cookies, name);
+          return cookieValue(headerValues(r.headers, 'cookie'), name);
         };
       } else {
         key = (r) => {
@@ -250,14 +226,8 @@ function compileRule(rule: RuleOptions, index: number, options: CompileRulesOpti
 }
 
 function headerMatches(headers: readonly string[], lower: string, condition: Condition): boolean {
-  let present = false;
-  for (let i = 0; i < headers.length; i += 2) {
-    if ((headers[i] as string).toLowerCase() !== lower) continue;
-    if (condition === true) return true;
-    present = true;
-    if (typeof condition === 'string' && headers[i + 1] === condition) return true;
-  }
-  return condition === false && !present;
+  if (typeof condition === 'string') return someHeader(headers, lower, (value) => value === condition);
+  return (headerValue(headers, lower) !== null) === condition;
 }
 
 function queryMatches(params: readonly QueryParam[], name: string, condition: Condition): boolean {
@@ -269,13 +239,6 @@ function queryMatches(params: readonly QueryParam[], name: string, condition: Co
     if (typeof condition === 'string' && (p.value ?? '') === condition) return true;
   }
   return condition === false && !present;
-}
-
-function isJson(headers: readonly string[]): boolean {
-  const type = headerValue(headers, 'content-type');
-  if (type === null) return false;
-  const media = type.split(';')[0]?.trim().toLowerCase() ?? '';
-  return media === 'application/json' || (media.startsWith('application/') && media.endsWith('+json'));
 }
 
 /**
@@ -330,26 +293,18 @@ function editJson(body: Buffer, edits: NonNullable<CompiledRule['json']>, scope:
   return changed ? Buffer.from(JSON.stringify(doc), 'utf8') : body;
 }
 
-function withoutHeaders(headers: readonly string[], names: ReadonlySet<string>): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) {
-    if (!names.has((headers[i] as string).toLowerCase())) out.push(headers[i] as string, headers[i + 1] as string);
-  }
-  return out;
-}
-
 /** Sets a header: replaces the first of that name in place and removes the others, or appends it. */
 function setHeader(headers: string[], name: string, value: string): string[] {
   const lower = name.toLowerCase();
   const out: string[] = [];
   let placed = false;
-  for (let i = 0; i < headers.length; i += 2) {
-    if ((headers[i] as string).toLowerCase() !== lower) out.push(headers[i] as string, headers[i + 1] as string);
+  forEachHeader(headers, (n, v) => {
+    if (n.toLowerCase() !== lower) out.push(n, v);
     else if (!placed) {
       out.push(name, value);
       placed = true;
     }
-  }
+  });
   if (!placed) out.push(name, value);
   return out;
 }
@@ -453,7 +408,7 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
           for (const [n, v] of append) headers.push(n, v);
           request.headers = headers;
         }
-        if (rule.json && isJson(request.headers)) {
+        if (rule.json && hasJsonBody(request.headers)) {
           // A compressed body is edited decoded and sent decoded, without its Content-Encoding;
           // one that does not decode (or is over the bound) is sent exactly as it came.
           const decoded = decodeBody(request.headers, request.body, options.maxDecodedBytes);

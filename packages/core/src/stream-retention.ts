@@ -1,3 +1,4 @@
+import { InvalidValueError } from './errors.js';
 /**
  * Stream retention: how long accepted traffic stays in the stream after it was replayed, so
  * that a window of it can be replayed again (`mirrorplane replay --from … --to …`).
@@ -33,17 +34,17 @@ export function parseStreamRetention(text: string): StreamRetention | null {
   let maxEntries: number | null = null;
   for (const part of trimmed.split(',').map((p) => p.trim())) {
     if (/^\d+$/.test(part)) {
-      if (maxEntries !== null) throw new Error(`two entry counts (${maxEntries} and ${part})`);
+      if (maxEntries !== null) throw new InvalidValueError(`two entry counts (${maxEntries} and ${part})`);
       const n = Number(part);
-      if (!Number.isSafeInteger(n) || n < 1) throw new Error(`expected a positive entry count, got ${JSON.stringify(part)}`);
+      if (!Number.isSafeInteger(n) || n < 1) throw new InvalidValueError(`expected a positive entry count, got ${JSON.stringify(part)}`);
       maxEntries = n;
       continue;
     }
     const ms = parseDuration(part);
     if (ms === null) {
-      throw new Error(`expected an age like 1h or 30m, an entry count like 500000, or both separated by a comma; got ${JSON.stringify(part)}`);
+      throw new InvalidValueError(`expected an age like 1h or 30m, an entry count like 500000, or both separated by a comma; got ${JSON.stringify(part)}`);
     }
-    if (maxAgeMs !== null) throw new Error(`two ages (${part} and another)`);
+    if (maxAgeMs !== null) throw new InvalidValueError(`two ages (${part} and another)`);
     maxAgeMs = ms;
   }
   return Object.freeze({ maxAgeMs, maxEntries });

@@ -1,4 +1,6 @@
+import { TemplateSyntaxError } from './errors.js';
 import { headerValue } from './headers.js';
+import { HTTP_TOKEN } from './http-token.js';
 
 /**
  * Templates in rule values: `x-trace: '{{entryId}}'`, `/users/{{path.id}}`. A template is
@@ -26,12 +28,9 @@ export interface TemplateScope {
 
 export type Template = (scope: TemplateScope) => string;
 
-/** Thrown by `compileTemplate` with a message naming what is wrong in the template. */
-export class TemplateSyntaxError extends Error {}
-
 const VARIABLE = /\{\{\s*([^{}]*?)\s*\}\}/g;
 const GROUP_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const HEADER_NAME = HTTP_TOKEN;
 
 export const TEMPLATE_VARIABLES = ['entryId', 'requestId', 'attempt', 'method', 'host', 'now', 'nowMs', 'path.<group>', 'header.<name>'] as const;
 

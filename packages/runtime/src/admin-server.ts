@@ -1,8 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import type { Config } from '@mirrorplane/core';
+import { closeHttp, listenHttp } from './http-listen.js';
 
 export interface AdminServerOptions {
   host: string;
@@ -33,6 +34,17 @@ export function secretMatcher(secret: string): (presented: string | undefined) =
  * Health, readiness and metrics on their own port, so that no mirrored path can collide
  * with them: `/healthz` (the process is alive), `/readyz` (it can do its job), `/metrics`.
  */
+/**
+ * The admin server a process's configuration asks for (ADMIN_HOST, ADMIN_PORT, ADMIN_TOKEN),
+ * or null when ADMIN_PORT is 0. Not listening yet: call `listen()`.
+ */
+export function adminServerFor(
+  config: Pick<Config, 'adminHost' | 'adminPort' | 'adminToken'>,
+  options: Omit<AdminServerOptions, 'host' | 'port' | 'token'>,
+): AdminServer | null {
+  return config.adminPort === 0 ? null : new AdminServer({ ...options, host: config.adminHost, port: config.adminPort, token: config.adminToken });
+}
+
 export class AdminServer {
   readonly #server: Server;
   readonly #options: AdminServerOptions;
@@ -74,19 +86,10 @@ export class AdminServer {
 
   /** Starts listening; resolves with the bound port. */
   listen(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#options.port, this.#options.host, () => {
-        this.#server.off('error', reject);
-        resolve((this.#server.address() as AddressInfo).port);
-      });
-    });
+    return listenHttp(this.#server, this.#options.port, this.#options.host);
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#server.close(() => resolve());
-      this.#server.closeAllConnections();
-    });
+    return closeHttp(this.#server);
   }
 }

@@ -2,9 +2,11 @@ import { pathToFileURL } from 'node:url';
 import type { Redis } from 'ioredis';
 import {
   ConfigError,
-  MirrorplaneError,
   errorMessage,
   Redactor,
+  HookSetupError,
+  hookStorePrefix,
+  InvalidValueError,
   redactHeaders,
   type Config,
   type HookContext,
@@ -25,12 +27,6 @@ import { closeRedis, createRedis } from './redis.js';
  * team can keep its hooks as one typed `.ts` file without a build step.
  */
 
-/** Thrown when a hooks module's `setup` fails: the worker does not start half-configured. */
-export class HookSetupError extends MirrorplaneError {
-  constructor(path: string, cause: unknown) {
-    super('MP_ERR_HOOK_SETUP', `hooks ${path}: setup threw: ${errorMessage(cause)}`, { cause });
-  }
-}
 
 const DAY_MS = 86_400_000;
 
@@ -48,7 +44,7 @@ export class RedisKeyValueStore implements KeyValueStore {
     this.#config = config;
     this.#logger = logger;
     // The deployment's hash tag keeps these keys on the shard of the stream in Redis Cluster.
-    this.#prefix = `{${config.prefix}}:kv:`;
+    this.#prefix = hookStorePrefix(config.prefix);
   }
 
   #client(): Redis {
@@ -87,7 +83,7 @@ export class RedisKeyValueStore implements KeyValueStore {
 
 function ttl(ms: number | undefined): number {
   if (ms === undefined) return DAY_MS;
-  if (!Number.isSafeInteger(ms) || ms < 1) throw new RangeError(`ttlMs must be a positive integer, got ${String(ms)}`);
+  if (!Number.isSafeInteger(ms) || ms < 1) throw new InvalidValueError(`ttlMs must be a positive integer, got ${String(ms)}`);
   return ms;
 }
 

@@ -115,10 +115,7 @@ export interface DeploymentMetricsOptions {
 const RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
-/** The key of the lock that elects the one process exporting deployment metrics. */
-export function exporterLockKey(prefix: string): string {
-  return `{${prefix}}:metrics-exporter`;
-}
+
 
 /**
  * The deployment's gauges (from Redis), exported by one process. Every `intervalMs` each

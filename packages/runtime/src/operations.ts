@@ -2,6 +2,7 @@ import type { Job, Queue } from 'bullmq';
 import { streamIdTime, type Keys, type Redactor } from '@mirrorplane/core';
 import type { RetryJobData } from './retry-queue.js';
 import type { RedisClient } from './redis.js';
+import { readConsumers, readGroup } from './stream-info.js';
 
 /** The state of a deployment, as `mirrorplane status` prints it. */
 export interface Status {
@@ -21,45 +22,29 @@ export interface Status {
   consumers: { name: string; pending: number; idleMs: number }[];
 }
 
-function pairsToObject(reply: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = reply[i + 1];
-  return out;
-}
-
 /** Reads the status of a deployment; consistent enough for operators, not a snapshot. */
 export async function readStatus(redis: RedisClient, queue: Queue<RetryJobData>, keys: Keys, now = Date.now()): Promise<Status> {
-  const [groups, length, replayed, counts] = await Promise.all([
-    redis.xinfo('GROUPS', keys.stream).catch((error: Error) => {
-      if (/no such key/i.test(error.message)) return [];
-      throw error;
-    }) as Promise<unknown[][]>,
+  const [group, length, replayed, counts] = await Promise.all([
+    readGroup(redis, keys.stream, keys.group),
     redis.xlen(keys.stream),
     redis.get(keys.replayed),
     queue.getJobCounts('wait', 'delayed', 'active', 'prioritized', 'paused', 'waiting-children', 'failed'),
   ]);
-  const group = groups.map(pairsToObject).find((g) => g.name === keys.group);
-  const pending = group ? Number(group.pending) : 0;
-  const lag = group?.lag;
+  const pending = group?.pending ?? 0;
+  const lag = group?.lag ?? null;
   // Finished entries are deleted, so what is in the stream and not pending is backlog; the
   // group's lag (Redis 7) says the same and is used when it is known.
-  const backlog = typeof lag === 'number' ? lag : Math.max(0, length - pending);
-  const read = group?.['entries-read'];
-  const accepted = typeof lag === 'number' && typeof read === 'number' ? read + lag : null;
+  const backlog = lag ?? Math.max(0, length - pending);
+  const read = group?.entriesRead ?? null;
+  const accepted = lag !== null && read !== null ? read + lag : null;
   let oldestBacklogAgeMs: number | null = null;
   if (backlog > 0) {
-    const start = group ? `(${String(group['last-delivered-id'])}` : '-';
+    const start = group ? `(${group.lastDeliveredId}` : '-';
     const first = await redis.xrange(keys.stream, start, '+', 'COUNT', 1);
     const id = first[0]?.[0];
     if (id) oldestBacklogAgeMs = Math.max(0, now - streamIdTime(id));
   }
-  const consumers: Status['consumers'] = [];
-  if (group) {
-    const reply = (await redis.xinfo('CONSUMERS', keys.stream, keys.group)) as unknown[][];
-    for (const c of reply.map(pairsToObject)) {
-      consumers.push({ name: String(c.name), pending: Number(c.pending), idleMs: Number(c.idle) });
-    }
-  }
+  const consumers: Status['consumers'] = group ? (await readConsumers(redis, keys.stream, keys.group)).map((c) => ({ ...c })) : [];
   return {
     backlog,
     pending,

@@ -3,6 +3,7 @@ import type { Keys } from '@mirrorplane/core';
 import { readStatus, type Status } from './operations.js';
 import type { RedisClient } from './redis.js';
 import type { RetryJobData } from './retry-queue.js';
+import { InternalError } from '@mirrorplane/core';
 
 /**
  * The status of a deployment over all its partitions: counts summed, the oldest backlog age
@@ -12,7 +13,7 @@ import type { RetryJobData } from './retry-queue.js';
 export async function readDeploymentStatus(redis: RedisClient, queue: Queue<RetryJobData>, keys: readonly Keys[], now = Date.now()): Promise<Status> {
   const statuses = await Promise.all(keys.map((k) => readStatus(redis, queue, k, now)));
   const first = statuses[0];
-  if (!first) throw new Error('no partition');
+  if (!first) throw new InternalError('readDeploymentStatus needs at least one partition');
   if (statuses.length === 1) return first;
   const consumers = new Map<string, Status['consumers'][number]>();
   for (const s of statuses) {

@@ -1,80 +1,32 @@
 import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import {
-  EntryCipher,
   DEFAULT_MAX_DECODED_BYTES,
   decodeBody,
   withoutContentCoding,
   type BodyDecodingOutcome,
   decodeHeaders,
   encodeHeaders,
+  errorMessage,
+  IntakeError,
   parseJsonBody,
   redactHeaders,
+  RedisUnavailableError,
   routeOf,
   OTHER_ROUTE,
   type CompareSettings,
   type CompiledComparison,
   type CompiledIdMapping,
   type ObservedResponse,
+  type ProductionKeys,
   type ProductionResponsesSettings,
 } from '@mirrorplane/core';
 
 /**
  * Production responses and ID mappings in Redis, shared by every ingress and worker of a
- * deployment. Keys (all under the deployment's hash tag):
- * - `{p}:prod:<request id>`   hash: status `s`, headers `h`, body `b`, method `m`, path `u`; TTL
- * - `{p}:learned:<request id>` `<learner index>\n<staging id>` once staging answered a learning request
- * - `{p}:idmap:<kind>:<production id>` `=<staging id>` (mapped) or `?<request id>` (created in
- *   production, staging's answer not known yet)
- * - `{p}:idwait:<entry id>`   when an entry first waited for a mapping
- * - `{p}:idcounted:<entry id>` set once the entry's unmapped IDs were counted (once per request)
- * - `{p}:inflight:<kind>`     sorted set of creates a worker started whose production answer has
- *   not reached the intake yet: member the request id, score the entry's receive time
- * - `{p}:idmap:outcomes`      hash `<kind>\t<outcome>` → count of requests sent on with an ID
- *   unmapped (`unmapped` after the wait limit, `unknown` never seen), for `diff summary`
- *
- * With MIRRORPLANE_DATA_KEY (`cipher`), every payload is sealed with the entry cipher, bound to
- * its key name: the production response's headers, body and path (`e` replaces `h`, `b`, `u`;
- * status and method stay in clear), staging's kept answer, diff records, learned and mapped
- * IDs; and the production ID in an `idmap` key name is replaced by a keyed digest.
+ * deployment. Their keys are named in core's keys.ts (`productionKeys`): with
+ * MIRRORPLANE_DATA_KEY (`keys.cipher`) every payload is sealed, bound to its key name.
  */
-export interface ProductionKeys {
-  /** Seals and opens the payloads, or null when they are stored in clear. */
-  readonly cipher: EntryCipher | null;
-  response(requestId: string): string;
-  learned(requestId: string): string;
-  idmap(kind: string, productionId: string): string;
-  wait(entryId: string): string;
-  counted(entryId: string): string;
-  inflight(kind: string): string;
-  idOutcomes: string;
-  /** Staging's answer kept until production's arrives, for the comparison. */
-  stagingAnswer(requestId: string): string;
-  diffs: string;
-  diffRoutes: string;
-  /** Set of the routes counted by name (at most `compare.maxRoutes`). */
-  diffRouteNames: string;
-  diffPaths: string;
-}
-
-export function productionKeys(prefix: string, cipher: EntryCipher | null = null): ProductionKeys {
-  const tag = `{${prefix}}`;
-  return {
-    cipher,
-    response: (id) => `${tag}:prod:${id}`,
-    learned: (id) => `${tag}:learned:${id}`,
-    idmap: cipher ? (kind, id) => `${tag}:idmap:${kind}:#${cipher.digestName(`${kind}\n${id}`)}` : (kind, id) => `${tag}:idmap:${kind}:${id}`,
-    wait: (id) => `${tag}:idwait:${id}`,
-    counted: (id) => `${tag}:idcounted:${id}`,
-    inflight: (kind) => `${tag}:inflight:${kind}`,
-    idOutcomes: `${tag}:idmap:outcomes`,
-    stagingAnswer: (id) => `${tag}:stgans:${id}`,
-    diffs: `${tag}:diffs`,
-    diffRoutes: `${tag}:diff:routes`,
-    diffRouteNames: `${tag}:diff:routenames`,
-    diffPaths: `${tag}:diff:paths`,
-  };
-}
 
 /** A production response as the intake received it. */
 export interface ProductionResponse extends ObservedResponse {
@@ -177,13 +129,6 @@ export function sameRequest(answer: { method: string | null; path: string | null
  */
 export function pendingTtl(mapping: CompiledIdMapping): number {
   return Math.max(600_000, mapping.settings.waitLimitMs * 10);
-}
-
-/** Thrown by `storeProductionResponse` for an intake request that is missing or malforms a field. */
-export class IntakeError extends Error {
-  constructor(readonly status: number, message: string) {
-    super(message);
-  }
 }
 
 const STATUS = /^[1-5]\d\d$/;
@@ -481,7 +426,7 @@ export async function storeProductionResponse(
   }
   const results = await multi.exec();
   const failed = results?.find(([error]) => error);
-  if (!results || failed) throw failed?.[0] ?? new Error('the transaction was discarded');
+  if (!results || failed) throw new RedisUnavailableError(`storing the production response failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, { cause: failed?.[0] });
   // Staging answered first: complete the mapping, and let the comparison know it.
   const learnedIds = new Map<string, string>();
   const learned = mapping ? openValue(keys, keys.learned(response.requestId), results[3]?.[1] as string | null) : null;

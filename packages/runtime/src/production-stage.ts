@@ -1,11 +1,16 @@
 import type { Redis } from 'ioredis';
-import { Counter, Histogram } from 'prom-client';
+import type { Logger } from './logger.js';
+import { Counter, Histogram, type Metric } from 'prom-client';
 import {
   EntryCipher,
-  compileIdMapping,
-  ReplayLaterError,
   compileComparison,
+  errorMessage,
+  compileIdMapping,
   contentCodings,
+  MappingPendingError,
+  MappingUnavailableError,
+  productionKeys,
+  RedisUnavailableError,
   parseJsonDocument,
   splitId,
   streamIdTime,
@@ -13,9 +18,11 @@ import {
   type BodyDecodingOutcome,
   type CompareSettings,
   type CompiledIdMapping,
+  type Config,
   type OutgoingRequest,
   type Pipeline,
   type PipelineContext,
+  type ProductionKeys,
   type ReplayResponse,
 } from '@mirrorplane/core';
 import {
@@ -25,33 +32,16 @@ import {
   openValue,
   pendingTtl,
   sealValue,
-  productionKeys,
   recordComparison,
   type ComparisonContext,
-  type ProductionKeys,
   type ProductionResponse,
 } from './production-responses.js';
 import { closeRedis, createRedis } from './redis.js';
 
-/** Thrown by the ID-mapping stage when a request uses an ID whose staging twin is not known yet: replay later. */
-export class MappingPendingError extends ReplayLaterError {
-  constructor(delayMs: number, kind: string, productionId: string, why: 'pending' | 'create in flight' = 'pending') {
-    super('MP_ERR_MAPPING_PENDING', `waiting for the staging ID of ${kind} ${productionId} (${why})`, delayMs);
-  }
-}
-
-/**
- * Thrown by the ID-mapping stage when Redis did not answer its lookups: the entry is replayed
- * later (no attempt spent) rather than sent with IDs unmapped or failed for good.
- */
-export class MappingUnavailableError extends ReplayLaterError {
-  constructor(delayMs: number, cause: unknown) {
-    super('MP_ERR_MAPPING_UNAVAILABLE', `ID mapping: Redis did not answer (${cause instanceof Error ? cause.message : String(cause)}); replaying later`, delayMs);
-  }
-}
 
 /** Errors of Redis or of the connection to it, as ioredis reports them (not our own bugs). */
 function isRedisTrouble(error: unknown): boolean {
+  if (error instanceof RedisUnavailableError) return true;
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   return ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name)
@@ -199,7 +189,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     for (const kind of kinds) lookup.zrangebyscore(keys.inflight(kind), `(${score - awaitCreatesMs}`, `(${score}`, 'LIMIT', 0, 1);
     const [replies] = await Promise.all([lookup.exec(), registered]);
     const failed = replies?.find(([error]) => error);
-    if (!replies || failed) throw failed?.[0] ?? new Error('the ID lookup transaction was discarded');
+    if (!replies || failed) throw new RedisUnavailableError(`the ID lookup failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, { cause: failed?.[0] });
     const values = replies[0]?.[1] as (string | null)[];
     const byKey = new Map(mapKeys.map((k, i) => [k, openMapping(k, values[i] ?? null)]));
     const inFlight = new Set(kinds.filter((_, i) => ((replies[i + 1]?.[1] as string[] | undefined) ?? []).length > 0));
@@ -333,7 +323,7 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
 }
 
 /** The production stage with its Redis connection and metrics, for the pipeline builder. */
-export function buildProductionStage(config: import('@mirrorplane/core').Config, logger: import('pino').Logger): { pipeline: Pipeline; metrics: import('prom-client').Metric[] } {
+export function buildProductionStage(config: Config, logger: Logger): { pipeline: Pipeline; metrics: Metric[] } {
   const redis = createRedis(config, 'commands', logger);
   const ids = new Counter({ name: 'mirrorplane_worker_id_mappings_total', help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, unknown, learned)', labelNames: ['kind', 'outcome'], registers: [] });
   const waited = new Histogram({ name: 'mirrorplane_worker_id_wait_seconds', help: 'How long entries waited for a pending ID mapping, by outcome', labelNames: ['outcome'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [] });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import {
   EntryCipher,
   errorMessage,
+  headerEntries,
   Redactor,
   type Config,
   type OutgoingRequest,
@@ -74,11 +75,24 @@ export function recordBody(body: Buffer, limit: number, alreadyTruncated = false
   return out;
 }
 
+/**
+ * A body as recorded: a form or JSON body (by its Content-Type) with secret-named fields
+ * hidden (`Redactor.body`), its size still the size sent. A body with a Content-Encoding is
+ * kept as sent (its bytes are not text to redact).
+ */
+export function recordRedactedBody(flatHeaders: readonly string[], body: Buffer, limit: number, redactor: Redactor, alreadyTruncated = false): RecordedBody {
+  let type: string | undefined;
+  for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
+    const name = (flatHeaders[i] as string).toLowerCase();
+    if (name === 'content-encoding' && (flatHeaders[i + 1] as string).trim().toLowerCase() !== 'identity') return recordBody(body, limit, alreadyTruncated);
+    if (name === 'content-type') type = flatHeaders[i + 1];
+  }
+  const shown = redactor.body(type, body);
+  return shown === body ? recordBody(body, limit, alreadyTruncated) : { ...recordBody(shown, limit, alreadyTruncated), size: body.length };
+}
+
 function pairs(flat: readonly string[], redactor: Redactor): RecordedHeaders {
-  const safe = redactor.headers(flat);
-  const out: RecordedHeaders = [];
-  for (let i = 0; i + 1 < safe.length; i += 2) out.push([safe[i] as string, safe[i + 1] as string]);
-  return out;
+  return headerEntries(redactor.headers(flat));
 }
 
 interface OpenFile {
@@ -290,9 +304,9 @@ export function createRecorder(options: RecorderOptions): Pipeline & { writer: R
         origin: { name: request.origin, url: config.origins[request.origin] ?? '' },
         rules: ctx.rules.slice(),
         tags: { ...ctx.tags },
-        mirrored: { method: m.method, target: redactor.target(m.target), clientAddress: m.clientAddress, headers: pairs(m.rawHeaders, redactor), body: recordBody(m.body, limit) },
-        sent: { method: request.method, path: redactor.target(request.path), headers: pairs(request.headers, redactor), body: recordBody(request.body, limit) },
-        response: { status: response.status, headers: pairs(response.headers, redactor), body: recordBody(response.body, limit, response.truncated) },
+        mirrored: { method: m.method, target: redactor.target(m.target), clientAddress: m.clientAddress, headers: pairs(m.rawHeaders, redactor), body: recordRedactedBody(m.rawHeaders, m.body, limit, redactor) },
+        sent: { method: request.method, path: redactor.target(request.path), headers: pairs(request.headers, redactor), body: recordRedactedBody(request.headers, request.body, limit, redactor) },
+        response: { status: response.status, headers: pairs(response.headers, redactor), body: recordRedactedBody(response.headers, response.body, limit, redactor, response.truncated) },
       };
       const text = JSON.stringify(line);
       writer.write(cipher ? cipher.sealText(text, RECORDING_CONTEXT) : text);

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
+import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, deploymentKey, errorMessage, parseRedisUrl, type Config } from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
 
 /**
@@ -14,7 +14,8 @@ export function maskRedisUrl(url: string): string {
 /** What went wrong with a connection, in the words an operator expects. */
 export function describeRedisError(error: unknown): string {
   const e = error as { code?: string; message?: string; hostname?: string; lastNodeError?: unknown };
-  const message = errorMessage(error);
+  // An Error, or `{ message, code }` for an error quoted inside another one's message.
+  const message = error instanceof Error ? errorMessage(error) : (e.message ?? String(error));
   // ioredis's ClusterAllFailedError carries what the last seed node said.
   if (/Failed to refresh slots cache/.test(message)) return `no cluster node answered${e.lastNodeError ? ` (${describeRedisError(e.lastNodeError)})` : ''}`;
   switch (e.code) {
@@ -29,7 +30,7 @@ export function describeRedisError(error: unknown): string {
   if (sentinelNoMaster) return `sentinel ${sentinelNoMaster[1]} knows no master by that name`;
   if (/No such master with that name/i.test(message)) return 'no sentinel knows a master by that name';
   const lastError = /All sentinels are unreachable.*Last error: (.*)$/.exec(message);
-  if (lastError) return `no sentinel answered (last error: ${describeRedisError(Object.assign(new Error(lastError[1]), { code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined }))})`;
+  if (lastError) return `no sentinel answered (last error: ${describeRedisError({ message: lastError[1] ?? '', code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined })})`;
   if (/All sentinels are unreachable/.test(message)) return 'no sentinel answered';
   if (/ECONNREFUSED/.test(message)) return 'connection refused';
   if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
@@ -74,8 +75,8 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
         redis.off('end', onEnd);
       };
       const onReady = () => { cleanup(); resolve(); };
-      const onEnd = () => { cleanup(); reject(new Error('end')); };
-      timer = setTimeout(() => { cleanup(); reject(new Error('deadline')); }, deadlineMs);
+      const onEnd = () => { cleanup(); reject(new RedisUnavailableError('the connection ended')); };
+      timer = setTimeout(() => { cleanup(); reject(new RedisUnavailableError('no answer before the deadline')); }, deadlineMs);
       redis.once('ready', onReady);
       redis.once('end', onEnd);
     });
@@ -124,11 +125,6 @@ async function countDatabases(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs
 
 function formatSeconds(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-/** The Redis hash holding the settings every process of a deployment must agree on. */
-export function deploymentKey(prefix: string): string {
-  return `{${prefix}}:deployment`;
 }
 
 /** Settings stored once per deployment, by field name; compared by each process at start. */

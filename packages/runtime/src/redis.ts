@@ -1,7 +1,8 @@
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { errorMessage, type Config } from '@mirrorplane/core';
+import { errorMessage, RedisUnavailableError, type Config } from '@mirrorplane/core';
 import { connectRedis } from './cluster.js';
+import { readGroup } from './stream-info.js';
 
 /**
  * What a connection is for decides how it behaves while Redis is away:
@@ -103,7 +104,7 @@ export async function closeRedis(redis: Redis, ms = 1000): Promise<void> {
     await Promise.race([
       redis.quit(),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('quit timed out')), ms);
+        timer = setTimeout(() => reject(new RedisUnavailableError('quit timed out')), ms);
       }),
     ]);
   } catch {
@@ -131,15 +132,6 @@ export async function ensureGroup(redis: Redis, stream: string, group: string): 
 }
 
 async function groupExists(redis: Redis, stream: string, group: string): Promise<boolean> {
-  try {
-    const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
-    return groups.some((g) => {
-      const i = g.findIndex((v) => String(v) === 'name');
-      return i !== -1 && String(g[i + 1]) === group;
-    });
-  } catch (error) {
-    // No stream yet: XGROUP CREATE … MKSTREAM makes both.
-    if (/no such key/i.test(errorMessage(error))) return false;
-    throw error;
-  }
+  // No stream yet (null): XGROUP CREATE … MKSTREAM makes both.
+  return (await readGroup(redis, stream, group)) !== null;
 }

@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions } from 'bullmq';
+import { Queue, Worker, type ConnectionOptions, type Processor, type QueueOptions, type WorkerOptions } from 'bullmq';
 import type { Keys, SerializedEntry } from '@mirrorplane/core';
 
 /** The data of a job in the retry queue. */
@@ -23,6 +23,19 @@ export function retryJobName(entry: SerializedEntry | null): string {
   return entry ? `${entry.method} ${entry.target}`.slice(0, 200) : 'undecodable entry';
 }
 
-export function createRetryQueue(keys: Keys, connection: ConnectionOptions): Queue<RetryJobData> {
-  return new Queue<RetryJobData>(keys.retryQueue, { connection, prefix: keys.bullPrefix });
+/**
+ * The retry queue (BullMQ) of a deployment: retries waiting with backoff, and the failed set.
+ * The only place that builds it, so its name and key prefix come from `keys` alone.
+ * `connection` should be a connection of purpose `bullmq` (no per-request retry limit).
+ */
+export function createRetryQueue(keys: Keys, connection: ConnectionOptions, options: Omit<QueueOptions, 'connection' | 'prefix'> = {}): Queue<RetryJobData> {
+  return new Queue<RetryJobData>(keys.retryQueue, { ...options, connection, prefix: keys.bullPrefix });
+}
+
+/**
+ * A BullMQ worker on the retry queue of `keys` (the worker process's retry processor): the
+ * queue's name and key prefix come from `keys`, as for `createRetryQueue`.
+ */
+export function createRetryWorker(keys: Keys, processor: Processor<RetryJobData>, connection: ConnectionOptions, options: Omit<WorkerOptions, 'connection' | 'prefix'> = {}): Worker<RetryJobData> {
+  return new Worker<RetryJobData>(keys.retryQueue, processor, { ...options, connection, prefix: keys.bullPrefix });
 }

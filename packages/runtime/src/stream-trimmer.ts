@@ -1,29 +1,12 @@
-import { errorMessage, type Keys, type StreamRetention } from '@mirrorplane/core';
+import { compareStreamIds, errorMessage, nextStreamId, type Keys, type StreamRetention } from '@mirrorplane/core';
 import type { Logger } from './logger.js';
 import type { RedisClient } from './redis.js';
+import { readGroup } from './stream-info.js';
 
 /** Entries read per XRANGE when an entry-count limit needs the id at its cut. */
 const COUNT_CHUNK = 1000;
 /** At most this many chunks per pass, so one pass stays short; the next pass goes on. */
 const MAX_CHUNKS = 50;
-
-function pairsToObject(reply: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = reply[i + 1];
-  return out;
-}
-
-function compareIds(a: string, b: string): number {
-  const [am = 0n, as = 0n] = a.split('-').map(BigInt);
-  const [bm = 0n, bs = 0n] = b.split('-').map(BigInt);
-  return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1;
-}
-
-/** The id just after `id`: `MINID next(id)` trims `id` and keeps everything after it. */
-function nextId(id: string): string {
-  const [ms = '0', seq = '0'] = id.split('-');
-  return `${ms}-${BigInt(seq) + 1n}`;
-}
 
 /**
  * The smallest id that is not finished, as a MINID bound: the oldest pending entry, or the
@@ -31,15 +14,11 @@ function nextId(id: string): string {
  * group does not exist: then nothing is known to be finished.
  */
 export async function unfinishedBound(redis: RedisClient, keys: Keys): Promise<string | null> {
-  const groups = (await redis.xinfo('GROUPS', keys.stream).catch((error: Error) => {
-    if (/no such key/i.test(error.message)) return [];
-    throw error;
-  })) as unknown[][];
-  const group = groups.map(pairsToObject).find((g) => g.name === keys.group);
+  const group = await readGroup(redis, keys.stream, keys.group);
   if (!group) return null;
   const summary = (await redis.xpending(keys.stream, keys.group)) as [number, string | null, string | null, unknown];
   if (Number(summary[0]) > 0 && summary[1]) return summary[1];
-  return nextId(String(group['last-delivered-id']));
+  return nextStreamId(group.lastDeliveredId);
 }
 
 /**
@@ -52,7 +31,7 @@ export async function trimStream(redis: RedisClient, keys: Keys, retention: Stre
   let trimmed = 0;
   if (retention.maxAgeMs !== null) {
     const byAge = `${Math.max(0, now - retention.maxAgeMs)}-0`;
-    const cut = compareIds(byAge, bound) < 0 ? byAge : bound;
+    const cut = compareStreamIds(byAge, bound) < 0 ? byAge : bound;
     trimmed += Number(await redis.xtrim(keys.stream, 'MINID', cut));
   }
   if (retention.maxEntries !== null) {
@@ -64,7 +43,7 @@ export async function trimStream(redis: RedisClient, keys: Keys, retention: Stre
       const oldest = (await redis.xrange(keys.stream, '-', `(${bound}`, 'COUNT', Math.min(excess, COUNT_CHUNK))) as [string, unknown][];
       const last = oldest[oldest.length - 1];
       if (!last) break;
-      trimmed += Number(await redis.xtrim(keys.stream, 'MINID', nextId(last[0])));
+      trimmed += Number(await redis.xtrim(keys.stream, 'MINID', nextStreamId(last[0])));
       if (oldest.length < Math.min(excess, COUNT_CHUNK)) break;
     }
   }

@@ -1,10 +1,11 @@
-import { errorMessage, type Keys } from '@mirrorplane/core';
+import { errorMessage, RedisUnavailableError, workerKey, workersSetKey, type Keys } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
+import { readConsumers } from './stream-info.js';
 
 /**
  * Worker heartbeats: which workers are alive, and what each holds.
  *
- * Each worker writes `{prefix}:worker:<consumer>` (JSON, below) every HEARTBEAT_MS with a time
+ * Each worker writes `{prefix}:worker:<consumer>` (both keys named in core's keys.ts) (JSON, below) every HEARTBEAT_MS with a time
  * to live of three periods, and adds its consumer name to the set `{prefix}:workers`. A worker
  * whose key expired is dead (or cut off from Redis). Every key shares the deployment's hash
  * tag, so one Redis Cluster shard holds them all.
@@ -30,16 +31,9 @@ export interface WorkerHeartbeat {
   lastSeen: number;
 }
 
-export function workersSetKey(prefix: string): string {
-  return `{${prefix}}:workers`;
-}
-
-export function workerKey(prefix: string, consumer: string): string {
-  return `{${prefix}}:worker:${consumer}`;
-}
 
 /**
- * Writes a heartbeat that expires after `ttlMs`. Throws what Redis answers (OOM with Redis full:
+ * Writes a heartbeat that expires after `ttlMs`. Throws RedisUnavailableError carrying what Redis answered (OOM with Redis full:
  * SET and SADD allocate); the caller logs and goes on.
  */
 export async function writeHeartbeat(redis: RedisClient, prefix: string, heartbeat: WorkerHeartbeat, ttlMs: number): Promise<void> {
@@ -49,7 +43,7 @@ export async function writeHeartbeat(redis: RedisClient, prefix: string, heartbe
     .exec()
     .then((results) => {
       const bad = results?.find(([error]) => error);
-      if (bad) throw bad[0];
+      if (bad) throw new RedisUnavailableError(`writing the heartbeat failed: ${errorMessage(bad[0])}`, { cause: bad[0] });
     });
 }
 
@@ -112,19 +106,10 @@ export async function pruneDeadConsumers(redis: RedisClient, prefix: string, par
   const alive = new Set((await listWorkers(redis, prefix)).map((w) => w.consumer));
   const pruned: PrunedConsumer[] = [];
   for (const keys of parts) {
-    let rows: unknown[][];
-    try {
-      rows = (await redis.xinfo('CONSUMERS', keys.stream, keys.group)) as unknown[][];
-    } catch (error) {
-      // No stream or no group yet: nothing to prune.
-      if (/no such key|NOGROUP/i.test(errorMessage(error))) continue;
-      throw error;
-    }
-    for (const row of rows) {
-      const c: Record<string, unknown> = {};
-      for (let i = 0; i + 1 < row.length; i += 2) c[String(row[i])] = row[i + 1];
-      const name = String(c.name);
-      if (alive.has(name) || Number(c.pending) !== 0 || Number(c.idle) < minIdleMs) continue;
+    // No stream or no group yet: nothing to prune.
+    for (const c of await readConsumers(redis, keys.stream, keys.group)) {
+      const name = c.name;
+      if (alive.has(name) || c.pending !== 0 || c.idleMs < minIdleMs) continue;
       // Checked again and removed in one script: the consumer may have read since XINFO answered.
       const removed = Number(await redis.eval(DELETE_IF_IDLE, 1, keys.stream, keys.group, name));
       if (removed === 1) pruned.push({ consumer: name, stream: keys.stream });

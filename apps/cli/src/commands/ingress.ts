@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { Ingress } from '@mirrorplane/ingress';
-import { configure, createLogger, runUntilSignal } from '../process.js';
+import { configure, createLogger, exitOnSignalBeforeStart, runUntilSignal } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { ingressProcessConfig, isIngressPrimary, leaveSignalsToPrimary, superviseIngressProcesses } from '../ingress-cluster.js';
 import { preflight } from '../preflight.js';
@@ -14,13 +14,19 @@ export function registerIngress(program: Command): void {
     const config = configure('ingress', settingFlags(command));
     const logger = createLogger(config, 'ingress');
     if (isIngressPrimary(config)) {
+      const starting = exitOnSignalBeforeStart(logger);
       await preflight(config, logger);
+      starting();
       superviseIngressProcesses(config, logger);
       return;
     }
     const processConfig = ingressProcessConfig(config);
     // The primary checked Redis and the deployment once for all its processes.
-    if (!cluster.isWorker) await preflight(config, logger);
+    if (!cluster.isWorker) {
+      const starting = exitOnSignalBeforeStart(logger);
+      await preflight(config, logger);
+      starting();
+    }
     const ingress = new Ingress(processConfig, logger);
     runUntilSignal(logger, () => ingress.close());
     leaveSignalsToPrimary();
