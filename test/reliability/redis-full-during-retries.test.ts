@@ -36,7 +36,7 @@ function copies(received: Received[], status: Map<Received, number>): Map<string
   return out;
 }
 
-test('attack-11: Redis full while entries wait in the retry queue: answered retries do not land in the failed set, no storm of copies, the queue drains once memory is freed', async (t) => {
+test('Redis full while entries wait in the retry queue: answered retries do not land in the failed set, no storm of copies, the queue drains once memory is freed', async (t) => {
   let healthy = false;
   const status = new Map<Received, number>();
   const staging = await RecordingServer.start((req, res) => {
@@ -100,7 +100,7 @@ test('attack-11: Redis full while entries wait in the retry queue: answered retr
   }
 });
 
-test('attack-11: Redis full while retry jobs keep failing (staging still 500): nothing lands in the failed set for want of memory; all arrive once memory is freed and staging is back', async (t) => {
+test('Redis full while retry jobs keep failing (staging still 500): nothing lands in the failed set for want of memory; all arrive once memory is freed and staging is back', async (t) => {
   let healthy = false;
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(healthy ? 200 : 500).end());
   const w = await InProcessWorker.start(redis, staging.url, {

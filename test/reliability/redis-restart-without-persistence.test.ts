@@ -19,7 +19,7 @@ after(async () => {
   await redis?.close();
 });
 
-test('attack-11: Redis restarted without persistence (group, stream and retry queue gone): every request accepted afterwards reaches staging, through the retry queue, with no process restarted', async (t) => {
+test('Redis restarted without persistence (group, stream and retry queue gone): every request accepted afterwards reaches staging, through the retry queue, with no process restarted', async (t) => {
   // Every first try fails with 500: each entry goes through the retry queue.
   const staging = await RecordingServer.start((req, res) => {
     res.writeHead(header(req.rawHeaders, 'x-mirrorplane-attempt') === '1' ? 500 : 200).end();

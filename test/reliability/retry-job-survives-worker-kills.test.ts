@@ -21,7 +21,7 @@ after(async () => {
   await redis?.close();
 });
 
-test('attack-11: workers SIGKILLed twice while running the same retry job: the entry still reaches staging once it is healthy, nothing in the failed set', async (t) => {
+test('workers SIGKILLed twice while running the same retry job: the entry still reaches staging once it is healthy, nothing in the failed set', async (t) => {
   let phase: 'first-fails-then-hang' | 'healthy' = 'first-fails-then-hang';
   const staging = await RecordingServer.start((req, res) => {
     if (phase === 'healthy') return void res.writeHead(200).end();

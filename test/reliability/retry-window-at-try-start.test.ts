@@ -31,7 +31,7 @@ function triesByRequestId(received: Received[]): Map<string, number[]> {
   return out;
 }
 
-test('attack-11: no try starts later than RETRY_WINDOW_MS after the first, even when more entries retry than the retry queue runs at once', async (t) => {
+test('no try starts later than RETRY_WINDOW_MS after the first, even when more entries retry than the retry queue runs at once', async (t) => {
   const WINDOW = 2000;
   const SLACK = 1000;
   // Staging never answers: every try is cut after REPLAY_TIMEOUT_MS.

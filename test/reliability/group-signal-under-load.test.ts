@@ -22,7 +22,7 @@ after(async () => {
 });
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  test(`attack-11: ${signal} to ingress and both workers at once under load: all exit 0, every accepted request reaches staging or the failed set`, async (t) => {
+  test(`${signal} to ingress and both workers at once under load: all exit 0, every accepted request reaches staging or the failed set`, async (t) => {
     let n = 0;
     const staging = await RecordingServer.start((_req, res) => {
       const i = n++;

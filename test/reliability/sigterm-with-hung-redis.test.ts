@@ -19,7 +19,7 @@ after(async () => {
   await redis?.close();
 });
 
-test('attack-11: SIGTERM to ingress and worker while Redis is hung: both exit within SHUTDOWN_TIMEOUT_MS + 10 s', async (t) => {
+test('SIGTERM to ingress and worker while Redis is hung: both exit within SHUTDOWN_TIMEOUT_MS + 10 s', async (t) => {
   const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end(), 300));
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { SHUTDOWN_TIMEOUT_MS: '1000', APPEND_TIMEOUT_MS: '1000', CLAIM_IDLE_MS: '2000' } });
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 100, tag: 'hung', maxRequests: 400 });

@@ -32,7 +32,7 @@ async function readyz(port: number): Promise<number> {
   }
 }
 
-test('attack-11: a hung Redis (SIGSTOP) makes the worker not ready within APPEND_TIMEOUT_MS + 1 s, and ready again after SIGCONT', async (t) => {
+test('a hung Redis (SIGSTOP) makes the worker not ready within APPEND_TIMEOUT_MS + 1 s, and ready again after SIGCONT', async (t) => {
   const staging = await RecordingServer.start();
   const ingressAdmin = await freePort();
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { APPEND_TIMEOUT_MS: '1500' }, ingressEnv: { ADMIN_PORT: String(ingressAdmin) } });
@@ -68,12 +68,12 @@ test('attack-11: a hung Redis (SIGSTOP) makes the worker not ready within APPEND
   }
 });
 
-test('attack-11: a worker waiting for its consumer group on a full Redis (it cannot read) is not ready', async (t) => {
+test('a worker waiting for its consumer group on a full Redis (it cannot read) is not ready', async (t) => {
   const staging = await RecordingServer.start();
   const client = redis.client();
   const filler = `filler${Date.now().toString(36)}`;
   const port = await freePort();
-  // In process: the CLI exits at once on a full Redis (attack-11-cli-full-start.test.ts).
+  // In process, so the test reads the worker's readiness without the CLI's preflight.
   const { InProcessWorker } = await import('../helpers/in-process-worker.js');
   let starting: Promise<{ close(): Promise<void> }> | null = null;
   try {
@@ -106,7 +106,7 @@ test('attack-11: a worker waiting for its consumer group on a full Redis (it can
   }
 });
 
-test('attack-11: an ingress whose every append is refused (Redis full: 503 redis_error) is not ready', async (t) => {
+test('an ingress whose every append is refused (Redis full: 503 redis_error) is not ready', async (t) => {
   const staging = await RecordingServer.start();
   const client = redis.client();
   const filler = `filler${Date.now().toString(36)}`;

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
-import { keysFor } from '@mirrorplane/core';
+import { deploymentKey, keysFor } from '@mirrorplane/core';
 import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, header, waitFor } from '../helpers/index.js';
 import { appendEntries } from '../helpers/in-process-worker.js';
 
@@ -42,7 +42,7 @@ async function fill(client: Redis, key: string): Promise<void> {
 }
 
 for (const role of ['worker', 'ingress'] as const) {
-  test(`attack-11: the CLI ${role} started on a full Redis of a running deployment comes up (it does not exit)${role === 'worker' ? ' and drains the stream' : ''}`, async (t) => {
+  test(`the CLI ${role} started on a full Redis of a running deployment comes up (it does not exit)${role === 'worker' ? ' and drains the stream' : ''}`, async (t) => {
     const staging = await RecordingServer.start();
     const client = redis.client();
     // A deployment that has run: its settings and group exist, entries wait in the stream.
@@ -62,6 +62,38 @@ for (const role of ['worker', 'ingress'] as const) {
         await waitFor('the 30 waiting entries at staging', () => new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id'))).size >= 30, 60_000, 100);
         await waitFor('the stream empty', async () => (await client.xlen(keysFor(prefix).stream)) === 0, 30_000, 100);
       }
+    } finally {
+      await client.del(filler).catch(() => undefined);
+      await client.config('SET', 'maxmemory', '0');
+      client.disconnect();
+      await p?.stop('SIGKILL');
+      await stack.close();
+      await staging.close();
+    }
+  });
+}
+
+for (const role of ['worker', 'ingress'] as const) {
+  test(`the CLI ${role} started on a full Redis for a new deployment (nothing recorded) comes up, logs that Redis is full, and records the deployment once memory is freed`, async () => {
+    const staging = await RecordingServer.start();
+    const client = redis.client();
+    // Any process's env, with a prefix nothing has run under.
+    const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0 });
+    await stack.ingress.stop('SIGKILL');
+    const prefix = `fresh${Date.now().toString(36)}${role}`;
+    const filler = `filler-fresh-${role}`;
+    let p: MirrorplaneProcess | null = null;
+    try {
+      await fill(client, filler);
+      p = new MirrorplaneProcess([role], { ...stack.env, MIRRORPLANE_PREFIX: prefix, ...(role === 'ingress' ? { INGRESS_PORT: '0', INGRESS_HOST: '127.0.0.1' } : {}) });
+      const line = await p.waitForLog('Redis is full: deployment not recorded yet, will retry', 20_000);
+      assert.match(String(line.err), /OOM/);
+      assert.equal(await client.exists(deploymentKey(prefix)), 0, 'nothing recorded while Redis is full');
+      assert.equal(p.child.exitCode, null, `the ${role} is still running`);
+      await client.del(filler);
+      await client.config('SET', 'maxmemory', '0');
+      await waitFor('the deployment recorded once memory is freed', async () => (await client.hget(deploymentKey(prefix), 'partitions')) !== null, 20_000, 100);
+      assert.equal(p.child.exitCode, null, `the ${role} is still running`);
     } finally {
       await client.del(filler).catch(() => undefined);
       await client.config('SET', 'maxmemory', '0');

@@ -31,7 +31,7 @@ function copiesByRequestId(received: Received[]): Map<string, number> {
   return out;
 }
 
-test('attack-11: Redis paused longer than CLAIM_IDLE_MS under two live workers: no request is repeated', async (t) => {
+test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request is repeated', async (t) => {
   const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end('ok'), 1500));
   const env = { CLAIM_IDLE_MS: '1000', WORKER_CONCURRENCY: '16' };
   const a = await InProcessWorker.start(redis, staging.url, env);

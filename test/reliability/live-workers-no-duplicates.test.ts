@@ -37,7 +37,7 @@ const cases = [
 ];
 
 for (const c of cases) {
-  test(`attack-11: live workers never replay each other's running entries — ${c.name}`, async (t) => {
+  test(`live workers never replay each other's running entries — ${c.name}`, async (t) => {
     let i = 0;
     const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end('ok'), c.delay(i++)));
     const env = { CLAIM_IDLE_MS: String(c.claimIdle), WORKER_CONCURRENCY: String(c.concurrency) };
