@@ -106,7 +106,7 @@ test('a worker waiting for its consumer group on a full Redis (it cannot read) i
   }
 });
 
-test('an ingress whose every append is refused (Redis full: 503 redis_error) is not ready', async (t) => {
+test('an ingress whose every append is refused (Redis full: 503 redis_error) is not ready, and ready again once Redis has room', async (t) => {
   const staging = await RecordingServer.start();
   const client = redis.client();
   const filler = `filler${Date.now().toString(36)}`;
@@ -135,6 +135,11 @@ test('an ingress whose every append is refused (Redis full: 503 redis_error) is 
     t.diagnostic(`requests on a full Redis: ${answers.join(',')}; ingress /readyz: ${status}`);
     assert.deepEqual(answers, [503, 503, 503, 503, 503]);
     assert.equal(status, 503, 'an ingress that refuses every request is not ready');
+    // Memory back: ready again without any request (nothing is routed to a not-ready ingress).
+    await client.del(filler);
+    await client.config('SET', 'maxmemory', '0');
+    await waitFor('the ingress ready again once Redis has room', async () => (await readyz(admin)) === 200, 10_000, 100);
+    assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', '/full/after', ['Host', 'x.test']))).status, 200);
   } finally {
     await client.del(filler).catch(() => undefined);
     await client.config('SET', 'maxmemory', '0');
