@@ -344,7 +344,7 @@ export class ReplayWorker {
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo - 1, firstTriedAt }, 'wait', d.delayMs);
         return;
       case 'retry':
-        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt }, 'retry', d.delayMs);
+        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, retrying: true }, 'retry', d.delayMs);
         return;
       case 'failed':
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
@@ -438,7 +438,8 @@ export class ReplayWorker {
     // The window is checked when a try starts, not only when the previous one failed: a busy
     // retry queue (ceil(WORKER_CONCURRENCY / 4) jobs at once) starts jobs later than their delay.
     const late = Date.now() - (firstTriedAt + this.#policy.windowMs);
-    if (data.firstTriedAt !== undefined && late > 0) {
+    // Only for a try after a retryable failure: a stage asking to replay later is not bounded.
+    if (data.firstTriedAt !== undefined && (data.retrying === true || job.attemptsMade > 0) && late > 0) {
       this.#m.failedEntry('exhausted');
       const message = `exhausted: try ${attemptNo} would start ${late} ms after the retry window (RETRY_WINDOW_MS=${this.#policy.windowMs}) ended; not tried`;
       this.#logger.warn({ entryId: String(job.id), attempt: attemptNo, lateMs: late }, 'retry window ended before the try could start; entry goes to the failed set');
