@@ -70,3 +70,45 @@ test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request 
     await staging.close();
   }
 });
+
+test('Redis paused longer than CLAIM_IDLE_MS while an idle live worker has free slots: it does not take over the busy worker\'s running entries', async (t) => {
+  // Staging slower than the pauses: A's entries run through every pause; B has nothing to do,
+  // so its claimer sends XAUTOCLAIM (nothing of its own to refresh) that Redis answers on SIGCONT.
+  const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end('ok'), 9000));
+  const env = { CLAIM_IDLE_MS: '1000', WORKER_CONCURRENCY: '4' };
+  const a = await InProcessWorker.start(redis, staging.url, env);
+  const client = redis.client();
+  const keys = keysFor(a.config.prefix);
+  const N = 4;
+  let b: Awaited<ReturnType<typeof InProcessWorker.start>> | null = null;
+  try {
+    await appendEntries(client, a.config.prefix, 'idle', N);
+    await waitFor('A runs every entry', () => a.worker.load.inFlight === N, 30_000, 20);
+    b = await InProcessWorker.start(redis, staging.url, env, a.config.prefix);
+    for (let round = 0; round < 3; round++) {
+      redis.signal('SIGSTOP');
+      try {
+        await new Promise((r) => setTimeout(r, 2000));
+      } finally {
+        redis.signal('SIGCONT');
+      }
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await waitFor(`all ${N} at staging`, () => copiesByRequestId(staging.received).size === N, 60_000, 100);
+    await waitFor('drained', async () => {
+      const pending = (await client.xpending(keys.stream, keys.group)) as [number];
+      return Number(pending[0]) === 0 && a.worker.load.inFlight === 0 && b!.worker.load.inFlight === 0;
+    }, 60_000, 100);
+    const copies = [...copiesByRequestId(staging.received).values()];
+    const extra = copies.reduce((s, n) => s + n - 1, 0);
+    const takeovers = b.logs.filter((l) => l.msg === 'took over an abandoned entry').length;
+    t.diagnostic(`${N} requests, ${extra} extra copies, ${takeovers} takeovers by the idle worker`);
+    assert.equal(extra, 0, `requests repeated although no worker died (${extra} extra copies, ${takeovers} takeovers)`);
+  } finally {
+    redis.signal('SIGCONT');
+    client.disconnect();
+    await a.close();
+    await b?.close();
+    await staging.close();
+  }
+});
