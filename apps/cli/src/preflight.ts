@@ -1,5 +1,5 @@
-import { RedisUnavailableError, type Config } from '@mirrorplane/core';
-import { checkDeployment, closeRedis, createLogger, maskRedisUrl, openRedis, type Logger } from '@mirrorplane/runtime';
+import { RedisUnavailableError, errorMessage, type Config } from '@mirrorplane/core';
+import { checkDeployment, closeRedis, createLogger, isOutOfMemory, maskRedisUrl, openRedis, type Logger } from '@mirrorplane/runtime';
 import { describeFailure } from './failure.js';
 import { VERSION } from './version.js';
 
@@ -24,7 +24,10 @@ async function check(config: Config, logger: Logger): Promise<void> {
  * throws (`RedisDatabaseError`, `DeploymentMismatchError`) before anything runs.
  *
  * Redis unreachable at start is not a reason to stay down (the ingress answers 503 until it
- * is back, the worker waits): the role starts, and the checks run as soon as Redis answers;
+ * is back, the worker waits): the role starts, and the checks run as soon as Redis answers.
+ * Nor is a full Redis (maxmemory, noeviction): the record is read first and only missing fields
+ * are written, so a recorded deployment starts; a new one whose record Redis refuses (OOM) logs
+ * "Redis is full: deployment not recorded yet, will retry" and is recorded once memory is freed;
  * a misconfiguration found then ends the process with exit code 2.
  */
 export async function preflight(config: Config, logger: Logger): Promise<void> {
@@ -32,14 +35,18 @@ export async function preflight(config: Config, logger: Logger): Promise<void> {
     await check(config, logger);
     return;
   } catch (error) {
-    if (!(error instanceof RedisUnavailableError)) throw error;
-    logger.warn({ redis: maskRedisUrl(config.redisUrl), err: error.message }, 'Redis is not reachable at start; checking the deployment once it is');
+    if (isOutOfMemory(error)) {
+      logger.warn({ redis: maskRedisUrl(config.redisUrl), err: errorMessage(error) }, 'Redis is full: deployment not recorded yet, will retry');
+    } else {
+      if (!(error instanceof RedisUnavailableError)) throw error;
+      logger.warn({ redis: maskRedisUrl(config.redisUrl), err: error.message }, 'Redis is not reachable at start; checking the deployment once it is');
+    }
   }
   const retry = () => {
     check(config, logger).then(
       () => undefined,
       (error: unknown) => {
-        if (error instanceof RedisUnavailableError) {
+        if (error instanceof RedisUnavailableError || isOutOfMemory(error)) {
           setTimeout(retry, RECHECK_MS).unref();
           return;
         }

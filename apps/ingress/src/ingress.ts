@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { errorMessage, headerValue, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { RedisProbe, adminServerFor, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, readGroup, secretMatcher, type AdminServer, type Logger } from '@mirrorplane/runtime';
+import { RedisProbe, adminServerFor, isOutOfMemory, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, readGroup, secretMatcher, type AdminServer, type Logger } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 import { EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
@@ -22,6 +22,9 @@ const REDIS_START_WAIT_MS = 10_000;
  * Reading (`IntakeServer`, `RequestParser`), appending (`EntryAppender`) and metrics
  * (`IngressMetrics`) are their own units; this class decides: refuse, shed, or append.
  */
+/** How often an ingress that saw Redis full reads INFO memory to learn it has room again (ms). */
+const FULL_CHECK_MS = 1000;
+
 export class Ingress {
   readonly #config: Config;
   readonly #logger: Logger;
@@ -45,6 +48,9 @@ export class Ingress {
   #checking = false;
   /** Whether Redis answers at all (a paused Redis keeps its connection open). */
   readonly #probe: RedisProbe;
+  /** Redis refused the last append for want of memory (see `#setFull`). */
+  #full = false;
+  #fullTimer: NodeJS.Timeout | null = null;
   #idle: (() => void) | null = null;
 
   constructor(config: Config, logger: Logger) {
@@ -88,7 +94,38 @@ export class Ingress {
    * answering (a PING answered within APPEND_TIMEOUT_MS; see `RedisProbe`).
    */
   get ready(): boolean {
-    return !this.#closing && this.#server.listening && this.#redis.status === 'ready' && this.#probe.responsive;
+    return !this.#closing && this.#server.listening && this.#redis.status === 'ready' && this.#probe.responsive && !this.#full;
+  }
+
+  /**
+   * Redis full (maxmemory, noeviction): the last append was refused with OOM. Not ready until
+   * an append succeeds or Redis reports `used_memory` below `maxmemory` (INFO memory, read
+   * every FULL_CHECK_MS while full: a load balancer that follows /readyz sends no traffic, so
+   * an append cannot be what clears it). Appends are still tried meanwhile.
+   */
+  #setFull(full: boolean): void {
+    if (full === this.#full) return;
+    this.#full = full;
+    if (full) {
+      this.#logger.warn('Redis is full (maxmemory): not ready until an append succeeds or memory is under maxmemory');
+      this.#fullTimer = setInterval(() => void this.#checkFull(), FULL_CHECK_MS).unref();
+    } else {
+      this.#logger.info('Redis takes entries again: ready');
+      if (this.#fullTimer) clearInterval(this.#fullTimer);
+      this.#fullTimer = null;
+    }
+  }
+
+  async #checkFull(): Promise<void> {
+    if (this.#redis.status !== 'ready' || !this.#probe.responsive) return;
+    try {
+      const memory = await this.#redis.info('memory');
+      const used = Number(/used_memory:(\d+)/.exec(memory)?.[1] ?? 0);
+      const max = Number(/maxmemory:(\d+)/.exec(memory)?.[1] ?? 0);
+      if (max === 0 || used < max) this.#setFull(false);
+    } catch {
+      // Unknown: stays as it is; the next check or append decides.
+    }
   }
 
   get metrics(): Registry {
@@ -164,6 +201,7 @@ export class Ingress {
         // While shutting down, each connection closes after its answer.
         if (this.#closing) this.#server.draining = true;
         answer(200);
+        this.#setFull(false);
         this.#release();
       },
       (error: Error) => {
@@ -171,6 +209,7 @@ export class Ingress {
           ? 'redis_timeout'
           : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
         if (reason === 'redis_timeout') this.#probe.markUnresponsive('an append timed out');
+        if (isOutOfMemory(error)) this.#setFull(true);
         this.#metrics.dropped[reason].inc();
         answer(503, reason);
         this.#logDropped(reason, error);
@@ -259,6 +298,7 @@ export class Ingress {
     this.#closing = true;
     if (this.#backlogTimer) clearInterval(this.#backlogTimer);
     this.#probe.stop();
+    if (this.#fullTimer) clearInterval(this.#fullTimer);
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
     const serverClosed = this.#server.close();
     let closed = false;

@@ -31,25 +31,58 @@ export interface ClaimerOptions {
  */
 export class Claimer {
   readonly #o: ClaimerOptions;
+  /** When the last round ended (ms, this process's clock); null before the first. */
+  #lastRoundAt: number | null = null;
+  /** No claiming before this time (ms): after a stall, owners refresh first. */
+  #quietUntil = 0;
 
   constructor(options: ClaimerOptions) {
     this.#o = options;
   }
 
-  /** One round: refresh, then claim. Never throws. */
+  /**
+   * A Redis command (or the gap between two rounds) that took this long means Redis or this
+   * process stalled (a paused Redis, a stopped process, swapping): idle times in the pending
+   * list then say nothing about whether owners are alive (Redis's clock ran on while no owner
+   * could refresh). CLAIM_IDLE_MS / 2, the age at which owners refresh.
+   */
+  get #stallMs(): number {
+    return this.#o.claimIdleMs / 2;
+  }
+
+  /**
+   * One round: refresh, then claim. Never throws. After a stall (this round began more than
+   * CLAIM_IDLE_MS after the previous one ended, or a command of it took more than CLAIM_IDLE_MS
+   * / 2) it claims nothing for CLAIM_IDLE_MS, so that every live owner refreshes its entries
+   * first; entries taken over in the reply that revealed the stall are not started (see `#claim`).
+   */
   async run(): Promise<void> {
+    const started = Date.now();
     try {
+      if (this.#lastRoundAt !== null && started - this.#lastRoundAt > this.#o.claimIdleMs) this.#stalled(`${started - this.#lastRoundAt} ms since the previous round`);
       await this.refreshOwn();
-      await this.#claim();
+      if (Date.now() - started > this.#stallMs) this.#stalled(`refreshing took ${Date.now() - started} ms`);
+      if (Date.now() >= this.#quietUntil) await this.#claim();
     } catch (error) {
       this.#o.logger.warn({ err: errorMessage(error) }, 'claiming abandoned entries failed; will try again');
+    } finally {
+      this.#lastRoundAt = Date.now();
     }
+  }
+
+  #stalled(why: string): void {
+    const quiet = Date.now() + this.#o.claimIdleMs;
+    if (Date.now() >= this.#quietUntil) this.#o.logger.warn({ why, quietMs: this.#o.claimIdleMs }, 'Redis or this worker stalled; claiming nothing until owners have refreshed their entries');
+    this.#quietUntil = Math.max(this.#quietUntil, quiet);
   }
 
   /**
    * Resets the idle time of this worker's entries older than CLAIM_IDLE_MS / 2 (XCLAIM … JUSTID,
-   * which works on a full Redis). Touches only slots still held when Redis answered: an entry
-   * that finished meanwhile gets no slot back.
+   * which works on a full Redis). XCLAIM's min-idle (CLAIM_IDLE_MS / 4) keeps the refresh from
+   * taking an entry another worker claimed a moment ago (its idle time was just reset); it is
+   * tried again next round. Touches only slots still held when Redis answered, and only the
+   * entries Redis gave back: an entry that finished meanwhile gets no slot back, one not
+   * refreshed stays due.
    */
   async refreshOwn(now = Date.now()): Promise<void> {
     const o = this.#o;
@@ -57,12 +90,14 @@ export class Claimer {
     const running = o.slots.stale(before, (key) => !key.startsWith('job:'));
     const ids = [...running, ...o.acks.waitingSince(before)];
     if (ids.length === 0) return;
+    const refreshed = new Set<string>();
     for (const [p, raw] of byPartition(ids)) {
       const keys = o.parts[p] as Keys;
-      await o.commands.xclaim(keys.stream, keys.group, o.consumer, 0, ...raw, 'JUSTID');
+      const got = (await o.commands.xclaim(keys.stream, keys.group, o.consumer, Math.floor(o.claimIdleMs / 4), ...raw, 'JUSTID')) as unknown as string[];
+      for (const id of got) refreshed.add(qualifyId(String(id), p));
     }
     const touched = Date.now();
-    for (const id of running) o.slots.touch(id, touched);
+    for (const id of running) if (refreshed.has(id)) o.slots.touch(id, touched);
   }
 
   async #claim(): Promise<void> {
@@ -77,9 +112,19 @@ export class Claimer {
       do {
         const free = o.slots.free;
         if (free <= 0 || o.slots.closed) return;
+        const sent = Date.now();
         const reply = (await (o.commands as unknown as BufferCommands).xautoclaimBuffer(
           keys.stream, keys.group, o.consumer, o.claimIdleMs, cursor, 'COUNT', Math.min(free, 100),
         )) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+        if (Date.now() - sent > this.#stallMs) {
+          // Redis answered late: it was stalled while the claim waited, so what it took may still
+          // run at a live owner that could not refresh. Not started: the owner's refresh takes
+          // it back (its idle time grows past CLAIM_IDLE_MS / 4); an owner that is really gone
+          // leaves it idle, and it is claimed again after the quiet period.
+          this.#stalled(`a claim took ${Date.now() - sent} ms`);
+          if (reply[1].length > 0) o.logger.info({ entries: reply[1].length }, 'claimed entries during a Redis stall; not starting them');
+          return;
+        }
         cursor = reply[0].toString();
         // Ids in the pending list whose entries were deleted: nothing to replay, just clear them.
         for (const gone of reply[2] ?? []) o.acks.finish(qualifyId(gone.toString(), p), false);

@@ -40,6 +40,7 @@ import {
   type Logger,
   type RetryJobData,
   type WorkerHeartbeat,
+  RedisProbe,
 } from '@mirrorplane/runtime';
 import { StagingClient } from './replay.js';
 import { SlotAccounting } from './slot-accounting.js';
@@ -75,6 +76,9 @@ const MIN_STEP_MS = 100;
  * dead worker left unfinished. Each replay's outcome is classified by `classifyReplay`, for
  * stream entries and retry jobs alike.
  */
+/** Stalls (a worker died holding the job) before BullMQ fails a retry job: in effect, never. */
+const RETRY_MAX_STALLS = 1_000_000;
+
 export class ReplayWorker {
   readonly #config: Config;
   readonly #logger: Logger;
@@ -105,6 +109,10 @@ export class ReplayWorker {
   readonly #acks: AckBatcher;
   readonly #claimer: Claimer;
   readonly #heartbeat: Heartbeat;
+  /** Whether Redis answers PINGs in time (for readiness). */
+  readonly #probe: RedisProbe;
+  /** Whether the consumer group exists (set once start() made sure of it). */
+  #canRead = false;
 
   /** Resolves when close() begins, to cut an idle wait short. */
   #stop: () => void = () => undefined;
@@ -173,6 +181,7 @@ export class ReplayWorker {
       holder: this.#consumer,
       logger,
     });
+    this.#probe = new RedisProbe(this.#commands, config.appendTimeoutMs, logger);
     this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
   }
 
@@ -197,8 +206,14 @@ export class ReplayWorker {
     return this.#consumer;
   }
 
+  /**
+   * Whether this worker can do its job (the admin server's /readyz): not stopping, both
+   * connections open, Redis answering (a PING answered within APPEND_TIMEOUT_MS; see
+   * `RedisProbe`: a paused Redis keeps its sockets open), and its consumer group there to read
+   * from (false while it waits to create it, e.g. on a full Redis).
+   */
   get ready(): boolean {
-    return !this.#stopping && this.#reader.status === 'ready' && this.#commands.status === 'ready';
+    return !this.#stopping && this.#canRead && this.#reader.status === 'ready' && this.#commands.status === 'ready' && this.#probe.responsive;
   }
 
   get metrics(): Registry {
@@ -220,13 +235,19 @@ export class ReplayWorker {
 
   async start(): Promise<{ adminPort: number | null }> {
     const adminPort = this.#admin ? await this.#admin.listen() : null;
+    this.#probe.start();
     await this.#heartbeat.start();
     await this.#ensureGroupWithRetry();
     if (this.#stopping) return { adminPort };
+    this.#canRead = true;
     this.#retryWorker = createRetryWorker(this.#keys, (job, token) => this.#processRetryJob(job, token), this.#bull, {
       concurrency: Math.max(1, Math.ceil(this.#config.workerConcurrency / 4)),
       // A job is locked at least as long as a replay can take, so BullMQ never thinks it stalled.
       lockDuration: Math.max(30_000, this.#config.replayTimeoutMs * 2),
+      // A stalled job is one whose worker died or was cut off from Redis: our fault, not
+      // staging's. It is run again (after its lock expires and the stalled check, every 30 s,
+      // sees it), never failed for it; RETRY_WINDOW_MS, checked when each try starts, still ends it.
+      maxStalledCount: RETRY_MAX_STALLS,
       removeOnComplete: { count: 0 },
       removeOnFail: { count: 1_000_000 },
       settings: { backoffStrategy: policyBackoff },
@@ -323,7 +344,7 @@ export class ReplayWorker {
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo - 1, firstTriedAt }, 'wait', d.delayMs);
         return;
       case 'retry':
-        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt }, 'retry', d.delayMs);
+        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, retrying: true }, 'retry', d.delayMs);
         return;
       case 'failed':
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
@@ -414,6 +435,16 @@ export class ReplayWorker {
     }
     const attemptNo = data.priorAttempts + job.attemptsMade + 1;
     const firstTriedAt = data.firstTriedAt ?? (await this.#startWindow(job));
+    // The window is checked when a try starts, not only when the previous one failed: a busy
+    // retry queue (ceil(WORKER_CONCURRENCY / 4) jobs at once) starts jobs later than their delay.
+    const late = Date.now() - (firstTriedAt + this.#policy.windowMs);
+    // Only for a try after a retryable failure: a stage asking to replay later is not bounded.
+    if (data.firstTriedAt !== undefined && (data.retrying === true || job.attemptsMade > 0) && late > 0) {
+      this.#m.failedEntry('exhausted');
+      const message = `exhausted: try ${attemptNo} would start ${late} ms after the retry window (RETRY_WINDOW_MS=${this.#policy.windowMs}) ended; not tried`;
+      this.#logger.warn({ entryId: String(job.id), attempt: attemptNo, lateMs: late }, 'retry window ended before the try could start; entry goes to the failed set');
+      throw new UnrecoverableError(message);
+    }
     // BullMQ runs the job whether or not a slot is free: it is counted all the same.
     const slot = jobSlot(String(job.id));
     this.#slots.acquireOver(slot);
@@ -477,6 +508,7 @@ export class ReplayWorker {
     if (this.#stopping) return;
     this.#stopping = true;
     this.#stop();
+    this.#probe.stop();
     this.#slots.close();
     this.#logger.info({ inFlight: this.#slots.held }, 'worker shutting down');
     if (this.#claimTimer) clearInterval(this.#claimTimer);

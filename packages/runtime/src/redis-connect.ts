@@ -209,6 +209,12 @@ export function deploymentSettings(config: Pick<Config, 'partitions' | 'partitio
 /** Setting keys as an operator sets them, for the mismatch message. */
 const SETTING_NAMES: Record<string, string> = { partitions: 'PARTITIONS', partitionKey: 'PARTITION_KEY' };
 
+/** Whether `error` is Redis refusing a write because it is at `maxmemory` (noeviction): `OOM ...`. */
+export function isOutOfMemory(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : String(error);
+  return /^(OOM|EXECABORT)\b/.test(message) || /\bOOM command not allowed\b/.test(message);
+}
+
 /** What `checkDeployment` found. */
 export interface DeploymentCheck {
   /** Whether a deployment is recorded at this prefix (false: nothing has run here yet). */
@@ -219,21 +225,28 @@ export interface DeploymentCheck {
 
 /**
  * Checks this process's deployment-wide settings against those stored at
- * `{prefix}:deployment`. `claim` (ingress, worker) stores the missing ones first, atomically
- * per field, so the first process of a deployment decides; `read` (operator commands) writes
- * nothing. Throws `DeploymentMismatchError` listing every setting that differs.
+ * `{prefix}:deployment`. `claim` (ingress, worker) reads the record first and stores only the
+ * missing fields (HSETNX per field, no MULTI), so the first process of a deployment decides and a
+ * recorded deployment needs no write; `read` (operator commands) writes nothing. Throws
+ * `DeploymentMismatchError` listing every setting that differs; a write refused by a full Redis
+ * rejects with the Redis error (`OOM ...`, see `isOutOfMemory`).
  */
 export async function checkDeployment(redis: Redis, config: Pick<Config, 'prefix' | 'partitions' | 'partitionKey' | 'redisUrl'>, mode: 'claim' | 'read', version: string): Promise<DeploymentCheck> {
   const key = deploymentKey(config.prefix);
   const mine = deploymentSettings(config);
+  let stored = await redis.hgetall(key);
   if (mode === 'claim') {
-    const multi = redis.multi();
-    for (const [field, value] of Object.entries(mine)) multi.hsetnx(key, field, value);
-    multi.hsetnx(key, 'createdAt', new Date().toISOString());
-    multi.hsetnx(key, 'createdByVersion', version);
-    await multi.exec();
+    // Read first, write only what is missing: a running deployment's record needs no write, so a
+    // role starting on a full Redis (maxmemory, noeviction: every write command is refused, even
+    // an HSETNX on a present field) starts. One HSETNX per field, no MULTI (a refused command in
+    // MULTI aborts the whole transaction); HSETNX keeps "the first process decides" per field.
+    const wanted: Record<string, string> = { ...mine, createdAt: new Date().toISOString(), createdByVersion: version };
+    const missing = Object.entries(wanted).filter(([field]) => stored[field] === undefined);
+    if (missing.length > 0) {
+      for (const [field, value] of missing) await redis.hsetnx(key, field, value);
+      stored = await redis.hgetall(key);
+    }
   }
-  const stored = await redis.hgetall(key);
   const exists = Object.keys(stored).length > 0;
   const differences = Object.entries(mine)
     .filter(([field, value]) => stored[field] !== undefined && stored[field] !== value)

@@ -14,6 +14,11 @@ export interface RetryJobData {
    * Jobs written before it existed use the job's creation time.
    */
   firstTriedAt?: number;
+  /**
+   * True when the job waits because a try failed with a retryable answer (not because a stage
+   * asked to replay later): its next try is bounded by RETRY_WINDOW_MS when it starts.
+   */
+  retrying?: boolean;
   /** Set when the job must go straight to the failed set with this reason (no replay). */
   failReason?: string;
 }

@@ -37,7 +37,9 @@ export interface WorkerHeartbeat {
  * SET and SADD allocate); the caller logs and goes on.
  */
 export async function writeHeartbeat(redis: RedisClient, prefix: string, heartbeat: WorkerHeartbeat, ttlMs: number): Promise<void> {
-  await redis.multi()
+  // A pipeline, not MULTI: on a full Redis a refused command inside MULTI aborts the transaction
+  // (EXECABORT); here each command answers for itself and the first error is reported.
+  await redis.pipeline()
     .set(workerKey(prefix, heartbeat.consumer), JSON.stringify(heartbeat), 'PX', ttlMs)
     .sadd(workersSetKey(prefix), heartbeat.consumer)
     .exec()
