@@ -50,10 +50,12 @@ try {
     maxMs: latencies[latencies.length - 1],
     minMs: latencies[0],
   };
-  console.log(table([
-    ['offered req/s', 'acknowledged', 'replayed', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms'],
-    [s.offeredRps, s.acknowledged, s.replayed, s.p50Ms, s.p90Ms, s.p99Ms, s.p999Ms, s.maxMs],
-  ]));
+  console.log(
+    table([
+      ['offered req/s', 'acknowledged', 'replayed', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms'],
+      [s.offeredRps, s.acknowledged, s.replayed, s.p50Ms, s.p90Ms, s.p99Ms, s.p999Ms, s.maxMs],
+    ]),
+  );
   console.log(`\ngoal: p50 < 5 ms at half of peak (${s.p50Ms.toFixed(2)} ms); every acknowledged request replayed (${s.replayed}/${s.acknowledged})`);
   // A negative latency is possible and correct: the worker can read an entry before the
   // ingress's 200 reached the client.

@@ -59,7 +59,9 @@ try {
       const v = variants[(i + r) % variants.length];
       const result = await measure(v, { connections, seconds });
       runs[v.key].push(result);
-      process.stdout.write(`  run ${r + 1}/${reps} ${v.name.padEnd(24)} ${Math.round(result.rps)} req/s  p99 ${result.p99Ms.toFixed(2)} ms  errors ${result.errors}\n`);
+      process.stdout.write(
+        `  run ${r + 1}/${reps} ${v.name.padEnd(24)} ${Math.round(result.rps)} req/s  p99 ${result.p99Ms.toFixed(2)} ms  errors ${result.errors}\n`,
+      );
     }
   }
   const summary = {};
@@ -91,7 +93,7 @@ try {
 
   // Offered-load sweep: the same fixed rates for each server, interleaved per rate.
   const sweepVariants = args.extra.sweep === '0' ? [] : variants.filter((v) => !v.key.startsWith('rawXadd'));
-    const fractions = args.full ? [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25] : [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.2];
+  const fractions = args.full ? [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25] : [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.2];
   const rates = fractions.map((f) => Math.round((f * bare.rps) / 100) * 100);
   const sweep = Object.fromEntries(sweepVariants.map((v) => [v.key, []]));
   console.log(`\noffered-load sweep (fixed rate, -c${connections}, ${sweepSeconds} s a point)`);
@@ -106,16 +108,34 @@ try {
   for (const v of sweepVariants) {
     rates.forEach((rate, i) => {
       const rs = points[v.key][i];
-      sweep[v.key].push({ offered: rate, rps: median(rs.map((x) => x.rps)), p50Ms: median(rs.map((x) => x.p50Ms)), p99Ms: median(rs.map((x) => x.p99Ms)), errors: rs.reduce((a, x) => a + x.errors, 0) });
+      sweep[v.key].push({
+        offered: rate,
+        rps: median(rs.map((x) => x.rps)),
+        p50Ms: median(rs.map((x) => x.p50Ms)),
+        p99Ms: median(rs.map((x) => x.p99Ms)),
+        errors: rs.reduce((a, x) => a + x.errors, 0),
+      });
     });
   }
   if (sweepVariants.length > 0) {
-  const sweepRows = [['offered req/s', ...sweepVariants.flatMap((v) => [`${v.key} req/s`, `${v.key} p99 ms`])]];
-  rates.forEach((rate, i) => sweepRows.push([rate, ...sweepVariants.flatMap((v) => [sweep[v.key][i].rps, sweep[v.key][i].p99Ms])]));
-  console.log(table(sweepRows));
+    const sweepRows = [['offered req/s', ...sweepVariants.flatMap((v) => [`${v.key} req/s`, `${v.key} p99 ms`])]];
+    rates.forEach((rate, i) => sweepRows.push([rate, ...sweepVariants.flatMap((v) => [sweep[v.key][i].rps, sweep[v.key][i].p99Ms])]));
+    console.log(table(sweepRows));
   }
 
-  writeResults('ingress', { connections, reps, seconds, bodyBytes: 1024, runs, summary, sweep: { seconds: sweepSeconds, rates, series: sweep, names: Object.fromEntries(sweepVariants.map((v) => [v.key, v.name])) } }, args);
+  writeResults(
+    'ingress',
+    {
+      connections,
+      reps,
+      seconds,
+      bodyBytes: 1024,
+      runs,
+      summary,
+      sweep: { seconds: sweepSeconds, rates, series: sweep, names: Object.fromEntries(sweepVariants.map((v) => [v.key, v.name])) },
+    },
+    args,
+  );
 } finally {
   await admin.quit().catch(() => undefined);
   await stopAll();

@@ -52,11 +52,13 @@ try {
     streamNodeConfig: Object.fromEntries(config.reduce((a, v, i) => (i % 2 ? a : [...a, [v, config[i + 1]]]), [])),
   };
   console.log(`redis memory — ${entries} backlog entries of a 1 KiB POST (request ${requestBytes} B on the wire, ${fieldBytes} B of stream fields)\n`);
-  console.log(table([
-    ['measure', 'bytes/entry', 'overhead beyond the request'],
-    ['INFO memory (used_memory delta)', perEntryInfo, summary.overheadInfo],
-    ['MEMORY USAGE stream SAMPLES 0', perEntryUsage, summary.overheadUsage],
-  ]));
+  console.log(
+    table([
+      ['measure', 'bytes/entry', 'overhead beyond the request'],
+      ['INFO memory (used_memory delta)', perEntryInfo, summary.overheadInfo],
+      ['MEMORY USAGE stream SAMPLES 0', perEntryUsage, summary.overheadUsage],
+    ]),
+  );
   summary.overhead = Math.max(summary.overheadInfo, summary.overheadUsage);
   console.log(`\ngoal: ≤ request bytes + 200 B per entry (${summary.overhead.toFixed(0)} B over, the larger of the two measures)`);
   writeResults('redis-memory', { summary }, args);

@@ -33,9 +33,22 @@ try {
         await stack.drained(300_000);
         const elapsed = (performance.now() - started) / 1000;
         const cpu = pids.map((p, i) => (cpuSeconds(p) - cpu0[i]) / elapsed);
-        const point = { ingressRps: wrk.rps, loopRps: wrk.requests / elapsed, p99Ms: wrk.p99Ms, errors: wrk.errors, cpu: { ingress: cpu[0], workers: cpu.slice(1, 1 + layout.workers).reduce((a, b) => a + b, 0), redis: cpu[1 + layout.workers], staging: cpu[2 + layout.workers] } };
+        const point = {
+          ingressRps: wrk.rps,
+          loopRps: wrk.requests / elapsed,
+          p99Ms: wrk.p99Ms,
+          errors: wrk.errors,
+          cpu: {
+            ingress: cpu[0],
+            workers: cpu.slice(1, 1 + layout.workers).reduce((a, b) => a + b, 0),
+            redis: cpu[1 + layout.workers],
+            staging: cpu[2 + layout.workers],
+          },
+        };
         runs[layout.name].push(point);
-        process.stdout.write(`  ${layout.name.padEnd(32)} ingress ${Math.round(point.ingressRps)} req/s, loop ${Math.round(point.loopRps)} req/s, p99 ${point.p99Ms.toFixed(1)} ms\n`);
+        process.stdout.write(
+          `  ${layout.name.padEnd(32)} ingress ${Math.round(point.ingressRps)} req/s, loop ${Math.round(point.loopRps)} req/s, p99 ${point.p99Ms.toFixed(1)} ms\n`,
+        );
       } finally {
         await stack.stop();
       }
@@ -44,9 +57,19 @@ try {
   const points = layouts.map((l) => {
     const rs = runs[l.name];
     const cpuOf = (k) => median(rs.map((x) => x.cpu[k]));
-    return { name: l.name, ingressProcesses: l.ingressProcesses, workers: l.workers, ingressRps: median(rs.map((x) => x.ingressRps)), loopRps: median(rs.map((x) => x.loopRps)), p99Ms: median(rs.map((x) => x.p99Ms)), cpu: { ingress: cpuOf('ingress'), workers: cpuOf('workers'), redis: cpuOf('redis'), staging: cpuOf('staging') } };
+    return {
+      name: l.name,
+      ingressProcesses: l.ingressProcesses,
+      workers: l.workers,
+      ingressRps: median(rs.map((x) => x.ingressRps)),
+      loopRps: median(rs.map((x) => x.loopRps)),
+      p99Ms: median(rs.map((x) => x.p99Ms)),
+      cpu: { ingress: cpuOf('ingress'), workers: cpuOf('workers'), redis: cpuOf('redis'), staging: cpuOf('staging') },
+    };
   });
-  console.log(`\n${table([['layout', 'ingress req/s', 'loop req/s', 'p99 ms', 'CPU ingress', 'CPU workers', 'CPU redis', 'CPU staging'], ...points.map((p) => [p.name, p.ingressRps, p.loopRps, p.p99Ms, p.cpu.ingress, p.cpu.workers, p.cpu.redis, p.cpu.staging])])}`);
+  console.log(
+    `\n${table([['layout', 'ingress req/s', 'loop req/s', 'p99 ms', 'CPU ingress', 'CPU workers', 'CPU redis', 'CPU staging'], ...points.map((p) => [p.name, p.ingressRps, p.loopRps, p.p99Ms, p.cpu.ingress, p.cpu.workers, p.cpu.redis, p.cpu.staging])])}`,
+  );
   writeResults('scaling', { seconds, reps, points }, args);
 } finally {
   await stopAll();

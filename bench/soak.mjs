@@ -34,7 +34,9 @@ try {
   const started = Date.now();
   const load = runWrk({ url: stack.url, connections: 64, seconds: minutes * 60, rate, pids: [ingressPid, workerPid] });
   let finished = false;
-  void load.finally(() => { finished = true; });
+  void load.finally(() => {
+    finished = true;
+  });
   while (!finished) {
     await sleep(everyS * 1000);
     if (finished) break;
@@ -45,7 +47,9 @@ try {
     ]);
     const s = { t: (Date.now() - started) / 1000, ingressRss: rssBytes(ingressPid), workerRss: rssBytes(workerPid), ingressHeap, workerHeap, backlog };
     samples.push(s);
-    process.stdout.write(`  ${s.t.toFixed(0).padStart(4)} s  ingress RSS ${(s.ingressRss / 2 ** 20).toFixed(1)} MiB heap ${(s.ingressHeap / 2 ** 20).toFixed(1)} MiB  worker RSS ${(s.workerRss / 2 ** 20).toFixed(1)} MiB heap ${(s.workerHeap / 2 ** 20).toFixed(1)} MiB  backlog ${backlog}\n`);
+    process.stdout.write(
+      `  ${s.t.toFixed(0).padStart(4)} s  ingress RSS ${(s.ingressRss / 2 ** 20).toFixed(1)} MiB heap ${(s.ingressHeap / 2 ** 20).toFixed(1)} MiB  worker RSS ${(s.workerRss / 2 ** 20).toFixed(1)} MiB heap ${(s.workerHeap / 2 ** 20).toFixed(1)} MiB  backlog ${backlog}\n`,
+    );
   }
   const wrk = await load;
   await stack.drained();
@@ -71,10 +75,17 @@ try {
     maxBacklog: Math.max(...samples.map((s) => s.backlog)),
   };
   const mib = (n) => n / 2 ** 20;
-  console.log(`\n${table([
-    ['process', 'middle third MiB', 'last third MiB', 'change'],
-    ...['ingressRss', 'ingressHeap', 'workerRss', 'workerHeap'].map((k) => [k.replace(/([A-Z])/, ' $1'), mib(summary[k].middle), mib(summary[k].last), `${(summary[k].change * 100).toFixed(1)} %`]),
-  ])}`);
+  console.log(
+    `\n${table([
+      ['process', 'middle third MiB', 'last third MiB', 'change'],
+      ...['ingressRss', 'ingressHeap', 'workerRss', 'workerHeap'].map((k) => [
+        k.replace(/([A-Z])/, ' $1'),
+        mib(summary[k].middle),
+        mib(summary[k].last),
+        `${(summary[k].change * 100).toFixed(1)} %`,
+      ]),
+    ])}`,
+  );
   console.log(`\nload: ${Math.round(wrk.rps)} req/s achieved, p99 ${wrk.p99Ms.toFixed(2)} ms, ${wrk.errors} errors, backlog at most ${summary.maxBacklog}`);
   writeResults('soak', { summary, samples, everyS }, args);
 } finally {

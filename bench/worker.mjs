@@ -35,7 +35,15 @@ async function prefill(stream, count) {
     const pipeline = client.pipeline();
     const n = Math.min(500, count - done);
     for (let i = 0; i < n; i += 1) {
-      const fields = encodeEntryFields({ method: 'POST', target: '/orders', rawHeaders, body, receivedAt: Date.now(), requestId: null, clientAddress: '127.0.0.1' });
+      const fields = encodeEntryFields({
+        method: 'POST',
+        target: '/orders',
+        rawHeaders,
+        body,
+        receivedAt: Date.now(),
+        requestId: null,
+        clientAddress: '127.0.0.1',
+      });
       pipeline.xadd(stream, '*', ...fields);
     }
     await pipeline.exec();
@@ -100,11 +108,13 @@ try {
     summary[k] = { rps: median(runs[k].map((x) => x.rps)), cpuUsPerEntry: median(runs[k].map((x) => x.cpuUsPerEntry)) };
   }
   summary.ratio = summary.worker.rps / summary.undici.rps;
-  console.log(`\n${table([
-    ['replayer', 'entries/s', '× undici', 'CPU µs/entry'],
-    ['raw undici Pool', summary.undici.rps, 1, summary.undici.cpuUsPerEntry],
-    ['worker (XREADGROUP → replay → XACK+XDEL)', summary.worker.rps, summary.ratio, summary.worker.cpuUsPerEntry],
-  ])}`);
+  console.log(
+    `\n${table([
+      ['replayer', 'entries/s', '× undici', 'CPU µs/entry'],
+      ['raw undici Pool', summary.undici.rps, 1, summary.undici.cpuUsPerEntry],
+      ['worker (XREADGROUP → replay → XACK+XDEL)', summary.worker.rps, summary.ratio, summary.worker.cpuUsPerEntry],
+    ])}`,
+  );
   console.log(`\ngoal: worker ≥ 0.70 × raw undici (${summary.ratio.toFixed(2)}); every entry acknowledged and deleted`);
   writeResults('worker', { entries, reps, concurrency, bodyBytes: 1024, runs, summary }, args);
 } finally {

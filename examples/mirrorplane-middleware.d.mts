@@ -15,4 +15,6 @@ export interface MirrorplaneResponsesOptions {
 }
 
 /** `(req, res, next?)`: call it first in a node:http handler, or `app.use` it in Express. */
-export function mirrorplaneResponses(options: MirrorplaneResponsesOptions): (req: IncomingMessage & { originalUrl?: string }, res: ServerResponse, next?: (error?: unknown) => void) => void;
+export function mirrorplaneResponses(
+  options: MirrorplaneResponsesOptions,
+): (req: IncomingMessage & { originalUrl?: string }, res: ServerResponse, next?: (error?: unknown) => void) => void;

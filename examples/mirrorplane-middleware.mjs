@@ -45,7 +45,18 @@ function headerPairs(headers) {
 
 /** True when `body` decodes under the coding `name` (last coding applied); unknown codings count as decoding. */
 function decodes(name, body) {
-  const decoder = { gzip: zlib.gunzipSync, 'x-gzip': zlib.gunzipSync, deflate: (b) => { try { return zlib.inflateSync(b); } catch { return zlib.inflateRawSync(b); } }, br: zlib.brotliDecompressSync }[name];
+  const decoder = {
+    gzip: zlib.gunzipSync,
+    'x-gzip': zlib.gunzipSync,
+    deflate: (b) => {
+      try {
+        return zlib.inflateSync(b);
+      } catch {
+        return zlib.inflateRawSync(b);
+      }
+    },
+    br: zlib.brotliDecompressSync,
+  }[name];
   if (!decoder || body.length === 0) return true;
   try {
     decoder(body);
@@ -121,8 +132,18 @@ export function mirrorplaneResponses(options) {
       let headersOut = flat;
       // A compression middleware mounted before this one encodes below us: we saw the plain
       // bytes. Post them as what they are, without the Content-Encoding they do not have.
-      const coding = headersOut.filter((_, i, a) => i % 2 === 1 && a[i - 1] === 'content-encoding').join(',').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity').pop();
-      if (coding && !cut && !decodes(coding, body)) headersOut = headersOut.filter((_, i, a) => { const name = i % 2 === 0 ? a[i] : a[i - 1]; return name !== 'content-encoding' && name !== 'content-length'; });
+      const coding = headersOut
+        .filter((_, i, a) => i % 2 === 1 && a[i - 1] === 'content-encoding')
+        .join(',')
+        .split(',')
+        .map((c) => c.trim().toLowerCase())
+        .filter((c) => c !== '' && c !== 'identity')
+        .pop();
+      if (coding && !cut && !decodes(coding, body))
+        headersOut = headersOut.filter((_, i, a) => {
+          const name = i % 2 === 0 ? a[i] : a[i - 1];
+          return name !== 'content-encoding' && name !== 'content-length';
+        });
       const headers = {
         'x-mirrorplane-request-id': requestId,
         'x-mirrorplane-status': String(res.statusCode),
@@ -135,15 +156,17 @@ export function mirrorplaneResponses(options) {
       if (contentType !== undefined) headers['content-type'] = contentType;
       if (cut) headers['x-mirrorplane-cut'] = '1';
       if (token) headers.authorization = `Bearer ${token}`;
-      if (cut) onError(new Error(`mirrorplane: production answer to ${requestId} posted cut: ${whole ? `body over ${maxBodyBytes} bytes` : 'the response closed before it finished'}`));
+      if (cut)
+        onError(
+          new Error(
+            `mirrorplane: production answer to ${requestId} posted cut: ${whole ? `body over ${maxBodyBytes} bytes` : 'the response closed before it finished'}`,
+          ),
+        );
       // Fire and forget: production's answer never waits for Mirrorplane.
-      send(intake, { method: 'POST', headers, body }).then(
-        async (answer) => {
-          if (answer.status !== 204) onError(new Error(`mirrorplane intake answered ${answer.status}: ${(await answer.text()).trim()}`));
-          else await answer.arrayBuffer();
-        },
-        onError,
-      );
+      send(intake, { method: 'POST', headers, body }).then(async (answer) => {
+        if (answer.status !== 204) onError(new Error(`mirrorplane intake answered ${answer.status}: ${(await answer.text()).trim()}`));
+        else await answer.arrayBuffer();
+      }, onError);
     };
     res.once('finish', () => post(true));
     // 'close' also follows 'finish'; post() runs once, so only a response that never finished posts here.

@@ -18,19 +18,27 @@ let done = 0;
 let failed = 0;
 
 function send(i) {
-  pool.request({
-    method: 'POST',
-    path: '/orders',
-    headers: ['host', origin.host, 'content-type', 'application/json', 'user-agent', 'mirrorplane-bench', 'x-request-id', `e2e-${i}`],
-    body,
-  }).then(async (res) => {
-    for await (const _ of res.body) void _;
-    if (res.statusCode === 200) acked[i] = now();
-    else failed += 1;
-  }, () => { failed += 1; }).finally(() => {
-    done += 1;
-    if (done === total) finish();
-  });
+  pool
+    .request({
+      method: 'POST',
+      path: '/orders',
+      headers: ['host', origin.host, 'content-type', 'application/json', 'user-agent', 'mirrorplane-bench', 'x-request-id', `e2e-${i}`],
+      body,
+    })
+    .then(
+      async (res) => {
+        for await (const _ of res.body) void _;
+        if (res.statusCode === 200) acked[i] = now();
+        else failed += 1;
+      },
+      () => {
+        failed += 1;
+      },
+    )
+    .finally(() => {
+      done += 1;
+      if (done === total) finish();
+    });
 }
 
 const started = performance.now();

@@ -19,7 +19,18 @@ async function lane() {
     const res = await pool.request({
       method: 'POST',
       path: '/orders',
-      headers: ['host', origin.host, 'content-type', 'application/json', 'user-agent', 'mirrorplane-bench', 'x-mirrorplane-id', `${Date.now()}-${i}`, 'x-mirrorplane-attempt', '1'],
+      headers: [
+        'host',
+        origin.host,
+        'content-type',
+        'application/json',
+        'user-agent',
+        'mirrorplane-bench',
+        'x-mirrorplane-id',
+        `${Date.now()}-${i}`,
+        'x-mirrorplane-attempt',
+        '1',
+      ],
       body,
     });
     for await (const _ of res.body) void _;

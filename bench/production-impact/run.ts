@@ -63,7 +63,11 @@ const pin = args.pin === true && cpus().length >= 2 && !spawnSync('taskset', ['-
 const PRODUCTION_CPUS = '0';
 const OTHER_CPUS = `1-${cpus().length - 1}`;
 
-for (const [tool, probe] of [['wrk', ['--version']], ['redis-server', ['--version']], ['nginx', ['-v']]] as const) {
+for (const [tool, probe] of [
+  ['wrk', ['--version']],
+  ['redis-server', ['--version']],
+  ['nginx', ['-v']],
+] as const) {
   const r = spawnSync(tool, probe);
   if (r.error && !(tool === 'nginx' && existsSync('/usr/sbin/nginx'))) {
     console.error(`${tool} is not installed; the benchmark runs it for real (Debian/Ubuntu: apt-get install -y wrk redis-server nginx-light)`);
@@ -97,13 +101,16 @@ async function stopAll(): Promise<void> {
   await nginxRunning?.stop().catch(() => undefined);
   nginxRunning = null;
   await Promise.all(
-    [...running].map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-      // A worker with a large backlog may take its shutdown timeout; the set-up is over anyway.
-      setTimeout(() => child.kill('SIGKILL'), 3000).unref();
-    })),
+    [...running].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGTERM');
+          // A worker with a large backlog may take its shutdown timeout; the set-up is over anyway.
+          setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+        }),
+    ),
   );
 }
 
@@ -136,7 +143,11 @@ async function startBackend(name: string, delayMs: number, cpus: string, backgro
 
 async function startRedis(cpus: string): Promise<{ port: number; dir: string }> {
   // Started through `start` so it is pinned to its CPUs and stopped by pid with the rest.
-  const redis = await LocalRedisServer.start({ dirPrefix: 'mp-impact-redis-', args: ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'], launch: (command, argv) => start(command, argv, { cpus }) });
+  const redis = await LocalRedisServer.start({
+    dirPrefix: 'mp-impact-redis-',
+    args: ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+    launch: (command, argv) => start(command, argv, { cpus }),
+  });
   return { port: redis.port, dir: redis.dir };
 }
 
@@ -154,15 +165,28 @@ async function startMirrorplane(stagingUrl: string, workerCount: number): Promis
   const ingressPort = await freePort();
   const adminPort = await freePort();
   const env = { PATH: process.env.PATH ?? '', REDIS_URL: `redis://127.0.0.1:${redis.port}`, MIRRORPLANE_PREFIX: prefix, LOG_LEVEL: 'info' };
-  start(process.execPath, [CLI, 'ingress'], { env: { ...env, INGRESS_HOST: '127.0.0.1', INGRESS_PORT: String(ingressPort), ADMIN_PORT: String(adminPort) }, cpus: OTHER_CPUS });
-  const workers = Array.from({ length: workerCount }, () => start(process.execPath, [CLI, 'worker'], { env: { ...env, STAGING_URL: stagingUrl, ADMIN_PORT: '0' }, cpus: OTHER_CPUS, background: true }));
-  await waitFor('the ingress to be ready', () => fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.ok, () => false));
+  start(process.execPath, [CLI, 'ingress'], {
+    env: { ...env, INGRESS_HOST: '127.0.0.1', INGRESS_PORT: String(ingressPort), ADMIN_PORT: String(adminPort) },
+    cpus: OTHER_CPUS,
+  });
+  const workers = Array.from({ length: workerCount }, () =>
+    start(process.execPath, [CLI, 'worker'], { env: { ...env, STAGING_URL: stagingUrl, ADMIN_PORT: '0' }, cpus: OTHER_CPUS, background: true }),
+  );
+  await waitFor('the ingress to be ready', () =>
+    fetch(`http://127.0.0.1:${adminPort}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    ),
+  );
   await Promise.all(workers.map((w) => waitForLine(w, /"msg":"worker started"/, 'a worker')));
   return { ingressPort, adminPort, redisPort: redis.port, prefix, dir: redis.dir };
 }
 
 async function accepted(adminPort: number): Promise<number> {
-  const text = await fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text(), () => '');
+  const text = await fetch(`http://127.0.0.1:${adminPort}/metrics`).then(
+    (r) => r.text(),
+    () => '',
+  );
   return Number(/^mirrorplane_ingress_requests_accepted_total(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
 }
 
@@ -193,8 +217,12 @@ function runWrk(url: string, seconds: number, think: number): Promise<WrkResult>
     const [cmd, full] = pin ? ['taskset', ['-c', OTHER_CPUS, 'wrk', ...argv]] : ['wrk', argv];
     const child = spawn(cmd, full as string[], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, THINK_MS: String(think) } });
     let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     child.once('exit', (code) => {
       if (code !== 0) return reject(new Error(`wrk exited with ${code}:\n${out}`));
       try {
@@ -227,7 +255,7 @@ const SCENARIOS: Scenario[] = [
   { label: 'Mirrorplane, staging healthy', mirror: 'mirrorplane', staging: 'healthy' },
   { label: `Mirrorplane, staging answers after ${STAGING_DELAY_MS / 1000} s`, mirror: 'mirrorplane', staging: 'slow' },
   { label: 'Mirrorplane, staging down', mirror: 'mirrorplane', staging: 'down' },
-  { label: 'Mirrorplane ingress alone (no workers: the hop on production\'s path)', mirror: 'mirrorplane', staging: 'healthy', workers: 0 },
+  { label: "Mirrorplane ingress alone (no workers: the hop on production's path)", mirror: 'mirrorplane', staging: 'healthy', workers: 0 },
   { label: `peer baseline: nginx mirrors straight to the ${STAGING_DELAY_MS / 1000} s staging`, mirror: 'direct', staging: 'slow' },
 ];
 
@@ -257,9 +285,10 @@ async function runScenario(scenario: Scenario): Promise<Row[]> {
   if (scenario.mirror !== 'none') {
     // "Down" is a port nothing listens on: connections are refused at once.
     // In the peer baseline staging is nginx's direct mirror target, on the request path: not background.
-    const stagingPort = scenario.staging === 'down'
-      ? await freePort()
-      : await startBackend('staging', scenario.staging === 'slow' ? STAGING_DELAY_MS : 0, OTHER_CPUS, scenario.mirror === 'mirrorplane');
+    const stagingPort =
+      scenario.staging === 'down'
+        ? await freePort()
+        : await startBackend('staging', scenario.staging === 'slow' ? STAGING_DELAY_MS : 0, OTHER_CPUS, scenario.mirror === 'mirrorplane');
     if (scenario.mirror === 'direct') mirrorPort = stagingPort;
     else {
       mirrorplane = await startMirrorplane(`http://127.0.0.1:${stagingPort}`, scenario.workers ?? 2);
@@ -279,7 +308,9 @@ async function runScenario(scenario: Scenario): Promise<Row[]> {
     const served = result.requests + (warm?.requests ?? 0);
     rows.push({ ...result, scenario, load, mirrored: mirrorplane ? copies / Math.max(1, served) : null, backlog: mirrorplane ? backlog(mirrorplane) : null });
     const row = rows.at(-1) as Row;
-    process.stderr.write(`  ${load.thinkMs > 0 ? 'steady' : 'saturated'}: ${row.rps.toFixed(0)} req/s, p50 ${ms(row.p50)}, p99 ${ms(row.p99)}${row.mirrored !== null ? `, copies taken ${(100 * row.mirrored).toFixed(0)}%, backlog ${row.backlog}` : ''}\n`);
+    process.stderr.write(
+      `  ${load.thinkMs > 0 ? 'steady' : 'saturated'}: ${row.rps.toFixed(0)} req/s, p50 ${ms(row.p50)}, p99 ${ms(row.p99)}${row.mirrored !== null ? `, copies taken ${(100 * row.mirrored).toFixed(0)}%, backlog ${row.backlog}` : ''}\n`,
+    );
   }
   await stopAll();
   if (mirrorplane) rmSync(mirrorplane.dir, { recursive: true, force: true });
@@ -326,7 +357,8 @@ function table(rows: Row[]): string[] {
 
 function render(rows: Row[], command: string): string {
   const cpu = cpus();
-  const machine = `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Linux ${release()}; ` +
+  const machine =
+    `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Linux ${release()}; ` +
     `Node ${process.versions.node}, nginx ${version('nginx', ['-v'], /nginx\/(\S+)/)}, Redis ${version('redis-server', ['--version'], /v=(\S+)/)}, wrk ${version('wrk', ['--version'], /wrk (\S+)/)}`;
   const lines = [
     BEGIN,
@@ -336,7 +368,7 @@ function render(rows: Row[], command: string): string {
     `\`POST /events\` (1 KiB JSON) through nginx to the sample production backend over ${connections} connections, ${duration} s`,
     `per load after a ${warmup} s warm-up; each figure is the median of ${rounds} rounds, and each round runs every set-up in turn,`,
     `on fresh processes. nginx's \`mirror\` sends every`,
-    'request\'s copy to the Mirrorplane ingress (with Redis and two workers replaying to staging), or, in the',
+    "request's copy to the Mirrorplane ingress (with Redis and two workers replaying to staging), or, in the",
     'peer baseline, straight to staging. Ratios are to "no mirror" under the same load in the same invocation.',
     pin
       ? `nginx and production were pinned to CPU ${PRODUCTION_CPUS}, wrk and everything else to CPU${OTHER_CPUS === '1-1' ? ' 1' : `s ${OTHER_CPUS}`} (\`taskset\`), as if Mirrorplane ran on other hosts;`
@@ -354,10 +386,10 @@ function render(rows: Row[], command: string): string {
   }
   lines.push(
     '',
-    'How to read it: nginx answers the client with production\'s response at once, but keeps the',
-    'connection until the mirror subrequest is answered (or its 1 s timeout). So the mirror target\'s',
+    "How to read it: nginx answers the client with production's response at once, but keeps the",
+    "connection until the mirror subrequest is answered (or its 1 s timeout). So the mirror target's",
     'answer time bounds how fast a connection can go: mirroring straight to a slow staging holds',
-    'production\'s connections, while the ingress answers as soon as Redis has the entry, whatever',
+    "production's connections, while the ingress answers as soon as Redis has the entry, whatever",
     'staging does. "Backlog at the end" is what Redis still held for the workers: a slow or absent',
     'staging delays the replays, not production. Copies taken below 100% were refused (503) or timed',
     'out at nginx: lost to staging, never to production.',
@@ -365,7 +397,7 @@ function render(rows: Row[], command: string): string {
     'Here every process shares the same CPUs, wrk included, so the Mirrorplane rows also pay for',
     'Redis, the workers and staging running next to production; in a deployment they run on their',
     'own hosts. The "ingress alone" row, with no workers, isolates what stays on production\'s path:',
-    'the copy nginx sends and the ingress\'s append to Redis. The set-ups are run one after the',
+    "the copy nginx sends and the ingress's append to Redis. The set-ups are run one after the",
     'other on a shared machine: compare rows of one table, not figures across runs.',
     END,
   );
@@ -377,9 +409,7 @@ function writeSection(section: string): void {
   const current = existsSync(DOC) ? readFileSync(DOC, 'utf8') : '# Benchmarks\n';
   const begin = current.indexOf(BEGIN);
   const end = current.indexOf(END);
-  const next = begin !== -1 && end > begin
-    ? `${current.slice(0, begin)}${section}${current.slice(end + END.length)}`
-    : `${current.trimEnd()}\n\n${section}\n`;
+  const next = begin !== -1 && end > begin ? `${current.slice(0, begin)}${section}${current.slice(end + END.length)}` : `${current.trimEnd()}\n\n${section}\n`;
   writeFileSync(DOC, next);
 }
 

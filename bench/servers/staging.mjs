@@ -28,16 +28,21 @@ const server = createServer({ keepAlive: true, keepAliveTimeout: 75_000, noDelay
 process.on('message', (cmd) => {
   switch (cmd) {
     case 'reset':
-      count = 0; first = 0; last = 0; receipts = new Map();
+      count = 0;
+      first = 0;
+      last = 0;
+      receipts = new Map();
       process.send({ ok: true });
       break;
     case 'record':
-      record = true; receipts = new Map();
+      record = true;
+      receipts = new Map();
       process.send({ ok: true });
       break;
     case 'receipts':
       process.send({ receipts: [...receipts] });
-      record = false; receipts = new Map();
+      record = false;
+      receipts = new Map();
       break;
     default:
       process.send({ count, first, last });

@@ -96,10 +96,11 @@ export async function startServer(name, args = [], env = {}, execArgv = []) {
   });
   const port = await readyPromise;
   const proc = track(child, { port, url: `http://127.0.0.1:${port}` });
-  proc.ask = (cmd) => new Promise((resolve) => {
-    waiting.push(resolve);
-    child.send(cmd);
-  });
+  proc.ask = (cmd) =>
+    new Promise((resolve) => {
+      waiting.push(resolve);
+      child.send(cmd);
+    });
   return proc;
 }
 
@@ -113,15 +114,21 @@ export async function startCli(role, env, readyMsg = role === 'ingress' ? 'ingre
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  const keep = (d) => { out = (out + d.toString()).slice(-65536); };
+  const keep = (d) => {
+    out = (out + d.toString()).slice(-65536);
+  };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   const proc = track(child, { output: () => out });
   const count = Number(env.INGRESS_PROCESSES ?? 1);
-  await waitFor(`${role} to log "${readyMsg}"`, () => {
-    if (child.exitCode !== null) throw new Error(`${role} exited with ${child.exitCode}:\n${out}`);
-    return out.split('\n').filter((l) => l.includes(`"msg":"${readyMsg}"`)).length >= count;
-  }, 30_000);
+  await waitFor(
+    `${role} to log "${readyMsg}"`,
+    () => {
+      if (child.exitCode !== null) throw new Error(`${role} exited with ${child.exitCode}:\n${out}`);
+      return out.split('\n').filter((l) => l.includes(`"msg":"${readyMsg}"`)).length >= count;
+    },
+    30_000,
+  );
   return proc;
 }
 

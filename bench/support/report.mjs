@@ -38,7 +38,10 @@ export function fmt(n) {
 export function machine() {
   let redis = '';
   try {
-    redis = execFileSync('redis-server', ['--version']).toString().match(/v=(\S+)/)?.[1] ?? '';
+    redis =
+      execFileSync('redis-server', ['--version'])
+        .toString()
+        .match(/v=(\S+)/)?.[1] ?? '';
   } catch {
     redis = 'unknown';
   }
@@ -58,7 +61,9 @@ export function machine() {
     wrk,
     kernel: execFileSync('uname', ['-sr']).toString().trim(),
     // The machine is shared: the load when the run ended says how much it had to itself.
-    loadavg: loadavg().map((l) => l.toFixed(1)).join(' '),
+    loadavg: loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' '),
   };
 }
 

@@ -29,9 +29,16 @@ export async function startStack({ concurrency = 64, admin = false, ingressProce
   }
   const client = redis.client();
   return {
-    redis, staging, ingress, workers: workerProcs, client, keys, prefix,
+    redis,
+    staging,
+    ingress,
+    workers: workerProcs,
+    client,
+    keys,
+    prefix,
     url: `http://127.0.0.1:${port}`,
-    ingressAdmin, workerAdmins,
+    ingressAdmin,
+    workerAdmins,
     /** Waits until every accepted entry was replayed and acknowledged. */
     async drained(timeoutMs = 120_000) {
       const deadline = Date.now() + timeoutMs;

@@ -109,7 +109,9 @@ export class ChaosStaging {
 
   #answer(res: ServerResponse, record: StagingRecord): void {
     const ok = () => {
-      res.once('finish', () => { record.completed += 1; });
+      res.once('finish', () => {
+        record.completed += 1;
+      });
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
     };
     switch (this.#mode) {
@@ -118,7 +120,9 @@ export class ChaosStaging {
         ok();
         return;
       case 'slow':
-        setTimeout(() => { if (!res.destroyed) ok(); }, this.slowMs).unref();
+        setTimeout(() => {
+          if (!res.destroyed) ok();
+        }, this.slowMs).unref();
         return;
       case 'hang':
         this.#hanging.add(res);

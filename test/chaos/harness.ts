@@ -88,7 +88,14 @@ const alive = (p: MirrorplaneProcess) => p.child.exitCode === null && p.child.si
 
 /** A one-shot Redis command that gives up after `ms` (Redis may be paused or restarting). */
 async function withClient<T>(url: string, ms: number, run: (r: Redis) => Promise<T>): Promise<T | null> {
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, commandTimeout: ms, connectTimeout: ms, retryStrategy: () => null });
+  const client = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    commandTimeout: ms,
+    connectTimeout: ms,
+    retryStrategy: () => null,
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -105,7 +112,8 @@ async function metricSum(adminPort: number, name: string): Promise<number | null
     const controller = AbortSignal.timeout(3000);
     const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: controller })).text();
     let sum = 0;
-    for (const line of text.split('\n')) if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) sum += Number(line.split(' ').pop());
+    for (const line of text.split('\n'))
+      if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) sum += Number(line.split(' ').pop());
     return sum;
   } catch {
     return null;
@@ -204,16 +212,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const p = Promise.race([
       sendRaw(ingressPort, requestHead('POST', target, ['Host', 'chaos.example', 'X-Request-ID', id, 'X-Chaos-Size', String(size)], size), body),
       new Promise<never>((_, reject) => setTimeout(() => reject(Object.assign(new Error('no answer in 30 s'), { code: 'client_timeout' })), 30_000).unref()),
-    ]).then(
-      (r) => {
-        if (r.status === 200) accepted.add(id);
-        else {
-          const reason = `${r.status} ${/x-mirrorplane-drop: (\S+)/.exec(r.head)?.[1] ?? ''}`.trim();
-          refused[reason] = (refused[reason] ?? 0) + 1;
-        }
-      },
-      (error: NodeJS.ErrnoException) => { refused[error.code ?? 'no answer'] = (refused[error.code ?? 'no answer'] ?? 0) + 1; },
-    ).finally(() => inFlight.delete(p));
+    ])
+      .then(
+        (r) => {
+          if (r.status === 200) accepted.add(id);
+          else {
+            const reason = `${r.status} ${/x-mirrorplane-drop: (\S+)/.exec(r.head)?.[1] ?? ''}`.trim();
+            refused[reason] = (refused[reason] ?? 0) + 1;
+          }
+        },
+        (error: NodeJS.ErrnoException) => {
+          refused[error.code ?? 'no answer'] = (refused[error.code ?? 'no answer'] ?? 0) + 1;
+        },
+      )
+      .finally(() => inFlight.delete(p));
     inFlight.add(p);
   };
   const startLoad = () => {
@@ -249,23 +261,32 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
   })();
 
-  const groupState = () => withClient(redis.url, 3000, async (r) => {
-    const stream = `{${prefix}}:stream`;
-    const length = await r.xlen(stream);
-    const groups = (await r.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
-    let lag = length;
-    for (const g of groups) {
-      const info: Record<string, unknown> = {};
-      for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1];
-      if (info.name === 'workers' && typeof info.lag === 'number') lag = info.lag;
-    }
-    const pendingByConsumer = new Map<string, number>();
-    const summary = (await r.xpending(stream, 'workers').catch(() => [0, null, null, null])) as [number, unknown, unknown, [string, string][] | null];
-    for (const [name, count] of summary[3] ?? []) pendingByConsumer.set(name, Number(count));
-    const base = `{${prefix}}:retry`;
-    const retrying = (await Promise.all([r.llen(`${base}:wait`), r.llen(`${base}:paused`), r.llen(`${base}:active`), r.zcard(`${base}:delayed`), r.zcard(`${base}:prioritized`)])).reduce((a, b) => a + b, 0);
-    return { length, lag, pending: Number(summary[0]), pendingByConsumer, retrying };
-  });
+  const groupState = () =>
+    withClient(redis.url, 3000, async (r) => {
+      const stream = `{${prefix}}:stream`;
+      const length = await r.xlen(stream);
+      const groups = (await r.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
+      let lag = length;
+      for (const g of groups) {
+        const info: Record<string, unknown> = {};
+        for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1];
+        if (info.name === 'workers' && typeof info.lag === 'number') lag = info.lag;
+      }
+      const pendingByConsumer = new Map<string, number>();
+      const summary = (await r.xpending(stream, 'workers').catch(() => [0, null, null, null])) as [number, unknown, unknown, [string, string][] | null];
+      for (const [name, count] of summary[3] ?? []) pendingByConsumer.set(name, Number(count));
+      const base = `{${prefix}}:retry`;
+      const retrying = (
+        await Promise.all([
+          r.llen(`${base}:wait`),
+          r.llen(`${base}:paused`),
+          r.llen(`${base}:active`),
+          r.zcard(`${base}:delayed`),
+          r.zcard(`${base}:prioritized`),
+        ])
+      ).reduce((a, b) => a + b, 0);
+      return { length, lag, pending: Number(summary[0]), pendingByConsumer, retrying };
+    });
 
   const injectFault = async (fault: Fault) => {
     faultsInjected[fault.kind] = (faultsInjected[fault.kind] ?? 0) + 1;
@@ -287,7 +308,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             violations.push(`a worker (${w.consumer}) did not exit within 20 s of SIGTERM\n--- last log lines:\n${w.process.stdout.slice(-3000)}`);
             await w.process.stop('SIGKILL');
           } else if (code !== 0) {
-            violations.push(`a worker (${w.consumer}) exited ${code} on SIGTERM\n--- stderr:\n${w.process.stderr.slice(-1000)}\n--- last log lines:\n${w.process.stdout.slice(-2000)}`);
+            violations.push(
+              `a worker (${w.consumer}) exited ${code} on SIGTERM\n--- stderr:\n${w.process.stderr.slice(-1000)}\n--- last log lines:\n${w.process.stdout.slice(-2000)}`,
+            );
           }
         }
         await hold();
@@ -328,7 +351,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           if (fault.target % 2 === 0 && workers.length > 0) {
             const [w] = workers.splice(fault.target % workers.length, 1);
             await w?.process.stop('SIGKILL');
-            replacement = startWorker().catch((e: Error) => { violations.push(`a worker started while Redis was full did not start within 60 s: ${e.message}`); });
+            replacement = startWorker().catch((e: Error) => {
+              violations.push(`a worker started while Redis was full did not start within 60 s: ${e.message}`);
+            });
           }
           await hold();
         } finally {
@@ -388,14 +413,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     while (Date.now() < tailEnd) {
       const state = await groupState();
       for (const w of workers) {
-        const [replays, inFlightNow] = await Promise.all([metricSum(w.adminPort, 'mirrorplane_worker_replays_total'), metricSum(w.adminPort, 'mirrorplane_worker_in_flight')]);
+        const [replays, inFlightNow] = await Promise.all([
+          metricSum(w.adminPort, 'mirrorplane_worker_replays_total'),
+          metricSum(w.adminPort, 'mirrorplane_worker_in_flight'),
+        ]);
         if (replays === null || inFlightNow === null) continue;
         const seen = lastProgress.get(w);
         const waiting = state !== null && state.lag > 0;
         if (!seen || replays > seen.replays || !waiting || inFlightNow >= CONCURRENCY) {
           lastProgress.set(w, { replays, at: Date.now() });
         } else if (Date.now() - seen.at > limits.progressMs) {
-          violations.push(`liveness: worker ${w.consumer} had free slots (in flight ${inFlightNow} of ${CONCURRENCY}) and finished nothing for ${limits.progressMs} ms while ${state?.lag} entries waited (pending for it: ${state?.pendingByConsumer.get(w.consumer) ?? 0})`);
+          violations.push(
+            `liveness: worker ${w.consumer} had free slots (in flight ${inFlightNow} of ${CONCURRENCY}) and finished nothing for ${limits.progressMs} ms while ${state?.lag} entries waited (pending for it: ${state?.pendingByConsumer.get(w.consumer) ?? 0})`,
+          );
           lastProgress.set(w, { replays, at: Date.now() });
         }
       }
@@ -408,14 +438,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     let drainedAfterMs: number | null = null;
     let last: Awaited<ReturnType<typeof groupState>> = null;
     try {
-      await waitFor('the deployment to drain', async () => {
-        last = await groupState();
-        return last !== null && last.length === 0 && last.pending === 0 && last.retrying === 0;
-      }, limits.drainMs, 500);
+      await waitFor(
+        'the deployment to drain',
+        async () => {
+          last = await groupState();
+          return last !== null && last.length === 0 && last.pending === 0 && last.retrying === 0;
+        },
+        limits.drainMs,
+        500,
+      );
       drainedAfterMs = Date.now() - drainStarted;
     } catch {
       const l = last as Awaited<ReturnType<typeof groupState>>;
-      violations.push(`liveness: not drained ${limits.drainMs} ms after the load stopped with staging healthy: stream ${l?.length}, undelivered ${l?.lag}, pending ${l?.pending}, retrying ${l?.retrying}`);
+      violations.push(
+        `liveness: not drained ${limits.drainMs} ms after the load stopped with staging healthy: stream ${l?.length}, undelivered ${l?.lag}, pending ${l?.pending}, retrying ${l?.retrying}`,
+      );
     }
     // No slot is held by a finished entry: each worker's in-flight gauge against what the
     // group says it holds. Once drained, both are 0; if not drained, a gauge above its
@@ -425,7 +462,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       const inFlightNow = await metricSum(w.adminPort, 'mirrorplane_worker_in_flight');
       const pendingFor = state?.pendingByConsumer.get(w.consumer) ?? 0;
       if (inFlightNow === null) violations.push(`worker ${w.consumer}: no metrics`);
-      else if (inFlightNow > pendingFor + (state?.retrying ?? 0)) violations.push(`liveness: worker ${w.consumer} counts ${inFlightNow} in flight but holds ${pendingFor} pending entries (retrying ${state?.retrying}): slots held by finished entries`);
+      else if (inFlightNow > pendingFor + (state?.retrying ?? 0))
+        violations.push(
+          `liveness: worker ${w.consumer} counts ${inFlightNow} in flight but holds ${pendingFor} pending entries (retrying ${state?.retrying}): slots held by finished entries`,
+        );
     }
 
     // Accounting: every accepted request completed at staging, or sits in the failed set,
@@ -438,7 +478,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       for (const job of failed) {
         const id = (job.data as { entry?: { requestId?: string | null } }).entry?.requestId;
         if (id) failedIds.add(id);
-        const reason = String(job.failedReason ?? 'no reason').replace(/[0-9a-f]{8,}|\d+/g, 'N').slice(0, 80);
+        const reason = String(job.failedReason ?? 'no reason')
+          .replace(/[0-9a-f]{8,}|\d+/g, 'N')
+          .slice(0, 80);
         failedReasons[reason] = (failedReasons[reason] ?? 0) + 1;
         if (!job.failedReason) violations.push(`accounting: failed job ${job.id} has no reason`);
       }
@@ -467,16 +509,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       if (record.entryIds.size > 1) violations.push(`request ${id} reached staging under ${record.entryIds.size} x-mirrorplane-ids`);
       if (dropIds.has(id)) violations.push(`request ${id} matched the drop rule and still reached staging`);
     }
-    if (unaccounted.length > 0) violations.push(`accounting: ${unaccounted.length} accepted requests neither completed at staging nor in the failed set: ${unaccounted.slice(0, 50).join(', ')}${unaccounted.length > 50 ? ', …' : ''}`);
-    if (staging.corrupted.length > 0) violations.push(`${staging.corrupted.length} copies reached staging with a body other than the one sent: ${staging.corrupted.slice(0, 20).join(', ')}`);
+    if (unaccounted.length > 0)
+      violations.push(
+        `accounting: ${unaccounted.length} accepted requests neither completed at staging nor in the failed set: ${unaccounted.slice(0, 50).join(', ')}${unaccounted.length > 50 ? ', …' : ''}`,
+      );
+    if (staging.corrupted.length > 0)
+      violations.push(`${staging.corrupted.length} copies reached staging with a body other than the one sent: ${staging.corrupted.slice(0, 20).join(', ')}`);
     if (staging.unlabelled > 0) violations.push(`${staging.unlabelled} requests reached staging without x-request-id or x-mirrorplane-id`);
 
     const groupConsumers = await withClient(redis.url, 3000, async (r) => ((await r.xinfo('CONSUMERS', `{${prefix}}:stream`, 'workers')) as unknown[]).length);
 
     // Boundedness.
     await sample();
-    if (peakRedisMemory > limits.redisMemoryBytes) violations.push(`boundedness: Redis used_memory peaked at ${peakRedisMemory} bytes (limit ${limits.redisMemoryBytes})`);
-    for (const [name, rss] of Object.entries(peakRss)) if (rss > limits.processRssBytes) violations.push(`boundedness: ${name} RSS peaked at ${rss} bytes (limit ${limits.processRssBytes})`);
+    if (peakRedisMemory > limits.redisMemoryBytes)
+      violations.push(`boundedness: Redis used_memory peaked at ${peakRedisMemory} bytes (limit ${limits.redisMemoryBytes})`);
+    for (const [name, rss] of Object.entries(peakRss))
+      if (rss > limits.processRssBytes) violations.push(`boundedness: ${name} RSS peaked at ${rss} bytes (limit ${limits.processRssBytes})`);
     const allowed = Math.round(limits.duplicateFraction * accepted.size + limits.duplicateSlack);
     if (extraCopies > allowed) violations.push(`boundedness: ${extraCopies} extra completed copies of ${duplicateRequests} requests (allowed ${allowed})`);
 

@@ -136,7 +136,10 @@ export function planSchedule(seed: number, durationMs: number): Schedule {
 export function describeSchedule(schedule: Schedule): string {
   const s = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
   const lines = [`chaos schedule: seed ${schedule.seed}, ${s(schedule.durationMs)} of faults`];
-  for (const f of schedule.faults) lines.push(`  ${s(f.at).padStart(7)}  ${f.kind.padEnd(16)} for ${s(f.ms)}${f.kind.startsWith('worker') ? ` (worker #${f.target})` : ''}${f.kind === 'redis-maxmemory' && f.target % 2 === 0 ? ' (a worker replaced while full)' : ''}`);
+  for (const f of schedule.faults)
+    lines.push(
+      `  ${s(f.at).padStart(7)}  ${f.kind.padEnd(16)} for ${s(f.ms)}${f.kind.startsWith('worker') ? ` (worker #${f.target})` : ''}${f.kind === 'redis-maxmemory' && f.target % 2 === 0 ? ' (a worker replaced while full)' : ''}`,
+    );
   lines.push('  staging: ' + schedule.staging.map((p) => `${s(p.at)} ${p.mode}`).join(', '));
   return lines.join('\n');
 }

@@ -106,17 +106,65 @@ test('through nginx: every unusual-but-valid request reaches staging as producti
     { name: 'PURGE', bytes: b(head('PURGE', '/cache/item-2?all=1', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-purge'])) },
     { name: 'REFRESH', bytes: b(head('REFRESH', '/cache/item-3', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-refresh'])) },
     { name: 'custom token', bytes: b(head('FROBNICATE', '/in-house', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-custom'])) },
-    { name: 'PROPFIND', bytes: b(head('PROPFIND', '/dav/files/', ['Host', 'dav.example.com', 'X-Request-ID', 'ft-propfind', 'Depth', '1', 'Content-Type', 'application/xml', 'Content-Length', String(xml.length)]) + xml) },
+    {
+      name: 'PROPFIND',
+      bytes: b(
+        head('PROPFIND', '/dav/files/', [
+          'Host',
+          'dav.example.com',
+          'X-Request-ID',
+          'ft-propfind',
+          'Depth',
+          '1',
+          'Content-Type',
+          'application/xml',
+          'Content-Length',
+          String(xml.length),
+        ]) + xml,
+      ),
+    },
     { name: 'MKCOL', bytes: b(head('MKCOL', '/dav/new-folder/', ['Host', 'dav.example.com', 'X-Request-ID', 'ft-mkcol'])) },
-    { name: 'COPY', bytes: b(head('COPY', '/dav/a.txt', ['Host', 'dav.example.com', 'X-Request-ID', 'ft-copy', 'Destination', 'http://dav.example.com/dav/b.txt', 'Overwrite', 'F'])) },
+    {
+      name: 'COPY',
+      bytes: b(
+        head('COPY', '/dav/a.txt', ['Host', 'dav.example.com', 'X-Request-ID', 'ft-copy', 'Destination', 'http://dav.example.com/dav/b.txt', 'Overwrite', 'F']),
+      ),
+    },
     { name: 'REPORT', bytes: b(head('REPORT', '/cal/home/', ['Host', 'dav.example.com', 'X-Request-ID', 'ft-report', 'Content-Length', '4']) + 'q=1\n') },
-    { name: 'obs-text', bytes: b(head('GET', '/caf\xe9/na\xefve?q=\xff\xfe&r=\xc3\xa9', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-obs', 'X-Latin', 'caf\xe9 \xff end', 'X-Invalid-Utf8', '\xc3\x28\xa0\xa1'])) },
+    {
+      name: 'obs-text',
+      bytes: b(
+        head('GET', '/caf\xe9/na\xefve?q=\xff\xfe&r=\xc3\xa9', [
+          'Host',
+          'shop.example.com',
+          'X-Request-ID',
+          'ft-obs',
+          'X-Latin',
+          'caf\xe9 \xff end',
+          'X-Invalid-Utf8',
+          '\xc3\x28\xa0\xa1',
+        ]),
+      ),
+    },
     // nginx refuses a bad escape in the path (400) and passes it in the query.
-    { name: 'bad percent-escapes in the query', bytes: b(head('GET', '/files/a%2Fb?x=%G1&y=%&z=%zz%', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-percent'])) },
-    { name: '40 KB head', bytes: b(head('GET', '/big-head', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-bighead', 'Cookie', cookie(1), 'Cookie', cookie(2), 'Cookie', cookie(3)])) },
+    {
+      name: 'bad percent-escapes in the query',
+      bytes: b(head('GET', '/files/a%2Fb?x=%G1&y=%&z=%zz%', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-percent'])),
+    },
+    {
+      name: '40 KB head',
+      bytes: b(
+        head('GET', '/big-head', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-bighead', 'Cookie', cookie(1), 'Cookie', cookie(2), 'Cookie', cookie(3)]),
+      ),
+    },
     // nginx refuses more than about 900 field lines ("too many header lines"); 2,000 go straight to the ingress below.
     { name: '900 fields', bytes: b(head('GET', '/many-fields', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-many', ...many.slice(0, 1800)])) },
-    { name: 'duplicates differing in case', bytes: b(head('GET', '/dups', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-dups', 'X-Dup', '1', 'x-dup', '2', 'X-DUP', '3', 'Accept', 'a', 'accept', 'b'])) },
+    {
+      name: 'duplicates differing in case',
+      bytes: b(
+        head('GET', '/dups', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-dups', 'X-Dup', '1', 'x-dup', '2', 'X-DUP', '3', 'Accept', 'a', 'accept', 'b']),
+      ),
+    },
     {
       name: 'Expect: 100-continue',
       bytes: b(head('PUT', '/upload', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-expect', 'Expect', '100-continue', 'Content-Length', '11'])),
@@ -124,14 +172,25 @@ test('through nginx: every unusual-but-valid request reaches staging as producti
     },
     { name: 'HTTP/1.0 with Host', bytes: b(head('GET', '/old', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-http10-host'], 'HTTP/1.0')) },
     { name: 'HTTP/1.0 without Host', bytes: b(head('GET', '/old-nohost', ['X-Request-ID', 'ft-http10-nohost'], 'HTTP/1.0')) },
-    { name: 'GET with a body', bytes: b(head('GET', '/search', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-get-body', 'Content-Type', 'application/json', 'Content-Length', '13']) + '{"q":"query"}') },
-    { name: 'DELETE with a body', bytes: b(head('DELETE', '/items', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-delete-body', 'Content-Length', '9']) + '[1, 2, 3]') },
+    {
+      name: 'GET with a body',
+      bytes: b(
+        head('GET', '/search', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-get-body', 'Content-Type', 'application/json', 'Content-Length', '13']) +
+          '{"q":"query"}',
+      ),
+    },
+    {
+      name: 'DELETE with a body',
+      bytes: b(head('DELETE', '/items', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-delete-body', 'Content-Length', '9']) + '[1, 2, 3]'),
+    },
     {
       name: 'pipelined',
       bytes: b(
-        head('POST', '/pipe/1', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-pipe-1', 'Content-Length', '3']) + 'one' +
-        head('BAN', '/pipe/2', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-pipe-2']) +
-        head('POST', '/pipe/3', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-pipe-3', 'Transfer-Encoding', 'chunked']) + '5\r\nthree\r\n0\r\n\r\n',
+        head('POST', '/pipe/1', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-pipe-1', 'Content-Length', '3']) +
+          'one' +
+          head('BAN', '/pipe/2', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-pipe-2']) +
+          head('POST', '/pipe/3', ['Host', 'shop.example.com', 'X-Request-ID', 'ft-pipe-3', 'Transfer-Encoding', 'chunked']) +
+          '5\r\nthree\r\n0\r\n\r\n',
       ),
       count: 3,
     },
@@ -140,13 +199,21 @@ test('through nginx: every unusual-but-valid request reaches staging as producti
   for (const c of cases) {
     // Each case closes its connection with its last request (Connection: close).
     const bytes = Buffer.concat([c.bytes]);
-    const statuses = await exchange(nginx.port, Buffer.concat([bytes, b(head('GET', '/__close', ['Host', 'x', 'X-Request-ID', `close-${c.name}`, 'Connection', 'close']))]), c.continueWith);
+    const statuses = await exchange(
+      nginx.port,
+      Buffer.concat([bytes, b(head('GET', '/__close', ['Host', 'x', 'X-Request-ID', `close-${c.name}`, 'Connection', 'close']))]),
+      c.continueWith,
+    );
     if (statuses[0] !== 200) refusedByNginx.push(`${c.name}: ${statuses.join(',')}`);
   }
   assert.deepEqual(refusedByNginx, [], 'nginx passed every case to production');
 
   const ids = production.received.map((r) => idOf(r.rawHeaders)).filter((id): id is string => id !== undefined && id.startsWith('ft-'));
-  assert.equal(ids.length, cases.reduce((n, c) => n + (c.count ?? 1), 0), 'production served each request once');
+  assert.equal(
+    ids.length,
+    cases.reduce((n, c) => n + (c.count ?? 1), 0),
+    'production served each request once',
+  );
   await waitFor(`staging to receive ${ids.length} replays`, () => ids.every((id) => staging.received.some((r) => idOf(r.rawHeaders) === id)), 90_000);
   for (const id of ids) {
     const p = production.received.find((r) => idOf(r.rawHeaders) === id) as RawReceived;
@@ -182,13 +249,18 @@ test('straight to the ingress: shapes nginx refuses or alters are replayed as re
     { name: 'token with symbols', bytes: b(head("X-CUSTOM!#$%&'*+.^_`|~", '/x', ['Host', 'a.example', 'X-Request-ID', 'in-symbols'])) },
     {
       name: 'trailers',
-      bytes: b(head('POST', '/stream', ['Host', 'a.example', 'X-Request-ID', 'in-trailers', 'Trailer', 'X-Checksum, Server-Timing', 'Transfer-Encoding', 'chunked']) +
-        '4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nX-Checksum: sha256=abc\r\nserver-timing: db;dur=53\r\n\r\n'),
+      bytes: b(
+        head('POST', '/stream', ['Host', 'a.example', 'X-Request-ID', 'in-trailers', 'Trailer', 'X-Checksum, Server-Timing', 'Transfer-Encoding', 'chunked']) +
+          '4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nX-Checksum: sha256=abc\r\nserver-timing: db;dur=53\r\n\r\n',
+      ),
     },
     { name: 'OPTIONS *', bytes: b(head('OPTIONS', '*', ['Host', 'a.example', 'X-Request-ID', 'in-options-star'])) },
     { name: 'HTTP/1.1 without Host', bytes: b(head('GET', '/no-host', ['X-Request-ID', 'in-nohost'])) },
     { name: 'HTTP/1.0 keep-alive', bytes: b(head('GET', '/old-ka', ['X-Request-ID', 'in-http10-ka', 'Connection', 'keep-alive'], 'HTTP/1.0')) },
-    { name: 'absolute-form keeps its path only', bytes: b(head('GET', 'http://elsewhere.example/abs?x=1', ['Host', 'a.example', 'X-Request-ID', 'in-absolute'])) },
+    {
+      name: 'absolute-form keeps its path only',
+      bytes: b(head('GET', 'http://elsewhere.example/abs?x=1', ['Host', 'a.example', 'X-Request-ID', 'in-absolute'])),
+    },
   ];
   for (const c of cases) {
     const statuses = await exchange(stack.ingressPort, Buffer.concat([c.bytes, b(head('GET', '/__close', ['Host', 'x', 'Connection', 'close']))]));
@@ -196,16 +268,27 @@ test('straight to the ingress: shapes nginx refuses or alters are replayed as re
   }
   // Pipelined with 100-continue on one kept-alive connection, answered in order.
   const pipelined = b(
-    head('PUT', '/p/1', ['Host', 'a.example', 'X-Request-ID', 'in-pipe-1', 'Content-Length', '1']) + '1' +
-    head('BAN', '/p/2', ['Host', 'a.example', 'X-Request-ID', 'in-pipe-2']) +
-    head('POST', '/p/3', ['Host', 'a.example', 'X-Request-ID', 'in-pipe-3', 'Transfer-Encoding', 'chunked']) + '1\r\n3\r\n0\r\nX-T: 3\r\n\r\n',
+    head('PUT', '/p/1', ['Host', 'a.example', 'X-Request-ID', 'in-pipe-1', 'Content-Length', '1']) +
+      '1' +
+      head('BAN', '/p/2', ['Host', 'a.example', 'X-Request-ID', 'in-pipe-2']) +
+      head('POST', '/p/3', ['Host', 'a.example', 'X-Request-ID', 'in-pipe-3', 'Transfer-Encoding', 'chunked']) +
+      '1\r\n3\r\n0\r\nX-T: 3\r\n\r\n',
   );
-  assert.deepEqual(await exchange(stack.ingressPort, Buffer.concat([pipelined, b(head('GET', '/__close', ['Host', 'x', 'Connection', 'close']))])), [200, 200, 200, 200]);
-  const expectHead = b(head('PUT', '/continue', ['Host', 'a.example', 'X-Request-ID', 'in-expect', 'Expect', '100-continue', 'Content-Length', '5', 'Connection', 'close']));
+  assert.deepEqual(
+    await exchange(stack.ingressPort, Buffer.concat([pipelined, b(head('GET', '/__close', ['Host', 'x', 'Connection', 'close']))])),
+    [200, 200, 200, 200],
+  );
+  const expectHead = b(
+    head('PUT', '/continue', ['Host', 'a.example', 'X-Request-ID', 'in-expect', 'Expect', '100-continue', 'Content-Length', '5', 'Connection', 'close']),
+  );
   assert.deepEqual(await exchange(stack.ingressPort, expectHead, b('later')), [200], 'the body is sent after the ingress answered 100 Continue');
 
   const sent = [...cases.map((c) => c.bytes), pipelined, Buffer.concat([expectHead, b('later')])].flatMap(parsed);
-  await waitFor('staging to receive the direct cases', () => sent.every((r) => staging.received.some((s) => idOf(s.rawHeaders) === idOf(r.rawHeaders))), 90_000);
+  await waitFor(
+    'staging to receive the direct cases',
+    () => sent.every((r) => staging.received.some((s) => idOf(s.rawHeaders) === idOf(r.rawHeaders))),
+    90_000,
+  );
   for (const r of sent) {
     const id = idOf(r.rawHeaders) as string;
     // An absolute-form target loses its authority (documented): the replay cannot be pointed elsewhere.

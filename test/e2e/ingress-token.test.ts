@@ -37,7 +37,16 @@ after(async () => {
 
 test('the token rides only on the mirror copy and is never stored or replayed', async () => {
   const body = Buffer.from('{"item":"book"}');
-  const res = await sendRaw(nginx.port, requestHead('POST', '/orders', ['Host', 'shop.example.com', 'X-Request-ID', 'tok-1', 'X-Mirrorplane-Token', 'forged', 'Content-Type', 'application/json'], body.length), body);
+  const res = await sendRaw(
+    nginx.port,
+    requestHead(
+      'POST',
+      '/orders',
+      ['Host', 'shop.example.com', 'X-Request-ID', 'tok-1', 'X-Mirrorplane-Token', 'forged', 'Content-Type', 'application/json'],
+      body.length,
+    ),
+    body,
+  );
   assert.equal(res.status, 201);
   await waitFor('the replay', () => staging.received.some((r) => header(r.rawHeaders, 'x-request-id') === 'tok-1'), 60_000);
   const p = atProduction.find((r) => header(r.rawHeaders, 'x-request-id') === 'tok-1')!;

@@ -78,16 +78,25 @@ test('framing fields that the replay could not send as received are refused at i
 });
 
 test('a single Transfer-Encoding in any case, and a Content-Length with leading zeros, reach staging as received', async () => {
-  const a = await sendRaw(stack.ingressPort, 'POST /te-case HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: Chunked\r\nX-Case: te-case\r\n\r\n', Buffer.from('3\r\nabc\r\n0\r\n\r\n', 'latin1'));
+  const a = await sendRaw(
+    stack.ingressPort,
+    'POST /te-case HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: Chunked\r\nX-Case: te-case\r\n\r\n',
+    Buffer.from('3\r\nabc\r\n0\r\n\r\n', 'latin1'),
+  );
   assert.equal(a.status, 200, a.head);
-  const b = await sendRaw(stack.ingressPort, 'POST /cl-zeros HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 003\r\nX-Case: cl-zeros\r\n\r\n', Buffer.from('abc'));
+  const b = await sendRaw(
+    stack.ingressPort,
+    'POST /cl-zeros HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 003\r\nX-Case: cl-zeros\r\n\r\n',
+    Buffer.from('abc'),
+  );
   assert.equal(b.status, 200, b.head);
   assert.match(await waitFor('te-case', () => atStaging('X-Case: te-case'), 60_000), /\r\nTransfer-Encoding: Chunked\r\n/);
   assert.match(await waitFor('cl-zeros', () => atStaging('X-Case: cl-zeros'), 60_000), /\r\nContent-Length: 003\r\n/);
 });
 
-test('x-mirrorplane-id and x-mirrorplane-attempt sent by the client are replaced: staging receives only Mirrorplane\'s own, once each', async () => {
-  const head = 'GET /own-id HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Mirrorplane-Id: client-chosen\r\nX-Case: own-id\r\nx-mirrorplane-attempt: 7\r\nX-Mirrorplane-Other: kept\r\n\r\n';
+test("x-mirrorplane-id and x-mirrorplane-attempt sent by the client are replaced: staging receives only Mirrorplane's own, once each", async () => {
+  const head =
+    'GET /own-id HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Mirrorplane-Id: client-chosen\r\nX-Case: own-id\r\nx-mirrorplane-attempt: 7\r\nX-Mirrorplane-Other: kept\r\n\r\n';
   const answer = await sendRaw(stack.ingressPort, head);
   assert.equal(answer.status, 200, answer.head);
   const got = await waitFor('staging to receive own-id', () => atStaging('X-Case: own-id'), 60_000);
@@ -96,7 +105,7 @@ test('x-mirrorplane-id and x-mirrorplane-attempt sent by the client are replaced
   const attempts = lines.filter((l) => /^x-mirrorplane-attempt:/i.test(l));
   assert.deepEqual(attempts, ['x-mirrorplane-attempt: 1'], got);
   assert.equal(ids.length, 1, got);
-  assert.match(ids[0] as string, /^x-mirrorplane-id: \d+-\d+$/, 'the stream entry id, not the client\'s');
+  assert.match(ids[0] as string, /^x-mirrorplane-id: \d+-\d+$/, "the stream entry id, not the client's");
   assert.match(got, /\r\nX-Mirrorplane-Other: kept\r\n/, 'other x-mirrorplane-* fields are kept');
 });
 

@@ -67,20 +67,82 @@ test('every request through nginx reaches staging as production received it, byt
   const json = (value: unknown) => Buffer.from(JSON.stringify(value), 'utf8');
   const common = ['Host', 'shop.example.com', 'User-Agent', 'e2e/1.0', 'X-Dup', 'one', 'x-dup', 'two', 'X-MiXeD-CaSe', 'Value With  Spaces'];
   const cases: Case[] = [
-    { name: 'create', method: 'POST', target: '/orders', headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-create', 'Content-Type', 'application/json'], body: json({ item: 'book', note: 'Zoë, Zürich 🚀' }), status: 201 },
-    { name: 'read', method: 'GET', target: '/orders/ord_1?fields=item&q=a%20b%26c', headers: [...common, 'X-Request-ID', 'e2e-read', 'Authorization', 'Bearer secret-token', 'Cookie', 'session=abc'], status: 200 },
-    { name: 'replace', method: 'PUT', target: '/orders/ord_1', headers: [...common, 'X-Request-ID', 'e2e-put', 'Content-Type', 'application/json'], body: json({ item: 'pen' }), status: 200 },
-    { name: 'chunked', method: 'POST', target: '/orders', headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-chunked', 'Content-Type', 'application/json'], body: json({ item: 'chunked', n: 2 }), chunked: true, status: 201 },
-    { name: 'binary', method: 'PATCH', target: '/uploads/raw?kind=binary', headers: [...common, 'X-Request-ID', 'e2e-binary', 'Content-Type', 'application/octet-stream'], body: randomBytes(64 * 1024), status: 200 },
+    {
+      name: 'create',
+      method: 'POST',
+      target: '/orders',
+      headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-create', 'Content-Type', 'application/json'],
+      body: json({ item: 'book', note: 'Zoë, Zürich 🚀' }),
+      status: 201,
+    },
+    {
+      name: 'read',
+      method: 'GET',
+      target: '/orders/ord_1?fields=item&q=a%20b%26c',
+      headers: [...common, 'X-Request-ID', 'e2e-read', 'Authorization', 'Bearer secret-token', 'Cookie', 'session=abc'],
+      status: 200,
+    },
+    {
+      name: 'replace',
+      method: 'PUT',
+      target: '/orders/ord_1',
+      headers: [...common, 'X-Request-ID', 'e2e-put', 'Content-Type', 'application/json'],
+      body: json({ item: 'pen' }),
+      status: 200,
+    },
+    {
+      name: 'chunked',
+      method: 'POST',
+      target: '/orders',
+      headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-chunked', 'Content-Type', 'application/json'],
+      body: json({ item: 'chunked', n: 2 }),
+      chunked: true,
+      status: 201,
+    },
+    {
+      name: 'binary',
+      method: 'PATCH',
+      target: '/uploads/raw?kind=binary',
+      headers: [...common, 'X-Request-ID', 'e2e-binary', 'Content-Type', 'application/octet-stream'],
+      body: randomBytes(64 * 1024),
+      status: 200,
+    },
     // Over nginx's 1 MiB body buffer: the mirror reads the body from nginx's temporary file.
-    { name: 'large', method: 'POST', target: '/uploads/large', headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-large', 'Content-Type', 'application/octet-stream'], body: randomBytes(2 * 1024 * 1024 + 3), status: 200 },
-    { name: 'crlf bytes', method: 'POST', target: '/uploads/crlf', headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-crlf', 'X-Latin', 'caf\u00e9 na\u00efve'], body: Buffer.from([0, 255, 13, 10, 13, 10, 0]), status: 200 },
+    {
+      name: 'large',
+      method: 'POST',
+      target: '/uploads/large',
+      headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-large', 'Content-Type', 'application/octet-stream'],
+      body: randomBytes(2 * 1024 * 1024 + 3),
+      status: 200,
+    },
+    {
+      name: 'crlf bytes',
+      method: 'POST',
+      target: '/uploads/crlf',
+      headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-crlf', 'X-Latin', 'caf\u00e9 na\u00efve'],
+      body: Buffer.from([0, 255, 13, 10, 13, 10, 0]),
+      status: 200,
+    },
     { name: 'head', method: 'HEAD', target: '/orders', headers: [...common, 'X-Request-ID', 'e2e-head'], status: 405 },
     { name: 'options', method: 'OPTIONS', target: '/orders', headers: [...common, 'X-Request-ID', 'e2e-options'], status: 405 },
     { name: 'delete', method: 'DELETE', target: '/orders/ord_1', headers: [...common, 'X-Request-ID', 'e2e-delete'], status: 200 },
-    { name: 'raw target', method: 'GET', target: '/files/a%2Fb/../c?x=%20y&x=2', headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-raw-target'], status: 200 },
+    {
+      name: 'raw target',
+      method: 'GET',
+      target: '/files/a%2Fb/../c?x=%20y&x=2',
+      headers: ['Host', 'shop.example.com', 'X-Request-ID', 'e2e-raw-target'],
+      status: 200,
+    },
     // No X-Request-ID: nginx makes one, sends it to production and the mirror, and answers with it.
-    { name: 'no request id', method: 'POST', target: '/orders', headers: ['Host', 'shop.example.com', 'Content-Type', 'application/json'], body: json({ item: 'anonymous' }), status: 201 },
+    {
+      name: 'no request id',
+      method: 'POST',
+      target: '/orders',
+      headers: ['Host', 'shop.example.com', 'Content-Type', 'application/json'],
+      body: json({ item: 'anonymous' }),
+      status: 201,
+    },
   ];
 
   const ids: string[] = [];
@@ -129,7 +191,11 @@ test('production answers while the ingress is down, and mirroring resumes when i
   const before = served.length;
   const stagingBefore = staging.received.length;
   for (let i = 0; i < 20; i++) {
-    const res = await sendRaw(nginx.port, requestHead('POST', '/orders', ['Host', 'shop.example.com', 'X-Request-ID', `down-${i}`, 'Content-Type', 'application/json'], 14), Buffer.from('{"item":"cup"}'));
+    const res = await sendRaw(
+      nginx.port,
+      requestHead('POST', '/orders', ['Host', 'shop.example.com', 'X-Request-ID', `down-${i}`, 'Content-Type', 'application/json'], 14),
+      Buffer.from('{"item":"cup"}'),
+    );
     assert.equal(res.status, 201, 'production still creates orders');
     assert.match(res.body.toString(), /"item":"cup"/);
   }
@@ -139,11 +205,16 @@ test('production answers while the ingress is down, and mirroring resumes when i
   // The ingress listens before its Redis connection is ready and answers 503 until then; nginx
   // does not retry a mirror, so keep sending until a copy makes it through.
   let n = 0;
-  await waitFor('a replay after the restart', async () => {
-    const res = await sendRaw(nginx.port, requestHead('GET', `/orders?after=restart`, ['Host', 'shop.example.com', 'X-Request-ID', `after-restart-${n++}`]));
-    assert.equal(res.status, 200);
-    return staging.received.some((r) => /^after-restart-/.test(header(r.rawHeaders, 'x-request-id') ?? ''));
-  }, 60_000, 200);
+  await waitFor(
+    'a replay after the restart',
+    async () => {
+      const res = await sendRaw(nginx.port, requestHead('GET', `/orders?after=restart`, ['Host', 'shop.example.com', 'X-Request-ID', `after-restart-${n++}`]));
+      assert.equal(res.status, 200);
+      return staging.received.some((r) => /^after-restart-/.test(header(r.rawHeaders, 'x-request-id') ?? ''));
+    },
+    60_000,
+    200,
+  );
   // nginx mirrors fire-and-forget: copies sent while the ingress was down are not retried by it.
   const lost = staging.received.slice(stagingBefore).filter((r) => /^down-/.test(header(r.rawHeaders, 'x-request-id') ?? ''));
   assert.equal(lost.length, 0);

@@ -66,5 +66,8 @@ test('staging under /v2 answers the mirrored workflow as production did, thanks 
     assert.ok(s.body.equals(body ?? Buffer.alloc(0)), 'the body is unchanged');
     assert.equal(s.status, p.status, `${method} ${target}: staging answered ${s.status}, production ${p.status}`);
   }
-  assert.deepEqual(atStaging.map((r) => r.status), [201, 200, 200, 200, 200, 404]);
+  assert.deepEqual(
+    atStaging.map((r) => r.status),
+    [201, 200, 200, 200, 200, 404],
+  );
 });

@@ -21,20 +21,28 @@ import {
 
 const RUNS = 400;
 
-const TOKEN = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&\'*+-.^_`|~';
+const TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
 const token = fc.string({ unit: fc.constantFrom(...TOKEN), minLength: 1, maxLength: 20 });
 /** Any latin1 character but LF: node's parser never passes LF in a name, value or target. */
-const latin1NoLf = fc.string({ unit: fc.integer({ min: 0, max: 255 }).filter((c) => c !== 10).map((c) => String.fromCharCode(c)), maxLength: 60 });
+const latin1NoLf = fc.string({
+  unit: fc
+    .integer({ min: 0, max: 255 })
+    .filter((c) => c !== 10)
+    .map((c) => String.fromCharCode(c)),
+  maxLength: 60,
+});
 
-const mirrored: fc.Arbitrary<MirroredRequest> = fc.record({
-  method: token,
-  target: latin1NoLf.filter((s) => s.length > 0),
-  rawHeaders: fc.array(fc.tuple(token, latin1NoLf), { maxLength: 12 }).map((pairs) => pairs.flat()),
-  body: fc.uint8Array({ maxLength: 2048 }).map((a) => Buffer.from(a)),
-  receivedAt: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-  requestId: fc.option(latin1NoLf, { nil: null }),
-  clientAddress: fc.option(fc.ipV4(), { nil: null }),
-}).map((r) => ({ ...r })); // a plain object: fast-check's records have no prototype
+const mirrored: fc.Arbitrary<MirroredRequest> = fc
+  .record({
+    method: token,
+    target: latin1NoLf.filter((s) => s.length > 0),
+    rawHeaders: fc.array(fc.tuple(token, latin1NoLf), { maxLength: 12 }).map((pairs) => pairs.flat()),
+    body: fc.uint8Array({ maxLength: 2048 }).map((a) => Buffer.from(a)),
+    receivedAt: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    requestId: fc.option(latin1NoLf, { nil: null }),
+    clientAddress: fc.option(fc.ipV4(), { nil: null }),
+  })
+  .map((r) => ({ ...r })); // a plain object: fast-check's records have no prototype
 
 /** Fields as Redis returns them to `xreadgroupBuffer`: every name and value a Buffer. */
 function asReply(fields: readonly (string | Buffer)[]): Buffer[] {
@@ -104,7 +112,10 @@ test('fuzz: a changed byte, a wrong key or a missing key is a clear EntryDecodeE
       const payload = Buffer.from(sealed[9]!);
       payload[at % payload.length]! ^= flip;
       const tampered = [...sealed.slice(0, 9), payload];
-      assert.throws(() => openEntryFields('4-4', tampered, cipher), (e: unknown) => e instanceof EntryDecodeError && /wrong key, or the entry was altered/.test(e.message));
+      assert.throws(
+        () => openEntryFields('4-4', tampered, cipher),
+        (e: unknown) => e instanceof EntryDecodeError && /wrong key, or the entry was altered/.test(e.message),
+      );
       // The method and time are authenticated too.
       const moved = sealed.slice();
       moved[5] = Buffer.from(String(request.receivedAt + 1));
@@ -125,7 +136,10 @@ test('fuzz: MIRRORPLANE_DATA_KEY parsing refuses bad input by item, never echoin
         assert.ok(keys.every((k) => k.key.length === 32));
       } catch (error) {
         assert.ok(error instanceof DataKeyError, `unexpected ${String(error)}`);
-        const secretish = spec.split(',').map((s) => s.slice(s.indexOf(':') + 1).trim()).filter((s) => s.length >= 8);
+        const secretish = spec
+          .split(',')
+          .map((s) => s.slice(s.indexOf(':') + 1).trim())
+          .filter((s) => s.length >= 8);
         for (const s of secretish) assert.ok(!error.message.includes(s), `message echoes input: ${error.message}`);
       }
     }),

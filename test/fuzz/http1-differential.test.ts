@@ -23,14 +23,22 @@ type Outcome = { accepted: { method: string; target: string; rawHeaders: string[
 async function throughNode(bytes: Buffer, sentinel: boolean): Promise<Outcome> {
   const out: Outcome = { accepted: [], refused: null };
   let settle: () => void = () => undefined;
-  const settled = new Promise<void>((resolve) => { settle = resolve; });
+  const settled = new Promise<void>((resolve) => {
+    settle = resolve;
+  });
   const server = createServer({ maxHeaderSize: 64 * 1024 }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       res.end();
       if (req.url === SENTINEL) return settle();
-      out.accepted.push({ method: req.method ?? '', target: req.url ?? '', rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString('latin1'), trailers: req.rawTrailers });
+      out.accepted.push({
+        method: req.method ?? '',
+        target: req.url ?? '',
+        rawHeaders: req.rawHeaders,
+        body: Buffer.concat(chunks).toString('latin1'),
+        trailers: req.rawTrailers,
+      });
     });
   });
   server.maxHeadersCount = 0;
@@ -52,7 +60,9 @@ async function throughNode(bytes: Buffer, sentinel: boolean): Promise<Outcome> {
   let timer: NodeJS.Timeout | undefined;
   const timedOut = await Promise.race([
     settled.then(() => false),
-    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), 10_000); }),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), 10_000);
+    }),
   ]);
   clearTimeout(timer);
   socket.destroy();
@@ -80,15 +90,46 @@ function throughOurs(bytes: Buffer, sentinel: boolean): Outcome {
 
 const TCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
 const token = (min: number, max: number) => fc.string({ unit: fc.constantFrom(...TCHAR), minLength: min, maxLength: max });
-const valueByte = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) }, { weight: 2, arbitrary: fc.integer({ min: 0x80, max: 0xff }) }, { weight: 1, arbitrary: fc.constant(0x20) });
+const valueByte = fc.oneof(
+  { weight: 8, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) },
+  { weight: 2, arbitrary: fc.integer({ min: 0x80, max: 0xff }) },
+  { weight: 1, arbitrary: fc.constant(0x20) },
+);
 const fieldValue = fc.array(valueByte, { maxLength: 20 }).map((a) => String.fromCharCode(...a).trim());
-const pathByte = fc.oneof({ weight: 10, arbitrary: fc.constantFrom(...'abcXYZ019-._~!$&\'()*+,;=:@/%?'.split('').map((c) => c.charCodeAt(0))) }, { weight: 1, arbitrary: fc.integer({ min: 0x80, max: 0xff }) });
+const pathByte = fc.oneof(
+  { weight: 10, arbitrary: fc.constantFrom(..."abcXYZ019-._~!$&'()*+,;=:@/%?".split('').map((c) => c.charCodeAt(0))) },
+  { weight: 1, arbitrary: fc.integer({ min: 0x80, max: 0xff }) },
+);
 
 /** A shape applied to a well-framed request: most keep it valid, some are smuggling shapes. */
 const SHAPES = [
-  'plain', 'plain', 'plain', 'plain', 'chunked', 'chunked-trailers', 'chunk-ext', 'http10', 'http10-keepalive', 'no-host', 'two-hosts',
-  'options-star', 'get-star', 'expect-continue', 'cl-and-te', 'two-cl', 'equal-cl', 'obs-fold', 'space-before-colon', 'bare-lf',
-  'te-gzip-chunked', 'te-not-chunked', 'nul-in-value', 'bad-chunk-size', 'http09', 'connect', 'leading-crlf',
+  'plain',
+  'plain',
+  'plain',
+  'plain',
+  'chunked',
+  'chunked-trailers',
+  'chunk-ext',
+  'http10',
+  'http10-keepalive',
+  'no-host',
+  'two-hosts',
+  'options-star',
+  'get-star',
+  'expect-continue',
+  'cl-and-te',
+  'two-cl',
+  'equal-cl',
+  'obs-fold',
+  'space-before-colon',
+  'bare-lf',
+  'te-gzip-chunked',
+  'te-not-chunked',
+  'nul-in-value',
+  'bad-chunk-size',
+  'http09',
+  'connect',
+  'leading-crlf',
 ] as const;
 type Shape = (typeof SHAPES)[number];
 
@@ -103,7 +144,15 @@ interface Case {
 const corpusCase: fc.Arbitrary<Case> = fc.record({
   method: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...METHODS.filter((m) => m !== 'CONNECT')) }, { weight: 1, arbitrary: token(1, 10) }),
   target: fc.array(pathByte, { maxLength: 30 }).map((a) => `/${String.fromCharCode(...a)}`),
-  fields: fc.array(fc.tuple(token(1, 16).filter((n) => !['content-length', 'transfer-encoding', 'host', 'expect', 'connection', 'upgrade', 'trailer', 'te'].includes(n.toLowerCase())), fieldValue), { maxLength: 6 }),
+  fields: fc.array(
+    fc.tuple(
+      token(1, 16).filter(
+        (n) => !['content-length', 'transfer-encoding', 'host', 'expect', 'connection', 'upgrade', 'trailer', 'te'].includes(n.toLowerCase()),
+      ),
+      fieldValue,
+    ),
+    { maxLength: 6 },
+  ),
   body: fc.string({ maxLength: 40 }).map((s) => Buffer.from(s, 'utf8').toString('latin1')),
   shape: fc.constantFrom(...SHAPES),
 });
@@ -115,33 +164,85 @@ function frame(c: Case): Buffer {
   let version = 'HTTP/1.1';
   let host: string[] = ['Host: diff.example'];
   let body = `Content-Length: ${Buffer.byteLength(c.body, 'latin1')}\r\n\r\n${c.body}`;
-  const chunked = (trailers: string, ext = '') => `Transfer-Encoding: chunked\r\n\r\n${c.body.length > 0 ? `${c.body.length.toString(16)}${ext}\r\n${c.body}\r\n` : ''}0\r\n${trailers}\r\n`;
+  const chunked = (trailers: string, ext = '') =>
+    `Transfer-Encoding: chunked\r\n\r\n${c.body.length > 0 ? `${c.body.length.toString(16)}${ext}\r\n${c.body}\r\n` : ''}0\r\n${trailers}\r\n`;
   let prefix = '';
   switch (c.shape) {
-    case 'chunked': body = chunked(''); break;
-    case 'chunked-trailers': body = chunked('X-Sum: 1\r\nx-sum: 2\r\n'); break;
-    case 'chunk-ext': body = chunked('', ';a=1;b="x y"'); break;
-    case 'http10': version = 'HTTP/1.0'; host = []; break;
-    case 'http10-keepalive': version = 'HTTP/1.0'; host.push('Connection: keep-alive'); break;
-    case 'no-host': host = []; break;
-    case 'two-hosts': host.push('Host: other.example'); break;
-    case 'options-star': method = 'OPTIONS'; target = '*'; break;
-    case 'get-star': method = 'GET'; target = '*'; break;
-    case 'expect-continue': host.push('Expect: 100-continue'); break;
-    case 'cl-and-te': body = `Content-Length: 3\r\n${chunked('')}`; break;
-    case 'two-cl': body = `Content-Length: 1\r\nContent-Length: 2\r\n\r\nab`; break;
-    case 'equal-cl': body = `Content-Length: 2\r\nContent-Length: 2\r\n\r\nab`; break;
-    case 'obs-fold': host.push('X-Folded: a', ' b'); break;
-    case 'space-before-colon': host.push('X-Space : a'); break;
-    case 'bare-lf': host.push('X-Lf: a\nX-After: b'); break;
-    case 'te-gzip-chunked': body = `Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`; break;
-    case 'te-not-chunked': body = `Transfer-Encoding: chunked, identity\r\n\r\n`; break;
-    case 'nul-in-value': host.push('X-Nul: a\x00b'); break;
-    case 'bad-chunk-size': body = `Transfer-Encoding: chunked\r\n\r\nxyz\r\nab\r\n0\r\n\r\n`; break;
-    case 'http09': return Buffer.from(`GET ${target}\r\n`, 'latin1');
-    case 'connect': method = 'CONNECT'; target = 'diff.example:443'; break;
-    case 'leading-crlf': prefix = '\r\n'; break;
-    case 'plain': break;
+    case 'chunked':
+      body = chunked('');
+      break;
+    case 'chunked-trailers':
+      body = chunked('X-Sum: 1\r\nx-sum: 2\r\n');
+      break;
+    case 'chunk-ext':
+      body = chunked('', ';a=1;b="x y"');
+      break;
+    case 'http10':
+      version = 'HTTP/1.0';
+      host = [];
+      break;
+    case 'http10-keepalive':
+      version = 'HTTP/1.0';
+      host.push('Connection: keep-alive');
+      break;
+    case 'no-host':
+      host = [];
+      break;
+    case 'two-hosts':
+      host.push('Host: other.example');
+      break;
+    case 'options-star':
+      method = 'OPTIONS';
+      target = '*';
+      break;
+    case 'get-star':
+      method = 'GET';
+      target = '*';
+      break;
+    case 'expect-continue':
+      host.push('Expect: 100-continue');
+      break;
+    case 'cl-and-te':
+      body = `Content-Length: 3\r\n${chunked('')}`;
+      break;
+    case 'two-cl':
+      body = `Content-Length: 1\r\nContent-Length: 2\r\n\r\nab`;
+      break;
+    case 'equal-cl':
+      body = `Content-Length: 2\r\nContent-Length: 2\r\n\r\nab`;
+      break;
+    case 'obs-fold':
+      host.push('X-Folded: a', ' b');
+      break;
+    case 'space-before-colon':
+      host.push('X-Space : a');
+      break;
+    case 'bare-lf':
+      host.push('X-Lf: a\nX-After: b');
+      break;
+    case 'te-gzip-chunked':
+      body = `Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`;
+      break;
+    case 'te-not-chunked':
+      body = `Transfer-Encoding: chunked, identity\r\n\r\n`;
+      break;
+    case 'nul-in-value':
+      host.push('X-Nul: a\x00b');
+      break;
+    case 'bad-chunk-size':
+      body = `Transfer-Encoding: chunked\r\n\r\nxyz\r\nab\r\n0\r\n\r\n`;
+      break;
+    case 'http09':
+      return Buffer.from(`GET ${target}\r\n`, 'latin1');
+    case 'connect':
+      method = 'CONNECT';
+      target = 'diff.example:443';
+      break;
+    case 'leading-crlf':
+      prefix = '\r\n';
+      break;
+    case 'plain':
+      break;
   }
   lines.push(`${prefix}${method} ${target} ${version}`, ...host, ...c.fields.map(([n, v]) => `${n}: ${v}`));
   return Buffer.from(`${lines.join('\r\n')}\r\n${body}`, 'latin1');
@@ -158,7 +259,11 @@ type CaseOutcome = { delivered: boolean; refused: string | null };
 const EXPLAINED: { why: string; applies: (c: Case, node: CaseOutcome, ours: CaseOutcome) => boolean }[] = [
   {
     why: 'llhttp knows a fixed list of methods and refuses other tokens; RFC 9110 §9.1 allows any token, and nginx and Envoy forward them (BAN, in-house verbs)',
-    applies: (c, node, ours) => !METHODS.includes(c.method) && !['options-star', 'get-star', 'connect', 'http09'].includes(c.shape) && node.refused === 'HPE_INVALID_METHOD' && ours.delivered,
+    applies: (c, node, ours) =>
+      !METHODS.includes(c.method) &&
+      !['options-star', 'get-star', 'connect', 'http09'].includes(c.shape) &&
+      node.refused === 'HPE_INVALID_METHOD' &&
+      ours.delivered,
   },
   {
     why: 'llhttp refuses obs-text (bytes 0x80-0xFF) in the request-target (HPE_INVALID_URL); nginx and Envoy forward such targets and production serves them, so the ingress keeps them as bytes',
@@ -194,7 +299,7 @@ function sameRequests(a: Outcome, b: Outcome): boolean {
   return JSON.stringify(a.accepted) === JSON.stringify(b.accepted);
 }
 
-test('differential: node\'s parser and the ingress\'s agree on a generated corpus, or differ only as explained', async () => {
+test("differential: node's parser and the ingress's agree on a generated corpus, or differ only as explained", async () => {
   const counts = new Map<string, number>();
   await fc.assert(
     fc.asyncProperty(fc.array(corpusCase, { minLength: 1, maxLength: 3 }), async (generatedCases) => {
@@ -212,16 +317,25 @@ test('differential: node\'s parser and the ingress\'s agree on a generated corpu
       if (agree(node)) return;
       // The first case the two did not deliver identically must be an explained difference.
       let at = 0;
-      while (at < cases.length && at < node.accepted.length && at < ours.accepted.length && JSON.stringify(node.accepted[at]) === JSON.stringify(ours.accepted[at])) at++;
+      while (
+        at < cases.length &&
+        at < node.accepted.length &&
+        at < ours.accepted.length &&
+        JSON.stringify(node.accepted[at]) === JSON.stringify(ours.accepted[at])
+      )
+        at++;
       const c = cases[Math.min(at, cases.length - 1)] as Case;
       const outcome = (o: Outcome): CaseOutcome => (o.accepted.length > at ? { delivered: true, refused: null } : { delivered: false, refused: o.refused });
       const explanation = EXPLAINED.find((e) => e.applies(c, outcome(node), outcome(ours)));
-      assert.ok(explanation, `unexplained difference on ${JSON.stringify(bytes.toString("latin1"))} (hex ${bytes.toString("hex")})\n  node: ${JSON.stringify(node)}\n  ours: ${JSON.stringify(ours)}`);
+      assert.ok(
+        explanation,
+        `unexplained difference on ${JSON.stringify(bytes.toString('latin1'))} (hex ${bytes.toString('hex')})\n  node: ${JSON.stringify(node)}\n  ours: ${JSON.stringify(ours)}`,
+      );
       counts.set(explanation.why, (counts.get(explanation.why) ?? 0) + 1);
     }),
     { numRuns: 400, includeErrorInReport: true },
   );
   // The explanations are exercised, not just written down.
   if (process.env.DIFF_DEBUG) console.log(counts);
-  assert.ok(counts.size >= 3, `explained differences seen: ${[...counts.keys()].join(" | ")}`);
+  assert.ok(counts.size >= 3, `explained differences seen: ${[...counts.keys()].join(' | ')}`);
 });

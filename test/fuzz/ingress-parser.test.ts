@@ -26,7 +26,16 @@ before(async () => {
   stream = keysFor(prefix).stream;
   const config = loadConfig({
     role: 'ingress',
-    env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, INGRESS_HOST: '127.0.0.1', INGRESS_PORT: '0', ADMIN_PORT: '0', MAX_BODY_BYTES: '65536', BODY_TIMEOUT_MS: '3000', LOG_LEVEL: 'silent' },
+    env: {
+      REDIS_URL: redis.url,
+      MIRRORPLANE_PREFIX: prefix,
+      INGRESS_HOST: '127.0.0.1',
+      INGRESS_PORT: '0',
+      ADMIN_PORT: '0',
+      MAX_BODY_BYTES: '65536',
+      BODY_TIMEOUT_MS: '3000',
+      LOG_LEVEL: 'silent',
+    },
   });
   ingress = new Ingress(config, createLogger(config, 'ingress'));
   ({ port } = await ingress.listen());
@@ -77,38 +86,68 @@ function statusOf(answer: Buffer): number | null {
 }
 
 async function lastEntry() {
-  const rows = (await (client as unknown as { xrevrangeBuffer(...a: (string | number)[]): Promise<[Buffer, Buffer[]][]> }).xrevrangeBuffer(stream, '+', '-', 'COUNT', 1));
+  const rows = await (client as unknown as { xrevrangeBuffer(...a: (string | number)[]): Promise<[Buffer, Buffer[]][]> }).xrevrangeBuffer(
+    stream,
+    '+',
+    '-',
+    'COUNT',
+    1,
+  );
   const [id, fields] = rows[0]!;
   return decodeEntry(id.toString(), fields);
 }
 
-const TCHAR = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&\'*+-.^_`|~';
+const TCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
 const tchars = (min: number, max: number) => fc.string({ unit: fc.constantFrom(...TCHAR), minLength: min, maxLength: max });
 /** Header value bytes node accepts: visible ASCII, obs-text (0x80-0xFF, invalid UTF-8 included), inner spaces and tabs. */
-const valueChar = fc.oneof(
-  { weight: 6, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) },
-  { weight: 3, arbitrary: fc.integer({ min: 0x80, max: 0xff }) },
-  { weight: 1, arbitrary: fc.constantFrom(0x20, 0x09) },
-).map((c) => String.fromCharCode(c));
+const valueChar = fc
+  .oneof(
+    { weight: 6, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) },
+    { weight: 3, arbitrary: fc.integer({ min: 0x80, max: 0xff }) },
+    { weight: 1, arbitrary: fc.constantFrom(0x20, 0x09) },
+  )
+  .map((c) => String.fromCharCode(c));
 const headerValue = fc.string({ unit: valueChar, maxLength: 40 }).map((v) => v.replace(/^[ \t]+|[ \t]+$/g, ''));
 const pathChar = fc.oneof(
-  { weight: 10, arbitrary: fc.constantFrom(...'abcXYZ019-._~!$&\'()*+,;=:@/%?'.split('')) },
+  { weight: 10, arbitrary: fc.constantFrom(..."abcXYZ019-._~!$&'()*+,;=:@/%?".split('')) },
   // obs-text in the target: nginx and Envoy forward it, production serves it.
   { weight: 1, arbitrary: fc.integer({ min: 0x80, max: 0xff }).map((c) => String.fromCharCode(c)) },
 );
 
-const validRequest = fc.record({
-  // Any RFC 9110 token, not only the methods node's parser knows.
-  method: fc.oneof(fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'PROPFIND', 'MKCOL', 'PURGE', 'BAN', 'REFRESH'), tchars(1, 12)),
-  target: fc.string({ unit: pathChar, maxLength: 60 }).map((p) => `/${p}`),
-  headers: fc.array(fc.tuple(tchars(1, 16).map((n) => `X-${n}`), headerValue), { maxLength: 10 }),
-  body: fc.uint8Array({ maxLength: 4096 }).map((a) => Buffer.from(a)),
-  chunked: fc.boolean(),
-  chunkSize: fc.integer({ min: 1, max: 1024 }),
-  trailers: fc.array(fc.tuple(tchars(1, 12).map((n) => `T-${n}`), headerValue), { maxLength: 3 }),
-}).map((r) => ({ ...r }));
+const validRequest = fc
+  .record({
+    // Any RFC 9110 token, not only the methods node's parser knows.
+    method: fc.oneof(fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'PROPFIND', 'MKCOL', 'PURGE', 'BAN', 'REFRESH'), tchars(1, 12)),
+    target: fc.string({ unit: pathChar, maxLength: 60 }).map((p) => `/${p}`),
+    headers: fc.array(
+      fc.tuple(
+        tchars(1, 16).map((n) => `X-${n}`),
+        headerValue,
+      ),
+      { maxLength: 10 },
+    ),
+    body: fc.uint8Array({ maxLength: 4096 }).map((a) => Buffer.from(a)),
+    chunked: fc.boolean(),
+    chunkSize: fc.integer({ min: 1, max: 1024 }),
+    trailers: fc.array(
+      fc.tuple(
+        tchars(1, 12).map((n) => `T-${n}`),
+        headerValue,
+      ),
+      { maxLength: 3 },
+    ),
+  })
+  .map((r) => ({ ...r }));
 
-function frame(r: { method: string; target: string; headers: [string, string][]; body: Buffer; chunked: boolean; chunkSize: number; trailers: [string, string][] }): { bytes: Buffer; rawHeaders: string[]; trailers: string[] } {
+function frame(r: {
+  method: string;
+  target: string;
+  headers: [string, string][];
+  body: Buffer;
+  chunked: boolean;
+  chunkSize: number;
+  trailers: [string, string][];
+}): { bytes: Buffer; rawHeaders: string[]; trailers: string[] } {
   const rawHeaders = ['Host', 'fuzz.example'];
   for (const [n, v] of r.headers) rawHeaders.push(n, v);
   const parts: Buffer[] = [];
@@ -155,16 +194,18 @@ const hostile = fc.oneof(
     const mutated = Buffer.concat([bytes.subarray(0, i), Buffer.from(noise), bytes.subarray(i + (cut % 4))]);
     return mutated;
   }),
-  fc.constantFrom(
-    'GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!',
-    'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
-    'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
-    'GET / HTTP/9.9\r\n\r\n',
-    'GET /\x00 HTTP/1.1\r\n\r\n',
-    'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n',
-    'GET / HTTP/1.1\r\nX: a\rb\r\n\r\n',
-    '\r\n\r\n\r\n',
-  ).map((s) => Buffer.from(s, 'latin1')),
+  fc
+    .constantFrom(
+      'GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!',
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
+      'GET / HTTP/9.9\r\n\r\n',
+      'GET /\x00 HTTP/1.1\r\n\r\n',
+      'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n',
+      'GET / HTTP/1.1\r\nX: a\rb\r\n\r\n',
+      '\r\n\r\n\r\n',
+    )
+    .map((s) => Buffer.from(s, 'latin1')),
 );
 
 test('fuzz: hostile bytes get an answer or a closed connection, and the ingress keeps serving', async () => {

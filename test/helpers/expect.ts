@@ -46,5 +46,9 @@ export function assertStagingHeaders(received: Received, sent: readonly string[]
   const raw = received.rawHeaders;
   let entryId = expected.entryId;
   for (let i = 0; entryId === undefined && i < raw.length; i += 2) if (raw[i] === 'x-mirrorplane-id') entryId = raw[i + 1];
-  assert.deepEqual(raw, expectedStagingHeaders(sent, { host: expected.host, entryId: entryId ?? '', attempt: expected.attempt, bodyLength: received.body.length }), 'staging headers: names, case, order and values as received');
+  assert.deepEqual(
+    raw,
+    expectedStagingHeaders(sent, { host: expected.host, entryId: entryId ?? '', attempt: expected.attempt, bodyLength: received.body.length }),
+    'staging headers: names, case, order and values as received',
+  );
 }

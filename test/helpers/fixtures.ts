@@ -135,7 +135,9 @@ class Fixture implements TestStack {
       const left = await waitFor('no Redis connection left', async () => ((await others()).length === 0 ? [] : null), 5000).catch(async () => others());
       if (left.length > 0) {
         const names = left.map((line) => /\bname=(\S*)/.exec(line)?.[1] || /\baddr=(\S+)/.exec(line)?.[1] || line);
-        throw new Error(`the test left ${left.length} Redis connection(s) open: ${names.join(', ')} (close every Ingress, ReplayWorker, queue and client it creates)`);
+        throw new Error(
+          `the test left ${left.length} Redis connection(s) open: ${names.join(', ')} (close every Ingress, ReplayWorker, queue and client it creates)`,
+        );
       }
     } finally {
       probe.disconnect();

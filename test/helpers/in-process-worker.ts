@@ -24,8 +24,16 @@ export class InProcessWorker {
     this.logs = logs;
   }
 
-  static async start(redis: RedisServer, stagingUrl: string, env: Record<string, string> = {}, prefix = `t${randomBytes(4).toString('hex')}`): Promise<InProcessWorker> {
-    const config = loadConfig({ role: 'worker', env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: stagingUrl, ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env } });
+  static async start(
+    redis: RedisServer,
+    stagingUrl: string,
+    env: Record<string, string> = {},
+    prefix = `t${randomBytes(4).toString('hex')}`,
+  ): Promise<InProcessWorker> {
+    const config = loadConfig({
+      role: 'worker',
+      env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: stagingUrl, ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
+    });
     const logs: LogLine[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
@@ -54,15 +62,19 @@ export async function appendEntries(client: Redis, prefix: string, tag: string, 
     const pipeline = client.pipeline();
     for (let j = i; j < Math.min(from + count, i + 100); j++) {
       const body = Buffer.from(`body-${tag}-${j}`);
-      pipeline.xadd(keys.stream, '*', ...encodeEntryFields({
-        method: 'POST',
-        target: `/${tag}/${j}`,
-        rawHeaders: ['Host', 'app.test', 'X-Request-ID', `${tag}-${j}`, 'Content-Length', String(body.length)],
-        body,
-        receivedAt: Date.now(),
-        requestId: `${tag}-${j}`,
-        clientAddress: '127.0.0.1',
-      }));
+      pipeline.xadd(
+        keys.stream,
+        '*',
+        ...encodeEntryFields({
+          method: 'POST',
+          target: `/${tag}/${j}`,
+          rawHeaders: ['Host', 'app.test', 'X-Request-ID', `${tag}-${j}`, 'Content-Length', String(body.length)],
+          body,
+          receivedAt: Date.now(),
+          requestId: `${tag}-${j}`,
+          clientAddress: '127.0.0.1',
+        }),
+      );
     }
     const results = await pipeline.exec();
     const bad = results?.find(([error]) => error);

@@ -16,18 +16,29 @@ export class MirrorplaneProcess {
       env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.child.stdout?.on('data', (d: Buffer) => { this.stdout += d.toString(); });
-    this.child.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString(); });
+    this.child.stdout?.on('data', (d: Buffer) => {
+      this.stdout += d.toString();
+    });
+    this.child.stderr?.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+    });
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
 
   /** Log lines (pino JSON) printed so far. */
   logs(): Record<string, unknown>[] {
-    return this.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    return this.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
   async waitForLog(msg: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
-    return waitFor(`log "${msg}"\n--- stdout:\n${this.stdout.slice(-2000)}\n--- stderr:\n${this.stderr.slice(-2000)}`, () => this.logs().find((l) => l.msg === msg), timeoutMs);
+    return waitFor(
+      `log "${msg}"\n--- stdout:\n${this.stdout.slice(-2000)}\n--- stderr:\n${this.stderr.slice(-2000)}`,
+      () => this.logs().find((l) => l.msg === msg),
+      timeoutMs,
+    );
   }
 
   /** Sends a signal and waits for the exit code. */
@@ -43,8 +54,12 @@ export function runCli(args: string[], env: Record<string, string>): Promise<{ c
     const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }

@@ -32,7 +32,14 @@ export class RecordingServer {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        const received: Received = { method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, body: Buffer.concat(chunks), rawTrailers: req.rawTrailers, receivedAt: Date.now() };
+        const received: Received = {
+          method: req.method ?? '',
+          url: req.url ?? '',
+          rawHeaders: req.rawHeaders,
+          body: Buffer.concat(chunks),
+          rawTrailers: req.rawTrailers,
+          receivedAt: Date.now(),
+        };
         this.received.push(received);
         Promise.resolve(this.responder(received, res)).catch(() => res.destroy());
       });

@@ -30,18 +30,50 @@ class RedisCluster {
     for (const port of ports) {
       const dir = join(cluster.#dir, String(port));
       spawnSync('mkdir', ['-p', dir]);
-      cluster.#children.push(spawn('redis-server', [
-        '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
-        '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '5000',
-      ], { stdio: 'ignore' }));
+      cluster.#children.push(
+        spawn(
+          'redis-server',
+          [
+            '--port',
+            String(port),
+            '--bind',
+            '127.0.0.1',
+            '--dir',
+            dir,
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            join(dir, 'nodes.conf'),
+            '--cluster-node-timeout',
+            '5000',
+          ],
+          { stdio: 'ignore' },
+        ),
+      );
     }
     for (const port of ports) {
-      await waitFor(`redis-server on ${port}`, () => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', 20_000, 50);
+      await waitFor(
+        `redis-server on ${port}`,
+        () => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG',
+        20_000,
+        50,
+      );
     }
-    const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
+    const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], {
+      encoding: 'utf8',
+    });
     assert.equal(create.status, 0, create.stdout + create.stderr);
     for (const port of ports) {
-      await waitFor(`cluster_state:ok on ${port}`, () => spawnSync('redis-cli', ['-p', String(port), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'), 30_000, 100);
+      await waitFor(
+        `cluster_state:ok on ${port}`,
+        () => spawnSync('redis-cli', ['-p', String(port), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'),
+        30_000,
+        100,
+      );
     }
     return cluster;
   }
@@ -59,11 +91,16 @@ class RedisCluster {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#children.map((c) => new Promise((resolve) => {
-      if (c.exitCode !== null) return resolve(null);
-      c.once('exit', resolve);
-      c.kill('SIGKILL');
-    })));
+    await Promise.all(
+      this.#children.map(
+        (c) =>
+          new Promise((resolve) => {
+            if (c.exitCode !== null) return resolve(null);
+            c.once('exit', resolve);
+            c.kill('SIGKILL');
+          }),
+      ),
+    );
     rmSync(this.#dir, { recursive: true, force: true });
   }
 }
@@ -80,11 +117,24 @@ after(async () => {
 
 test('Redis URLs: one Redis, a cluster, Sentinel; bad ones say why', () => {
   assert.deepEqual(parseRedisUrl('redis+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2:7001'), {
-    mode: 'cluster', nodes: [{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 7001 }], username: 'u', password: 'p@ss', tls: false, db: 0, masterName: null, sentinelPassword: null,
+    mode: 'cluster',
+    nodes: [
+      { host: '10.0.0.1', port: 7000 },
+      { host: '10.0.0.2', port: 7001 },
+    ],
+    username: 'u',
+    password: 'p@ss',
+    tls: false,
+    db: 0,
+    masterName: null,
+    sentinelPassword: null,
   });
   const sentinel = parseRedisUrl('rediss+sentinel://:secret@s1,s2:26380/mymaster/2?sentinelPassword=sp');
   assert.equal(sentinel.mode, 'sentinel');
-  assert.deepEqual(sentinel.nodes, [{ host: 's1', port: 26379 }, { host: 's2', port: 26380 }]);
+  assert.deepEqual(sentinel.nodes, [
+    { host: 's1', port: 26379 },
+    { host: 's2', port: 26380 },
+  ]);
   assert.equal(sentinel.masterName, 'mymaster');
   assert.equal(sentinel.db, 2);
   assert.equal(sentinel.tls, true);
@@ -106,24 +156,36 @@ test('on a 3-node Redis Cluster: ingress, workers, retries, the failed set and s
     const p = `tc${i}`;
     if (prefixes.length === 0 || cluster.nodeOf(keysFor(p).stream) !== cluster.nodeOf(keysFor(prefixes[0]!).stream)) prefixes.push(p);
   }
-  const stacks = await Promise.all(prefixes.map((prefix) => Stack.start({
-    redis: { url: cluster.url } as never,
-    stagingUrl: staging.url,
-    env: { MIRRORPLANE_PREFIX: prefix, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '50', STREAM_RETENTION: '1h' },
-  })));
+  const stacks = await Promise.all(
+    prefixes.map((prefix) =>
+      Stack.start({
+        redis: { url: cluster.url } as never,
+        stagingUrl: staging.url,
+        env: { MIRRORPLANE_PREFIX: prefix, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '50', STREAM_RETENTION: '1h' },
+      }),
+    ),
+  );
   try {
     for (const [s, stack] of stacks.entries()) {
       for (let i = 0; i < 20; i++) {
         const path = i < 2 ? `/fail/${s}-${i}` : `/ok/${s}-${i}`;
-        const res = await fetch(`http://127.0.0.1:${stack.ingressPort}${path}`, { method: 'POST', body: `body ${s} ${i}`, headers: { 'x-request-id': `${s}-${i}` } });
+        const res = await fetch(`http://127.0.0.1:${stack.ingressPort}${path}`, {
+          method: 'POST',
+          body: `body ${s} ${i}`,
+          headers: { 'x-request-id': `${s}-${i}` },
+        });
         assert.equal(res.status, 200);
       }
     }
     for (const stack of stacks) {
-      await waitFor('18 replayed and 2 failed', async () => {
-        const st = await stack.status();
-        return st.replayed === 18 && st.failed === 2 && st.backlog === 0 && st.pending === 0 && st.retrying === 0;
-      }, 60_000);
+      await waitFor(
+        '18 replayed and 2 failed',
+        async () => {
+          const st = await stack.status();
+          return st.replayed === 18 && st.failed === 2 && st.backlog === 0 && st.pending === 0 && st.retrying === 0;
+        },
+        60_000,
+      );
     }
     const ok = staging.received.filter((r) => r.url.startsWith('/ok/'));
     assert.equal(ok.length, 36);
@@ -136,7 +198,10 @@ test('on a 3-node Redis Cluster: ingress, workers, retries, the failed set and s
       const node = new Redis(nodes[i]!, '127.0.0.1');
       try {
         const keys = await node.keys(`{${p}}:*`);
-        assert.ok(keys.includes(`{${p}}:stream`) && keys.some((k) => k.startsWith(`{${p}}:retry:`)), `stream and queue together on ${nodes[i]}: ${keys.join(' ')}`);
+        assert.ok(
+          keys.includes(`{${p}}:stream`) && keys.some((k) => k.startsWith(`{${p}}:retry:`)),
+          `stream and queue together on ${nodes[i]}: ${keys.join(' ')}`,
+        );
       } finally {
         node.disconnect();
       }
@@ -147,10 +212,14 @@ test('on a 3-node Redis Cluster: ingress, workers, retries, the failed set and s
     const replay = await stacks[0]!.cli(['failed', 'replay', '--all']);
     assert.equal(replay.code, 0, replay.stderr);
     assert.match(replay.stdout, /replayed 2 failed entries/);
-    await waitFor('the failed entries replayed', async () => {
-      const st = await stacks[0]!.status();
-      return st.replayed === 20 && st.failed === 0;
-    }, 60_000);
+    await waitFor(
+      'the failed entries replayed',
+      async () => {
+        const st = await stacks[0]!.status();
+        return st.replayed === 20 && st.failed === 0;
+      },
+      60_000,
+    );
     const tries = staging.received.filter((r) => r.url.startsWith('/fail/0-'));
     assert.ok(tries.length >= 6, `each failed entry was tried twice, then replayed once more (${tries.length})`);
     assert.equal(new Set(tries.map((r) => header(r.rawHeaders, 'x-mirrorplane-id'))).size, 2, 'the same two entries throughout');
@@ -174,22 +243,34 @@ test('PARTITIONS on a cluster: the partitions of one deployment land on differen
   const parts = partitionKeys(prefix, 6);
   const nodes = new Set(parts.map((k) => cluster.nodeOf(k.stream)));
   assert.ok(nodes.size >= 2, `six partitions spread over ${nodes.size} nodes`);
-  const stack = await Stack.start({ redis: { url: cluster.url } as never, stagingUrl: staging.url, workers: 2, env: { MIRRORPLANE_PREFIX: prefix, PARTITIONS: '6', STREAM_RETENTION: '1h' } });
+  const stack = await Stack.start({
+    redis: { url: cluster.url } as never,
+    stagingUrl: staging.url,
+    workers: 2,
+    env: { MIRRORPLANE_PREFIX: prefix, PARTITIONS: '6', STREAM_RETENTION: '1h' },
+  });
   try {
     for (let i = 0; i < 60; i++) {
       const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/cp/${i}`, { method: 'POST', body: `cp ${i}`, headers: { 'x-request-id': `cp-${i}` } });
       assert.equal(res.status, 200);
     }
-    const status = await waitFor('all 60 replayed', async () => {
-      const st = await stack.status();
-      return st.replayed === 60 && st.backlog === 0 && st.pending === 0 ? st : null;
-    }, 60_000);
+    const status = await waitFor(
+      'all 60 replayed',
+      async () => {
+        const st = await stack.status();
+        return st.replayed === 60 && st.backlog === 0 && st.pending === 0 ? st : null;
+      },
+      60_000,
+    );
     assert.equal(status.failed, 0);
     assert.equal(new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id'))).size, 60);
     const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }]);
     try {
       const lengths = await Promise.all(parts.map((k) => client.xlen(k.stream)));
-      assert.equal(lengths.reduce((a, b) => a + b, 0), 60);
+      assert.equal(
+        lengths.reduce((a, b) => a + b, 0),
+        60,
+      );
       assert.ok(lengths.filter((n) => n > 0).length >= 4, `spread: ${lengths.join(' ')}`);
     } finally {
       client.disconnect();

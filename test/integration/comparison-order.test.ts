@@ -37,15 +37,21 @@ after(async () => {
   await server?.close();
 });
 
-const mapping = compileIdMapping(IdMappingOptions.parse({
-  waitLimitMs: 60_000,
-  waitDelayMs: 10,
-  kinds: [{ name: 'order', learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: { json: 'id' } }], use: [{ path: '^/orders/(?<id>[^/]+)$' }] }],
-}));
+const mapping = compileIdMapping(
+  IdMappingOptions.parse({
+    waitLimitMs: 60_000,
+    waitDelayMs: 10,
+    kinds: [{ name: 'order', learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: { json: 'id' } }], use: [{ path: '^/orders/(?<id>[^/]+)$' }] }],
+  }),
+);
 const compareSettings = CompareOptions.parse({ headers: ['content-type'] });
 const settings = ProductionResponsesOptions.parse({});
 const JSON_TYPE = 'application/json';
-const codings: [string, (b: Buffer) => Buffer][] = [['gzip', (b) => zlib.gzipSync(b)], ['deflate', (b) => zlib.deflateRawSync(b)], ['br', (b) => zlib.brotliCompressSync(b)]];
+const codings: [string, (b: Buffer) => Buffer][] = [
+  ['gzip', (b) => zlib.gzipSync(b)],
+  ['deflate', (b) => zlib.deflateRawSync(b)],
+  ['br', (b) => zlib.brotliCompressSync(b)],
+];
 
 function setup(prefix: string) {
   const keys = productionKeys(prefix);
@@ -62,8 +68,22 @@ function setup(prefix: string) {
     uncorrelated: () => {},
     noProductionResponse: () => {},
   };
-  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
-  const comparison: ComparisonContext = { settings: compareSettings, comparison: compileComparison(compareSettings), redact: new Set(), maxDecodedBytes: 1 << 20 };
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1 << 20,
+    observer,
+  });
+  const comparison: ComparisonContext = {
+    settings: compareSettings,
+    comparison: compileComparison(compareSettings),
+    redact: new Set(),
+    maxDecodedBytes: 1 << 20,
+  };
   let seq = 0;
   const base = Date.now();
   const ctx = (requestId: string, method: string, path: string): PipelineContext => ({
@@ -79,13 +99,26 @@ function setup(prefix: string) {
     const request: OutgoingRequest = { method, path, headers: [], body: Buffer.alloc(0), origin: 'default' };
     const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
     const [name, encode] = codings[coding % codings.length]!;
-    const response: ReplayResponse = { status, headers: ['content-type', JSON_TYPE, 'content-encoding', name], body: encode(Buffer.from(JSON.stringify(stagingBody))), truncated: false, ms: 1 };
+    const response: ReplayResponse = {
+      status,
+      headers: ['content-type', JSON_TYPE, 'content-encoding', name],
+      body: encode(Buffer.from(JSON.stringify(stagingBody))),
+      truncated: false,
+      ms: 1,
+    };
     await stage.post!(response, shaped, c);
     return shaped;
   };
   /** The intake's half: production's answer arrives. */
   const produce = (requestId: string, method: string, path: string, body: unknown, status: number) =>
-    storeProductionResponse(redis, keys, settings, mapping, { requestId, status, headers: ['content-type', JSON_TYPE], body: Buffer.from(JSON.stringify(body)), method, path }, comparison);
+    storeProductionResponse(
+      redis,
+      keys,
+      settings,
+      mapping,
+      { requestId, status, headers: ['content-type', JSON_TYPE], body: Buffer.from(JSON.stringify(body)), method, path },
+      comparison,
+    );
   return { keys, counts, ctx, replay, produce };
 }
 
@@ -105,19 +138,31 @@ async function inOrder(order: Order, production: () => Promise<unknown>, staging
 test('creates and reads compare the same in every order of arrival, each exactly once, with compressed staging answers', async () => {
   const { keys, ctx, replay, produce } = setup('cmp1');
   const per = 12;
-  await Promise.all(ORDERS.flatMap((order, o) => Array.from({ length: per }, async (_, i) => {
-    const n = o * per + i;
-    const createId = `c-${n}`;
-    const create = ctx(createId, 'POST', '/orders');
-    await inOrder(order, () => produce(createId, 'POST', '/orders', { id: `ord_${n}`, item: n }, 201), () => replay(create, 'POST', '/orders', { id: `stg_${n}`, item: n }, 201, n));
-    assert.equal(await redis.get(keys.idmap('order', `ord_${n}`)), `=stg_${n}`, `${order}: the mapping is learned`);
-    const readId = `r-${n}`;
-    const read = ctx(readId, 'GET', `/orders/ord_${n}`);
-    await inOrder(order, () => produce(readId, 'GET', `/orders/ord_${n}`, { id: `ord_${n}`, item: n }, 200), async () => {
-      const sent = await replay(read, 'GET', `/orders/ord_${n}`, { item: n, id: `stg_${n}` }, 200, n + 1);
-      assert.equal(sent.path, `/orders/stg_${n}`);
-    });
-  })));
+  await Promise.all(
+    ORDERS.flatMap((order, o) =>
+      Array.from({ length: per }, async (_, i) => {
+        const n = o * per + i;
+        const createId = `c-${n}`;
+        const create = ctx(createId, 'POST', '/orders');
+        await inOrder(
+          order,
+          () => produce(createId, 'POST', '/orders', { id: `ord_${n}`, item: n }, 201),
+          () => replay(create, 'POST', '/orders', { id: `stg_${n}`, item: n }, 201, n),
+        );
+        assert.equal(await redis.get(keys.idmap('order', `ord_${n}`)), `=stg_${n}`, `${order}: the mapping is learned`);
+        const readId = `r-${n}`;
+        const read = ctx(readId, 'GET', `/orders/ord_${n}`);
+        await inOrder(
+          order,
+          () => produce(readId, 'GET', `/orders/ord_${n}`, { id: `ord_${n}`, item: n }, 200),
+          async () => {
+            const sent = await replay(read, 'GET', `/orders/ord_${n}`, { item: n, id: `stg_${n}` }, 200, n + 1);
+            assert.equal(sent.path, `/orders/stg_${n}`);
+          },
+        );
+      }),
+    ),
+  );
   const routes = await redis.hgetall(keys.diffRoutes);
   assert.deepEqual(routes, { 'POST /orders\tmatch': String(3 * per), 'GET /orders/:id\tmatch': String(3 * per) }, 'every pair compared once, all equal');
   assert.equal(await redis.llen(keys.diffs), 0);
@@ -132,7 +177,11 @@ test('a read that reaches the worker before its create has a production answer w
   const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
   const otherWorker = createProductionStageFor(keys, counts);
   await otherWorker.pre!(request, create);
-  const attempt = (c: PipelineContext) => replay(c, 'GET', '/orders/ord_500', { id: 'stg_500' }, 200, 0).then(() => 'sent', (e: { code?: string; message: string }) => `${e.code}: ${e.message}`);
+  const attempt = (c: PipelineContext) =>
+    replay(c, 'GET', '/orders/ord_500', { id: 'stg_500' }, 200, 0).then(
+      () => 'sent',
+      (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
+    );
   // Received before the create: its unknown ID is not the create's; sent as it came.
   assert.equal(await attempt(early), 'sent');
   assert.equal(counts.unknown, 1);
@@ -149,13 +198,34 @@ test('a read that reaches the worker before its create has a production answer w
 
 /** A second stage instance on the same keys: another worker. */
 function createProductionStageFor(keys: ReturnType<typeof productionKeys>, counts: Record<string, number>) {
-  const observer = new Proxy({}, { get: (_, name) => (name === 'waiting' || name === 'unknown' ? () => void counts[name as string]!++ : () => {}) }) as ProductionStageObserver;
-  return createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const observer = new Proxy(
+    {},
+    { get: (_, name) => (name === 'waiting' || name === 'unknown' ? () => void counts[name as string]!++ : () => {}) },
+  ) as ProductionStageObserver;
+  return createProductionStage({
+    redis,
+    keys,
+    mapping,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1 << 20,
+    observer,
+  });
 }
 
 test('a staging body that does not decode is compared as received, and the diff record says why', async () => {
   const { keys, ctx, produce } = setup('cmp3');
-  const stage = createProductionStage({ redis, keys, mapping: null, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1024, observer: createObserver() });
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping: null,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1024,
+    observer: createObserver(),
+  });
   const cases: [string, Buffer][] = [
     ['gzip', Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00])],
     ['gzip', zlib.gzipSync(Buffer.alloc(1 << 20, 0x20))],
@@ -168,13 +238,19 @@ test('a staging body that does not decode is compared as received, and the diff 
     await stage.pre?.(request, c);
     await stage.post!({ status: 200, headers: ['content-type', JSON_TYPE, 'content-encoding', coding], body, truncated: false, ms: 1 }, request, c);
   }
-  const records = (await redis.lrange(keys.diffs, 0, -1)).map((r) => JSON.parse(r) as { decoding?: { staging?: string }; staging: { body: string }; differences: { path: string }[] }).reverse();
+  const records = (await redis.lrange(keys.diffs, 0, -1))
+    .map((r) => JSON.parse(r) as { decoding?: { staging?: string }; staging: { body: string }; differences: { path: string }[] })
+    .reverse();
   assert.equal(records.length, 3);
   assert.match(records[0]!.decoding?.staging ?? '', /^gzip body does not decode/);
   assert.match(records[0]!.staging.body, /^base64:/);
   assert.match(records[1]!.decoding?.staging ?? '', /^gzip body decodes to more than 1024 bytes$/);
   assert.equal(records[2]!.decoding?.staging, 'cannot decode content-coding "compress"');
-  for (const r of records) assert.deepEqual(r.differences.map((d) => d.path), ['body']);
+  for (const r of records)
+    assert.deepEqual(
+      r.differences.map((d) => d.path),
+      ['body'],
+    );
 });
 
 function createObserver(): ProductionStageObserver {
@@ -184,8 +260,24 @@ function createObserver(): ProductionStageObserver {
 test('Redis not answering the ID lookup: the entry is replayed later, neither sent unmapped nor failed', async () => {
   const down = new Redis(server.url, { maxRetriesPerRequest: 0, lazyConnect: true, enableOfflineQueue: false });
   const keys = productionKeys('cmp4');
-  const stage = createProductionStage({ redis: down, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1024, observer: createObserver() });
-  const c: PipelineContext = { entryId: `${Date.now()}-0`, attempt: 1, requestId: 'x', mirrored: { method: 'GET', target: '/orders/ord_1', rawHeaders: [], body: Buffer.alloc(0), receivedAt: 0, requestId: 'x', clientAddress: null }, rules: [], tags: {} };
+  const stage = createProductionStage({
+    redis: down,
+    keys,
+    mapping,
+    compare: null,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1024,
+    observer: createObserver(),
+  });
+  const c: PipelineContext = {
+    entryId: `${Date.now()}-0`,
+    attempt: 1,
+    requestId: 'x',
+    mirrored: { method: 'GET', target: '/orders/ord_1', rawHeaders: [], body: Buffer.alloc(0), receivedAt: 0, requestId: 'x', clientAddress: null },
+    rules: [],
+    tags: {},
+  };
   const request: OutgoingRequest = { method: 'GET', path: '/orders/ord_1', headers: [], body: Buffer.alloc(0), origin: 'default' };
   await assert.rejects(Promise.resolve(stage.pre!(request, c)), (error: Error & { code?: string; delayMs?: number }) => {
     assert.ok(error instanceof ReplayLaterError, String(error));

@@ -15,20 +15,37 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
  */
 
 const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
-test('another site cannot frame the dashboard\'s bull-board pages (clickjacking)', async () => {
+test("another site cannot frame the dashboard's bull-board pages (clickjacking)", async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
   const port = await freePort();
   const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], stack.env);
   const target = `http://127.0.0.1:${port}/queues/queue/retry?status=failed`;
-  const evil = createServer((_req, res) => void res.writeHead(200, { 'content-type': 'text/html' })
-    .end(`<!doctype html><h1>win a prize</h1><iframe id="f" src="${target}" width="1200" height="800" style="opacity:0.05"></iframe>`));
+  const evil = createServer(
+    (_req, res) =>
+      void res
+        .writeHead(200, { 'content-type': 'text/html' })
+        .end(`<!doctype html><h1>win a prize</h1><iframe id="f" src="${target}" width="1200" height="800" style="opacity:0.05"></iframe>`),
+  );
   await new Promise<void>((resolve) => evil.listen(0, '127.0.0.2', resolve));
   const evilPort = (evil.address() as { port: number }).port;
   const profile = mkdtempSync(join(tmpdir(), 'mp-dash-frame-'));
@@ -38,30 +55,66 @@ test('another site cannot frame the dashboard\'s bull-board pages (clickjacking)
     await waitFor('1 failed', async () => (await stack.status()).failed === 1);
     await dashboard.waitForLog('dashboard listening');
     const headers = (await fetch(target)).headers;
-    const want = { 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'", 'x-content-type-options': 'nosniff', 'referrer-policy': 'same-origin', 'cache-control': 'no-store' };
-    for (const path of ['/', '/api/status', '/login', '/nowhere', '/queues/queue/retry?status=failed', '/queues/api/queues?activeQueue=retry&status=failed&page=1', '/queues/api/queues/retry/none/flow', '/queues/nowhere']) {
+    const want = {
+      'x-frame-options': 'DENY',
+      'content-security-policy': "frame-ancestors 'none'",
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'same-origin',
+      'cache-control': 'no-store',
+    };
+    for (const path of [
+      '/',
+      '/api/status',
+      '/login',
+      '/nowhere',
+      '/queues/queue/retry?status=failed',
+      '/queues/api/queues?activeQueue=retry&status=failed&page=1',
+      '/queues/api/queues/retry/none/flow',
+      '/queues/nowhere',
+    ]) {
       const h = (await fetch(`http://127.0.0.1:${port}${path}`, { redirect: 'manual' })).headers;
       const got = Object.fromEntries(Object.keys(want).map((k) => [k, h.get(k)]));
       assert.deepEqual(got, want, `security headers on ${path}`);
     }
     context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
-    const page = context.pages()[0] ?? await context.newPage();
+    const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(`http://127.0.0.2:${evilPort}/`);
     const frame = await (await page.waitForSelector('#f')).contentFrame();
     assert.ok(frame);
-    const framed = await frame.getByText(/\/fail\/framed/).first().waitFor({ timeout: 20_000 }).then(() => true, () => false);
+    const framed = await frame
+      .getByText(/\/fail\/framed/)
+      .first()
+      .waitFor({ timeout: 20_000 })
+      .then(
+        () => true,
+        () => false,
+      );
     // What a clickjacked operator's click does inside the invisible frame: bull-board's Retry.
     let retriedFromFrame = false;
     if (framed) {
       const actions = frame.locator('[data-base-ui-tooltip-trigger] > button');
       const before = staging.received.length;
       for (let i = 0; i < (await actions.count()) && !retriedFromFrame; i++) {
-        await actions.nth(i).click({ force: true, timeout: 5_000 }).catch(() => undefined);
-        await frame.getByRole('button', { name: /^(confirm|yes|ok|retry)$/i }).last().click({ force: true, timeout: 2_000 }).catch(() => undefined);
-        retriedFromFrame = await waitFor('a retry from the frame', () => staging.received.length > before, 5_000).then(() => true, () => false);
+        await actions
+          .nth(i)
+          .click({ force: true, timeout: 5_000 })
+          .catch(() => undefined);
+        await frame
+          .getByRole('button', { name: /^(confirm|yes|ok|retry)$/i })
+          .last()
+          .click({ force: true, timeout: 2_000 })
+          .catch(() => undefined);
+        retriedFromFrame = await waitFor('a retry from the frame', () => staging.received.length > before, 5_000).then(
+          () => true,
+          () => false,
+        );
       }
     }
-    assert.deepEqual({ framed, retriedFromFrame }, { framed: false, retriedFromFrame: false }, `another site framed the bull-board UI with its jobs and action buttons (x-frame-options: ${headers.get('x-frame-options')}, content-security-policy: ${headers.get('content-security-policy')})`);
+    assert.deepEqual(
+      { framed, retriedFromFrame },
+      { framed: false, retriedFromFrame: false },
+      `another site framed the bull-board UI with its jobs and action buttons (x-frame-options: ${headers.get('x-frame-options')}, content-security-policy: ${headers.get('content-security-policy')})`,
+    );
   } finally {
     await context?.close();
     rmSync(profile, { recursive: true, force: true });

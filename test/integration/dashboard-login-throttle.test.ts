@@ -13,18 +13,31 @@ import { MirrorplaneProcess, RedisServer, freePort } from '../helpers/index.js';
 const TOKEN = 'dashboard-token-0123456789abcdef';
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
 let retryAfter: string | undefined;
 
 function post(port: number, body: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/login', headers: { host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}`, 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
-      res.resume();
-      if (res.statusCode === 429) retryAfter = res.headers['retry-after'];
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/login',
+        headers: { host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}`, 'content-type': 'application/x-www-form-urlencoded' },
+      },
+      (res) => {
+        res.resume();
+        if (res.statusCode === 429) retryAfter = res.headers['retry-after'];
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -43,7 +56,11 @@ function bearer(port: number, token: string): Promise<number> {
 
 test('repeated wrong dashboard logins from one address are throttled', async () => {
   const port = await freePort();
-  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'a12-throttle', ADMIN_TOKEN: TOKEN });
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: 'a12-throttle',
+    ADMIN_TOKEN: TOKEN,
+  });
   try {
     await dashboard.waitForLog('dashboard listening');
     const statuses = new Map<number, number>();
@@ -53,7 +70,10 @@ test('repeated wrong dashboard logins from one address are throttled', async () 
     }
     // After 300 failures, the right token right away: a throttle would make it wait or refuse it.
     const next = await post(port, `token=${TOKEN}`);
-    assert.ok((statuses.get(429) ?? 0) > 0 && next !== 303, `300 wrong guesses answered ${JSON.stringify([...statuses])}, then the right one ${next}: no throttle`);
+    assert.ok(
+      (statuses.get(429) ?? 0) > 0 && next !== 303,
+      `300 wrong guesses answered ${JSON.stringify([...statuses])}, then the right one ${next}: no throttle`,
+    );
     assert.ok((statuses.get(401) ?? 0) <= 15, `at most 10 + 5 guesses checked in the first minute: ${JSON.stringify([...statuses])}`);
     assert.match(retryAfter ?? '', /^[1-9][0-9]*$/, 'a 429 says when to try again');
     // The bearer header shares the budget: the right token is not even checked now.
@@ -66,7 +86,11 @@ test('repeated wrong dashboard logins from one address are throttled', async () 
 
 test('wrong bearer tokens are throttled the same way, and the right one before the limit resets it', async () => {
   const port = await freePort();
-  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'a12-throttle-b', ADMIN_TOKEN: TOKEN });
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: 'a12-throttle-b',
+    ADMIN_TOKEN: TOKEN,
+  });
   try {
     await dashboard.waitForLog('dashboard listening');
     for (let i = 0; i < 9; i++) assert.equal(await bearer(port, `wrong-${i}-0123456789abcdef`), 401);

@@ -14,10 +14,18 @@ const TOKEN = 'dashboard-token-0123456789abcdef';
 const SECRET_QUERY = 'SECRETQUERYMARKER77';
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
-interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 
 function call(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -31,7 +39,7 @@ function call(port: number, method: string, path: string, headers: Record<string
   });
 }
 
-test('no bull-board GET route shows a failed job\'s secret query value (flow view included)', async () => {
+test("no bull-board GET route shows a failed job's secret query value (flow view included)", async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
   const port = await freePort();

@@ -14,8 +14,12 @@ const TOKEN = 'dashboard-token-0123456789abcdef';
 const M = { auth: 'MKTRAILERAUTH51', key: 'MKTRAILERKEY52' };
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
 function get(port: number, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -53,7 +57,8 @@ test('credentials in request trailers appear in no dashboard answer, failed list
       'process logs': [stack.ingress.stdout, stack.ingress.stderr, ...stack.workers.flatMap((w) => [w.stdout, w.stderr])].join('\n'),
     };
     const leaks: string[] = [];
-    for (const [where, text] of Object.entries(places)) for (const [what, m] of Object.entries(M)) if (text.includes(m)) leaks.push(`${what} trailer in ${where}`);
+    for (const [where, text] of Object.entries(places))
+      for (const [what, m] of Object.entries(M)) if (text.includes(m)) leaks.push(`${what} trailer in ${where}`);
     assert.deepEqual(leaks, []);
   } finally {
     await dashboard?.stop();

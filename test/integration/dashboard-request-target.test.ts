@@ -14,15 +14,21 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 const TOKEN = 'dashboard-token-0123456789abcdef';
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
 /** One raw request; the target is written byte for byte (a `#` included). */
 function rawPut(port: number, target: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let answer = '';
-    socket.on('data', (c: Buffer) => { answer += c.toString('latin1'); });
+    socket.on('data', (c: Buffer) => {
+      answer += c.toString('latin1');
+    });
     socket.on('end', () => resolve(answer));
     socket.on('error', reject);
     socket.write(`PUT ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
@@ -35,11 +41,16 @@ test('no request-target shape lets the dashboard drain or obliterate entries wai
   const port = await freePort();
   const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { ...stack.env, ADMIN_TOKEN: TOKEN });
   try {
-    for (const p of ['/wait/a', '/wait/b', '/wait/c']) assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}${p}`, { method: 'POST', body: 'x' })).status, 200);
-    await waitFor('3 retrying', async () => {
-      const s = await stack.status();
-      return s.retrying === 3 && s.backlog === 0 && s.pending === 0;
-    }, 60_000);
+    for (const p of ['/wait/a', '/wait/b', '/wait/c'])
+      assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}${p}`, { method: 'POST', body: 'x' })).status, 200);
+    await waitFor(
+      '3 retrying',
+      async () => {
+        const s = await stack.status();
+        return s.retrying === 3 && s.backlog === 0 && s.pending === 0;
+      },
+      60_000,
+    );
     await dashboard.waitForLog('dashboard listening');
     // The plain route is refused (the fix holds for it).
     assert.match(await rawPut(port, '/queues/api/queues/retry/empty'), /^HTTP\/1\.1 403/);

@@ -25,7 +25,11 @@ after(async () => {
   await redis?.close();
 });
 
-interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 
 /** Session cookie → the session key given with it at login: `call` sends it like the dashboard's pages do. */
 const sessionKeys = new Map<string, string>();
@@ -33,11 +37,14 @@ const sessionKeys = new Map<string, string>();
 function call(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   const key = headers.cookie !== undefined && !('x-mirrorplane-session-key' in headers) ? sessionKeys.get(headers.cookie) : undefined;
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...(key ? { 'x-mirrorplane-session-key': key } : {}), ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-    });
+    const req = request(
+      { host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...(key ? { 'x-mirrorplane-session-key': key } : {}), ...headers } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -60,9 +67,12 @@ async function login(port: number): Promise<string> {
 async function failedAndDelayed(staging: RecordingServer): Promise<Stack> {
   const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { REPLAY_ATTEMPTS: '1' } });
   const first = await stack.addWorker();
-  const send = (path: string) => fetch(`http://127.0.0.1:${stack.ingressPort}${path}?token=${SECRET_QUERY}&page=2`, {
-    method: 'POST', body: `{"card":"${SECRET_BODY}"}`, headers: { authorization: SECRET_AUTH, 'x-api-key': SECRET_KEY },
-  });
+  const send = (path: string) =>
+    fetch(`http://127.0.0.1:${stack.ingressPort}${path}?token=${SECRET_QUERY}&page=2`, {
+      method: 'POST',
+      body: `{"card":"${SECRET_BODY}"}`,
+      headers: { authorization: SECRET_AUTH, 'x-api-key': SECRET_KEY },
+    });
   for (const p of ['/fail/a', '/fail/b']) assert.equal((await send(p)).status, 200);
   await waitFor('2 failed', async () => (await stack.status()).failed === 2);
   await first.stop();
@@ -81,7 +91,11 @@ test('the dashboard beyond loopback: refuses to start without ADMIN_TOKEN; with 
   assert.equal(await open.exited, 2);
   assert.match(open.stderr, /ADMIN_TOKEN: required when the dashboard binds "0\.0\.0\.0", which is not a loopback address/);
 
-  const guarded = new MirrorplaneProcess(['dashboard', '--host', '0.0.0.0', '--port', String(port), '--allowed-host', 'mp.internal'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'tdsec-bind', ADMIN_TOKEN: TOKEN });
+  const guarded = new MirrorplaneProcess(['dashboard', '--host', '0.0.0.0', '--port', String(port), '--allowed-host', 'mp.internal'], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: 'tdsec-bind',
+    ADMIN_TOKEN: TOKEN,
+  });
   try {
     const up = await guarded.waitForLog('dashboard listening');
     assert.equal(up.login, true);
@@ -106,7 +120,14 @@ test('attacks on the dashboard: no credentials 401, wrong Host 421, cross-site c
   try {
     await dashboard.waitForLog('dashboard listening');
     const origin = `http://127.0.0.1:${port}`;
-    const every = ['/', '/api/status', '/queues', '/queues/api/queues', '/queues/api/queues?activeQueue=retry&status=failed&page=1', '/queues/api/queues/retry/1'];
+    const every = [
+      '/',
+      '/api/status',
+      '/queues',
+      '/queues/api/queues',
+      '/queues/api/queues?activeQueue=retry&status=failed&page=1',
+      '/queues/api/queues/retry/1',
+    ];
     // No credentials: nothing is served (a browser is sent to the login form).
     for (const path of every) {
       assert.equal((await call(port, 'GET', path)).status, 401, path);
@@ -114,12 +135,20 @@ test('attacks on the dashboard: no credentials 401, wrong Host 421, cross-site c
       assert.equal(nav.status, 303, path);
       assert.equal(nav.headers.location, '/login');
     }
-    for (const path of ['/queues/api/queues/retry/clean/delayed', '/queues/api/queues/retry/clean/failed', '/queues/api/queues/retry/retry/failed', '/queues/api/queues/retry/empty']) {
+    for (const path of [
+      '/queues/api/queues/retry/clean/delayed',
+      '/queues/api/queues/retry/clean/failed',
+      '/queues/api/queues/retry/retry/failed',
+      '/queues/api/queues/retry/empty',
+    ]) {
       assert.equal((await call(port, 'PUT', path, { origin })).status, 401, path);
     }
     // The login: a wrong token, or a form posted from another site, gets no session.
     assert.equal((await call(port, 'POST', '/login', { origin, 'content-type': 'application/x-www-form-urlencoded' }, 'token=wrong')).status, 401);
-    assert.equal((await call(port, 'POST', '/login', { origin: 'http://evil.example', 'content-type': 'application/x-www-form-urlencoded' }, `token=${TOKEN}`)).status, 403);
+    assert.equal(
+      (await call(port, 'POST', '/login', { origin: 'http://evil.example', 'content-type': 'application/x-www-form-urlencoded' }, `token=${TOKEN}`)).status,
+      403,
+    );
     const cookie = await login(port);
     const authed = { cookie };
     for (const path of every.slice(0, -1)) assert.equal((await call(port, 'GET', path, authed)).status, 200, path);
@@ -127,7 +156,10 @@ test('attacks on the dashboard: no credentials 401, wrong Host 421, cross-site c
     for (const path of ['/api/status', '/queues/api/queues', '/queues/API/queues', '/queues/api/queues/retry/1']) {
       assert.equal((await call(port, 'GET', path, { cookie, 'x-mirrorplane-session-key': '' })).status, 401, path);
     }
-    assert.equal((await call(port, 'PUT', '/queues/api/queues/retry/retry/failed', { cookie, origin, 'x-mirrorplane-session-key': 'x'.repeat(43) })).status, 401);
+    assert.equal(
+      (await call(port, 'PUT', '/queues/api/queues/retry/retry/failed', { cookie, origin, 'x-mirrorplane-session-key': 'x'.repeat(43) })).status,
+      401,
+    );
     // A wrong Host with a valid session: DNS rebinding gets nothing.
     assert.equal((await call(port, 'GET', '/queues/api/queues', { ...authed, host: `evil.example:${port}` })).status, 421);
 
@@ -143,24 +175,43 @@ test('attacks on the dashboard: no credentials 401, wrong Host 421, cross-site c
     }
 
     // Cross-site changes: another Origin, or none, with the cookie are refused.
-    for (const headers of [{ ...authed, origin: 'http://evil.example' }, { ...authed, origin: 'null' }, authed, { ...authed, referer: 'http://evil.example/page' }]) {
+    for (const headers of [
+      { ...authed, origin: 'http://evil.example' },
+      { ...authed, origin: 'null' },
+      authed,
+      { ...authed, referer: 'http://evil.example/page' },
+    ]) {
       const res = await call(port, 'PUT', '/queues/api/queues/retry/retry/failed', headers);
       assert.equal(res.status, 403);
       assert.equal(res.headers['x-mirrorplane-refused'], 'cross_site');
     }
     // Entries accepted and still waiting for a retry cannot be deleted from the dashboard.
-    const delayed = JSON.parse((await call(port, 'GET', '/queues/api/queues?activeQueue=retry&status=delayed&page=1', authed)).body) as { queues: { name: string; jobs: { id: string }[] }[] };
+    const delayed = JSON.parse((await call(port, 'GET', '/queues/api/queues?activeQueue=retry&status=delayed&page=1', authed)).body) as {
+      queues: { name: string; jobs: { id: string }[] }[];
+    };
     const delayedIds = delayed.queues.find((q) => q.name === 'retry')?.jobs.map((j) => j.id) ?? [];
     assert.equal(delayedIds.length, 2);
     const one = await call(port, 'GET', `/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}`, authed);
     assert.equal(one.status, 200, one.body);
     for (const secret of [SECRET_AUTH, SECRET_KEY, SECRET_QUERY, SECRET_BODY]) assert.ok(!one.body.includes(secret), `one job shows ${secret}`);
     const same = { ...authed, origin };
-    for (const path of ['/queues/api/queues/retry/clean/delayed', '/queues/api/queues/retry/clean/wait', '/queues/api/queues/retry/clean/paused', '/queues/api/queues/retry/empty', '/queues/api/queues/retry/obliterate', `/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}/clean`, '/queues/api/queues/retry/add', '/queues/api/queues/pause']) {
+    for (const path of [
+      '/queues/api/queues/retry/clean/delayed',
+      '/queues/api/queues/retry/clean/wait',
+      '/queues/api/queues/retry/clean/paused',
+      '/queues/api/queues/retry/empty',
+      '/queues/api/queues/retry/obliterate',
+      `/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}/clean`,
+      '/queues/api/queues/retry/add',
+      '/queues/api/queues/pause',
+    ]) {
       const res = await call(port, 'PUT', path, same, '{}');
       assert.equal(res.status, 403, `${path}: ${res.body}`);
     }
-    for (const path of [`/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}/update-data`, `/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}/delay`]) {
+    for (const path of [
+      `/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}/update-data`,
+      `/queues/api/queues/retry/${encodeURIComponent(delayedIds[0] as string)}/delay`,
+    ]) {
       assert.equal((await call(port, 'PATCH', path, same, '{}')).status, 403, path);
     }
     const s = await stack.status();
@@ -200,14 +251,21 @@ test('--read-only: every change is refused, whoever asks', async () => {
     assert.equal(up.readOnly, true);
     const cookie = await login(port);
     const origin = `http://127.0.0.1:${port}`;
-    const queues = JSON.parse((await call(port, 'GET', '/queues/api/queues?activeQueue=retry&status=failed&page=1', { cookie })).body) as { queues: { name: string; readOnlyMode: boolean; allowRetries: boolean; jobs: { id: string }[] }[] };
+    const queues = JSON.parse((await call(port, 'GET', '/queues/api/queues?activeQueue=retry&status=failed&page=1', { cookie })).body) as {
+      queues: { name: string; readOnlyMode: boolean; allowRetries: boolean; jobs: { id: string }[] }[];
+    };
     const q = queues.queues.find((x) => x.name === 'retry');
     assert.equal(q?.readOnlyMode, true, 'bull-board hides its buttons');
     assert.equal(q?.allowRetries, false);
     const id = q?.jobs[0]?.id;
     assert.ok(id);
     for (const headers of [{ cookie, origin }, { authorization: `Bearer ${TOKEN}` }] as Record<string, string>[]) {
-      for (const path of ['/queues/api/queues/retry/retry/failed', `/queues/api/queues/retry/${id}/retry`, `/queues/api/queues/retry/${id}/clean`, '/queues/api/queues/retry/clean/failed']) {
+      for (const path of [
+        '/queues/api/queues/retry/retry/failed',
+        `/queues/api/queues/retry/${id}/retry`,
+        `/queues/api/queues/retry/${id}/clean`,
+        '/queues/api/queues/retry/clean/failed',
+      ]) {
         const res = await call(port, 'PUT', path, headers);
         assert.equal(res.status, 403, path);
         assert.equal(res.headers['x-mirrorplane-refused'], 'read_only');

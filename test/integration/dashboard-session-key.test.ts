@@ -18,16 +18,41 @@ import { MirrorplaneProcess, RedisServer, freePort } from '../helpers/index.js';
  */
 
 const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const TOKEN = 'dashboard-token-0123456789abcdef';
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
 function get(port: number, path: string, cookie: string, method = 'GET'): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method, headers: { host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}`, referer: `http://127.0.0.1:${port}/`, cookie } }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method,
+        headers: { host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}`, referer: `http://127.0.0.1:${port}/`, cookie },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -35,9 +60,16 @@ function get(port: number, path: string, cookie: string, method = 'GET'): Promis
 
 test('a dashboard session cookie received by another service on the same host opens nothing there', async () => {
   const port = await freePort();
-  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'a12-cookie', ADMIN_TOKEN: TOKEN });
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: 'a12-cookie',
+    ADMIN_TOKEN: TOKEN,
+  });
   let seenCookie = '';
-  const other = createServer((req, res) => { seenCookie ||= req.headers.cookie ?? ''; res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>some local dev server</h1>'); });
+  const other = createServer((req, res) => {
+    seenCookie ||= req.headers.cookie ?? '';
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>some local dev server</h1>');
+  });
   await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
   const otherPort = (other.address() as { port: number }).port;
   const profile = mkdtempSync(join(tmpdir(), 'mp-dash-key-'));
@@ -45,7 +77,7 @@ test('a dashboard session cookie received by another service on the same host op
   try {
     await dashboard.waitForLog('dashboard listening');
     context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
-    const page = context.pages()[0] ?? await context.newPage();
+    const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(`http://127.0.0.1:${port}/`);
     await page.waitForURL(/\/login$/);
     await page.fill('#token', TOKEN);
@@ -57,13 +89,18 @@ test('a dashboard session cookie received by another service on the same host op
     // Over http the browser does send it (this is why the key exists); what it is worth there:
     assert.ok(stolen, `the other service received the cookie (${seenCookie.length} bytes of cookies)`);
     const replayed: Record<string, number> = {};
-    for (const path of ['/api/status', '/queues/api/queues', '/queues/api/queues?activeQueue=retry&status=failed&page=1']) replayed[path] = await get(port, path, stolen);
+    for (const path of ['/api/status', '/queues/api/queues', '/queues/api/queues?activeQueue=retry&status=failed&page=1'])
+      replayed[path] = await get(port, path, stolen);
     replayed['PUT retry failed'] = await get(port, '/queues/api/queues/retry/retry/failed', stolen, 'PUT');
     assert.deepEqual(Object.values(replayed), [401, 401, 401, 401], `the stolen cookie opened ${JSON.stringify(replayed)}`);
     // The operator's own pages still read the data: they add the key kept for this origin.
     await page.goto(`http://127.0.0.1:${port}/`);
     const statuses = await page.evaluate(async () => [(await fetch('/api/status')).status, (await fetch('/queues/api/queues')).status]);
-    assert.deepEqual(statuses.map((s) => s === 200 || s === 503), [true, true], `the dashboard's page: ${statuses.join(', ')}`);
+    assert.deepEqual(
+      statuses.map((s) => s === 200 || s === 503),
+      [true, true],
+      `the dashboard's page: ${statuses.join(', ')}`,
+    );
   } finally {
     await context?.close();
     rmSync(profile, { recursive: true, force: true });

@@ -28,16 +28,38 @@ test('the Lua filter posts production answers asynchronously to a cluster that i
 
 test('the headers the Lua sends are the ones the intake reads', () => {
   const names = [...lua.matchAll(/\["(x-mirrorplane-[a-z-]+|content-type)"\]/g)].map((m) => m[1] as string);
-  assert.deepEqual(new Set(names), new Set(['x-mirrorplane-request-id', 'x-mirrorplane-status', 'x-mirrorplane-method', 'x-mirrorplane-path', 'x-mirrorplane-headers']));
+  assert.deepEqual(
+    new Set(names),
+    new Set(['x-mirrorplane-request-id', 'x-mirrorplane-status', 'x-mirrorplane-method', 'x-mirrorplane-path', 'x-mirrorplane-headers']),
+  );
   // Production's own headers travel in x-mirrorplane-headers, only those it sent.
   assert.match(lua, /ipairs\(\{ "content-type", "content-encoding", "location" \}\)/);
   const parsed = parseIntake(
-    ['x-mirrorplane-request-id', 'r1', 'x-mirrorplane-status', '201', 'x-mirrorplane-method', 'POST', 'x-mirrorplane-path', '/orders', 'x-mirrorplane-headers', '["content-type","application/json","location","/orders/ord_1"]'],
+    [
+      'x-mirrorplane-request-id',
+      'r1',
+      'x-mirrorplane-status',
+      '201',
+      'x-mirrorplane-method',
+      'POST',
+      'x-mirrorplane-path',
+      '/orders',
+      'x-mirrorplane-headers',
+      '["content-type","application/json","location","/orders/ord_1"]',
+    ],
     Buffer.from('{"id":"ord_1"}'),
   );
-  assert.deepEqual({ ...parsed, body: parsed.body.toString() }, {
-    requestId: 'r1', status: 201, method: 'POST', path: '/orders', headers: ['content-type', 'application/json', 'location', '/orders/ord_1'], body: '{"id":"ord_1"}',
-  });
+  assert.deepEqual(
+    { ...parsed, body: parsed.body.toString() },
+    {
+      requestId: 'r1',
+      status: 201,
+      method: 'POST',
+      path: '/orders',
+      headers: ['content-type', 'application/json', 'location', '/orders/ord_1'],
+      body: '{"id":"ord_1"}',
+    },
+  );
 });
 
 test('only the ID routes pay for buffering production bodies', () => {

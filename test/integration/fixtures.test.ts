@@ -10,7 +10,15 @@ import { header, requestHead, sendRaw, waitFor, withStack, type TestStack } from
 function configFor(s: TestStack, role: Role, prefix: string) {
   return loadConfig({
     role,
-    env: { REDIS_URL: s.redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: s.staging.url, INGRESS_HOST: '127.0.0.1', INGRESS_PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'silent' },
+    env: {
+      REDIS_URL: s.redis.url,
+      MIRRORPLANE_PREFIX: prefix,
+      STAGING_URL: s.staging.url,
+      INGRESS_HOST: '127.0.0.1',
+      INGRESS_PORT: '0',
+      ADMIN_PORT: '0',
+      LOG_LEVEL: 'silent',
+    },
   });
 }
 
@@ -42,7 +50,10 @@ test('a test that leaves a Redis connection open fails, naming the connection', 
   try {
     const error = await withStack({}, async (s) => {
       const logger = createLogger({ logLevel: 'silent' }, 'test');
-      ingress = new Ingress(loadConfig({ role: 'ingress', env: { REDIS_URL: s.redis.url, INGRESS_PORT: '0', INGRESS_HOST: '127.0.0.1', ADMIN_PORT: '0' } }), logger);
+      ingress = new Ingress(
+        loadConfig({ role: 'ingress', env: { REDIS_URL: s.redis.url, INGRESS_PORT: '0', INGRESS_HOST: '127.0.0.1', ADMIN_PORT: '0' } }),
+        logger,
+      );
       await ingress.listen();
       // Forgot ingress.close(): its connections outlive the test.
     }).then(

@@ -79,36 +79,47 @@ async function startStaging(createDelayMs: number): Promise<StagingApp> {
 
 function writeConfig(name: string, waitLimitMs: number): string {
   const path = join(dir, name);
-  writeFileSync(path, [
-    'productionResponses:',
-    '  ttlMs: 600000',
-    'idMapping:',
-    `  waitLimitMs: ${waitLimitMs}`,
-    '  waitDelayMs: 100',
-    '  kinds:',
-    '    - name: order',
-    '      learn:',
-    '        - match: { methods: [POST], path: "^/orders$" }',
-    '          from: { json: id }',
-    '      use:',
-    '        - path: "^/orders/(?<id>[^/]+)$"',
-    'compare:',
-    '  headers: [content-type]',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    path,
+    [
+      'productionResponses:',
+      '  ttlMs: 600000',
+      'idMapping:',
+      `  waitLimitMs: ${waitLimitMs}`,
+      '  waitDelayMs: 100',
+      '  kinds:',
+      '    - name: order',
+      '      learn:',
+      '        - match: { methods: [POST], path: "^/orders$" }',
+      '          from: { json: id }',
+      '      use:',
+      '        - path: "^/orders/(?<id>[^/]+)$"',
+      'compare:',
+      '  headers: [content-type]',
+      '',
+    ].join('\n'),
+  );
   return path;
 }
 
 class Proxy {
   #n = 0;
-  constructor(private readonly stack: Stack, private readonly adminPort: number, private readonly tag: string) {}
+  constructor(
+    private readonly stack: Stack,
+    private readonly adminPort: number,
+    private readonly tag: string,
+  ) {}
 
   /** One request through "the proxy": production answers; the mirror copy and production's answer go to Mirrorplane. */
   async request(method: string, path: string, body: unknown, responseFirst: boolean): Promise<{ requestId: string; json: Record<string, unknown> }> {
     const requestId = `${this.tag}-${++this.#n}`;
     const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(body));
     const headers = ['Host', 'shop.example.com', 'X-Request-ID', requestId, ...(payload.length ? ['Content-Type', 'application/json'] : [])];
-    const res = await fetch(`http://127.0.0.1:${productionPort}${path}`, { method, headers: { 'x-request-id': requestId, ...(payload.length ? { 'content-type': 'application/json' } : {}) }, ...(payload.length ? { body: payload } : {}) });
+    const res = await fetch(`http://127.0.0.1:${productionPort}${path}`, {
+      method,
+      headers: { 'x-request-id': requestId, ...(payload.length ? { 'content-type': 'application/json' } : {}) },
+      ...(payload.length ? { body: payload } : {}),
+    });
     const text = Buffer.from(await res.arrayBuffer());
     const productionHeaders: string[] = [];
     res.headers.forEach((value, name) => productionHeaders.push(name, value));
@@ -154,26 +165,35 @@ async function workerMetric(ports: number[], line: string): Promise<number> {
 test('create → read → update → delete chains reach staging with staging IDs, across three workers', async () => {
   const staging = await startStaging(400);
   const adminPort = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: staging.server.url, workers: 0, env: { MIRRORPLANE_CONFIG: writeConfig('chains.yaml', 30_000) }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.server.url,
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: writeConfig('chains.yaml', 30_000) },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   const workerPorts = [await freePort(), await freePort(), await freePort()];
   try {
     for (const port of workerPorts) await stack.addWorker({ ADMIN_PORT: String(port) });
     const proxy = new Proxy(stack, adminPort, 'chain');
-    const chains = await Promise.all(Array.from({ length: 6 }, async (_, i) => {
-      // Half the chains send production's answer before the mirrored request, half after.
-      const first = i % 2 === 0;
-      const create = await proxy.request('POST', '/orders', { item: `book-${i}` }, first);
-      const productionId = String(create.json.id);
-      // Each follow-up is sent once the previous one reached staging: workers replay in
-      // parallel, so without the pause a DELETE could overtake the PUT of the same order.
-      const arrived = (requestId: string) => waitFor(`${requestId} at staging`, () => staging.server.received.some((r) => header(r.rawHeaders, 'x-request-id') === requestId), 60_000);
-      const read = await proxy.request('GET', `/orders/${productionId}`, undefined, !first);
-      await arrived(read.requestId);
-      const update = await proxy.request('PUT', `/orders/${productionId}`, { item: `book-${i}`, qty: 2 }, first);
-      await arrived(update.requestId);
-      const remove = await proxy.request('DELETE', `/orders/${productionId}`, undefined, !first);
-      return { productionId, create, followUps: [read, update, remove] };
-    }));
+    const chains = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        // Half the chains send production's answer before the mirrored request, half after.
+        const first = i % 2 === 0;
+        const create = await proxy.request('POST', '/orders', { item: `book-${i}` }, first);
+        const productionId = String(create.json.id);
+        // Each follow-up is sent once the previous one reached staging: workers replay in
+        // parallel, so without the pause a DELETE could overtake the PUT of the same order.
+        const arrived = (requestId: string) =>
+          waitFor(`${requestId} at staging`, () => staging.server.received.some((r) => header(r.rawHeaders, 'x-request-id') === requestId), 60_000);
+        const read = await proxy.request('GET', `/orders/${productionId}`, undefined, !first);
+        await arrived(read.requestId);
+        const update = await proxy.request('PUT', `/orders/${productionId}`, { item: `book-${i}`, qty: 2 }, first);
+        await arrived(update.requestId);
+        const remove = await proxy.request('DELETE', `/orders/${productionId}`, undefined, !first);
+        return { productionId, create, followUps: [read, update, remove] };
+      }),
+    );
     await waitFor('24 replays', () => staging.server.received.length >= 24, 90_000);
     for (const chain of chains) {
       const stagingId = staging.created.get(chain.create.requestId);
@@ -189,7 +209,10 @@ test('create → read → update → delete chains reach staging with staging ID
     }
     assert.equal(staging.orders.size, 0, 'every staging order was deleted');
     assert.equal(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="unmapped_after_timeout"}'), 0);
-    assert.ok(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="waiting"}') > 0, 'slow creates made follow-ups wait');
+    assert.ok(
+      (await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="waiting"}')) > 0,
+      'slow creates made follow-ups wait',
+    );
     assert.equal(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="mapped"}'), 18);
 
     // Comparison: mapped IDs compare equal; staging's PUT answers carry a field production's do not.
@@ -217,14 +240,24 @@ test('past the wait limit an entry is replayed unmapped and counted; unknown IDs
   const staging = await startStaging(4000);
   const adminPort = await freePort();
   const workerPort = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: staging.server.url, workers: 0, env: { MIRRORPLANE_CONFIG: writeConfig('limit.yaml', 500) }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.server.url,
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: writeConfig('limit.yaml', 500) },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   try {
     await stack.addWorker({ ADMIN_PORT: String(workerPort) });
     const proxy = new Proxy(stack, adminPort, 'limit');
     const create = await proxy.request('POST', '/orders', { item: 'slow' }, true);
     const read = await proxy.request('GET', `/orders/${String(create.json.id)}`, undefined, true);
     const legacy = await proxy.request('GET', '/orders/ord_1', undefined, true);
-    await waitFor('the read to be replayed unmapped', () => staging.server.received.some((r) => header(r.rawHeaders, 'x-request-id') === read.requestId), 30_000);
+    await waitFor(
+      'the read to be replayed unmapped',
+      () => staging.server.received.some((r) => header(r.rawHeaders, 'x-request-id') === read.requestId),
+      30_000,
+    );
     const got = staging.server.received.find((r) => header(r.rawHeaders, 'x-request-id') === read.requestId)!;
     assert.equal(got.url, `/orders/${String(create.json.id)}`, 'sent with the production ID');
     assert.equal(await workerMetric([workerPort], 'mirrorplane_worker_id_mappings_total{kind="order",outcome="unmapped_after_timeout"}'), 1);
@@ -239,7 +272,13 @@ test('past the wait limit an entry is replayed unmapped and counted; unknown IDs
 
 test('the intake refuses what it cannot use, with the reason', async () => {
   const adminPort = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: 'http://127.0.0.1:9', workers: 0, env: { MIRRORPLANE_CONFIG: writeConfig('intake.yaml', 500) }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: 'http://127.0.0.1:9',
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: writeConfig('intake.yaml', 500) },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   try {
     const url = `http://127.0.0.1:${adminPort}/production-responses`;
     const missing = await fetch(url, { method: 'POST', body: 'x' });
@@ -248,7 +287,11 @@ test('the intake refuses what it cannot use, with the reason', async () => {
     const status = await fetch(url, { method: 'POST', headers: { 'x-mirrorplane-request-id': 'r', 'x-mirrorplane-status': 'ok' }, body: 'x' });
     assert.equal(status.status, 400);
     assert.match(await status.text(), /x-mirrorplane-status: expected the production status/);
-    const ok = await fetch(url, { method: 'POST', headers: { 'x-mirrorplane-request-id': 'r1', 'x-mirrorplane-status': '200', 'content-type': 'text/plain' }, body: 'hello' });
+    const ok = await fetch(url, {
+      method: 'POST',
+      headers: { 'x-mirrorplane-request-id': 'r1', 'x-mirrorplane-status': '200', 'content-type': 'text/plain' },
+      body: 'hello',
+    });
     assert.equal(ok.status, 204);
     const client = redis.client();
     try {

@@ -35,11 +35,14 @@ test('two ingress processes share the port, each with its own admin port, and st
 
     // Fresh connections, so the primary hands them to both processes in turn.
     const count = 40;
-    const statuses = await Promise.all(Array.from({ length: count }, (_, i) =>
-      fetch(`http://127.0.0.1:${port}/orders/${i}`, { method: 'POST', body: `order ${i}`, headers: { connection: 'close' } }).then(async (res) => {
-        await res.arrayBuffer();
-        return res.status;
-      })));
+    const statuses = await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        fetch(`http://127.0.0.1:${port}/orders/${i}`, { method: 'POST', body: `order ${i}`, headers: { connection: 'close' } }).then(async (res) => {
+          await res.arrayBuffer();
+          return res.status;
+        }),
+      ),
+    );
     assert.deepEqual(statuses, Array(count).fill(200));
     const client = redis.client();
     try {
@@ -47,10 +50,12 @@ test('two ingress processes share the port, each with its own admin port, and st
     } finally {
       client.disconnect();
     }
-    const accepted = await Promise.all([adminPort, adminPort + 1].map(async (p) => {
-      const text = await (await fetch(`http://127.0.0.1:${p}/metrics`)).text();
-      return Number(/^mirrorplane_ingress_requests_accepted_total (\d+)/m.exec(text)?.[1] ?? NaN);
-    }));
+    const accepted = await Promise.all(
+      [adminPort, adminPort + 1].map(async (p) => {
+        const text = await (await fetch(`http://127.0.0.1:${p}/metrics`)).text();
+        return Number(/^mirrorplane_ingress_requests_accepted_total (\d+)/m.exec(text)?.[1] ?? NaN);
+      }),
+    );
     // Each process counts what it accepted; together, every request.
     assert.equal(accepted[0]! + accepted[1]!, count);
 

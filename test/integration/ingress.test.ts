@@ -69,12 +69,19 @@ test('with Redis down the ingress answers 503 at once, and recovers by itself', 
   await redis.stop();
   await waitFor('readiness to turn false', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 503);
   const statuses = await Promise.all(
-    Array.from({ length: 20 }, () => sendRaw(stack.ingressPort, requestHead('POST', '/during-outage', ['Host', 'x'], 2), Buffer.from('hi')).then((r) => r.status)),
+    Array.from({ length: 20 }, () =>
+      sendRaw(stack.ingressPort, requestHead('POST', '/during-outage', ['Host', 'x'], 2), Buffer.from('hi')).then((r) => r.status),
+    ),
   );
   assert.deepEqual(new Set(statuses), new Set([503]));
   assert.ok((await metric('mirrorplane_ingress_requests_dropped_total{reason="redis_unavailable"}')) >= 20);
   await redis.start();
-  await waitFor('the ingress to accept again', async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200, 30_000, 100);
+  await waitFor(
+    'the ingress to accept again',
+    async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200,
+    30_000,
+    100,
+  );
   assert.equal((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status, 200);
 });
 
@@ -87,19 +94,30 @@ test('SIGTERM lets a request whose body is still arriving finish, then exits 0',
   const socket = connect(port, '127.0.0.1');
   const answer = new Promise<string>((resolve) => {
     let text = '';
-    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
     socket.on('close', () => resolve(text));
   });
   socket.write('POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello');
-  await waitFor('the request to be in flight', async () => (await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text()).includes('mirrorplane_ingress_in_flight 1'));
+  await waitFor('the request to be in flight', async () =>
+    (await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text()).includes('mirrorplane_ingress_in_flight 1'),
+  );
   ingress.child.kill('SIGTERM');
   await ingress.waitForLog('ingress shutting down');
   // New connections are refused once it stops accepting.
-  await waitFor('the port to close', () => new Promise<boolean>((resolve) => {
-    const probe = connect(port, '127.0.0.1');
-    probe.on('error', () => resolve(true));
-    probe.on('connect', () => { probe.destroy(); resolve(false); });
-  }));
+  await waitFor(
+    'the port to close',
+    () =>
+      new Promise<boolean>((resolve) => {
+        const probe = connect(port, '127.0.0.1');
+        probe.on('error', () => resolve(true));
+        probe.on('connect', () => {
+          probe.destroy();
+          resolve(false);
+        });
+      }),
+  );
   socket.write('world');
   const text = await answer;
   assert.match(text, /^HTTP\/1\.1 200/, ingress.stdout + ingress.stderr);

@@ -38,33 +38,43 @@ const codings: [string, (b: Buffer) => Buffer][] = [
 
 test('intake: a production answer POSTed with its own Content-Encoding is decoded (the new ID learned) or refused naming the coding, never stored as if plain', async () => {
   const config = join(dir, 'mirrorplane.yaml');
-  writeFileSync(config, [
-    'idMapping:',
-    '  kinds:',
-    '    - name: order',
-    '      learn:',
-    '        - match: { methods: [POST], path: "^/orders$" }',
-    '          from: { json: id }',
-    '      use:',
-    '        - path: "^/orders/(?<id>[^/]+)$"',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    config,
+    [
+      'idMapping:',
+      '  kinds:',
+      '    - name: order',
+      '      learn:',
+      '        - match: { methods: [POST], path: "^/orders$" }',
+      '          from: { json: id }',
+      '      use:',
+      '        - path: "^/orders/(?<id>[^/]+)$"',
+      '',
+    ].join('\n'),
+  );
   const adminPort = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: 'http://127.0.0.1:9', workers: 0, env: { MIRRORPLANE_CONFIG: config }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
-  const keys = productionKeys(stack.env.MIRRORPLANE_PREFIX!);
-  const post = (requestId: string, coding: string, body: Buffer) => fetch(`http://127.0.0.1:${adminPort}/production-responses`, {
-    method: 'POST',
-    headers: {
-      'x-mirrorplane-request-id': requestId,
-      'x-mirrorplane-status': '201',
-      'x-mirrorplane-method': 'POST',
-      'x-mirrorplane-path': '/orders',
-      'content-type': 'application/json',
-      // The upload itself is compressed (HTTP request Content-Encoding, RFC 9110 §8.4).
-      'content-encoding': coding,
-    },
-    body,
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: 'http://127.0.0.1:9',
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: config },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
   });
+  const keys = productionKeys(stack.env.MIRRORPLANE_PREFIX!);
+  const post = (requestId: string, coding: string, body: Buffer) =>
+    fetch(`http://127.0.0.1:${adminPort}/production-responses`, {
+      method: 'POST',
+      headers: {
+        'x-mirrorplane-request-id': requestId,
+        'x-mirrorplane-status': '201',
+        'x-mirrorplane-method': 'POST',
+        'x-mirrorplane-path': '/orders',
+        'content-type': 'application/json',
+        // The upload itself is compressed (HTTP request Content-Encoding, RFC 9110 §8.4).
+        'content-encoding': coding,
+      },
+      body,
+    });
   try {
     for (const [coding, encode] of codings) {
       const id = `ord_${coding.replace(/\W/g, '')}`;
@@ -72,7 +82,7 @@ test('intake: a production answer POSTed with its own Content-Encoding is decode
       assert.equal(res.status, 204, `${coding}: ${await res.text()}`);
       assert.equal(await client.get(keys.idmap('order', id)), `?c-${id}`, `${coding}: decoded, so the new ID is pending like any other create`);
       // Stored decoded: readers see the plain JSON production sent.
-      assert.equal((await client.hget(keys.response(`c-${id}`), 'b')), JSON.stringify({ id, item: 'book' }));
+      assert.equal(await client.hget(keys.response(`c-${id}`), 'b'), JSON.stringify({ id, item: 'book' }));
     }
     const unknown = await post('c-x', 'compress', Buffer.from('x'));
     assert.equal(unknown.status, 415);

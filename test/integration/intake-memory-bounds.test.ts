@@ -18,7 +18,12 @@ const MAX_CONNECTIONS = 200;
 before(async () => {
   redis = await RedisServer.start();
   staging = await RecordingServer.start();
-  stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BODY_BYTES: String(MAX_BODY), BODY_TIMEOUT_MS: '60000', HEADERS_TIMEOUT_MS: '60000', MAX_CONNECTIONS: String(MAX_CONNECTIONS) } });
+  stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { MAX_BODY_BYTES: String(MAX_BODY), BODY_TIMEOUT_MS: '60000', HEADERS_TIMEOUT_MS: '60000', MAX_CONNECTIONS: String(MAX_CONNECTIONS) },
+  });
 });
 
 after(async () => {
@@ -67,14 +72,18 @@ test('after a refused request (413), a client that keeps sending is not buffered
   const socket = connect({ port: stack.ingressPort, host: '127.0.0.1', allowHalfOpen: true });
   socket.on('error', () => undefined);
   let answer = '';
-  socket.on('data', (d: Buffer) => { answer += d.toString('latin1'); });
+  socket.on('data', (d: Buffer) => {
+    answer += d.toString('latin1');
+  });
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
   // Declared far over MAX_BODY_BYTES: refused at once with 413 and `connection: close`.
   socket.write('POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 999999999\r\n\r\n');
   await waitFor('413 answer', () => answer.startsWith('HTTP/1.1 413'), 10_000);
   // The client (a misbehaving or hostile peer) keeps streaming its "body": 256 MiB at most.
   let written = 0;
-  socket.on('drain', () => { written = socket.bytesWritten; });
+  socket.on('drain', () => {
+    written = socket.bytesWritten;
+  });
   const sent = await Promise.race([
     pump(socket, Buffer.alloc(64 * 1024, 0x41), 256 * 1024 * 1024),
     new Promise<number>((resolve) => setTimeout(() => resolve(-1), 20_000)),
@@ -95,7 +104,9 @@ test('chunk extensions count toward MAX_HEADER_BYTES: a body of 1-byte chunks wi
   const socket = connect({ port: stack.ingressPort, host: '127.0.0.1', allowHalfOpen: true });
   socket.on('error', () => undefined);
   let answer = '';
-  socket.on('data', (d: Buffer) => { answer += d.toString('latin1'); });
+  socket.on('data', (d: Buffer) => {
+    answer += d.toString('latin1');
+  });
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
   socket.write('POST /chunks HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n');
   // Each chunk: 1 data byte, an extension of ~4,000 bytes (under the 4,096-byte chunk-line cap).
@@ -103,10 +114,7 @@ test('chunk extensions count toward MAX_HEADER_BYTES: a body of 1-byte chunks wi
   // 40,000 data bytes (under MAX_BODY_BYTES = 64 KiB), ~160 MiB of extensions on the wire.
   const count = 40_000;
   const piece = Buffer.concat(Array.from({ length: 16 }, () => chunk));
-  const sent = await Promise.race([
-    pump(socket, piece, count * chunk.length),
-    new Promise<number>((resolve) => setTimeout(() => resolve(-1), 20_000)),
-  ]);
+  const sent = await Promise.race([pump(socket, piece, count * chunk.length), new Promise<number>((resolve) => setTimeout(() => resolve(-1), 20_000))]);
   await waitFor('an answer', () => answer.length > 0, 30_000);
   const during = rssMiB(pid);
   socket.destroy();
@@ -131,7 +139,9 @@ test('many slow clients each holding a partial head near MAX_HEADER_BYTES: MAX_C
     for (let i = 0; i < n; i++) {
       const s = connect({ port: stack.ingressPort, host: '127.0.0.1' });
       s.on('error', () => undefined);
-      s.once('close', () => { closed++; });
+      s.once('close', () => {
+        closed++;
+      });
       s.once('connect', () => {
         opened++;
         s.write(`GET / HTTP/1.1\r\nhost: a\r\ncookie: ${'x'.repeat(120_000)}`);
@@ -140,19 +150,26 @@ test('many slow clients each holding a partial head near MAX_HEADER_BYTES: MAX_C
     }
     await waitFor(`${n} connections to open`, () => opened === n, 30_000);
     let last = 0;
-    await waitFor('RSS to settle', async () => {
-      const now = rssMiB(pid);
-      const stable = now - last < 1;
-      last = now;
-      await new Promise((r) => setTimeout(r, 300));
-      return stable;
-    }, 30_000);
+    await waitFor(
+      'RSS to settle',
+      async () => {
+        const now = rssMiB(pid);
+        const stable = now - last < 1;
+        last = now;
+        await new Promise((r) => setTimeout(r, 300));
+        return stable;
+      },
+      30_000,
+    );
     const during = rssMiB(pid);
     // Every connection over MAX_CONNECTIONS was closed by the ingress; the others are held (their heads are not late yet).
     await waitFor('the connections over MAX_CONNECTIONS to be closed', () => closed >= n - MAX_CONNECTIONS, 30_000);
     assert.ok(closed <= n - MAX_CONNECTIONS + 5, `${closed} of ${n} connections closed; at most ${MAX_CONNECTIONS} are held`);
     // 200 × (128 KiB + 64 KiB) = 37.5 MiB at most.
-    assert.ok(during - before < 64, `ingress RSS grew from ${before.toFixed(0)} MiB to ${during.toFixed(0)} MiB holding ${n} partial 120 KB heads with MAX_CONNECTIONS=${MAX_CONNECTIONS}`);
+    assert.ok(
+      during - before < 64,
+      `ingress RSS grew from ${before.toFixed(0)} MiB to ${during.toFixed(0)} MiB holding ${n} partial 120 KB heads with MAX_CONNECTIONS=${MAX_CONNECTIONS}`,
+    );
   } finally {
     for (const s of sockets) s.destroy();
   }

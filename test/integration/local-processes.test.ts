@@ -36,7 +36,10 @@ test('a local redis-server answers once started, survives stop and start on its 
 });
 
 test('a redis-server that cannot start is a coded error, and leaves no directory behind', async () => {
-  const error = await LocalRedisServer.start({ args: ['--no-such-option', 'x'] }).then(() => null, (e: unknown) => e);
+  const error = await LocalRedisServer.start({ args: ['--no-such-option', 'x'] }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   assert.ok(error instanceof MirrorplaneError);
   assert.equal(error.code, 'MP_ERR_LOCAL_PROCESS');
   assert.match(error.message, /exited with code/);
@@ -64,7 +67,10 @@ test('stream info: no stream and no group read as empty, a group reports pending
     assert.ok(group.lag === null || group.lag === 1);
     assert.ok(group.entriesRead === null || group.entriesRead === 1);
     const consumers = await readConsumers(client, 's', 'g');
-    assert.deepEqual(consumers.map((c) => [c.name, c.pending]), [['c1', 1]]);
+    assert.deepEqual(
+      consumers.map((c) => [c.name, c.pending]),
+      [['c1', 1]],
+    );
     assert.ok(consumers[0]!.idleMs >= 0);
     assert.equal(await readGroup(client, 's', 'other'), null);
   } finally {

@@ -34,13 +34,25 @@ async function sum(ports: number[], series: string): Promise<number> {
 test('ingress and workers export what they did; one worker exports the deployment gauges', async () => {
   const staging = await RecordingServer.start((req, res) => void res.writeHead(req.url.startsWith('/fail') ? 500 : 200).end());
   const prefix = `t${randomBytes(4).toString('hex')}`;
-  const env = { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: staging.url, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '50', MAX_BODY_BYTES: '1000' };
+  const env = {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: prefix,
+    STAGING_URL: staging.url,
+    REPLAY_ATTEMPTS: '2',
+    REPLAY_BACKOFF_MS: '50',
+    MAX_BODY_BYTES: '1000',
+  };
   const ingressPort = await freePort();
   const ingressAdmin = await freePort();
   const workerAdmins = [await freePort(), await freePort()];
   const processes: MirrorplaneProcess[] = [];
   try {
-    const ingress = new MirrorplaneProcess(['ingress'], { ...env, INGRESS_PORT: String(ingressPort), INGRESS_HOST: '127.0.0.1', ADMIN_PORT: String(ingressAdmin) });
+    const ingress = new MirrorplaneProcess(['ingress'], {
+      ...env,
+      INGRESS_PORT: String(ingressPort),
+      INGRESS_HOST: '127.0.0.1',
+      ADMIN_PORT: String(ingressAdmin),
+    });
     processes.push(ingress);
     await ingress.waitForLog('ingress listening');
     for (const admin of workerAdmins) {
@@ -78,9 +90,13 @@ test('ingress and workers export what they did; one worker exports the deploymen
 
     // The deployment gauges: exactly one worker exports them, so a sum() counts each once.
     const labels = `prefix="${prefix}"`;
-    await waitFor('the deployment gauges to settle', async () =>
-      (await sum(workerAdmins, `mirrorplane_failed_jobs{${labels}}`)) === 10 &&
-      (await sum(workerAdmins, `mirrorplane_deployment_replayed_total{${labels}}`)) === 20, 30_000);
+    await waitFor(
+      'the deployment gauges to settle',
+      async () =>
+        (await sum(workerAdmins, `mirrorplane_failed_jobs{${labels}}`)) === 10 &&
+        (await sum(workerAdmins, `mirrorplane_deployment_replayed_total{${labels}}`)) === 20,
+      30_000,
+    );
     assert.equal(await sum(workerAdmins, 'mirrorplane_deployment_exporter'), 1);
     assert.equal(await sum(workerAdmins, `mirrorplane_stream_backlog_entries{${labels},partition="0"}`), 0);
     assert.equal(await sum(workerAdmins, `mirrorplane_stream_pending_entries{${labels},partition="0"}`), 0);

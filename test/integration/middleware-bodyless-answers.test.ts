@@ -55,7 +55,13 @@ async function setup() {
   writeFileSync(config, ['compare:', '  headers: [content-type]', ''].join('\n'));
   const staging = await RecordingServer.start((req, res) => handle(req.method, req.url, res));
   const adminPort = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { MIRRORPLANE_CONFIG: config }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { MIRRORPLANE_CONFIG: config },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   const keys = productionKeys(stack.env.MIRRORPLANE_PREFIX!);
   const errors: unknown[] = [];
   const capture = mirrorplaneResponses({ intake: `http://127.0.0.1:${adminPort}/production-responses`, onError: (e: unknown) => errors.push(e) });
@@ -67,12 +73,20 @@ async function setup() {
   await new Promise<void>((r) => production.listen(0, '127.0.0.1', r));
   const nginx = await startNginx({ productionPort: (production.address() as { port: number }).port, mirrorPort: stack.ingressPort });
   return {
-    keys, staging, stack, nginx, errors,
+    keys,
+    staging,
+    stack,
+    nginx,
+    errors,
     async compared(n: number): Promise<Record<string, string>> {
-      return waitFor(`${n} comparisons`, async () => {
-        const routes = await client.hgetall(keys.diffRoutes);
-        return Object.values(routes).reduce((s, v) => s + Number(v), 0) >= n ? routes : null;
-      }, 60_000);
+      return waitFor(
+        `${n} comparisons`,
+        async () => {
+          const routes = await client.hgetall(keys.diffRoutes);
+          return Object.values(routes).reduce((s, v) => s + Number(v), 0) >= n ? routes : null;
+        },
+        60_000,
+      );
     },
     async close() {
       await nginx.stop();
@@ -83,7 +97,7 @@ async function setup() {
   };
 }
 
-test('middleware, node:http: a HEAD answered by the GET code path compares equal with staging\'s HEAD answer', async () => {
+test("middleware, node:http: a HEAD answered by the GET code path compares equal with staging's HEAD answer", async () => {
   const s = await setup();
   try {
     const res = await fetch(`${s.nginx.url}/items/1`, { method: 'HEAD', headers: { 'x-request-id': 'head-1' } });

@@ -43,12 +43,31 @@ for (const variant of ['answer over maxBodyBytes', 'response destroyed after the
     const config = join(dir, `mirrorplane-${variant.length}.yaml`);
     writeFileSync(config, JSON.stringify({ idMapping: settings }));
     const adminPort = await freePort();
-    const stack = await Stack.start({ redis, stagingUrl: 'http://127.0.0.1:9', workers: 0, env: { MIRRORPLANE_CONFIG: config }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+    const stack = await Stack.start({
+      redis,
+      stagingUrl: 'http://127.0.0.1:9',
+      workers: 0,
+      env: { MIRRORPLANE_CONFIG: config },
+      ingressEnv: { ADMIN_PORT: String(adminPort) },
+    });
     const keys = productionKeys(stack.env.MIRRORPLANE_PREFIX!);
     const mapping = compileIdMapping(IdMappingOptions.parse(settings));
-    const stage = createProductionStage({ redis: client, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer: new Proxy({}, { get: () => () => {} }) as ProductionStageObserver });
+    const stage = createProductionStage({
+      redis: client,
+      keys,
+      mapping,
+      compare: null,
+      redact: new Set(),
+      productionTtlMs: 600_000,
+      maxDecodedBytes: 1 << 20,
+      observer: new Proxy({}, { get: () => () => {} }) as ProductionStageObserver,
+    });
     const errors: unknown[] = [];
-    const capture = mirrorplaneResponses({ intake: `http://127.0.0.1:${adminPort}/production-responses`, maxBodyBytes: 4096, onError: (e: unknown) => errors.push(e) });
+    const capture = mirrorplaneResponses({
+      intake: `http://127.0.0.1:${adminPort}/production-responses`,
+      maxBodyBytes: 4096,
+      onError: (e: unknown) => errors.push(e),
+    });
     let finished = false;
     const production = createServer((req: IncomingMessage, res: ServerResponse) => {
       capture(req, res);
@@ -68,23 +87,38 @@ for (const variant of ['answer over maxBodyBytes', 'response destroyed after the
     try {
       const now = Date.now();
       const ctx = (requestId: string, seq: number, target: string): PipelineContext => ({
-        entryId: `${now}-${seq}`, attempt: 1, requestId,
+        entryId: `${now}-${seq}`,
+        attempt: 1,
+        requestId,
         mirrored: { method: 'GET', target, rawHeaders: [], body: Buffer.alloc(0), receivedAt: now, requestId, clientAddress: null },
-        rules: [], tags: {},
+        rules: [],
+        tags: {},
       });
       // A worker starts the mirror copy of the create.
       const create: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
       await stage.pre!(create, ctx('cr-1', 0, '/orders'));
       assert.equal(await client.zcard(keys.inflight('order')), 1, 'registered in flight');
       // Production answers the create (with the middleware installed).
-      await fetch(`http://127.0.0.1:${(production.address() as { port: number }).port}/orders`, { method: 'POST', headers: { 'x-request-id': 'cr-1' }, body: '{}' }).then((r) => r.arrayBuffer()).catch(() => null);
+      await fetch(`http://127.0.0.1:${(production.address() as { port: number }).port}/orders`, {
+        method: 'POST',
+        headers: { 'x-request-id': 'cr-1' },
+        body: '{}',
+      })
+        .then((r) => r.arrayBuffer())
+        .catch(() => null);
       await waitFor('production finished with the response', () => finished || null, 10_000);
-      await waitFor('the create out of flight (production answered it)', async () => ((await client.zcard(keys.inflight('order'))) === 0 ? true : null), 10_000)
-        .catch((e: Error) => assert.fail(`${e.message}; the middleware reported: ${errors.map(String).join('; ') || 'nothing'}`));
+      await waitFor(
+        'the create out of flight (production answered it)',
+        async () => ((await client.zcard(keys.inflight('order'))) === 0 ? true : null),
+        10_000,
+      ).catch((e: Error) => assert.fail(`${e.message}; the middleware reported: ${errors.map(String).join('; ') || 'nothing'}`));
       // Posted marked as cut: nothing of the partial answer is kept, learned or compared.
       assert.equal(await client.exists(keys.response('cr-1')), 0, 'a cut answer is not stored');
       assert.deepEqual(await client.keys(`${keys.idmap('order', '')}*`), [], 'nothing learned from a cut answer');
-      assert.ok(errors.some((e) => /cr-1 posted cut/.test(String(e))), `the middleware reports the cut: ${errors.map(String).join('; ')}`);
+      assert.ok(
+        errors.some((e) => /cr-1 posted cut/.test(String(e))),
+        `the middleware reports the cut: ${errors.map(String).join('; ')}`,
+      );
       // A request naming an order from before the mirroring goes on at once.
       const legacy: OutgoingRequest = { method: 'GET', path: '/orders/legacy_1', headers: [], body: Buffer.alloc(0), origin: 'default' };
       const sent = (await stage.pre!(legacy, ctx('lg-1', 1, '/orders/legacy_1'))) as OutgoingRequest;

@@ -36,7 +36,17 @@ async function run(handler: (req: IncomingMessage, res: ServerResponse) => void)
 
 const styles: [string, (req: IncomingMessage, res: ServerResponse) => void][] = [
   ['flat array', (_req, res) => res.writeHead(200, ['Content-Type', 'text/html', 'Link', '</a.css>; rel=preload', 'Link', '</b.js>; rel=preload']).end('<p>')],
-  ['array of pairs', (_req, res) => res.writeHead(200, [['Content-Type', 'text/html'], ['Link', '</a.css>; rel=preload'], ['Link', '</b.js>; rel=preload']] as unknown as string[]).end('<p>')],
+  [
+    'array of pairs',
+    (_req, res) =>
+      res
+        .writeHead(200, [
+          ['Content-Type', 'text/html'],
+          ['Link', '</a.css>; rel=preload'],
+          ['Link', '</b.js>; rel=preload'],
+        ] as unknown as string[])
+        .end('<p>'),
+  ],
 ];
 
 for (const [name, handler] of styles) {

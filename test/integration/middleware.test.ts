@@ -13,7 +13,11 @@ import { waitFor } from '../helpers/index.js';
  * intake's own parser, so the two cannot drift apart.
  */
 
-interface Posted { url: string; headers: Record<string, string>; body: Buffer }
+interface Posted {
+  url: string;
+  headers: Record<string, string>;
+  body: Buffer;
+}
 
 async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void, options: Record<string, unknown> = {}) {
   const posted: Posted[] = [];
@@ -39,10 +43,41 @@ function intakeView(p: Posted) {
 
 const styles: [string, (req: IncomingMessage, res: ServerResponse) => void][] = [
   ['writeHead(status, object)', (_req, res) => res.writeHead(201, { 'Content-Type': 'application/json', Location: '/orders/ord_1' }).end('{"id":"ord_1"}')],
-  ['writeHead(status, message, array)', (_req, res) => { res.writeHead(201, 'Made', ['Content-Type', 'application/json', 'Location', '/orders/ord_1']); res.end(Buffer.from('{"id":"ord_1"}')); }],
-  ['setHeader then writeHead(status)', (_req, res) => { res.setHeader('content-type', 'application/json'); res.setHeader('location', '/orders/ord_1'); res.writeHead(201); res.write('{"id":'); res.end('"ord_1"}'); }],
-  ['setHeader and writeHead both', (_req, res) => { res.setHeader('content-type', 'text/plain'); res.writeHead(201, { 'content-type': 'application/json', location: '/orders/ord_1' }); res.end('{"id":"ord_1"}', 'utf8', () => {}); }],
-  ['statusCode and setHeader, latin1 write', (_req, res) => { res.statusCode = 201; res.setHeader('Content-Type', 'application/json'); res.setHeader('Location', '/orders/ord_1'); res.write('{"id":"ord_1"}', 'latin1'); res.end(); }],
+  [
+    'writeHead(status, message, array)',
+    (_req, res) => {
+      res.writeHead(201, 'Made', ['Content-Type', 'application/json', 'Location', '/orders/ord_1']);
+      res.end(Buffer.from('{"id":"ord_1"}'));
+    },
+  ],
+  [
+    'setHeader then writeHead(status)',
+    (_req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('location', '/orders/ord_1');
+      res.writeHead(201);
+      res.write('{"id":');
+      res.end('"ord_1"}');
+    },
+  ],
+  [
+    'setHeader and writeHead both',
+    (_req, res) => {
+      res.setHeader('content-type', 'text/plain');
+      res.writeHead(201, { 'content-type': 'application/json', location: '/orders/ord_1' });
+      res.end('{"id":"ord_1"}', 'utf8', () => {});
+    },
+  ],
+  [
+    'statusCode and setHeader, latin1 write',
+    (_req, res) => {
+      res.statusCode = 201;
+      res.setHeader('Content-Type', 'application/json');
+      res.setHeader('Location', '/orders/ord_1');
+      res.write('{"id":"ord_1"}', 'latin1');
+      res.end();
+    },
+  ],
 ];
 
 for (const [name, handler] of styles) {
@@ -79,8 +114,13 @@ test('Express: res.json, res.send, originalUrl under a mounted router; set-cooki
   const app = express();
   app.use(mirrorplaneResponses({ intake: 'http://intake.test/production-responses', fetch: fakeFetch }));
   const router = express.Router();
-  router.post('/orders', (_req, res) => { res.cookie('session', 'secret'); res.status(201).json({ id: 'ord_9' }); });
-  router.get('/text', (_req, res) => { res.send('plain'); });
+  router.post('/orders', (_req, res) => {
+    res.cookie('session', 'secret');
+    res.status(201).json({ id: 'ord_9' });
+  });
+  router.get('/text', (_req, res) => {
+    res.send('plain');
+  });
   app.use('/api', router);
   const server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
@@ -91,7 +131,11 @@ test('Express: res.json, res.send, originalUrl under a mounted router; set-cooki
     await (await fetch(`${url}/api/orders`, { method: 'POST', headers: { 'x-request-id': 'e-1' } })).text();
     await (await fetch(`${url}/api/text`, { headers: { 'x-request-id': 'e-2' } })).text();
     await waitFor('two posts', () => (posted.length === 2 ? true : null));
-    assert.deepEqual(posted.map((p) => p.headers['x-mirrorplane-request-id']), ['e-1', 'e-2'], 'no x-request-id: nothing posted');
+    assert.deepEqual(
+      posted.map((p) => p.headers['x-mirrorplane-request-id']),
+      ['e-1', 'e-2'],
+      'no x-request-id: nothing posted',
+    );
     const [create, text] = posted.map(intakeView);
     assert.equal(create!.path, '/api/orders');
     assert.equal(create!.status, 201);
@@ -107,15 +151,18 @@ test('Express: res.json, res.send, originalUrl under a mounted router; set-cooki
 
 test('a compressed answer is posted as written with its content-encoding; an answer over the bound is posted cut, marked so, and reported', async () => {
   const gz = gzipSync('{"id":"ord_2"}');
-  const app = await serve((req, res) => {
-    if (req.url === '/big') {
-      res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      res.end(Buffer.alloc(2048));
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
-    res.end(gz);
-  }, { maxBodyBytes: 1024 });
+  const app = await serve(
+    (req, res) => {
+      if (req.url === '/big') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.end(Buffer.alloc(2048));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(gz);
+    },
+    { maxBodyBytes: 1024 },
+  );
   try {
     await (await fetch(`${app.url}/gz`, { headers: { 'x-request-id': 'g-1', 'accept-encoding': 'gzip' } })).arrayBuffer();
     await (await fetch(`${app.url}/big`, { headers: { 'x-request-id': 'g-2' } })).arrayBuffer();

@@ -19,9 +19,18 @@ after(async () => {
 
 test('partition keys, the partitioner and qualified ids', () => {
   const keys = partitionKeys('shop', 3);
-  assert.deepEqual(keys.map((k) => k.stream), ['{shop}:stream', '{shop~1}:stream', '{shop~2}:stream']);
-  assert.deepEqual(keys.map((k) => k.replayed), ['{shop}:replayed', '{shop~1}:replayed', '{shop~2}:replayed']);
-  assert.ok(keys.every((k) => k.bullPrefix === '{shop}' && k.group === 'workers'), 'one retry queue, with partition 0');
+  assert.deepEqual(
+    keys.map((k) => k.stream),
+    ['{shop}:stream', '{shop~1}:stream', '{shop~2}:stream'],
+  );
+  assert.deepEqual(
+    keys.map((k) => k.replayed),
+    ['{shop}:replayed', '{shop~1}:replayed', '{shop~2}:replayed'],
+  );
+  assert.ok(
+    keys.every((k) => k.bullPrefix === '{shop}' && k.group === 'workers'),
+    'one retry queue, with partition 0',
+  );
   assert.equal(partitionOf('abc', 8), partitionOf('abc', 8), 'stable');
   const spread = new Set(Array.from({ length: 200 }, (_, i) => partitionOf(`req-${i}`, 4)));
   assert.equal(spread.size, 4);
@@ -74,7 +83,7 @@ test('PARTITIONS=4: the ingress spreads by request id, workers drain every parti
     assert.equal((status as unknown as { accepted: number }).accepted, 200);
     assert.equal((status as unknown as { consumers: unknown[] }).consumers.length, 2, 'a consumer appears once, whatever its partitions');
 
-    const scrape = async (port: number) => (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    const scrape = async (port: number) => await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const labels = `prefix="${stack.env.MIRRORPLANE_PREFIX}"`;
     const text = await waitFor('the deployment gauges', async () => {
       const texts = await Promise.all(admins.map(scrape));
@@ -90,17 +99,33 @@ test('PARTITIONS=4: the ingress spreads by request id, workers drain every parti
 
 test('PARTITION_KEY=header:x-session keeps a session in one partition, in order; replay appends to the right partition', async () => {
   const staging = await RecordingServer.start();
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { PARTITIONS: '3', PARTITION_KEY: 'header:x-session', STREAM_RETENTION: '1h', WORKER_CONCURRENCY: '1' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    env: { PARTITIONS: '3', PARTITION_KEY: 'header:x-session', STREAM_RETENTION: '1h', WORKER_CONCURRENCY: '1' },
+  });
   try {
     for (let i = 0; i < 30; i++) {
-      const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/s/${i}`, { method: 'PUT', body: String(i), headers: { 'x-session': `session-${i % 5}`, 'x-request-id': `s-${i}` } });
+      const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/s/${i}`, {
+        method: 'PUT',
+        body: String(i),
+        headers: { 'x-session': `session-${i % 5}`, 'x-request-id': `s-${i}` },
+      });
       assert.equal(res.status, 200);
     }
     await waitFor('30 at staging', () => staging.received.length === 30, 60_000);
     for (let s = 0; s < 5; s++) {
       const seen = staging.received.filter((r) => header(r.rawHeaders, 'x-session') === `session-${s}`).map((r) => Number(r.body.toString()));
-      assert.deepEqual(seen, [...seen].sort((a, b) => a - b), `session-${s} in order`);
-      const partitions = new Set(staging.received.filter((r) => header(r.rawHeaders, 'x-session') === `session-${s}`).map((r) => splitId(header(r.rawHeaders, 'x-mirrorplane-id')!).partition));
+      assert.deepEqual(
+        seen,
+        [...seen].sort((a, b) => a - b),
+        `session-${s} in order`,
+      );
+      const partitions = new Set(
+        staging.received
+          .filter((r) => header(r.rawHeaders, 'x-session') === `session-${s}`)
+          .map((r) => splitId(header(r.rawHeaders, 'x-mirrorplane-id')!).partition),
+      );
       assert.deepEqual([...partitions], [partitionOf(`session-${s}`, 3)]);
     }
     const replay = await runCli(['replay', '--from', '-5m', '--speed', 'max', '--filter', 'header.x-session=^session-2$'], stack.env);
@@ -109,7 +134,11 @@ test('PARTITION_KEY=header:x-session keeps a session in one partition, in order;
     await waitFor('the session replayed again', () => staging.received.length === 36, 60_000);
     const again = staging.received.slice(30);
     assert.ok(again.every((r) => header(r.rawHeaders, 'x-session') === 'session-2'));
-    assert.deepEqual(again.map((r) => Number(r.body.toString())), [2, 7, 12, 17, 22, 27], 'in the original order');
+    assert.deepEqual(
+      again.map((r) => Number(r.body.toString())),
+      [2, 7, 12, 17, 22, 27],
+      'in the original order',
+    );
     assert.ok(again.every((r) => splitId(header(r.rawHeaders, 'x-mirrorplane-id')!).partition === partitionOf('session-2', 3)));
   } finally {
     await stack.close();

@@ -101,9 +101,12 @@ test('rules shape what staging receives; unmatched requests are untouched; drops
 
     const expected = 8 + kept.length; // everything but the payment and the sampled-out searches
     await waitFor(`${expected} replays`, () => staging.received.length + reports.received.length >= expected, 60_000);
-    await waitFor('the drops to be counted', async () =>
-      (await metric(adminPort, 'mirrorplane_worker_pipeline_dropped_total{by="no-payments",reason="rule"}')) === 1 &&
-      (await metric(adminPort, 'mirrorplane_worker_pipeline_dropped_total{by="sample-search",reason="sample"}')) === users.length - kept.length);
+    await waitFor(
+      'the drops to be counted',
+      async () =>
+        (await metric(adminPort, 'mirrorplane_worker_pipeline_dropped_total{by="no-payments",reason="rule"}')) === 1 &&
+        (await metric(adminPort, 'mirrorplane_worker_pipeline_dropped_total{by="sample-search",reason="sample"}')) === users.length - kept.length,
+    );
     await waitFor('the stream to drain', async () => {
       const s = await stack.status();
       return s.backlog === 0 && s.pending === 0;
@@ -128,12 +131,22 @@ test('rules shape what staging receives; unmatched requests are untouched; drops
     const api = byRequestId(staging.received, 'api');
     assert.equal(api.method, 'POST');
     assert.equal(api.url, '/v2/api/orders/7?a=1');
-    assert.deepEqual(api.rawHeaders, expectedHeaders(host, ['X-Request-ID', 'api', 'Content-Type', 'text/plain', ...ids(api), 'x-env', 'staging', 'x-trace', idOf(api)], apiBody));
+    assert.deepEqual(
+      api.rawHeaders,
+      expectedHeaders(host, ['X-Request-ID', 'api', 'Content-Type', 'text/plain', ...ids(api), 'x-env', 'staging', 'x-trace', idOf(api)], apiBody),
+    );
     assert.ok(api.body.equals(apiBody));
 
     const user = byRequestId(staging.received, 'user');
     assert.equal(user.url, '/users/42/profile');
-    assert.deepEqual(user.rawHeaders, expectedHeaders(host, ['X-Request-ID', 'user', 'Via', 'proxy', 'x-user-id', '42', ...ids(user), 'x-mirrored-host', 'shop.example.com', 'via', 'mirrorplane'], null));
+    assert.deepEqual(
+      user.rawHeaders,
+      expectedHeaders(
+        host,
+        ['X-Request-ID', 'user', 'Via', 'proxy', 'x-user-id', '42', ...ids(user), 'x-mirrored-host', 'shop.example.com', 'via', 'mirrorplane'],
+        null,
+      ),
+    );
 
     const tracking = byRequestId(staging.received, 'tracking');
     assert.equal(tracking.url, '/landing?q=a%20b+c&mirrored=1');
@@ -144,9 +157,14 @@ test('rules shape what staging receives; unmatched requests are untouched; drops
     assert.equal(reports.received.length, 1, 'only the routed request reached the reports origin');
 
     const orderJson = byRequestId(staging.received, 'order-json');
-    const edited = Buffer.from(JSON.stringify({ customer: { name: 'Zoë', email: 'test@example.com' }, card: { exp: '12/30' }, source: 'mirror', mirrorId: idOf(orderJson) }));
+    const edited = Buffer.from(
+      JSON.stringify({ customer: { name: 'Zoë', email: 'test@example.com' }, card: { exp: '12/30' }, source: 'mirror', mirrorId: idOf(orderJson) }),
+    );
     assert.ok(orderJson.body.equals(edited), `edited JSON: ${orderJson.body.toString()}`);
-    assert.deepEqual(orderJson.rawHeaders, expectedHeaders(host, ['X-Request-ID', 'order-json', 'Content-Type', 'application/json', ...ids(orderJson)], edited));
+    assert.deepEqual(
+      orderJson.rawHeaders,
+      expectedHeaders(host, ['X-Request-ID', 'order-json', 'Content-Type', 'application/json', ...ids(orderJson)], edited),
+    );
     assert.ok(byRequestId(staging.received, 'order-binary').body.equals(binary), 'a non-JSON body is byte-identical');
     assert.ok(byRequestId(staging.received, 'order-bad-json').body.equals(Buffer.from('{"card": oops')), 'an unparsable JSON body is byte-identical');
 
@@ -163,7 +181,9 @@ test('a replay can only reach a configured origin, whatever a hook or the reques
   const staging = await RecordingServer.start();
   const backend = await RecordingServer.start();
   const evil = await RecordingServer.start();
-  const hooks = writeFile('route-hooks.mjs', `
+  const hooks = writeFile(
+    'route-hooks.mjs',
+    `
 export function pre(request) {
   if (request.path.startsWith('/by-url')) request.origin = ${JSON.stringify(evil.url)};
   if (request.path.startsWith('/by-name')) request.origin = 'evil';
@@ -173,7 +193,8 @@ export function pre(request) {
   if (request.path.startsWith('/backend')) request.origin = 'backend';
   return request;
 }
-`);
+`,
+  );
   const config = writeFile('route.yaml', stringify({ origins: { default: staging.url, backend: backend.url }, hooks }));
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { MIRRORPLANE_CONFIG: config } });
   try {
@@ -194,7 +215,7 @@ export function pre(request) {
     assert.equal(byRequestId(staging.received, '/by-path').url, '/stolen?x=1', 'an absolute path loses its authority');
     assert.equal(header(byRequestId(staging.received, '/by-host').rawHeaders, 'host'), new URL(staging.url).host);
     const routed = byRequestId(backend.received, '/backend');
-    assert.equal(header(routed.rawHeaders, 'host'), new URL(backend.url).host, 'a routed request carries its origin\'s Host');
+    assert.equal(header(routed.rawHeaders, 'host'), new URL(backend.url).host, "a routed request carries its origin's Host");
     assert.equal(evil.received.length, 0, 'nothing reached a server that is not configured');
   } finally {
     await stack.close();
@@ -218,7 +239,14 @@ test('the JavaScript hooks example adds a header and sends the request to the st
     assert.equal(r.url, '/orders?x=1');
     assert.ok(r.body.equals(body));
     const id = header(r.rawHeaders, 'x-mirrorplane-id') as string;
-    assert.deepEqual(r.rawHeaders, expectedHeaders(new URL(backend.url).host, ['X-Request-ID', 'js-hook', 'Content-Type', 'application/json', 'x-mirrorplane-id', id, 'x-mirrorplane-attempt', '1', 'x-mirrorplane-env', 'staging'], body));
+    assert.deepEqual(
+      r.rawHeaders,
+      expectedHeaders(
+        new URL(backend.url).host,
+        ['X-Request-ID', 'js-hook', 'Content-Type', 'application/json', 'x-mirrorplane-id', id, 'x-mirrorplane-attempt', '1', 'x-mirrorplane-env', 'staging'],
+        body,
+      ),
+    );
     assert.equal(staging.received.length, 0);
   } finally {
     await stack.close();
@@ -240,11 +268,22 @@ test('the TypeScript hooks example loads through tsx, tags tenants, shares state
     await send(stack, 'GET', '/api/items/2', ['Host', 'acme.example.com', 'X-Request-ID', 'acme-2']);
     await send(stack, 'GET', '/other', ['Host', 'x.example.com', 'X-Tenant', 'Globex', 'X-Request-ID', 'globex-1']);
     await send(stack, 'GET', '/api/secret', ['Host', 'internal.example.com', 'X-Request-ID', 'internal-1']);
-    await waitFor('three replays and one drop', async () => staging.received.length === 3 && (await stack.status()).backlog === 0 && (await stack.status()).pending === 0, 60_000);
+    await waitFor(
+      'three replays and one drop',
+      async () => staging.received.length === 3 && (await stack.status()).backlog === 0 && (await stack.status()).pending === 0,
+      60_000,
+    );
     const first = byRequestId(staging.received, 'acme-1');
     assert.equal(first.url, '/v2/api/items', 'the rules ran before the hooks');
     const id = header(first.rawHeaders, 'x-mirrorplane-id') as string;
-    assert.deepEqual(first.rawHeaders, expectedHeaders(new URL(staging.url).host, ['X-Request-ID', 'acme-1', 'x-mirrorplane-id', id, 'x-mirrorplane-attempt', '1', 'x-tenant-id', 'acme', 'x-tenant-seq', '1'], null));
+    assert.deepEqual(
+      first.rawHeaders,
+      expectedHeaders(
+        new URL(staging.url).host,
+        ['X-Request-ID', 'acme-1', 'x-mirrorplane-id', id, 'x-mirrorplane-attempt', '1', 'x-tenant-id', 'acme', 'x-tenant-seq', '1'],
+        null,
+      ),
+    );
     assert.equal(header(byRequestId(staging.received, 'acme-2').rawHeaders, 'x-tenant-seq'), '2', 'the counter lives in the shared store');
     const globex = byRequestId(staging.received, 'globex-1');
     assert.equal(header(globex.rawHeaders, 'x-tenant-id'), 'globex');
@@ -264,7 +303,9 @@ test('the TypeScript hooks example loads through tsx, tags tenants, shares state
 
 test('a throwing pre (hook or rule) lands the entry in the failed set with its message, once; a throwing post is logged and the replay counts', async () => {
   const staging = await RecordingServer.start();
-  const hooks = writeFile('throwing-hooks.mjs', `
+  const hooks = writeFile(
+    'throwing-hooks.mjs',
+    `
 export function pre(request) {
   if (request.path === '/boom') throw new Error('tenant lookup failed for /boom');
   return request;
@@ -272,12 +313,16 @@ export function pre(request) {
 export async function post(response, request) {
   if (request.path === '/post-boom') throw new Error('comparison store unavailable');
 }
-`);
-  const config = writeFile('throwing.yaml', stringify({
-    origins: { default: staging.url },
-    rules: [{ name: 'strip-all', match: { pathPrefix: '/strip/' }, rewritePath: { from: '^/strip/(?<rest>.*)$', to: '$<rest>' } }],
-    hooks,
-  }));
+`,
+  );
+  const config = writeFile(
+    'throwing.yaml',
+    stringify({
+      origins: { default: staging.url },
+      rules: [{ name: 'strip-all', match: { pathPrefix: '/strip/' }, rewritePath: { from: '^/strip/(?<rest>.*)$', to: '$<rest>' } }],
+      hooks,
+    }),
+  );
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { MIRRORPLANE_CONFIG: config, REPLAY_ATTEMPTS: '3' } });
   try {
     await send(stack, 'POST', '/boom', ['Host', 'x', 'X-Request-ID', 'boom'], Buffer.from('b'));
@@ -290,7 +335,10 @@ export async function post(response, request) {
     const failed = JSON.parse((await stack.cli(['failed', 'list', '--json'])).stdout) as { url: string; lastError: string; attempts: number }[];
     const byUrl = Object.fromEntries(failed.map((f) => [f.url, f]));
     assert.match(byUrl['/boom']!.lastError, /MP_ERR_HOOK: pre hook threw: tenant lookup failed for \/boom/);
-    assert.match(byUrl['/strip/me']!.lastError, /MP_ERR_STAGE: pre stage rules threw: rule "strip-all": rewritePath turned "\/strip\/me" into "me", which is not a path/);
+    assert.match(
+      byUrl['/strip/me']!.lastError,
+      /MP_ERR_STAGE: pre stage rules threw: rule "strip-all": rewritePath turned "\/strip\/me" into "me", which is not a path/,
+    );
     assert.equal(byUrl['/boom']!.attempts, 1);
     const status = await stack.status();
     assert.equal(status.retrying, 0, 'a failing pre is not retried');
@@ -303,7 +351,9 @@ export async function post(response, request) {
 });
 
 test('a malformed config file stops the worker with every problem listed by path', async () => {
-  const bad = writeFile('malformed.yaml', `
+  const bad = writeFile(
+    'malformed.yaml',
+    `
 origins:
   default: http://127.0.0.1:1
   other: ftp://x
@@ -317,20 +367,28 @@ rules:
     match: { pathprefix: /x }
     route: nowhere
 recording: { bodyLimit: -1 }
-`);
+`,
+  );
   const result = await runCli(['worker', '--config', bad], { REDIS_URL: redis.url });
   assert.equal(result.code, 2, result.stderr);
-  const lines = result.stderr.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(bad));
+  const lines = result.stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith(bad));
   const keys = lines.map((l) => l.slice(bad.length + 2).split(': ')[0]).sort();
-  assert.deepEqual(keys, [
-    'origins.other',
-    'recording.bodyLimit',
-    'recording.dir',
-    'rules[0].match.pathPrefix',
-    'rules[1].rewritePath.to',
-    'rules[2].match.pathprefix',
-    'rules[2].name',
-  ], result.stderr);
+  assert.deepEqual(
+    keys,
+    [
+      'origins.other',
+      'recording.bodyLimit',
+      'recording.dir',
+      'rules[0].match.pathPrefix',
+      'rules[1].rewritePath.to',
+      'rules[2].match.pathprefix',
+      'rules[2].name',
+    ],
+    result.stderr,
+  );
   assert.match(result.stderr, /rules\[1\]\.rewritePath\.to: required/);
   assert.match(result.stderr, /rules\[2\]\.match\.pathprefix: unknown key/);
   assert.match(result.stderr, /rules\[2\]\.name: duplicate rule name "api-v2" \(also rules\[0\]\)/);

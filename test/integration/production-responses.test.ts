@@ -96,7 +96,11 @@ function productionApp(intake: string, keys: () => ReturnType<typeof productionK
     capture(req, res);
     const [status, body] = route(req.method!, req.url!.split('?')[0]!, await readJson(req));
     const text = JSON.stringify(body);
-    res.writeHead(status, { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(text), Location: status === 201 ? `/orders/${(body as { id: string }).id}` : '' });
+    res.writeHead(status, {
+      'Content-Type': JSON_TYPE,
+      'Content-Length': Buffer.byteLength(text),
+      Location: status === 201 ? `/orders/${(body as { id: string }).id}` : '',
+    });
     res.end(text);
   };
   // Plain node:http, headers by setHeader, body in two writes.
@@ -139,7 +143,11 @@ async function startStaging(keys: () => ReturnType<typeof productionKeys>): Prom
   const app: Omit<StagingApp, 'server'> = { created: new Map(), orders: new Map(), codings: new Map(), answered: new Set() };
   let next = 17;
   let turn = 0;
-  const codings: [string, (b: Buffer) => Buffer][] = [['gzip', (b) => zlib.gzipSync(b)], ['deflate', (b) => zlib.deflateSync(b)], ['br', (b) => zlib.brotliCompressSync(b)]];
+  const codings: [string, (b: Buffer) => Buffer][] = [
+    ['gzip', (b) => zlib.gzipSync(b)],
+    ['deflate', (b) => zlib.deflateSync(b)],
+    ['br', (b) => zlib.brotliCompressSync(b)],
+  ];
   const server = await RecordingServer.start(async (req, res) => {
     const requestId = header(req.rawHeaders, 'x-request-id');
     if (modeOf(requestId) === 'before' && requestId) {
@@ -180,22 +188,25 @@ async function startStaging(keys: () => ReturnType<typeof productionKeys>): Prom
 
 function writeConfig(): string {
   const path = join(dir, 'mirrorplane.yaml');
-  writeFileSync(path, [
-    'idMapping:',
-    '  waitLimitMs: 30000',
-    '  waitDelayMs: 50',
-    '  kinds:',
-    '    - name: order',
-    '      learn:',
-    '        - match: { methods: [POST], path: "^/orders$" }',
-    '          from: { json: id }',
-    '      use:',
-    '        - path: "^/orders/(?<id>[^/]+)$"',
-    '        - query: order_id',
-    'compare:',
-    '  headers: [content-type]',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    path,
+    [
+      'idMapping:',
+      '  waitLimitMs: 30000',
+      '  waitDelayMs: 50',
+      '  kinds:',
+      '    - name: order',
+      '      learn:',
+      '        - match: { methods: [POST], path: "^/orders$" }',
+      '          from: { json: id }',
+      '      use:',
+      '        - path: "^/orders/(?<id>[^/]+)$"',
+      '        - query: order_id',
+      'compare:',
+      '  headers: [content-type]',
+      '',
+    ].join('\n'),
+  );
   return path;
 }
 
@@ -213,7 +224,13 @@ test('chains through nginx: every order of arrival, every middleware style, comp
   const adminPort = await freePort();
   let keys = productionKeys('unset');
   const staging = await startStaging(() => keys);
-  const stack = await Stack.start({ redis, stagingUrl: staging.server.url, workers: 0, env: { MIRRORPLANE_CONFIG: writeConfig(), WORKER_CONCURRENCY: '8' }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.server.url,
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: writeConfig(), WORKER_CONCURRENCY: '8' },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   keys = productionKeys(stack.env.MIRRORPLANE_PREFIX!);
   const production = productionApp(`http://127.0.0.1:${adminPort}/production-responses`, () => keys);
   await new Promise<void>((r) => production.server.listen(0, '127.0.0.1', r));
@@ -232,22 +249,26 @@ test('chains through nginx: every order of arrival, every middleware style, comp
       return { status: res.status, json: (await res.json()) as Record<string, unknown> };
     };
     // Nine chains: each order of arrival with each middleware style, all at once.
-    const chains = await Promise.all(MODES.flatMap((mode) => STYLES.map(async (style) => {
-      const tag = `${mode}-${style}`;
-      const create = await call(`${tag}-create`, 'POST', '/orders', { item: tag });
-      assert.equal(create.status, 201);
-      const productionId = String(create.json.id);
-      // The read follows the create at once: it reaches the worker long before staging created its twin.
-      const read = await call(`${tag}-read`, 'GET', `/orders/${productionId}`);
-      assert.equal(read.status, 200);
-      // Update and delete wait for the previous follow-up at staging: replays run in parallel,
-      // and a DELETE overtaking a PUT of the same order is a different (documented) matter.
-      await arrived(`${tag}-read`);
-      assert.equal((await call(`${tag}-update`, 'PUT', `/orders/${productionId}`, { item: tag, qty: 2 })).status, 200);
-      await arrived(`${tag}-update`);
-      assert.equal((await call(`${tag}-delete`, 'DELETE', `/orders/${productionId}`)).status, 200);
-      return { tag, productionId };
-    })));
+    const chains = await Promise.all(
+      MODES.flatMap((mode) =>
+        STYLES.map(async (style) => {
+          const tag = `${mode}-${style}`;
+          const create = await call(`${tag}-create`, 'POST', '/orders', { item: tag });
+          assert.equal(create.status, 201);
+          const productionId = String(create.json.id);
+          // The read follows the create at once: it reaches the worker long before staging created its twin.
+          const read = await call(`${tag}-read`, 'GET', `/orders/${productionId}`);
+          assert.equal(read.status, 200);
+          // Update and delete wait for the previous follow-up at staging: replays run in parallel,
+          // and a DELETE overtaking a PUT of the same order is a different (documented) matter.
+          await arrived(`${tag}-read`);
+          assert.equal((await call(`${tag}-update`, 'PUT', `/orders/${productionId}`, { item: tag, qty: 2 })).status, 200);
+          await arrived(`${tag}-update`);
+          assert.equal((await call(`${tag}-delete`, 'DELETE', `/orders/${productionId}`)).status, 200);
+          return { tag, productionId };
+        }),
+      ),
+    );
     await waitFor('36 replays', () => (staging.server.received.length >= 36 ? true : null), 120_000);
     for (const { tag, productionId } of chains) {
       const stagingId = staging.created.get(`${tag}-create`);
@@ -264,36 +285,54 @@ test('chains through nginx: every order of arrival, every middleware style, comp
     await waitFor('36 production answers posted', () => (production.posted.length >= 36 ? true : null), 60_000);
     assert.deepEqual(production.errors, []);
 
-    await waitFor('comparisons of all 36', async () => {
-      const rows = JSON.parse((await stack.cli(['diff', 'summary', '--json'])).stdout) as { compared: number }[];
-      return rows.reduce((n, row) => n + row.compared, 0) >= 36 ? true : null;
-    }, 60_000);
+    await waitFor(
+      'comparisons of all 36',
+      async () => {
+        const rows = JSON.parse((await stack.cli(['diff', 'summary', '--json'])).stdout) as { compared: number }[];
+        return rows.reduce((n, row) => n + row.compared, 0) >= 36 ? true : null;
+      },
+      60_000,
+    );
     const output = (await stack.cli(['diff', 'summary'])).stdout;
     // Human output opens with the context line (which Redis, which prefix), then the table.
     assert.match(output, /^Redis redis:\/\/127\.0\.0\.1:\d+ {2}prefix \S+\n\n/);
     const summary = output.replace(/^Redis .*\n\n/, '');
     // Exact figures: the one real difference (staging's PUT adds `version`), nothing else —
     // not the compressed bodies, not the IDs, whichever side arrived first.
-    assert.equal(summary, formatDiffSummary([
-      { route: 'PUT /orders/:id', compared: 9, mismatches: 9, mismatchRate: 1, paths: [{ path: '$.version', count: 9 }] },
-      { route: 'DELETE /orders/:id', compared: 9, mismatches: 0, mismatchRate: 0, paths: [] },
-      { route: 'GET /orders/:id', compared: 9, mismatches: 0, mismatchRate: 0, paths: [] },
-      { route: 'POST /orders', compared: 9, mismatches: 0, mismatchRate: 0, paths: [] },
-    ]));
+    assert.equal(
+      summary,
+      formatDiffSummary([
+        { route: 'PUT /orders/:id', compared: 9, mismatches: 9, mismatchRate: 1, paths: [{ path: '$.version', count: 9 }] },
+        { route: 'DELETE /orders/:id', compared: 9, mismatches: 0, mismatchRate: 0, paths: [] },
+        { route: 'GET /orders/:id', compared: 9, mismatches: 0, mismatchRate: 0, paths: [] },
+        { route: 'POST /orders', compared: 9, mismatches: 0, mismatchRate: 0, paths: [] },
+      ]),
+    );
     assert.equal(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="unmapped_after_timeout"}'), 0);
     assert.equal(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="unknown"}'), 0);
     assert.equal(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="mapped"}'), 27);
-    assert.ok(await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="waiting"}') > 0, 'immediate reads waited for their creates');
+    assert.ok(
+      (await workerMetric(workerPorts, 'mirrorplane_worker_id_mappings_total{kind="order",outcome="waiting"}')) > 0,
+      'immediate reads waited for their creates',
+    );
     assert.equal(await workerMetric(workerPorts, 'mirrorplane_worker_body_decodings_total{side="staging",outcome="corrupt"}'), 0);
 
     // Malformed escapes: replayed as sent, the ID beside them mapped; nothing fails.
     const { productionId } = chains[0]!;
     const stagingId = staging.created.get(`${chains[0]!.tag}-create`)!;
-    for (const [requestId, target] of [['race-x-bad1', '/orders/%E0%A4%A/items'], ['race-x-bad2', `/search?order_id=${productionId}&q=50%off`], ['race-x-bad3', '/orders/%E0%A4%A']]) {
+    for (const [requestId, target] of [
+      ['race-x-bad1', '/orders/%E0%A4%A/items'],
+      ['race-x-bad2', `/search?order_id=${productionId}&q=50%off`],
+      ['race-x-bad3', '/orders/%E0%A4%A'],
+    ]) {
       const r = await sendRaw(stack.ingressPort, requestHead('GET', target!, ['Host', 'shop.example.com', 'X-Request-ID', requestId!]));
       assert.equal(r.status, 200);
     }
-    await waitFor('the malformed requests at staging', () => ['race-x-bad1', 'race-x-bad2', 'race-x-bad3'].every((id) => staging.server.received.some((r) => header(r.rawHeaders, 'x-request-id') === id)), 60_000);
+    await waitFor(
+      'the malformed requests at staging',
+      () => ['race-x-bad1', 'race-x-bad2', 'race-x-bad3'].every((id) => staging.server.received.some((r) => header(r.rawHeaders, 'x-request-id') === id)),
+      60_000,
+    );
     const urlOf = (id: string) => staging.server.received.find((r) => header(r.rawHeaders, 'x-request-id') === id)!.url;
     assert.equal(urlOf('race-x-bad1'), '/orders/%E0%A4%A/items');
     assert.equal(urlOf('race-x-bad2'), `/search?order_id=${stagingId}&q=50%off`);

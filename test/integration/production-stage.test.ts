@@ -41,13 +41,19 @@ const compareSettings = CompareOptions.parse({ headers: ['content-type'] });
 const settings = ProductionResponsesOptions.parse({});
 const observer = new Proxy({}, { get: () => () => {} }) as ProductionStageObserver;
 
-function orderMapping(extra: Record<string, unknown> = {}, learnFrom: Record<string, unknown> = { json: 'id' }, use: Record<string, unknown>[] = [{ path: '^/orders/(?<id>[^/]+)$' }]): CompiledIdMapping {
-  return compileIdMapping(IdMappingOptions.parse({
-    waitLimitMs: 60_000,
-    waitDelayMs: 10,
-    ...extra,
-    kinds: [{ name: 'order', learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: learnFrom }], use }],
-  }));
+function orderMapping(
+  extra: Record<string, unknown> = {},
+  learnFrom: Record<string, unknown> = { json: 'id' },
+  use: Record<string, unknown>[] = [{ path: '^/orders/(?<id>[^/]+)$' }],
+): CompiledIdMapping {
+  return compileIdMapping(
+    IdMappingOptions.parse({
+      waitLimitMs: 60_000,
+      waitDelayMs: 10,
+      ...extra,
+      kinds: [{ name: 'order', learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: learnFrom }], use }],
+    }),
+  );
 }
 
 let seq = 0;
@@ -67,7 +73,7 @@ function comparisonCtx(maxDecodedBytes = 1 << 20): ComparisonContext {
   return { settings: compareSettings, comparison: compileComparison(compareSettings), redact: new Set(), maxDecodedBytes };
 }
 
-test('order of arrival: production answer landing between the worker learning and keeping staging\'s answer still compares with the learned ID', async () => {
+test("order of arrival: production answer landing between the worker learning and keeping staging's answer still compares with the learned ID", async () => {
   const keys = productionKeys('race1');
   const mapping = orderMapping();
   // The worker's own connection; its transactions are observed so the intake's half can run in between.
@@ -87,18 +93,54 @@ test('order of arrival: production answer landing between the worker learning an
     return m;
   }) as typeof multi;
   try {
-    const stage = createProductionStage({ redis: workerRedis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+    const stage = createProductionStage({
+      redis: workerRedis,
+      keys,
+      mapping,
+      compare: compareSettings,
+      redact: new Set(),
+      productionTtlMs: 600_000,
+      maxDecodedBytes: 1 << 20,
+      observer,
+    });
     const c = ctx('c-race', 'POST', '/orders');
     const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
     const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
-    const response: ReplayResponse = { status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"stg_7","item":"book"}'), truncated: false, ms: 1 };
+    const response: ReplayResponse = {
+      status: 201,
+      headers: ['content-type', JSON_TYPE],
+      body: Buffer.from('{"id":"stg_7","item":"book"}'),
+      truncated: false,
+      ms: 1,
+    };
     // Production's answer reaches the intake right after the worker's learning transaction
     // (production absent then) and before the worker keeps staging's answer.
-    between = () => storeProductionResponse(redis, keys, settings, mapping, { requestId: 'c-race', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_7","item":"book"}'), method: 'POST', path: '/orders' }, comparisonCtx());
+    between = () =>
+      storeProductionResponse(
+        redis,
+        keys,
+        settings,
+        mapping,
+        {
+          requestId: 'c-race',
+          status: 201,
+          headers: ['content-type', JSON_TYPE],
+          body: Buffer.from('{"id":"ord_7","item":"book"}'),
+          method: 'POST',
+          path: '/orders',
+        },
+        comparisonCtx(),
+      );
     await stage.post!(response, shaped, c);
     assert.equal(await redis.get(keys.idmap('order', 'ord_7')), '=stg_7', 'the mapping is learned');
-    const records = (await redis.lrange(keys.diffs, 0, -1)).map((r) => JSON.parse(r) as { differences: { path: string; production?: unknown; staging?: unknown }[] });
-    assert.deepEqual(await redis.hgetall(keys.diffRoutes), { 'POST /orders\tmatch': '1' }, `compared once, equal; diff records: ${JSON.stringify(records.map((r) => r.differences))}`);
+    const records = (await redis.lrange(keys.diffs, 0, -1)).map(
+      (r) => JSON.parse(r) as { differences: { path: string; production?: unknown; staging?: unknown }[] },
+    );
+    assert.deepEqual(
+      await redis.hgetall(keys.diffRoutes),
+      { 'POST /orders\tmatch': '1' },
+      `compared once, equal; diff records: ${JSON.stringify(records.map((r) => r.differences))}`,
+    );
   } finally {
     workerRedis.disconnect();
   }
@@ -109,7 +151,14 @@ test('URL decoding: an ID learned from Location is percent-decoded like the IDs 
   const mapping = orderMapping({}, { location: '/orders/(?<id>[^/]+)$' });
   const stage = createProductionStage({ redis, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
   // Production and staging both name the new object in Location, percent-encoded as URLs must be.
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'c-loc', status: 201, headers: ['location', '/orders/ord%3A1'], body: Buffer.alloc(0), method: 'POST', path: '/orders' });
+  await storeProductionResponse(redis, keys, settings, mapping, {
+    requestId: 'c-loc',
+    status: 201,
+    headers: ['location', '/orders/ord%3A1'],
+    body: Buffer.alloc(0),
+    method: 'POST',
+    path: '/orders',
+  });
   const c = ctx('c-loc', 'POST', '/orders');
   const create: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
   await stage.pre!(create, c);
@@ -120,11 +169,18 @@ test('URL decoding: an ID learned from Location is percent-decoded like the IDs 
   assert.equal(sent.path, '/orders/stg%3A9', 'staging receives its own Location path');
 });
 
-test('URL decoding: a staging ID with a reserved character learned from JSON is not double-encoded when the client\'s path names the production ID', async () => {
+test("URL decoding: a staging ID with a reserved character learned from JSON is not double-encoded when the client's path names the production ID", async () => {
   const keys = productionKeys('loc2');
   const mapping = orderMapping({}, { location: '/orders/(?<id>[^/]+)$' });
   const stage = createProductionStage({ redis, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'c-loc2', status: 201, headers: ['location', '/orders/ord_2'], body: Buffer.alloc(0), method: 'POST', path: '/orders' });
+  await storeProductionResponse(redis, keys, settings, mapping, {
+    requestId: 'c-loc2',
+    status: 201,
+    headers: ['location', '/orders/ord_2'],
+    body: Buffer.alloc(0),
+    method: 'POST',
+    path: '/orders',
+  });
   const c = ctx('c-loc2', 'POST', '/orders');
   const create: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
   await stage.pre!(create, c);
@@ -159,9 +215,25 @@ test('counting: a follow-up with an unknown ID retried after a 5xx is counted on
 
 test('decompression bound: a production body over productionResponses.maxDecodedBytes is not decoded anyway by the comparison', async () => {
   const keys = productionKeys('bomb1');
-  const stage = createProductionStage({ redis, keys, mapping: null, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 64 * 1024, observer });
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping: null,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 64 * 1024,
+    observer,
+  });
   const json = Buffer.from(JSON.stringify({ pad: 'x'.repeat(2 * 1024 * 1024) }));
-  await storeProductionResponse(redis, keys, settings, null, { requestId: 'b-1', status: 200, headers: ['content-type', JSON_TYPE, 'content-encoding', 'gzip'], body: zlib.gzipSync(json), method: 'GET', path: '/big' });
+  await storeProductionResponse(redis, keys, settings, null, {
+    requestId: 'b-1',
+    status: 200,
+    headers: ['content-type', JSON_TYPE, 'content-encoding', 'gzip'],
+    body: zlib.gzipSync(json),
+    method: 'GET',
+    path: '/big',
+  });
   const c = ctx('b-1', 'GET', '/big');
   const request: OutgoingRequest = { method: 'GET', path: '/big', headers: [], body: Buffer.alloc(0), origin: 'default' };
   await stage.pre?.(request, c);
@@ -175,73 +247,174 @@ test('decompression bound: a production body over productionResponses.maxDecoded
 test('comparison: a production ID in an answer compares equal to the staging ID Redis maps it to, also when the request did not name it (a list)', async () => {
   const keys = productionKeys('list1');
   const mapping = orderMapping();
-  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1 << 20,
+    observer,
+  });
   // Learned earlier, as Redis holds it after a create.
   await redis.set(keys.idmap('order', 'ord_1'), '=stg_1');
   await redis.set(keys.idmap('order', 'ord_2'), '=stg_2');
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'l-1', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('[{"id":"ord_1"},{"id":"ord_2"}]'), method: 'GET', path: '/orders' });
+  await storeProductionResponse(redis, keys, settings, mapping, {
+    requestId: 'l-1',
+    status: 200,
+    headers: ['content-type', JSON_TYPE],
+    body: Buffer.from('[{"id":"ord_1"},{"id":"ord_2"}]'),
+    method: 'GET',
+    path: '/orders',
+  });
   const c = ctx('l-1', 'GET', '/orders');
   const request: OutgoingRequest = { method: 'GET', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
   const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
-  await stage.post!({ status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('[{"id":"stg_1"},{"id":"stg_2"}]'), truncated: false, ms: 1 }, shaped, c);
+  await stage.post!(
+    { status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('[{"id":"stg_1"},{"id":"stg_2"}]'), truncated: false, ms: 1 },
+    shaped,
+    c,
+  );
   const diffs = await redis.lrange(keys.diffs, 0, -1);
-  assert.deepEqual(await redis.hgetall(keys.diffRoutes), { 'GET /orders\tmatch': '1' }, `docs: "a production ID compares equal to the staging ID it maps to"; diff records: ${diffs.join('\n')}`);
+  assert.deepEqual(
+    await redis.hgetall(keys.diffRoutes),
+    { 'GET /orders\tmatch': '1' },
+    `docs: "a production ID compares equal to the staging ID it maps to"; diff records: ${diffs.join('\n')}`,
+  );
 });
 
 test('comparison routes: paths from hostile or long-tail traffic do not make an unbounded number of routes (metric labels, Redis fields)', async () => {
   const keys = productionKeys('card1');
-  const stage = createProductionStage({ redis, keys, mapping: null, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping: null,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1 << 20,
+    observer,
+  });
   // A scanner's paths, or slugs: no digits, so none is folded into :id.
   const words = ['wp-admin', 'phpmyadmin', 'env', 'git', 'backup', 'config', 'admin', 'login', 'shell', 'debug'];
   const N = 300;
-  await Promise.all(Array.from({ length: N }, async (_, i) => {
-    const path = `/${words[i % words.length]}/${words[Math.floor(i / words.length) % words.length]}-${words[Math.floor(i / 100) % words.length]}-${'abcdefghijklmnopqrstuvwxyz'[i % 26]}`;
-    await storeProductionResponse(redis, keys, settings, null, { requestId: `s-${i}`, status: 404, headers: ['content-type', 'text/plain'], body: Buffer.from('no'), method: 'GET', path });
-    const c = ctx(`s-${i}`, 'GET', path);
-    const request: OutgoingRequest = { method: 'GET', path, headers: [], body: Buffer.alloc(0), origin: 'default' };
-    await stage.post!({ status: 404, headers: ['content-type', 'text/plain'], body: Buffer.from('no'), truncated: false, ms: 1 }, request, c);
-  }));
+  await Promise.all(
+    Array.from({ length: N }, async (_, i) => {
+      const path = `/${words[i % words.length]}/${words[Math.floor(i / words.length) % words.length]}-${words[Math.floor(i / 100) % words.length]}-${'abcdefghijklmnopqrstuvwxyz'[i % 26]}`;
+      await storeProductionResponse(redis, keys, settings, null, {
+        requestId: `s-${i}`,
+        status: 404,
+        headers: ['content-type', 'text/plain'],
+        body: Buffer.from('no'),
+        method: 'GET',
+        path,
+      });
+      const c = ctx(`s-${i}`, 'GET', path);
+      const request: OutgoingRequest = { method: 'GET', path, headers: [], body: Buffer.alloc(0), origin: 'default' };
+      await stage.post!({ status: 404, headers: ['content-type', 'text/plain'], body: Buffer.from('no'), truncated: false, ms: 1 }, request, c);
+    }),
+  );
   const fields = await redis.hgetall(keys.diffRoutes);
   const routes = Object.keys(fields).length;
   assert.ok(routes <= compareSettings.maxRoutes, `${N} distinct junk paths gave ${routes} route fields (and as many metric label values); expected a bound`);
   // Nothing is lost: the routes beyond the cap are counted in one bucket.
   assert.equal(Number(fields[`${OTHER_ROUTE}\tmatch`]), N - (compareSettings.maxRoutes - 1));
-  assert.equal(Object.values(fields).reduce((sum, v) => sum + Number(v), 0), N);
+  assert.equal(
+    Object.values(fields).reduce((sum, v) => sum + Number(v), 0),
+    N,
+  );
 });
 
 test('correlation: two requests sharing one x-request-id (a client reusing its id) are never compared or learned across each other', async () => {
   const keys = productionKeys('dup1');
   const mapping = orderMapping();
-  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1 << 20,
+    observer,
+  });
   // The client sends a create and then a search with the same x-request-id; production answers both.
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_5"}'), method: 'POST', path: '/orders' }, comparisonCtx());
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"results":[],"id":"srch_1"}'), method: 'GET', path: '/search?q=x' }, comparisonCtx());
+  await storeProductionResponse(
+    redis,
+    keys,
+    settings,
+    mapping,
+    { requestId: 'dup', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_5"}'), method: 'POST', path: '/orders' },
+    comparisonCtx(),
+  );
+  await storeProductionResponse(
+    redis,
+    keys,
+    settings,
+    mapping,
+    {
+      requestId: 'dup',
+      status: 200,
+      headers: ['content-type', JSON_TYPE],
+      body: Buffer.from('{"results":[],"id":"srch_1"}'),
+      method: 'GET',
+      path: '/search?q=x',
+    },
+    comparisonCtx(),
+  );
   // The worker now replays the create.
   const c = ctx('dup', 'POST', '/orders');
   const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
   const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
   await stage.post!({ status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"stg_5"}'), truncated: false, ms: 1 }, shaped, c);
-  assert.equal(await redis.get(keys.idmap('order', 'srch_1')), null, 'the search\'s id is not learned as an order created by POST /orders');
+  assert.equal(await redis.get(keys.idmap('order', 'srch_1')), null, "the search's id is not learned as an order created by POST /orders");
   const routes = await redis.hgetall(keys.diffRoutes);
   const diffs = await redis.lrange(keys.diffs, 0, -1);
-  assert.ok(!('GET /search\tmismatch' in routes) && !('POST /orders\tmismatch' in routes), `the create is not compared with the search's answer: ${JSON.stringify(routes)} ${diffs.join('\n')}`);
+  assert.ok(
+    !('GET /search\tmismatch' in routes) && !('POST /orders\tmismatch' in routes),
+    `the create is not compared with the search's answer: ${JSON.stringify(routes)} ${diffs.join('\n')}`,
+  );
 });
 
-test('correlation: an answer to another request under the same x-request-id that reaches the intake after staging\'s is kept is not compared with it', async () => {
+test("correlation: an answer to another request under the same x-request-id that reaches the intake after staging's is kept is not compared with it", async () => {
   const keys = productionKeys('dup2');
   const mapping = orderMapping();
-  const stage = createProductionStage({ redis, keys, mapping, compare: compareSettings, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = createProductionStage({
+    redis,
+    keys,
+    mapping,
+    compare: compareSettings,
+    redact: new Set(),
+    productionTtlMs: 600_000,
+    maxDecodedBytes: 1 << 20,
+    observer,
+  });
   // The worker replays the create first: staging's answer is kept, waiting for production's.
   const c = ctx('dup-late', 'POST', '/orders');
   const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
   const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
   await stage.post!({ status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"stg_6"}'), truncated: false, ms: 1 }, shaped, c);
   // Then the intake receives the answer to a search the client sent with the same id.
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup-late', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"srch_2"}'), method: 'GET', path: '/search?q=y' }, comparisonCtx());
-  assert.equal(await redis.get(keys.idmap('order', 'srch_2')), null, 'the search\'s id does not complete the create\'s mapping');
+  await storeProductionResponse(
+    redis,
+    keys,
+    settings,
+    mapping,
+    { requestId: 'dup-late', status: 200, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"srch_2"}'), method: 'GET', path: '/search?q=y' },
+    comparisonCtx(),
+  );
+  assert.equal(await redis.get(keys.idmap('order', 'srch_2')), null, "the search's id does not complete the create's mapping");
   assert.deepEqual(await redis.hgetall(keys.diffRoutes), {}, 'nothing compared across the two requests');
   // The create's own answer, when it comes, is compared and completes the mapping.
-  await storeProductionResponse(redis, keys, settings, mapping, { requestId: 'dup-late', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_6"}'), method: 'POST', path: '/orders' }, comparisonCtx());
+  await storeProductionResponse(
+    redis,
+    keys,
+    settings,
+    mapping,
+    { requestId: 'dup-late', status: 201, headers: ['content-type', JSON_TYPE], body: Buffer.from('{"id":"ord_6"}'), method: 'POST', path: '/orders' },
+    comparisonCtx(),
+  );
   assert.equal(await redis.get(keys.idmap('order', 'ord_6')), '=stg_6');
   assert.deepEqual(await redis.hgetall(keys.diffRoutes), { 'POST /orders\tmatch': '1' });
 });

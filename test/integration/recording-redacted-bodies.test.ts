@@ -16,8 +16,14 @@ const M = { form: 'MKFORMPW61', json: 'MKJSONPW62', userinfo: 'MKRECUSER63' };
 
 let redis: RedisServer;
 let dir: string;
-before(async () => { redis = await RedisServer.start(); dir = mkdtempSync(join(tmpdir(), 'mp-rec-bodies-')); });
-after(async () => { await redis?.close(); rmSync(dir, { recursive: true, force: true }); });
+before(async () => {
+  redis = await RedisServer.start();
+  dir = mkdtempSync(join(tmpdir(), 'mp-rec-bodies-'));
+});
+after(async () => {
+  await redis?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const forms = (m: string) => [m, Buffer.from(m).toString('base64').slice(0, 12)];
 
@@ -29,18 +35,55 @@ test('a password in a form or JSON login body and basic-auth userinfo are not in
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { MIRRORPLANE_CONFIG: config } });
   try {
     const base = `http://127.0.0.1:${stack.ingressPort}`;
-    assert.equal((await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `username=bob&password=${M.form}` })).status, 200);
-    assert.equal((await fetch(`${base}/api/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"username":"bob","password":"${M.json}"}` })).status, 200);
+    assert.equal(
+      (
+        await fetch(`${base}/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: `username=bob&password=${M.form}`,
+        })
+      ).status,
+      200,
+    );
+    assert.equal(
+      (
+        await fetch(`${base}/api/session`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: `{"username":"bob","password":"${M.json}"}`,
+        })
+      ).status,
+      200,
+    );
     assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', `http://op:${M.userinfo}@prod.example/account`, ['Host', 'prod.example']))).status, 200);
     await waitFor('3 replays', () => staging.received.length === 3, 60_000);
     const sent = staging.received.map((r) => r.body.toString('latin1')).sort();
     assert.deepEqual(sent, ['', `username=bob&password=${M.form}`, `{"username":"bob","password":"${M.json}"}`].sort(), 'staging gets the bodies as sent');
-    const read = () => (readdirSync(recordingDir).filter((f) => f.endsWith('.jsonl')).map((f) => readFileSync(join(recordingDir, f), 'latin1')).join(''));
-    await waitFor('3 recorded lines', () => { try { return read().split('\n').filter(Boolean).length >= 3; } catch { return false; } }, 60_000);
-    const files = readdirSync(recordingDir).filter((f) => f.endsWith('.jsonl')).map((f) => join(recordingDir, f));
+    const read = () =>
+      readdirSync(recordingDir)
+        .filter((f) => f.endsWith('.jsonl'))
+        .map((f) => readFileSync(join(recordingDir, f), 'latin1'))
+        .join('');
+    await waitFor(
+      '3 recorded lines',
+      () => {
+        try {
+          return read().split('\n').filter(Boolean).length >= 3;
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+    );
+    const files = readdirSync(recordingDir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .map((f) => join(recordingDir, f));
     const har = await runCli(['record', 'export', '--format', 'har', ...files], {});
     const leaks: string[] = [];
-    for (const [where, text] of [['recording files', read()], ['HAR export', har.stdout]] as const) {
+    for (const [where, text] of [
+      ['recording files', read()],
+      ['HAR export', har.stdout],
+    ] as const) {
       for (const [what, m] of Object.entries(M)) if (forms(m).some((f) => text.includes(f))) leaks.push(`${what} in ${where}`);
     }
     assert.deepEqual(leaks, []);

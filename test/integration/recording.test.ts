@@ -26,51 +26,54 @@ after(async () => {
 // HAR 1.2 (http://www.softwareishard.com/blog/har-12-spec/): the required fields of each
 // object, with their types. Custom fields must start with an underscore.
 const nameValue = z.strictObject({ name: z.string(), value: z.string(), comment: z.string().optional() });
-const custom = (shape: z.ZodRawShape) => z.looseObject(shape).superRefine((o, ctx) => {
-  for (const key of Object.keys(o)) if (!(key in shape) && !key.startsWith('_')) ctx.addIssue({ code: 'custom', message: `non-HAR field ${key}` });
-});
+const custom = (shape: z.ZodRawShape) =>
+  z.looseObject(shape).superRefine((o, ctx) => {
+    for (const key of Object.keys(o)) if (!(key in shape) && !key.startsWith('_')) ctx.addIssue({ code: 'custom', message: `non-HAR field ${key}` });
+  });
 const HarSchema = z.strictObject({
   log: custom({
     version: z.literal('1.2'),
     creator: custom({ name: z.string(), version: z.string() }),
     pages: z.array(z.unknown()).optional(),
-    entries: z.array(custom({
-      pageref: z.string().optional(),
-      startedDateTime: z.iso.datetime({ offset: true }),
-      time: z.number().min(0),
-      request: custom({
-        method: z.string(),
-        url: z.url(),
-        httpVersion: z.string(),
-        cookies: z.array(nameValue),
-        headers: z.array(nameValue),
-        queryString: z.array(nameValue),
-        postData: custom({ mimeType: z.string(), params: z.array(z.unknown()), text: z.string() }).optional(),
-        headersSize: z.number().int(),
-        bodySize: z.number().int(),
+    entries: z.array(
+      custom({
+        pageref: z.string().optional(),
+        startedDateTime: z.iso.datetime({ offset: true }),
+        time: z.number().min(0),
+        request: custom({
+          method: z.string(),
+          url: z.url(),
+          httpVersion: z.string(),
+          cookies: z.array(nameValue),
+          headers: z.array(nameValue),
+          queryString: z.array(nameValue),
+          postData: custom({ mimeType: z.string(), params: z.array(z.unknown()), text: z.string() }).optional(),
+          headersSize: z.number().int(),
+          bodySize: z.number().int(),
+        }),
+        response: custom({
+          status: z.number().int(),
+          statusText: z.string(),
+          httpVersion: z.string(),
+          cookies: z.array(nameValue),
+          headers: z.array(nameValue),
+          content: custom({ size: z.number().int(), mimeType: z.string(), text: z.string().optional(), encoding: z.string().optional() }),
+          redirectURL: z.string(),
+          headersSize: z.number().int(),
+          bodySize: z.number().int(),
+        }),
+        cache: z.object({}),
+        timings: custom({
+          blocked: z.number().optional(),
+          dns: z.number().optional(),
+          connect: z.number().optional(),
+          send: z.number(),
+          wait: z.number(),
+          receive: z.number(),
+          ssl: z.number().optional(),
+        }),
       }),
-      response: custom({
-        status: z.number().int(),
-        statusText: z.string(),
-        httpVersion: z.string(),
-        cookies: z.array(nameValue),
-        headers: z.array(nameValue),
-        content: custom({ size: z.number().int(), mimeType: z.string(), text: z.string().optional(), encoding: z.string().optional() }),
-        redirectURL: z.string(),
-        headersSize: z.number().int(),
-        bodySize: z.number().int(),
-      }),
-      cache: z.object({}),
-      timings: custom({
-        blocked: z.number().optional(),
-        dns: z.number().optional(),
-        connect: z.number().optional(),
-        send: z.number(),
-        wait: z.number(),
-        receive: z.number(),
-        ssl: z.number().optional(),
-      }),
-    })),
+    ),
   }),
 });
 
@@ -83,7 +86,11 @@ test('every finished replay is recorded, secrets stay out of recordings and logs
       res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(binaryAnswer);
       return;
     }
-    res.writeHead(201, [['Content-Type', 'application/json'], ['Set-Cookie', 'sid=staging-secret-cookie; HttpOnly'], ['X-Staging', 'yes']] as unknown as Record<string, string>);
+    res.writeHead(201, [
+      ['Content-Type', 'application/json'],
+      ['Set-Cookie', 'sid=staging-secret-cookie; HttpOnly'],
+      ['X-Staging', 'yes'],
+    ] as unknown as Record<string, string>);
     res.end(JSON.stringify({ ok: true, got: req.body.length }));
   });
   const recordings = join(dir, 'recordings');
@@ -98,7 +105,18 @@ test('every finished replay is recorded, secrets stay out of recordings and logs
     const count = 24;
     const big = Buffer.from('x'.repeat(3000));
     for (let i = 0; i < count; i++) {
-      const headers = ['Host', 'shop.example.com', 'X-Request-ID', `rec-${i}`, 'Authorization', 'Bearer auth-secret-123', 'Cookie', 'session=cookie-secret-456', 'X-Api-Key', 'key-secret-789'];
+      const headers = [
+        'Host',
+        'shop.example.com',
+        'X-Request-ID',
+        `rec-${i}`,
+        'Authorization',
+        'Bearer auth-secret-123',
+        'Cookie',
+        'session=cookie-secret-456',
+        'X-Api-Key',
+        'key-secret-789',
+      ];
       const target = i === 0 ? '/binary' : `/orders/${i}?q=a%20b`;
       const body = i === 1 ? big : i % 2 === 0 ? Buffer.alloc(0) : Buffer.from(JSON.stringify({ n: i, name: 'Zoë' }));
       if (body.length > 0) headers.push('Content-Type', 'application/json');
@@ -110,10 +128,15 @@ test('every finished replay is recorded, secrets stay out of recordings and logs
     const code = await stack.workers[0]!.stop('SIGTERM');
     assert.equal(code, 0);
 
-    const files = readdirSync(recordings).filter((f) => f.endsWith('.jsonl')).map((f) => join(recordings, f));
+    const files = readdirSync(recordings)
+      .filter((f) => f.endsWith('.jsonl'))
+      .map((f) => join(recordings, f));
     assert.ok(files.length >= 1);
     const text = files.map((f) => readFileSync(f, 'utf8')).join('');
-    const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const lines = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     assert.equal(lines.length, count, 'one line per finished replay, none lost on shutdown');
     const logs = stack.workers[0]!.stdout;
     for (const secret of SECRETS) {
@@ -125,7 +148,15 @@ test('every finished replay is recorded, secrets stay out of recordings and logs
     const answered = stack.workers[0]!.logs().filter((l) => l.msg === 'staging answered');
     assert.equal(answered.length, count, 'the post hook logged every answer');
     const logged = answered.find((l) => l.path === '/orders/3?q=a%20b')!;
-    assert.deepEqual(logged.headers, ['content-type', 'application/json', 'set-cookie', '[redacted]', 'x-staging', 'yes', ...(logged.headers as string[]).slice(6)]);
+    assert.deepEqual(logged.headers, [
+      'content-type',
+      'application/json',
+      'set-cookie',
+      '[redacted]',
+      'x-staging',
+      'yes',
+      ...(logged.headers as string[]).slice(6),
+    ]);
     assert.ok((logged.sent as string[]).includes('[redacted]'));
     assert.equal((logged.sent as string[])[(logged.sent as string[]).indexOf('X-Api-Key') + 1], '[redacted]');
 
@@ -138,12 +169,25 @@ test('every finished replay is recorded, secrets stay out of recordings and logs
     assert.deepEqual(third.origin, { name: 'default', url: staging.url });
     assert.equal(third.mirrored.method, 'POST');
     assert.equal(third.mirrored.target, '/orders/3?q=a%20b');
-    assert.deepEqual(third.mirrored.headers.slice(0, 5), [['Host', 'shop.example.com'], ['X-Request-ID', 'rec-3'], ['Authorization', '[redacted]'], ['Cookie', '[redacted]'], ['X-Api-Key', '[redacted]']]);
+    assert.deepEqual(third.mirrored.headers.slice(0, 5), [
+      ['Host', 'shop.example.com'],
+      ['X-Request-ID', 'rec-3'],
+      ['Authorization', '[redacted]'],
+      ['Cookie', '[redacted]'],
+      ['X-Api-Key', '[redacted]'],
+    ]);
     assert.deepEqual(third.mirrored.body, { size: Buffer.byteLength(thirdBody), text: thirdBody });
     assert.equal(third.sent.path, '/orders/3?q=a%20b');
-    assert.ok(third.sent.headers.some(([n, v]: [string, string]) => n === 'x-mirrored-at' && !Number.isNaN(Date.parse(v))), 'what the rule added is recorded');
+    assert.ok(
+      third.sent.headers.some(([n, v]: [string, string]) => n === 'x-mirrored-at' && !Number.isNaN(Date.parse(v))),
+      'what the rule added is recorded',
+    );
     assert.equal(third.response.status, 201);
-    assert.deepEqual(third.response.headers.slice(0, 3), [['content-type', 'application/json'], ['set-cookie', '[redacted]'], ['x-staging', 'yes']]);
+    assert.deepEqual(third.response.headers.slice(0, 3), [
+      ['content-type', 'application/json'],
+      ['set-cookie', '[redacted]'],
+      ['x-staging', 'yes'],
+    ]);
     assert.deepEqual(third.response.body, { size: thirdAnswer.length, text: thirdAnswer });
     assert.ok(Date.parse(third.sentAt) >= Date.parse(third.receivedAt));
     const staged = staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'rec-3')!;

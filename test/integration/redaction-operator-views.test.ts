@@ -13,15 +13,19 @@ import { requestHead, sendRaw } from '../helpers/raw-http.js';
 
 const TOKEN = 'dashboard-token-0123456789abcdef';
 const M = {
-  userinfo: 'MKUSERINFO41',   // basic-auth in an absolute-form request-target
-  gitlab: 'MKPRIVTOKEN42',    // ?private_token= (GitLab's personal access token parameter)
+  userinfo: 'MKUSERINFO41', // basic-auth in an absolute-form request-target
+  gitlab: 'MKPRIVTOKEN42', // ?private_token= (GitLab's personal access token parameter)
   authToken: 'MKAUTHTOKEN43', // ?auth_token=
-  apiToken: 'MKAPITOKEN44',   // ?api_token=
+  apiToken: 'MKAPITOKEN44', // ?api_token=
 };
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
 function get(port: number, path: string, headers: Record<string, string>): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -28,7 +28,24 @@ test('staging receives every method, body and header byte for byte', async () =>
       cases.push({
         method,
         target: `/api/items/${n}?kind=${kind}&q=${encodeURIComponent('a b&c')}`,
-        headers: ['Host', 'shop.example.com', 'X-Request-ID', `req-${n}`, 'X-Dup', 'one', 'x-dup', 'two', 'X-MiXeD-CaSe', 'Value With  Spaces', 'Accept', '*/*', 'Authorization', 'Bearer secret-token', 'Cookie', 'session=abc'],
+        headers: [
+          'Host',
+          'shop.example.com',
+          'X-Request-ID',
+          `req-${n}`,
+          'X-Dup',
+          'one',
+          'x-dup',
+          'two',
+          'X-MiXeD-CaSe',
+          'Value With  Spaces',
+          'Accept',
+          '*/*',
+          'Authorization',
+          'Bearer secret-token',
+          'Cookie',
+          'session=abc',
+        ],
         body,
       });
     }
@@ -81,7 +98,10 @@ test('the stream is empty after a drained load and status agrees with what was s
     return st.backlog === 0 && st.pending === 0 ? st : null;
   });
   const { backlog, pending, retrying, failed, replayed, oldestBacklogAgeMs } = status;
-  assert.deepEqual({ backlog, pending, retrying, failed, replayed, oldestBacklogAgeMs }, { backlog: 0, pending: 0, retrying: 0, failed: 0, replayed: s.staging.received.length, oldestBacklogAgeMs: null });
+  assert.deepEqual(
+    { backlog, pending, retrying, failed, replayed, oldestBacklogAgeMs },
+    { backlog: 0, pending: 0, retrying: 0, failed: 0, replayed: s.staging.received.length, oldestBacklogAgeMs: null },
+  );
   const client = s.client();
   try {
     assert.equal(await client.xlen(s.keys().stream), 0, 'finished entries leave Redis');
@@ -94,7 +114,10 @@ test('an absolute-form target or a forged Host cannot send the replay anywhere b
   const elsewhere = await RecordingServer.start();
   try {
     const before = s.staging.received.length;
-    const res = await sendRaw(s.roles.ingressPort, requestHead('GET', `http://127.0.0.1:${elsewhere.port}/steal?x=1`, ['Host', `127.0.0.1:${elsewhere.port}`, 'X-Request-ID', 'req-abs']));
+    const res = await sendRaw(
+      s.roles.ingressPort,
+      requestHead('GET', `http://127.0.0.1:${elsewhere.port}/steal?x=1`, ['Host', `127.0.0.1:${elsewhere.port}`, 'X-Request-ID', 'req-abs']),
+    );
     assert.equal(res.status, 200);
     await waitFor('the replay', () => s.staging.received.length > before);
     const r = s.staging.received.find((x) => header(x.rawHeaders, 'x-request-id') === 'req-abs')!;

@@ -49,7 +49,15 @@ test('times, speeds and filters are parsed, and bad ones are named', () => {
 async function seed(prefix: string, items: { t: number; method: string; target: string; body: string }[]): Promise<void> {
   const { stream } = keysFor(prefix);
   for (const [i, it] of items.entries()) {
-    const fields = encodeEntryFields({ method: it.method, target: it.target, rawHeaders: ['Host', 'prod.example', 'X-Request-Id', `r${i}`], body: Buffer.from(it.body), receivedAt: it.t, requestId: `r${i}`, clientAddress: '10.0.0.1' });
+    const fields = encodeEntryFields({
+      method: it.method,
+      target: it.target,
+      rawHeaders: ['Host', 'prod.example', 'X-Request-Id', `r${i}`],
+      body: Buffer.from(it.body),
+      receivedAt: it.t,
+      requestId: `r${i}`,
+      clientAddress: '10.0.0.1',
+    });
     await client.xadd(stream, `${it.t}-0`, ...(fields as string[]));
   }
 }
@@ -68,16 +76,31 @@ test('--staging: the window is replayed from the CLI to that origin, filtered, w
     { t: t0 + 5000, method: 'POST', target: '/api/after', body: 'outside the window' },
   ]);
   try {
-    const result = await runCli([
-      'replay', '--from', String(t0), '--to', new Date(t0 + 1000).toISOString(), '--speed', '2x',
-      '--staging', staging.url, '--filter', 'method=POST path=^/api',
-    ], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix });
+    const result = await runCli(
+      [
+        'replay',
+        '--from',
+        String(t0),
+        '--to',
+        new Date(t0 + 1000).toISOString(),
+        '--speed',
+        '2x',
+        '--staging',
+        staging.url,
+        '--filter',
+        'method=POST path=^/api',
+      ],
+      { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix },
+    );
     assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(staging.received.map((r) => [r.method, r.url, r.body.toString()]), [
-      ['POST', '/api/orders/1', 'one'],
-      ['POST', '/api/orders/2', 'two'],
-      ['POST', '/api/orders/3', 'three'],
-    ]);
+    assert.deepEqual(
+      staging.received.map((r) => [r.method, r.url, r.body.toString()]),
+      [
+        ['POST', '/api/orders/1', 'one'],
+        ['POST', '/api/orders/2', 'two'],
+        ['POST', '/api/orders/3', 'three'],
+      ],
+    );
     assert.equal(header(staging.received[0]!.rawHeaders, 'x-request-id'), 'r1');
     // 900 ms of traffic at 2x: the last request leaves no sooner than 450 ms after the first.
     const span = staging.received[2]!.receivedAt - staging.received[0]!.receivedAt;
@@ -92,7 +115,10 @@ test('--staging: the window is replayed from the CLI to that origin, filtered, w
     bar.done();
     assert.match(drawn.join(''), /^\r\[#{30}\] 100% {2}3 sent {2}\d+ s\n$/, 'on a terminal the bar reaches 100%');
 
-    const json = await runCli(['replay', '--from', String(t0), '--to', String(t0 + 1000), '--speed', 'max', '--staging', staging.url, '--json'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix });
+    const json = await runCli(['replay', '--from', String(t0), '--to', String(t0 + 1000), '--speed', 'max', '--staging', staging.url, '--json'], {
+      REDIS_URL: redis.url,
+      MIRRORPLANE_PREFIX: prefix,
+    });
     assert.equal(json.code, 0, json.stderr);
     const summary = JSON.parse(json.stdout);
     assert.equal(summary.read, 5);
@@ -108,7 +134,11 @@ test('without --staging the window goes back to the stream and the workers repla
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { STREAM_RETENTION: '1h' } });
   try {
     for (let i = 0; i < 10; i++) {
-      const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/again/${i}`, { method: 'PUT', body: `payload-${i}`, headers: { 'x-request-id': `again-${i}` } });
+      const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/again/${i}`, {
+        method: 'PUT',
+        body: `payload-${i}`,
+        headers: { 'x-request-id': `again-${i}` },
+      });
       assert.equal(res.status, 200);
     }
     await waitFor('the first replay', async () => (await stack.status()).replayed === 10);
@@ -152,22 +182,49 @@ test('--file replays recording files; lines with truncated bodies are skipped an
   const dir = mkdtempSync(join(tmpdir(), 'mp-test-recordings-'));
   try {
     const at = (ms: number) => new Date(Date.parse('2026-11-26T10:00:00Z') + ms).toISOString();
-    const line = (i: number, body: { size: number; text: string; encoding?: 'base64'; truncated?: true }) => JSON.stringify({
-      v: 1, entryId: `1-${i}`, requestId: `rec-${i}`, attempt: 1, receivedAt: at(i * 100), sentAt: at(i * 100 + 5), ms: 3,
-      origin: { name: 'default', url: 'http://staging' }, rules: [], tags: {},
-      mirrored: { method: 'POST', target: `/rec/${i}`, clientAddress: null, headers: [['Host', 'prod'], ['X-Request-Id', `rec-${i}`]], body },
-      sent: { method: 'POST', path: `/rec/${i}`, headers: [], body: { size: 0, text: '' } },
-      response: { status: 200, headers: [], body: { size: 0, text: '' } },
-    });
+    const line = (i: number, body: { size: number; text: string; encoding?: 'base64'; truncated?: true }) =>
+      JSON.stringify({
+        v: 1,
+        entryId: `1-${i}`,
+        requestId: `rec-${i}`,
+        attempt: 1,
+        receivedAt: at(i * 100),
+        sentAt: at(i * 100 + 5),
+        ms: 3,
+        origin: { name: 'default', url: 'http://staging' },
+        rules: [],
+        tags: {},
+        mirrored: {
+          method: 'POST',
+          target: `/rec/${i}`,
+          clientAddress: null,
+          headers: [
+            ['Host', 'prod'],
+            ['X-Request-Id', `rec-${i}`],
+          ],
+          body,
+        },
+        sent: { method: 'POST', path: `/rec/${i}`, headers: [], body: { size: 0, text: '' } },
+        response: { status: 200, headers: [], body: { size: 0, text: '' } },
+      });
     const file = join(dir, 'r.jsonl');
-    writeFileSync(file, [
-      line(0, { size: 5, text: 'hello' }),
-      line(1, { size: 3, text: Buffer.from([0, 1, 255]).toString('base64'), encoding: 'base64' }),
-      line(2, { size: 100000, text: 'cut', truncated: true }),
-    ].join('\n') + '\n');
+    writeFileSync(
+      file,
+      [
+        line(0, { size: 5, text: 'hello' }),
+        line(1, { size: 3, text: Buffer.from([0, 1, 255]).toString('base64'), encoding: 'base64' }),
+        line(2, { size: 100000, text: 'cut', truncated: true }),
+      ].join('\n') + '\n',
+    );
     const result = await runCli(['replay', '--file', file, '--staging', staging.url, '--speed', 'max'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'tfile' });
     assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(staging.received.map((r) => [r.url, r.body.toString('hex')]), [['/rec/0', Buffer.from('hello').toString('hex')], ['/rec/1', '0001ff']]);
+    assert.deepEqual(
+      staging.received.map((r) => [r.url, r.body.toString('hex')]),
+      [
+        ['/rec/0', Buffer.from('hello').toString('hex')],
+        ['/rec/1', '0001ff'],
+      ],
+    );
     assert.match(result.stdout, /read 3, filtered out 0, skipped 1 with truncated bodies/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -12,7 +12,14 @@ after(async () => {
   await redis?.close();
 });
 
-interface FailedRow { id: string; method: string; url: string; attempts: number; lastError: string; failedAt: string }
+interface FailedRow {
+  id: string;
+  method: string;
+  url: string;
+  attempts: number;
+  lastError: string;
+  failedAt: string;
+}
 
 test('a 503 from staging is retried with the same id and a growing attempt number, then succeeds', async () => {
   let calls = 0;
@@ -26,7 +33,10 @@ test('a 503 from staging is retried with the same id and a growing attempt numbe
     await waitFor('three attempts', () => staging.received.length >= 3);
     const ids = staging.received.map((r) => header(r.rawHeaders, 'x-mirrorplane-id'));
     assert.equal(new Set(ids).size, 1, 'the same x-mirrorplane-id on every attempt');
-    assert.deepEqual(staging.received.map((r) => header(r.rawHeaders, 'x-mirrorplane-attempt')), ['1', '2', '3']);
+    assert.deepEqual(
+      staging.received.map((r) => header(r.rawHeaders, 'x-mirrorplane-attempt')),
+      ['1', '2', '3'],
+    );
     assert.ok(staging.received.every((r) => r.body.toString() === 'data' && r.method === 'PUT'));
     const status = await waitFor('the retry to complete', async () => {
       const s = await stack.status();
@@ -65,7 +75,10 @@ test('exhausted attempts land in the failed set; failed replay --all delivers th
   const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '3', REPLAY_BACKOFF_MS: '50' } });
   try {
     for (const path of ['/a', '/b']) {
-      assert.equal((await sendRaw(stack.ingressPort, requestHead('POST', path, ['Host', 'x', 'Authorization', 'Bearer hush'], 2), Buffer.from('zz'))).status, 200);
+      assert.equal(
+        (await sendRaw(stack.ingressPort, requestHead('POST', path, ['Host', 'x', 'Authorization', 'Bearer hush'], 2), Buffer.from('zz'))).status,
+        200,
+      );
     }
     await waitFor('two failed entries', async () => (await stack.status()).failed === 2, 60_000);
     assert.equal(staging.received.length, 6, 'three attempts each');
@@ -89,7 +102,10 @@ test('exhausted attempts land in the failed set; failed replay --all delivers th
     const replay = await stack.cli(['failed', 'replay', '--all']);
     assert.equal(replay.code, 0, replay.stderr);
     assert.match(replay.stdout, /replayed 2 failed entries/);
-    await waitFor('both to be delivered', () => staging.received.filter((r) => header(r.rawHeaders, 'x-mirrorplane-attempt') !== undefined).length === 8 && staging.received.slice(6).length === 2);
+    await waitFor(
+      'both to be delivered',
+      () => staging.received.filter((r) => header(r.rawHeaders, 'x-mirrorplane-attempt') !== undefined).length === 8 && staging.received.slice(6).length === 2,
+    );
     const delivered = staging.received.slice(6);
     assert.deepEqual(delivered.map((r) => r.url).sort(), ['/a', '/b']);
     const status = await waitFor('status to settle', async () => {

@@ -52,13 +52,21 @@ test('status --watch refreshes with rates and an estimate of the time to drain t
     }
     const watch = new MirrorplaneProcess(['status', '--watch', '--json', '--interval', '0.25', '--count', '400'], stack.env);
     try {
-      const frames = () => watch.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, number | null>);
+      const frames = () =>
+        watch.stdout
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Record<string, number | null>);
       await waitFor('two frames with the backlog', () => frames().filter((f) => (f.backlog as number) > 150).length >= 2);
       const first = frames()[0]!;
       assert.equal(first.accepted, 200);
       assert.equal(first.acceptedPerSec, null);
       release = true;
-      const draining = await waitFor('a frame with a drain estimate', () => frames().find((f) => typeof f.drainSeconds === 'number' && (f.backlog as number) > 0), 60_000);
+      const draining = await waitFor(
+        'a frame with a drain estimate',
+        () => frames().find((f) => typeof f.drainSeconds === 'number' && (f.backlog as number) > 0),
+        60_000,
+      );
       assert.ok((draining.replayedPerSec as number) > 0, 'replays per second while draining');
       assert.ok((draining.drainSeconds as number) > 0);
       await waitFor('a frame with the backlog drained', () => frames().find((f) => f.backlog === 0 && f.pending === 0 && f.drainSeconds === 0), 60_000);

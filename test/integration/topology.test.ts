@@ -3,7 +3,16 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { SETTINGS, compileRules, loadConfig, type Config, type MirroredRequest, type OutgoingRequest, type PipelineContext, type Role } from '@mirrorplane/core';
+import {
+  SETTINGS,
+  compileRules,
+  loadConfig,
+  type Config,
+  type MirroredRequest,
+  type OutgoingRequest,
+  type PipelineContext,
+  type Role,
+} from '@mirrorplane/core';
 import { runCli } from '../helpers/index.js';
 
 /**
@@ -121,7 +130,8 @@ test('compose runs the documented services, each with a pinned image and a healt
     assert.ok(tag, `${name}: image ${image} names a tag`);
     assert.notEqual(tag, 'latest', `${name}: no :latest`);
     assert.match(tag, /\d+\.\d+/, `${name}: image ${image} is pinned to a version`);
-    if (service.build !== undefined) assert.equal(image, `mirrorplane:${rootPackage.version}`, `${name}: the image built here is tagged with the package version`);
+    if (service.build !== undefined)
+      assert.equal(image, `mirrorplane:${rootPackage.version}`, `${name}: the image built here is tagged with the package version`);
     assert.ok(Array.isArray(service.healthcheck?.test) && service.healthcheck.test.length > 1, `${name}: has a health check`);
     for (const [dep, cond] of Object.entries((service.depends_on ?? {}) as Record<string, Json>)) {
       assert.ok(services[dep], `${name} depends on ${dep}, a service of this file`);
@@ -154,7 +164,7 @@ test('every environment variable a service sets is a setting Mirrorplane reads, 
   const staging = new URL(worker.stagingUrl as string);
   assert.ok(services[staging.hostname], `STAGING_URL names the ${staging.hostname} service`);
   assert.equal(staging.hostname, 'staging');
-  assert.equal(Number(staging.port || 80), listeningPort('staging'), 'STAGING_URL has staging\'s port');
+  assert.equal(Number(staging.port || 80), listeningPort('staging'), "STAGING_URL has staging's port");
 });
 
 test('redis keeps every key and every accepted entry: noeviction and AOF', () => {
@@ -212,7 +222,10 @@ test('the route sends traffic to production and mirrors it to the ingress, at a 
   assert.equal(mirror.runtime_fraction.default_value.numerator, 100, 'everything is mirrored by default');
   assert.equal(mirror.runtime_fraction.default_value.denominator, 'HUNDRED');
   assert.match(mirror.runtime_fraction.runtime_key, /^mirrorplane\./, 'the share has a runtime key');
-  assert.ok((envoy.layered_runtime.layers as Json[]).some((l) => 'admin_layer' in l), 'the runtime key can be changed through the admin port');
+  assert.ok(
+    (envoy.layered_runtime.layers as Json[]).some((l) => 'admin_layer' in l),
+    'the runtime key can be changed through the admin port',
+  );
   // Envoy's -shadow host suffix is kept; the worker strips it when PRESERVE_HOST=true.
   assert.notEqual(mirror.disable_shadow_host_suffix_append, true);
 });
@@ -243,10 +256,10 @@ test('the mirror cluster cannot cost production: short timeouts, circuit breaker
   seconds(c.outlier_detection.base_ejection_time, 'base_ejection_time');
   assert.equal(c.common_lb_config.healthy_panic_threshold.value, 0, 'no panic routing to an ejected ingress');
   const production = cluster('production');
-  assert.equal(production.circuit_breakers, undefined, 'production keeps Envoy\'s defaults: the guards are for the mirror');
+  assert.equal(production.circuit_breakers, undefined, "production keeps Envoy's defaults: the guards are for the mirror");
 });
 
-test('compose publishes Envoy\'s listener and admin port, and mounts the config Envoy is started with', () => {
+test("compose publishes Envoy's listener and admin port, and mounts the config Envoy is started with", () => {
   const service = services.envoy as Json;
   const ports = containerPorts(service);
   assert.ok(ports.includes(listener().address.socket_address.port_value), 'the listener is published');
@@ -259,14 +272,17 @@ test('compose publishes Envoy\'s listener and admin port, and mounts the config 
   assert.ok(healthcheck.includes(String(envoy.admin.address.socket_address.port_value)), 'the health check asks the admin port');
   for (const name of ['ingress', 'worker']) {
     const port = name === 'ingress' ? serviceConfig('ingress').adminPort : serviceConfig('worker').adminPort;
-    assert.ok((services[name]?.healthcheck.test as string[]).join(' ').includes(`:${port}/readyz`), `${name}: health check asks /readyz on its admin port ${port}`);
+    assert.ok(
+      (services[name]?.healthcheck.test as string[]).join(' ').includes(`:${port}/readyz`),
+      `${name}: health check asks /readyz on its admin port ${port}`,
+    );
   }
   for (const name of ['production', 'staging']) {
     assert.ok((services[name]?.healthcheck.test as string[]).join(' ').includes(`:${listeningPort(name)}/healthz`), `${name}: health check on its port`);
   }
 });
 
-test('the compose config file fixes how staging differs: its rule moves every path under staging\'s prefix', async () => {
+test("the compose config file fixes how staging differs: its rule moves every path under staging's prefix", async () => {
   const config = serviceConfig('worker');
   assert.equal(config.rules.length, 1);
   const prefix = flag(services.staging?.command as string[], '--path-prefix') as string;
@@ -274,7 +290,15 @@ test('the compose config file fixes how staging differs: its rule moves every pa
   assert.equal(flag(services.production?.command as string[], '--path-prefix'), undefined, 'production does not');
   const stage = compileRules(config.rules, { origins: new Set(Object.keys(config.origins)) });
   for (const path of ['/orders', '/orders/ord_1?fields=item', '/']) {
-    const mirrored: MirroredRequest = { method: 'GET', target: path, rawHeaders: ['Host', 'shop.example.com-shadow'], body: Buffer.alloc(0), receivedAt: 0, requestId: null, clientAddress: null };
+    const mirrored: MirroredRequest = {
+      method: 'GET',
+      target: path,
+      rawHeaders: ['Host', 'shop.example.com-shadow'],
+      body: Buffer.alloc(0),
+      receivedAt: 0,
+      requestId: null,
+      clientAddress: null,
+    };
     const ctx: PipelineContext = { entryId: '1-0', attempt: 1, requestId: null, mirrored, rules: [], tags: {} };
     const request: OutgoingRequest = { method: 'GET', path, headers: ['Host', 'staging:8000'], body: Buffer.alloc(0), origin: 'default' };
     const out = (await stage.pre!(request, ctx)) as OutgoingRequest;

@@ -35,10 +35,15 @@ test('an entry delivered too often goes to the failed set as poison; an abandone
   const queue = createRetryQueue(keys, queueConnection);
   try {
     await waitFor('the abandoned entry replayed', () => staging.byEntryId(abandonedId).length === 1, 30_000);
-    const failed = await waitFor('the poison entry in the failed set', async () => {
-      const list = await listFailed(queue, 10, new Redactor(redactionSettings(undefined)));
-      return list.length === 1 ? list : null;
-    }, 30_000, 100);
+    const failed = await waitFor(
+      'the poison entry in the failed set',
+      async () => {
+        const list = await listFailed(queue, 10, new Redactor(redactionSettings(undefined)));
+        return list.length === 1 ? list : null;
+      },
+      30_000,
+      100,
+    );
     assert.equal(failed[0]!.id, poisonId);
     assert.match(failed[0]!.lastError, /^delivered \d+ times without finishing$/);
     assert.equal(staging.byEntryId(poisonId).length, 0, 'the poison entry is not replayed');

@@ -43,7 +43,10 @@ test('a new idle worker is listed at once with what it holds; a stopped one leav
     // `status --json` carries them too.
     const status = await runCli(['status', '--json'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: w.config.prefix });
     assert.equal(status.code, 0, status.stderr);
-    assert.deepEqual((JSON.parse(status.stdout) as { workers: { consumer: string }[] }).workers.map((x) => x.consumer), [w.worker.consumer]);
+    assert.deepEqual(
+      (JSON.parse(status.stdout) as { workers: { consumer: string }[] }).workers.map((x) => x.consumer),
+      [w.worker.consumer],
+    );
   } finally {
     await w.close();
   }

@@ -16,7 +16,9 @@ async function send(stack: Stack, count: number, tag: string): Promise<void> {
   for (let i = 0; i < count; i += 25) {
     await Promise.all(
       Array.from({ length: Math.min(25, count - i) }, (_, j) =>
-        sendRaw(stack.ingressPort, requestHead('POST', `/${tag}/${i + j}`, ['Host', 'x', 'X-Request-ID', `${tag}-${i + j}`], 2), Buffer.from('ok')).then((r) => assert.equal(r.status, 200)),
+        sendRaw(stack.ingressPort, requestHead('POST', `/${tag}/${i + j}`, ['Host', 'x', 'X-Request-ID', `${tag}-${i + j}`], 2), Buffer.from('ok')).then((r) =>
+          assert.equal(r.status, 200),
+        ),
       ),
     );
   }
@@ -41,7 +43,10 @@ test('two workers share the load', async () => {
     await waitFor('all 200 replays', () => staging.received.length >= 200, 60_000);
     const seen = byRequestId(staging.received);
     assert.equal(seen.size, 200);
-    assert.ok([...seen.values()].every((v) => v.length === 1), 'each exactly once without faults');
+    assert.ok(
+      [...seen.values()].every((v) => v.length === 1),
+      'each exactly once without faults',
+    );
     // Both consumers of the group took part.
     const client = redis.client();
     try {
@@ -50,13 +55,18 @@ test('two workers share the load', async () => {
     } finally {
       client.disconnect();
     }
-    const replayed = await Promise.all(admins.map(async (port) => {
-      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      const line = text.split('\n').find((l) => l.startsWith('mirrorplane_worker_replays_total{outcome="2xx"}'));
-      return Number(line?.split(' ').pop() ?? 0);
-    }));
+    const replayed = await Promise.all(
+      admins.map(async (port) => {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        const line = text.split('\n').find((l) => l.startsWith('mirrorplane_worker_replays_total{outcome="2xx"}'));
+        return Number(line?.split(' ').pop() ?? 0);
+      }),
+    );
     assert.equal(replayed[0]! + replayed[1]!, 200);
-    assert.ok(replayed.every((n) => n > 0), `both workers replayed some: ${replayed.join(', ')}`);
+    assert.ok(
+      replayed.every((n) => n > 0),
+      `both workers replayed some: ${replayed.join(', ')}`,
+    );
   } finally {
     await stack.close();
     await staging.close();
@@ -104,7 +114,10 @@ test('SIGTERM: the worker finishes what it holds and exits 0; nothing is lost or
     assert.ok(afterStop < 40, 'it stopped reading');
     await stack.addWorker();
     await waitFor('all 40', () => byRequestId(staging.received).size === 40, 60_000);
-    assert.ok([...byRequestId(staging.received).values()].every((c) => c.length === 1), 'nothing repeated');
+    assert.ok(
+      [...byRequestId(staging.received).values()].every((c) => c.length === 1),
+      'nothing repeated',
+    );
   } finally {
     await stack.close();
     await staging.close();
@@ -114,7 +127,12 @@ test('SIGTERM: the worker finishes what it holds and exits 0; nothing is lost or
 test('SIGTERM with replays that outlast the deadline hands them back for another worker at once', async () => {
   const staging = await RecordingServer.start(delayed(3000));
   // CLAIM_IDLE_MS is long: the new worker gets the entries because they were handed back, not because they idled.
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { WORKER_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '100', CLAIM_IDLE_MS: '60000' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { WORKER_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '100', CLAIM_IDLE_MS: '60000' },
+  });
   try {
     await send(stack, 2, 'handback');
     await waitFor('both in flight', () => staging.received.length === 2);

@@ -12,8 +12,12 @@ import { RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.j
  */
 
 let redis: RedisServer;
-before(async () => { redis = await RedisServer.start(); });
-after(async () => { await redis?.close(); });
+before(async () => {
+  redis = await RedisServer.start();
+});
+after(async () => {
+  await redis?.close();
+});
 
 async function readDeployment(client: Redis, prefix: string): Promise<{ key: string; text: string }[]> {
   const keys: string[] = [];
@@ -41,18 +45,29 @@ async function readDeployment(client: Redis, prefix: string): Promise<{ key: str
   return out;
 }
 
-test('with MIRRORPLANE_DATA_KEY, a failed entry\'s path, headers, body and staging\'s answer are nowhere in clear', async () => {
+test("with MIRRORPLANE_DATA_KEY, a failed entry's path, headers, body and staging's answer are nowhere in clear", async () => {
   const M = { path: 'MKPATHa12x', header: 'MKHEADERa12x', body: 'MKBODYa12x' };
   // Staging refuses, quoting the request in its answer (as many error pages do).
   const staging = await RecordingServer.start((req, res) => void res.writeHead(422, { 'content-type': 'text/plain' }).end(`no such user in ${req.url}`));
   const dataKey = `k1:${randomBytes(32).toString('base64')}`;
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, env: { MIRRORPLANE_DATA_KEY: dataKey, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100', RETRY_STATUSES: '422,5xx' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    env: { MIRRORPLANE_DATA_KEY: dataKey, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100', RETRY_STATUSES: '422,5xx' },
+  });
   const client = redis.client();
   try {
-    const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/users/${M.path}/profile`, { method: 'POST', body: `{"email":"${M.body}"}`, headers: { 'x-customer': M.header } });
+    const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/users/${M.path}/profile`, {
+      method: 'POST',
+      body: `{"email":"${M.body}"}`,
+      headers: { 'x-customer': M.header },
+    });
     assert.equal(res.status, 200);
     await waitFor('1 failed', async () => (await stack.status()).failed === 1, 60_000);
-    assert.ok(staging.received.some((r) => r.url.includes(M.path)), 'staging got the request');
+    assert.ok(
+      staging.received.some((r) => r.url.includes(M.path)),
+      'staging got the request',
+    );
     const prefix = stack.env.MIRRORPLANE_PREFIX as string;
     const stored = await readDeployment(client, prefix);
     const leaks: string[] = [];

@@ -14,7 +14,6 @@ after(async () => {
   await redis?.close();
 });
 
-
 /** Until the ingress has reached Redis it answers 503 redis_unavailable. */
 const ready = (adminPort: number) => waitFor('the ingress to be ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
 
@@ -47,23 +46,41 @@ test('a burst far above worker capacity: the backlog stops at MAX_BACKLOG, the r
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
   await ready(adminPort);
   await stack.addWorker({ ADMIN_PORT: String(workerAdmin) });
-  const load = SteadyLoad.start({ port: stack.ingressPort, rate: 600, maxInFlight: 48, bodyBytes: 1024, tag: `burst${randomBytes(2).toString('hex')}`, maxRequests: 5000 });
+  const load = SteadyLoad.start({
+    port: stack.ingressPort,
+    rate: 600,
+    maxInFlight: 48,
+    bodyBytes: 1024,
+    tag: `burst${randomBytes(2).toString('hex')}`,
+    maxRequests: 5000,
+  });
   let maxLength = 0;
   let maxIngressRss = 0;
   let maxWorkerRss = 0;
   try {
-    await waitFor('the burst to be shed', async () => {
-      maxLength = Math.max(maxLength, await streamLength(stack.env.MIRRORPLANE_PREFIX!));
-      maxIngressRss = Math.max(maxIngressRss, await metric(adminPort, 'mirrorplane_ingress_process_resident_memory_bytes'));
-      maxWorkerRss = Math.max(maxWorkerRss, await metric(workerAdmin, 'mirrorplane_worker_process_resident_memory_bytes'));
-      return load.sent >= 3000;
-    }, 120_000, 50);
+    await waitFor(
+      'the burst to be shed',
+      async () => {
+        maxLength = Math.max(maxLength, await streamLength(stack.env.MIRRORPLANE_PREFIX!));
+        maxIngressRss = Math.max(maxIngressRss, await metric(adminPort, 'mirrorplane_ingress_process_resident_memory_bytes'));
+        maxWorkerRss = Math.max(maxWorkerRss, await metric(workerAdmin, 'mirrorplane_worker_process_resident_memory_bytes'));
+        return load.sent >= 3000;
+      },
+      120_000,
+      50,
+    );
     await load.stop();
     const shed = load.refused.get('status 503') ?? 0;
-    t.diagnostic(`sent ${load.sent}, accepted ${load.accepted.size}, shed ${shed}, longest stream ${maxLength} (cap ${cap}), RSS ingress ${(maxIngressRss / 2 ** 20).toFixed(0)} MiB, worker ${(maxWorkerRss / 2 ** 20).toFixed(0)} MiB`);
+    t.diagnostic(
+      `sent ${load.sent}, accepted ${load.accepted.size}, shed ${shed}, longest stream ${maxLength} (cap ${cap}), RSS ingress ${(maxIngressRss / 2 ** 20).toFixed(0)} MiB, worker ${(maxWorkerRss / 2 ** 20).toFixed(0)} MiB`,
+    );
     assert.ok(shed > 0, `some requests were shed: ${JSON.stringify([...load.refused])}`);
     assert.equal(load.refusedCount, shed, 'refused only with 503');
-    assert.equal(await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}'), shed, 'every shed request is counted as backlog_full');
+    assert.equal(
+      await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}'),
+      shed,
+      'every shed request is counted as backlog_full',
+    );
     // The ingress counts its own appends between two looks at Redis, so it overshoots by at
     // most the appends in flight when it turned; they are bounded by the load's concurrency.
     assert.ok(maxLength <= cap + 48, `stream length stayed near the cap: ${maxLength}`);
@@ -74,7 +91,12 @@ test('a burst far above worker capacity: the backlog stops at MAX_BACKLOG, the r
     await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
     assertAtLeastOnce(staging, load.accepted);
     await waitFor('the stream to drain', async () => (await streamLength(stack.env.MIRRORPLANE_PREFIX!)) === 0, 60_000);
-    await waitFor('the ingress to accept again', async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200, 10_000, 100);
+    await waitFor(
+      'the ingress to accept again',
+      async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200,
+      10_000,
+      100,
+    );
   } finally {
     await load.stop();
     await stack.close();
@@ -112,7 +134,12 @@ test('MAX_BACKLOG_BYTES: the ingress sheds while Redis memory is over the cap, a
     assert.ok((await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}')) >= 1);
     await stack.addWorker();
     await waitFor('every accepted request at staging', () => missing(staging, new Set(accepted)).length === 0, 60_000);
-    await waitFor('the ingress to accept again', async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200, 30_000, 100);
+    await waitFor(
+      'the ingress to accept again',
+      async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x']))).status === 200,
+      30_000,
+      100,
+    );
   } finally {
     await stack.close();
     await staging.close();
@@ -129,26 +156,47 @@ test('MAX_BACKLOG bounds everything unfinished: with staging down the retry queu
   const before = await usedMemory();
   // Tries spread far beyond the test, so that nothing reaches the failed set (which is
   // finished work, outside the cap) while the load runs.
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MAX_BACKLOG: String(cap), REPLAY_ATTEMPTS: '50', REPLAY_BACKOFF_MS: '5000', WORKER_CONCURRENCY: '16' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { MAX_BACKLOG: String(cap), REPLAY_ATTEMPTS: '50', REPLAY_BACKOFF_MS: '5000', WORKER_CONCURRENCY: '16' },
+  });
   await stack.ingress.stop('SIGKILL');
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
   await ready(adminPort);
   await stack.addWorker();
   await stack.addWorker();
   const maxInFlight = 32;
-  const load = SteadyLoad.start({ port: stack.ingressPort, rate: 800, maxInFlight, bodyBytes: 1024, tag: `down${randomBytes(2).toString('hex')}`, maxRequests: 3000 });
+  const load = SteadyLoad.start({
+    port: stack.ingressPort,
+    rate: 800,
+    maxInFlight,
+    bodyBytes: 1024,
+    tag: `down${randomBytes(2).toString('hex')}`,
+    maxRequests: 3000,
+  });
   let peak = before;
   try {
-    await waitFor('3,000 requests answered', async () => {
-      peak = Math.max(peak, await usedMemory());
-      return load.sent >= 3000 && load.accepted.size + load.refusedCount >= 3000;
-    }, 180_000, 50);
+    await waitFor(
+      '3,000 requests answered',
+      async () => {
+        peak = Math.max(peak, await usedMemory());
+        return load.sent >= 3000 && load.accepted.size + load.refusedCount >= 3000;
+      },
+      180_000,
+      50,
+    );
     await load.stop();
     const status = await stack.status();
     const shed = load.refused.get('status 503') ?? 0;
     t.diagnostic(`accepted ${load.accepted.size}, shed ${shed}, status ${JSON.stringify(status)}, Redis used_memory ${before} → peak ${peak}`);
     assert.equal(load.refusedCount, shed, `refused only with 503: ${JSON.stringify([...load.refused])}`);
-    assert.equal(await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}'), shed, 'every shed request is counted as backlog_full');
+    assert.equal(
+      await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="backlog_full"}'),
+      shed,
+      'every shed request is counted as backlog_full',
+    );
     // Whatever is not in the failed set is unfinished, and the cap bounds it: the ingress
     // overshoots by at most the appends in flight when it turned (the load's concurrency).
     assert.ok(load.accepted.size - status.failed <= cap + maxInFlight, `accepted ${load.accepted.size}, failed ${status.failed}, cap ${cap}`);

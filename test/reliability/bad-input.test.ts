@@ -16,7 +16,12 @@ before(async () => {
   redis = await RedisServer.start();
   staging = await RecordingServer.start();
   adminPort = await freePort();
-  stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { BODY_TIMEOUT_MS: '1000', HEADERS_TIMEOUT_MS: '500', MAX_HEADER_BYTES: '16384' } });
+  stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { BODY_TIMEOUT_MS: '1000', HEADERS_TIMEOUT_MS: '500', MAX_HEADER_BYTES: '16384' },
+  });
   await stack.ingress.stop('SIGKILL');
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
   await stack.addWorker();
@@ -38,7 +43,11 @@ async function stillServing(path: string): Promise<void> {
 
 test('malformed HTTP gets 400, counted as bad_request', async () => {
   const before = await dropped('bad_request');
-  for (const raw of ['GET / HTTP/1.1\r\nBad Header: x\r\n\r\n', 'NOT-HTTP\r\n\r\n', 'GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab']) {
+  for (const raw of [
+    'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n',
+    'NOT-HTTP\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab',
+  ]) {
     const r = await sendRaw(stack.ingressPort, raw);
     assert.equal(r.status, 400, raw);
   }
@@ -62,7 +71,9 @@ test('a body slower than BODY_TIMEOUT_MS gets 408, counted once as body_timeout'
   const socket = connect(stack.ingressPort, '127.0.0.1');
   const answer = new Promise<string>((resolve) => {
     let text = '';
-    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
     socket.on('error', () => undefined);
     socket.on('close', () => resolve(text));
   });
@@ -83,7 +94,9 @@ test('a head slower than HEADERS_TIMEOUT_MS gets 408, counted once as headers_ti
   const socket = connect(stack.ingressPort, '127.0.0.1');
   const answer = new Promise<string>((resolve) => {
     let text = '';
-    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
     socket.on('error', () => undefined);
     socket.on('close', () => resolve(text));
   });
@@ -101,7 +114,9 @@ test('Expect: 100-continue gets 100 before the body, then 200; staging gets the 
   const socket = connect(stack.ingressPort, '127.0.0.1');
   let text = '';
   const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
-  socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+  socket.on('data', (d: Buffer) => {
+    text += d.toString('latin1');
+  });
   socket.write('PUT /continue HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 7\r\nConnection: close\r\n\r\n');
   await waitFor('100 Continue', () => text.startsWith('HTTP/1.1 100 Continue\r\n\r\n'));
   socket.write('payload');

@@ -36,10 +36,11 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     let fresh: Awaited<ReturnType<Stack['addWorker']>> | null = null;
     try {
       await waitFor('load running and replays in flight', () => load.accepted.size >= 300 && staging.received.length >= 100, 60_000);
-      const codes = await Promise.all([stack.ingress, ...stack.workers].map((p) => Promise.race([
-        p.stop(signal),
-        new Promise<string>((r) => setTimeout(() => r('no exit within 20 s'), 20_000)),
-      ])));
+      const codes = await Promise.all(
+        [stack.ingress, ...stack.workers].map((p) =>
+          Promise.race([p.stop(signal), new Promise<string>((r) => setTimeout(() => r('no exit within 20 s'), 20_000))]),
+        ),
+      );
       await load.stop();
       t.diagnostic(`exit codes: ${codes.join(', ')}; accepted ${load.accepted.size}, refused ${[...load.refused].map(([k, v]) => `${k}:${v}`).join(' ')}`);
       assert.deepEqual(codes, [0, 0, 0], 'every process exits 0');
@@ -49,12 +50,19 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       const queue = createRetryQueue(keysFor(stack.env.MIRRORPLANE_PREFIX as string), connection);
       let missing: string[] = [];
       try {
-        await waitFor('every accepted request answered 200 by staging or in the failed set', async () => {
-          const failed = new Set((await queue.getFailed(0, 10_000)).map((j) => (j.data as { entry?: { request?: { requestId?: string } } }).entry?.request?.requestId));
-          const ok = new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id')));
-          missing = [...load.accepted].filter((id) => !ok.has(id) && !failed.has(id));
-          return missing.length === 0;
-        }, 90_000, 250);
+        await waitFor(
+          'every accepted request answered 200 by staging or in the failed set',
+          async () => {
+            const failed = new Set(
+              (await queue.getFailed(0, 10_000)).map((j) => (j.data as { entry?: { request?: { requestId?: string } } }).entry?.request?.requestId),
+            );
+            const ok = new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id')));
+            missing = [...load.accepted].filter((id) => !ok.has(id) && !failed.has(id));
+            return missing.length === 0;
+          },
+          90_000,
+          250,
+        );
       } finally {
         t.diagnostic(`missing: ${missing.length} ${missing.slice(0, 10).join(', ')}`);
         await queue.close();

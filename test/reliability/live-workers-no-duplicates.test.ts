@@ -31,9 +31,30 @@ function copiesByRequestId(received: Received[]): Map<string, number> {
 }
 
 const cases = [
-  { name: 'the issue\'s numbers: 700 ms staging, CLAIM_IDLE_MS=1000, concurrency 64, two workers', workers: 2, concurrency: 64, claimIdle: 1000, count: 600, delay: (_i: number) => 700 },
-  { name: 'mixed fast/slow (10 ms / 1.5 × CLAIM_IDLE_MS), CLAIM_IDLE_MS=400, concurrency 8, three workers', workers: 3, concurrency: 8, claimIdle: 400, count: 200, delay: (i: number) => (i % 4 === 0 ? 600 : 10) },
-  { name: 'concurrency 1, staging 3 × CLAIM_IDLE_MS, CLAIM_IDLE_MS=200, two workers', workers: 2, concurrency: 1, claimIdle: 200, count: 20, delay: (_i: number) => 600 },
+  {
+    name: "the issue's numbers: 700 ms staging, CLAIM_IDLE_MS=1000, concurrency 64, two workers",
+    workers: 2,
+    concurrency: 64,
+    claimIdle: 1000,
+    count: 600,
+    delay: (_i: number) => 700,
+  },
+  {
+    name: 'mixed fast/slow (10 ms / 1.5 × CLAIM_IDLE_MS), CLAIM_IDLE_MS=400, concurrency 8, three workers',
+    workers: 3,
+    concurrency: 8,
+    claimIdle: 400,
+    count: 200,
+    delay: (i: number) => (i % 4 === 0 ? 600 : 10),
+  },
+  {
+    name: 'concurrency 1, staging 3 × CLAIM_IDLE_MS, CLAIM_IDLE_MS=200, two workers',
+    workers: 2,
+    concurrency: 1,
+    claimIdle: 200,
+    count: 20,
+    delay: (_i: number) => 600,
+  },
 ];
 
 for (const c of cases) {
@@ -49,14 +70,21 @@ for (const c of cases) {
     try {
       await appendEntries(client, first.config.prefix, 'live', c.count);
       await waitFor(`all ${c.count} at staging`, () => copiesByRequestId(staging.received).size === c.count, 180_000, 100);
-      await waitFor('drained: stream empty, nothing pending, no slot held', async () => {
-        const pending = (await client.xpending(keys.stream, keys.group)) as [number];
-        return (await client.xlen(keys.stream)) === 0 && Number(pending[0]) === 0 && workers.every((w) => w.worker.load.inFlight === 0);
-      }, 60_000, 100);
+      await waitFor(
+        'drained: stream empty, nothing pending, no slot held',
+        async () => {
+          const pending = (await client.xpending(keys.stream, keys.group)) as [number];
+          return (await client.xlen(keys.stream)) === 0 && Number(pending[0]) === 0 && workers.every((w) => w.worker.load.inFlight === 0);
+        },
+        60_000,
+        100,
+      );
       const copies = [...copiesByRequestId(staging.received).values()];
       const extra = copies.reduce((a, n) => a + n - 1, 0);
       const takeovers = workers.reduce((a, w) => a + w.logs.filter((l) => l.msg === 'took over an abandoned entry').length, 0);
-      t.diagnostic(`${c.count} requests, ${staging.received.length} copies at staging, ${extra} extra (max ${Math.max(...copies)} of one), ${takeovers} takeovers logged by live workers`);
+      t.diagnostic(
+        `${c.count} requests, ${staging.received.length} copies at staging, ${extra} extra (max ${Math.max(...copies)} of one), ${takeovers} takeovers logged by live workers`,
+      );
       assert.equal(extra, 0, `no request repeated while every worker is alive (${extra} extra copies, ${takeovers} takeovers)`);
     } finally {
       client.disconnect();

@@ -35,7 +35,13 @@ async function readyz(port: number): Promise<number> {
 test('a hung Redis (SIGSTOP) makes the worker not ready within APPEND_TIMEOUT_MS + 1 s, and ready again after SIGCONT', async (t) => {
   const staging = await RecordingServer.start();
   const ingressAdmin = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { APPEND_TIMEOUT_MS: '1500' }, ingressEnv: { ADMIN_PORT: String(ingressAdmin) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { APPEND_TIMEOUT_MS: '1500' },
+    ingressEnv: { ADMIN_PORT: String(ingressAdmin) },
+  });
   try {
     const port = await freePort();
     await stack.addWorker({ ADMIN_PORT: String(port) });
@@ -94,7 +100,15 @@ test('a worker waiting for its consumer group on a full Redis (it cannot read) i
     // A fresh prefix: the group does not exist, and XGROUP CREATE answers OOM.
     starting = InProcessWorker.start(redis, staging.url, { ADMIN_PORT: String(port) }, `ng${Date.now().toString(36)}`);
     starting.catch(() => undefined);
-    const status = await waitFor('the admin port to answer', async () => { const s = await readyz(port); return s === -1 ? null : s; }, 10_000, 100);
+    const status = await waitFor(
+      'the admin port to answer',
+      async () => {
+        const s = await readyz(port);
+        return s === -1 ? null : s;
+      },
+      10_000,
+      100,
+    );
     t.diagnostic(`worker /readyz while it cannot create its group: ${status}`);
     assert.equal(status, 503, 'a worker that cannot read is not ready');
   } finally {

@@ -45,7 +45,11 @@ test('Redis full while entries wait in the retry queue: answered retries do not 
     res.writeHead(code).end();
   });
   const w = await InProcessWorker.start(redis, staging.url, {
-    WORKER_CONCURRENCY: '8', REPLAY_BACKOFF_MS: '3000', RETRY_MAX_DELAY_MS: '3000', RETRY_WINDOW_MS: '600000', CLAIM_IDLE_MS: '2000',
+    WORKER_CONCURRENCY: '8',
+    REPLAY_BACKOFF_MS: '3000',
+    RETRY_MAX_DELAY_MS: '3000',
+    RETRY_WINDOW_MS: '600000',
+    CLAIM_IDLE_MS: '2000',
   });
   const client = redis.client();
   const connection = redis.client();
@@ -79,14 +83,21 @@ test('Redis full while entries wait in the retry queue: answered retries do not 
     // Memory back.
     await client.del(filler);
     await client.config('SET', 'maxmemory', '0');
-    await waitFor('the retry queue to drain', async () => {
-      const c = await queue.getJobCounts('wait', 'delayed', 'active', 'paused', 'prioritized');
-      return Object.values(c).every((n) => n === 0);
-    }, 120_000, 200);
+    await waitFor(
+      'the retry queue to drain',
+      async () => {
+        const c = await queue.getJobCounts('wait', 'delayed', 'active', 'paused', 'prioritized');
+        return Object.values(c).every((n) => n === 0);
+      },
+      120_000,
+      200,
+    );
     const failed = await queue.getFailed(0, 1000);
     const reasons = [...new Set(failed.map((j) => j.failedReason))];
     const duplicates = [...copies(staging.received, status).values()].reduce((a, n) => a + n - 1, 0);
-    t.diagnostic(`while full: ${failedWhileFull.length} failed, ${dupWhileFull} extra 200 copies; after: ${failed.length} failed (${reasons.join(' | ')}), ${duplicates} extra 200 copies, max copies ${Math.max(...copies(staging.received, status).values())}`);
+    t.diagnostic(
+      `while full: ${failedWhileFull.length} failed, ${dupWhileFull} extra 200 copies; after: ${failed.length} failed (${reasons.join(' | ')}), ${duplicates} extra 200 copies, max copies ${Math.max(...copies(staging.received, status).values())}`,
+    );
     assert.equal(failed.length, 0, `entries staging answered 200 are in the failed set: ${reasons.join(' | ')}`);
     assert.ok(duplicates <= N, `extra completed copies ${duplicates} ≤ ${N}`);
   } finally {
@@ -104,7 +115,11 @@ test('Redis full while retry jobs keep failing (staging still 500): nothing land
   let healthy = false;
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(healthy ? 200 : 500).end());
   const w = await InProcessWorker.start(redis, staging.url, {
-    WORKER_CONCURRENCY: '8', REPLAY_BACKOFF_MS: '3000', RETRY_MAX_DELAY_MS: '3000', RETRY_WINDOW_MS: '600000', CLAIM_IDLE_MS: '2000',
+    WORKER_CONCURRENCY: '8',
+    REPLAY_BACKOFF_MS: '3000',
+    RETRY_MAX_DELAY_MS: '3000',
+    RETRY_WINDOW_MS: '600000',
+    CLAIM_IDLE_MS: '2000',
   });
   const client = redis.client();
   const connection = redis.client();
@@ -113,10 +128,15 @@ test('Redis full while retry jobs keep failing (staging still 500): nothing land
   const filler = `filler${Date.now().toString(36)}`;
   try {
     await appendEntries(client, w.config.prefix, 'rf', N);
-    await waitFor('every entry in the retry queue', async () => {
-      const c = await queue.getJobCounts('delayed', 'active', 'wait');
-      return (c.delayed ?? 0) + (c.active ?? 0) + (c.wait ?? 0) === N;
-    }, 60_000, 50);
+    await waitFor(
+      'every entry in the retry queue',
+      async () => {
+        const c = await queue.getJobCounts('delayed', 'active', 'wait');
+        return (c.delayed ?? 0) + (c.active ?? 0) + (c.wait ?? 0) === N;
+      },
+      60_000,
+      50,
+    );
     await client.config('SET', 'maxmemory', String((await usedMemory(client)) + 512 * 1024));
     for (let i = 0; i < 10_000; i++) {
       try {
@@ -139,14 +159,21 @@ test('Redis full while retry jobs keep failing (staging still 500): nothing land
     await client.del(filler);
     await client.config('SET', 'maxmemory', '0');
     healthy = true;
-    await waitFor('the retry queue to drain', async () => {
-      const c = await queue.getJobCounts('wait', 'delayed', 'active', 'paused', 'prioritized');
-      return Object.values(c).every((n) => n === 0);
-    }, 120_000, 200);
+    await waitFor(
+      'the retry queue to drain',
+      async () => {
+        const c = await queue.getJobCounts('wait', 'delayed', 'active', 'paused', 'prioritized');
+        return Object.values(c).every((n) => n === 0);
+      },
+      120_000,
+      200,
+    );
     const failed = await queue.getFailed(0, 1000);
     const reasons = [...new Set(failed.map((j) => j.failedReason))];
     const ok = new Set(staging.received.filter((r) => r.receivedAt > 0).map((r) => header(r.rawHeaders, 'x-request-id')));
-    t.diagnostic(`while full: ${triesWhileFull} tries at staging, ${failedWhileFull.length} failed; after: ${failed.length} failed (${reasons.join(' | ')}), ${ok.size} ids seen`);
+    t.diagnostic(
+      `while full: ${triesWhileFull} tries at staging, ${failedWhileFull.length} failed; after: ${failed.length} failed (${reasons.join(' | ')}), ${ok.size} ids seen`,
+    );
     assert.equal(failed.length, 0, `entries in the failed set because Redis was full: ${reasons.join(' | ')}`);
     // Delays are at least 1.5 s: 15 s allow about 10 tries per entry (+1, +slack), not a storm.
     assert.ok(triesWhileFull <= N * 12, `tries while full ${triesWhileFull} ≤ ${N * 12} (the policy's delays held)`);

@@ -32,9 +32,19 @@ async function fillUntilFull(client: Redis, prefix: string, tag: string): Promis
   for (let i = 0; i < 100_000; i++) {
     const body = Buffer.alloc(8192, i % 256);
     try {
-      await client.xadd(keys.stream, '*', ...encodeEntryFields({
-        method: 'PUT', target: `/${tag}/${i}`, rawHeaders: ['Host', 'app.test', 'X-Request-ID', `${tag}-${i}`], body, receivedAt: Date.now(), requestId: `${tag}-${i}`, clientAddress: null,
-      }));
+      await client.xadd(
+        keys.stream,
+        '*',
+        ...encodeEntryFields({
+          method: 'PUT',
+          target: `/${tag}/${i}`,
+          rawHeaders: ['Host', 'app.test', 'X-Request-ID', `${tag}-${i}`],
+          body,
+          receivedAt: Date.now(),
+          requestId: `${tag}-${i}`,
+          clientAddress: null,
+        }),
+      );
       stored.push(`${tag}-${i}`);
     } catch (error) {
       assert.match((error as Error).message, /^OOM/);
@@ -86,10 +96,15 @@ test('a running worker drains a full Redis: acknowledgements free memory, nothin
     // Staging answers now; the worker replays while Redis is full.
     gate.open();
     await waitFor('every stored entry at staging', () => copies(staging.received).size === stored.length, 120_000);
-    await waitFor('the stream to be empty and nothing pending', async () => {
-      const pending = (await client.xpending(keys.stream, keys.group)) as [number];
-      return (await client.xlen(keys.stream)) === 0 && Number(pending[0]) === 0;
-    }, 60_000, 50);
+    await waitFor(
+      'the stream to be empty and nothing pending',
+      async () => {
+        const pending = (await client.xpending(keys.stream, keys.group)) as [number];
+        return (await client.xlen(keys.stream)) === 0 && Number(pending[0]) === 0;
+      },
+      60_000,
+      50,
+    );
     const freed = await usedMemory(client);
     assert.ok(freed < full - 1024 * 1024, `memory freed: ${full} → ${freed} bytes`);
     // A CLAIM_IDLE_MS later, nothing comes back.

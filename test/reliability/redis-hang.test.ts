@@ -21,7 +21,13 @@ test('a hung Redis (SIGSTOP): /readyz turns 503 within APPEND_TIMEOUT_MS + the p
   const appendTimeout = 1500;
   const staging = await RecordingServer.start();
   const adminPort = await freePort();
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { APPEND_TIMEOUT_MS: String(appendTimeout) }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { APPEND_TIMEOUT_MS: String(appendTimeout) },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   let paused = false;
   try {
     await waitFor('ready', async () => (await readyz(adminPort)) === 200);
@@ -57,8 +63,17 @@ test('a hung Redis (SIGSTOP): /readyz turns 503 within APPEND_TIMEOUT_MS + the p
     const resumedAt = Date.now();
     await waitFor('/readyz to turn 200 again', async () => (await readyz(adminPort)) === 200, 30_000, 50);
     t.diagnostic(`/readyz 200 again ${Date.now() - resumedAt} ms after SIGCONT`);
-    await waitFor('a request accepted again', async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status === 200, 10_000, 50);
-    await waitFor('staging gets the requests accepted before and after', () => staging.received.some((r) => r.url === '/before') && staging.received.some((r) => r.url === '/after'), 30_000);
+    await waitFor(
+      'a request accepted again',
+      async () => (await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status === 200,
+      10_000,
+      50,
+    );
+    await waitFor(
+      'staging gets the requests accepted before and after',
+      () => staging.received.some((r) => r.url === '/before') && staging.received.some((r) => r.url === '/after'),
+      30_000,
+    );
     assert.ok(!staging.received.some((r) => r.url.startsWith('/during/')), 'nothing refused was replayed');
   } finally {
     if (paused) redis.signal('SIGCONT');

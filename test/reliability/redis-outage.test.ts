@@ -24,7 +24,12 @@ async function outage(signal: NodeJS.Signals): Promise<void> {
   const staging = await RecordingServer.start(slow);
   const adminPort = await freePort();
   // A slow worker, so that a backlog is waiting in Redis when it goes away.
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { WORKER_CONCURRENCY: '2', CLAIM_IDLE_MS: '2000', APPEND_TIMEOUT_MS: '500' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { WORKER_CONCURRENCY: '2', CLAIM_IDLE_MS: '2000', APPEND_TIMEOUT_MS: '500' },
+  });
   await stack.ingress.stop('SIGKILL');
   await stack.startIngress({ ADMIN_PORT: String(adminPort) });
   await stack.addWorker();
@@ -50,18 +55,23 @@ async function outage(signal: NodeJS.Signals): Promise<void> {
     await waitFor('new requests to be accepted', () => load.accepted.size >= acceptedAfterwards + 100, 60_000);
     await load.stop();
     assert.ok(refusedDuring > 0, 'requests during the outage were refused');
-    const dropped = (await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="redis_unavailable"}'))
-      + (await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="redis_timeout"}'))
-      + (await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="redis_error"}'));
+    const dropped =
+      (await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="redis_unavailable"}')) +
+      (await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="redis_timeout"}')) +
+      (await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="redis_error"}'));
     assert.ok(dropped >= refusedDuring, `503s are counted by reason (${dropped} counted, ${refusedDuring} refused)`);
     // The worker resumes by itself, and nothing acknowledged before the outage is lost.
     await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
     assert.deepEqual(missing(staging, acceptedBefore), []);
     assertAtLeastOnce(staging, load.accepted);
-    const status = await waitFor('the stream to drain', async () => {
-      const s = await stack.status();
-      return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
-    }, 60_000);
+    const status = await waitFor(
+      'the stream to drain',
+      async () => {
+        const s = await stack.status();
+        return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
+      },
+      60_000,
+    );
     assert.equal(status.failed, 0);
   } finally {
     await load.stop();

@@ -53,10 +53,15 @@ test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request 
       await new Promise((r) => setTimeout(r, 300));
     }
     await waitFor(`all ${N} at staging`, () => copiesByRequestId(staging.received).size === N, 120_000, 100);
-    await waitFor('drained', async () => {
-      const pending = (await client.xpending(keys.stream, keys.group)) as [number];
-      return (await client.xlen(keys.stream)) === 0 && Number(pending[0]) === 0 && a.worker.load.inFlight === 0 && b.worker.load.inFlight === 0;
-    }, 60_000, 100);
+    await waitFor(
+      'drained',
+      async () => {
+        const pending = (await client.xpending(keys.stream, keys.group)) as [number];
+        return (await client.xlen(keys.stream)) === 0 && Number(pending[0]) === 0 && a.worker.load.inFlight === 0 && b.worker.load.inFlight === 0;
+      },
+      60_000,
+      100,
+    );
     const copies = [...copiesByRequestId(staging.received).values()];
     const extra = copies.reduce((s, n) => s + n - 1, 0);
     const takeovers = [a, b].reduce((s, w) => s + w.logs.filter((l) => l.msg === 'took over an abandoned entry').length, 0);
@@ -71,7 +76,7 @@ test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request 
   }
 });
 
-test('Redis paused longer than CLAIM_IDLE_MS while an idle live worker has free slots: it does not take over the busy worker\'s running entries', async (t) => {
+test("Redis paused longer than CLAIM_IDLE_MS while an idle live worker has free slots: it does not take over the busy worker's running entries", async (t) => {
   // Staging slower than the pauses: A's entries run through every pause; B has nothing to do,
   // so its claimer sends XAUTOCLAIM (nothing of its own to refresh) that Redis answers on SIGCONT.
   const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end('ok'), 9000));
@@ -95,10 +100,15 @@ test('Redis paused longer than CLAIM_IDLE_MS while an idle live worker has free 
       await new Promise((r) => setTimeout(r, 300));
     }
     await waitFor(`all ${N} at staging`, () => copiesByRequestId(staging.received).size === N, 60_000, 100);
-    await waitFor('drained', async () => {
-      const pending = (await client.xpending(keys.stream, keys.group)) as [number];
-      return Number(pending[0]) === 0 && a.worker.load.inFlight === 0 && b!.worker.load.inFlight === 0;
-    }, 60_000, 100);
+    await waitFor(
+      'drained',
+      async () => {
+        const pending = (await client.xpending(keys.stream, keys.group)) as [number];
+        return Number(pending[0]) === 0 && a.worker.load.inFlight === 0 && b!.worker.load.inFlight === 0;
+      },
+      60_000,
+      100,
+    );
     const copies = [...copiesByRequestId(staging.received).values()];
     const extra = copies.reduce((s, n) => s + n - 1, 0);
     const takeovers = b.logs.filter((l) => l.msg === 'took over an abandoned entry').length;

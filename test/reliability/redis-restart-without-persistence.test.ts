@@ -25,13 +25,18 @@ test('Redis restarted without persistence (group, stream and retry queue gone): 
     res.writeHead(header(req.rawHeaders, 'x-mirrorplane-attempt') === '1' ? 500 : 200).end();
   });
   const stack = await Stack.start({
-    redis, stagingUrl: staging.url, workers: 2,
+    redis,
+    stagingUrl: staging.url,
+    workers: 2,
     env: { CLAIM_IDLE_MS: '2000', REPLAY_BACKOFF_MS: '200', RETRY_MAX_DELAY_MS: '1000', HEARTBEAT_MS: '500', WORKER_CONCURRENCY: '8' },
   });
-  const ok = (tag: string) => new Set(staging.received
-    .filter((r) => header(r.rawHeaders, 'x-mirrorplane-attempt') !== '1')
-    .map((r) => header(r.rawHeaders, 'x-request-id') as string)
-    .filter((id) => id?.startsWith(`${tag}-`)));
+  const ok = (tag: string) =>
+    new Set(
+      staging.received
+        .filter((r) => header(r.rawHeaders, 'x-mirrorplane-attempt') !== '1')
+        .map((r) => header(r.rawHeaders, 'x-request-id') as string)
+        .filter((id) => id?.startsWith(`${tag}-`)),
+    );
   try {
     const before1 = SteadyLoad.start({ port: stack.ingressPort, rate: 50, tag: 'pre', maxRequests: 50 });
     await waitFor('the first load sent', () => before1.sent === 50, 60_000);
@@ -51,14 +56,26 @@ test('Redis restarted without persistence (group, stream and retry queue gone): 
     assert.ok(after1.accepted.size > 50, `most accepted after the restart (${after1.accepted.size}/100)`);
     let got = 0;
     try {
-      await waitFor('every request accepted after the restart answered 200 by staging', () => (got = [...after1.accepted].filter((id) => ok('post').has(id)).length) === after1.accepted.size, 60_000, 200);
+      await waitFor(
+        'every request accepted after the restart answered 200 by staging',
+        () => (got = [...after1.accepted].filter((id) => ok('post').has(id)).length) === after1.accepted.size,
+        60_000,
+        200,
+      );
     } finally {
-      t.diagnostic(`after the restart: ${after1.accepted.size} accepted, ${got} answered 200 by staging; ${staging.received.length} requests at staging in all`);
+      t.diagnostic(
+        `after the restart: ${after1.accepted.size} accepted, ${got} answered 200 by staging; ${staging.received.length} requests at staging in all`,
+      );
     }
-    const status = await waitFor('both live workers listed again', async () => {
-      const s = (await stack.status()) as unknown as { workers?: unknown[] };
-      return (s.workers?.length ?? 0) === 2 ? s : null;
-    }, 20_000, 250);
+    const status = await waitFor(
+      'both live workers listed again',
+      async () => {
+        const s = (await stack.status()) as unknown as { workers?: unknown[] };
+        return (s.workers?.length ?? 0) === 2 ? s : null;
+      },
+      20_000,
+      250,
+    );
     assert.equal(status.workers?.length, 2);
   } finally {
     await stack.close();

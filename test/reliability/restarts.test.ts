@@ -15,7 +15,6 @@ after(async () => {
   await redis?.close();
 });
 
-
 function portClosed(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = connect(port, '127.0.0.1');
@@ -55,10 +54,14 @@ test('ingress and worker SIGKILLed and restarted mid-load: no acknowledged reque
     await load.stop();
     await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
     assertAtLeastOnce(staging, load.accepted);
-    const status = await waitFor('the stream to drain', async () => {
-      const s = await stack.status();
-      return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
-    }, 60_000);
+    const status = await waitFor(
+      'the stream to drain',
+      async () => {
+        const s = await stack.status();
+        return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
+      },
+      60_000,
+    );
     assert.equal(status.failed, 0);
   } finally {
     await load.stop();
@@ -97,7 +100,12 @@ test('SIGTERM under load: the worker finishes or hands back what it holds within
   const staging = await RecordingServer.start(delayed(400));
   const concurrency = 16;
   // A long claim idle time: the next worker gets handed-back entries because they were handed back.
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { WORKER_CONCURRENCY: String(concurrency), SHUTDOWN_TIMEOUT_MS: '200', CLAIM_IDLE_MS: '60000' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { WORKER_CONCURRENCY: String(concurrency), SHUTDOWN_TIMEOUT_MS: '200', CLAIM_IDLE_MS: '60000' },
+  });
   await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 50, tag: `wterm${randomBytes(2).toString('hex')}`, maxRequests: 4000 });
   try {

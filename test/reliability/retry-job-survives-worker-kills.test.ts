@@ -29,7 +29,9 @@ test('workers SIGKILLed twice while running the same retry job: the entry still 
     if (header(req.rawHeaders, 'x-mirrorplane-attempt') === '1') return void res.writeHead(500).end();
   });
   const stack = await Stack.start({
-    redis, stagingUrl: staging.url, workers: 1,
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
     env: { REPLAY_TIMEOUT_MS: '15000', CLAIM_IDLE_MS: '1000', REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '200' },
   });
   const connection = redis.client();
@@ -48,13 +50,24 @@ test('workers SIGKILLed twice while running the same retry job: the entry still 
     const healthyAt = Date.now();
     let failed: { failedReason?: string }[] = [];
     let delivered = false;
-    await waitFor('the entry answered 200 at staging, or in the failed set', async () => {
-      failed = await queue.getFailed(0, 10);
-      delivered = staging.received.some((x) => header(x.rawHeaders, 'x-request-id') === 'kill-1' && x.receivedAt >= healthyAt);
-      return failed.length > 0 || delivered;
-    }, 200_000, 250);
-    t.diagnostic(`tries at staging ${staging.received.length}; delivered after recovery: ${delivered}; failed: ${failed.map((f) => f.failedReason).join(' | ') || 'none'}`);
-    assert.deepEqual(failed.map((f) => f.failedReason), [], 'no entry in the failed set because a worker died');
+    await waitFor(
+      'the entry answered 200 at staging, or in the failed set',
+      async () => {
+        failed = await queue.getFailed(0, 10);
+        delivered = staging.received.some((x) => header(x.rawHeaders, 'x-request-id') === 'kill-1' && x.receivedAt >= healthyAt);
+        return failed.length > 0 || delivered;
+      },
+      200_000,
+      250,
+    );
+    t.diagnostic(
+      `tries at staging ${staging.received.length}; delivered after recovery: ${delivered}; failed: ${failed.map((f) => f.failedReason).join(' | ') || 'none'}`,
+    );
+    assert.deepEqual(
+      failed.map((f) => f.failedReason),
+      [],
+      'no entry in the failed set because a worker died',
+    );
     assert.ok(delivered, 'delivered once staging is healthy');
   } finally {
     await queue.close();

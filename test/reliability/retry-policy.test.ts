@@ -45,14 +45,24 @@ test('staging answers 500 for 4 s, then recovers: every entry succeeds, none fai
     res.writeHead(Date.now() < recoverAt ? 500 : 200).end();
   });
   // Under the old defaults (5 tries, 100 ms base) every entry was in the failed set within ~2 s.
-  const w = await InProcessWorker.start(redis, staging.url, { REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '800', RETRY_WINDOW_MS: '30000', WORKER_CONCURRENCY: '16' });
+  const w = await InProcessWorker.start(redis, staging.url, {
+    REPLAY_BACKOFF_MS: '100',
+    RETRY_MAX_DELAY_MS: '800',
+    RETRY_WINDOW_MS: '30000',
+    WORKER_CONCURRENCY: '16',
+  });
   const client = redis.client();
   try {
     await appendEntries(client, w.config.prefix, 'outage', 200);
-    await waitFor('every entry answered 200 by staging', () => {
-      const ok = new Set(staging.received.filter((r) => r.receivedAt >= recoverAt).map((r) => header(r.rawHeaders, 'x-request-id')));
-      return ok.size === 200;
-    }, 90_000, 50);
+    await waitFor(
+      'every entry answered 200 by staging',
+      () => {
+        const ok = new Set(staging.received.filter((r) => r.receivedAt >= recoverAt).map((r) => header(r.rawHeaders, 'x-request-id')));
+        return ok.size === 200;
+      },
+      90_000,
+      50,
+    );
     assert.equal(await failedCount(w.config.prefix), 0, 'nothing in the failed set');
     const tries = [...triesByRequestId(staging.received).values()].map((t) => t.length);
     assert.ok(Math.max(...tries) >= 5, `entries were tried through the outage (max ${Math.max(...tries)} tries)`);
@@ -67,7 +77,11 @@ test('staging never recovers: tries go on for the window and stop there; then th
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());
   const windowMs = 3000;
   const maxDelayMs = 400;
-  const w = await InProcessWorker.start(redis, staging.url, { REPLAY_BACKOFF_MS: '50', RETRY_MAX_DELAY_MS: String(maxDelayMs), RETRY_WINDOW_MS: String(windowMs) });
+  const w = await InProcessWorker.start(redis, staging.url, {
+    REPLAY_BACKOFF_MS: '50',
+    RETRY_MAX_DELAY_MS: String(maxDelayMs),
+    RETRY_WINDOW_MS: String(windowMs),
+  });
   const client = redis.client();
   try {
     await appendEntries(client, w.config.prefix, 'down', 10);

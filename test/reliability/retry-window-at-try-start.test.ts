@@ -37,7 +37,12 @@ test('no try starts later than RETRY_WINDOW_MS after the first, even when more e
   // Staging never answers: every try is cut after REPLAY_TIMEOUT_MS.
   const staging = await RecordingServer.start(() => undefined);
   const w = await InProcessWorker.start(redis, staging.url, {
-    WORKER_CONCURRENCY: '1', REPLAY_TIMEOUT_MS: '400', REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '200', RETRY_WINDOW_MS: String(WINDOW), CLAIM_IDLE_MS: '60000',
+    WORKER_CONCURRENCY: '1',
+    REPLAY_TIMEOUT_MS: '400',
+    REPLAY_BACKOFF_MS: '100',
+    RETRY_MAX_DELAY_MS: '200',
+    RETRY_WINDOW_MS: String(WINDOW),
+    CLAIM_IDLE_MS: '60000',
   });
   const client = redis.client();
   const connection = redis.client();
@@ -49,7 +54,11 @@ test('no try starts later than RETRY_WINDOW_MS after the first, even when more e
     const spans = [...triesByRequestId(staging.received).entries()].map(([id, at]) => ({ id, tries: at.length, span: Math.max(...at) - Math.min(...at) }));
     const over = spans.filter((s) => s.span > WINDOW + SLACK);
     t.diagnostic(`first→last try per entry (ms): ${spans.map((s) => `${s.id}:${s.span}/${s.tries} tries`).join(', ')}`);
-    assert.deepEqual(over.map((s) => s.id), [], `tries started past RETRY_WINDOW_MS=${WINDOW} (+${SLACK} slack): ${over.map((s) => `${s.id} ${s.span} ms`).join(', ')}`);
+    assert.deepEqual(
+      over.map((s) => s.id),
+      [],
+      `tries started past RETRY_WINDOW_MS=${WINDOW} (+${SLACK} slack): ${over.map((s) => `${s.id} ${s.span} ms`).join(', ')}`,
+    );
   } finally {
     await queue.close();
     connection.disconnect();

@@ -59,7 +59,12 @@ for (const role of ['worker', 'ingress'] as const) {
       t.diagnostic(`${role} on a full Redis: ${exited ? `exited ${exited.code}: ${p.stderr.split('\n')[0]}` : 'still running after 8 s'}`);
       assert.equal(exited, null, `the ${role} exited on a full Redis: ${p.stderr.split('\n')[0]}`);
       if (role === 'worker') {
-        await waitFor('the 30 waiting entries at staging', () => new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id'))).size >= 30, 60_000, 100);
+        await waitFor(
+          'the 30 waiting entries at staging',
+          () => new Set(staging.received.map((r) => header(r.rawHeaders, 'x-request-id'))).size >= 30,
+          60_000,
+          100,
+        );
         await waitFor('the stream empty', async () => (await client.xlen(keysFor(prefix).stream)) === 0, 30_000, 100);
       }
     } finally {
@@ -85,7 +90,11 @@ for (const role of ['worker', 'ingress'] as const) {
     let p: MirrorplaneProcess | null = null;
     try {
       await fill(client, filler);
-      p = new MirrorplaneProcess([role], { ...stack.env, MIRRORPLANE_PREFIX: prefix, ...(role === 'ingress' ? { INGRESS_PORT: '0', INGRESS_HOST: '127.0.0.1' } : {}) });
+      p = new MirrorplaneProcess([role], {
+        ...stack.env,
+        MIRRORPLANE_PREFIX: prefix,
+        ...(role === 'ingress' ? { INGRESS_PORT: '0', INGRESS_HOST: '127.0.0.1' } : {}),
+      });
       const line = await p.waitForLog('Redis is full: deployment not recorded yet, will retry', 20_000);
       assert.match(String(line.err), /OOM/);
       assert.equal(await client.exists(deploymentKey(prefix)), 0, 'nothing recorded while Redis is full');

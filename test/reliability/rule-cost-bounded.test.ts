@@ -15,13 +15,24 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 
 let redis: RedisServer;
 let dir: string;
-before(async () => { redis = await RedisServer.start(); dir = mkdtempSync(join(tmpdir(), 'mp-rule-cost-')); });
-after(async () => { await redis?.close(); rmSync(dir, { recursive: true, force: true }); });
+before(async () => {
+  redis = await RedisServer.start();
+  dir = mkdtempSync(join(tmpdir(), 'mp-rule-cost-'));
+});
+after(async () => {
+  await redis?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 test('a rule pattern with too large a program is refused at load, naming the rule and the pattern', async () => {
   const config = join(dir, 'too-big.yaml');
   writeFileSync(config, `rules:\n  - name: big\n    match: { path: '(.*a){999}' }\n    setHeaders: { x-big: matched }\n`);
-  const worker = new MirrorplaneProcess(['worker'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: 'rule-cost-load', STAGING_URL: 'http://127.0.0.1:9', MIRRORPLANE_CONFIG: config });
+  const worker = new MirrorplaneProcess(['worker'], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: 'rule-cost-load',
+    STAGING_URL: 'http://127.0.0.1:9',
+    MIRRORPLANE_CONFIG: config,
+  });
   const code = await worker.exited;
   assert.notEqual(code, 0);
   const said = worker.stdout + worker.stderr;
@@ -41,7 +52,10 @@ test('a pattern just within the program limit does not freeze the worker on a 5 
     assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
     const crafted = 3;
     for (let i = 0; i < crafted; i++) {
-      assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/${'a'.repeat(5000)}b${i}`, { headers: { 'x-request-id': `crafted-${i}` } })).status, 200);
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${stack.ingressPort}/${'a'.repeat(5000)}b${i}`, { headers: { 'x-request-id': `crafted-${i}` } })).status,
+        200,
+      );
     }
     // Probe the worker's event loop while it replays them: the slowest /healthz answer.
     let slowest = 0;

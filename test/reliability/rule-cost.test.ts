@@ -34,7 +34,8 @@ test('a crafted path against a catastrophic pattern does not freeze the worker: 
     await stack.addWorker({ ADMIN_PORT: String(adminPort) });
     // 40 characters freeze a backtracking engine for seconds; 4000 would never end.
     const crafted = [`/files/${'a'.repeat(40)}!`, `/files/${'a1'.repeat(2000)}!`, `/files/${'ab-'.repeat(1000)}.txt!`];
-    for (const path of crafted) assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}${path}`, { headers: { 'x-request-id': path.slice(0, 60) } })).status, 200);
+    for (const path of crafted)
+      assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}${path}`, { headers: { 'x-request-id': path.slice(0, 60) } })).status, 200);
     // The worker answers its probe promptly while (and after) it replays them.
     const started = Date.now();
     const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`, { signal: AbortSignal.timeout(5_000) });

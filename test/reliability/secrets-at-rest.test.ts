@@ -5,7 +5,19 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, requestHead, runCli, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import {
+  MirrorplaneProcess,
+  RecordingServer,
+  RedisServer,
+  Stack,
+  freePort,
+  header,
+  requestHead,
+  runCli,
+  sendRaw,
+  waitFor,
+  type Received,
+} from '../helpers/index.js';
 
 /**
  * Issue 12, attacks 2 and 3, as one kind each:
@@ -63,18 +75,30 @@ async function readDeployment(client: Redis, prefix: string): Promise<{ keys: st
     parts.push(Buffer.from(key));
     const type = await client.type(key);
     switch (type) {
-      case 'string': parts.push((await client.getBuffer(key)) ?? Buffer.alloc(0)); break;
-      case 'hash': for (const [f, v] of Object.entries(await client.hgetallBuffer(key))) parts.push(Buffer.from(f), v); break;
-      case 'list': parts.push(...(await client.lrangeBuffer(key, 0, -1))); break;
-      case 'set': parts.push(...(await client.smembersBuffer(key))); break;
-      case 'zset': parts.push(...(await client.zrangeBuffer(key, 0, -1))); break;
+      case 'string':
+        parts.push((await client.getBuffer(key)) ?? Buffer.alloc(0));
+        break;
+      case 'hash':
+        for (const [f, v] of Object.entries(await client.hgetallBuffer(key))) parts.push(Buffer.from(f), v);
+        break;
+      case 'list':
+        parts.push(...(await client.lrangeBuffer(key, 0, -1)));
+        break;
+      case 'set':
+        parts.push(...(await client.smembersBuffer(key)));
+        break;
+      case 'zset':
+        parts.push(...(await client.zrangeBuffer(key, 0, -1)));
+        break;
       case 'stream': {
         const entries = await (client as unknown as { xrangeBuffer(...a: string[]): Promise<[Buffer, Buffer[]][]> }).xrangeBuffer(key, '-', '+');
         for (const [id, fields] of entries) parts.push(id, ...fields);
         break;
       }
-      case 'none': break; // expired between SCAN and TYPE
-      default: assert.fail(`key ${key} has type ${type}, which this scan does not read: teach it, and seal what it holds`);
+      case 'none':
+        break; // expired between SCAN and TYPE
+      default:
+        assert.fail(`key ${key} has type ${type}, which this scan does not read: teach it, and seal what it holds`);
     }
   }
   return { keys, bytes: Buffer.concat(parts) };
@@ -90,7 +114,10 @@ function assertAbsent(where: string, haystack: string, markers: Record<string, s
 /** A hook whose error quotes the request, query and all: a failure reason is stored and shown as text. */
 function quotingHook(): string {
   const path = join(dir, 'quoting-hook.mjs');
-  writeFileSync(path, "export function pre(request) {\n  if (request.path.startsWith('/hook-fail')) throw new Error('refused GET ' + request.path);\n  return request;\n}\n");
+  writeFileSync(
+    path,
+    "export function pre(request) {\n  if (request.path.startsWith('/hook-fail')) throw new Error('refused GET ' + request.path);\n  return request;\n}\n",
+  );
   return path;
 }
 
@@ -133,7 +160,20 @@ interface Markers {
 async function mixedRun(stack: Stack, adminPort: number, m: Markers): Promise<void> {
   const mirror = async (method: string, target: string, body: string, requestId: string) => {
     const payload = Buffer.from(body);
-    const headers = ['Host', 'shop.example.com', 'X-Request-ID', requestId, 'Authorization', `Bearer ${m.authorization}`, 'X-Api-Key', m.apiKey as string, 'Cookie', `session=${m.cookie}`, 'Content-Type', 'application/json'];
+    const headers = [
+      'Host',
+      'shop.example.com',
+      'X-Request-ID',
+      requestId,
+      'Authorization',
+      `Bearer ${m.authorization}`,
+      'X-Api-Key',
+      m.apiKey as string,
+      'Cookie',
+      `session=${m.cookie}`,
+      'Content-Type',
+      'application/json',
+    ];
     const r = await sendRaw(stack.ingressPort, requestHead(method, target, headers, payload.length || undefined), payload);
     assert.equal(r.status, 200);
   };
@@ -178,29 +218,46 @@ function assertStagingGotSecrets(received: readonly Received[], m: Markers): voi
   assert.equal(header(create.rawHeaders, 'cookie'), `session=${m.cookie}`);
   assert.equal(create.body.toString(), JSON.stringify({ card: m.body }));
   const read = received.find((r) => r.method === 'GET');
-  assert.equal(read?.url, `/orders/stg_17?token=${m.query}`, 'the production ID mapped to staging\'s');
+  assert.equal(read?.url, `/orders/stg_17?token=${m.query}`, "the production ID mapped to staging's");
 }
 
 test('MIRRORPLANE_DATA_KEY: after a mixed run, no key of the deployment and no recording file holds a marker in clear', async () => {
   const m: Markers = {
-    authorization: marker('auth'), apiKey: marker('apikey'), cookie: marker('cookie'), query: marker('query'), body: marker('body'),
-    productionBody: marker('prodbody'), setCookie: marker('setcookie'), stagingBody: marker('stgbody'), stagingCookie: marker('stgcookie'),
+    authorization: marker('auth'),
+    apiKey: marker('apikey'),
+    cookie: marker('cookie'),
+    query: marker('query'),
+    body: marker('body'),
+    productionBody: marker('prodbody'),
+    setCookie: marker('setcookie'),
+    stagingBody: marker('stgbody'),
+    stagingCookie: marker('stgcookie'),
   };
   const server = await startStaging(m);
   const recordingDir = join(dir, 'rec-encrypted');
   const adminPort = await freePort();
   const dataKey = `k1:${randomBytes(32).toString('base64')}`;
   const config = configFile('encrypted.yaml', [...MIXED_CONFIG(recordingDir, true), `hooks: ${JSON.stringify(quotingHook())}`]);
-  const stack = await Stack.start({ redis, stagingUrl: server.url, workers: 0, env: { MIRRORPLANE_CONFIG: config, MIRRORPLANE_DATA_KEY: dataKey, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100' }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: server.url,
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: config, MIRRORPLANE_DATA_KEY: dataKey, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100' },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   const client = redis.client();
   try {
     await stack.addWorker();
     await mixedRun(stack, adminPort, m);
     assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/hook-fail?token=${m.query}`)).status, 200);
-    await waitFor('2 replayed; 2 failed: after a retry, and by the hook', async () => {
-      const s = await stack.status();
-      return s.replayed === 2 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
-    }, 60_000);
+    await waitFor(
+      '2 replayed; 2 failed: after a retry, and by the hook',
+      async () => {
+        const s = await stack.status();
+        return s.replayed === 2 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
+      },
+      60_000,
+    );
     const prefix = stack.env.MIRRORPLANE_PREFIX as string;
     await waitFor('a diff record', async () => (await client.llen(`{${prefix}}:diffs`)) > 0);
     assertStagingGotSecrets(server.received, m);
@@ -210,7 +267,10 @@ test('MIRRORPLANE_DATA_KEY: after a mixed run, no key of the deployment and no r
     const { keys, bytes } = await readDeployment(client, prefix);
     // The run did reach every store this test means to cover.
     for (const kind of [':stream', ':retry:', ':prod:', ':idmap:order:', ':diffs', ':diff:routes']) {
-      assert.ok(keys.some((k) => k.includes(kind)), `a key like ${kind} (keys: ${keys.join(' ')})`);
+      assert.ok(
+        keys.some((k) => k.includes(kind)),
+        `a key like ${kind} (keys: ${keys.join(' ')})`,
+      );
     }
     assertAbsent('Redis', bytes.toString('latin1'), m);
     // The ID-mapping key names carry no production ID either.
@@ -220,7 +280,13 @@ test('MIRRORPLANE_DATA_KEY: after a mixed run, no key of the deployment and no r
     const files = readdirSync(recordingDir).filter((f) => f.endsWith('.jsonl'));
     assert.ok(files.length > 0, 'recordings were written');
     const recorded = files.map((f) => readFileSync(join(recordingDir, f), 'latin1')).join('\n');
-    assert.ok(recorded.split('\n').filter(Boolean).every((line) => line.startsWith('mps1:')), 'every line sealed');
+    assert.ok(
+      recorded
+        .split('\n')
+        .filter(Boolean)
+        .every((line) => line.startsWith('mps1:')),
+      'every line sealed',
+    );
     assertAbsent('recordings', recorded, m);
     // With the key, the CLI reads them back (and without it says why it cannot).
     const har = await runCli(['record', 'export', '--format', 'har', ...files.map((f) => join(recordingDir, f))], { MIRRORPLANE_DATA_KEY: dataKey });
@@ -238,16 +304,36 @@ test('MIRRORPLANE_DATA_KEY: after a mixed run, no key of the deployment and no r
 
 test('redaction by default: secret headers and query values appear in no log, recording, HAR, diff record, failed list or dashboard answer; staging gets every byte', async () => {
   const m: Markers = {
-    authorization: marker('auth'), apiKey: marker('apikey'), cookie: marker('cookie'), query: marker('query'), body: 'plain-body',
-    productionBody: 'plain-production', setCookie: marker('setcookie'), stagingBody: 'plain-staging', stagingCookie: marker('stgcookie'),
+    authorization: marker('auth'),
+    apiKey: marker('apikey'),
+    cookie: marker('cookie'),
+    query: marker('query'),
+    body: 'plain-body',
+    productionBody: 'plain-production',
+    setCookie: marker('setcookie'),
+    stagingBody: 'plain-staging',
+    stagingCookie: marker('stgcookie'),
   };
   // Bodies are not secret by name: only headers and query values are checked here.
-  const secrets = { authorization: m.authorization, apiKey: m.apiKey, cookie: m.cookie, query: m.query, setCookie: m.setCookie, stagingCookie: m.stagingCookie } as Record<string, string>;
+  const secrets = {
+    authorization: m.authorization,
+    apiKey: m.apiKey,
+    cookie: m.cookie,
+    query: m.query,
+    setCookie: m.setCookie,
+    stagingCookie: m.stagingCookie,
+  } as Record<string, string>;
   const server = await startStaging(m);
   const recordingDir = join(dir, 'rec-plain');
   const adminPort = await freePort();
   const config = configFile('plain.yaml', [...MIXED_CONFIG(recordingDir, false), `hooks: ${JSON.stringify(quotingHook())}`]);
-  const stack = await Stack.start({ redis, stagingUrl: server.url, workers: 0, env: { MIRRORPLANE_CONFIG: config, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100', LOG_LEVEL: 'debug' }, ingressEnv: { ADMIN_PORT: String(adminPort) } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: server.url,
+    workers: 0,
+    env: { MIRRORPLANE_CONFIG: config, REPLAY_ATTEMPTS: '2', REPLAY_BACKOFF_MS: '100', LOG_LEVEL: 'debug' },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
   const client = redis.client();
   const dashboardPort = await freePort();
   let dashboard: MirrorplaneProcess | undefined;
@@ -255,10 +341,14 @@ test('redaction by default: secret headers and query values appear in no log, re
     await stack.addWorker({ LOG_LEVEL: 'debug' });
     await mixedRun(stack, adminPort, m);
     assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/hook-fail?token=${m.query}`)).status, 200);
-    await waitFor('2 replayed; 2 failed: after a retry, and by the hook', async () => {
-      const s = await stack.status();
-      return s.replayed === 2 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
-    }, 60_000);
+    await waitFor(
+      '2 replayed; 2 failed: after a retry, and by the hook',
+      async () => {
+        const s = await stack.status();
+        return s.replayed === 2 && s.failed === 2 && s.backlog === 0 && s.pending === 0;
+      },
+      60_000,
+    );
     const prefix = stack.env.MIRRORPLANE_PREFIX as string;
     await waitFor('a diff record', async () => (await client.llen(`{${prefix}}:diffs`)) > 0);
     assertStagingGotSecrets(server.received, m);
@@ -277,7 +367,9 @@ test('redaction by default: secret headers and query values appear in no log, re
     assert.match(board, /api_key=\[redacted\]/);
 
     await stack.close();
-    const files = readdirSync(recordingDir).filter((f) => f.endsWith('.jsonl')).map((f) => join(recordingDir, f));
+    const files = readdirSync(recordingDir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .map((f) => join(recordingDir, f));
     assert.ok(files.length > 0);
     const recorded = files.map((f) => readFileSync(f, 'utf8')).join('\n');
     assert.match(recorded, /access_token=\[redacted\]/);

@@ -30,7 +30,11 @@ test('INGRESS_TOKEN: without the right token 401, counted; with it 200, and the 
       assert.match(r.head, /x-mirrorplane-drop: unauthorized/);
     }
     assert.equal(await metric(adminPort, 'mirrorplane_ingress_requests_dropped_total{reason="unauthorized"}'), 4);
-    const ok = await sendRaw(stack.ingressPort, requestHead('POST', '/yes', ['Host', 'x', 'X-Mirrorplane-Token', token, 'X-Request-ID', 'tok-1'], 3), Buffer.from('yes'));
+    const ok = await sendRaw(
+      stack.ingressPort,
+      requestHead('POST', '/yes', ['Host', 'x', 'X-Mirrorplane-Token', token, 'X-Request-ID', 'tok-1'], 3),
+      Buffer.from('yes'),
+    );
     assert.equal(ok.status, 200);
     const got = await waitFor('the replay', () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'tok-1'));
     assert.equal(header(got.rawHeaders, 'x-mirrorplane-token'), undefined, 'the token does not reach staging');
@@ -45,13 +49,24 @@ test('INGRESS_TOKEN: without the right token 401, counted; with it 200, and the 
 
 test('the admin port: loopback by default; elsewhere only with ADMIN_TOKEN, which /metrics then requires', async () => {
   const env = { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: `adm${randomBytes(3).toString('hex')}`, INGRESS_HOST: '127.0.0.1' };
-  const refused = new MirrorplaneProcess(['ingress'], { ...env, INGRESS_PORT: String(await freePort()), ADMIN_HOST: '0.0.0.0', ADMIN_PORT: String(await freePort()) });
+  const refused = new MirrorplaneProcess(['ingress'], {
+    ...env,
+    INGRESS_PORT: String(await freePort()),
+    ADMIN_HOST: '0.0.0.0',
+    ADMIN_PORT: String(await freePort()),
+  });
   assert.equal(await refused.exited, 2, 'a non-loopback admin port without a token does not start');
   assert.match(refused.stderr, /ADMIN_TOKEN: required when the admin port binds "0\.0\.0\.0"/);
 
   const adminToken = randomBytes(20).toString('hex');
   const adminPort = await freePort();
-  const ingress = new MirrorplaneProcess(['ingress'], { ...env, INGRESS_PORT: String(await freePort()), ADMIN_HOST: '0.0.0.0', ADMIN_PORT: String(adminPort), ADMIN_TOKEN: adminToken });
+  const ingress = new MirrorplaneProcess(['ingress'], {
+    ...env,
+    INGRESS_PORT: String(await freePort()),
+    ADMIN_HOST: '0.0.0.0',
+    ADMIN_PORT: String(adminPort),
+    ADMIN_TOKEN: adminToken,
+  });
   try {
     await ingress.waitForLog('ingress listening');
     const base = `http://127.0.0.1:${adminPort}`;
@@ -80,7 +95,8 @@ async function everythingInRedis(prefix: string): Promise<Buffer> {
     for (const key of keys) {
       const type = await client.type(key);
       if (type === 'stream') {
-        for (const [, fields] of await (client as unknown as { xrangeBuffer(...a: string[]): Promise<[Buffer, Buffer[]][]> }).xrangeBuffer(key, '-', '+')) parts.push(...fields);
+        for (const [, fields] of await (client as unknown as { xrangeBuffer(...a: string[]): Promise<[Buffer, Buffer[]][]> }).xrangeBuffer(key, '-', '+'))
+          parts.push(...fields);
       } else if (type === 'hash') {
         parts.push(...Object.values(await client.hgetallBuffer(key)));
       } else if (type === 'string') {
@@ -107,13 +123,28 @@ test('MIRRORPLANE_DATA_KEY: payloads are encrypted in the stream and the retry q
     if (first) firstTries += 1;
     res.writeHead(first ? 503 : 200).end();
   });
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { MIRRORPLANE_DATA_KEY: k1, REPLAY_BACKOFF_MS: '3000', REPLAY_ATTEMPTS: '3' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { MIRRORPLANE_DATA_KEY: k1, REPLAY_BACKOFF_MS: '3000', REPLAY_ATTEMPTS: '3' },
+  });
   const prefix = stack.env.MIRRORPLANE_PREFIX!;
   // Until the ingress has reached Redis it answers 503 and stores nothing, so sending again is safe.
-  const send = (id: string) => waitFor(`${id} accepted`, async () => {
-    const r = await sendRaw(stack.ingressPort, requestHead('POST', secretPath, ['Host', 'x', 'Authorization', 'Bearer s3cr3t-t0ken', 'X-Request-ID', id], secretBody.length), secretBody);
-    return r.status === 200;
-  }, 30_000, 100);
+  const send = (id: string) =>
+    waitFor(
+      `${id} accepted`,
+      async () => {
+        const r = await sendRaw(
+          stack.ingressPort,
+          requestHead('POST', secretPath, ['Host', 'x', 'Authorization', 'Bearer s3cr3t-t0ken', 'X-Request-ID', id], secretBody.length),
+          secretBody,
+        );
+        return r.status === 200;
+      },
+      30_000,
+      100,
+    );
   const assertNothingInClear = async (what: string) => {
     const bytes = await everythingInRedis(prefix);
     assert.ok(bytes.length > 0);
@@ -142,7 +173,11 @@ test('MIRRORPLANE_DATA_KEY: payloads are encrypted in the stream and the retry q
     assert.equal(data.entry, null, 'no entry in clear in the job');
     assert.deepEqual(Object.keys(data.raw), ['v', 'm', 't', 'k', 'e']);
     await assertNothingInClear('in the retry queue');
-    const got = await waitFor('the retried replay', () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'enc-1' && header(r.rawHeaders, 'x-mirrorplane-attempt') === '2'), 30_000);
+    const got = await waitFor(
+      'the retried replay',
+      () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'enc-1' && header(r.rawHeaders, 'x-mirrorplane-attempt') === '2'),
+      30_000,
+    );
     assert.ok(got.body.equals(secretBody), 'body byte for byte');
     assert.equal(got.url, secretPath);
     assert.equal(header(got.rawHeaders, 'authorization'), 'Bearer s3cr3t-t0ken');
@@ -163,7 +198,11 @@ test('MIRRORPLANE_DATA_KEY: payloads are encrypted in the stream and the retry q
     await stack.addWorker({ MIRRORPLANE_DATA_KEY: `${k2},${k1}` });
     const replay = await stack.cli(['failed', 'replay', '--all']);
     assert.equal(replay.code, 0, replay.stderr);
-    const again = await waitFor('the replayed entry', () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'enc-2' && r.body.equals(secretBody)), 30_000);
+    const again = await waitFor(
+      'the replayed entry',
+      () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'enc-2' && r.body.equals(secretBody)),
+      30_000,
+    );
     assert.equal(again.url, secretPath);
   } finally {
     await stack.close();
@@ -173,28 +212,45 @@ test('MIRRORPLANE_DATA_KEY: payloads are encrypted in the stream and the retry q
 
 test('a bad MIRRORPLANE_DATA_KEY stops the process before it takes traffic, without echoing the key', async () => {
   const short = randomBytes(16).toString('base64');
-  const proc = new MirrorplaneProcess(['ingress'], { REDIS_URL: redis.url, INGRESS_PORT: String(await freePort()), ADMIN_PORT: '0', MIRRORPLANE_DATA_KEY: `k1:${short}` });
+  const proc = new MirrorplaneProcess(['ingress'], {
+    REDIS_URL: redis.url,
+    INGRESS_PORT: String(await freePort()),
+    ADMIN_PORT: '0',
+    MIRRORPLANE_DATA_KEY: `k1:${short}`,
+  });
   assert.equal(await proc.exited, 2);
   assert.match(proc.stderr, /MIRRORPLANE_DATA_KEY: key "k1": expected 32 bytes in base64/);
   assert.ok(!proc.stderr.includes(short) && !proc.stdout.includes(short));
 });
 
-test('an ACL user limited to the deployment\'s keys, with its password in REDIS_URL, runs the whole loop; a wrong password is refused clearly', async () => {
+test("an ACL user limited to the deployment's keys, with its password in REDIS_URL, runs the whole loop; a wrong password is refused clearly", async () => {
   const prefix = `acl${randomBytes(3).toString('hex')}`;
   const password = randomBytes(12).toString('hex');
   // The default user stays open for the test helpers; Mirrorplane connects as `mirrorplane`.
   const acl = await RedisServer.start({ args: ['--user', 'mirrorplane', 'on', `>${password}`, `~{${prefix}}*`, '&*', '+@all', '-@admin'] });
   const staging = await RecordingServer.start();
   const url = `redis://mirrorplane:${password}@127.0.0.1:${acl.port}`;
-  const stack = await Stack.start({ redis: acl, stagingUrl: staging.url, env: { REDIS_URL: url, MIRRORPLANE_PREFIX: prefix, MAX_BACKLOG: '1000', MAX_BACKLOG_BYTES: String(1024 ** 3) } });
+  const stack = await Stack.start({
+    redis: acl,
+    stagingUrl: staging.url,
+    env: { REDIS_URL: url, MIRRORPLANE_PREFIX: prefix, MAX_BACKLOG: '1000', MAX_BACKLOG_BYTES: String(1024 ** 3) },
+  });
   try {
-    await waitFor('accepted', async () => (await sendRaw(stack.ingressPort, requestHead('PUT', '/acl', ['Host', 'x', 'X-Request-ID', 'acl-1'], 2), Buffer.from('ok'))).status === 200, 30_000, 100);
+    await waitFor(
+      'accepted',
+      async () => (await sendRaw(stack.ingressPort, requestHead('PUT', '/acl', ['Host', 'x', 'X-Request-ID', 'acl-1'], 2), Buffer.from('ok'))).status === 200,
+      30_000,
+      100,
+    );
     await waitFor('the replay', () => staging.received.some((r) => header(r.rawHeaders, 'x-request-id') === 'acl-1'));
     const status = await stack.cli(['status', '--json']);
     assert.equal(status.code, 0, status.stderr);
     const client = acl.client();
     try {
-      const users = (await client.client('LIST') as string).split('\n').filter(Boolean).map((l) => /user=(\S+)/.exec(l)?.[1]);
+      const users = ((await client.client('LIST')) as string)
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => /user=(\S+)/.exec(l)?.[1]);
       assert.ok(users.filter((u) => u === 'mirrorplane').length >= 3, `the processes connect as the ACL user: ${users.join(',')}`);
     } finally {
       client.disconnect();

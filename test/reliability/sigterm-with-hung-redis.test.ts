@@ -21,7 +21,12 @@ after(async () => {
 
 test('SIGTERM to ingress and worker while Redis is hung: both exit within SHUTDOWN_TIMEOUT_MS + 10 s', async (t) => {
   const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end(), 300));
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 1, env: { SHUTDOWN_TIMEOUT_MS: '1000', APPEND_TIMEOUT_MS: '1000', CLAIM_IDLE_MS: '2000' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { SHUTDOWN_TIMEOUT_MS: '1000', APPEND_TIMEOUT_MS: '1000', CLAIM_IDLE_MS: '2000' },
+  });
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 100, tag: 'hung', maxRequests: 400 });
   try {
     const { waitFor } = await import('../helpers/index.js');
@@ -31,10 +36,11 @@ test('SIGTERM to ingress and worker while Redis is hung: both exit within SHUTDO
     const started = Date.now();
     try {
       await new Promise((r) => setTimeout(r, 300));
-      result = await Promise.all([stack.ingress, stack.workers[0]!].map((p) => Promise.race([
-        p.stop('SIGTERM'),
-        new Promise<string>((r) => setTimeout(() => r('still running'), 11_000)),
-      ])));
+      result = await Promise.all(
+        [stack.ingress, stack.workers[0]!].map((p) =>
+          Promise.race([p.stop('SIGTERM'), new Promise<string>((r) => setTimeout(() => r('still running'), 11_000))]),
+        ),
+      );
     } finally {
       redis.signal('SIGCONT');
     }

@@ -22,7 +22,12 @@ test('staging down for 30 s, then up: every entry waits in the retry queue with 
   const adminPort = await freePort();
   // Backoff 250 ms doubling: the 8th try comes ~32 s after the first at the latest, so a
   // 30 s outage fits in 12 attempts with room to spare.
-  const stack = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { REPLAY_ATTEMPTS: '12', REPLAY_BACKOFF_MS: '250', WORKER_CONCURRENCY: '8' } });
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 0,
+    env: { REPLAY_ATTEMPTS: '12', REPLAY_BACKOFF_MS: '250', WORKER_CONCURRENCY: '8' },
+  });
   await stack.addWorker({ ADMIN_PORT: String(adminPort) });
   await untilAccepting(stack.ingressPort);
   const load = SteadyLoad.start({ port: stack.ingressPort, rate: 20, tag: `down${randomBytes(2).toString('hex')}`, maxRequests: 200 });
@@ -39,10 +44,14 @@ test('staging down for 30 s, then up: every entry waits in the retry queue with 
     const retried = [...copiesByRequestId(staging.received).values()].filter((c) => Number(header(c[c.length - 1]!.rawHeaders, 'x-mirrorplane-attempt')) >= 3);
     assert.ok(retried.length >= 20, `entries that arrived after several attempts: ${retried.length}`);
     assert.ok((await metric(adminPort, 'mirrorplane_worker_replays_total{outcome="retryable_error"}')) >= 20, 'failed attempts are counted');
-    const status = await waitFor('the retry queue to empty', async () => {
-      const s = await stack.status();
-      return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
-    }, 60_000);
+    const status = await waitFor(
+      'the retry queue to empty',
+      async () => {
+        const s = await stack.status();
+        return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
+      },
+      60_000,
+    );
     assert.equal(status.failed, 0);
     assert.equal(load.refusedCount, 0, 'the ingress never depended on staging');
   } finally {
@@ -74,18 +83,26 @@ test('staging answering slower than REPLAY_TIMEOUT_MS: each try is cut, counted 
     await load.stop();
     assert.equal(load.accepted.size, count);
     // With slots held by unanswered tries, at most `concurrency` entries would ever finish.
-    await waitFor('every request answered at staging', () => {
-      const copies = copiesByRequestId(staging.received);
-      return [...load.accepted].every((id) => copies.get(id)?.some((c) => header(c.rawHeaders, 'x-mirrorplane-attempt') !== '1'));
-    }, 90_000);
+    await waitFor(
+      'every request answered at staging',
+      () => {
+        const copies = copiesByRequestId(staging.received);
+        return [...load.accepted].every((id) => copies.get(id)?.some((c) => header(c.rawHeaders, 'x-mirrorplane-attempt') !== '1'));
+      },
+      90_000,
+    );
     assert.ok(count > concurrency);
     assertAtLeastOnce(staging, load.accepted);
     assert.ok((await metric(adminPort, 'mirrorplane_worker_replays_total{outcome="retryable_error"}')) >= count, 'each cut try is counted');
     await waitFor('nothing in flight', async () => (await metric(adminPort, 'mirrorplane_worker_in_flight')) === 0, 30_000);
-    const status = await waitFor('the retry queue to empty', async () => {
-      const s = await stack.status();
-      return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
-    }, 60_000);
+    const status = await waitFor(
+      'the retry queue to empty',
+      async () => {
+        const s = await stack.status();
+        return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
+      },
+      60_000,
+    );
     assert.equal(status.failed, 0);
     assert.equal(status.replayed, count + 1, 'every request and the readiness probe');
   } finally {

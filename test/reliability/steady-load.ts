@@ -121,7 +121,10 @@ export function assertAtLeastOnce(staging: RecordingServer, accepted: ReadonlySe
     // Copies can reach staging out of order (a killed worker's last bytes may land after the
     // new worker's try), so the check is on the set: the repeats are later attempts.
     const attempts = copies.map((c) => Number(header(c.rawHeaders, 'x-mirrorplane-attempt'))).sort((a, b) => a - b);
-    assert.ok(attempts.slice(1).every((a) => a >= 2), `a repeat of ${id} is a later attempt: ${attempts.join(', ')}`);
+    assert.ok(
+      attempts.slice(1).every((a) => a >= 2),
+      `a repeat of ${id} is a later attempt: ${attempts.join(', ')}`,
+    );
   }
   return repeated;
 }
@@ -138,5 +141,10 @@ export async function metric(adminPort: number, name: string, headers: Record<st
  * probe is a GET without X-Request-ID, so the load's bookkeeping never counts it.
  */
 export async function untilAccepting(port: number): Promise<void> {
-  await waitFor('the ingress to accept', async () => (await sendRaw(port, requestHead('GET', '/ready-probe', ['Host', 'probe.example']))).status === 200, 30_000, 100);
+  await waitFor(
+    'the ingress to accept',
+    async () => (await sendRaw(port, requestHead('GET', '/ready-probe', ['Host', 'probe.example']))).status === 200,
+    30_000,
+    100,
+  );
 }

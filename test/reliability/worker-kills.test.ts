@@ -14,7 +14,6 @@ after(async () => {
   await redis?.close();
 });
 
-
 test('workers SIGKILLed at random points under steady load, three times: every accepted request reaches staging', async () => {
   const staging = await RecordingServer.start(delayed(10));
   const concurrency = 8;
@@ -39,10 +38,14 @@ test('workers SIGKILLed at random points under steady load, three times: every a
     // Only what a killed worker held can be repeated: its in-flight replays (and finished ones
     // whose acknowledgement was not flushed yet), at most its concurrency per kill plus a tick.
     assert.ok(repeated <= kills * concurrency * 2, `repeated ${repeated} of ${load.accepted.size}`);
-    const status = await waitFor('the stream to drain', async () => {
-      const s = await stack.status();
-      return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
-    }, 60_000);
+    const status = await waitFor(
+      'the stream to drain',
+      async () => {
+        const s = await stack.status();
+        return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
+      },
+      60_000,
+    );
     assert.equal(status.failed, 0);
   } finally {
     await load.stop();

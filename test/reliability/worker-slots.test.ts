@@ -41,12 +41,17 @@ async function assertDrained(workers: InProcessWorker[], prefix: string): Promis
   const keys = keysFor(prefix);
   const client = redis.client();
   try {
-    await waitFor('every slot to be released and every entry acknowledged', async () => {
-      const slots = await Promise.all(workers.map(inFlight));
-      const pending = (await client.xpending(keys.stream, keys.group)) as [number, ...unknown[]];
-      const length = await client.xlen(keys.stream);
-      return slots.every((n) => n === 0) && Number(pending[0]) === 0 && length === 0;
-    }, 60_000, 50);
+    await waitFor(
+      'every slot to be released and every entry acknowledged',
+      async () => {
+        const slots = await Promise.all(workers.map(inFlight));
+        const pending = (await client.xpending(keys.stream, keys.group)) as [number, ...unknown[]];
+        const length = await client.xlen(keys.stream);
+        return slots.every((n) => n === 0) && Number(pending[0]) === 0 && length === 0;
+      },
+      60_000,
+      50,
+    );
   } finally {
     client.disconnect();
   }

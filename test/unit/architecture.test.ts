@@ -30,7 +30,12 @@ test('docs/ARCHITECTURE.md lists every package with exactly the dependencies pac
   const declared = new Map<string, string[]>();
   for (const ws of workspaces) {
     const pkg = JSON.parse(readFileSync(join(root, ws, 'package.json'), 'utf8')) as { name: string; dependencies?: Record<string, string> };
-    declared.set(pkg.name, Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@mirrorplane/')).sort());
+    declared.set(
+      pkg.name,
+      Object.keys(pkg.dependencies ?? {})
+        .filter((d) => d.startsWith('@mirrorplane/'))
+        .sort(),
+    );
   }
   assert.deepEqual(new Map([...graph].map(([k, v]) => [k, [...v].sort()])), declared);
 });

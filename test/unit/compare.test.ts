@@ -12,8 +12,21 @@ test('equal JSON with reordered keys and ignored paths compares equal', () => {
 });
 
 test('a real difference is reported with its precise path', () => {
-  const a = json({ items: [{ sku: 'a', price: 5 }, { sku: 'b', price: 7 }], total: 12 });
-  const b = json({ items: [{ sku: 'a', price: 5 }, { sku: 'b', price: 8 }], total: 13, extra: true });
+  const a = json({
+    items: [
+      { sku: 'a', price: 5 },
+      { sku: 'b', price: 7 },
+    ],
+    total: 12,
+  });
+  const b = json({
+    items: [
+      { sku: 'a', price: 5 },
+      { sku: 'b', price: 8 },
+    ],
+    total: 13,
+    extra: true,
+  });
   assert.deepEqual(comparison.compare(a, b).differences, [
     { path: '$.extra', production: undefined, staging: true },
     { path: '$.items[1].price', production: 7, staging: 8 },
@@ -25,14 +38,20 @@ test('mapped IDs compare as equal; unmapped different IDs do not', () => {
   const a = json({ id: 'ord_812', parent: 'ord_1' });
   const b = json({ id: 'stg_17', parent: 'stg_9' });
   const ids = new Map([['ord_812', 'stg_17']]);
-  assert.deepEqual(comparison.compare(a, b, ids).differences.map((d) => d.path), ['$.parent']);
+  assert.deepEqual(
+    comparison.compare(a, b, ids).differences.map((d) => d.path),
+    ['$.parent'],
+  );
 });
 
 test('status, chosen headers and non-JSON bodies by digest', () => {
   const a = { status: 200, headers: ['content-type', 'text/plain'], body: Buffer.from('hello') };
   const b = { status: 201, headers: ['content-type', 'text/html'], body: Buffer.from('hellO') };
   const d = comparison.compare(a, b).differences;
-  assert.deepEqual(d.map((x) => x.path), ['status', 'headers.content-type', 'body']);
+  assert.deepEqual(
+    d.map((x) => x.path),
+    ['status', 'headers.content-type', 'body'],
+  );
   assert.match(String(d[2]!.production), /^sha256:[0-9a-f]{16} \(5 bytes\)$/);
   assert.equal(comparison.compare(a, { ...a }).equal, true);
 });

@@ -49,7 +49,14 @@ redactHeaders: [Authorization, X-Api-Key]
   assert.equal(c.rules.length, 1);
   assert.deepEqual(c.rules[0]!.setHeaders, { 'x-n': '5', 'x-b': 'true' }, 'YAML scalars are sent as text');
   assert.equal(c.hooks, '/etc/mirrorplane/hooks/mine.ts');
-  assert.deepEqual(c.recording, { dir: '/etc/mirrorplane/rec', bodyLimit: 65536, maxFileBytes: 104857600, maxFileAgeMs: 3600000, maxQueuedBytes: 67108864, encrypt: false });
+  assert.deepEqual(c.recording, {
+    dir: '/etc/mirrorplane/rec',
+    bodyLimit: 65536,
+    maxFileBytes: 104857600,
+    maxFileAgeMs: 3600000,
+    maxQueuedBytes: 67108864,
+    encrypt: false,
+  });
   assert.deepEqual(c.redactHeaders, ['authorization', 'x-api-key']);
   assert.ok(Object.isFrozen(c.origins) && Object.isFrozen(c.rules));
 
@@ -70,7 +77,9 @@ test('STAGING_URL from the env or a flag overrides origins.default; scalars keep
   assert.equal(env.replayAttempts, 9);
   const flag = load(text, { STAGING_URL: 'http://env:1' }, 'c.yaml', { stagingUrl: 'http://flag:1' });
   assert.equal(flag.origins.default, 'http://flag:1');
-  assert.deepEqual(issues('stagingUrl: "http://a:1"\norigins: { default: "http://b:1" }\n'), ['c.yaml: origins.default: conflicts with stagingUrl; give the default origin once']);
+  assert.deepEqual(issues('stagingUrl: "http://a:1"\norigins: { default: "http://b:1" }\n'), [
+    'c.yaml: origins.default: conflicts with stagingUrl; give the default origin once',
+  ]);
   assert.equal(load('stagingUrl: "http://a:1"\norigins: { default: "http://a:1" }\n').stagingUrl, 'http://a:1');
   assert.deepEqual(issues('origins: { b: "http://b:2" }\n'), ['STAGING_URL: required by the worker (or --staging)']);
 });
@@ -108,32 +117,35 @@ hooks: ./hooks.py
 redactHeaders: [ok, 'no good']
 logLevel: loud
 `);
-  assert.deepEqual(got.sort(), [
-    'c.yaml: hooks: expected the path of a .js, .mjs, .cjs, .ts, .mts or .cts module',
-    'c.yaml: logLevel: expected one of fatal, error, warn, info, debug, trace, silent',
-    'c.yaml: origins.bad name: expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)',
-    'c.yaml: origins.other: expected a http: or https: URL, got "ftp:"',
-    'c.yaml: recording.dir: required',
-    'c.yaml: recording.extra: unknown key',
-    'c.yaml: redactHeaders[1]: expected a header name',
-    'c.yaml: rules[0].setHeaders.x-bad: {{path.nope}}: no named group "nope" in this rule\'s match.path or rewritePath.from (groups: rest)',
-    'c.yaml: rules[0].setHeaders.x-when: unknown variable {{today}}; known: {{entryId}}, {{requestId}}, {{attempt}}, {{method}}, {{host}}, {{now}}, {{nowMs}}, {{path.<group>}}, {{header.<name>}}',
-    'c.yaml: rules[1].drop: cannot be combined with setHeaders: a dropped request goes nowhere',
-    'c.yaml: rules[2].rewritePath.from: "(": not a valid regular expression: Invalid regular expression: /(/: Unterminated group',
-    'c.yaml: rules[2].rewritePath.to: required',
-    'c.yaml: rules[2].sample.fraction: expected a number from 0 to 1',
-    "c.yaml: rules[2].sample.key: expected 'header:<name>', 'cookie:<name>' or 'query:<name>'",
-    'c.yaml: rules[3].match.headers.bad header: expected a header name (letters, digits and !#$%&\'*+-.^_`|~)',
-    'c.yaml: rules[3].match.pathprefix: unknown key',
-    'c.yaml: rules[3].name: duplicate rule name "api-v2" (also rules[0])',
-    'c.yaml: rules[3].removeHeaders[0]: cannot remove this header: the replay manages it',
-    'c.yaml: rules[3].setHeaders.content-length: cannot set this header: the replay manages it',
-    'c.yaml: rules[4].json.remove[0]: "a[x]": expected [n] or ["key"] at "[x]"',
-    'c.yaml: rules[4].route: unknown origin "nowhere"; configured: default, other, bad name',
-    'c.yaml: rules[5]: has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json or route)',
-    'c.yaml: rules[6].drop: expected true (leave drop out to keep requests)',
-    'c.yaml: rules[6].name: expected 1-64 characters of A-Z a-z 0-9 _ . : -',
-  ].sort());
+  assert.deepEqual(
+    got.sort(),
+    [
+      'c.yaml: hooks: expected the path of a .js, .mjs, .cjs, .ts, .mts or .cts module',
+      'c.yaml: logLevel: expected one of fatal, error, warn, info, debug, trace, silent',
+      'c.yaml: origins.bad name: expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)',
+      'c.yaml: origins.other: expected a http: or https: URL, got "ftp:"',
+      'c.yaml: recording.dir: required',
+      'c.yaml: recording.extra: unknown key',
+      'c.yaml: redactHeaders[1]: expected a header name',
+      'c.yaml: rules[0].setHeaders.x-bad: {{path.nope}}: no named group "nope" in this rule\'s match.path or rewritePath.from (groups: rest)',
+      'c.yaml: rules[0].setHeaders.x-when: unknown variable {{today}}; known: {{entryId}}, {{requestId}}, {{attempt}}, {{method}}, {{host}}, {{now}}, {{nowMs}}, {{path.<group>}}, {{header.<name>}}',
+      'c.yaml: rules[1].drop: cannot be combined with setHeaders: a dropped request goes nowhere',
+      'c.yaml: rules[2].rewritePath.from: "(": not a valid regular expression: Invalid regular expression: /(/: Unterminated group',
+      'c.yaml: rules[2].rewritePath.to: required',
+      'c.yaml: rules[2].sample.fraction: expected a number from 0 to 1',
+      "c.yaml: rules[2].sample.key: expected 'header:<name>', 'cookie:<name>' or 'query:<name>'",
+      "c.yaml: rules[3].match.headers.bad header: expected a header name (letters, digits and !#$%&'*+-.^_`|~)",
+      'c.yaml: rules[3].match.pathprefix: unknown key',
+      'c.yaml: rules[3].name: duplicate rule name "api-v2" (also rules[0])',
+      'c.yaml: rules[3].removeHeaders[0]: cannot remove this header: the replay manages it',
+      'c.yaml: rules[3].setHeaders.content-length: cannot set this header: the replay manages it',
+      'c.yaml: rules[4].json.remove[0]: "a[x]": expected [n] or ["key"] at "[x]"',
+      'c.yaml: rules[4].route: unknown origin "nowhere"; configured: default, other, bad name',
+      'c.yaml: rules[5]: has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json or route)',
+      'c.yaml: rules[6].drop: expected true (leave drop out to keep requests)',
+      'c.yaml: rules[6].name: expected 1-64 characters of A-Z a-z 0-9 _ . : -',
+    ].sort(),
+  );
 });
 
 test('type errors name the key, and JSON files work the same way', () => {

@@ -12,7 +12,10 @@ test('any text in a parsed setting is either accepted or a ConfigError naming th
         loadConfig({ role: 'cli', env: { [key]: value } });
       } catch (error) {
         assert.ok(error instanceof ConfigError, `${key}=${JSON.stringify(value)} threw ${String(error)}`);
-        assert.ok(error.issues.some((i) => i.key === key), `${key}=${JSON.stringify(value)}: ${error.message}`);
+        assert.ok(
+          error.issues.some((i) => i.key === key),
+          `${key}=${JSON.stringify(value)}: ${error.message}`,
+        );
       }
     }),
     { numRuns: 500 },
@@ -27,5 +30,8 @@ test('a Redis URL with malformed escapes in its user-info is taken as written, n
 test('the ingress process index comes from the environment through loadConfig', () => {
   assert.equal(loadConfig({ role: 'cli', env: {} }).ingressProcessIndex, 0);
   assert.equal(loadConfig({ role: 'cli', env: { [INGRESS_INDEX_ENV]: '3' } }).ingressProcessIndex, 3);
-  assert.throws(() => loadConfig({ role: 'cli', env: { [INGRESS_INDEX_ENV]: 'x' } }), (e: unknown) => e instanceof ConfigError && e.issues[0]?.key === INGRESS_INDEX_ENV);
+  assert.throws(
+    () => loadConfig({ role: 'cli', env: { [INGRESS_INDEX_ENV]: 'x' } }),
+    (e: unknown) => e instanceof ConfigError && e.issues[0]?.key === INGRESS_INDEX_ENV,
+  );
 });

@@ -34,7 +34,11 @@ test('flags win over env, env over the file', () => {
 
 test('every bad value is reported at once, by the name the operator used', () => {
   try {
-    loadConfig({ role: 'worker', env: { INGRESS_PORT: 'abc', REDIS_URL: 'not a url', PRESERVE_HOST: 'maybe', REPLAY_ATTEMPTS: '-1' }, flags: { workerConcurrency: '-1' } });
+    loadConfig({
+      role: 'worker',
+      env: { INGRESS_PORT: 'abc', REDIS_URL: 'not a url', PRESERVE_HOST: 'maybe', REPLAY_ATTEMPTS: '-1' },
+      flags: { workerConcurrency: '-1' },
+    });
     assert.fail('expected a ConfigError');
   } catch (error) {
     assert.ok(error instanceof ConfigError);

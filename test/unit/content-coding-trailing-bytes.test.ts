@@ -19,20 +19,23 @@ const codings: [string, (b: Buffer) => Buffer][] = [
 ];
 
 test('bytes after the end of a coded stream: corrupt, whatever the coding', () => {
-  fc.assert(fc.property(
-    fc.constantFrom(...codings),
-    fc.uint8Array({ minLength: 0, maxLength: 512 }),
-    fc.uint8Array({ minLength: 1, maxLength: 64 }),
-    ([name, encode], plain, tail) => {
-      const coded = encode(Buffer.from(plain));
-      const whole = decodeBody(['content-encoding', name], coded);
-      assert.ok(whole.ok && whole.body.equals(Buffer.from(plain)), `${name}: the stream alone decodes`);
-      // A tail that is itself a gzip member is gzip's multi-member form, not trailing garbage.
-      if (name === 'gzip' && tail[0] === 0x1f && tail[1] === 0x8b) return;
-      const lying = decodeBody(['content-encoding', name], Buffer.concat([coded, Buffer.from(tail)]));
-      assert.equal(lying.kind, 'corrupt', `${name} with ${tail.length} trailing bytes`);
-    },
-  ), { numRuns: 300 });
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...codings),
+      fc.uint8Array({ minLength: 0, maxLength: 512 }),
+      fc.uint8Array({ minLength: 1, maxLength: 64 }),
+      ([name, encode], plain, tail) => {
+        const coded = encode(Buffer.from(plain));
+        const whole = decodeBody(['content-encoding', name], coded);
+        assert.ok(whole.ok && whole.body.equals(Buffer.from(plain)), `${name}: the stream alone decodes`);
+        // A tail that is itself a gzip member is gzip's multi-member form, not trailing garbage.
+        if (name === 'gzip' && tail[0] === 0x1f && tail[1] === 0x8b) return;
+        const lying = decodeBody(['content-encoding', name], Buffer.concat([coded, Buffer.from(tail)]));
+        assert.equal(lying.kind, 'corrupt', `${name} with ${tail.length} trailing bytes`);
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 test('concatenated gzip members decode whole', () => {

@@ -2,7 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as zlib from 'node:zlib';
 import fc from 'fast-check';
-import { ZSTD_SUPPORTED, compileComparison, CompareOptions, compileRules, decodeBody, parseJsonBody, RuleOptions, type PipelineContext } from '@mirrorplane/core';
+import {
+  ZSTD_SUPPORTED,
+  compileComparison,
+  CompareOptions,
+  compileRules,
+  decodeBody,
+  parseJsonBody,
+  RuleOptions,
+  type PipelineContext,
+} from '@mirrorplane/core';
 
 const encoders: Record<string, (b: Buffer) => Buffer> = {
   gzip: (b) => zlib.gzipSync(b),
@@ -13,14 +22,17 @@ const encoders: Record<string, (b: Buffer) => Buffer> = {
 };
 
 test('decodeBody undoes gzip, deflate (zlib and raw), br, and stacked codings, for any bytes', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), fc.constantFrom(...Object.keys(encoders)), (bytes, name) => {
-    const body = Buffer.from(bytes);
-    const coding = name.split(' ')[0]!;
-    const got = decodeBody(['Content-Encoding', coding], encoders[name]!(body));
-    if (body.length === 0 && got.kind === 'identity') return;
-    assert.equal(got.kind, 'decoded');
-    assert.ok(got.body.equals(body));
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 2000 }), fc.constantFrom(...Object.keys(encoders)), (bytes, name) => {
+      const body = Buffer.from(bytes);
+      const coding = name.split(' ')[0]!;
+      const got = decodeBody(['Content-Encoding', coding], encoders[name]!(body));
+      if (body.length === 0 && got.kind === 'identity') return;
+      assert.equal(got.kind, 'decoded');
+      assert.ok(got.body.equals(body));
+    }),
+    { numRuns: 300 },
+  );
   const body = Buffer.from('{"a":1}');
   const twice = zlib.brotliCompressSync(zlib.gzipSync(body));
   const got = decodeBody(['content-encoding', 'gzip, br'], twice);
@@ -32,11 +44,14 @@ test('decodeBody undoes gzip, deflate (zlib and raw), br, and stacked codings, f
 });
 
 test('decodeBody never throws on arbitrary bytes, and says what happened', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), fc.constantFrom('gzip', 'deflate', 'br', 'zstd', 'compress', 'identity'), (bytes, coding) => {
-    const got = decodeBody(['content-encoding', coding], Buffer.from(bytes));
-    assert.ok(['identity', 'decoded', 'unsupported', 'corrupt', 'too_large'].includes(got.kind));
-    if (!got.ok) assert.ok(got.body.equals(Buffer.from(bytes)), 'an undecodable body stays as received');
-  }), { numRuns: 1000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 200 }), fc.constantFrom('gzip', 'deflate', 'br', 'zstd', 'compress', 'identity'), (bytes, coding) => {
+      const got = decodeBody(['content-encoding', coding], Buffer.from(bytes));
+      assert.ok(['identity', 'decoded', 'unsupported', 'corrupt', 'too_large'].includes(got.kind));
+      if (!got.ok) assert.ok(got.body.equals(Buffer.from(bytes)), 'an undecodable body stays as received');
+    }),
+    { numRuns: 1000 },
+  );
 });
 
 test('a decompression bomb stops at the bound with a clear outcome', () => {

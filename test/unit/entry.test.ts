@@ -45,7 +45,10 @@ test('entries written by something else are refused with a reason', () => {
     [toRedisReply(['v']), /odd number/],
   ];
   for (const [fields, message] of cases) {
-    assert.throws(() => decodeEntry('9-9', fields), (error: unknown) => error instanceof EntryDecodeError && error.code === 'MP_ERR_ENTRY_DECODE' && message.test(error.message));
+    assert.throws(
+      () => decodeEntry('9-9', fields),
+      (error: unknown) => error instanceof EntryDecodeError && error.code === 'MP_ERR_ENTRY_DECODE' && message.test(error.message),
+    );
   }
   assert.throws(() => deserializeEntry({ id: 1 }), EntryDecodeError);
 });

@@ -49,10 +49,12 @@ test('nothing in packages/ or apps/ throws an uncoded error or builds a Mirrorpl
   for (const file of files) {
     // The dashboard's page script runs in the browser, not in Mirrorplane.
     if (file.endsWith('dashboard-page.ts')) continue;
-    readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
-      if (/\bnew (Error|RangeError|TypeError|SyntaxError)\(/.test(line)) offenders.push(`${file}:${i + 1}: ${line.trim()}`);
-      if (/\bnew MirrorplaneError\(/.test(line) && !file.endsWith('core/src/errors.ts')) offenders.push(`${file}:${i + 1}: ${line.trim()}`);
-    });
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        if (/\bnew (Error|RangeError|TypeError|SyntaxError)\(/.test(line)) offenders.push(`${file}:${i + 1}: ${line.trim()}`);
+        if (/\bnew MirrorplaneError\(/.test(line) && !file.endsWith('core/src/errors.ts')) offenders.push(`${file}:${i + 1}: ${line.trim()}`);
+      });
   }
   assert.deepEqual(offenders, []);
 });

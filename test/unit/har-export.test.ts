@@ -42,7 +42,15 @@ function valid(har: unknown): void {
 
 test('url-encoded form bodies fill postData.params (HAR 1.2), decoded, in order, duplicates kept', () => {
   const form = Buffer.from('user=ann+lee&pass=s%C3%A9cret&tag=a&tag=b&pct=50%off&empty=&bare');
-  const har = toHar([exchange({ headers: [['content-type', 'application/x-www-form-urlencoded; charset=utf-8']], body: form }, { headers: [['content-type', 'text/plain']], body: Buffer.from('ok') })], '0.1.0');
+  const har = toHar(
+    [
+      exchange(
+        { headers: [['content-type', 'application/x-www-form-urlencoded; charset=utf-8']], body: form },
+        { headers: [['content-type', 'text/plain']], body: Buffer.from('ok') },
+      ),
+    ],
+    '0.1.0',
+  );
   valid(har);
   const postData = har.log.entries[0]!.request.postData!;
   assert.equal(postData.text, form.toString());
@@ -60,10 +68,13 @@ test('url-encoded form bodies fill postData.params (HAR 1.2), decoded, in order,
 
 test('JSON and binary request bodies: no params; binary text is base64 flagged by _encoding', () => {
   const binary = Buffer.from([0, 1, 2, 255, 254]);
-  const har = toHar([
-    exchange({ headers: [['content-type', 'application/json']], body: Buffer.from('{"a":1}') }, { headers: [], body: Buffer.alloc(0) }),
-    exchange({ headers: [['content-type', 'application/octet-stream']], body: binary }, { headers: [['content-type', 'image/png']], body: binary }),
-  ], '0.1.0');
+  const har = toHar(
+    [
+      exchange({ headers: [['content-type', 'application/json']], body: Buffer.from('{"a":1}') }, { headers: [], body: Buffer.alloc(0) }),
+      exchange({ headers: [['content-type', 'application/octet-stream']], body: binary }, { headers: [['content-type', 'image/png']], body: binary }),
+    ],
+    '0.1.0',
+  );
   valid(har);
   const [json, bin] = har.log.entries;
   assert.deepEqual(json!.request.postData!.params, []);
@@ -76,23 +87,55 @@ test('compressed bodies are shown decoded, with HAR compression; an undecodable 
   const text = JSON.stringify({ items: Array.from({ length: 50 }, (_, i) => ({ i, name: `item ${i}` })) });
   const gz = zlib.gzipSync(Buffer.from(text));
   const br = zlib.brotliCompressSync(Buffer.from('user=ann&x=1'));
-  const har = toHar([
-    exchange({ headers: [['content-type', 'application/x-www-form-urlencoded'], ['content-encoding', 'br']], body: br }, { headers: [['content-type', 'application/json'], ['content-encoding', 'gzip']], body: gz }),
-    exchange({ headers: [['content-type', 'text/plain']], body: Buffer.from('x') }, { headers: [['content-type', 'application/json'], ['content-encoding', 'gzip']], body: Buffer.from('not gzip at all') }),
-  ], '0.1.0');
+  const har = toHar(
+    [
+      exchange(
+        {
+          headers: [
+            ['content-type', 'application/x-www-form-urlencoded'],
+            ['content-encoding', 'br'],
+          ],
+          body: br,
+        },
+        {
+          headers: [
+            ['content-type', 'application/json'],
+            ['content-encoding', 'gzip'],
+          ],
+          body: gz,
+        },
+      ),
+      exchange(
+        { headers: [['content-type', 'text/plain']], body: Buffer.from('x') },
+        {
+          headers: [
+            ['content-type', 'application/json'],
+            ['content-encoding', 'gzip'],
+          ],
+          body: Buffer.from('not gzip at all'),
+        },
+      ),
+    ],
+    '0.1.0',
+  );
   valid(har);
   const [good, bad] = har.log.entries;
   assert.equal(good!.response.content.text, text);
   assert.equal(good!.response.content.size, text.length);
   assert.equal(good!.response.content.compression, text.length - gz.length);
   assert.equal(good!.response.bodySize, gz.length);
-  assert.deepEqual(good!.request.postData!.params, [{ name: 'user', value: 'ann' }, { name: 'x', value: '1' }]);
+  assert.deepEqual(good!.request.postData!.params, [
+    { name: 'user', value: 'ann' },
+    { name: 'x', value: '1' },
+  ]);
   assert.equal(bad!.response.content.text, 'not gzip at all');
   assert.match(bad!._mirrorplane.undecoded?.response ?? '', /^gzip body does not decode/);
 });
 
 test('the validator is not a rubber stamp: a broken HAR fails it', () => {
-  const har = toHar([exchange({ headers: [], body: Buffer.from('a=1') }, { headers: [], body: Buffer.alloc(0) })], '0.1.0') as unknown as { log: { entries: { request: { method?: unknown } }[] } };
+  const har = toHar([exchange({ headers: [], body: Buffer.from('a=1') }, { headers: [], body: Buffer.alloc(0) })], '0.1.0') as unknown as {
+    log: { entries: { request: { method?: unknown } }[] };
+  };
   delete har.log.entries[0]!.request.method;
   assert.equal(validateHar(har), false);
 });

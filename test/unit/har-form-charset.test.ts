@@ -26,11 +26,17 @@ function exchange(headers: [string, string][], body: Buffer): RecordedExchange {
 test('HAR form params: a url-encoded form in ISO-8859-1 (raw bytes, as a legacy page posts it) still fills postData.params', () => {
   const body = Buffer.from('name=Jos\xe9&city=K\xf6ln', 'latin1');
   const har = toHar([exchange([['content-type', 'application/x-www-form-urlencoded; charset=ISO-8859-1']], body)], '0.1.0');
-  assert.deepEqual(har.log.entries[0]!.request.postData!.params, [{ name: 'name', value: 'José' }, { name: 'city', value: 'Köln' }]);
+  assert.deepEqual(har.log.entries[0]!.request.postData!.params, [
+    { name: 'name', value: 'José' },
+    { name: 'city', value: 'Köln' },
+  ]);
 });
 
 test('HAR form params: percent-escapes in a form that declares ISO-8859-1 are decoded in that charset', () => {
   const body = Buffer.from('name=Jos%E9&city=K%F6ln');
   const har = toHar([exchange([['content-type', 'application/x-www-form-urlencoded; charset=ISO-8859-1']], body)], '0.1.0');
-  assert.deepEqual(har.log.entries[0]!.request.postData!.params, [{ name: 'name', value: 'José' }, { name: 'city', value: 'Köln' }]);
+  assert.deepEqual(har.log.entries[0]!.request.postData!.params, [
+    { name: 'name', value: 'José' },
+    { name: 'city', value: 'Köln' },
+  ]);
 });

@@ -29,11 +29,17 @@ test('raw header pairs: lookups agree with a plain scan of the pairs, whatever t
       const expected = p.filter(([n]) => n.toLowerCase() === lower).map(([, v]) => v);
       assert.deepEqual(headerValues(raw, wanted), expected);
       assert.equal(headerValue(raw, wanted), expected[0] ?? null);
-      assert.equal(someHeader(raw, wanted, () => true), expected.length > 0);
+      assert.equal(
+        someHeader(raw, wanted, () => true),
+        expected.length > 0,
+      );
       assert.deepEqual(headerEntries(raw), p);
       const seen: [string, string, number][] = [];
       forEachHeader(raw, (n, v, i) => seen.push([n, v, i]));
-      assert.deepEqual(seen, p.map(([n, v], i) => [n, v, 2 * i]));
+      assert.deepEqual(
+        seen,
+        p.map(([n, v], i) => [n, v, 2 * i]),
+      );
       assert.equal(headerObject(raw)[lower], expected[0]);
     }),
   );
@@ -45,8 +51,14 @@ test('raw header pairs: filtering keeps order, case and duplicates of what it ke
       const raw = flat(p);
       const kept = p.filter(([n]) => !drop.includes(n.toLowerCase()));
       assert.deepEqual(withoutHeaders(raw, new Set(drop)), flat(kept));
-      assert.deepEqual(filterHeaders(raw, () => true), raw);
-      assert.notEqual(filterHeaders(raw, () => true), raw);
+      assert.deepEqual(
+        filterHeaders(raw, () => true),
+        raw,
+      );
+      assert.notEqual(
+        filterHeaders(raw, () => true),
+        raw,
+      );
     }),
   );
 });

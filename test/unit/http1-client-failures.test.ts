@@ -39,7 +39,13 @@ async function rawStaging(onRequest: (socket: Socket, n: number, target: string)
   return { port: (server.address() as AddressInfo).port, targets, sockets };
 }
 
-const req = (path: string): WireRequest => ({ method: 'POST', path, headers: ['Host', 'staging', 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1'], body: Buffer.from('pay=1'), trailers: [] });
+const req = (path: string): WireRequest => ({
+  method: 'POST',
+  path,
+  headers: ['Host', 'staging', 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1'],
+  body: Buffer.from('pay=1'),
+  trailers: [],
+});
 
 test('a request staging read on a kept connection and then closed without answering is not sent a second time by the client itself', async () => {
   // Staging answers the first request (keep-alive) and, on the second, reads it whole (it may
@@ -136,9 +142,14 @@ test('a chunk-size line that never ends does not grow the worker without bound',
   const origin = new Http1Origin(`http://127.0.0.1:${staging.port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 30_000 });
   const before = process.memoryUsage().arrayBuffers;
   let peak = before;
-  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage().arrayBuffers); }, 10);
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().arrayBuffers);
+  }, 10);
   const ac = new AbortController();
-  const result = origin.request(req('/x'), ac.signal).then((r) => `completed ${r.statusCode}`, (e: Error) => `error: ${e.message}`);
+  const result = origin.request(req('/x'), ac.signal).then(
+    (r) => `completed ${r.statusCode}`,
+    (e: Error) => `error: ${e.message}`,
+  );
   try {
     await waitFor('staging to send everything or the client to give up', async () => sentBytes >= 64 << 20 || staging.sockets.size === 0, 60_000);
     await new Promise((r) => setTimeout(r, 200));

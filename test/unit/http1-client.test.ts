@@ -6,7 +6,8 @@ import { Http1Origin, WireRequestError, encodeRequest, type WireRequest } from '
 // The staging client's wire: what it writes (names, case, order, framing) and how it reads
 // answers over kept-alive connections, against a raw server that records bytes.
 
-const wire = (r: Partial<WireRequest>) => Buffer.concat(encodeRequest({ method: 'GET', path: '/', headers: [], body: Buffer.alloc(0), trailers: [], ...r })).toString('latin1');
+const wire = (r: Partial<WireRequest>) =>
+  Buffer.concat(encodeRequest({ method: 'GET', path: '/', headers: [], body: Buffer.alloc(0), trailers: [], ...r })).toString('latin1');
 
 test('the head is written as given: names, case, order, duplicates; nothing added', () => {
   assert.equal(
@@ -17,10 +18,22 @@ test('the head is written as given: names, case, order, duplicates; nothing adde
 });
 
 test('framing fields keep their place and case and are made true to the body', () => {
-  assert.equal(wire({ method: 'POST', headers: ['Content-Length', '999', 'A', 'b'], body: Buffer.from('abc') }), 'POST / HTTP/1.1\r\nContent-Length: 3\r\nA: b\r\n\r\nabc');
-  assert.equal(wire({ method: 'POST', headers: ['A', 'b'], body: Buffer.from('abc') }), 'POST / HTTP/1.1\r\nA: b\r\ncontent-length: 3\r\n\r\nabc', 'a body without a framing field gets content-length last');
   assert.equal(
-    wire({ method: 'POST', headers: ['TRANSFER-ENCODING', 'chunked', 'Content-Length', '5'], body: Buffer.from('hello'), trailers: ['X-Sum', '1', 'x-sum', '2'] }),
+    wire({ method: 'POST', headers: ['Content-Length', '999', 'A', 'b'], body: Buffer.from('abc') }),
+    'POST / HTTP/1.1\r\nContent-Length: 3\r\nA: b\r\n\r\nabc',
+  );
+  assert.equal(
+    wire({ method: 'POST', headers: ['A', 'b'], body: Buffer.from('abc') }),
+    'POST / HTTP/1.1\r\nA: b\r\ncontent-length: 3\r\n\r\nabc',
+    'a body without a framing field gets content-length last',
+  );
+  assert.equal(
+    wire({
+      method: 'POST',
+      headers: ['TRANSFER-ENCODING', 'chunked', 'Content-Length', '5'],
+      body: Buffer.from('hello'),
+      trailers: ['X-Sum', '1', 'x-sum', '2'],
+    }),
     'POST / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\nx-sum: 2\r\n\r\n',
     'one framing field only: the second is not sent',
   );
@@ -28,8 +41,19 @@ test('framing fields keep their place and case and are made true to the body', (
 });
 
 test('what is not valid HTTP/1.1 is refused before anything is sent', () => {
-  for (const bad of [{ method: 'GE T' }, { path: '/a b' }, { path: '' }, { headers: ['X', 'a\r\nInjected: 1'] }, { headers: ['Bad Name', 'x'] }, { trailers: ['X', 'a\nb'] }]) {
-    assert.throws(() => encodeRequest({ method: 'GET', path: '/', headers: [], body: Buffer.alloc(0), trailers: [], ...bad }), WireRequestError, JSON.stringify(bad));
+  for (const bad of [
+    { method: 'GE T' },
+    { path: '/a b' },
+    { path: '' },
+    { headers: ['X', 'a\r\nInjected: 1'] },
+    { headers: ['Bad Name', 'x'] },
+    { trailers: ['X', 'a\nb'] },
+  ]) {
+    assert.throws(
+      () => encodeRequest({ method: 'GET', path: '/', headers: [], body: Buffer.alloc(0), trailers: [], ...bad }),
+      WireRequestError,
+      JSON.stringify(bad),
+    );
   }
 });
 
@@ -91,7 +115,9 @@ test('a kept connection the server closed while idle is replaced, and the reques
   // Answer, then close the connection a moment later, as a server whose keep-alive timeout ran out.
   answer = (socket) => {
     socket.write('HTTP/1.1 204 No Content\r\n\r\n');
-    socket.once('close', () => { closed++; });
+    socket.once('close', () => {
+      closed++;
+    });
     setImmediate(() => socket.destroy());
   };
   for (let i = 0; i < 3; i++) {
@@ -103,14 +129,21 @@ test('a kept connection the server closed while idle is replaced, and the reques
     const target = i + 1;
     await waitUntil(() => closed === target && origin.idleConnections === 0);
   }
-  assert.deepEqual(heads.map((h) => h.split('\r\n')[0]), ['PUT /r0 HTTP/1.1', 'PUT /r1 HTTP/1.1', 'PUT /r2 HTTP/1.1'], 'each request reached the server once');
+  assert.deepEqual(
+    heads.map((h) => h.split('\r\n')[0]),
+    ['PUT /r0 HTTP/1.1', 'PUT /r1 HTTP/1.1', 'PUT /r2 HTTP/1.1'],
+    'each request reached the server once',
+  );
   await origin.close();
 });
 
 test('the deadline aborts an exchange staging never answers', async () => {
   const origin = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 10_000 });
   answer = () => undefined;
-  await assert.rejects(origin.request({ method: 'GET', path: '/hang', headers: ['Host', 'x'], body: Buffer.alloc(0), trailers: [] }, AbortSignal.timeout(200)), /aborted|timeout/i);
+  await assert.rejects(
+    origin.request({ method: 'GET', path: '/hang', headers: ['Host', 'x'], body: Buffer.alloc(0), trailers: [] }, AbortSignal.timeout(200)),
+    /aborted|timeout/i,
+  );
   await origin.close();
 });
 

@@ -75,7 +75,9 @@ test('a head over MAX_HEADER_BYTES is refused 431, even before its end arrives',
 });
 
 test('chunked bodies with extensions and trailers: body de-chunked, trailers kept in order and case', () => {
-  const r = one('POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1;q="a b"\r\nabc\r\n2\r\nde\r\n0\r\nX-Checksum: 42\r\nx-checksum: 43\r\nServer-Timing: a;dur=1\r\n\r\n');
+  const r = one(
+    'POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1;q="a b"\r\nabc\r\n2\r\nde\r\n0\r\nX-Checksum: 42\r\nx-checksum: 43\r\nServer-Timing: a;dur=1\r\n\r\n',
+  );
   assert.equal(r.body.toString(), 'abcde');
   assert.equal(r.contentLength, -1);
   assert.deepEqual(r.trailers, ['X-Checksum', '42', 'x-checksum', '43', 'Server-Timing', 'a;dur=1']);
@@ -196,21 +198,23 @@ interface Generated {
   trailers: string[];
 }
 
-const generated: fc.Arbitrary<Generated> = fc.record({
-  method: fc.oneof(fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PROPFIND', 'PURGE', 'BAN', 'REPORT'), token(1, 12)),
-  target,
-  fields: fc.array(fc.tuple(token(1, 20), fieldValue), { maxLength: 12 }),
-  body: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
-  chunked: fc.boolean(),
-  chunkSizes: fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 8 }),
-  trailers: fc.array(fc.tuple(token(1, 12), fieldValue), { maxLength: 3 }),
-}).map((r) => {
-  const headers = ['Host', 'gen.example'];
-  for (const [n, v] of r.fields) if (!framing.has(n.toLowerCase())) headers.push(n, v);
-  const trailers: string[] = [];
-  if (r.chunked) for (const [n, v] of r.trailers) trailers.push(n, v);
-  return { method: r.method, target: r.target, headers, body: r.body, chunks: r.chunked ? r.chunkSizes : null, trailers };
-});
+const generated: fc.Arbitrary<Generated> = fc
+  .record({
+    method: fc.oneof(fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PROPFIND', 'PURGE', 'BAN', 'REPORT'), token(1, 12)),
+    target,
+    fields: fc.array(fc.tuple(token(1, 20), fieldValue), { maxLength: 12 }),
+    body: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+    chunked: fc.boolean(),
+    chunkSizes: fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 8 }),
+    trailers: fc.array(fc.tuple(token(1, 12), fieldValue), { maxLength: 3 }),
+  })
+  .map((r) => {
+    const headers = ['Host', 'gen.example'];
+    for (const [n, v] of r.fields) if (!framing.has(n.toLowerCase())) headers.push(n, v);
+    const trailers: string[] = [];
+    if (r.chunked) for (const [n, v] of r.trailers) trailers.push(n, v);
+    return { method: r.method, target: r.target, headers, body: r.body, chunks: r.chunked ? r.chunkSizes : null, trailers };
+  });
 
 function frame(g: Generated): Buffer {
   let head = `${g.method} ${g.target} HTTP/1.1\r\n`;

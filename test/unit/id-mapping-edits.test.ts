@@ -10,17 +10,24 @@ import { IdMappingOptions, compileIdMapping, jsonValueSpan, parseJsonDocument, p
  * is percent-decoded once and encoded once.
  */
 
-const mapping = compileIdMapping(IdMappingOptions.parse({
-  kinds: [{
-    name: 'order',
-    learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: { location: '/orders/(?<id>[^/?]+)' } }],
-    use: [{ path: '^/orders/(?<id>[^/]+)$' }, { json: 'order.id' }],
-  }],
-}));
-const [pathUse, jsonUse] = mapping.uses as [typeof mapping.uses[number], typeof mapping.uses[number]];
+const mapping = compileIdMapping(
+  IdMappingOptions.parse({
+    kinds: [
+      {
+        name: 'order',
+        learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: { location: '/orders/(?<id>[^/?]+)' } }],
+        use: [{ path: '^/orders/(?<id>[^/]+)$' }, { json: 'order.id' }],
+      },
+    ],
+  }),
+);
+const [pathUse, jsonUse] = mapping.uses as [(typeof mapping.uses)[number], (typeof mapping.uses)[number]];
 
 /** JSON text with number tokens JSON.stringify would not write back the same. */
-const rawNumber = fc.oneof(fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }).map(String), fc.constantFrom('0.10000000000000000555', '1e400', '1.0', '-0', '9007199254740993', '1E+2'));
+const rawNumber = fc.oneof(
+  fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }).map(String),
+  fc.constantFrom('0.10000000000000000555', '1e400', '1.0', '-0', '9007199254740993', '1E+2'),
+);
 const spacing = fc.constantFrom('', ' ', '\n  ', '\t');
 const jsonText: fc.Arbitrary<string> = fc.letrec<{ value: string }>((tie) => ({
   value: fc.oneof(
@@ -29,23 +36,28 @@ const jsonText: fc.Arbitrary<string> = fc.letrec<{ value: string }>((tie) => ({
     fc.string().map((s) => JSON.stringify(s)),
     fc.constantFrom('true', 'false', 'null'),
     fc.tuple(fc.array(tie('value'), { maxLength: 4 }), spacing).map(([vs, sp]) => `[${sp}${vs.join(`,${sp}`)}${sp}]`),
-    fc.tuple(fc.array(fc.tuple(fc.string(), tie('value')), { maxLength: 4 }), spacing).map(([kv, sp]) => `{${sp}${kv.map(([k, v]) => `${JSON.stringify(k)}${sp}:${sp}${v}`).join(`,${sp}`)}${sp}}`),
+    fc
+      .tuple(fc.array(fc.tuple(fc.string(), tie('value')), { maxLength: 4 }), spacing)
+      .map(([kv, sp]) => `{${sp}${kv.map(([k, v]) => `${JSON.stringify(k)}${sp}:${sp}${v}`).join(`,${sp}`)}${sp}}`),
   ),
 })).value;
 
 test('JSON bodies: replacing the ID changes its token and nothing else, whatever surrounds it', () => {
-  fc.assert(fc.property(jsonText, jsonText, fc.string({ minLength: 1 }), fc.string({ minLength: 1 }), spacing, (before, after, productionId, stagingId, sp) => {
-    const idToken = JSON.stringify(productionId);
-    const head = `{${sp}"before":${sp}${before},${sp}"order"${sp}:${sp}{"x":${before},${sp}"id":${sp}`;
-    const tail = `${sp}},"after":${after}${sp}}`;
-    const text = head + idToken + tail;
-    const request: MappableRequest = { method: 'POST', path: '/payments', headers: ['content-type', 'application/json'], body: Buffer.from(text) };
-    const doc = parseJsonDocument(request.headers, request.body);
-    assert.ok(doc, text);
-    assert.deepEqual(jsonUse.find(request, doc), [productionId]);
-    assert.equal(jsonUse.replace(request, doc, productionId, stagingId), true);
-    assert.equal(doc.text, head + JSON.stringify(stagingId) + tail);
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(jsonText, jsonText, fc.string({ minLength: 1 }), fc.string({ minLength: 1 }), spacing, (before, after, productionId, stagingId, sp) => {
+      const idToken = JSON.stringify(productionId);
+      const head = `{${sp}"before":${sp}${before},${sp}"order"${sp}:${sp}{"x":${before},${sp}"id":${sp}`;
+      const tail = `${sp}},"after":${after}${sp}}`;
+      const text = head + idToken + tail;
+      const request: MappableRequest = { method: 'POST', path: '/payments', headers: ['content-type', 'application/json'], body: Buffer.from(text) };
+      const doc = parseJsonDocument(request.headers, request.body);
+      assert.ok(doc, text);
+      assert.deepEqual(jsonUse.find(request, doc), [productionId]);
+      assert.equal(jsonUse.replace(request, doc, productionId, stagingId), true);
+      assert.equal(doc.text, head + JSON.stringify(stagingId) + tail);
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test('JSON bodies: a key given twice is edited where JSON.parse reads it (the last one)', () => {
@@ -59,15 +71,18 @@ test('JSON bodies: a key given twice is edited where JSON.parse reads it (the la
 
 test('Location IDs: decoded like path IDs, put into a path encoded exactly once', () => {
   const learner = mapping.learners[0]!;
-  fc.assert(fc.property(fc.string({ minLength: 1 }), fc.string({ minLength: 1 }), (productionId, stagingId) => {
-    const learnedProduction = learner.extract({ status: 201, headers: ['location', `/orders/${encodeURIComponent(productionId)}`], body: Buffer.alloc(0) });
-    const learnedStaging = learner.extract({ status: 201, headers: ['Location', `/orders/${encodeURIComponent(stagingId)}`], body: Buffer.alloc(0) });
-    assert.equal(learnedProduction, productionId);
-    assert.equal(learnedStaging, stagingId);
-    // The client follows production's Location; staging receives its own.
-    const request: MappableRequest = { method: 'GET', path: `/orders/${encodeURIComponent(productionId)}`, headers: [], body: Buffer.alloc(0) };
-    assert.deepEqual(pathUse.find(request, undefined), [productionId]);
-    assert.equal(pathUse.replace(request, undefined, productionId, learnedStaging!), true);
-    assert.equal(request.path, `/orders/${encodeURIComponent(stagingId)}`);
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(fc.string({ minLength: 1 }), fc.string({ minLength: 1 }), (productionId, stagingId) => {
+      const learnedProduction = learner.extract({ status: 201, headers: ['location', `/orders/${encodeURIComponent(productionId)}`], body: Buffer.alloc(0) });
+      const learnedStaging = learner.extract({ status: 201, headers: ['Location', `/orders/${encodeURIComponent(stagingId)}`], body: Buffer.alloc(0) });
+      assert.equal(learnedProduction, productionId);
+      assert.equal(learnedStaging, stagingId);
+      // The client follows production's Location; staging receives its own.
+      const request: MappableRequest = { method: 'GET', path: `/orders/${encodeURIComponent(productionId)}`, headers: [], body: Buffer.alloc(0) };
+      assert.deepEqual(pathUse.find(request, undefined), [productionId]);
+      assert.equal(pathUse.replace(request, undefined, productionId, learnedStaging!), true);
+      assert.equal(request.path, `/orders/${encodeURIComponent(stagingId)}`);
+    }),
+    { numRuns: 300 },
+  );
 });

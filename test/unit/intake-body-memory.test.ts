@@ -47,7 +47,10 @@ test('1-byte chunks that arrive as small views of large buffers: the buffers are
 
 test('a head split anywhere parses to the same request, and bytes after it (a pipelined body) are kept exactly', () => {
   // The growable buffer is compacted and grown while bytes are pending: split at every offset.
-  const bytes = Buffer.from('PUT /x HTTP/1.1\r\nhost: a\r\nx-long: ' + 'v'.repeat(5000) + '\r\ncontent-length: 5\r\n\r\nhello' + 'GET /y HTTP/1.1\r\nhost: b\r\n\r\n', 'latin1');
+  const bytes = Buffer.from(
+    'PUT /x HTTP/1.1\r\nhost: a\r\nx-long: ' + 'v'.repeat(5000) + '\r\ncontent-length: 5\r\n\r\nhello' + 'GET /y HTTP/1.1\r\nhost: b\r\n\r\n',
+    'latin1',
+  );
   for (const size of [1, 2, 3, 7, 16, 100, 4095, 4097]) {
     const parser = new RequestParser({ maxHeaderBytes: 64 * 1024, maxBodyBytes: 1024 });
     const got: string[] = [];

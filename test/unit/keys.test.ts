@@ -2,7 +2,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { deploymentKey, EntryCipher, exporterLockKey, hookStorePrefix, KEY_FAMILIES, keyFamilyTable, keysFor, partitionKeys, productionKeys, workerKey, workersSetKey } from '@mirrorplane/core';
+import {
+  deploymentKey,
+  EntryCipher,
+  exporterLockKey,
+  hookStorePrefix,
+  KEY_FAMILIES,
+  keyFamilyTable,
+  keysFor,
+  partitionKeys,
+  productionKeys,
+  workerKey,
+  workersSetKey,
+} from '@mirrorplane/core';
 
 const cipher = EntryCipher.fromSpec(`k1:${Buffer.alloc(32, 7).toString('base64')}`)!;
 

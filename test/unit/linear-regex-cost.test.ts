@@ -33,17 +33,20 @@ for (const source of patterns) {
 test('generated patterns: accepted ones have a bounded program, and a match on any input stays within the cost bound', () => {
   const atom = fc.constantFrom('.*a', '[a-z]+x?', 'a*', '(a|b)*c', '[^/]+/', '.', '\\d+');
   const pattern = fc.tuple(atom, fc.integer({ min: 1, max: 999 }), fc.boolean()).map(([a, n, anchored]) => `${anchored ? '^' : ''}(?:${a}){${n}}`);
-  fc.assert(fc.property(pattern, (source) => {
-    let re: LinearRegExp;
-    try {
-      re = new LinearRegExp(source);
-    } catch (error) {
-      assert.ok(error instanceof LinearRegexSyntaxError, String(error));
-      return;
-    }
-    assert.ok(re.programSize <= MAX_PROGRAM_SIZE, `${source}: ${re.programSize}`);
-    assert.ok(re.programSize * re.maxInputLength <= MAX_MATCH_COST, source);
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(pattern, (source) => {
+      let re: LinearRegExp;
+      try {
+        re = new LinearRegExp(source);
+      } catch (error) {
+        assert.ok(error instanceof LinearRegexSyntaxError, String(error));
+        return;
+      }
+      assert.ok(re.programSize <= MAX_PROGRAM_SIZE, `${source}: ${re.programSize}`);
+      assert.ok(re.programSize * re.maxInputLength <= MAX_MATCH_COST, source);
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test('the costliest accepted pattern on the longest input it runs on matches within 250 ms; a longer input is skipped and counted', () => {

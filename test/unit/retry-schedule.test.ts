@@ -15,49 +15,65 @@ const policy = fc.record({
 });
 
 test('every delay is within [cap/2, cap], cap = min(initial·2^(n-1), max), and no try starts after the window', () => {
-  fc.assert(fc.property(policy, fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 0, max: 40 * 86_400_000 }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (p, attempt, elapsed, random) => {
-    const first = 1_700_000_000_000;
-    const now = first + elapsed;
-    const delay = nextRetryDelay(p, attempt, first, now, random);
-    const cap = Math.min(p.initialDelayMs * 2 ** (attempt - 1), p.maxDelayMs);
-    assert.equal(retryCap(p, attempt), cap);
-    if (p.maxAttempts > 0 && attempt >= p.maxAttempts) {
-      assert.equal(delay, null, 'the try cap is spent');
-      return;
-    }
-    const candidate = Math.round(cap / 2 + (cap / 2) * random);
-    if (now + candidate > first + p.windowMs) {
-      assert.equal(delay, null, 'the window is spent');
-      return;
-    }
-    assert.notEqual(delay, null);
-    assert.ok(delay! >= Math.floor(cap / 2) && delay! <= cap, `${delay} in [${cap / 2}, ${cap}]`);
-    assert.ok(delay! <= p.maxDelayMs);
-    assert.ok(now + delay! <= first + p.windowMs);
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(
+      policy,
+      fc.integer({ min: 1, max: 10_000 }),
+      fc.integer({ min: 0, max: 40 * 86_400_000 }),
+      fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+      (p, attempt, elapsed, random) => {
+        const first = 1_700_000_000_000;
+        const now = first + elapsed;
+        const delay = nextRetryDelay(p, attempt, first, now, random);
+        const cap = Math.min(p.initialDelayMs * 2 ** (attempt - 1), p.maxDelayMs);
+        assert.equal(retryCap(p, attempt), cap);
+        if (p.maxAttempts > 0 && attempt >= p.maxAttempts) {
+          assert.equal(delay, null, 'the try cap is spent');
+          return;
+        }
+        const candidate = Math.round(cap / 2 + (cap / 2) * random);
+        if (now + candidate > first + p.windowMs) {
+          assert.equal(delay, null, 'the window is spent');
+          return;
+        }
+        assert.notEqual(delay, null);
+        assert.ok(delay! >= Math.floor(cap / 2) && delay! <= cap, `${delay} in [${cap / 2}, ${cap}]`);
+        assert.ok(delay! <= p.maxDelayMs);
+        assert.ok(now + delay! <= first + p.windowMs);
+      },
+    ),
+    { numRuns: 2000 },
+  );
 });
 
 test('a whole schedule: tries keep coming until the window, each gap ≤ the max delay, the last inside the window', () => {
-  fc.assert(fc.property(policy.filter((p) => p.windowMs <= 3_600_000), fc.infiniteStream(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true })), (p, randoms) => {
-    const first = 0;
-    let now = first;
-    let attempt = 1;
-    const it = randoms[Symbol.iterator]();
-    for (;;) {
-      const delay = nextRetryDelay(p, attempt, first, now, it.next().value as number);
-      if (delay === null) break;
-      assert.ok(delay <= p.maxDelayMs);
-      now += delay;
-      attempt += 1;
-      assert.ok(now <= p.windowMs, 'no try after the window');
-      if (attempt > 100_000) assert.fail('unbounded');
-    }
-    // The schedule ended because the try cap or the window was reached, never earlier: a step
-    // of the longest possible delay would leave the window.
-    if (!(p.maxAttempts > 0 && attempt >= p.maxAttempts)) {
-      assert.ok(now + retryCap(p, attempt) > p.windowMs, `ended early at ${now} of ${p.windowMs}`);
-    }
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(
+      policy.filter((p) => p.windowMs <= 3_600_000),
+      fc.infiniteStream(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true })),
+      (p, randoms) => {
+        const first = 0;
+        let now = first;
+        let attempt = 1;
+        const it = randoms[Symbol.iterator]();
+        for (;;) {
+          const delay = nextRetryDelay(p, attempt, first, now, it.next().value as number);
+          if (delay === null) break;
+          assert.ok(delay <= p.maxDelayMs);
+          now += delay;
+          attempt += 1;
+          assert.ok(now <= p.windowMs, 'no try after the window');
+          if (attempt > 100_000) assert.fail('unbounded');
+        }
+        // The schedule ended because the try cap or the window was reached, never earlier: a step
+        // of the longest possible delay would leave the window.
+        if (!(p.maxAttempts > 0 && attempt >= p.maxAttempts)) {
+          assert.ok(now + retryCap(p, attempt) > p.windowMs, `ended early at ${now} of ${p.windowMs}`);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 test('the defaults: about 10 minutes of tries, delays capped at 30 s', () => {

@@ -28,11 +28,25 @@ const { events, observer } = observed();
 const stage = compileRules(config.rules, { origins: new Set(Object.keys(config.origins)), observer });
 
 function request(method: string, path: string, headers: string[] = [], body = ''): OutgoingRequest {
-  return { method, path, headers: ['Host', 'staging:8081', ...headers, 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1'], body: Buffer.from(body), origin: 'default' };
+  return {
+    method,
+    path,
+    headers: ['Host', 'staging:8081', ...headers, 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1'],
+    body: Buffer.from(body),
+    origin: 'default',
+  };
 }
 
 function context(entryId = '1700000000000-0', host = 'shop.example.com-shadow'): PipelineContext {
-  const mirrored: MirroredRequest = { method: 'GET', target: '/', rawHeaders: ['Host', host], body: Buffer.alloc(0), receivedAt: 0, requestId: 'req-1', clientAddress: null };
+  const mirrored: MirroredRequest = {
+    method: 'GET',
+    target: '/',
+    rawHeaders: ['Host', host],
+    body: Buffer.alloc(0),
+    receivedAt: 0,
+    requestId: 'req-1',
+    clientAddress: null,
+  };
   return { entryId, attempt: 1, requestId: 'req-1', mirrored, rules: [], tags: {} };
 }
 
@@ -60,7 +74,20 @@ test('rewritePath with named groups and header templates', () => {
   const ctx = context('1700000000001-7');
   const out = run(request('POST', '/api/orders/7?a=1', ['Accept', 'x']), ctx)!;
   assert.equal(out.path, '/v2/api/orders/7?a=1');
-  assert.deepEqual(out.headers, ['Host', 'staging:8081', 'Accept', 'x', 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1', 'x-env', 'staging', 'x-trace', '1700000000001-7']);
+  assert.deepEqual(out.headers, [
+    'Host',
+    'staging:8081',
+    'Accept',
+    'x',
+    'x-mirrorplane-id',
+    '1-0',
+    'x-mirrorplane-attempt',
+    '1',
+    'x-env',
+    'staging',
+    'x-trace',
+    '1700000000001-7',
+  ]);
   assert.deepEqual(ctx.rules, ['api-v2']);
   assert.deepEqual(events, ['applied:api-v2']);
   // Methods outside the list are not matched.
@@ -79,8 +106,20 @@ test('drop returns null and is reported with the rule name', () => {
 test('path groups, the mirrored host, append and remove headers', () => {
   const out = run(request('GET', '/users/42/profile', ['X-Debug', 'yes', 'Via', 'proxy', 'X-User-Id', 'spoofed']))!;
   assert.deepEqual(out.headers, [
-    'Host', 'staging:8081', 'Via', 'proxy', 'x-user-id', '42', 'x-mirrorplane-id', '1-0', 'x-mirrorplane-attempt', '1',
-    'x-mirrored-host', 'shop.example.com', 'via', 'mirrorplane',
+    'Host',
+    'staging:8081',
+    'Via',
+    'proxy',
+    'x-user-id',
+    '42',
+    'x-mirrorplane-id',
+    '1-0',
+    'x-mirrorplane-attempt',
+    '1',
+    'x-mirrored-host',
+    'shop.example.com',
+    'via',
+    'mirrorplane',
   ]);
 });
 
@@ -100,7 +139,13 @@ test('route chooses a configured origin by name', () => {
 test('JSON bodies are edited by path; other bodies stay byte-identical', () => {
   const json = JSON.stringify({ customer: { name: 'Zoë', email: 'zoe@real.example' }, card: { number: '4111', exp: '12/30' }, items: [1, 2] });
   const out = run(request('POST', '/orders', ['Content-Type', 'application/json; charset=utf-8'], json), context('9-9'))!;
-  assert.deepEqual(JSON.parse(out.body.toString('utf8')), { customer: { name: 'Zoë', email: 'test@example.com' }, card: { exp: '12/30' }, items: [1, 2], source: 'mirror', mirrorId: '9-9' });
+  assert.deepEqual(JSON.parse(out.body.toString('utf8')), {
+    customer: { name: 'Zoë', email: 'test@example.com' },
+    card: { exp: '12/30' },
+    items: [1, 2],
+    source: 'mirror',
+    mirrorId: '9-9',
+  });
 
   const vendor = run(request('PUT', '/orders/1', ['content-type', 'application/vnd.shop+json'], '{"card":{"number":"1"}}'))!;
   assert.deepEqual(JSON.parse(vendor.body.toString()), { card: {}, customer: { email: 'test@example.com' }, source: 'mirror', mirrorId: '1700000000000-0' });
@@ -169,7 +214,11 @@ test('setHeaders replaces every occurrence at the place of the first; header mat
 
 test('a rewrite that leaves no path throws, naming the rule', () => {
   const s = compileRules([RuleOptions.parse({ name: 'bad-rewrite', rewritePath: { from: '^/(?<p>.*)$', to: '$<p>' } })], { origins: new Set(['default']) });
-  assert.throws(() => s.pre!(request('GET', '/x'), context()), (e: unknown) => e instanceof Error && (e as { code?: string }).code === 'MP_ERR_RULE' && /rule "bad-rewrite": rewritePath turned "\/x" into "x"/.test(e.message));
+  assert.throws(
+    () => s.pre!(request('GET', '/x'), context()),
+    (e: unknown) =>
+      e instanceof Error && (e as { code?: string }).code === 'MP_ERR_RULE' && /rule "bad-rewrite": rewritePath turned "\/x" into "x"/.test(e.message),
+  );
 });
 
 test('compile errors list every problem by path', () => {
@@ -193,7 +242,10 @@ test('compile errors list every problem by path', () => {
       /^1\.rewritePath\.to: \$<y> names no group/,
       /^1\.json\.remove\.0: /,
     ]) {
-      assert.ok(got.some((g) => expected.test(g)), `${expected} in:\n${got.join('\n')}`);
+      assert.ok(
+        got.some((g) => expected.test(g)),
+        `${expected} in:\n${got.join('\n')}`,
+      );
     }
   }
 });
@@ -202,7 +254,7 @@ test('rewritePath.to inserts exactly what String.prototype.replace would', () =>
   const cases: [string, string, string][] = [
     ['^/api/(?<rest>.*)$', '/v2/$<rest>', '/api/a/b'],
     ['^/(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)', '/$11-$10-$1$$-$&-$0-$12', '/abcdefghijkZ'],
-    ['b(c)', '/[$`|$\'|$2|$1]', '/abcd'],
+    ['b(c)', "/[$`|$'|$2|$1]", '/abcd'],
     ['^/(?<a>x)(y)', '/$2$<a>$1$3', '/xyw'],
     ['^/(?<a>x)(y)', '/$<a', '/xyw'],
     ['(?<x>z)?q', '/$<x>-', '/q'],
@@ -220,7 +272,13 @@ test('a JSON body nested past RULE_JSON_MAX_DEPTH is sent as it came, never a st
   const fc = (await import('fast-check')).default;
   // The depth scan agrees with a parse on generated JSON, strings with brackets and escapes included.
   const nested = fc.letrec((tie) => ({
-    value: fc.oneof({ depthSize: 'small' }, fc.string(), fc.integer(), fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(fc.string(), tie('value'), { maxKeys: 3 })),
+    value: fc.oneof(
+      { depthSize: 'small' },
+      fc.string(),
+      fc.integer(),
+      fc.array(tie('value'), { maxLength: 3 }),
+      fc.dictionary(fc.string(), tie('value'), { maxKeys: 3 }),
+    ),
   })).value;
   const depthOf = (v: unknown): number => (v !== null && typeof v === 'object' ? 1 + Math.max(0, ...Object.values(v as object).map(depthOf)) : 0);
   fc.assert(fc.property(nested, fc.nat(6), (v, max) => assert.equal(jsonDeeperThan(Buffer.from(JSON.stringify(v)), max), depthOf(v) > max)));

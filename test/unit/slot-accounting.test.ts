@@ -28,7 +28,9 @@ function check(m: Model, r: Real): void {
 /** The read loop delivers a new entry (only while slots are free, as it reads no more than that). */
 class Read implements Cmd {
   constructor(readonly key: string) {}
-  check(m: Readonly<Model>) { return !m.running.has(this.key); }
+  check(m: Readonly<Model>) {
+    return !m.running.has(this.key);
+  }
   run(m: Model, r: Real) {
     const ok = r.slots.acquire(this.key, r.now);
     const expected = !m.closed && m.running.size < m.capacity;
@@ -36,13 +38,20 @@ class Read implements Cmd {
     if (ok) m.running.add(this.key);
     check(m, r);
   }
-  toString() { return `read(${this.key})`; }
+  toString() {
+    return `read(${this.key})`;
+  }
 }
 
 /** XAUTOCLAIM returns an entry again: counted once if it already runs here. */
 class Claim implements Cmd {
-  constructor(readonly key: string, readonly over: boolean) {}
-  check() { return true; }
+  constructor(
+    readonly key: string,
+    readonly over: boolean,
+  ) {}
+  check() {
+    return true;
+  }
   run(m: Model, r: Real) {
     const ok = this.over ? r.slots.acquireOver(this.key, r.now) : r.slots.acquire(this.key, r.now);
     const expected = !m.running.has(this.key) && (this.over || (!m.closed && m.running.size < m.capacity));
@@ -50,36 +59,48 @@ class Claim implements Cmd {
     if (ok) m.running.add(this.key);
     check(m, r);
   }
-  toString() { return `claim(${this.key}${this.over ? ', over' : ''})`; }
+  toString() {
+    return `claim(${this.key}${this.over ? ', over' : ''})`;
+  }
 }
 
 /** A replay finishes (or a duplicate finish arrives): idempotent. */
 class Finish implements Cmd {
   constructor(readonly key: string) {}
-  check() { return true; }
+  check() {
+    return true;
+  }
   run(m: Model, r: Real) {
     assert.equal(r.slots.release(this.key), m.running.has(this.key));
     m.running.delete(this.key);
     check(m, r);
   }
-  toString() { return `finish(${this.key})`; }
+  toString() {
+    return `finish(${this.key})`;
+  }
 }
 
 /** A refresh begins: it captures the stale entries and sends XCLAIM. */
 class RefreshStart implements Cmd {
-  check() { return true; }
+  check() {
+    return true;
+  }
   run(m: Model, r: Real) {
     const stale = r.slots.stale(r.now + 1);
     assert.deepEqual(new Set(stale), m.running);
     m.refreshes.push(stale);
     check(m, r);
   }
-  toString() { return 'refresh-start'; }
+  toString() {
+    return 'refresh-start';
+  }
 }
 
 /** Redis answers the refresh: the captured entries are touched, finished or not. */
 class RefreshEnd implements Cmd {
-  check(m: Readonly<Model>) { return m.refreshes.length > 0; }
+  check(m: Readonly<Model>) {
+    return m.refreshes.length > 0;
+  }
   run(m: Model, r: Real) {
     const stale = m.refreshes.shift() as string[];
     r.now += 10;
@@ -87,24 +108,36 @@ class RefreshEnd implements Cmd {
     // The leak of fault 1: touching an entry that finished meanwhile must not bring its slot back.
     check(m, r);
   }
-  toString() { return 'refresh-end'; }
+  toString() {
+    return 'refresh-end';
+  }
 }
 
 class Tick implements Cmd {
   constructor(readonly ms: number) {}
-  check() { return true; }
-  run(_m: Model, r: Real) { r.now += this.ms; }
-  toString() { return `tick(${this.ms})`; }
+  check() {
+    return true;
+  }
+  run(_m: Model, r: Real) {
+    r.now += this.ms;
+  }
+  toString() {
+    return `tick(${this.ms})`;
+  }
 }
 
 class Close implements Cmd {
-  check() { return true; }
+  check() {
+    return true;
+  }
   run(m: Model, r: Real) {
     r.slots.close();
     m.closed = true;
     check(m, r);
   }
-  toString() { return 'close'; }
+  toString() {
+    return 'close';
+  }
 }
 
 test('slot accounting follows the model under any interleaving of read, claim, finish, refresh and close', () => {
@@ -140,7 +173,9 @@ test('slot accounting: waiters wake on release and on close; whenEmpty resolves 
   await slots.changed();
   assert.equal(slots.acquire('c'), false, 'closed');
   let empty = false;
-  const done = slots.whenEmpty().then(() => { empty = true; });
+  const done = slots.whenEmpty().then(() => {
+    empty = true;
+  });
   await Promise.resolve();
   assert.equal(empty, false);
   slots.release('b');

@@ -50,7 +50,16 @@ test('stream ids compare as pairs of 64-bit integers, never as strings or double
 
 test('JSON is decided by one rule: subtype json or +json, any case and parameters', () => {
   const json = ['application/json', 'Application/JSON; charset=utf-8', 'application/problem+json', 'text/json', 'application/vnd.api+json ;v=1'];
-  const other = ['', 'application/jsonp', 'text/plain', 'application/x-json-stream', 'json', '/json', 'application/+json', 'multipart/form-data; boundary=json'];
+  const other = [
+    '',
+    'application/jsonp',
+    'text/plain',
+    'application/x-json-stream',
+    'json',
+    '/json',
+    'application/+json',
+    'multipart/form-data; boundary=json',
+  ];
   for (const t of json) assert.ok(isJsonMediaType(t), t);
   for (const t of other) assert.ok(!isJsonMediaType(t), t);
   assert.ok(!isJsonMediaType(null));

@@ -30,7 +30,8 @@ try {
     const pkg = readJson(join(from, 'package.json'));
     mkdirSync(to, { recursive: true });
     for (const entry of ['package.json', ...(pkg.files ?? ['.'])]) {
-      if (existsSync(join(from, entry))) cpSync(join(from, entry), join(to, entry), { recursive: true, dereference: true, filter: (src) => !/\.tsbuildinfo$/.test(src) });
+      if (existsSync(join(from, entry)))
+        cpSync(join(from, entry), join(to, entry), { recursive: true, dereference: true, filter: (src) => !/\.tsbuildinfo$/.test(src) });
     }
   };
   copyPackage(cliDir, pkgDir);
@@ -55,7 +56,10 @@ try {
     }
     let dir = null;
     for (let d = fromDir; ; d = dirname(d)) {
-      if (existsSync(join(d, 'node_modules', name, 'package.json'))) { dir = join(d, 'node_modules', name); break; }
+      if (existsSync(join(d, 'node_modules', name, 'package.json'))) {
+        dir = join(d, 'node_modules', name);
+        break;
+      }
       if (d === dirname(d)) break;
     }
     if (!dir) {
@@ -82,9 +86,19 @@ try {
     dependencies[name] = pkg.version;
   }
   const { private: _private, devDependencies: _dev, ...manifest } = cliPkg;
-  writeFileSync(join(pkgDir, 'package.json'), `${JSON.stringify({ ...manifest, files: [...(manifest.files ?? []), 'examples'], engines: rootPkg.engines, license: rootPkg.license, dependencies, bundleDependencies: Object.keys(dependencies) }, null, 2)}\n`);
+  writeFileSync(
+    join(pkgDir, 'package.json'),
+    `${JSON.stringify({ ...manifest, files: [...(manifest.files ?? []), 'examples'], engines: rootPkg.engines, license: rootPkg.license, dependencies, bundleDependencies: Object.keys(dependencies) }, null, 2)}\n`,
+  );
   mkdirSync(outDir, { recursive: true });
-  const name = execFileSync('npm', ['pack', '--silent', '--pack-destination', outDir], { cwd: pkgDir, encoding: 'utf8', env: { ...process.env, npm_config_ignore_scripts: 'true' } }).trim().split('\n').pop();
+  const name = execFileSync('npm', ['pack', '--silent', '--pack-destination', outDir], {
+    cwd: pkgDir,
+    encoding: 'utf8',
+    env: { ...process.env, npm_config_ignore_scripts: 'true' },
+  })
+    .trim()
+    .split('\n')
+    .pop();
   process.stdout.write(`${join(outDir, name)}\n`);
 } finally {
   rmSync(stage, { recursive: true, force: true });

@@ -9,7 +9,10 @@ import { helpReference, replaceSection, synopsisReference } from '../lib/referen
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const write = process.argv.includes('--write');
 let stale = false;
-for (const [file, name, body] of [['README.md', 'cli-synopsis', synopsisReference()], ['docs/OPERATIONS.md', 'cli-reference', helpReference()]]) {
+for (const [file, name, body] of [
+  ['README.md', 'cli-synopsis', synopsisReference()],
+  ['docs/OPERATIONS.md', 'cli-reference', helpReference()],
+]) {
   const path = join(root, file);
   const text = readFileSync(path, 'utf8');
   const next = replaceSection(text, name, body);

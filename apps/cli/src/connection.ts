@@ -19,7 +19,12 @@ export interface OperatorConnection {
  * only read. `purpose: 'watch'` reconnects for ever, for live views. When `signal` has
  * aborted by the end, the connections are dropped at once instead of closed politely.
  */
-export async function withOperatorConnection<T>(config: Config, fn: (ctx: OperatorConnection) => Promise<T>, purpose: 'cli' | 'watch' = 'cli', options: { signal?: AbortSignal } = {}): Promise<T> {
+export async function withOperatorConnection<T>(
+  config: Config,
+  fn: (ctx: OperatorConnection) => Promise<T>,
+  purpose: 'cli' | 'watch' = 'cli',
+  options: { signal?: AbortSignal } = {},
+): Promise<T> {
   const logger = createLogger({ logLevel: 'silent' }, 'cli');
   const redis = await openRedis(config, purpose, logger);
   let bull: Redis | null = null;

@@ -5,7 +5,19 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { DashboardBindError, DeploymentMismatchError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { checkDeployment, closeRedis, createRedis, createRetryQueue, describeRedisError, listWorkers, maskRedisUrl, readDeploymentStatus, type Logger, type RetryJobData, type WorkerHeartbeat } from '@mirrorplane/runtime';
+import {
+  checkDeployment,
+  closeRedis,
+  createRedis,
+  createRetryQueue,
+  describeRedisError,
+  listWorkers,
+  maskRedisUrl,
+  readDeploymentStatus,
+  type Logger,
+  type RetryJobData,
+  type WorkerHeartbeat,
+} from '@mirrorplane/runtime';
 import { VERSION } from './version.js';
 import { RateWindow, type StatusFrame } from './status-watch.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
@@ -87,7 +99,10 @@ export type DashboardAction =
  */
 export function classifyDashboardAction(method: string, path: string): DashboardAction {
   const notOurs: DashboardAction = { kind: 'refused', why: 'not a change the dashboard makes (use the CLI)' };
-  const unfinished: DashboardAction = { kind: 'refused', why: 'deleting entries that are accepted and not finished is not done: it leaves Redis once replayed, dropped by a rule, or failed (then "failed purge")' };
+  const unfinished: DashboardAction = {
+    kind: 'refused',
+    why: 'deleting entries that are accepted and not finished is not done: it leaves Redis once replayed, dropped by a rule, or failed (then "failed purge")',
+  };
   if (method !== 'PUT') return notOurs;
   const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
   const seg = trimmed.split('/').slice(1);
@@ -180,7 +195,11 @@ function transformAnswers(res: ServerResponse, pick: (contentType: string) => ((
   const choose = () => (chosen === undefined ? (chosen = pick(String(res.getHeader('content-type') ?? ''))) : chosen);
   const chunks: Buffer[] = [];
   const toBuffer = (chunk: unknown, encoding?: unknown) =>
-    Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? encoding as BufferEncoding : 'utf8') : Buffer.from(chunk as Uint8Array);
+    Buffer.isBuffer(chunk)
+      ? chunk
+      : typeof chunk === 'string'
+        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+        : Buffer.from(chunk as Uint8Array);
   res.write = ((chunk: unknown, ...rest: unknown[]) => {
     if (choose() === null) return write(chunk, ...rest);
     chunks.push(toBuffer(chunk, rest[0]));
@@ -230,14 +249,20 @@ export function redactJobData(data: Partial<RetryJobData>, redactor: Redactor): 
   const entry = data.entry;
   return {
     ...data,
-    entry: entry && typeof entry === 'object' ? {
-      ...entry,
-      target: typeof entry.target === 'string' ? redactor.target(entry.target) : entry.target,
-      headers: Array.isArray(entry.headers) ? redactor.headers(entry.headers) : entry.headers,
-      ...(entry.trailers !== undefined ? { trailers: Array.isArray(entry.trailers) ? redactor.headers(entry.trailers) : '[not shown]' } : {}),
-      body: typeof entry.body === 'string' ? `[${Buffer.byteLength(entry.body, 'base64')} bytes, not shown]` : entry.body,
-    } : entry,
-    raw: data.raw && typeof data.raw === 'object' ? Object.fromEntries(Object.entries(data.raw).map(([k, v]) => [k, `[${Buffer.byteLength(String(v), 'base64')} bytes, not shown]`])) : data.raw,
+    entry:
+      entry && typeof entry === 'object'
+        ? {
+            ...entry,
+            target: typeof entry.target === 'string' ? redactor.target(entry.target) : entry.target,
+            headers: Array.isArray(entry.headers) ? redactor.headers(entry.headers) : entry.headers,
+            ...(entry.trailers !== undefined ? { trailers: Array.isArray(entry.trailers) ? redactor.headers(entry.trailers) : '[not shown]' } : {}),
+            body: typeof entry.body === 'string' ? `[${Buffer.byteLength(entry.body, 'base64')} bytes, not shown]` : entry.body,
+          }
+        : entry,
+    raw:
+      data.raw && typeof data.raw === 'object'
+        ? Object.fromEntries(Object.entries(data.raw).map(([k, v]) => [k, `[${Buffer.byteLength(String(v), 'base64')} bytes, not shown]`]))
+        : data.raw,
   };
 }
 
@@ -297,20 +322,25 @@ export class Dashboard {
     const adapter = new ExpressAdapter();
     adapter.setBasePath(QUEUES_PATH);
     createBullBoard({
-      queues: [new BullMQAdapter(this.#queue, {
-        displayName: `retry queue and failed set (${options.config.prefix})`,
-        readOnlyMode: this.#readOnly,
-        allowRetries: !this.#readOnly,
-      })],
+      queues: [
+        new BullMQAdapter(this.#queue, {
+          displayName: `retry queue and failed set (${options.config.prefix})`,
+          readOnlyMode: this.#readOnly,
+          allowRetries: !this.#readOnly,
+        }),
+      ],
       serverAdapter: adapter,
       options: { uiConfig: { boardTitle: this.#readOnly ? 'Mirrorplane (read-only)' : 'Mirrorplane' } },
     });
     this.#board = adapter.getRouter();
-    this.#server = createServer((req, res) => void this.#handle(req, res).catch((error: unknown) => {
-      options.logger.warn({ err: errorMessage(error) }, 'dashboard request failed');
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('error\n');
-      else res.destroy();
-    }));
+    this.#server = createServer(
+      (req, res) =>
+        void this.#handle(req, res).catch((error: unknown) => {
+          options.logger.warn({ err: errorMessage(error) }, 'dashboard request failed');
+          if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('error\n');
+          else res.destroy();
+        }),
+    );
   }
 
   get url(): string {
@@ -335,7 +365,9 @@ export class Dashboard {
     // The first reading is there before anyone is told the dashboard is up.
     await this.#read();
     const tick = () => {
-      this.#reading ??= this.#read().finally(() => { this.#reading = null; });
+      this.#reading ??= this.#read().finally(() => {
+        this.#reading = null;
+      });
     };
     tick();
     this.#timer = setInterval(tick, 1000);
@@ -360,32 +392,45 @@ export class Dashboard {
       const status = await readDeploymentStatus(this.#redis, this.#queue, partitionKeys(config.prefix, config.partitions));
       const workers = await listWorkers(this.#redis, config.prefix, { prune: false });
       return { exists, status, workers };
-    })().then(
-      ({ exists, status, workers }) => {
-        if (exists !== this.#deploymentFound && !exists) logger.warn({ prefix: config.prefix, redis: maskRedisUrl(config.redisUrl) }, `no deployment at prefix ${config.prefix}: no ingress or worker has run here; check --prefix and the database in the URL`);
-        if (exists !== this.#deploymentFound && exists && this.#deploymentFound === false) logger.info({ prefix: config.prefix }, 'deployment found at this prefix');
-        this.#deploymentFound = exists;
-        const t = Date.now();
-        this.#frame = {
-          at: new Date(t).toISOString(),
-          ...status,
-          ...this.#window.add(status, t),
-          deploymentFound: exists,
-          ...(exists ? {} : { warning: `no deployment at prefix ${config.prefix} on ${maskRedisUrl(config.redisUrl)}: no ingress or worker has run here; check --prefix and the database in the URL` }),
-          workers,
-        };
-        this.#lastGoodAt = this.#frame.at;
-      },
-      (error: unknown) => {
-        if (error instanceof DeploymentMismatchError) {
-          this.#frame = { error: `${error.code}: ${error.message}`, stale: true, lastGoodAt: this.#lastGoodAt };
-          logger.fatal({ err: error.message }, 'misconfigured deployment; exiting');
-          this.#o.onMisconfigured?.(error);
-          return;
-        }
-        stale(`cannot read from Redis at ${maskRedisUrl(config.redisUrl)}: ${describeRedisError(error)}`);
-      },
-    ).finally(() => { this.#inflight = null; });
+    })()
+      .then(
+        ({ exists, status, workers }) => {
+          if (exists !== this.#deploymentFound && !exists)
+            logger.warn(
+              { prefix: config.prefix, redis: maskRedisUrl(config.redisUrl) },
+              `no deployment at prefix ${config.prefix}: no ingress or worker has run here; check --prefix and the database in the URL`,
+            );
+          if (exists !== this.#deploymentFound && exists && this.#deploymentFound === false)
+            logger.info({ prefix: config.prefix }, 'deployment found at this prefix');
+          this.#deploymentFound = exists;
+          const t = Date.now();
+          this.#frame = {
+            at: new Date(t).toISOString(),
+            ...status,
+            ...this.#window.add(status, t),
+            deploymentFound: exists,
+            ...(exists
+              ? {}
+              : {
+                  warning: `no deployment at prefix ${config.prefix} on ${maskRedisUrl(config.redisUrl)}: no ingress or worker has run here; check --prefix and the database in the URL`,
+                }),
+            workers,
+          };
+          this.#lastGoodAt = this.#frame.at;
+        },
+        (error: unknown) => {
+          if (error instanceof DeploymentMismatchError) {
+            this.#frame = { error: `${error.code}: ${error.message}`, stale: true, lastGoodAt: this.#lastGoodAt };
+            logger.fatal({ err: error.message }, 'misconfigured deployment; exiting');
+            this.#o.onMisconfigured?.(error);
+            return;
+          }
+          stale(`cannot read from Redis at ${maskRedisUrl(config.redisUrl)}: ${describeRedisError(error)}`);
+        },
+      )
+      .finally(() => {
+        this.#inflight = null;
+      });
     let timer: NodeJS.Timeout | undefined;
     const limit = this.#o.config.redisConnectTimeoutMs;
     await Promise.race([
@@ -409,8 +454,13 @@ export class Dashboard {
   /** 429 for an address past its wrong-token budget (see GuessThrottle); logged and counted. */
   #throttled(req: IncomingMessage, res: ServerResponse, retryAfterS: number): void {
     res.setHeader('retry-after', String(retryAfterS));
-    this.#o.logger.warn({ reason: 'throttled', remote: req.socket.remoteAddress, retryAfterS, throttled: this.#auth.throttle.throttled }, 'dashboard credentials throttled');
-    res.writeHead(429, { 'content-type': 'application/json', 'x-mirrorplane-refused': 'throttled' }).end(JSON.stringify({ error: `too many wrong tokens from this address: try again in ${retryAfterS} s`, reason: 'throttled' }));
+    this.#o.logger.warn(
+      { reason: 'throttled', remote: req.socket.remoteAddress, retryAfterS, throttled: this.#auth.throttle.throttled },
+      'dashboard credentials throttled',
+    );
+    res
+      .writeHead(429, { 'content-type': 'application/json', 'x-mirrorplane-refused': 'throttled' })
+      .end(JSON.stringify({ error: `too many wrong tokens from this address: try again in ${retryAfterS} s`, reason: 'throttled' }));
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -441,7 +491,17 @@ export class Dashboard {
         this.#throttled(req, res, verdict.retryAfterS);
         return;
       }
-      this.#refuse(req, res, verdict.status, verdict.reason, verdict.reason === 'cross_site' ? 'a change must come from the dashboard\'s own pages' : verdict.reason === 'unauthenticated' ? 'log in at /login, or send authorization: Bearer <ADMIN_TOKEN>' : 'unexpected Host');
+      this.#refuse(
+        req,
+        res,
+        verdict.status,
+        verdict.reason,
+        verdict.reason === 'cross_site'
+          ? "a change must come from the dashboard's own pages"
+          : verdict.reason === 'unauthenticated'
+            ? 'log in at /login, or send authorization: Bearer <ADMIN_TOKEN>'
+            : 'unexpected Host',
+      );
       return;
     }
     const mutating = req.method !== 'GET' && req.method !== 'HEAD';
@@ -461,7 +521,12 @@ export class Dashboard {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
-    const html = { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'" };
+    const html = {
+      'content-type': 'text/html; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-frame-options': 'DENY',
+      'content-security-policy': "frame-ancestors 'none'",
+    };
     if (path === '/') {
       res.writeHead(200, html).end(PAGE);
     } else if (path === '/api/status') {
@@ -486,16 +551,36 @@ export class Dashboard {
     if (action.kind === 'remove-job') {
       const state = await this.#queue.getJobState(action.jobId);
       if (!FINISHED_STATES.has(state)) {
-        this.#refuse(req, res, 403, 'unfinished_entry', `job ${action.jobId} is ${state}: an accepted entry still to be replayed is not deleted: it leaves Redis once replayed, dropped by a rule, or failed (then "failed purge")`);
+        this.#refuse(
+          req,
+          res,
+          403,
+          'unfinished_entry',
+          `job ${action.jobId} is ${state}: an accepted entry still to be replayed is not deleted: it leaves Redis once replayed, dropped by a rule, or failed (then "failed purge")`,
+        );
         return false;
       }
     }
-    this.#o.logger.info({ action: action.kind, ...('jobId' in action ? { jobId: action.jobId } : {}), ...('status' in action ? { status: action.status } : {}), session: DashboardAuth.sessionLabel(session), remote: req.socket.remoteAddress }, 'dashboard change');
+    this.#o.logger.info(
+      {
+        action: action.kind,
+        ...('jobId' in action ? { jobId: action.jobId } : {}),
+        ...('status' in action ? { status: action.status } : {}),
+        session: DashboardAuth.sessionLabel(session),
+        remote: req.socket.remoteAddress,
+      },
+      'dashboard change',
+    );
     return true;
   }
 
   async #login(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    const page = { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'" };
+    const page = {
+      'content-type': 'text/html; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-frame-options': 'DENY',
+      'content-security-policy': "frame-ancestors 'none'",
+    };
     if (path === '/logout') {
       if (req.method !== 'POST' || !this.#auth.sameOrigin(req)) {
         this.#refuse(req, res, 403, 'cross_site', 'log out with a POST from the dashboard');
@@ -518,7 +603,7 @@ export class Dashboard {
     }
     // Login CSRF: another site must not log a browser in with a token of its choosing.
     if (!this.#auth.sameOrigin(req)) {
-      this.#refuse(req, res, 403, 'cross_site', 'log in from the dashboard\'s own page');
+      this.#refuse(req, res, 403, 'cross_site', "log in from the dashboard's own page");
       return;
     }
     const address = req.socket.remoteAddress ?? '';
@@ -531,7 +616,10 @@ export class Dashboard {
     const token = body === null ? null : new URLSearchParams(body).get('token');
     if (token === null || !this.#auth.tokenMatches(token)) {
       this.#auth.throttle.failed(address);
-      this.#o.logger.warn({ reason: body === null ? 'too_large' : 'wrong_token', remote: req.socket.remoteAddress, failures: this.#auth.throttle.failures }, 'dashboard login refused');
+      this.#o.logger.warn(
+        { reason: body === null ? 'too_large' : 'wrong_token', remote: req.socket.remoteAddress, failures: this.#auth.throttle.failures },
+        'dashboard login refused',
+      );
       res.writeHead(401, page).end(loginPage('That is not the token.'));
       return;
     }
@@ -554,7 +642,6 @@ export class Dashboard {
     await Promise.all([closeRedis(this.#redis), closeRedis(this.#bull)]);
   }
 }
-
 
 /** The request body as text, or null past `limit` bytes (the rest is not read). */
 function readBounded(req: IncomingMessage, limit: number): Promise<string | null> {

@@ -6,7 +6,19 @@ import { fileURLToPath } from 'node:url';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { headerValue, keysFor, LocalProcessError, PrerequisiteError } from '@mirrorplane/core';
-import { closeRedis, createLogger, createRedis, createRetryQueue, freePort, LocalRedisServer, readStatus, redisServerInstalled, spawnInOwnGroup, type RetryJobData, type Status } from '@mirrorplane/runtime';
+import {
+  closeRedis,
+  createLogger,
+  createRedis,
+  createRetryQueue,
+  freePort,
+  LocalRedisServer,
+  readStatus,
+  redisServerInstalled,
+  spawnInOwnGroup,
+  type RetryJobData,
+  type Status,
+} from '@mirrorplane/runtime';
 import { NginxMirror, SampleBackend, findNginx, type ReceivedRequest } from '@mirrorplane/sample-backend';
 
 /**
@@ -36,9 +48,14 @@ const CLI = fileURLToPath(new URL('../bin/mirrorplane.js', import.meta.url));
  * installed CLI finds it; from a checkout it is the repository's own file.
  */
 export function demoConfigPath(): string {
-  const candidates = ['../examples/compose/mirrorplane.yaml', '../../../examples/compose/mirrorplane.yaml'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+  const candidates = ['../examples/compose/mirrorplane.yaml', '../../../examples/compose/mirrorplane.yaml'].map((p) =>
+    fileURLToPath(new URL(p, import.meta.url)),
+  );
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new LocalProcessError(`the demo's config file is missing from this installation (looked for ${candidates.join(' and ')}); reinstall the CLI from its tarball`);
+  if (!found)
+    throw new LocalProcessError(
+      `the demo's config file is missing from this installation (looked for ${candidates.join(' and ')}); reinstall the CLI from its tarball`,
+    );
   return found;
 }
 const STAGING_PATH_PREFIX = '/v2';
@@ -100,7 +117,10 @@ async function ingressAccepted(adminPort: number): Promise<number> {
 async function waitUntilReady(adminPort: number, what: string): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return;
     if (Date.now() > deadline) throw new LocalProcessError(`${what} was not ready within 20 s`);
     await new Promise((r) => setTimeout(r, 100));
@@ -113,21 +133,30 @@ function demoRequest(i: number): { method: string; path: string; body?: Buffer; 
   const id = `ord_${2 * n + 1}`;
   const json = (v: unknown) => Buffer.from(JSON.stringify(v));
   switch (i % 8) {
-    case 0: return { method: 'POST', path: '/orders', body: json({ item: 'book', qty: 1 }), type: 'application/json' };
-    case 1: return { method: 'POST', path: '/orders', body: json({ item: 'pen', qty: 3, note: 'Zoë' }), type: 'application/json' };
-    case 2: return { method: 'GET', path: `/orders/${id}` };
-    case 3: return { method: 'PUT', path: `/orders/${id}`, body: json({ item: 'book', qty: 2 }), type: 'application/json' };
-    case 4: return { method: 'GET', path: '/orders?limit=10' };
-    case 5: return { method: 'POST', path: '/uploads/avatar.png', body: randomBytes(4096), type: 'application/octet-stream' };
-    case 6: return { method: 'DELETE', path: `/orders/${id}` };
-    default: return { method: 'GET', path: `/orders/${id}` };
+    case 0:
+      return { method: 'POST', path: '/orders', body: json({ item: 'book', qty: 1 }), type: 'application/json' };
+    case 1:
+      return { method: 'POST', path: '/orders', body: json({ item: 'pen', qty: 3, note: 'Zoë' }), type: 'application/json' };
+    case 2:
+      return { method: 'GET', path: `/orders/${id}` };
+    case 3:
+      return { method: 'PUT', path: `/orders/${id}`, body: json({ item: 'book', qty: 2 }), type: 'application/json' };
+    case 4:
+      return { method: 'GET', path: '/orders?limit=10' };
+    case 5:
+      return { method: 'POST', path: '/uploads/avatar.png', body: randomBytes(4096), type: 'application/octet-stream' };
+    case 6:
+      return { method: 'DELETE', path: `/orders/${id}` };
+    default:
+      return { method: 'GET', path: `/orders/${id}` };
   }
 }
 
 function short(body: Buffer | string, max = 60): string {
   // Control characters other than tab, LF, VT, FF and CR mark a body as binary: that is the point of the pattern.
   // eslint-disable-next-line no-control-regex
-  const text = typeof body === 'string' ? body : /[\x00-\x08\x0e-\x1f]/.test(body.toString('latin1')) ? `<${body.length} bytes of binary>` : body.toString('utf8');
+  const text =
+    typeof body === 'string' ? body : /[\x00-\x08\x0e-\x1f]/.test(body.toString('latin1')) ? `<${body.length} bytes of binary>` : body.toString('utf8');
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
@@ -159,7 +188,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   let ticker: NodeJS.Timeout | null = null;
   let stopping: Promise<void> | null = null;
   let interrupted: () => void = () => undefined;
-  const interruptedPromise = new Promise<void>((resolve) => { interrupted = resolve; });
+  const interruptedPromise = new Promise<void>((resolve) => {
+    interrupted = resolve;
+  });
 
   const killAll = () => {
     for (const p of processes) if (p.child.exitCode === null) p.child.kill('SIGKILL');
@@ -203,7 +234,11 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   try {
     // Redis, private to the demo: data is not kept.
     // Own process group: Ctrl-C reaches the demo only, which stops Redis last.
-    redis = await LocalRedisServer.start({ ownProcessGroup: true, dirPrefix: 'mirrorplane-demo-redis-', args: ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'] });
+    redis = await LocalRedisServer.start({
+      ownProcessGroup: true,
+      dirPrefix: 'mirrorplane-demo-redis-',
+      args: ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+    });
     const redisPort = redis.port;
     const redisUrl = redis.url;
 
@@ -231,10 +266,31 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       MIRRORPLANE_PREFIX: PREFIX,
       LOG_LEVEL: 'info',
     };
-    const ingress = new DemoProcess('ingress', process.execPath, [CLI, 'ingress'], { ...env, INGRESS_PORT: String(ingressPort), INGRESS_HOST: '127.0.0.1', ADMIN_PORT: String(ingressAdminPort) }, err);
+    const ingress = new DemoProcess(
+      'ingress',
+      process.execPath,
+      [CLI, 'ingress'],
+      { ...env, INGRESS_PORT: String(ingressPort), INGRESS_HOST: '127.0.0.1', ADMIN_PORT: String(ingressAdminPort) },
+      err,
+    );
     processes.push(ingress);
     for (const n of [1, 2]) {
-      processes.push(new DemoProcess(`worker ${n}`, process.execPath, [CLI, 'worker'], { ...env, MIRRORPLANE_CONFIG: demoConfigPath(), STAGING_URL: `http://127.0.0.1:${stagingPort}`, ADMIN_PORT: '0', REPLAY_ATTEMPTS: '3', REPLAY_BACKOFF_MS: '200' }, err));
+      processes.push(
+        new DemoProcess(
+          `worker ${n}`,
+          process.execPath,
+          [CLI, 'worker'],
+          {
+            ...env,
+            MIRRORPLANE_CONFIG: demoConfigPath(),
+            STAGING_URL: `http://127.0.0.1:${stagingPort}`,
+            ADMIN_PORT: '0',
+            REPLAY_ATTEMPTS: '3',
+            REPLAY_BACKOFF_MS: '200',
+          },
+          err,
+        ),
+      );
     }
     await waitUntilReady(ingressAdminPort, 'the ingress');
     await Promise.all(processes.slice(1).map((p) => p.waitForLog('worker started')));
@@ -248,7 +304,8 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     queue.on('error', () => undefined);
     const summary = async (): Promise<{ line: string; mirrored: number; status: Status }> => {
       const [mirrored, status] = await Promise.all([ingressAccepted(ingressAdminPort), readStatus(statusRedis as Redis, queue as Queue<RetryJobData>, keys)]);
-      const line = `production served ${productionRequests.length} · mirrored ${mirrored} · replayed ${status.replayed} · failed ${status.failed}` +
+      const line =
+        `production served ${productionRequests.length} · mirrored ${mirrored} · replayed ${status.replayed} · failed ${status.failed}` +
         (status.backlog + status.pending + status.retrying > 0 ? ` · in progress ${status.backlog + status.pending + status.retrying}` : '');
       return { line, mirrored, status };
     };
@@ -264,10 +321,13 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     // A summary line every second, printed only when it changed.
     const tick = () =>
       setInterval(() => {
-        summary().then(({ line }) => {
-          if (line !== lastLine) out(` ▸ ${line}\n`);
-          lastLine = line;
-        }, () => undefined);
+        summary().then(
+          ({ line }) => {
+            if (line !== lastLine) out(` ▸ ${line}\n`);
+            lastLine = line;
+          },
+          () => undefined,
+        );
       }, 1000);
     ticker = tick();
 

@@ -27,9 +27,13 @@ export interface Failure {
  */
 export function describeFailure(error: unknown, redisUrl: string | undefined = configuredRedisUrl()): Failure {
   if (error instanceof ConfigError || error instanceof UsageError) return { message: error.message, exitCode: EXIT_USAGE, known: true };
-  if (error instanceof MirrorplaneError) return { message: `${error.code}: ${error.message}`, exitCode: CONFIG_CODES.has(error.code) ? EXIT_USAGE : 1, known: true };
+  if (error instanceof MirrorplaneError)
+    return { message: `${error.code}: ${error.message}`, exitCode: CONFIG_CODES.has(error.code) ? EXIT_USAGE : 1, known: true };
   const code = (error as { code?: unknown })?.code;
-  const fromRedis = redisReplyCode(error) !== null || (typeof code === 'string' && CONNECTION_CODES.has(code)) || /^Connection is closed|max retries per request|Stream isn't writeable|enableOfflineQueue/i.test(errorMessage(error));
+  const fromRedis =
+    redisReplyCode(error) !== null ||
+    (typeof code === 'string' && CONNECTION_CODES.has(code)) ||
+    /^Connection is closed|max retries per request|Stream isn't writeable|enableOfflineQueue/i.test(errorMessage(error));
   if (fromRedis) {
     const where = redisUrl === undefined ? 'Redis' : `Redis at ${maskRedisUrl(redisUrl)}`;
     return { message: `MP_ERR_REDIS: ${where}: ${describeRedisError(error)}`, exitCode: 1, known: true };

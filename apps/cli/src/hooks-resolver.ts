@@ -6,10 +6,18 @@
  * Only `@mirrorplane/` specifiers are ever redirected; nothing else changes.
  */
 
-interface ResolveContext { parentURL?: string | undefined; conditions: string[]; importAttributes?: Record<string, string> }
+interface ResolveContext {
+  parentURL?: string | undefined;
+  conditions: string[];
+  importAttributes?: Record<string, string>;
+}
 type NextResolve = (specifier: string, context?: Partial<ResolveContext>) => Promise<{ url: string; format?: string | null; shortCircuit?: boolean }>;
 
-export async function resolve(specifier: string, context: ResolveContext, nextResolve: NextResolve): Promise<{ url: string; format?: string | null; shortCircuit?: boolean }> {
+export async function resolve(
+  specifier: string,
+  context: ResolveContext,
+  nextResolve: NextResolve,
+): Promise<{ url: string; format?: string | null; shortCircuit?: boolean }> {
   try {
     return await nextResolve(specifier, context);
   } catch (error) {

@@ -12,9 +12,7 @@ export async function listening<T>(config: Pick<Config, 'ingressPort' | 'adminPo
   } catch (error) {
     const e = error as NodeJS.ErrnoException & { port?: number; address?: string };
     if (e.code !== 'EADDRINUSE' && e.code !== 'EACCES') throw error;
-    const which = e.port === config.adminPort
-      ? `ADMIN_PORT / --admin-port`
-      : e.port === config.ingressPort ? 'INGRESS_PORT / --port' : 'a port';
+    const which = e.port === config.adminPort ? `ADMIN_PORT / --admin-port` : e.port === config.ingressPort ? 'INGRESS_PORT / --port' : 'a port';
     const why = e.code === 'EADDRINUSE' ? 'address already in use' : 'permission denied';
     throw new PortInUseError(`cannot listen on ${e.address ?? ''}:${e.port ?? '?'} (${which}): ${why}`);
   }

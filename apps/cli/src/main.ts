@@ -18,7 +18,6 @@ import { registerRecord } from './commands/record.js';
 
 export { formatStatus } from './commands/status.js';
 
-
 /** The whole command line: each command registers itself from its own file. */
 export function buildProgram(io: Io): Command {
   const program = new Command('mirrorplane')
@@ -43,7 +42,10 @@ export function buildProgram(io: Io): Command {
   // Every subcommand exits through main(), never process.exit from inside commander.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {
-      sub.exitOverride().showSuggestionAfterError(true).configureOutput({ writeOut: io.out, writeErr: io.err, getOutHelpWidth: () => 80, getErrHelpWidth: () => 80 });
+      sub
+        .exitOverride()
+        .showSuggestionAfterError(true)
+        .configureOutput({ writeOut: io.out, writeErr: io.err, getOutHelpWidth: () => 80, getErrHelpWidth: () => 80 });
       inherit(sub);
     }
   };
@@ -75,7 +77,11 @@ export function processIo(setExit: (code: number) => void): Io {
 /** Runs the command line; resolves with the exit code for commands that end (long-running roles never resolve to exit). */
 export async function main(argv: string[], io?: Io): Promise<number | undefined> {
   let exitCode: number | undefined;
-  const terminal = io ?? processIo((code) => { exitCode = code; });
+  const terminal =
+    io ??
+    processIo((code) => {
+      exitCode = code;
+    });
   const program = buildProgram(terminal);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -11,7 +11,6 @@ import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, ty
  * (entry id, rules applied, tags, the request as mirrored) is kept under `_mirrorplane`.
  */
 
-
 interface HarNameValue {
   name: string;
   value: string;
@@ -127,7 +126,8 @@ const FORM = 'application/x-www-form-urlencoded';
 /** One form component's bytes, `+` as space and `%XX` undone (a malformed escape stays as written). */
 function formComponentBytes(part: Buffer): Buffer {
   const out: number[] = [];
-  const hex = (c: number | undefined) => (c === undefined ? -1 : c >= 0x30 && c <= 0x39 ? c - 0x30 : (c | 0x20) >= 0x61 && (c | 0x20) <= 0x66 ? (c | 0x20) - 0x57 : -1);
+  const hex = (c: number | undefined) =>
+    c === undefined ? -1 : c >= 0x30 && c <= 0x39 ? c - 0x30 : (c | 0x20) >= 0x61 && (c | 0x20) <= 0x66 ? (c | 0x20) - 0x57 : -1;
   for (let i = 0; i < part.length; i++) {
     const c = part[i] as number;
     if (c === 0x2b) out.push(0x20);
@@ -318,8 +318,18 @@ function redactRecordedBody(headers: RecordedHeaders, b: RecordedBody, redactor:
 export function redactRecording(r: RecordedExchange, redactor: Redactor): RecordedExchange {
   return {
     ...r,
-    mirrored: { ...r.mirrored, target: redactor.target(r.mirrored.target), headers: redactPairs(r.mirrored.headers, redactor), body: redactRecordedBody(r.mirrored.headers, r.mirrored.body, redactor) },
-    sent: { ...r.sent, path: redactor.target(r.sent.path), headers: redactPairs(r.sent.headers, redactor), body: redactRecordedBody(r.sent.headers, r.sent.body, redactor) },
+    mirrored: {
+      ...r.mirrored,
+      target: redactor.target(r.mirrored.target),
+      headers: redactPairs(r.mirrored.headers, redactor),
+      body: redactRecordedBody(r.mirrored.headers, r.mirrored.body, redactor),
+    },
+    sent: {
+      ...r.sent,
+      path: redactor.target(r.sent.path),
+      headers: redactPairs(r.sent.headers, redactor),
+      body: redactRecordedBody(r.sent.headers, r.sent.body, redactor),
+    },
     response: { ...r.response, headers: redactPairs(r.response.headers, redactor), body: redactRecordedBody(r.response.headers, r.response.body, redactor) },
   };
 }

@@ -9,7 +9,15 @@ import type { Io } from './io.js';
  * rewrites the marked sections, and a test fails when they differ from `--help`.
  */
 
-const quiet: Io = { out: () => undefined, err: () => undefined, setExit: () => undefined, stdoutIsTTY: false, stderrIsTTY: false, stdinIsTTY: false, confirm: async () => false };
+const quiet: Io = {
+  out: () => undefined,
+  err: () => undefined,
+  setExit: () => undefined,
+  stdoutIsTTY: false,
+  stderrIsTTY: false,
+  stdinIsTTY: false,
+  confirm: async () => false,
+};
 
 /** Every command that runs (leaves of the tree), with its full name. */
 function leaves(command: Command, path: string[] = []): { name: string; command: Command }[] {
@@ -37,8 +45,10 @@ export function synopsisReference(): string {
     const flags = command.options.map((o) => `\`${o.flags.replace(/, /, '|')}\``).join(' ');
     return `| \`mirrorplane ${[name, ...args].join(' ')}\` | ${command.description().replace(/\|/g, '\\|')} | ${flags} |`;
   });
-  return ['| command | what | flags |', '|---|---|---|', ...rows, ''].join('\n') +
-    '\nEvery command also takes `-h, --help`; `mirrorplane --version` prints the version.\n';
+  return (
+    ['| command | what | flags |', '|---|---|---|', ...rows, ''].join('\n') +
+    '\nEvery command also takes `-h, --help`; `mirrorplane --version` prints the version.\n'
+  );
 }
 
 /** Replaces the text between `<!-- name:start -->` and `<!-- name:end -->`. */

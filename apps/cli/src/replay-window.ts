@@ -90,7 +90,12 @@ export function parseFilter(text: string): (r: FilterSubject) => boolean {
       }
     };
     if (key === 'method') {
-      const methods = new Set(value.split(',').map((m) => m.trim().toUpperCase()).filter(Boolean));
+      const methods = new Set(
+        value
+          .split(',')
+          .map((m) => m.trim().toUpperCase())
+          .filter(Boolean),
+      );
       tests.push((r) => methods.has(r.method.toUpperCase()));
     } else if (key === 'path') {
       const re = regex();
@@ -135,11 +140,26 @@ async function* mergeByTime(sources: AsyncGenerator<WindowItem>[]): AsyncGenerat
 }
 
 /** Reads the stream's entries between two times, a page at a time. */
-async function* readStreamWindow(redis: RedisClient, keys: Keys, partition: number, from: number, to: number, cipher: EntryCipher | null, onUndecodable: (id: string, why: string) => void): AsyncGenerator<WindowItem> {
+async function* readStreamWindow(
+  redis: RedisClient,
+  keys: Keys,
+  partition: number,
+  from: number,
+  to: number,
+  cipher: EntryCipher | null,
+  onUndecodable: (id: string, why: string) => void,
+): AsyncGenerator<WindowItem> {
   let start = `${from}-0`;
   for (;;) {
-    const page = (await (redis as unknown as { xrangeBuffer(...a: (string | number)[]): Promise<[Buffer, Buffer[]][]> })
-      .xrangeBuffer(keys.stream, start, String(to), 'COUNT', 200)).map(([id, f]) => [id.toString(), f]) as StreamPage;
+    const page = (
+      await (redis as unknown as { xrangeBuffer(...a: (string | number)[]): Promise<[Buffer, Buffer[]][]> }).xrangeBuffer(
+        keys.stream,
+        start,
+        String(to),
+        'COUNT',
+        200,
+      )
+    ).map(([id, f]) => [id.toString(), f]) as StreamPage;
     for (const [id, fields] of page) {
       let entry: Entry;
       try {
@@ -225,26 +245,41 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
     speed: o.speed === Infinity ? 'max' : o.speed,
     source: o.recordings ? 'file' : 'stream',
     target: o.direct ? (o.config.stagingUrl ?? '') : 'stream',
-    read: 0, filteredOut: 0, truncated: 0, undecodable: 0, sent: 0,
-    statuses: {}, errors: 0, dropped: 0, seconds: 0, windowSeconds: 0, firstError: null,
+    read: 0,
+    filteredOut: 0,
+    truncated: 0,
+    undecodable: 0,
+    sent: 0,
+    statuses: {},
+    errors: 0,
+    dropped: 0,
+    seconds: 0,
+    windowSeconds: 0,
+    firstError: null,
   };
   // Recordings without --from: the window starts at the first recording, not at the epoch.
   if (o.recordings && o.from === 0) summary.from = o.recordings[0] ? new Date(o.recordings[0].sentAt).toISOString() : summary.to;
   const items: AsyncIterable<WindowItem> | Iterable<WindowItem> = o.recordings
-    ? o.recordings.flatMap((r): WindowItem[] => {
-        const time = Date.parse(r.receivedAt);
-        if (!(time >= o.from && time <= o.to)) return [];
-        if (r.mirrored.body.truncated) {
-          summary.read += 1;
-          summary.truncated += 1;
-          return [];
-        }
-        return [{ time, id: r.entryId, request: requestFromRecording(r) }];
-      }).sort((a, b) => a.time - b.time)
-    : mergeByTime(o.keys.map((keys, p) => readStreamWindow(o.redis, keys, p, o.from, o.to, cipher, (id, why) => {
-        summary.undecodable += 1;
-        summary.firstError ??= `${id}: ${why}`;
-      })));
+    ? o.recordings
+        .flatMap((r): WindowItem[] => {
+          const time = Date.parse(r.receivedAt);
+          if (!(time >= o.from && time <= o.to)) return [];
+          if (r.mirrored.body.truncated) {
+            summary.read += 1;
+            summary.truncated += 1;
+            return [];
+          }
+          return [{ time, id: r.entryId, request: requestFromRecording(r) }];
+        })
+        .sort((a, b) => a.time - b.time)
+    : mergeByTime(
+        o.keys.map((keys, p) =>
+          readStreamWindow(o.redis, keys, p, o.from, o.to, cipher, (id, why) => {
+            summary.undecodable += 1;
+            summary.firstError ??= `${id}: ${why}`;
+          }),
+        ),
+      );
   // Appended again, a request goes to the partition the ingress would have chosen.
   const partitionOf = o.keys.length === 1 ? null : createPartitioner(o.keys.length, o.config.partitionKey);
   const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline) : null;
@@ -271,19 +306,24 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
       if (staging) {
         while (inFlight.size >= o.concurrency) await Promise.race(inFlight);
         const entry: Entry = { id: item.id, request: item.request };
-        const p: Promise<void> = staging.replay(entry, 1).then(
-          (outcome) => {
-            if (outcome.kind === 'dropped') summary.dropped += 1;
-            else {
-              const cls = `${Math.floor(outcome.status / 100)}xx`;
-              summary.statuses[cls] = (summary.statuses[cls] ?? 0) + 1;
-            }
-          },
-          (error: unknown) => {
-            summary.errors += 1;
-            summary.firstError ??= `${item.id}: ${errorMessage(error)}`;
-          },
-        ).finally(() => { inFlight.delete(p); });
+        const p: Promise<void> = staging
+          .replay(entry, 1)
+          .then(
+            (outcome) => {
+              if (outcome.kind === 'dropped') summary.dropped += 1;
+              else {
+                const cls = `${Math.floor(outcome.status / 100)}xx`;
+                summary.statuses[cls] = (summary.statuses[cls] ?? 0) + 1;
+              }
+            },
+            (error: unknown) => {
+              summary.errors += 1;
+              summary.firstError ??= `${item.id}: ${errorMessage(error)}`;
+            },
+          )
+          .finally(() => {
+            inFlight.delete(p);
+          });
         inFlight.add(p);
       } else {
         // Stream entries are appended as stored (sealed ones stay sealed); recordings are encoded anew.
@@ -347,8 +387,13 @@ export function formatSummary(s: ReplayWindowSummary): string {
       : `  sent ${formatCount(s.sent)} to ${s.target} in ${formatDuration(s.seconds * 1000)} (the window spans ${formatDuration(s.windowSeconds * 1000)})`,
   ];
   if (s.target !== 'stream') {
-    const classes = Object.entries(s.statuses).sort().map(([k, v]) => `${k} ${formatCount(v)}`).join('  ');
-    lines.push(`  ${classes || 'no answers'}${s.errors ? `  errors ${formatCount(s.errors)}` : ''}${s.dropped ? `  dropped by the pipeline ${formatCount(s.dropped)}` : ''}`);
+    const classes = Object.entries(s.statuses)
+      .sort()
+      .map(([k, v]) => `${k} ${formatCount(v)}`)
+      .join('  ');
+    lines.push(
+      `  ${classes || 'no answers'}${s.errors ? `  errors ${formatCount(s.errors)}` : ''}${s.dropped ? `  dropped by the pipeline ${formatCount(s.dropped)}` : ''}`,
+    );
   }
   if (s.firstError) lines.push(`  first error: ${s.firstError}`);
   if (s.read === 0 && s.source === 'stream') lines.push('  nothing in that window: finished entries stay in the stream only with STREAM_RETENTION set');
@@ -356,7 +401,10 @@ export function formatSummary(s: ReplayWindowSummary): string {
 }
 
 /** Checks the flags of `mirrorplane replay`; every bad one is named. */
-export function parseReplayFlags(options: { from?: string; to?: string; speed?: string; filter?: string; file?: string[]; concurrency?: string }, now = Date.now()): { from: number; to: number; speed: number; filter: ((r: FilterSubject) => boolean) | null; concurrency: number } {
+export function parseReplayFlags(
+  options: { from?: string; to?: string; speed?: string; filter?: string; file?: string[]; concurrency?: string },
+  now = Date.now(),
+): { from: number; to: number; speed: number; filter: ((r: FilterSubject) => boolean) | null; concurrency: number } {
   const check = <T>(flag: string, fn: () => T): T => {
     try {
       return fn();
@@ -373,6 +421,7 @@ export function parseReplayFlags(options: { from?: string; to?: string; speed?: 
   const speed = check('--speed', () => parseSpeed(options.speed ?? '1x'));
   const filter = options.filter === undefined ? null : check('--filter', () => parseFilter(options.filter as string));
   const concurrency = Number(options.concurrency ?? '64');
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) throw new UsageError(`--concurrency: expected an integer from 1 to 10000, got ${JSON.stringify(options.concurrency)}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000)
+    throw new UsageError(`--concurrency: expected an integer from 1 to 10000, got ${JSON.stringify(options.concurrency)}`);
   return { from, to, speed, filter, concurrency };
 }

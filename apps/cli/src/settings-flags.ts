@@ -24,7 +24,13 @@ export function settingDefault(key: SettingKey, role: Role): string | undefined 
 /** The help line of a setting's flag: its doc, its environment variable, its default. */
 export function settingHelp(key: FlagSettingKey, role: Role, note?: string): string {
   const setting = SETTINGS[key];
-  const fallback = note ?? (settingDefault(key, role) !== undefined ? `default ${settingDefault(key, role)}` : (setting as { requiredBy?: readonly Role[] }).requiredBy?.includes(role) ? 'required' : undefined);
+  const fallback =
+    note ??
+    (settingDefault(key, role) !== undefined
+      ? `default ${settingDefault(key, role)}`
+      : (setting as { requiredBy?: readonly Role[] }).requiredBy?.includes(role)
+        ? 'required'
+        : undefined);
   return `${setting.doc} (env ${setting.env}${fallback ? `, ${fallback}` : ''})`;
 }
 

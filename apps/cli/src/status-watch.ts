@@ -95,10 +95,19 @@ export function formatDuration(seconds: number): string {
 }
 
 export function formatFrame(frame: StatusFrame, format: (status: Status) => string): string {
-  const drain = frame.drainSeconds === null ? (frame.backlog === 0 ? 'empty' : 'not draining') : frame.drainSeconds === 0 ? 'empty' : `drains in ~${formatDuration(frame.drainSeconds)}`;
-  return `mirrorplane status  ${frame.at}\n\n${format(frame)}\n` +
+  const drain =
+    frame.drainSeconds === null
+      ? frame.backlog === 0
+        ? 'empty'
+        : 'not draining'
+      : frame.drainSeconds === 0
+        ? 'empty'
+        : `drains in ~${formatDuration(frame.drainSeconds)}`;
+  return (
+    `mirrorplane status  ${frame.at}\n\n${format(frame)}\n` +
     `accepted/s  ${formatRate(frame.acceptedPerSec)}   replayed/s  ${formatRate(frame.replayedPerSec)}   failed/s  ${formatRate(frame.failedPerSec)}\n` +
-    `backlog     ${drain}\n`;
+    `backlog     ${drain}\n`
+  );
 }
 
 const ABORTED: unique symbol = Symbol('aborted');
@@ -120,8 +129,14 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): 
     };
     signal.addEventListener('abort', onAbort, { once: true });
     promise.then(
-      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
-      (error: unknown) => { signal.removeEventListener('abort', onAbort); reject(error); },
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
     );
   });
 }

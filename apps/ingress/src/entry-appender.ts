@@ -38,7 +38,7 @@ export class EntryAppender {
   /** Resolves with the entry id once Redis accepted the entry; rejects with Redis's error. */
   append(request: ParsedRequest, clientAddress: string | undefined): Promise<string | null> {
     const raw = request.rawHeaders;
-    const stream = this.#partitionOf === null ? this.#streams[0] as string : this.#streams[this.#partitionOf(headerObject(raw))] as string;
+    const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(headerObject(raw))] as string);
     const args = pushEntryFields(
       [stream, '*'],
       request.method,

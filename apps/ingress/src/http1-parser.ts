@@ -62,10 +62,7 @@ export interface ParsedRequest extends RequestHead {
   trailers: string[];
 }
 
-export type ParseEvent =
-  | { kind: 'head'; head: RequestHead }
-  | { kind: 'request'; request: ParsedRequest }
-  | { kind: 'refused'; refusal: Refusal };
+export type ParseEvent = { kind: 'head'; head: RequestHead } | { kind: 'request'; request: ParsedRequest } | { kind: 'refused'; refusal: Refusal };
 
 export interface ParserLimits {
   /** Bytes of a head (request line and fields, CRLFs included), and separately of a trailer section. */
@@ -99,11 +96,22 @@ const MAX_CHUNK_LINE = 4096;
 /** Bytes of a chunk-size line not counted against MAX_HEADER_BYTES: a size of up to 16 hex digits. */
 const CHUNK_LINE_FREE = 16;
 /** chunk-ext after the size: `;name` or `;name=token|quoted-string`, with optional whitespace (BWS). */
-const CHUNK_EXT = new RegExp(`^(?:[ \\t]*;[ \\t]*${TOKEN_CHARS}+(?:[ \\t]*=[ \\t]*(?:${TOKEN_CHARS}+|"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"))?)*$`);
+const CHUNK_EXT = new RegExp(
+  `^(?:[ \\t]*;[ \\t]*${TOKEN_CHARS}+(?:[ \\t]*=[ \\t]*(?:${TOKEN_CHARS}+|"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"))?)*$`,
+);
 const DIGITS = /^[0-9]{1,15}$/;
 const EMPTY = Buffer.alloc(0);
 
-const enum State { RequestLine, Fields, Body, ChunkSize, ChunkData, ChunkEnd, Trailers, Failed }
+const enum State {
+  RequestLine,
+  Fields,
+  Body,
+  ChunkSize,
+  ChunkData,
+  ChunkEnd,
+  Trailers,
+  Failed,
+}
 
 function refuse(status: number, reason: RefusalReason, detail: string): never {
   throw new RequestRefusedError(status, reason, detail);
@@ -386,20 +394,26 @@ export class RequestParser {
     if (this.#transferEncoding !== null) {
       if (head.minor === 0) bad('Transfer-Encoding on an HTTP/1.0 request');
       if (this.#contentLengths > 0) bad('both Content-Length and Transfer-Encoding');
-      const codings = this.#transferEncoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '');
+      const codings = this.#transferEncoding
+        .split(',')
+        .map((c) => c.trim().toLowerCase())
+        .filter((c) => c !== '');
       if (codings[codings.length - 1] !== 'chunked') bad('Transfer-Encoding does not end with chunked: the body length is unknowable');
-      if (codings.length !== 1) refuse(400, 'unsupported', `transfer coding ${codings.slice(0, -1).join(', ')} cannot be replayed as received (only chunked is)`);
+      if (codings.length !== 1)
+        refuse(400, 'unsupported', `transfer coding ${codings.slice(0, -1).join(', ')} cannot be replayed as received (only chunked is)`);
       // The replay sends one Transfer-Encoding field, `chunked` as received: two fields, or
       // empty list elements (`, chunked`), would reach staging changed, so they are refused.
       if (this.#transferEncodings > 1) refuse(400, 'bad_request', 'more than one Transfer-Encoding field');
-      if (!/^chunked$/i.test(this.#transferEncoding)) refuse(400, 'unsupported', 'Transfer-Encoding other than the single token chunked cannot be replayed as received');
+      if (!/^chunked$/i.test(this.#transferEncoding))
+        refuse(400, 'unsupported', 'Transfer-Encoding other than the single token chunked cannot be replayed as received');
       head.contentLength = -1;
     } else if (this.#contentLengths > 0) {
       if (this.#contentLengths > 1) bad('more than one Content-Length field');
       const declared = this.#contentLength as string;
       if (!DIGITS.test(declared)) bad('Content-Length is not a number');
       head.contentLength = Number(declared);
-      if (head.contentLength > this.#limits.maxBodyBytes) refuse(413, 'too_large', `body of ${head.contentLength} bytes over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
+      if (head.contentLength > this.#limits.maxBodyBytes)
+        refuse(413, 'too_large', `body of ${head.contentLength} bytes over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
     }
     if (this.#connection !== null) {
       const tokens = this.#connection.toLowerCase();
@@ -448,7 +462,8 @@ export class RequestParser {
     // request may make the ingress read stay bounded by its settings, whatever the chunking.
     if (end - start > CHUNK_LINE_FREE) {
       this.#headBytes += end - start - CHUNK_LINE_FREE;
-      if (this.#headBytes > this.#limits.maxHeaderBytes) refuse(431, 'headers_too_large', `chunk extensions and trailer section over MAX_HEADER_BYTES (${this.#limits.maxHeaderBytes} bytes)`);
+      if (this.#headBytes > this.#limits.maxHeaderBytes)
+        refuse(431, 'headers_too_large', `chunk extensions and trailer section over MAX_HEADER_BYTES (${this.#limits.maxHeaderBytes} bytes)`);
     }
     if (i < end && !CHUNK_EXT.test(buf.toString('latin1', i, end))) bad('malformed chunk extension');
     if (this.#body.size + size > this.#limits.maxBodyBytes) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);

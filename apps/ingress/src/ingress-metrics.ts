@@ -2,12 +2,36 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 /** Why the ingress did not accept a request; the `reason` label of the dropped counter. */
 export type DropReason =
-  | 'too_large' | 'redis_unavailable' | 'redis_timeout' | 'redis_error' | 'bad_request' | 'headers_too_large'
-  | 'headers_timeout' | 'body_timeout' | 'aborted' | 'shutting_down' | 'unauthorized' | 'backlog_full'
+  | 'too_large'
+  | 'redis_unavailable'
+  | 'redis_timeout'
+  | 'redis_error'
+  | 'bad_request'
+  | 'headers_too_large'
+  | 'headers_timeout'
+  | 'body_timeout'
+  | 'aborted'
+  | 'shutting_down'
+  | 'unauthorized'
+  | 'backlog_full'
   /** Valid HTTP that cannot be replayed as received (CONNECT, transfer codings besides chunked, …). */
   | 'unsupported';
 
-const REASONS: DropReason[] = ['too_large', 'redis_unavailable', 'redis_timeout', 'redis_error', 'bad_request', 'headers_too_large', 'headers_timeout', 'body_timeout', 'aborted', 'shutting_down', 'unauthorized', 'backlog_full', 'unsupported'];
+const REASONS: DropReason[] = [
+  'too_large',
+  'redis_unavailable',
+  'redis_timeout',
+  'redis_error',
+  'bad_request',
+  'headers_too_large',
+  'headers_timeout',
+  'body_timeout',
+  'aborted',
+  'shutting_down',
+  'unauthorized',
+  'backlog_full',
+  'unsupported',
+];
 
 /**
  * The ingress's metrics, every child bound at construction: looking a label child up per
@@ -27,10 +51,23 @@ export class IngressMetrics {
   constructor(inFlight: () => number) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mirrorplane_ingress_' });
-    this.received = new Counter({ name: 'mirrorplane_ingress_requests_received_total', help: 'Requests received (accepted + dropped + in flight)', registers }).labels();
-    this.accepted = new Counter({ name: 'mirrorplane_ingress_requests_accepted_total', help: 'Requests appended to the stream and answered 200', registers }).labels();
+    this.received = new Counter({
+      name: 'mirrorplane_ingress_requests_received_total',
+      help: 'Requests received (accepted + dropped + in flight)',
+      registers,
+    }).labels();
+    this.accepted = new Counter({
+      name: 'mirrorplane_ingress_requests_accepted_total',
+      help: 'Requests appended to the stream and answered 200',
+      registers,
+    }).labels();
     this.acceptedBytes = new Counter({ name: 'mirrorplane_ingress_accepted_bytes_total', help: 'Body bytes of accepted requests', registers }).labels();
-    const dropped = new Counter({ name: 'mirrorplane_ingress_requests_dropped_total', help: 'Requests not accepted, by reason', labelNames: ['reason'], registers });
+    const dropped = new Counter({
+      name: 'mirrorplane_ingress_requests_dropped_total',
+      help: 'Requests not accepted, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
     this.appendSeconds = new Histogram({
       name: 'mirrorplane_ingress_append_seconds',
       help: 'Time from the end of the request body to Redis accepting the entry',

@@ -1,7 +1,19 @@
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { errorMessage, headerValue, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
-import { RedisProbe, adminServerFor, isOutOfMemory, closeRedis, countUnfinishedRetries, createRedis, ensureGroup, readGroup, secretMatcher, type AdminServer, type Logger } from '@mirrorplane/runtime';
+import {
+  RedisProbe,
+  adminServerFor,
+  isOutOfMemory,
+  closeRedis,
+  countUnfinishedRetries,
+  createRedis,
+  ensureGroup,
+  readGroup,
+  secretMatcher,
+  type AdminServer,
+  type Logger,
+} from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
 import { EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
@@ -150,7 +162,9 @@ export class Ingress {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         new Promise((resolve) => this.#redis.once('ready', resolve)),
-        new Promise((resolve) => { timer = setTimeout(resolve, REDIS_START_WAIT_MS); }),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, REDIS_START_WAIT_MS);
+        }),
       ]);
       clearTimeout(timer);
     }
@@ -205,9 +219,7 @@ export class Ingress {
         this.#release();
       },
       (error: Error) => {
-        const reason: DropReason = /timed out/i.test(error.message)
-          ? 'redis_timeout'
-          : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
+        const reason: DropReason = /timed out/i.test(error.message) ? 'redis_timeout' : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
         if (reason === 'redis_timeout') this.#probe.markUnresponsive('an append timed out');
         if (isOutOfMemory(error)) this.#setFull(true);
         this.#metrics.dropped[reason].inc();
@@ -265,16 +277,22 @@ export class Ingress {
         // handed over for a retry or waiting for an ID mapping. Without the retry queue a
         // staging outage would move the whole load out of the stream and past the cap.
         this.#config.maxBacklog > 0
-          ? Promise.all([...this.#streams.map((stream) => this.#unfinished(stream)), countUnfinishedRetries(this.#redis, keysFor(this.#config.prefix))]).then((counts) => counts.reduce((a, b) => a + b, 0))
+          ? Promise.all([...this.#streams.map((stream) => this.#unfinished(stream)), countUnfinishedRetries(this.#redis, keysFor(this.#config.prefix))]).then(
+              (counts) => counts.reduce((a, b) => a + b, 0),
+            )
           : Promise.resolve(0),
         this.#config.maxBacklogBytes > 0 ? this.#redis.info('memory') : Promise.resolve(''),
       ]);
       this.#backlog = length;
       this.#appendedSinceCheck = 0;
       const used = this.#config.maxBacklogBytes > 0 ? Number(/used_memory:(\d+)/.exec(memory)?.[1] ?? 0) : 0;
-      const shedding = (this.#config.maxBacklog > 0 && length >= this.#config.maxBacklog) || (this.#config.maxBacklogBytes > 0 && used >= this.#config.maxBacklogBytes);
+      const shedding =
+        (this.#config.maxBacklog > 0 && length >= this.#config.maxBacklog) || (this.#config.maxBacklogBytes > 0 && used >= this.#config.maxBacklogBytes);
       if (shedding !== this.#shedding) {
-        this.#logger.warn({ backlog: length, usedMemory: used || undefined, shedding }, shedding ? 'backlog over its cap: answering 503 backlog_full' : 'backlog under its cap again: accepting');
+        this.#logger.warn(
+          { backlog: length, usedMemory: used || undefined, shedding },
+          shedding ? 'backlog over its cap: answering 503 backlog_full' : 'backlog under its cap again: accepting',
+        );
       }
       this.#shedding = shedding;
     } catch {
@@ -302,13 +320,19 @@ export class Ingress {
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
     const serverClosed = this.#server.close();
     let closed = false;
-    void serverClosed.then(() => { closed = true; });
+    void serverClosed.then(() => {
+      closed = true;
+    });
     const deadline = Date.now() + this.#config.shutdownTimeoutMs;
     if (this.#inFlight > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        new Promise<void>((resolve) => { this.#idle = resolve; }),
-        new Promise<void>((resolve) => { timer = setTimeout(resolve, this.#config.shutdownTimeoutMs); }),
+        new Promise<void>((resolve) => {
+          this.#idle = resolve;
+        }),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, this.#config.shutdownTimeoutMs);
+        }),
       ]);
       clearTimeout(timer);
     }

@@ -10,8 +10,15 @@ const OK_KEEP_ALIVE_10 = Buffer.from('HTTP/1.1 200 OK\r\nconnection: keep-alive\
 const OK_CLOSE = Buffer.from('HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 401: 'Unauthorized', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Content Too Large',
-  417: 'Expectation Failed', 431: 'Request Header Fields Too Large', 503: 'Service Unavailable', 505: 'HTTP Version Not Supported',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
+  503: 'Service Unavailable',
+  505: 'HTTP Version Not Supported',
 };
 
 export interface IntakeHandlers {

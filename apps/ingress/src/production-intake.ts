@@ -15,21 +15,43 @@ export function createProductionIntake(config: Config, redis: Redis, logger: Log
   const keys = productionKeys(config.prefix, EntryCipher.fromSpec(config.dataKey));
   const settings = config.productionResponses;
   const mapping = config.idMapping ? compileIdMapping(config.idMapping, { maxDecodedBytes: config.productionResponses.maxDecodedBytes }) : null;
-  const compared = new Counter({ name: 'mirrorplane_ingress_comparisons_total', help: 'Comparisons done on arrival of production’s answer (staging answered first), by route and result', labelNames: ['route', 'result'], registers: [registry] });
-  const decodings = new Counter({ name: 'mirrorplane_ingress_body_decodings_total', help: 'Bodies with a Content-Encoding read by comparisons done on arrival, by side and outcome (decoded, unsupported, too_large, corrupt)', labelNames: ['side', 'outcome'], registers: [registry] });
+  const compared = new Counter({
+    name: 'mirrorplane_ingress_comparisons_total',
+    help: 'Comparisons done on arrival of production’s answer (staging answered first), by route and result',
+    labelNames: ['route', 'result'],
+    registers: [registry],
+  });
+  const decodings = new Counter({
+    name: 'mirrorplane_ingress_body_decodings_total',
+    help: 'Bodies with a Content-Encoding read by comparisons done on arrival, by side and outcome (decoded, unsupported, too_large, corrupt)',
+    labelNames: ['side', 'outcome'],
+    registers: [registry],
+  });
   const comparison = config.compare
     ? {
-      settings: config.compare,
-      comparison: compileComparison(config.compare, { maxDecodedBytes: settings.maxDecodedBytes }),
-      redact: new Set(config.redactHeaders),
-      maxDecodedBytes: settings.maxDecodedBytes,
-      idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
-      onCompared: (route: string, equal: boolean) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),
-      onDecoded: (side: string, outcome: string) => decodings.inc({ side, outcome }),
-    }
+        settings: config.compare,
+        comparison: compileComparison(config.compare, { maxDecodedBytes: settings.maxDecodedBytes }),
+        redact: new Set(config.redactHeaders),
+        maxDecodedBytes: settings.maxDecodedBytes,
+        idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
+        onCompared: (route: string, equal: boolean) => compared.inc({ route, result: equal ? 'match' : 'mismatch' }),
+        onDecoded: (side: string, outcome: string) => decodings.inc({ side, outcome }),
+      }
     : null;
-  const received = new Counter({ name: 'mirrorplane_ingress_production_responses_total', help: 'Production responses received on the admin port, by outcome', labelNames: ['outcome'], registers: [registry] });
-  const outcome = { stored: received.labels('stored'), cut: received.labels('cut'), unsupported_encoding: received.labels('unsupported_encoding'), invalid: received.labels('invalid'), too_large: received.labels('too_large'), redis_unavailable: received.labels('redis_unavailable') };
+  const received = new Counter({
+    name: 'mirrorplane_ingress_production_responses_total',
+    help: 'Production responses received on the admin port, by outcome',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const outcome = {
+    stored: received.labels('stored'),
+    cut: received.labels('cut'),
+    unsupported_encoding: received.labels('unsupported_encoding'),
+    invalid: received.labels('invalid'),
+    too_large: received.labels('too_large'),
+    redis_unavailable: received.labels('redis_unavailable'),
+  };
   const answer = (res: ServerResponse, status: number, text: string) => {
     if (!res.headersSent) res.writeHead(status, { 'content-type': 'text/plain' }).end(`${text}\n`);
   };

@@ -40,7 +40,6 @@ export interface NginxMirrorOptions {
   ingressToken?: string;
 }
 
-
 const NGINX_INSTALL_HINT = 'Install nginx (Debian/Ubuntu: apt-get install -y nginx; macOS: brew install nginx).';
 
 /** The path of the nginx binary, or null when it is not installed. */

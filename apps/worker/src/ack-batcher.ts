@@ -164,7 +164,10 @@ export class AckBatcher {
       } catch (error) {
         failed = true;
         if (!this.#failing) {
-          this.#logger.error({ count: qualified.length, err: errorMessage(error) }, 'acknowledging finished entries failed; retrying (they are not replayed again)');
+          this.#logger.error(
+            { count: qualified.length, err: errorMessage(error) },
+            'acknowledging finished entries failed; retrying (they are not replayed again)',
+          );
         }
       }
     }

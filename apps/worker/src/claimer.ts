@@ -59,7 +59,8 @@ export class Claimer {
   async run(): Promise<void> {
     const started = Date.now();
     try {
-      if (this.#lastRoundAt !== null && started - this.#lastRoundAt > this.#o.claimIdleMs) this.#stalled(`${started - this.#lastRoundAt} ms since the previous round`);
+      if (this.#lastRoundAt !== null && started - this.#lastRoundAt > this.#o.claimIdleMs)
+        this.#stalled(`${started - this.#lastRoundAt} ms since the previous round`);
       await this.refreshOwn();
       if (Date.now() - started > this.#stallMs) this.#stalled(`refreshing took ${Date.now() - started} ms`);
       if (Date.now() >= this.#quietUntil) await this.#claim();
@@ -72,7 +73,8 @@ export class Claimer {
 
   #stalled(why: string): void {
     const quiet = Date.now() + this.#o.claimIdleMs;
-    if (Date.now() >= this.#quietUntil) this.#o.logger.warn({ why, quietMs: this.#o.claimIdleMs }, 'Redis or this worker stalled; claiming nothing until owners have refreshed their entries');
+    if (Date.now() >= this.#quietUntil)
+      this.#o.logger.warn({ why, quietMs: this.#o.claimIdleMs }, 'Redis or this worker stalled; claiming nothing until owners have refreshed their entries');
     this.#quietUntil = Math.max(this.#quietUntil, quiet);
   }
 
@@ -114,7 +116,13 @@ export class Claimer {
         if (free <= 0 || o.slots.closed) return;
         const sent = Date.now();
         const reply = (await (o.commands as unknown as BufferCommands).xautoclaimBuffer(
-          keys.stream, keys.group, o.consumer, o.claimIdleMs, cursor, 'COUNT', Math.min(free, 100),
+          keys.stream,
+          keys.group,
+          o.consumer,
+          o.claimIdleMs,
+          cursor,
+          'COUNT',
+          Math.min(free, 100),
         )) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
         if (Date.now() - sent > this.#stallMs) {
           // Redis answered late: it was stalled while the claim waited, so what it took may still
@@ -135,7 +143,11 @@ export class Claimer {
           return !o.slots.has(q) && !o.acks.finishedSince(q, round);
         });
         if (fresh.length === 0) continue;
-        const deliveries = await this.#deliveryCounts(keys, p, fresh.map(([id]) => id.toString()));
+        const deliveries = await this.#deliveryCounts(
+          keys,
+          p,
+          fresh.map(([id]) => id.toString()),
+        );
         for (const [idBuffer, fields] of fresh) {
           const id = qualifyId(idBuffer.toString(), p);
           // Checked again: it may have finished while the delivery counts were read.
@@ -164,7 +176,12 @@ export class Claimer {
     const out = new Map<string, number>();
     const sorted = raw.slice().sort(compareStreamIds);
     const rows = (await this.#o.commands.xpending(
-      keys.stream, keys.group, sorted[0] as string, sorted[sorted.length - 1] as string, raw.length + 10, this.#o.consumer,
+      keys.stream,
+      keys.group,
+      sorted[0] as string,
+      sorted[sorted.length - 1] as string,
+      raw.length + 10,
+      this.#o.consumer,
     )) as [string, string, number, number][];
     for (const [id, , , count] of rows) out.set(qualifyId(id, p), Number(count));
     return out;

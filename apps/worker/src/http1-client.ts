@@ -145,9 +145,10 @@ export class Http1Origin {
     const url = this.#url;
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-    const socket = url.protocol === 'https:'
-      ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] })
-      : connectTcp({ host, port });
+    const socket =
+      url.protocol === 'https:'
+        ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] })
+        : connectTcp({ host, port });
     socket.setNoDelay(true);
     this.#all.add(socket);
     socket.once('close', () => {
@@ -258,7 +259,16 @@ const CHUNK_LINE = /^([0-9a-fA-F]{1,12})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?$/;
 const MAX_CHUNK_LINE = 8 * 1024;
 const MAX_TRAILER_BYTES = 1024 * 1024;
 
-const enum Body { Head, Length, ChunkSize, ChunkData, ChunkEnd, Trailers, UntilClose, Done }
+const enum Body {
+  Head,
+  Length,
+  ChunkSize,
+  ChunkData,
+  ChunkEnd,
+  Trailers,
+  UntilClose,
+  Done,
+}
 
 /** Reads one response (after any 1xx) from a connection's bytes (RFC 9112 §6.3 framing). */
 class ResponseReader {
@@ -301,7 +311,8 @@ class ResponseReader {
           const lines = this.#buf.toString('latin1', 0, end).split('\r\n');
           this.#buf = this.#buf.subarray(end + 4);
           const status = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(lines[0] as string);
-          if (status === null) throw new StagingTransportError(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
+          if (status === null)
+            throw new StagingTransportError(`staging answered something that is not HTTP/1.x: ${JSON.stringify((lines[0] as string).slice(0, 60))}`);
           const code = Number(status[2]);
           // 1xx: informational, the real response follows (101 is never asked for).
           if (code < 200) continue;
@@ -317,7 +328,8 @@ class ResponseReader {
             const colon = line.indexOf(':');
             if (colon <= 0) broken('a field line without a name and colon');
             const rawName = line.slice(0, colon);
-            if (!HTTP_TOKEN.test(rawName)) broken(`field name ${JSON.stringify(rawName.slice(0, 40))} is not a token (obs-fold, whitespace before the colon, or a control byte)`);
+            if (!HTTP_TOKEN.test(rawName))
+              broken(`field name ${JSON.stringify(rawName.slice(0, 40))} is not a token (obs-fold, whitespace before the colon, or a control byte)`);
             const name = rawName.toLowerCase();
             const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
             if (RESPONSE_VALUE_INVALID.test(value)) broken(`field ${name} holds a bare CR or LF, NUL or another control byte`);
@@ -388,7 +400,8 @@ class ResponseReader {
         case Body.Trailers: {
           const end = this.#buf.indexOf('\r\n');
           if (end === -1) {
-            if (this.#buf.length > MAX_CHUNK_LINE || this.#trailerBytes + this.#buf.length > MAX_TRAILER_BYTES) broken('a trailer line or section over its limit');
+            if (this.#buf.length > MAX_CHUNK_LINE || this.#trailerBytes + this.#buf.length > MAX_TRAILER_BYTES)
+              broken('a trailer line or section over its limit');
             return null;
           }
           this.#trailerBytes += end + 2;
@@ -434,6 +447,11 @@ class ResponseReader {
   }
 
   #response(): WireResponse {
-    return { statusCode: this.#status, headers: this.#headers, body: this.#chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(this.#chunks, this.#kept), truncated: this.#truncated };
+    return {
+      statusCode: this.#status,
+      headers: this.#headers,
+      body: this.#chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(this.#chunks, this.#kept),
+      truncated: this.#truncated,
+    };
   }
 }

@@ -61,9 +61,16 @@ async function runBlocking(o: ReadLoopOptions): Promise<void> {
     let reply: StreamReply;
     try {
       reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
-        'GROUP', keys.group, o.consumer,
-        'COUNT', free, 'BLOCK', READ_BLOCK_MS,
-        'STREAMS', keys.stream, '>',
+        'GROUP',
+        keys.group,
+        o.consumer,
+        'COUNT',
+        free,
+        'BLOCK',
+        READ_BLOCK_MS,
+        'STREAMS',
+        keys.stream,
+        '>',
       )) as StreamReply;
       backoff = 100;
     } catch (error) {
@@ -99,9 +106,14 @@ async function runRoundRobin(o: ReadLoopOptions): Promise<void> {
       const keys = o.parts[p] as Keys;
       try {
         const reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
-          'GROUP', keys.group, o.consumer,
-          'COUNT', Math.max(1, Math.ceil(free / (n - i))),
-          'STREAMS', keys.stream, '>',
+          'GROUP',
+          keys.group,
+          o.consumer,
+          'COUNT',
+          Math.max(1, Math.ceil(free / (n - i))),
+          'STREAMS',
+          keys.stream,
+          '>',
         )) as StreamReply;
         got += deliver(o, reply, p);
       } catch (error) {

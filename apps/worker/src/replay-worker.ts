@@ -62,7 +62,6 @@ export interface ReplayWorkerOptions {
 /** The slot key of a retry job, apart from the stream entry of the same id. */
 const jobSlot = (id: string) => `job:${id}`;
 
-
 /** Time the cleanup steps after SHUTDOWN_TIMEOUT_MS share, in ms: the stop's bound past the deadline. */
 export const SHUTDOWN_GRACE_MS = 3000;
 /** The least a cleanup step gets, in ms, even past the grace period (one local round trip). */
@@ -116,7 +115,9 @@ export class ReplayWorker {
 
   /** Resolves when close() begins, to cut an idle wait short. */
   #stop: () => void = () => undefined;
-  readonly #stopped = new Promise<void>((resolve) => { this.#stop = resolve; });
+  readonly #stopped = new Promise<void>((resolve) => {
+    this.#stop = resolve;
+  });
   #stopping = false;
   #readLoop: Promise<void> | null = null;
   #claimTimer: NodeJS.Timeout | null = null;
@@ -141,7 +142,8 @@ export class ReplayWorker {
     this.#staging = new StagingClient(config, this.#pipeline);
     this.#policy = retryPolicyOf(config);
     this.#slots = new SlotAccounting(config.workerConcurrency);
-    this.#trimmer = config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
+    this.#trimmer =
+      config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
     this.#acks = new AckBatcher({ redis: this.#commands, parts: this.#parts, deleteFinished: this.#trimmer === null, logger });
     this.#claimer = new Claimer({
       commands: this.#commands,
@@ -274,7 +276,9 @@ export class ReplayWorker {
     const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
     this.#claimTimer = setInterval(() => {
       if (this.#stopping) return;
-      this.#claiming ??= this.#claimer.run().finally(() => { this.#claiming = null; });
+      this.#claiming ??= this.#claimer.run().finally(() => {
+        this.#claiming = null;
+      });
     }, every);
     this.#logger.info({ consumer: this.#consumer, staging: this.#config.stagingUrl, concurrency: this.#config.workerConcurrency, adminPort }, 'worker started');
     return { adminPort };
@@ -442,7 +446,10 @@ export class ReplayWorker {
     if (data.firstTriedAt !== undefined && (data.retrying === true || job.attemptsMade > 0) && late > 0) {
       this.#m.failedEntry('exhausted');
       const message = `exhausted: try ${attemptNo} would start ${late} ms after the retry window (RETRY_WINDOW_MS=${this.#policy.windowMs}) ended; not tried`;
-      this.#logger.warn({ entryId: String(job.id), attempt: attemptNo, lateMs: late }, 'retry window ended before the try could start; entry goes to the failed set');
+      this.#logger.warn(
+        { entryId: String(job.id), attempt: attemptNo, lateMs: late },
+        'retry window ended before the try could start; entry goes to the failed set',
+      );
       throw new UnrecoverableError(message);
     }
     // BullMQ runs the job whether or not a slot is free: it is counted all the same.
@@ -540,24 +547,27 @@ export class ReplayWorker {
       await this.#readLoop;
       clearTimeout(cut);
     });
-    await step('claim', async () => { await this.#claiming; });
+    await step('claim', async () => {
+      await this.#claiming;
+    });
     // The retry worker stops taking jobs now; its running jobs count as in flight below. It is
     // closed (forced) only after that wait: BullMQ's close(true) after a close() is a no-op
     // (it returns the first, waiting close), and a worker still waiting for its jobs when its
     // connections are closed under it keeps the process from ever exiting.
     await step('retry worker', async () => this.#retryWorker?.pause(true));
-    await step('in flight', () => Promise.race([
-      this.#slots.whenEmpty(),
-      new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref()),
-    ]));
+    await step('in flight', () => Promise.race([this.#slots.whenEmpty(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]));
     // A job cut short is retried after its lock expires (BullMQ's stalled check).
     await step('retry worker close', async () => this.#retryWorker?.close(true));
     const unfinished = this.#slots.keys((k) => !k.startsWith('job:'));
     if (unfinished.length > 0) {
-      await step('hand back', () => Promise.all([...byPartition(unfinished)].map(([p, raw]) => {
-        const keys = this.#parts[p] as Keys;
-        return this.#commands.xclaim(keys.stream, keys.group, this.#consumer, 0, ...raw, 'IDLE', this.#config.claimIdleMs, 'JUSTID');
-      })));
+      await step('hand back', () =>
+        Promise.all(
+          [...byPartition(unfinished)].map(([p, raw]) => {
+            const keys = this.#parts[p] as Keys;
+            return this.#commands.xclaim(keys.stream, keys.group, this.#consumer, 0, ...raw, 'IDLE', this.#config.claimIdleMs, 'JUSTID');
+          }),
+        ),
+      );
     }
     await step('flush acks', () => this.#acks.drain(Math.max(deadline, Date.now() + 1000)));
     await step('heartbeat', () => this.#heartbeat.close());

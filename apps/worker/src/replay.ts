@@ -19,9 +19,7 @@ import {
 } from '@mirrorplane/core';
 
 /** What became of one replay attempt that did not throw. */
-export type ReplayOutcome =
-  | { kind: 'replayed'; status: number; ms: number }
-  | { kind: 'dropped' };
+export type ReplayOutcome = { kind: 'replayed'; status: number; ms: number } | { kind: 'dropped' };
 
 /**
  * The request-target staging receives: origin-form as received, `*` (of `OPTIONS *`) as
@@ -109,9 +107,8 @@ export class StagingClient {
       origin: 'default',
     };
     // Only stages read the context; without any, a replay allocates none.
-    const ctx: PipelineContext | null = this.#pipeline.hasPre || this.#pipeline.hasPost
-      ? { entryId: entry.id, attempt, requestId: r.requestId, mirrored: r, rules: [], tags: {} }
-      : null;
+    const ctx: PipelineContext | null =
+      this.#pipeline.hasPre || this.#pipeline.hasPost ? { entryId: entry.id, attempt, requestId: r.requestId, mirrored: r, rules: [], tags: {} } : null;
     let origin = this.#default;
     if (this.#pipeline.hasPre) {
       try {
@@ -133,13 +130,16 @@ export class StagingClient {
     const signal = deadline.signal;
     let data: WireResponse;
     try {
-      data = await origin.pool.request({
-        method: request.method,
-        path: request.path === '*' ? '*' : origin.basePath + request.path,
-        headers: request.headers,
-        body: request.body,
-        trailers: r.trailers ?? [],
-      }, signal);
+      data = await origin.pool.request(
+        {
+          method: request.method,
+          path: request.path === '*' ? '*' : origin.basePath + request.path,
+          headers: request.headers,
+          body: request.body,
+          trailers: r.trailers ?? [],
+        },
+        signal,
+      );
     } catch (error) {
       throw this.#transportError(error, signal);
     } finally {

@@ -32,7 +32,11 @@ function formatKey(key: string): string {
 
 /** An ignore path as segments; `*` matches any key or index. `createdAt` and `$.a.b` both work. */
 function ignoreSegments(text: string): string[] {
-  return text.replace(/^\$\.?/, '').split(/\.|\[|\]/).filter(Boolean).map((s) => s.replace(/^["']|["']$/g, ''));
+  return text
+    .replace(/^\$\.?/, '')
+    .split(/\.|\[|\]/)
+    .filter(Boolean)
+    .map((s) => s.replace(/^["']|["']$/g, ''));
 }
 
 /**
@@ -74,7 +78,11 @@ export function compileComparison(settings: CompareSettings, options: { maxDecod
         const inA = Object.hasOwn(a, key);
         const inB = Object.hasOwn(b, key);
         if (!inA || !inB) {
-          out.push({ path: path + formatKey(key), production: inA ? (a as Record<string, unknown>)[key] : undefined, staging: inB ? (b as Record<string, unknown>)[key] : undefined });
+          out.push({
+            path: path + formatKey(key),
+            production: inA ? (a as Record<string, unknown>)[key] : undefined,
+            staging: inB ? (b as Record<string, unknown>)[key] : undefined,
+          });
           if (out.length >= max) return;
           continue;
         }

@@ -10,7 +10,14 @@ import { compileRules } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
 import { maskUrlsIn, parseRedisUrl } from './redis-url.js';
 import { parsePartitionKey, type PartitionKey } from './partitions.js';
-import { CompareOptions, IdMappingOptions, ProductionResponsesOptions, type CompareSettings, type IdMappingSettings, type ProductionResponsesSettings } from './id-mapping.js';
+import {
+  CompareOptions,
+  IdMappingOptions,
+  ProductionResponsesOptions,
+  type CompareSettings,
+  type IdMappingSettings,
+  type ProductionResponsesSettings,
+} from './id-mapping.js';
 
 /**
  * Configuration: one table of settings, each with its environment variable, its flag and
@@ -36,23 +43,26 @@ function integer(min: number, max: number) {
 const port = integer(0, 65535);
 
 function url(protocols: readonly string[]) {
-  return z.string().trim().transform((value, ctx) => {
-    let parsed: URL;
-    try {
-      parsed = new URL(value);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `expected a URL (${protocols.join('//, ')}//…), got ${JSON.stringify(value)}` });
-      return z.NEVER;
-    }
-    if (!protocols.includes(parsed.protocol)) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `expected a ${protocols.join(' or ')} URL, got ${JSON.stringify(parsed.protocol)}`,
-      });
-      return z.NEVER;
-    }
-    return value;
-  });
+  return z
+    .string()
+    .trim()
+    .transform((value, ctx) => {
+      let parsed: URL;
+      try {
+        parsed = new URL(value);
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `expected a URL (${protocols.join('//, ')}//…), got ${JSON.stringify(value)}` });
+        return z.NEVER;
+      }
+      if (!protocols.includes(parsed.protocol)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a ${protocols.join(' or ')} URL, got ${JSON.stringify(parsed.protocol)}`,
+        });
+        return z.NEVER;
+      }
+      return value;
+    });
 }
 
 /** A shared secret: visible ASCII (it travels in a header), long enough not to be guessed. */
@@ -64,15 +74,18 @@ const secret = z.string().regex(/^[\x21-\x7e]{16,512}$/, 'expected 16-512 visibl
  * else is a bug and is thrown on.
  */
 function parsedBy<T>(parse: (text: string) => T) {
-  return z.string().trim().transform((value, ctx) => {
-    try {
-      return parse(value);
-    } catch (error) {
-      if (!(error instanceof MirrorplaneError) || (error.code !== 'MP_ERR_INVALID_VALUE' && error.code !== 'MP_ERR_DATA_KEY')) throw error;
-      ctx.addIssue({ code: 'custom', message: error.message });
-      return z.NEVER;
-    }
-  });
+  return z
+    .string()
+    .trim()
+    .transform((value, ctx) => {
+      try {
+        return parse(value);
+      } catch (error) {
+        if (!(error instanceof MirrorplaneError) || (error.code !== 'MP_ERR_INVALID_VALUE' && error.code !== 'MP_ERR_DATA_KEY')) throw error;
+        ctx.addIssue({ code: 'custom', message: error.message });
+        return z.NEVER;
+      }
+    });
 }
 
 /** `id:base64key[,id:base64key…]`; the value stays a string, parsed again by EntryCipher. */
@@ -107,42 +120,198 @@ interface Setting {
 
 /** Every setting, by its key in the config file. The table is the documentation's source too. */
 export const SETTINGS = {
-  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', schema: parsedBy((value) => (parseRedisUrl(value), value)), default: 'redis://127.0.0.1:6379', doc: 'Redis to use: redis:// or rediss:// (user and password in the URL), redis+cluster://host:port[,host:port…] for a Redis Cluster, redis+sentinel://host:26379[,…]/master for Sentinel' },
-  prefix: { env: 'MIRRORPLANE_PREFIX', flag: '--prefix', schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'), default: 'mirrorplane', doc: 'prefix of every Redis key, so deployments can share a Redis' },
+  redisUrl: {
+    env: 'REDIS_URL',
+    flag: '--redis-url',
+    schema: parsedBy((value) => (parseRedisUrl(value), value)),
+    default: 'redis://127.0.0.1:6379',
+    doc: 'Redis to use: redis:// or rediss:// (user and password in the URL), redis+cluster://host:port[,host:port…] for a Redis Cluster, redis+sentinel://host:26379[,…]/master for Sentinel',
+  },
+  prefix: {
+    env: 'MIRRORPLANE_PREFIX',
+    flag: '--prefix',
+    schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'),
+    default: 'mirrorplane',
+    doc: 'prefix of every Redis key, so deployments can share a Redis',
+  },
   ingressHost: { env: 'INGRESS_HOST', flag: '--host', schema: z.string().min(1), default: '0.0.0.0', doc: 'address the traffic port binds' },
   ingressPort: { env: 'INGRESS_PORT', flag: '--port', schema: port, default: 8080, doc: 'traffic port of the ingress' },
-  ingressProcesses: { env: 'INGRESS_PROCESSES', flag: '--processes', schema: integer(1, 256), default: 1, doc: 'ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i, ADMIN_PORT then defaulting to 9100 (clear of the worker\'s 9091 and the dashboard\'s 9092)' },
-  adminHost: { env: 'ADMIN_HOST', flag: '--admin-host', schema: z.string().min(1), default: '127.0.0.1', doc: 'address the admin port binds (loopback unless told otherwise)' },
-  adminPort: { env: 'ADMIN_PORT', flag: '--admin-port', schema: port, doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off' },
-  stagingUrl: { env: 'STAGING_URL', flag: '--staging', schema: url(['http:', 'https:']), requiredBy: ['worker', 'start'], doc: 'staging origin every replay goes to (and nowhere else)' },
+  ingressProcesses: {
+    env: 'INGRESS_PROCESSES',
+    flag: '--processes',
+    schema: integer(1, 256),
+    default: 1,
+    doc: "ingress processes sharing the traffic port (node:cluster); process i serves its admin port at ADMIN_PORT + i, ADMIN_PORT then defaulting to 9100 (clear of the worker's 9091 and the dashboard's 9092)",
+  },
+  adminHost: {
+    env: 'ADMIN_HOST',
+    flag: '--admin-host',
+    schema: z.string().min(1),
+    default: '127.0.0.1',
+    doc: 'address the admin port binds (loopback unless told otherwise)',
+  },
+  adminPort: {
+    env: 'ADMIN_PORT',
+    flag: '--admin-port',
+    schema: port,
+    doc: 'admin port (health, readiness, metrics); ingress 9090, worker 9091; 0 turns it off',
+  },
+  stagingUrl: {
+    env: 'STAGING_URL',
+    flag: '--staging',
+    schema: url(['http:', 'https:']),
+    requiredBy: ['worker', 'start'],
+    doc: 'staging origin every replay goes to (and nowhere else)',
+  },
   workerConcurrency: { env: 'WORKER_CONCURRENCY', flag: '--concurrency', schema: integer(1, 10000), default: 64, doc: 'replays in flight per worker process' },
-  replayAttempts: { env: 'REPLAY_ATTEMPTS', flag: '--attempts', schema: integer(0, 100_000), default: 0, doc: 'tries in all before an entry goes to the failed set; 0: no cap, RETRY_WINDOW_MS alone decides' },
-  replayBackoffMs: { env: 'REPLAY_BACKOFF_MS', schema: integer(1, 86_400_000), default: 1000, doc: 'retry policy: cap of the first delay between tries; each later cap doubles, the delay is random in [cap/2, cap]' },
-  retryMaxDelayMs: { env: 'RETRY_MAX_DELAY_MS', schema: integer(1, 86_400_000), default: 30000, doc: 'retry policy: no delay between two tries is longer than this' },
-  retryWindowMs: { env: 'RETRY_WINDOW_MS', schema: integer(0, 30 * 86_400_000), default: 600000, doc: 'retry policy: no try starts later than this after the first try; then the entry goes to the failed set (exhausted)' },
-  heartbeatMs: { env: 'HEARTBEAT_MS', schema: integer(100, 3_600_000), default: 5000, doc: 'how often each worker writes its heartbeat; it expires after 3 periods, and a consumer without heartbeat and with nothing pending is removed from the group' },
-  replayTimeoutMs: { env: 'REPLAY_TIMEOUT_MS', schema: integer(1, 3_600_000), default: 10000, doc: 'time staging has to answer (headers and body) before the try counts as failed' },
-  retryStatuses: { env: 'RETRY_STATUSES', schema: statusList, default: '5xx,429', doc: 'staging statuses that are retried; any other answer completes the replay' },
+  replayAttempts: {
+    env: 'REPLAY_ATTEMPTS',
+    flag: '--attempts',
+    schema: integer(0, 100_000),
+    default: 0,
+    doc: 'tries in all before an entry goes to the failed set; 0: no cap, RETRY_WINDOW_MS alone decides',
+  },
+  replayBackoffMs: {
+    env: 'REPLAY_BACKOFF_MS',
+    schema: integer(1, 86_400_000),
+    default: 1000,
+    doc: 'retry policy: cap of the first delay between tries; each later cap doubles, the delay is random in [cap/2, cap]',
+  },
+  retryMaxDelayMs: {
+    env: 'RETRY_MAX_DELAY_MS',
+    schema: integer(1, 86_400_000),
+    default: 30000,
+    doc: 'retry policy: no delay between two tries is longer than this',
+  },
+  retryWindowMs: {
+    env: 'RETRY_WINDOW_MS',
+    schema: integer(0, 30 * 86_400_000),
+    default: 600000,
+    doc: 'retry policy: no try starts later than this after the first try; then the entry goes to the failed set (exhausted)',
+  },
+  heartbeatMs: {
+    env: 'HEARTBEAT_MS',
+    schema: integer(100, 3_600_000),
+    default: 5000,
+    doc: 'how often each worker writes its heartbeat; it expires after 3 periods, and a consumer without heartbeat and with nothing pending is removed from the group',
+  },
+  replayTimeoutMs: {
+    env: 'REPLAY_TIMEOUT_MS',
+    schema: integer(1, 3_600_000),
+    default: 10000,
+    doc: 'time staging has to answer (headers and body) before the try counts as failed',
+  },
+  retryStatuses: {
+    env: 'RETRY_STATUSES',
+    schema: statusList,
+    default: '5xx,429',
+    doc: 'staging statuses that are retried; any other answer completes the replay',
+  },
   preserveHost: { env: 'PRESERVE_HOST', schema: bool, default: false, doc: 'send the mirrored Host (without the -shadow suffix) instead of the staging host' },
-  maxBodyBytes: { env: 'MAX_BODY_BYTES', schema: integer(0, 1024 * 1024 * 1024), default: 10 * 1024 * 1024, doc: 'largest request body the ingress accepts; larger gets 413' },
-  maxHeaderBytes: { env: 'MAX_HEADER_BYTES', schema: integer(1024, 16 * 1024 * 1024), default: 128 * 1024, doc: 'largest request head (request line and fields) the ingress accepts, and separately largest trailer section; larger gets 431' },
+  maxBodyBytes: {
+    env: 'MAX_BODY_BYTES',
+    schema: integer(0, 1024 * 1024 * 1024),
+    default: 10 * 1024 * 1024,
+    doc: 'largest request body the ingress accepts; larger gets 413',
+  },
+  maxHeaderBytes: {
+    env: 'MAX_HEADER_BYTES',
+    schema: integer(1024, 16 * 1024 * 1024),
+    default: 128 * 1024,
+    doc: 'largest request head (request line and fields) the ingress accepts, and separately largest trailer section; larger gets 431',
+  },
   bodyTimeoutMs: { env: 'BODY_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 30000, doc: 'time a client has to send a whole request to the ingress' },
-  redisConnectTimeoutMs: { env: 'REDIS_CONNECT_TIMEOUT_MS', flag: '--redis-timeout', schema: integer(100, 600_000), default: 10000, doc: 'time to reach Redis (and, for operator commands, for each command to answer) before giving up with a message naming the URL and the cause' },
-  appendTimeoutMs: { env: 'APPEND_TIMEOUT_MS', schema: integer(10, 60_000), default: 2000, doc: 'time Redis has to accept an append before the ingress answers 503; a PING unanswered this long makes the ingress not ready' },
-  headersTimeoutMs: { env: 'HEADERS_TIMEOUT_MS', schema: integer(100, 3_600_000), default: 20000, doc: 'time a client has from a request\'s first byte to the end of its head (then 408 headers_timeout); like node\'s headersTimeout' },
-  maxConnections: { env: 'MAX_CONNECTIONS', schema: integer(0, 1_000_000), default: 1024, doc: 'connections open at once on each ingress process\'s traffic port; more are closed on arrival (0: no cap). Partial heads in memory are at most MAX_CONNECTIONS × (MAX_HEADER_BYTES + 64 KiB)' },
-  claimIdleMs: { env: 'CLAIM_IDLE_MS', schema: integer(100, 86_400_000), default: 30000, doc: 'idle time after which another worker takes over an unfinished entry' },
-  shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', schema: integer(0, 600_000), default: 10000, doc: 'time in-flight work has to finish on SIGTERM before it is handed back' },
-  partitions: { env: 'PARTITIONS', schema: integer(1, 1024), default: 1, doc: 'streams the traffic is spread over, each with its own hash tag (its own shard in a Redis Cluster); every process of a deployment must agree' },
-  partitionKey: { env: 'PARTITION_KEY', schema: parsedBy(parsePartitionKey), default: 'request-id', doc: 'what picks a request\'s partition: request-id (x-request-id) or header:<name> (a session key keeps a session in order in one partition)' },
-  streamRetention: { env: 'STREAM_RETENTION', schema: parsedBy(parseStreamRetention), default: 'off', doc: 'how long finished entries stay in the stream for `mirrorplane replay --from --to`: an age (1h), an entry count (500000) or both (1h,500000); off deletes them at once' },
-  responseBodyLimit: { env: 'RESPONSE_BODY_LIMIT', schema: integer(0, 1024 * 1024 * 1024), default: 1024 * 1024, doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded' },
-  ingressToken: { env: 'INGRESS_TOKEN', schema: secret, doc: 'shared secret the mirror proxy sends in x-mirrorplane-token; requests without it get 401 (off when unset)' },
-  maxBacklog: { env: 'MAX_BACKLOG', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'entries accepted and not yet finished (stream, pending, retry queue; not the failed set) the ingress holds at most: at the cap it sheds with 503 backlog_full (0: no cap)' },
-  maxBacklogBytes: { env: 'MAX_BACKLOG_BYTES', schema: integer(0, Number.MAX_SAFE_INTEGER), default: 0, doc: 'Redis used_memory at which the ingress sheds with 503 backlog_full (0: no cap)' },
+  redisConnectTimeoutMs: {
+    env: 'REDIS_CONNECT_TIMEOUT_MS',
+    flag: '--redis-timeout',
+    schema: integer(100, 600_000),
+    default: 10000,
+    doc: 'time to reach Redis (and, for operator commands, for each command to answer) before giving up with a message naming the URL and the cause',
+  },
+  appendTimeoutMs: {
+    env: 'APPEND_TIMEOUT_MS',
+    schema: integer(10, 60_000),
+    default: 2000,
+    doc: 'time Redis has to accept an append before the ingress answers 503; a PING unanswered this long makes the ingress not ready',
+  },
+  headersTimeoutMs: {
+    env: 'HEADERS_TIMEOUT_MS',
+    schema: integer(100, 3_600_000),
+    default: 20000,
+    doc: "time a client has from a request's first byte to the end of its head (then 408 headers_timeout); like node's headersTimeout",
+  },
+  maxConnections: {
+    env: 'MAX_CONNECTIONS',
+    schema: integer(0, 1_000_000),
+    default: 1024,
+    doc: "connections open at once on each ingress process's traffic port; more are closed on arrival (0: no cap). Partial heads in memory are at most MAX_CONNECTIONS × (MAX_HEADER_BYTES + 64 KiB)",
+  },
+  claimIdleMs: {
+    env: 'CLAIM_IDLE_MS',
+    schema: integer(100, 86_400_000),
+    default: 30000,
+    doc: 'idle time after which another worker takes over an unfinished entry',
+  },
+  shutdownTimeoutMs: {
+    env: 'SHUTDOWN_TIMEOUT_MS',
+    schema: integer(0, 600_000),
+    default: 10000,
+    doc: 'time in-flight work has to finish on SIGTERM before it is handed back',
+  },
+  partitions: {
+    env: 'PARTITIONS',
+    schema: integer(1, 1024),
+    default: 1,
+    doc: 'streams the traffic is spread over, each with its own hash tag (its own shard in a Redis Cluster); every process of a deployment must agree',
+  },
+  partitionKey: {
+    env: 'PARTITION_KEY',
+    schema: parsedBy(parsePartitionKey),
+    default: 'request-id',
+    doc: "what picks a request's partition: request-id (x-request-id) or header:<name> (a session key keeps a session in order in one partition)",
+  },
+  streamRetention: {
+    env: 'STREAM_RETENTION',
+    schema: parsedBy(parseStreamRetention),
+    default: 'off',
+    doc: 'how long finished entries stay in the stream for `mirrorplane replay --from --to`: an age (1h), an entry count (500000) or both (1h,500000); off deletes them at once',
+  },
+  responseBodyLimit: {
+    env: 'RESPONSE_BODY_LIMIT',
+    schema: integer(0, 1024 * 1024 * 1024),
+    default: 1024 * 1024,
+    doc: 'bytes of staging responses kept for post handlers; the rest is read and discarded',
+  },
+  ingressToken: {
+    env: 'INGRESS_TOKEN',
+    schema: secret,
+    doc: 'shared secret the mirror proxy sends in x-mirrorplane-token; requests without it get 401 (off when unset)',
+  },
+  maxBacklog: {
+    env: 'MAX_BACKLOG',
+    schema: integer(0, Number.MAX_SAFE_INTEGER),
+    default: 0,
+    doc: 'entries accepted and not yet finished (stream, pending, retry queue; not the failed set) the ingress holds at most: at the cap it sheds with 503 backlog_full (0: no cap)',
+  },
+  maxBacklogBytes: {
+    env: 'MAX_BACKLOG_BYTES',
+    schema: integer(0, Number.MAX_SAFE_INTEGER),
+    default: 0,
+    doc: 'Redis used_memory at which the ingress sheds with 503 backlog_full (0: no cap)',
+  },
   adminToken: { env: 'ADMIN_TOKEN', schema: secret, doc: 'bearer token the admin port requires; needed when ADMIN_HOST is not a loopback address' },
-  dataKey: { env: 'MIRRORPLANE_DATA_KEY', schema: dataKeys, doc: 'AES-256-GCM keys for entry payloads at rest, id:base64key[,…]; the first encrypts, all decrypt (off when unset)' },
-  logLevel: { env: 'LOG_LEVEL', flag: '--log-level', schema: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(', ')}` }), default: 'info', doc: 'pino log level' },
+  dataKey: {
+    env: 'MIRRORPLANE_DATA_KEY',
+    schema: dataKeys,
+    doc: 'AES-256-GCM keys for entry payloads at rest, id:base64key[,…]; the first encrypts, all decrypt (off when unset)',
+  },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    flag: '--log-level',
+    schema: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(', ')}` }),
+    default: 'info',
+    doc: 'pino log level',
+  },
 } as const satisfies Record<string, Setting>;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -252,10 +421,15 @@ const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 10
 
 /** Keys only the config file has: structured settings no env var or flag can express. */
 const FILE_ONLY = {
-  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), { error: 'expected a map of origin name to URL' }),
+  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), {
+    error: 'expected a map of origin name to URL',
+  }),
   // Each rule is validated on its own (see loadConfig), so one bad rule does not hide the others' problems.
   rules: z.array(z.unknown(), { error: 'expected a list of rules' }),
-  hooks: z.string({ error: 'expected the path of a .js, .mjs or .ts module' }).min(1).regex(/\.(c|m)?(j|t)s$/, 'expected the path of a .js, .mjs, .cjs, .ts, .mts or .cts module'),
+  hooks: z
+    .string({ error: 'expected the path of a .js, .mjs or .ts module' })
+    .min(1)
+    .regex(/\.(c|m)?(j|t)s$/, 'expected the path of a .js, .mjs, .cjs, .ts, .mts or .cts module'),
   recording: z.strictObject({
     dir: z.string({ error: 'expected a directory' }).min(1),
     bodyLimit: integer(0, 1024 * 1024 * 1024).optional(),
@@ -314,7 +488,8 @@ function distance(a: string, b: string): number {
   let row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let j = 1; j <= b.length; j++)
+      next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
     row = next;
   }
   return row[b.length] as number;
@@ -349,7 +524,11 @@ function zodIssues(error: z.ZodError, prefix: readonly PropertyKey[], key: (path
 }
 
 /** Validates each rule alone, then compiles the valid ones against the origins, so every problem is listed. */
-function validateRules(items: readonly unknown[], origins: ReadonlySet<string>, key: (path: string) => string): { rules: RuleOptions[]; issues: ConfigIssue[] } {
+function validateRules(
+  items: readonly unknown[],
+  origins: ReadonlySet<string>,
+  key: (path: string) => string,
+): { rules: RuleOptions[]; issues: ConfigIssue[] } {
   const issues: ConfigIssue[] = [];
   const rules: RuleOptions[] = [];
   const positions: number[] = [];
@@ -374,7 +553,8 @@ function validateRules(items: readonly unknown[], origins: ReadonlySet<string>, 
     compileRules(rules, { origins });
   } catch (error) {
     if (!(error instanceof RuleCompileError)) throw error;
-    for (const i of error.issues) issues.push({ key: key(formatPath(['rules', positions[i.path[0] as number] as number, ...i.path.slice(1)])), message: i.message });
+    for (const i of error.issues)
+      issues.push({ key: key(formatPath(['rules', positions[i.path[0] as number] as number, ...i.path.slice(1)])), message: i.message });
   }
   return { rules, issues };
 }
@@ -390,7 +570,9 @@ function parseFile(path: string, text: string): unknown {
     const line = (error as { linePos?: { line: number }[] }).linePos?.[0]?.line;
     const raw = line === undefined ? undefined : text.split('\n')[line - 1];
     const source = raw === undefined ? undefined : maskUrlsIn(raw);
-    throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }], { cause: error });
+    throw new ConfigError([{ key: path, message: `cannot parse: ${first}${source === undefined ? '' : ` (the line reads ${JSON.stringify(source)})`}` }], {
+      cause: error,
+    });
   }
 }
 
@@ -419,11 +601,16 @@ export function loadConfig(options: ConfigOptions): Config {
       // The default origin may well be in the file; without this, its other errors would
       // also bring a misleading "STAGING_URL: required".
       const r = raw as { stagingUrl?: unknown; origins?: { default?: unknown } } | null;
-      fileNamesStaging = typeof r === 'object' && r !== null && (r.stagingUrl !== undefined || (typeof r.origins === 'object' && r.origins?.default !== undefined));
+      fileNamesStaging =
+        typeof r === 'object' && r !== null && (r.stagingUrl !== undefined || (typeof r.origins === 'object' && r.origins?.default !== undefined));
     } else {
       const parsed = result.data as Record<string, unknown>;
       fileValues = Object.fromEntries(Object.entries(raw as Record<string, unknown>).filter(([k]) => !(k in FILE_ONLY)));
-      fileOnly = Object.fromEntries(Object.keys(FILE_ONLY).filter((k) => parsed[k] !== undefined).map((k) => [k, parsed[k]]));
+      fileOnly = Object.fromEntries(
+        Object.keys(FILE_ONLY)
+          .filter((k) => parsed[k] !== undefined)
+          .map((k) => [k, parsed[k]]),
+      );
     }
   }
 
@@ -475,7 +662,12 @@ export function loadConfig(options: ConfigOptions): Config {
     issues.push(...checked.issues);
   }
   for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting][]) {
-    if (setting.requiredBy?.includes(options.role) && values[key] === undefined && !(key === 'stagingUrl' && fileNamesStaging) && !issues.some((i) => i.key === setting.env || i.key === setting.flag)) {
+    if (
+      setting.requiredBy?.includes(options.role) &&
+      values[key] === undefined &&
+      !(key === 'stagingUrl' && fileNamesStaging) &&
+      !issues.some((i) => i.key === setting.env || i.key === setting.flag)
+    ) {
       issues.push({ key: setting.env, message: `required by the ${options.role} (or ${setting.flag ?? 'the config file'})` });
     }
   }
@@ -489,14 +681,32 @@ export function loadConfig(options: ConfigOptions): Config {
   }
   const indexText = options.env[INGRESS_INDEX_ENV] ?? '0';
   const ingressProcessIndex = /^\d{1,3}$/.test(indexText) ? Number(indexText) : -1;
-  if (ingressProcessIndex < 0) issues.push({ key: INGRESS_INDEX_ENV, message: `expected the index of a forked ingress process (0, 1, …), got ${JSON.stringify(indexText)}` });
+  if (ingressProcessIndex < 0)
+    issues.push({ key: INGRESS_INDEX_ENV, message: `expected the index of a forked ingress process (0, 1, …), got ${JSON.stringify(indexText)}` });
   if (issues.length > 0) throw new ConfigError(issues);
   const redaction = redactionSettings(fileOnly.redact as RedactOptions | undefined, fileOnly.redactHeaders as string[] | undefined);
 
   return Object.freeze({
     role: options.role,
-    ...(values as Omit<Config, 'role' | 'adminPort' | 'stagingUrl' | 'configFile' | 'origins' | 'rules' | 'hooks' | 'recording' | 'redactHeaders' | 'redaction' | 'productionResponses' | 'idMapping' | 'compare'>),
-    adminPort: (values.adminPort as number | undefined) ?? (options.role === 'ingress' && (values.ingressProcesses as number) > 1 ? INGRESS_CLUSTER_ADMIN_PORT : DEFAULT_ADMIN_PORT[options.role]),
+    ...(values as Omit<
+      Config,
+      | 'role'
+      | 'adminPort'
+      | 'stagingUrl'
+      | 'configFile'
+      | 'origins'
+      | 'rules'
+      | 'hooks'
+      | 'recording'
+      | 'redactHeaders'
+      | 'redaction'
+      | 'productionResponses'
+      | 'idMapping'
+      | 'compare'
+    >),
+    adminPort:
+      (values.adminPort as number | undefined) ??
+      (options.role === 'ingress' && (values.ingressProcesses as number) > 1 ? INGRESS_CLUSTER_ADMIN_PORT : DEFAULT_ADMIN_PORT[options.role]),
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
     configFile: options.file?.path ?? null,

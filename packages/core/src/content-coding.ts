@@ -77,7 +77,12 @@ export function contentCodings(headers: readonly string[]): string[] {
  * happened. `maxBytes` bounds the decoded size (default `DEFAULT_MAX_DECODED_BYTES`);
  * `partial` says the body was cut by a limit, so an early end is expected, not corrupt.
  */
-export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: number = DEFAULT_MAX_DECODED_BYTES, options: { partial?: boolean } = {}): BodyDecoding {
+export function decodeBody(
+  headers: readonly string[],
+  body: Buffer,
+  maxBytes: number = DEFAULT_MAX_DECODED_BYTES,
+  options: { partial?: boolean } = {},
+): BodyDecoding {
   const codings = contentCodings(headers);
   if (codings.length === 0 || body.length === 0) return { kind: 'identity', ok: true, body };
   let current = body;
@@ -85,14 +90,25 @@ export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: n
     const coding = codings[i] as string;
     const decoder = decoderFor(coding, current);
     if (decoder === 'unsupported') {
-      const message = coding === 'zstd' ? `cannot decode zstd: this Node (${process.version}) has no zstd in zlib (Node 22.15+/23.8+ has)` : `cannot decode content-coding ${JSON.stringify(coding)}`;
+      const message =
+        coding === 'zstd'
+          ? `cannot decode zstd: this Node (${process.version}) has no zstd in zlib (Node 22.15+/23.8+ has)`
+          : `cannot decode content-coding ${JSON.stringify(coding)}`;
       return { kind: 'unsupported', ok: false, body, coding, message };
     }
     try {
       // A partial body flushes what it has instead of failing at its early end.
-      const finishFlush = !options.partial ? undefined : coding === 'br' ? zlib.constants.BROTLI_OPERATION_FLUSH : coding === 'zstd' ? undefined : zlib.constants.Z_SYNC_FLUSH;
+      const finishFlush = !options.partial
+        ? undefined
+        : coding === 'br'
+          ? zlib.constants.BROTLI_OPERATION_FLUSH
+          : coding === 'zstd'
+            ? undefined
+            : zlib.constants.Z_SYNC_FLUSH;
       const input = current;
-      const result = decoder(input, { maxOutputLength: maxBytes, info: true, ...(finishFlush !== undefined && { finishFlush }) } as zlib.ZlibOptions & { maxOutputLength: number }) as unknown as Buffer | { buffer: Buffer; engine: { bytesWritten?: number } };
+      const result = decoder(input, { maxOutputLength: maxBytes, info: true, ...(finishFlush !== undefined && { finishFlush }) } as zlib.ZlibOptions & {
+        maxOutputLength: number;
+      }) as unknown as Buffer | { buffer: Buffer; engine: { bytesWritten?: number } };
       if (Buffer.isBuffer(result)) {
         current = result;
       } else {
@@ -101,7 +117,13 @@ export function decodeBody(headers: readonly string[], body: Buffer, maxBytes: n
         // corrupt (gzip's own decoder refuses them; inflate and brotli would drop them silently).
         const consumed = result.engine.bytesWritten;
         if (typeof consumed === 'number' && consumed < input.length && !options.partial) {
-          return { kind: 'corrupt', ok: false, body, coding, message: `${coding} body does not decode: ${input.length - consumed} bytes after the end of the ${coding} stream` };
+          return {
+            kind: 'corrupt',
+            ok: false,
+            body,
+            coding,
+            message: `${coding} body does not decode: ${input.length - consumed} bytes after the end of the ${coding} stream`,
+          };
         }
       }
     } catch (error) {

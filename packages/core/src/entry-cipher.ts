@@ -24,7 +24,13 @@ const KEY_BYTES = 32;
 const NULL_LENGTH = 0xffffffff;
 const KEY_ID = /^[A-Za-z0-9_.-]{1,32}$/;
 /** Where each encrypted field goes in the payload: target, headers, body, request id, client. */
-const SEALED_SLOTS: ReadonlyMap<string, number> = new Map([['u', 0], ['h', 1], ['b', 2], ['r', 3], ['a', 4]]);
+const SEALED_SLOTS: ReadonlyMap<string, number> = new Map([
+  ['u', 0],
+  ['h', 1],
+  ['b', 2],
+  ['r', 3],
+  ['a', 4],
+]);
 
 /** One data key: its id (stored with each entry) and its 32 bytes. */
 export interface DataKey {
@@ -37,7 +43,10 @@ export interface DataKey {
  * position and id; key material never appears in a message.
  */
 export function parseDataKeys(spec: string): DataKey[] {
-  const items = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  const items = spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (items.length === 0) throw new DataKeyError('expected id:base64key[,id:base64key…], got nothing');
   const keys: DataKey[] = [];
   const seen = new Set<string>();
@@ -235,7 +244,9 @@ export class EntryCipher {
    * change once, when the old key is dropped.
    */
   digestName(value: string): string {
-    this.#nameKey ??= createHmac('sha256', [...this.#keys.values()].at(-1) as Buffer).update('mirrorplane:name-key').digest();
+    this.#nameKey ??= createHmac('sha256', [...this.#keys.values()].at(-1) as Buffer)
+      .update('mirrorplane:name-key')
+      .digest();
     return createHmac('sha256', this.#nameKey).update(value, 'utf8').digest('base64url');
   }
 
@@ -266,12 +277,23 @@ function openSealed(id: string, fields: RawFields, cipher: EntryCipher | null): 
     const name = (fields[i] as Buffer).toString('latin1');
     const value = fields[i + 1] as Buffer;
     switch (name) {
-      case 'v': version = value; break;
-      case 'm': method = value; break;
-      case 't': time = value; break;
-      case F_KEY_ID: keyId = value.toString('latin1'); break;
-      case F_SEALED: sealed = value; break;
-      default: throw new EntryDecodeError(`entry ${id} is encrypted and also has a clear field ${JSON.stringify(name)}`);
+      case 'v':
+        version = value;
+        break;
+      case 'm':
+        method = value;
+        break;
+      case 't':
+        time = value;
+        break;
+      case F_KEY_ID:
+        keyId = value.toString('latin1');
+        break;
+      case F_SEALED:
+        sealed = value;
+        break;
+      default:
+        throw new EntryDecodeError(`entry ${id} is encrypted and also has a clear field ${JSON.stringify(name)}`);
     }
   }
   if (keyId === undefined || sealed === undefined || method === undefined || time === undefined || version === undefined) {
@@ -282,7 +304,9 @@ function openSealed(id: string, fields: RawFields, cipher: EntryCipher | null): 
   }
   const key = cipher.key(keyId);
   if (key === undefined) {
-    throw new EntryDecodeError(`entry ${id} is encrypted with key id ${JSON.stringify(keyId)}, which MIRRORPLANE_DATA_KEY does not hold (it holds ${cipher.keyIds.map((k) => JSON.stringify(k)).join(', ')})`);
+    throw new EntryDecodeError(
+      `entry ${id} is encrypted with key id ${JSON.stringify(keyId)}, which MIRRORPLANE_DATA_KEY does not hold (it holds ${cipher.keyIds.map((k) => JSON.stringify(k)).join(', ')})`,
+    );
   }
   if (sealed.length < IV_BYTES + TAG_BYTES) throw new EntryDecodeError(`entry ${id}: encrypted payload is too short`);
   let plain: Buffer;
@@ -295,7 +319,20 @@ function openSealed(id: string, fields: RawFields, cipher: EntryCipher | null): 
     throw new EntryDecodeError(`entry ${id} cannot be decrypted with key id ${JSON.stringify(keyId)}: wrong key, or the entry was altered`);
   }
   const [target, headers, body, requestId, client] = readParts(plain, 5, id);
-  const out: Buffer[] = [Buffer.from('v'), version, Buffer.from('m'), method, Buffer.from('u'), target ?? Buffer.alloc(0), Buffer.from('h'), headers ?? Buffer.alloc(0), Buffer.from('b'), body ?? Buffer.alloc(0), Buffer.from('t'), time];
+  const out: Buffer[] = [
+    Buffer.from('v'),
+    version,
+    Buffer.from('m'),
+    method,
+    Buffer.from('u'),
+    target ?? Buffer.alloc(0),
+    Buffer.from('h'),
+    headers ?? Buffer.alloc(0),
+    Buffer.from('b'),
+    body ?? Buffer.alloc(0),
+    Buffer.from('t'),
+    time,
+  ];
   if (requestId) out.push(Buffer.from('r'), requestId);
   if (client) out.push(Buffer.from('a'), client);
   return out;

@@ -63,7 +63,17 @@ export function decodeHeaders(buffer: Buffer): string[] {
  * strings exactly as ioredis sends them: the body is never JSON- or base64-encoded.
  */
 export function encodeEntryFields(request: MirroredRequest): (string | Buffer)[] {
-  return pushEntryFields([], request.method, request.target, request.rawHeaders, request.body, request.receivedAt, request.requestId, request.clientAddress, request.trailers);
+  return pushEntryFields(
+    [],
+    request.method,
+    request.target,
+    request.rawHeaders,
+    request.body,
+    request.receivedAt,
+    request.requestId,
+    request.clientAddress,
+    request.trailers,
+  );
 }
 
 /**
@@ -82,12 +92,18 @@ export function pushEntryFields(
   trailers?: readonly string[],
 ): (string | Buffer)[] {
   out.push(
-    F_VERSION, ENTRY_VERSION,
-    F_METHOD, method,
-    F_TARGET, Buffer.from(target, 'latin1'),
-    F_HEADERS, encodeHeaders(rawHeaders),
-    F_BODY, body,
-    F_TIME, String(receivedAt),
+    F_VERSION,
+    ENTRY_VERSION,
+    F_METHOD,
+    method,
+    F_TARGET,
+    Buffer.from(target, 'latin1'),
+    F_HEADERS,
+    encodeHeaders(rawHeaders),
+    F_BODY,
+    body,
+    F_TIME,
+    String(receivedAt),
   );
   if (typeof requestId === 'string') out.push(F_REQUEST_ID, Buffer.from(requestId, 'latin1'));
   if (typeof clientAddress === 'string') out.push(F_CLIENT, clientAddress);
@@ -114,16 +130,35 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
     const name = (fields[i] as Buffer).toString('latin1');
     const value = fields[i + 1] as Buffer;
     switch (name) {
-      case F_VERSION: version = value.toString('latin1'); break;
-      case F_METHOD: method = value.toString('latin1'); break;
-      case F_TARGET: target = value.toString('latin1'); break;
-      case F_HEADERS: headers = value; break;
-      case F_BODY: body = value; break;
-      case F_TIME: time = value.toString('latin1'); break;
-      case F_REQUEST_ID: requestId = value.toString('latin1'); break;
-      case F_CLIENT: client = value.toString('latin1'); break;
-      case F_TRAILERS: trailerField = value; break;
-      default: throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(name)}`);
+      case F_VERSION:
+        version = value.toString('latin1');
+        break;
+      case F_METHOD:
+        method = value.toString('latin1');
+        break;
+      case F_TARGET:
+        target = value.toString('latin1');
+        break;
+      case F_HEADERS:
+        headers = value;
+        break;
+      case F_BODY:
+        body = value;
+        break;
+      case F_TIME:
+        time = value.toString('latin1');
+        break;
+      case F_REQUEST_ID:
+        requestId = value.toString('latin1');
+        break;
+      case F_CLIENT:
+        client = value.toString('latin1');
+        break;
+      case F_TRAILERS:
+        trailerField = value;
+        break;
+      default:
+        throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(name)}`);
     }
   }
   if (version !== ENTRY_VERSION) {
@@ -197,9 +232,16 @@ export function serializeEntry(entry: Entry): SerializedEntry {
 export function deserializeEntry(data: unknown): Entry {
   const d = data as Partial<SerializedEntry> | null;
   if (
-    d === null || typeof d !== 'object' || typeof d.id !== 'string' || typeof d.method !== 'string' ||
-    typeof d.target !== 'string' || !Array.isArray(d.headers) || typeof d.body !== 'string' ||
-    typeof d.receivedAt !== 'number' || d.headers.length % 2 !== 0 || !d.headers.every((h) => typeof h === 'string')
+    d === null ||
+    typeof d !== 'object' ||
+    typeof d.id !== 'string' ||
+    typeof d.method !== 'string' ||
+    typeof d.target !== 'string' ||
+    !Array.isArray(d.headers) ||
+    typeof d.body !== 'string' ||
+    typeof d.receivedAt !== 'number' ||
+    d.headers.length % 2 !== 0 ||
+    !d.headers.every((h) => typeof h === 'string')
   ) {
     throw new EntryDecodeError('job data does not hold a serialized entry');
   }

@@ -25,7 +25,7 @@ export const ERROR_CODES = {
   MP_ERR_HOOK_SETUP: "a hooks module's setup threw",
   MP_ERR_MAPPING_PENDING: 'an ID the request uses has no staging twin yet: replay later',
   MP_ERR_MAPPING_UNAVAILABLE: 'Redis did not answer the ID-mapping lookups: replay later',
-  MP_ERR_REPLAY_FAILED: 'a retry attempt failed in a retryable way; BullMQ schedules the next after the policy\'s delay',
+  MP_ERR_REPLAY_FAILED: "a retry attempt failed in a retryable way; BullMQ schedules the next after the policy's delay",
   MP_ERR_SHUTDOWN_TIMEOUT: 'a shutdown step did not finish within SHUTDOWN_TIMEOUT_MS',
   MP_ERR_INTAKE: 'a production-response intake request is malformed',
   MP_ERR_REQUEST_REFUSED: 'the ingress refused a mirrored request (malformed or over a limit)',
@@ -254,7 +254,10 @@ export class HookError extends MirrorplaneError {
     const reason = options.cause instanceof Error ? options.cause.message : String(options.cause);
     const stage = options.cause instanceof PipelineStageError ? options.cause.stage : 'hooks';
     const builtIn = stage !== 'hooks';
-    super(builtIn ? 'MP_ERR_STAGE' : 'MP_ERR_HOOK', builtIn ? `${phase} stage ${stage} threw: ${reason}` : `${phase} hook threw: ${reason}`, { ...options, retryable: false });
+    super(builtIn ? 'MP_ERR_STAGE' : 'MP_ERR_HOOK', builtIn ? `${phase} stage ${stage} threw: ${reason}` : `${phase} hook threw: ${reason}`, {
+      ...options,
+      retryable: false,
+    });
   }
 }
 

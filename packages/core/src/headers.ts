@@ -124,7 +124,6 @@ export function connectionNamedHeaders(rawHeaders: readonly string[]): Set<strin
 export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
 export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
 
-
 /**
  * Removes Envoy's shadow suffix from a mirrored host: Envoy appends `-shadow` to the host of
  * mirrored requests (`api.example.com-shadow`, or before the port: `api.example.com-shadow:8080`).

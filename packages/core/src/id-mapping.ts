@@ -18,21 +18,27 @@ import { parseQuery } from './rule-query.js';
 
 const KIND_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
-const regexString = z.string().min(1).superRefine((value, ctx) => {
-  try {
-    new LinearRegExp(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)}: ${(error as Error).message}` });
-  }
-});
+const regexString = z
+  .string()
+  .min(1)
+  .superRefine((value, ctx) => {
+    try {
+      new LinearRegExp(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)}: ${(error as Error).message}` });
+    }
+  });
 
-const jsonPathString = z.string().min(1).superRefine((value, ctx) => {
-  try {
-    parseJsonPath(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-  }
-});
+const jsonPathString = z
+  .string()
+  .min(1)
+  .superRefine((value, ctx) => {
+    try {
+      parseJsonPath(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  });
 
 const withIdGroup = regexString.refine((value) => /\(\?<id>/.test(value), { message: 'expected a named group (?<id>…) around the ID' });
 
@@ -43,20 +49,26 @@ export const IdLearnOptions = z.strictObject({
     path: regexString.optional(),
   }),
   /** Where the new ID sits in the response: a JSON path of the body, a header, or a regex on `location`. */
-  from: z.union([
-    z.strictObject({ json: jsonPathString }),
-    z.strictObject({ header: z.string().regex(TOKEN, 'expected a header name') }),
-    z.strictObject({ location: withIdGroup }),
-  ], { error: 'expected one of {json: path}, {header: name}, {location: regex with (?<id>…)}' }),
+  from: z.union(
+    [
+      z.strictObject({ json: jsonPathString }),
+      z.strictObject({ header: z.string().regex(TOKEN, 'expected a header name') }),
+      z.strictObject({ location: withIdGroup }),
+    ],
+    { error: 'expected one of {json: path}, {header: name}, {location: regex with (?<id>…)}' },
+  ),
 });
 export type IdLearnOptions = z.infer<typeof IdLearnOptions>;
 
-export const IdUseOptions = z.union([
-  z.strictObject({ path: withIdGroup }),
-  z.strictObject({ query: z.string().min(1) }),
-  z.strictObject({ header: z.string().regex(TOKEN, 'expected a header name') }),
-  z.strictObject({ json: jsonPathString }),
-], { error: 'expected one of {path: regex with (?<id>…)}, {query: name}, {header: name}, {json: path}' });
+export const IdUseOptions = z.union(
+  [
+    z.strictObject({ path: withIdGroup }),
+    z.strictObject({ query: z.string().min(1) }),
+    z.strictObject({ header: z.string().regex(TOKEN, 'expected a header name') }),
+    z.strictObject({ json: jsonPathString }),
+  ],
+  { error: 'expected one of {path: regex with (?<id>…)}, {query: name}, {header: name}, {json: path}' },
+);
 export type IdUseOptions = z.infer<typeof IdUseOptions>;
 
 export const IdKindOptions = z.strictObject({
@@ -68,7 +80,12 @@ export type IdKindOptions = z.infer<typeof IdKindOptions>;
 
 export const IdMappingOptions = z.strictObject({
   /** How long a learned mapping lives in Redis. */
-  ttlMs: z.number().int().min(1000).max(366 * 86_400_000).default(86_400_000),
+  ttlMs: z
+    .number()
+    .int()
+    .min(1000)
+    .max(366 * 86_400_000)
+    .default(86_400_000),
   /** How long an entry that uses a pending ID waits for its mapping before it goes unmapped. */
   waitLimitMs: z.number().int().min(0).max(3_600_000).default(10_000),
   /** Delay between two looks at a pending mapping; the entry holds no worker slot meanwhile. */
@@ -88,9 +105,19 @@ export const ProductionResponsesOptions = z.strictObject({
   /** How long a production response is kept, waiting for its mirrored request. */
   ttlMs: z.number().int().min(1000).max(86_400_000).default(600_000),
   /** Largest production response body the intake stores. */
-  maxBodyBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+  maxBodyBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024)
+    .default(1024 * 1024),
   /** Largest body, once its Content-Encoding is undone, that comparison and ID learning read (decompression bombs stop here). */
-  maxDecodedBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(8 * 1024 * 1024),
+  maxDecodedBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(256 * 1024 * 1024)
+    .default(8 * 1024 * 1024),
 });
 export type ProductionResponsesSettings = z.output<typeof ProductionResponsesOptions>;
 
@@ -164,7 +191,8 @@ function readJsonPath(root: unknown, path: JsonPath): unknown {
   let node = root;
   for (const key of path) {
     if (typeof node !== 'object' || node === null) return undefined;
-    node = typeof key === 'number' ? (Array.isArray(node) ? node[key] : undefined) : Object.hasOwn(node, key) ? (node as Record<string, unknown>)[key] : undefined;
+    node =
+      typeof key === 'number' ? (Array.isArray(node) ? node[key] : undefined) : Object.hasOwn(node, key) ? (node as Record<string, unknown>)[key] : undefined;
   }
   return node;
 }
@@ -354,15 +382,18 @@ function compileUse(kind: string, options: IdUseOptions): CompiledUse {
         if (q === -1) return false;
         let changed = false;
         // Parameters are rewritten in place, so their order and the rest of the query stay as sent.
-        const query = request.path.slice(q + 1).split('&').map((part) => {
-          const eq = part.indexOf('=');
-          // Tolerant: a malformed escape elsewhere in the query (`q=50%off`) stays as sent.
-          const key = decodeQueryComponent(eq === -1 ? part : part.slice(0, eq));
-          const value = eq === -1 ? '' : decodeQueryComponent(part.slice(eq + 1));
-          if (key !== name || value !== from) return part;
-          changed = true;
-          return `${part.slice(0, eq === -1 ? part.length : eq)}=${encodeURIComponent(to)}`;
-        });
+        const query = request.path
+          .slice(q + 1)
+          .split('&')
+          .map((part) => {
+            const eq = part.indexOf('=');
+            // Tolerant: a malformed escape elsewhere in the query (`q=50%off`) stays as sent.
+            const key = decodeQueryComponent(eq === -1 ? part : part.slice(0, eq));
+            const value = eq === -1 ? '' : decodeQueryComponent(part.slice(eq + 1));
+            if (key !== name || value !== from) return part;
+            changed = true;
+            return `${part.slice(0, eq === -1 ? part.length : eq)}=${encodeURIComponent(to)}`;
+          });
         if (changed) request.path = `${request.path.slice(0, q)}?${query.join('&')}`;
         return changed;
       },

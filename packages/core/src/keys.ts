@@ -157,17 +157,37 @@ export const KEY_FAMILIES: readonly KeyFamily[] = Object.freeze([
   { pattern: '{p}:metrics-exporter', type: 'string', scope: 'deployment', holds: 'lock electing the one process that exports deployment gauges' },
   { pattern: '{p}:prod:<request id>', type: 'hash', scope: 'deployment', holds: 'a production response (status, headers, body, method, path); TTL' },
   { pattern: '{p}:learned:<request id>', type: 'string', scope: 'deployment', holds: "staging's id for a request that creates an id, once staging answered" },
-  { pattern: '{p}:idmap:<kind>:<production id>', type: 'string', scope: 'deployment', holds: '`=<staging id>` (mapped) or `?<request id>` (pending); TTL; with a data key the production id is `#<digest>`' },
+  {
+    pattern: '{p}:idmap:<kind>:<production id>',
+    type: 'string',
+    scope: 'deployment',
+    holds: '`=<staging id>` (mapped) or `?<request id>` (pending); TTL; with a data key the production id is `#<digest>`',
+  },
   { pattern: '{p}:idwait:<entry id>', type: 'string', scope: 'deployment', holds: 'when an entry first waited for an id mapping' },
-  { pattern: '{p}:inflight:<kind>', type: 'sorted set', scope: 'deployment', holds: "creates a worker started whose production answer has not arrived: request id scored by receive time" },
+  {
+    pattern: '{p}:inflight:<kind>',
+    type: 'sorted set',
+    scope: 'deployment',
+    holds: 'creates a worker started whose production answer has not arrived: request id scored by receive time',
+  },
   { pattern: '{p}:idmap:outcomes', type: 'hash', scope: 'deployment', holds: '`<kind>\\t<outcome>` → count of requests sent on with an id unmapped' },
-  { pattern: '{p}:stgans:<request id>', type: 'string', scope: 'deployment', holds: "staging's answer kept until production's arrives, for the comparison; TTL" },
+  {
+    pattern: '{p}:stgans:<request id>',
+    type: 'string',
+    scope: 'deployment',
+    holds: "staging's answer kept until production's arrives, for the comparison; TTL",
+  },
   { pattern: '{p}:diffs', type: 'list', scope: 'deployment', holds: 'the latest differing comparisons (JSON), trimmed to COMPARE keepDiffs' },
   { pattern: '{p}:diff:routes', type: 'hash', scope: 'deployment', holds: '`<route>\\t<match or mismatch>` → count' },
   { pattern: '{p}:diff:paths', type: 'hash', scope: 'deployment', holds: '`<route>\\t<json path>` → count of differences' },
   { pattern: '{p}:workers', type: 'set', scope: 'deployment', holds: 'consumer names of the workers that wrote a heartbeat' },
   { pattern: '{p}:worker:<consumer>', type: 'string', scope: 'deployment', holds: "a worker's heartbeat (JSON); expires after three HEARTBEAT_MS" },
-  { pattern: '{p}:deployment', type: 'hash', scope: 'deployment', holds: 'deployment-wide settings (partitions, partition key, …) stored by the first process' },
+  {
+    pattern: '{p}:deployment',
+    type: 'hash',
+    scope: 'deployment',
+    holds: 'deployment-wide settings (partitions, partition key, …) stored by the first process',
+  },
 ] satisfies KeyFamily[]);
 
 /** The markdown table of `KEY_FAMILIES`, as it stands in docs/ARCHITECTURE.md. */

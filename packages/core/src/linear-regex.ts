@@ -68,7 +68,8 @@ export class LinearRegExp {
       throw new LinearRegexSyntaxError(`not a valid regular expression: ${(error as Error).message}`);
     }
     const unsupported = unsupportedFeature(source);
-    if (unsupported !== null) throw new LinearRegexSyntaxError(`${unsupported} cannot run in linear time on request data (rules run on RE2); rewrite the pattern without it`);
+    if (unsupported !== null)
+      throw new LinearRegexSyntaxError(`${unsupported} cannot run in linear time on request data (rules run on RE2); rewrite the pattern without it`);
     try {
       this.#re = RE2JS.compile(RE2JS.translateRegExp(source));
     } catch (error) {
@@ -76,7 +77,9 @@ export class LinearRegExp {
     }
     this.programSize = this.#re.programSize();
     if (this.programSize > MAX_PROGRAM_SIZE) {
-      throw new LinearRegexSyntaxError(`compiles to ${this.programSize} instructions, more than ${MAX_PROGRAM_SIZE}: its cost per byte of request data would be too high (large counted repetitions like {999} multiply the pattern); write a smaller pattern`);
+      throw new LinearRegexSyntaxError(
+        `compiles to ${this.programSize} instructions, more than ${MAX_PROGRAM_SIZE}: its cost per byte of request data would be too high (large counted repetitions like {999} multiply the pattern); write a smaller pattern`,
+      );
     }
     this.maxInputLength = Math.floor(MAX_MATCH_COST / Math.max(1, this.programSize));
     this.groupCount = this.#re.groupCount();

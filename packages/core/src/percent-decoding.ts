@@ -24,14 +24,30 @@ function utf8SequenceLength(bytes: readonly number[], i: number): number {
   let min: number;
   let max = 0xbf;
   // The second byte's range excludes overlong forms, surrogates and code points over U+10FFFF.
-  if (b0 >= 0xc2 && b0 <= 0xdf) { need = 1; min = 0x80; }
-  else if (b0 === 0xe0) { need = 2; min = 0xa0; }
-  else if (b0 === 0xed) { need = 2; min = 0x80; max = 0x9f; }
-  else if (b0 >= 0xe1 && b0 <= 0xef) { need = 2; min = 0x80; }
-  else if (b0 === 0xf0) { need = 3; min = 0x90; }
-  else if (b0 >= 0xf1 && b0 <= 0xf3) { need = 3; min = 0x80; }
-  else if (b0 === 0xf4) { need = 3; min = 0x80; max = 0x8f; }
-  else return 0;
+  if (b0 >= 0xc2 && b0 <= 0xdf) {
+    need = 1;
+    min = 0x80;
+  } else if (b0 === 0xe0) {
+    need = 2;
+    min = 0xa0;
+  } else if (b0 === 0xed) {
+    need = 2;
+    min = 0x80;
+    max = 0x9f;
+  } else if (b0 >= 0xe1 && b0 <= 0xef) {
+    need = 2;
+    min = 0x80;
+  } else if (b0 === 0xf0) {
+    need = 3;
+    min = 0x90;
+  } else if (b0 >= 0xf1 && b0 <= 0xf3) {
+    need = 3;
+    min = 0x80;
+  } else if (b0 === 0xf4) {
+    need = 3;
+    min = 0x80;
+    max = 0x8f;
+  } else return 0;
   const b1 = bytes[i + 1];
   if (b1 === undefined || b1 < min || b1 > max) return 0;
   for (let k = 2; k <= need; k++) {

@@ -156,7 +156,8 @@ export function composePipeline(pipelines: readonly Pipeline[]): CompiledPipelin
   const pres = pipelines.flatMap((p) => (p.pre ? [{ stage: p.name ?? 'hooks', run: p.pre }] : []));
   const posts = pipelines.flatMap((p) => (p.post ? [{ stage: p.name ?? 'hooks', run: p.post }] : []));
   // An error names the stage it came from; a request to replay later is not an error.
-  const named = (stage: string, error: unknown) => (error instanceof ReplayLaterError || error instanceof PipelineStageError ? error : new PipelineStageError(stage, error));
+  const named = (stage: string, error: unknown) =>
+    error instanceof ReplayLaterError || error instanceof PipelineStageError ? error : new PipelineStageError(stage, error);
   return {
     hasPre: pres.length > 0,
     hasPost: posts.length > 0,

@@ -89,7 +89,6 @@ export const DEFAULT_REDACTED_QUERY_PARAMS: readonly string[] = Object.freeze([
   'x-goog-credential',
 ]);
 
-
 /** The config file's `redact:` block: extends the defaults, or turns some off. */
 export const RedactOptions = z.strictObject({
   /** More header names to redact, on top of the defaults. */
@@ -259,7 +258,8 @@ export class Redactor {
     }
     if (out.includes('"')) {
       out = out.replace(/"((?:[^"\\]|\\.){1,256})"(\s*:\s*)"((?:[^"\\]|\\.)*)"/g, (whole, name: string, colon: string) =>
-        this.isSecretParam(name) || this.isSecretHeader(name) ? `"${name}"${colon}"${REDACTED}"` : whole);
+        this.isSecretParam(name) || this.isSecretHeader(name) ? `"${name}"${colon}"${REDACTED}"` : whole,
+      );
     }
     if (out.includes(':')) {
       // Names found one by one; a secret one's value runs to the line's end, a `"`, or a comma

@@ -83,9 +83,12 @@ export function parseRedisUrl(text: string): RedisTarget {
   const afterAuth = parts ? parts.rest : scheme ? trimmed.slice(scheme[0].length) : trimmed;
   const m = /^([^/?#]*)([^?#]*)(\?[^#]*)?$/.exec(afterAuth);
   if (!scheme || !m || !kind) {
-    throw new InvalidValueError(`expected a URL like redis://host:6379, rediss://…, redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/mymaster; got ${JSON.stringify(maskRedisUrl(text))}`);
+    throw new InvalidValueError(
+      `expected a URL like redis://host:6379, rediss://…, redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/mymaster; got ${JSON.stringify(maskRedisUrl(text))}`,
+    );
   }
-  if (/@/.test(`${m[1] ?? ''}${m[2] ?? ''}`)) throw new InvalidValueError('"@" after the host in the Redis URL: a password holding "/", "?" or "#" must be percent-encoded (%2F, %3F, %23)');
+  if (/@/.test(`${m[1] ?? ''}${m[2] ?? ''}`))
+    throw new InvalidValueError('"@" after the host in the Redis URL: a password holding "/", "?" or "#" must be percent-encoded (%2F, %3F, %23)');
   const auth = parts?.auth;
   const [, hostList = '', path = '', query = ''] = m;
   let username: string | null = null;
@@ -96,7 +99,10 @@ export function parseRedisUrl(text: string): RedisTarget {
     username = user === '' ? null : user;
     password = colon === -1 ? null : decodePercent(auth.slice(colon + 1));
   }
-  const hosts = hostList.split(',').map((h) => h.trim()).filter(Boolean);
+  const hosts = hostList
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean);
   if (hosts.length === 0) throw new InvalidValueError('no host in the Redis URL');
   if (hosts.length > 1 && kind.mode === 'single') throw new InvalidValueError('several hosts need redis+cluster:// or redis+sentinel://');
   const nodes = hosts.map((h) => {
@@ -115,7 +121,8 @@ export function parseRedisUrl(text: string): RedisTarget {
   if (segments.length > 0) {
     if (kind.mode === 'cluster') throw new InvalidValueError('a Redis Cluster has one database: no /db in a redis+cluster:// URL');
     db = Number(segments[0]);
-    if (segments.length > 1 || !Number.isInteger(db) || db < 0 || db > 1_000_000) throw new InvalidValueError(`bad database ${JSON.stringify(segments.join('/'))} in the Redis URL (expected /0, /1, …)`);
+    if (segments.length > 1 || !Number.isInteger(db) || db < 0 || db > 1_000_000)
+      throw new InvalidValueError(`bad database ${JSON.stringify(segments.join('/'))} in the Redis URL (expected /0, /1, …)`);
   }
   const params = new URLSearchParams(query);
   return Object.freeze({ mode: kind.mode, nodes, username, password, tls: kind.tls, db, masterName, sentinelPassword: params.get('sentinelPassword') });

@@ -9,7 +9,6 @@ import { LinearRegExp } from './linear-regex.js';
  * (templates against regex groups, routes against origins) and builds the pipeline stage.
  */
 
-
 /** Headers the replay itself manages; a rule setting them would be undone or break framing. */
 export const RULE_FORBIDDEN_HEADERS: ReadonlySet<string> = REPLAY_MANAGED_HEADERS;
 
@@ -25,7 +24,7 @@ const regexString = z.string({ error: 'expected a regular expression (a string)'
   }
 });
 
-const headerName = z.string().regex(TOKEN, 'expected a header name (letters, digits and !#$%&\'*+-.^_`|~)');
+const headerName = z.string().regex(TOKEN, "expected a header name (letters, digits and !#$%&'*+-.^_`|~)");
 
 /** Header values may be written as numbers or booleans in YAML; they are sent as text. */
 const headerValue = z
@@ -56,7 +55,10 @@ export const SampleOptions = z.strictObject({
   /** Fraction of matching requests kept, 0 to 1. */
   fraction: z.number({ error: 'expected a number from 0 to 1' }).min(0, 'expected a number from 0 to 1').max(1, 'expected a number from 0 to 1'),
   /** What keeps one user's requests together: `header:<name>` or `cookie:<name>`; default the entry id. */
-  key: z.string().regex(/^(header|cookie|query):[^\s]+$/, "expected 'header:<name>', 'cookie:<name>' or 'query:<name>'").optional(),
+  key: z
+    .string()
+    .regex(/^(header|cookie|query):[^\s]+$/, "expected 'header:<name>', 'cookie:<name>' or 'query:<name>'")
+    .optional(),
 });
 export type SampleOptions = z.infer<typeof SampleOptions>;
 
@@ -74,38 +76,49 @@ export const JsonEditOptions = z.strictObject({
   remove: z.array(jsonPathString).optional(),
 });
 
-export const RuleOptions = z.strictObject({
-  name: z.string({ error: 'expected a string' }).regex(RULE_NAME, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'),
-  /** Absent: the rule applies to every request. */
-  match: MatchOptions.optional(),
-  sample: SampleOptions.optional(),
-  drop: z.literal(true, { error: 'expected true (leave drop out to keep requests)' }).optional(),
-  rewritePath: RewritePathOptions.optional(),
-  setQuery: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean()], { error: 'expected a string' }).transform(String)).optional(),
-  removeQuery: z.array(z.string().min(1)).optional(),
-  removeHeaders: z.array(managedHeader('remove')).optional(),
-  setHeaders: z.record(managedHeader('set'), headerValue).optional(),
-  appendHeaders: z.record(managedHeader('append'), headerValue).optional(),
-  json: JsonEditOptions.optional(),
-  /** Name of a configured origin (`origins`); the request is sent there. */
-  route: z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)').optional(),
-}).superRefine((rule, ctx) => {
-  const actions = (['sample', 'drop', 'rewritePath', 'setQuery', 'removeQuery', 'removeHeaders', 'setHeaders', 'appendHeaders', 'json', 'route'] as const)
-    .filter((k) => rule[k] !== undefined);
-  if (actions.length === 0) {
-    ctx.addIssue({ code: 'custom', message: 'has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json or route)' });
-  }
-  if (rule.drop && actions.length > 1) {
-    ctx.addIssue({ code: 'custom', path: ['drop'], message: `cannot be combined with ${actions.filter((a) => a !== 'drop').join(', ')}: a dropped request goes nowhere` });
-  }
-});
+export const RuleOptions = z
+  .strictObject({
+    name: z.string({ error: 'expected a string' }).regex(RULE_NAME, 'expected 1-64 characters of A-Z a-z 0-9 _ . : -'),
+    /** Absent: the rule applies to every request. */
+    match: MatchOptions.optional(),
+    sample: SampleOptions.optional(),
+    drop: z.literal(true, { error: 'expected true (leave drop out to keep requests)' }).optional(),
+    rewritePath: RewritePathOptions.optional(),
+    setQuery: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean()], { error: 'expected a string' }).transform(String)).optional(),
+    removeQuery: z.array(z.string().min(1)).optional(),
+    removeHeaders: z.array(managedHeader('remove')).optional(),
+    setHeaders: z.record(managedHeader('set'), headerValue).optional(),
+    appendHeaders: z.record(managedHeader('append'), headerValue).optional(),
+    json: JsonEditOptions.optional(),
+    /** Name of a configured origin (`origins`); the request is sent there. */
+    route: z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)').optional(),
+  })
+  .superRefine((rule, ctx) => {
+    const actions = (
+      ['sample', 'drop', 'rewritePath', 'setQuery', 'removeQuery', 'removeHeaders', 'setHeaders', 'appendHeaders', 'json', 'route'] as const
+    ).filter((k) => rule[k] !== undefined);
+    if (actions.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json or route)',
+      });
+    }
+    if (rule.drop && actions.length > 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['drop'],
+        message: `cannot be combined with ${actions.filter((a) => a !== 'drop').join(', ')}: a dropped request goes nowhere`,
+      });
+    }
+  });
 export type RuleOptions = z.infer<typeof RuleOptions>;
 
 export const RulesOptions = z.array(RuleOptions, { error: 'expected a list of rules' }).superRefine((rules, ctx) => {
   const seen = new Map<string, number>();
   rules.forEach((rule, i) => {
     const first = seen.get(rule.name);
-    if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate rule name ${JSON.stringify(rule.name)} (also rules[${first}])` });
+    if (first !== undefined)
+      ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate rule name ${JSON.stringify(rule.name)} (also rules[${first}])` });
     else seen.set(rule.name, i);
   });
 });

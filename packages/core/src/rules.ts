@@ -378,7 +378,8 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
           if (m) {
             if (m.groups) groups = groups === NO_GROUPS ? m.groups : { ...groups, ...m.groups };
             const next = rule.rewrite.to(m, pathname);
-            if (!next.startsWith('/')) throw new RuleError(rule.name, `rewritePath turned ${JSON.stringify(pathname)} into ${JSON.stringify(next)}, which is not a path`);
+            if (!next.startsWith('/'))
+              throw new RuleError(rule.name, `rewritePath turned ${JSON.stringify(pathname)} into ${JSON.stringify(next)}, which is not a path`);
             pathname = next;
             pathChanged = true;
           }

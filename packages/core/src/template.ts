@@ -36,13 +36,20 @@ export const TEMPLATE_VARIABLES = ['entryId', 'requestId', 'attempt', 'method', 
 
 function reader(name: string, groups: ReadonlySet<string>): (scope: TemplateScope) => string {
   switch (name) {
-    case 'entryId': return (s) => s.entryId;
-    case 'requestId': return (s) => s.requestId ?? '';
-    case 'attempt': return (s) => String(s.attempt);
-    case 'method': return (s) => s.method;
-    case 'host': return (s) => s.host;
-    case 'now': return () => new Date().toISOString();
-    case 'nowMs': return () => String(Date.now());
+    case 'entryId':
+      return (s) => s.entryId;
+    case 'requestId':
+      return (s) => s.requestId ?? '';
+    case 'attempt':
+      return (s) => String(s.attempt);
+    case 'method':
+      return (s) => s.method;
+    case 'host':
+      return (s) => s.host;
+    case 'now':
+      return () => new Date().toISOString();
+    case 'nowMs':
+      return () => String(Date.now());
   }
   if (name.startsWith('path.')) {
     const group = name.slice('path.'.length);

@@ -56,7 +56,9 @@ export class AdminServer {
       const path = (req.url ?? '/').split('?')[0];
       // Health and readiness say only "ok" or "not ready", and probes rarely carry credentials.
       if (authorized && path !== '/healthz' && path !== '/readyz' && !authorized(req.headers.authorization)) {
-        res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="mirrorplane-admin"' }).end('unauthorized: send authorization: Bearer <ADMIN_TOKEN>\n');
+        res
+          .writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="mirrorplane-admin"' })
+          .end('unauthorized: send authorization: Bearer <ADMIN_TOKEN>\n');
         return;
       }
       const route = options.routes?.[`${req.method} ${path}`];

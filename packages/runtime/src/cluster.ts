@@ -42,5 +42,8 @@ export function connectRedis(url: string, options: RedisOptions): Redis {
     // Every key of a deployment is in one slot: reads go to its master, like writes.
     scaleReads: 'master',
   };
-  return new Cluster(target.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions) as unknown as Redis;
+  return new Cluster(
+    target.nodes.map((n) => ({ host: n.host, port: n.port })),
+    clusterOptions,
+  ) as unknown as Redis;
 }

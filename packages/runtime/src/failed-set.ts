@@ -59,7 +59,13 @@ export interface FailedActionOptions {
   redactor: Redactor;
 }
 
-async function actOnFailed(queue: Queue<RetryJobData>, filter: FailedFilter, options: FailedActionOptions, act: (job: Job<RetryJobData>) => Promise<void>, sampleLimit = 100): Promise<FailedActionResult> {
+async function actOnFailed(
+  queue: Queue<RetryJobData>,
+  filter: FailedFilter,
+  options: FailedActionOptions,
+  act: (job: Job<RetryJobData>) => Promise<void>,
+  sampleLimit = 100,
+): Promise<FailedActionResult> {
   const dryRun = options.dryRun === true;
   const now = options.now ?? Date.now();
   const ids = filter.ids ? [...new Set(filter.ids)] : filter.snapshot ? [...filter.snapshot] : await snapshotFailedIds(queue);
@@ -107,7 +113,11 @@ export function purgeFailedSnapshot(queue: Queue<RetryJobData>, filter: FailedFi
 }
 
 /** Failed entries grouped by their last error, largest group first, over the whole set (read in pages). */
-export async function groupFailedByError(queue: Queue<RetryJobData>, redactor: Redactor, page = 1000): Promise<{ error: string; count: number; example: string; newest: string | null }[]> {
+export async function groupFailedByError(
+  queue: Queue<RetryJobData>,
+  redactor: Redactor,
+  page = 1000,
+): Promise<{ error: string; count: number; example: string; newest: string | null }[]> {
   const groups = new Map<string, { error: string; count: number; example: string; newest: string | null }>();
   for (let start = 0; ; start += page) {
     const jobs = (await queue.getFailed(start, start + page - 1)).filter((j): j is Job<RetryJobData> => Boolean(j));

@@ -27,7 +27,6 @@ import { closeRedis, createRedis } from './redis.js';
  * team can keep its hooks as one typed `.ts` file without a build step.
  */
 
-
 const DAY_MS = 86_400_000;
 
 /**
@@ -63,11 +62,12 @@ export class RedisKeyValueStore implements KeyValueStore {
   async incr(key: string, options: { by?: number; ttlMs?: number } = {}): Promise<number> {
     const k = this.#prefix + key;
     // One round trip: the TTL is set only when this increment created the key.
-    const [[error, value] = [null, 0]] = (await this.#client()
-      .multi()
-      .incrby(k, options.by ?? 1)
-      .pexpire(k, ttl(options.ttlMs), 'NX')
-      .exec()) ?? [];
+    const [[error, value] = [null, 0]] =
+      (await this.#client()
+        .multi()
+        .incrby(k, options.by ?? 1)
+        .pexpire(k, ttl(options.ttlMs), 'NX')
+        .exec()) ?? [];
     if (error) throw error;
     return Number(value);
   }
@@ -126,13 +126,18 @@ type Level = 'debug' | 'info' | 'warn' | 'error';
  * the configured header names first, so a hook that logs what staging answered (or the
  * request it sent, under any key) cannot leak a cookie or a token.
  */
-export function createHookLogger(logger: Logger, redacted: ReadonlySet<string> | Redactor): HookLogger & { child(bindings: Record<string, unknown>): HookLogger } {
+export function createHookLogger(
+  logger: Logger,
+  redacted: ReadonlySet<string> | Redactor,
+): HookLogger & { child(bindings: Record<string, unknown>): HookLogger } {
   const wrap = (target: Logger) => {
-    const method = (level: Level) => (first: unknown, ...rest: unknown[]) => {
-      if (!target.isLevelEnabled(level)) return;
-      if (typeof first === 'object' && first !== null) target[level](redactLogValue(first, redacted) as object, ...(rest as [string?]));
-      else target[level](first as string, ...(rest as []));
-    };
+    const method =
+      (level: Level) =>
+      (first: unknown, ...rest: unknown[]) => {
+        if (!target.isLevelEnabled(level)) return;
+        if (typeof first === 'object' && first !== null) target[level](redactLogValue(first, redacted) as object, ...(rest as [string?]));
+        else target[level](first as string, ...(rest as []));
+      };
     return { debug: method('debug'), info: method('info'), warn: method('warn'), error: method('error') } as HookLogger;
   };
   const base = logger.child({ component: 'hooks' });
@@ -156,7 +161,10 @@ function hooksOf(path: string, mod: Record<string, unknown>): HookModule {
   if (typeof fallback === 'object' && fallback !== null) {
     // tsx and CommonJS interop may wrap the default export once more.
     const inner = (fallback as Record<string, unknown>).default;
-    candidate = typeof inner === 'object' && inner !== null && !('pre' in fallback) && !('post' in fallback) ? (inner as Record<string, unknown>) : (fallback as Record<string, unknown>);
+    candidate =
+      typeof inner === 'object' && inner !== null && !('pre' in fallback) && !('post' in fallback)
+        ? (inner as Record<string, unknown>)
+        : (fallback as Record<string, unknown>);
   }
   const problems: string[] = [];
   for (const name of ['setup', 'pre', 'post', 'close'] as const) {
@@ -218,11 +226,12 @@ export async function loadHooks(path: string, options: LoadHooksOptions): Promis
         return result;
       },
     }),
-    ...(post && {
-      async post(response, request, ctx) {
-        await post(response, request, contextFor(ctx));
-      },
-    } satisfies Pick<Pipeline, 'post'>),
+    ...(post &&
+      ({
+        async post(response, request, ctx) {
+          await post(response, request, contextFor(ctx));
+        },
+      } satisfies Pick<Pipeline, 'post'>)),
     async close() {
       try {
         await hooks.close?.();

@@ -130,15 +130,25 @@ export class LocalRedisServer {
   /** (Re)starts the process on the same port and directory and waits until it answers. */
   async start(): Promise<void> {
     const { launch, ownProcessGroup } = this.#options;
-    const child = launch ? launch('redis-server', this.#args) : ownProcessGroup ? spawnInOwnGroup('redis-server', this.#args) : spawn('redis-server', this.#args, { stdio: 'ignore' });
+    const child = launch
+      ? launch('redis-server', this.#args)
+      : ownProcessGroup
+        ? spawnInOwnGroup('redis-server', this.#args)
+        : spawn('redis-server', this.#args, { stdio: 'ignore' });
     this.#child = child;
     let spawnError: Error | null = null;
-    child.once('error', (error) => { spawnError = error; });
-    await waitUntil(`redis-server on port ${this.port} did not answer`, async () => {
-      if (spawnError) throw new LocalProcessError(`redis-server could not be started: ${spawnError.message}`, { cause: spawnError });
-      if (child.exitCode !== null) throw new LocalProcessError(`redis-server on port ${this.port} exited with code ${child.exitCode}`);
-      return redisAnswers(this.port);
-    }, this.#options.startTimeoutMs ?? 20_000);
+    child.once('error', (error) => {
+      spawnError = error;
+    });
+    await waitUntil(
+      `redis-server on port ${this.port} did not answer`,
+      async () => {
+        if (spawnError) throw new LocalProcessError(`redis-server could not be started: ${spawnError.message}`, { cause: spawnError });
+        if (child.exitCode !== null) throw new LocalProcessError(`redis-server on port ${this.port} exited with code ${child.exitCode}`);
+        return redisAnswers(this.port);
+      },
+      this.#options.startTimeoutMs ?? 20_000,
+    );
   }
 
   /** Stops the process: SIGTERM (a clean shutdown) or SIGKILL (a crash); resolves once it exited. */

@@ -14,7 +14,11 @@ const TEXT_KEYS = ['err', 'error', 'reason', 'lastError', 'failedReason'] as con
  * and the message are passed through the text redaction. Flat header arrays are redacted by
  * the caller (`Redactor.headers`) before they are logged.
  */
-export function createLogger(config: Pick<Config, 'logLevel'> & Partial<Pick<Config, 'redaction'>>, role: string, destination?: pino.DestinationStream): Logger {
+export function createLogger(
+  config: Pick<Config, 'logLevel'> & Partial<Pick<Config, 'redaction'>>,
+  role: string,
+  destination?: pino.DestinationStream,
+): Logger {
   const settings = config.redaction ?? redactionSettings(undefined);
   const redactor = new Redactor(settings);
   // pino's own redaction (fast-redact) for header objects: compiled once, cheap per line.

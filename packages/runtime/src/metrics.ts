@@ -42,16 +42,46 @@ export class WorkerMetrics {
 
   constructor(registry: Registry, inFlight: () => number) {
     const registers = [registry];
-    const replays = new Counter({ name: 'mirrorplane_worker_replays_total', help: 'Replay attempts by outcome: staging status class (1xx-5xx), or dropped, post_error, retryable_error, failed', labelNames: ['outcome'], registers });
-    const seconds = new Histogram({ name: 'mirrorplane_worker_replay_seconds', help: 'Time of one replay attempt to staging, by outcome (error when staging gave no usable answer)', labelNames: ['outcome'], buckets: REPLAY_SECONDS_BUCKETS, registers });
-    const failed = new Counter({ name: 'mirrorplane_worker_failed_total', help: 'Entries moved to the failed set, by reason (exhausted, unretryable, undecodable, poison)', labelNames: ['reason'], registers });
+    const replays = new Counter({
+      name: 'mirrorplane_worker_replays_total',
+      help: 'Replay attempts by outcome: staging status class (1xx-5xx), or dropped, post_error, retryable_error, failed',
+      labelNames: ['outcome'],
+      registers,
+    });
+    const seconds = new Histogram({
+      name: 'mirrorplane_worker_replay_seconds',
+      help: 'Time of one replay attempt to staging, by outcome (error when staging gave no usable answer)',
+      labelNames: ['outcome'],
+      buckets: REPLAY_SECONDS_BUCKETS,
+      registers,
+    });
+    const failed = new Counter({
+      name: 'mirrorplane_worker_failed_total',
+      help: 'Entries moved to the failed set, by reason (exhausted, unretryable, undecodable, poison)',
+      labelNames: ['reason'],
+      registers,
+    });
     const retries = new Counter({ name: 'mirrorplane_worker_retries_total', help: 'Replay attempts made from the retry queue', registers });
-    const scheduled = new Counter({ name: 'mirrorplane_worker_retries_scheduled_total', help: 'Stream entries handed to the retry queue after a retryable failure', registers });
+    const scheduled = new Counter({
+      name: 'mirrorplane_worker_retries_scheduled_total',
+      help: 'Stream entries handed to the retry queue after a retryable failure',
+      registers,
+    });
     const claimed = new Counter({ name: 'mirrorplane_worker_claimed_total', help: 'Entries taken over from workers that left them unfinished', registers });
-    new Gauge({ name: 'mirrorplane_worker_in_flight', help: 'Replays in flight in this process', registers, collect() { this.set(inFlight()); } });
+    new Gauge({
+      name: 'mirrorplane_worker_in_flight',
+      help: 'Replays in flight in this process',
+      registers,
+      collect() {
+        this.set(inFlight());
+      },
+    });
     // Label children are bound once: looking them up per replay costs a hash of the labels each time.
     this.#replays = Object.fromEntries(OUTCOMES.map((o) => [o, replays.labels(o)])) as Record<ReplayOutcomeLabel, Counter.Internal>;
-    this.#seconds = Object.fromEntries([...OUTCOMES, 'error'].map((o) => [o, seconds.labels(o)])) as Record<ReplayOutcomeLabel | 'error', Histogram.Internal<string>>;
+    this.#seconds = Object.fromEntries([...OUTCOMES, 'error'].map((o) => [o, seconds.labels(o)])) as Record<
+      ReplayOutcomeLabel | 'error',
+      Histogram.Internal<string>
+    >;
     this.#failed = Object.fromEntries(FAILED_REASONS.map((r) => [r, failed.labels(r)])) as Record<FailedReason, Counter.Internal>;
     this.#retries = retries.labels();
     this.#retriesScheduled = scheduled.labels();
@@ -115,8 +145,6 @@ export interface DeploymentMetricsOptions {
 const RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
-
-
 /**
  * The deployment's gauges (from Redis), exported by one process. Every `intervalMs` each
  * candidate tries `SET lock holder NX PX 3×interval`; the holder renews it and reads the
@@ -153,7 +181,11 @@ export class DeploymentMetrics {
       exporter: new Gauge({ name: 'mirrorplane_deployment_exporter', help: '1 on the one process exporting the deployment gauges, 0 elsewhere', registers }),
       backlog: new Gauge({ name: 'mirrorplane_stream_backlog_entries', help: 'Entries accepted and not yet taken by a worker', ...partitioned }),
       pending: new Gauge({ name: 'mirrorplane_stream_pending_entries', help: 'Entries taken by a worker and not finished', ...partitioned }),
-      oldestAge: new Gauge({ name: 'mirrorplane_stream_oldest_backlog_age_seconds', help: 'Age of the oldest entry of the backlog (0 when empty)', ...partitioned }),
+      oldestAge: new Gauge({
+        name: 'mirrorplane_stream_oldest_backlog_age_seconds',
+        help: 'Age of the oldest entry of the backlog (0 when empty)',
+        ...partitioned,
+      }),
       consumers: new Gauge({ name: 'mirrorplane_stream_consumers', help: 'Members of the consumer group', ...partitioned }),
       retrying: new Gauge({ name: 'mirrorplane_retry_queue_jobs', help: 'Jobs waiting in the retry queue or being retried', ...deployment }),
       failed: new Gauge({ name: 'mirrorplane_failed_jobs', help: 'Entries in the failed set', ...deployment }),
@@ -170,7 +202,9 @@ export class DeploymentMetrics {
 
   start(): void {
     const tick = () => {
-      this.#running ??= this.#tick().finally(() => { this.#running = null; });
+      this.#running ??= this.#tick().finally(() => {
+        this.#running = null;
+      });
     };
     tick();
     this.#timer = setInterval(tick, this.#o.intervalMs);
@@ -180,10 +214,9 @@ export class DeploymentMetrics {
     const { redis, lockKey, holder, intervalMs } = this.#o;
     const ttl = intervalMs * 3;
     try {
-      const owner = this.#owner
-        ? Number(await redis.eval(RENEW, 1, lockKey, holder, ttl)) === 1
-        : (await redis.set(lockKey, holder, 'PX', ttl, 'NX')) === 'OK';
-      if (owner !== this.#owner) this.#o.logger.info({ exporter: owner }, owner ? 'exporting the deployment metrics' : 'no longer exporting the deployment metrics');
+      const owner = this.#owner ? Number(await redis.eval(RENEW, 1, lockKey, holder, ttl)) === 1 : (await redis.set(lockKey, holder, 'PX', ttl, 'NX')) === 'OK';
+      if (owner !== this.#owner)
+        this.#o.logger.info({ exporter: owner }, owner ? 'exporting the deployment metrics' : 'no longer exporting the deployment metrics');
       this.#owner = owner;
       if (!owner) {
         this.#clear();
@@ -216,8 +249,16 @@ export class DeploymentMetrics {
     if (!first) return;
     g.retrying.set({ prefix }, first.retrying);
     g.failed.set({ prefix }, first.failed);
-    this.#advance(g.replayed, 'replayed', statuses.reduce((n, s) => n + s.replayed, 0));
-    this.#advance(g.accepted, 'accepted', statuses.reduce((n, s) => n + (s.accepted ?? 0), 0));
+    this.#advance(
+      g.replayed,
+      'replayed',
+      statuses.reduce((n, s) => n + s.replayed, 0),
+    );
+    this.#advance(
+      g.accepted,
+      'accepted',
+      statuses.reduce((n, s) => n + (s.accepted ?? 0), 0),
+    );
   }
 
   /** Counters follow Redis' absolute value: they only go up, and reset if Redis was reset. */

@@ -48,7 +48,8 @@ export async function readStatus(redis: RedisClient, queue: Queue<RetryJobData>,
   return {
     backlog,
     pending,
-    retrying: (counts.wait ?? 0) + (counts.delayed ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) + (counts.paused ?? 0) + (counts['waiting-children'] ?? 0),
+    retrying:
+      (counts.wait ?? 0) + (counts.delayed ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) + (counts.paused ?? 0) + (counts['waiting-children'] ?? 0),
     failed: counts.failed ?? 0,
     replayed: Number(replayed ?? 0),
     accepted,

@@ -18,11 +18,30 @@ export interface BuiltPipeline {
  * `ConfigError` for a hooks module that cannot be loaded, and closes what it built first.
  */
 export async function buildPipeline(config: Config, logger: Logger): Promise<BuiltPipeline> {
-  const applied = new Counter({ name: 'mirrorplane_worker_rule_applied_total', help: 'Requests a rule matched and shaped, by rule', labelNames: ['rule'], registers: [] });
-  const dropped = new Counter({ name: 'mirrorplane_worker_pipeline_dropped_total', help: 'Requests not replayed by decision of a stage, by rule name (or hooks) and reason (rule, sample, hook)', labelNames: ['by', 'reason'], registers: [] });
+  const applied = new Counter({
+    name: 'mirrorplane_worker_rule_applied_total',
+    help: 'Requests a rule matched and shaped, by rule',
+    labelNames: ['rule'],
+    registers: [],
+  });
+  const dropped = new Counter({
+    name: 'mirrorplane_worker_pipeline_dropped_total',
+    help: 'Requests not replayed by decision of a stage, by rule name (or hooks) and reason (rule, sample, hook)',
+    labelNames: ['by', 'reason'],
+    registers: [],
+  });
   const recorded = new Counter({ name: 'mirrorplane_worker_recorded_total', help: 'Recording lines written', registers: [] });
-  const recordingLost = new Counter({ name: 'mirrorplane_worker_recording_lost_total', help: 'Recording lines lost (queue over maxQueuedBytes, or a write error)', registers: [] });
-  const limited = new Counter({ name: 'mirrorplane_worker_rule_limited_total', help: 'Rule edits skipped because the request passed a bound (json_too_large, json_too_deep); the request was sent unedited', labelNames: ['rule', 'reason'], registers: [] });
+  const recordingLost = new Counter({
+    name: 'mirrorplane_worker_recording_lost_total',
+    help: 'Recording lines lost (queue over maxQueuedBytes, or a write error)',
+    registers: [],
+  });
+  const limited = new Counter({
+    name: 'mirrorplane_worker_rule_limited_total',
+    help: 'Rule edits skipped because the request passed a bound (json_too_large, json_too_deep); the request was sent unedited',
+    labelNames: ['rule', 'reason'],
+    registers: [],
+  });
   const observer: PipelineObserver = {
     applied: (rule) => applied.inc({ rule }),
     limited: (rule, reason) => {
@@ -43,23 +62,31 @@ export async function buildPipeline(config: Config, logger: Logger): Promise<Bui
       stages.push(built.pipeline);
       extraMetrics.push(...built.metrics);
     }
-    if (config.rules.length > 0) stages.push(compileRules(config.rules, { origins: new Set(Object.keys(config.origins)), observer, maxDecodedBytes: config.productionResponses.maxDecodedBytes }));
+    if (config.rules.length > 0)
+      stages.push(
+        compileRules(config.rules, { origins: new Set(Object.keys(config.origins)), observer, maxDecodedBytes: config.productionResponses.maxDecodedBytes }),
+      );
     if (config.hooks) stages.push(await loadHooks(config.hooks, { config, logger, observer }));
     if (config.recording) {
-      stages.push(createRecorder({
-        settings: config.recording,
-        config,
-        logger: logger.child({ component: 'recording' }),
-        onWritten: (n) => recorded.inc(n),
-        onLost: (n) => recordingLost.inc(n),
-      }));
+      stages.push(
+        createRecorder({
+          settings: config.recording,
+          config,
+          logger: logger.child({ component: 'recording' }),
+          onWritten: (n) => recorded.inc(n),
+          onLost: (n) => recordingLost.inc(n),
+        }),
+      );
     }
   } catch (error) {
     await composePipeline(stages).close();
     throw error;
   }
   if (stages.length > 0) {
-    logger.info({ rules: config.rules.length, hooks: config.hooks, recording: config.recording?.dir ?? null, origins: Object.keys(config.origins) }, 'pipeline built');
+    logger.info(
+      { rules: config.rules.length, hooks: config.hooks, recording: config.recording?.dir ?? null, origins: Object.keys(config.origins) },
+      'pipeline built',
+    );
   }
   return { pipeline: composePipeline(stages), metrics: [applied, dropped, limited, recorded, recordingLost, ...extraMetrics] };
 }

@@ -149,7 +149,8 @@ export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDeco
   if (!requestId) throw new IntakeError(400, 'x-mirrorplane-request-id: required (the x-request-id of the production request)');
   if (requestId.length > 256) throw new IntakeError(400, 'x-mirrorplane-request-id: longer than 256 characters');
   const status = get('x-mirrorplane-status');
-  if (!status || !STATUS.test(status)) throw new IntakeError(400, `x-mirrorplane-status: expected the production status (100-599), got ${JSON.stringify(status ?? null)}`);
+  if (!status || !STATUS.test(status))
+    throw new IntakeError(400, `x-mirrorplane-status: expected the production status (100-599), got ${JSON.stringify(status ?? null)}`);
   let headers: string[] = [];
   const encoded = get('x-mirrorplane-headers');
   if (encoded) {
@@ -179,7 +180,15 @@ export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDeco
   if (cut !== undefined && cut !== '1' && cut !== '0') throw new IntakeError(400, `x-mirrorplane-cut: expected 1 or 0, got ${JSON.stringify(cut)}`);
   const contentType = get('content-type');
   if (contentType && !headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'content-type')) headers.push('content-type', contentType);
-  return { requestId, status: Number(status), headers, body, method: get('x-mirrorplane-method') || null, path: get('x-mirrorplane-path') || null, ...(cut === '1' && { cut: true }) };
+  return {
+    requestId,
+    status: Number(status),
+    headers,
+    body,
+    method: get('x-mirrorplane-method') || null,
+    path: get('x-mirrorplane-path') || null,
+    ...(cut === '1' && { cut: true }),
+  };
 }
 
 /** What the comparison needs besides the two answers. */
@@ -216,7 +225,13 @@ function jsonLeaves(value: unknown, max: number, out = new Set<string>()): Set<s
  * `ids` plus the mappings Redis holds for values of production's answer (lists, embedded
  * objects: IDs the request did not name). One MGET; only for JSON answers with ID kinds.
  */
-async function withMappedValues(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ObservedResponse, ids: ReadonlyMap<string, string>): Promise<ReadonlyMap<string, string>> {
+async function withMappedValues(
+  redis: Redis,
+  keys: ProductionKeys,
+  ctx: ComparisonContext,
+  production: ObservedResponse,
+  ids: ReadonlyMap<string, string>,
+): Promise<ReadonlyMap<string, string>> {
   const kinds = ctx.idKinds ?? [];
   if (kinds.length === 0) return ids;
   const json = parseJsonBody(production.headers, production.body, ctx.maxDecodedBytes);
@@ -243,7 +258,10 @@ async function withMappedValues(redis: Redis, keys: ProductionKeys, ctx: Compari
  * then without `Content-Encoding`/`Content-Length`. When the body cannot be decoded the
  * response stays as received and `problem` says why.
  */
-export function decodedResponse<T extends ObservedResponse>(response: T, maxBytes: number): { response: T; outcome: BodyDecodingOutcome; problem: string | null } {
+export function decodedResponse<T extends ObservedResponse>(
+  response: T,
+  maxBytes: number,
+): { response: T; outcome: BodyDecodingOutcome; problem: string | null } {
   // A staging answer cut at RESPONSE_BODY_LIMIT decodes as far as it goes.
   const decoding = decodeBody(response.headers, response.body, maxBytes, { partial: (response as { truncated?: boolean }).truncated === true });
   if (decoding.kind === 'identity') return { response, outcome: 'identity', problem: null };
@@ -316,7 +334,14 @@ export async function recordComparison(
   const staging = s.response;
   const ids = await withMappedValues(redis, keys, ctx, production, meta.ids ?? new Map());
   const result = ctx.comparison.compare(production, staging, ids);
-  const route = (await redis.eval(BOUNDED_ROUTE, 1, keys.diffRouteNames, routeOf(production.method ?? meta.method, production.path ?? meta.path), ctx.settings.maxRoutes, OTHER_ROUTE)) as string;
+  const route = (await redis.eval(
+    BOUNDED_ROUTE,
+    1,
+    keys.diffRouteNames,
+    routeOf(production.method ?? meta.method, production.path ?? meta.path),
+    ctx.settings.maxRoutes,
+    OTHER_ROUTE,
+  )) as string;
   const multi = redis.multi().hincrby(keys.diffRoutes, `${route}\t${result.equal ? 'match' : 'mismatch'}`, 1);
   if (!result.equal) {
     for (const d of result.differences) multi.hincrby(keys.diffPaths, `${route}\t${d.path}`, 1);
@@ -327,8 +352,16 @@ export async function recordComparison(
       route,
       differences: result.differences,
       ...((p.problem || s.problem) && { decoding: { ...(p.problem && { production: p.problem }), ...(s.problem && { staging: s.problem }) } }),
-      production: { status: production.status, headers: redactHeaders(production.headers, ctx.redact), body: bodyForDiff(production.headers, production.body, ctx.maxDecodedBytes) },
-      staging: { status: staging.status, headers: redactHeaders(staging.headers, ctx.redact), body: bodyForDiff(staging.headers, staging.body, ctx.maxDecodedBytes) },
+      production: {
+        status: production.status,
+        headers: redactHeaders(production.headers, ctx.redact),
+        body: bodyForDiff(production.headers, production.body, ctx.maxDecodedBytes),
+      },
+      staging: {
+        status: staging.status,
+        headers: redactHeaders(staging.headers, ctx.redact),
+        body: bodyForDiff(staging.headers, staging.body, ctx.maxDecodedBytes),
+      },
     };
     multi.lpush(keys.diffs, sealValue(keys, keys.diffs, JSON.stringify(record))).ltrim(keys.diffs, 0, Math.max(0, ctx.settings.keepDiffs - 1));
   }
@@ -348,7 +381,14 @@ export async function keepStagingAnswer(
   keys: ProductionKeys,
   ttlMs: number,
   requestId: string,
-  answer: { entryId: string; method: string; path: string; target?: string; staging: ObservedResponse & { truncated?: boolean }; ids: ReadonlyMap<string, string> },
+  answer: {
+    entryId: string;
+    method: string;
+    path: string;
+    target?: string;
+    staging: ObservedResponse & { truncated?: boolean };
+    ids: ReadonlyMap<string, string>;
+  },
 ): Promise<ProductionResponse | null> {
   const key = keys.stagingAnswer(requestId);
   const kept: StagingAnswer = {
@@ -362,7 +402,11 @@ export async function keepStagingAnswer(
     ids: [...answer.ids],
     ...(answer.staging.truncated === true && { truncated: true }),
   };
-  const replies = await redis.multi().set(key, sealValue(keys, key, JSON.stringify(kept)), 'PX', ttlMs).hgetallBuffer(keys.response(requestId)).exec();
+  const replies = await redis
+    .multi()
+    .set(key, sealValue(keys, key, JSON.stringify(kept)), 'PX', ttlMs)
+    .hgetallBuffer(keys.response(requestId))
+    .exec();
   const production = decodeProductionResponse(requestId, (replies?.[1]?.[1] as Record<string, Buffer> | null) ?? null, keys);
   // Absent, or another request's answer under a reused request id: keep waiting for ours.
   if (!production || !sameRequest(production, answer.method, answer.target ?? answer.path)) return null;
@@ -412,7 +456,11 @@ export async function storeProductionResponse(
       break;
     }
   }
-  const multi = redis.multi().del(key).hset(key, ...(fields as [string, string])).pexpire(key, settings.ttlMs);
+  const multi = redis
+    .multi()
+    .del(key)
+    .hset(key, ...(fields as [string, string]))
+    .pexpire(key, settings.ttlMs);
   if (mapping) {
     multi.get(keys.learned(response.requestId));
     // In one transaction: the create stops counting as in flight, and its new ID becomes pending
@@ -426,7 +474,10 @@ export async function storeProductionResponse(
   }
   const results = await multi.exec();
   const failed = results?.find(([error]) => error);
-  if (!results || failed) throw new RedisUnavailableError(`storing the production response failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, { cause: failed?.[0] });
+  if (!results || failed)
+    throw new RedisUnavailableError(`storing the production response failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, {
+      cause: failed?.[0],
+    });
   // Staging answered first: complete the mapping, and let the comparison know it.
   const learnedIds = new Map<string, string>();
   const learned = mapping ? openValue(keys, keys.learned(response.requestId), results[3]?.[1] as string | null) : null;
@@ -446,7 +497,13 @@ export async function storeProductionResponse(
 }
 
 /** The intake's half of `keepStagingAnswer`: staging answered first; compare now, once. */
-async function compareKeptAnswer(redis: Redis, keys: ProductionKeys, ctx: ComparisonContext, production: ProductionResponse, learnedIds: ReadonlyMap<string, string>): Promise<void> {
+async function compareKeptAnswer(
+  redis: Redis,
+  keys: ProductionKeys,
+  ctx: ComparisonContext,
+  production: ProductionResponse,
+  learnedIds: ReadonlyMap<string, string>,
+): Promise<void> {
   const key = keys.stagingAnswer(production.requestId);
   const stored = await redis.get(key);
   if (stored === null) return;

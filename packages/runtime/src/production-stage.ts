@@ -38,15 +38,16 @@ import {
 } from './production-responses.js';
 import { closeRedis, createRedis } from './redis.js';
 
-
 /** Errors of Redis or of the connection to it, as ioredis reports them (not our own bugs). */
 function isRedisTrouble(error: unknown): boolean {
   if (error instanceof RedisUnavailableError) return true;
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
-  return ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name)
-    || (typeof code === 'string' && /^E[A-Z]+$/.test(code))
-    || /^Connection is closed|Stream isn't writeable|Command timed out/.test(error.message);
+  return (
+    ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name) ||
+    (typeof code === 'string' && /^E[A-Z]+$/.test(code)) ||
+    /^Connection is closed|Stream isn't writeable|Command timed out/.test(error.message)
+  );
 }
 
 /**
@@ -118,7 +119,6 @@ interface ReplayState {
   ids: Map<string, string>;
 }
 
-
 /**
  * The pipeline stage for production responses: before the replay it substitutes known ID
  * mappings (or makes the entry wait for a pending one); after it, it learns new mappings from
@@ -129,14 +129,14 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
   const { redis, keys, mapping, observer } = options;
   const comparison: ComparisonContext | null = options.compare
     ? {
-      settings: options.compare,
-      comparison: compileComparison(options.compare, { maxDecodedBytes: options.maxDecodedBytes }),
-      redact: options.redact,
-      maxDecodedBytes: options.maxDecodedBytes,
-      idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
-      onCompared: (route, equal) => observer.compared(route, equal),
-      onDecoded: (side, outcome) => observer.decoded(side, outcome),
-    }
+        settings: options.compare,
+        comparison: compileComparison(options.compare, { maxDecodedBytes: options.maxDecodedBytes }),
+        redact: options.redact,
+        maxDecodedBytes: options.maxDecodedBytes,
+        idKinds: mapping ? [...new Set(mapping.learners.map((l) => l.kind))] : [],
+        onCompared: (route, equal) => observer.compared(route, equal),
+        onDecoded: (side, outcome) => observer.decoded(side, outcome),
+      }
     : null;
   const awaitCreatesMs = mapping?.settings.awaitCreatesMs ?? 0;
   const learnerKinds = mapping ? new Set(mapping.learners.map((l) => l.kind)) : new Set<string>();
@@ -172,9 +172,19 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     // worker starts entries in stream order and one connection runs commands in order, so a
     // later entry's lookup on this worker sees it.
     const learner = mapping.learners[state.learner];
-    const registered = learner && ctx.requestId && ordered
-      ? redis.eval(REGISTER_CREATE, 2, keys.response(ctx.requestId), keys.inflight(learner.kind), score, ctx.requestId, score - Math.max(awaitCreatesMs, pendingTtl(mapping)), pendingTtl(mapping))
-      : null;
+    const registered =
+      learner && ctx.requestId && ordered
+        ? redis.eval(
+            REGISTER_CREATE,
+            2,
+            keys.response(ctx.requestId),
+            keys.inflight(learner.kind),
+            score,
+            ctx.requestId,
+            score - Math.max(awaitCreatesMs, pendingTtl(mapping)),
+            pendingTtl(mapping),
+          )
+        : null;
     const json = mapping.usesJson ? parseJsonDocument(request.headers, request.body, options.maxDecodedBytes) : undefined;
     const found: { use: (typeof mapping.uses)[number]; id: string }[] = [];
     for (const use of mapping.uses) for (const id of use.find(request, json)) found.push({ use, id });
@@ -189,7 +199,8 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
     for (const kind of kinds) lookup.zrangebyscore(keys.inflight(kind), `(${score - awaitCreatesMs}`, `(${score}`, 'LIMIT', 0, 1);
     const [replies] = await Promise.all([lookup.exec(), registered]);
     const failed = replies?.find(([error]) => error);
-    if (!replies || failed) throw new RedisUnavailableError(`the ID lookup failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, { cause: failed?.[0] });
+    if (!replies || failed)
+      throw new RedisUnavailableError(`the ID lookup failed: ${failed ? errorMessage(failed[0]) : 'the transaction was discarded'}`, { cause: failed?.[0] });
     const values = replies[0]?.[1] as (string | null)[];
     const byKey = new Map(mapKeys.map((k, i) => [k, openMapping(k, values[i] ?? null)]));
     const inFlight = new Set(kinds.filter((_, i) => ((replies[i + 1]?.[1] as string[] | undefined) ?? []).length > 0));
@@ -200,7 +211,11 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       const now = Date.now();
       const key = keys.wait(ctx.entryId);
       // SET NX keeps the first wait's time; GET reads whichever time won.
-      const replies = (await redis.multi().set(key, String(now), 'PX', mapping.settings.waitLimitMs + 600_000, 'NX').get(key).exec()) as [unknown, unknown][] | null;
+      const replies = (await redis
+        .multi()
+        .set(key, String(now), 'PX', mapping.settings.waitLimitMs + 600_000, 'NX')
+        .get(key)
+        .exec()) as [unknown, unknown][] | null;
       const first = Number(replies?.[1]?.[1] ?? now);
       waitedMs = Number.isFinite(first) ? Math.max(0, now - first) : 0;
       return waitedMs;
@@ -325,13 +340,46 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
 /** The production stage with its Redis connection and metrics, for the pipeline builder. */
 export function buildProductionStage(config: Config, logger: Logger): { pipeline: Pipeline; metrics: Metric[] } {
   const redis = createRedis(config, 'commands', logger);
-  const ids = new Counter({ name: 'mirrorplane_worker_id_mappings_total', help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, unknown, learned)', labelNames: ['kind', 'outcome'], registers: [] });
-  const waited = new Histogram({ name: 'mirrorplane_worker_id_wait_seconds', help: 'How long entries waited for a pending ID mapping, by outcome', labelNames: ['outcome'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [] });
-  const compared = new Counter({ name: 'mirrorplane_worker_comparisons_total', help: 'Staging answers compared with production, by route and result (match, mismatch)', labelNames: ['route', 'result'], registers: [] });
-  const missing = new Counter({ name: 'mirrorplane_worker_comparisons_skipped_total', help: 'Replays not compared: the request carries no request id', registers: [] });
-  const decodings = new Counter({ name: 'mirrorplane_worker_body_decodings_total', help: 'Bodies with a Content-Encoding read by comparison, by side and outcome (decoded, unsupported, too_large, corrupt)', labelNames: ['side', 'outcome'], registers: [] });
-  const uncorrelated = new Counter({ name: 'mirrorplane_worker_comparisons_uncorrelated_total', help: 'Replays whose production answer (by request id) is for another method or path: neither learned from nor compared', registers: [] });
-  const deferred = new Counter({ name: 'mirrorplane_worker_comparisons_deferred_total', help: 'Replays whose comparison waits for production’s answer (the ingress compares when it arrives)', registers: [] });
+  const ids = new Counter({
+    name: 'mirrorplane_worker_id_mappings_total',
+    help: 'ID mapping decisions, by ID kind and outcome (mapped, waiting, unmapped_after_timeout, unknown, learned)',
+    labelNames: ['kind', 'outcome'],
+    registers: [],
+  });
+  const waited = new Histogram({
+    name: 'mirrorplane_worker_id_wait_seconds',
+    help: 'How long entries waited for a pending ID mapping, by outcome',
+    labelNames: ['outcome'],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [],
+  });
+  const compared = new Counter({
+    name: 'mirrorplane_worker_comparisons_total',
+    help: 'Staging answers compared with production, by route and result (match, mismatch)',
+    labelNames: ['route', 'result'],
+    registers: [],
+  });
+  const missing = new Counter({
+    name: 'mirrorplane_worker_comparisons_skipped_total',
+    help: 'Replays not compared: the request carries no request id',
+    registers: [],
+  });
+  const decodings = new Counter({
+    name: 'mirrorplane_worker_body_decodings_total',
+    help: 'Bodies with a Content-Encoding read by comparison, by side and outcome (decoded, unsupported, too_large, corrupt)',
+    labelNames: ['side', 'outcome'],
+    registers: [],
+  });
+  const uncorrelated = new Counter({
+    name: 'mirrorplane_worker_comparisons_uncorrelated_total',
+    help: 'Replays whose production answer (by request id) is for another method or path: neither learned from nor compared',
+    registers: [],
+  });
+  const deferred = new Counter({
+    name: 'mirrorplane_worker_comparisons_deferred_total',
+    help: 'Replays whose comparison waits for production’s answer (the ingress compares when it arrives)',
+    registers: [],
+  });
   const stage = createProductionStage({
     redis,
     keys: productionKeys(config.prefix, EntryCipher.fromSpec(config.dataKey)),
@@ -349,7 +397,10 @@ export function buildProductionStage(config: Config, logger: Logger): { pipeline
       unmappedAfterTimeout: (kind, ms, detail) => {
         ids.inc({ kind, outcome: 'unmapped_after_timeout' });
         waited.observe({ outcome: 'unmapped_after_timeout' }, ms / 1000);
-        logger.warn({ entryId: detail.entryId, kind, productionId: detail.productionId, reason: detail.reason, ms }, 'replayed with an unmapped production ID: the wait limit passed');
+        logger.warn(
+          { entryId: detail.entryId, kind, productionId: detail.productionId, reason: detail.reason, ms },
+          'replayed with an unmapped production ID: the wait limit passed',
+        );
       },
       unknown: (kind) => ids.inc({ kind, outcome: 'unknown' }),
       decoded: (side, outcome) => {

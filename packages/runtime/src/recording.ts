@@ -70,7 +70,9 @@ export function recordBody(body: Buffer, limit: number, alreadyTruncated = false
   const cut = body.length > limit;
   const kept = cut ? body.subarray(0, limit) : body;
   // A cut can split a multi-byte character; such a prefix is recorded as base64, exactly.
-  const out: RecordedBody = isText(kept) ? { size: body.length, text: kept.toString('utf8') } : { size: body.length, text: kept.toString('base64'), encoding: 'base64' };
+  const out: RecordedBody = isText(kept)
+    ? { size: body.length, text: kept.toString('utf8') }
+    : { size: body.length, text: kept.toString('base64'), encoding: 'base64' };
   if (cut || alreadyTruncated) out.truncated = true;
   return out;
 }
@@ -134,11 +136,17 @@ export class RecordingWriter {
   constructor(options: RecordingWriterOptions) {
     this.#options = options;
     // An idle file is closed once it is old enough, so readers see complete files.
-    this.#timer = setInterval(() => {
-      if (this.#file && !this.#draining && Date.now() - this.#file.openedAt >= options.maxFileAgeMs) {
-        this.#draining = this.#closeFile().finally(() => { this.#draining = null; this.#schedule(); });
-      }
-    }, Math.max(250, Math.min(options.maxFileAgeMs / 4, 60_000)));
+    this.#timer = setInterval(
+      () => {
+        if (this.#file && !this.#draining && Date.now() - this.#file.openedAt >= options.maxFileAgeMs) {
+          this.#draining = this.#closeFile().finally(() => {
+            this.#draining = null;
+            this.#schedule();
+          });
+        }
+      },
+      Math.max(250, Math.min(options.maxFileAgeMs / 4, 60_000)),
+    );
     this.#timer.unref();
   }
 
@@ -224,7 +232,11 @@ export class RecordingWriter {
 
   async #fileFor(bytes: number): Promise<OpenFile> {
     const now = Date.now();
-    if (this.#file && (this.#file.size + bytes > this.#options.maxFileBytes || now - this.#file.openedAt >= this.#options.maxFileAgeMs) && this.#file.size > 0) {
+    if (
+      this.#file &&
+      (this.#file.size + bytes > this.#options.maxFileBytes || now - this.#file.openedAt >= this.#options.maxFileAgeMs) &&
+      this.#file.size > 0
+    ) {
       await this.#closeFile();
     }
     if (!this.#file) {
@@ -232,7 +244,10 @@ export class RecordingWriter {
         await mkdir(this.#options.dir, { recursive: true });
         this.#dirReady = true;
       }
-      const stamp = new Date(now).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+      const stamp = new Date(now)
+        .toISOString()
+        .replace(/[-:]/g, '')
+        .replace(/\.\d+Z$/, 'Z');
       this.#sequence += 1;
       const path = join(this.#options.dir, `mirrorplane-${stamp}-${process.pid}-${String(this.#sequence).padStart(6, '0')}.jsonl`);
       // 'a', not 'w': a name reused after a restart within the same second must not lose lines.
@@ -304,9 +319,24 @@ export function createRecorder(options: RecorderOptions): Pipeline & { writer: R
         origin: { name: request.origin, url: config.origins[request.origin] ?? '' },
         rules: ctx.rules.slice(),
         tags: { ...ctx.tags },
-        mirrored: { method: m.method, target: redactor.target(m.target), clientAddress: m.clientAddress, headers: pairs(m.rawHeaders, redactor), body: recordRedactedBody(m.rawHeaders, m.body, limit, redactor) },
-        sent: { method: request.method, path: redactor.target(request.path), headers: pairs(request.headers, redactor), body: recordRedactedBody(request.headers, request.body, limit, redactor) },
-        response: { status: response.status, headers: pairs(response.headers, redactor), body: recordRedactedBody(response.headers, response.body, limit, redactor, response.truncated) },
+        mirrored: {
+          method: m.method,
+          target: redactor.target(m.target),
+          clientAddress: m.clientAddress,
+          headers: pairs(m.rawHeaders, redactor),
+          body: recordRedactedBody(m.rawHeaders, m.body, limit, redactor),
+        },
+        sent: {
+          method: request.method,
+          path: redactor.target(request.path),
+          headers: pairs(request.headers, redactor),
+          body: recordRedactedBody(request.headers, request.body, limit, redactor),
+        },
+        response: {
+          status: response.status,
+          headers: pairs(response.headers, redactor),
+          body: recordRedactedBody(response.headers, response.body, limit, redactor, response.truncated),
+        },
       };
       const text = JSON.stringify(line);
       writer.write(cipher ? cipher.sealText(text, RECORDING_CONTEXT) : text);

@@ -1,7 +1,16 @@
 import { createConnection } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DeploymentMismatchError, RedisDatabaseError, RedisUnavailableError, deploymentKey, errorMessage, maskRedisUrl, parseRedisUrl, type Config } from '@mirrorplane/core';
+import {
+  DeploymentMismatchError,
+  RedisDatabaseError,
+  RedisUnavailableError,
+  deploymentKey,
+  errorMessage,
+  maskRedisUrl,
+  parseRedisUrl,
+  type Config,
+} from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
 
 /** The one way a Redis URL is shown (password masked): see `maskRedisUrl` in @mirrorplane/core. */
@@ -15,18 +24,24 @@ export function describeRedisError(error: unknown): string {
   // ioredis's ClusterAllFailedError carries what the last seed node said.
   if (/Failed to refresh slots cache/.test(message)) return `no cluster node answered${e.lastNodeError ? ` (${describeRedisError(e.lastNodeError)})` : ''}`;
   switch (e.code) {
-    case 'ECONNREFUSED': return 'connection refused';
+    case 'ECONNREFUSED':
+      return 'connection refused';
     case 'ENOTFOUND':
-    case 'EAI_AGAIN': return `host not found${e.hostname ? ` (${e.hostname})` : ''}`;
-    case 'ETIMEDOUT': return 'connection timed out';
-    case 'ECONNRESET': return 'connection reset';
-    case 'EHOSTUNREACH': return 'host unreachable';
+    case 'EAI_AGAIN':
+      return `host not found${e.hostname ? ` (${e.hostname})` : ''}`;
+    case 'ETIMEDOUT':
+      return 'connection timed out';
+    case 'ECONNRESET':
+      return 'connection reset';
+    case 'EHOSTUNREACH':
+      return 'host unreachable';
   }
   const sentinelNoMaster = /connected to sentinel (\S+) successfully, but got an invalid reply: null/.exec(message);
   if (sentinelNoMaster) return `sentinel ${sentinelNoMaster[1]} knows no master by that name`;
   if (/No such master with that name/i.test(message)) return 'no sentinel knows a master by that name';
   const lastError = /All sentinels are unreachable.*Last error: (.*)$/.exec(message);
-  if (lastError) return `no sentinel answered (last error: ${describeRedisError({ message: lastError[1] ?? '', code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined })})`;
+  if (lastError)
+    return `no sentinel answered (last error: ${describeRedisError({ message: lastError[1] ?? '', code: /ECONNREFUSED/.test(lastError[1] ?? '') ? 'ECONNREFUSED' : undefined })})`;
   if (/All sentinels are unreachable/.test(message)) return 'no sentinel answered';
   if (/ECONNREFUSED/.test(message)) return 'connection refused';
   if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
@@ -83,7 +98,12 @@ export interface OpenRedisOptions {
  * as an error event and carries on in database 0, which would read and write another
  * deployment's keys, so a missing database throws `RedisDatabaseError` instead.
  */
-export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs' | 'redisConnectTimeoutMs'>, purpose: ConnectionPurpose, logger: Logger, options: OpenRedisOptions = {}): Promise<Redis> {
+export async function openRedis(
+  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs' | 'redisConnectTimeoutMs'>,
+  purpose: ConnectionPurpose,
+  logger: Logger,
+  options: OpenRedisOptions = {},
+): Promise<Redis> {
   const deadlineMs = options.deadlineMs ?? config.redisConnectTimeoutMs;
   const url = maskRedisUrl(config.redisUrl);
   const target = parseRedisUrl(config.redisUrl);
@@ -106,23 +126,35 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
         redis.off('ready', onReady);
         redis.off('end', onEnd);
       };
-      const onReady = () => { cleanup(); resolve(); };
-      const onEnd = () => { cleanup(); reject(new RedisUnavailableError('the connection ended')); };
-      timer = setTimeout(() => { cleanup(); reject(new RedisUnavailableError('no answer before the deadline')); }, deadlineMs);
+      const onReady = () => {
+        cleanup();
+        resolve();
+      };
+      const onEnd = () => {
+        cleanup();
+        reject(new RedisUnavailableError('the connection ended'));
+      };
+      timer = setTimeout(() => {
+        cleanup();
+        reject(new RedisUnavailableError('no answer before the deadline'));
+      }, deadlineMs);
       redis.once('ready', onReady);
       redis.once('end', onEnd);
       if (target.tls) {
         // A plain Redis reads a TLS hello as a command that never ends and says nothing: the
         // handshake would hang until the deadline. Ask in plain text whether it speaks RESP.
         const node = target.nodes[0]!;
-        probeTimer = setTimeout(() => {
-          void answersPlainText(node.host, node.port, Math.max(500, deadlineMs - Math.min(1000, deadlineMs / 3))).then((plain) => {
-            if (!plain) return;
-            lastError = new Error(`${node.host}:${node.port} answers in plain text, not TLS (a Redis without TLS: use redis:// instead of rediss://)`);
-            cleanup();
-            reject(new Error('plain text'));
-          });
-        }, Math.min(1000, deadlineMs / 3));
+        probeTimer = setTimeout(
+          () => {
+            void answersPlainText(node.host, node.port, Math.max(500, deadlineMs - Math.min(1000, deadlineMs / 3))).then((plain) => {
+              if (!plain) return;
+              lastError = new Error(`${node.host}:${node.port} answers in plain text, not TLS (a Redis without TLS: use redis:// instead of rediss://)`);
+              cleanup();
+              reject(new Error('plain text'));
+            });
+          },
+          Math.min(1000, deadlineMs / 3),
+        );
       }
     });
   } catch {
@@ -137,7 +169,12 @@ export async function openRedis(config: Pick<Config, 'redisUrl' | 'appendTimeout
   }
   if (target.db !== 0) {
     // Select again ourselves: the reply says for certain whether the database exists.
-    const failure = dbError ?? (await redis.select(target.db).then(() => null, (error: unknown) => error));
+    const failure =
+      dbError ??
+      (await redis.select(target.db).then(
+        () => null,
+        (error: unknown) => error,
+      ));
     if (failure !== null) {
       redis.disconnect();
       throw await databaseError(config, logger, deadlineMs, target.db, url);
@@ -171,9 +208,17 @@ function answersPlainText(host: string, port: number, timeoutMs: number): Promis
   });
 }
 
-async function databaseError(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number, db: number, url: string): Promise<RedisDatabaseError> {
+async function databaseError(
+  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>,
+  logger: Logger,
+  deadlineMs: number,
+  db: number,
+  url: string,
+): Promise<RedisDatabaseError> {
   const databases = await countDatabases(config, logger, deadlineMs);
-  return new RedisDatabaseError(`REDIS_URL: database ${db} does not exist on ${url}${databases === null ? '' : ` (this Redis has databases 0 to ${databases - 1})`}; refusing to fall back to database 0`);
+  return new RedisDatabaseError(
+    `REDIS_URL: database ${db} does not exist on ${url}${databases === null ? '' : ` (this Redis has databases 0 to ${databases - 1})`}; refusing to fall back to database 0`,
+  );
 }
 
 async function countDatabases(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'>, logger: Logger, deadlineMs: number): Promise<number | null> {
@@ -231,7 +276,12 @@ export interface DeploymentCheck {
  * `DeploymentMismatchError` listing every setting that differs; a write refused by a full Redis
  * rejects with the Redis error (`OOM ...`, see `isOutOfMemory`).
  */
-export async function checkDeployment(redis: Redis, config: Pick<Config, 'prefix' | 'partitions' | 'partitionKey' | 'redisUrl'>, mode: 'claim' | 'read', version: string): Promise<DeploymentCheck> {
+export async function checkDeployment(
+  redis: Redis,
+  config: Pick<Config, 'prefix' | 'partitions' | 'partitionKey' | 'redisUrl'>,
+  mode: 'claim' | 'read',
+  version: string,
+): Promise<DeploymentCheck> {
   const key = deploymentKey(config.prefix);
   const mine = deploymentSettings(config);
   let stored = await redis.hgetall(key);
@@ -252,7 +302,9 @@ export async function checkDeployment(redis: Redis, config: Pick<Config, 'prefix
     .filter(([field, value]) => stored[field] !== undefined && stored[field] !== value)
     .map(([field, value]) => `${SETTING_NAMES[field] ?? field} is ${value} here but ${stored[field]} for the deployment`);
   if (differences.length > 0) {
-    throw new DeploymentMismatchError(`prefix ${JSON.stringify(config.prefix)} at ${maskRedisUrl(config.redisUrl)}: ${differences.join('; ')} (stored in ${key}; every process of a deployment must agree)`);
+    throw new DeploymentMismatchError(
+      `prefix ${JSON.stringify(config.prefix)} at ${maskRedisUrl(config.redisUrl)}: ${differences.join('; ')} (stored in ${key}; every process of a deployment must agree)`,
+    );
   }
   return { exists, stored };
 }

@@ -23,7 +23,11 @@ export type RedisClient = Redis | Cluster;
 
 export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli' | 'watch';
 
-export function createRedis(config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'> & Partial<Pick<Config, 'redisConnectTimeoutMs'>>, purpose: ConnectionPurpose, logger: Logger): Redis {
+export function createRedis(
+  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'> & Partial<Pick<Config, 'redisConnectTimeoutMs'>>,
+  purpose: ConnectionPurpose,
+  logger: Logger,
+): Redis {
   const options: RedisOptions = {
     connectionName: `mirrorplane-${purpose}`,
     // Reconnect forever with a capped backoff: a process outlives a Redis restart.

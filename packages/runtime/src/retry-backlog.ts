@@ -19,9 +19,6 @@ const SORTED_SETS = ['delayed', 'prioritized', 'waiting-children'] as const;
  */
 export async function countUnfinishedRetries(redis: RedisClient, keys: Keys): Promise<number> {
   const base = `${keys.bullPrefix}:${keys.retryQueue}`;
-  const counts = await Promise.all([
-    ...LISTS.map((state) => redis.llen(`${base}:${state}`)),
-    ...SORTED_SETS.map((state) => redis.zcard(`${base}:${state}`)),
-  ]);
+  const counts = await Promise.all([...LISTS.map((state) => redis.llen(`${base}:${state}`)), ...SORTED_SETS.map((state) => redis.zcard(`${base}:${state}`))]);
   return counts.reduce((a, b) => a + b, 0);
 }

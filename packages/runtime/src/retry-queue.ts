@@ -41,6 +41,11 @@ export function createRetryQueue(keys: Keys, connection: ConnectionOptions, opti
  * A BullMQ worker on the retry queue of `keys` (the worker process's retry processor): the
  * queue's name and key prefix come from `keys`, as for `createRetryQueue`.
  */
-export function createRetryWorker(keys: Keys, processor: Processor<RetryJobData>, connection: ConnectionOptions, options: Omit<WorkerOptions, 'connection' | 'prefix'> = {}): Worker<RetryJobData> {
+export function createRetryWorker(
+  keys: Keys,
+  processor: Processor<RetryJobData>,
+  connection: ConnectionOptions,
+  options: Omit<WorkerOptions, 'connection' | 'prefix'> = {},
+): Worker<RetryJobData> {
   return new Worker<RetryJobData>(keys.retryQueue, processor, { ...options, connection, prefix: keys.bullPrefix });
 }

@@ -73,7 +73,9 @@ export class StreamTrimmer {
 
   start(): void {
     this.#timer = setInterval(() => {
-      this.#running ??= this.#pass().finally(() => { this.#running = null; });
+      this.#running ??= this.#pass().finally(() => {
+        this.#running = null;
+      });
     }, this.#o.intervalMs ?? 1000);
   }
 

@@ -31,7 +31,6 @@ export interface WorkerHeartbeat {
   lastSeen: number;
 }
 
-
 /**
  * Writes a heartbeat that expires after `ttlMs`. Throws RedisUnavailableError carrying what Redis answered (OOM with Redis full:
  * SET and SADD allocate); the caller logs and goes on.
@@ -39,7 +38,8 @@ export interface WorkerHeartbeat {
 export async function writeHeartbeat(redis: RedisClient, prefix: string, heartbeat: WorkerHeartbeat, ttlMs: number): Promise<void> {
   // A pipeline, not MULTI: on a full Redis a refused command inside MULTI aborts the transaction
   // (EXECABORT); here each command answers for itself and the first error is reported.
-  await redis.pipeline()
+  await redis
+    .pipeline()
     .set(workerKey(prefix, heartbeat.consumer), JSON.stringify(heartbeat), 'PX', ttlMs)
     .sadd(workersSetKey(prefix), heartbeat.consumer)
     .exec()

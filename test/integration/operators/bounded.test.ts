@@ -27,17 +27,22 @@ before(async () => {
   const conf = join(sentinelDir, 'sentinel.conf');
   writeFileSync(conf, `port ${sentinelPort}\nbind 127.0.0.1\ndir ${sentinelDir}\nsentinel monitor mymaster 127.0.0.1 ${redis.port} 1\n`);
   sentinel = spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' });
-  await waitFor('sentinel to know the master', async () => {
-    const c = new Redis(sentinelPort, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    c.on('error', () => undefined);
-    try {
-      await c.connect();
-      const reply = (await c.call('SENTINEL', 'get-master-addr-by-name', 'mymaster')) as string[] | null;
-      return reply?.[1] === String(redis.port);
-    } finally {
-      c.disconnect();
-    }
-  }, 30_000, 100);
+  await waitFor(
+    'sentinel to know the master',
+    async () => {
+      const c = new Redis(sentinelPort, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      c.on('error', () => undefined);
+      try {
+        await c.connect();
+        const reply = (await c.call('SENTINEL', 'get-master-addr-by-name', 'mymaster')) as string[] | null;
+        return reply?.[1] === String(redis.port);
+      } finally {
+        c.disconnect();
+      }
+    },
+    30_000,
+    100,
+  );
   // A TCP server that accepts and never answers: a Redis that hangs.
   silent = createServer(() => undefined);
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
@@ -71,9 +76,21 @@ test('every command fails within the stated time against every kind of unreachab
   const unreachable = await freePort();
   const cases: { url: string; shown: RegExp; cause: RegExp }[] = [
     { url: `redis://127.0.0.1:${unreachable}`, shown: new RegExp(`redis://127\\.0\\.0\\.1:${unreachable}`), cause: /connection refused/ },
-    { url: `redis://ops:hunter2-secret@127.0.0.1:${unreachable}/0`, shown: new RegExp(`redis://ops:\\*\\*\\*@127\\.0\\.0\\.1:${unreachable}/0`), cause: /connection refused/ },
-    { url: `redis+sentinel://127.0.0.1:${sentinelPort}/nosuchmaster`, shown: /redis\+sentinel:\/\/127\.0\.0\.1:\d+\/nosuchmaster/, cause: /knows (no|a) master by that name/ },
-    { url: `redis+sentinel://:hunter2-secret@127.0.0.1:${unreachable}/mymaster`, shown: /redis\+sentinel:\/\/:\*\*\*@127\.0\.0\.1/, cause: /no sentinel answered|connection refused/ },
+    {
+      url: `redis://ops:hunter2-secret@127.0.0.1:${unreachable}/0`,
+      shown: new RegExp(`redis://ops:\\*\\*\\*@127\\.0\\.0\\.1:${unreachable}/0`),
+      cause: /connection refused/,
+    },
+    {
+      url: `redis+sentinel://127.0.0.1:${sentinelPort}/nosuchmaster`,
+      shown: /redis\+sentinel:\/\/127\.0\.0\.1:\d+\/nosuchmaster/,
+      cause: /knows (no|a) master by that name/,
+    },
+    {
+      url: `redis+sentinel://:hunter2-secret@127.0.0.1:${unreachable}/mymaster`,
+      shown: /redis\+sentinel:\/\/:\*\*\*@127\.0\.0\.1/,
+      cause: /no sentinel answered|connection refused/,
+    },
     { url: `redis+cluster://127.0.0.1:${unreachable}`, shown: /redis\+cluster:\/\/127\.0\.0\.1/, cause: /no cluster node answered/ },
     { url: `rediss://127.0.0.1:${redis.port}`, shown: /rediss:\/\/127\.0\.0\.1/, cause: /TLS|no answer|connection reset|closed/ },
     { url: `redis://127.0.0.1:${silentPort}`, shown: new RegExp(`redis://127\\.0\\.0\\.1:${silentPort}`), cause: /no answer within 2 s|timed out/ },
@@ -108,7 +125,10 @@ test('a database index that does not exist stops every role and command with a c
       const r = await runTimed(args, { REDIS_URL: url, STAGING_URL: 'http://127.0.0.1:9', ADMIN_PORT: '0', INGRESS_PORT: '0', LOG_LEVEL: 'silent' });
       assert.equal(r.killed, false, `${args[0]} kept running`);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
-      assert.match(r.stderr, /MP_ERR_REDIS_DB: REDIS_URL: database 99 does not exist on redis:\/\/127\.0\.0\.1:\d+\/99 \(this Redis has databases 0 to 15\); refusing to fall back to database 0/);
+      assert.match(
+        r.stderr,
+        /MP_ERR_REDIS_DB: REDIS_URL: database 99 does not exist on redis:\/\/127\.0\.0\.1:\d+\/99 \(this Redis has databases 0 to 15\); refusing to fall back to database 0/,
+      );
     }
     assertSameKeys(before, await keySnapshot(client), 'database 0');
   } finally {
@@ -122,12 +142,17 @@ test('deployment-wide settings are stored once; a process that disagrees stops, 
   const client = redis.client();
   try {
     assert.deepEqual(
-      Object.fromEntries(Object.entries(await client.hgetall(`{${stack.env.MIRRORPLANE_PREFIX}}:deployment`)).filter(([k]) => k === 'partitions' || k === 'partitionKey')),
+      Object.fromEntries(
+        Object.entries(await client.hgetall(`{${stack.env.MIRRORPLANE_PREFIX}}:deployment`)).filter(([k]) => k === 'partitions' || k === 'partitionKey'),
+      ),
       { partitions: '2', partitionKey: 'request-id' },
     );
     const wrongWorker = await runTimed(['worker'], { ...stack.env, PARTITIONS: '3', LOG_LEVEL: 'silent' });
     assert.equal(wrongWorker.code, 2);
-    assert.match(wrongWorker.stderr, /MP_ERR_DEPLOYMENT_MISMATCH: prefix "t[0-9a-f]+" at redis:\/\/127\.0\.0\.1:\d+: PARTITIONS is 3 here but 2 for the deployment/);
+    assert.match(
+      wrongWorker.stderr,
+      /MP_ERR_DEPLOYMENT_MISMATCH: prefix "t[0-9a-f]+" at redis:\/\/127\.0\.0\.1:\d+: PARTITIONS is 3 here but 2 for the deployment/,
+    );
     const wrongKey = await runTimed(['ingress'], { ...stack.env, PARTITION_KEY: 'header:x-session', INGRESS_PORT: '0', LOG_LEVEL: 'silent' });
     assert.equal(wrongKey.code, 2);
     assert.match(wrongKey.stderr, /PARTITION_KEY is header:x-session here but request-id for the deployment/);
@@ -146,7 +171,16 @@ test('read-only commands create no keys, on an empty Redis and on a running depl
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(500).end());
   try {
     const prefix = `ro${randomBytes(4).toString('hex')}`;
-    const readOnly = [['status'], ['status', '--json'], ['status', '--watch', '--count', '2', '--interval', '0.1'], ['failed', 'list'], ['failed', 'list', '--by-error'], ['diff', 'summary'], ['failed', 'replay', '--all', '--dry-run'], ['failed', 'purge', '--dry-run']];
+    const readOnly = [
+      ['status'],
+      ['status', '--json'],
+      ['status', '--watch', '--count', '2', '--interval', '0.1'],
+      ['failed', 'list'],
+      ['failed', 'list', '--by-error'],
+      ['diff', 'summary'],
+      ['failed', 'replay', '--all', '--dry-run'],
+      ['failed', 'purge', '--dry-run'],
+    ];
     const empty = await keySnapshot(client);
     for (const args of readOnly) {
       const r = await runTimed(args, { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix });

@@ -28,10 +28,15 @@ function piped(args: string[], reader: string, killAfterMs = 60_000): Promise<{ 
   const quoted = [process.execPath, CLI, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const child = spawn('bash', ['-c', `${quoted} 2>'${errFile}' | ${reader}; echo "\${PIPESTATUS[0]}"`], { stdio: ['ignore', 'pipe', 'inherit'], env: { PATH: process.env.PATH ?? '' } });
+    const child = spawn('bash', ['-c', `${quoted} 2>'${errFile}' | ${reader}; echo "\${PIPESTATUS[0]}"`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { PATH: process.env.PATH ?? '' },
+    });
     let out = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     child.once('error', reject);
     child.once('exit', () => {
       clearTimeout(timer);

@@ -38,8 +38,12 @@ test('`start`, run outside the repository, does not tell the operator to run `np
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise((r) => child.once('exit', r));
   try {
     await waitFor(`start to say it is running\n${out}`, () => /Mirrorplane is running/.test(out) && /stop:/.test(out), 60_000);
@@ -57,10 +61,12 @@ test('no message the CLI prints (any source string) says `npx mirrorplane`', () 
   const files = readdirSync(srcDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
   const found: string[] = [];
   for (const f of files) {
-    readFileSync(join(srcDir, f), 'utf8').split('\n').forEach((line, i) => {
-      // Comments may mention it; strings the program prints may not.
-      if (/[`'"][^`'"]*npx mirrorplane/.test(line) && !/^\s*(\/\/|\*)/.test(line)) found.push(`apps/cli/src/${f}:${i + 1}: ${line.trim()}`);
-    });
+    readFileSync(join(srcDir, f), 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        // Comments may mention it; strings the program prints may not.
+        if (/[`'"][^`'"]*npx mirrorplane/.test(line) && !/^\s*(\/\/|\*)/.test(line)) found.push(`apps/cli/src/${f}:${i + 1}: ${line.trim()}`);
+      });
   }
   assert.deepEqual(found, []);
 });

@@ -53,7 +53,12 @@ test('human output opens with the context line (password masked) and uses separa
     assert.doesNotMatch(human.stdout + human.stderr, /s3cret/);
     assert.match(human.stdout, /^backlog +1,234$/m);
     assert.match(human.stdout, /^oldest backlog age +2 h [45] min$/m);
-    const json = JSON.parse((await runCli(['status', '--json'], env())).stdout) as { backlog: number; oldestBacklogAgeMs: number; redisUrl: string; prefix: string };
+    const json = JSON.parse((await runCli(['status', '--json'], env())).stdout) as {
+      backlog: number;
+      oldestBacklogAgeMs: number;
+      redisUrl: string;
+      prefix: string;
+    };
     assert.equal(json.backlog, 1234);
     assert.ok(json.oldestBacklogAgeMs > 7_400_000);
     assert.equal(json.redisUrl, `redis://:***@127.0.0.1:${redis.port}`);
@@ -70,11 +75,18 @@ test('formatCount and formatDuration read like a person writes them', () => {
   assert.equal(formatDuration(850), '850 ms');
   assert.equal(formatDuration(1_212_100), '20 min 12 s', 'not "1212.1 s"');
   assert.equal(formatDuration(90_000_000), '1 d 1 h');
-  fc.assert(fc.property(fc.integer({ min: 0, max: 10 ** 12 }), (ms) => {
-    const text = formatDuration(ms);
-    return /^(\d+ ms|\d+ s|\d+ min \d+ s|\d+ h \d+ min|\d+ d \d+ h)$/.test(text) && !/\d{4}/.test(text.replace(/^\d+ d/, ''));
-  }));
-  fc.assert(fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (n) => formatCount(n).replaceAll(',', '') === String(n) && /^\d{1,3}(,\d{3})*$/.test(formatCount(n))));
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 10 ** 12 }), (ms) => {
+      const text = formatDuration(ms);
+      return /^(\d+ ms|\d+ s|\d+ min \d+ s|\d+ h \d+ min|\d+ d \d+ h)$/.test(text) && !/\d{4}/.test(text.replace(/^\d+ d/, ''));
+    }),
+  );
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      (n) => formatCount(n).replaceAll(',', '') === String(n) && /^\d{1,3}(,\d{3})*$/.test(formatCount(n)),
+    ),
+  );
 });
 
 test('unknown commands and flags get a "did you mean"', async () => {
@@ -92,13 +104,22 @@ test('unknown commands and flags get a "did you mean"', async () => {
   }
 });
 
-const recordingLine = (i: number) => JSON.stringify({
-  v: 1, entryId: `1-${i}`, requestId: `rec-${i}`, attempt: 1, receivedAt: '2026-11-26T10:00:00.000Z', sentAt: `2026-11-26T10:00:0${i}.000Z`, ms: 3,
-  origin: { name: 'default', url: 'http://staging' }, rules: [], tags: {},
-  mirrored: { method: 'GET', target: `/rec/${i}`, clientAddress: null, headers: [['Host', 'prod']], body: { size: 0, text: '' } },
-  sent: { method: 'GET', path: `/rec/${i}`, headers: [], body: { size: 0, text: '' } },
-  response: { status: 200, headers: [], body: { size: 0, text: '' } },
-});
+const recordingLine = (i: number) =>
+  JSON.stringify({
+    v: 1,
+    entryId: `1-${i}`,
+    requestId: `rec-${i}`,
+    attempt: 1,
+    receivedAt: '2026-11-26T10:00:00.000Z',
+    sentAt: `2026-11-26T10:00:0${i}.000Z`,
+    ms: 3,
+    origin: { name: 'default', url: 'http://staging' },
+    rules: [],
+    tags: {},
+    mirrored: { method: 'GET', target: `/rec/${i}`, clientAddress: null, headers: [['Host', 'prod']], body: { size: 0, text: '' } },
+    sent: { method: 'GET', path: `/rec/${i}`, headers: [], body: { size: 0, text: '' } },
+    response: { status: 200, headers: [], body: { size: 0, text: '' } },
+  });
 
 test('record export: --format in any case, a missing directory named without a stack trace', async () => {
   const file = join(dir, 'r.jsonl');
@@ -141,7 +162,18 @@ const OWN_OPTIONS: Record<string, string[]> = { replay: ['--staging', '--concurr
 
 test('every setting with a flag is offered by a command, with help, environment variable and default from the settings table', async () => {
   const offered = new Set<string>();
-  const commands = [['ingress'], ['worker'], ['start'], ['status'], ['failed', 'list'], ['failed', 'replay'], ['failed', 'purge'], ['diff', 'summary'], ['replay'], ['dashboard']];
+  const commands = [
+    ['ingress'],
+    ['worker'],
+    ['start'],
+    ['status'],
+    ['failed', 'list'],
+    ['failed', 'replay'],
+    ['failed', 'purge'],
+    ['diff', 'summary'],
+    ['replay'],
+    ['dashboard'],
+  ];
   for (const command of commands) {
     const help = (await runCli([...command, '--help'], {})).stdout.replace(/\n\s+/g, ' ');
     for (const [key, setting] of Object.entries(SETTINGS)) {
@@ -156,10 +188,13 @@ test('every setting with a flag is offered by a command, with help, environment 
       assert.ok(line.includes(`env ${setting.env}`), `${command.join(' ')} ${flag}: names ${setting.env}: ${line}`);
       assert.ok(line.includes(setting.doc.slice(0, 30).replace(/\s+/g, ' ')), `${command.join(' ')} ${flag}: the doc from the table: ${line}`);
       const def = (setting as { default?: unknown }).default;
-      if (def !== undefined && key !== 'adminPort') assert.ok(line.includes(`default ${String(def)}`), `${command.join(' ')} ${flag}: default ${String(def)}: ${line}`);
+      if (def !== undefined && key !== 'adminPort')
+        assert.ok(line.includes(`default ${String(def)}`), `${command.join(' ')} ${flag}: default ${String(def)}: ${line}`);
     }
   }
-  const withFlag = Object.entries(SETTINGS).filter(([, s]) => (s as { flag?: string }).flag).map(([k]) => k);
+  const withFlag = Object.entries(SETTINGS)
+    .filter(([, s]) => (s as { flag?: string }).flag)
+    .map(([k]) => k);
   assert.deepEqual([...offered].sort(), withFlag.sort(), 'every setting with a flag is on some command');
   const ingressHelp = (await runCli(['ingress', '--help'], {})).stdout.replace(/\n\s+/g, ' ');
   assert.match(ingressHelp, /--admin-port <n> .*\(env ADMIN_PORT, default 9090\)/);

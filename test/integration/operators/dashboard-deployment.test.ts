@@ -52,7 +52,10 @@ test('a dashboard pointed at a prefix with no deployment says so (log and /api/s
     const body = (await (await fetch(`http://127.0.0.1:${port}/api/status`)).json()) as Record<string, unknown>;
     const warned = proc.logs().some((l) => (l.level as number) >= 40 && JSON.stringify(l).includes(prefix));
     const flagged = body.deploymentFound === false || /no deployment/i.test(String(body.error ?? body.warning ?? ''));
-    assert.ok(warned || flagged, `nothing tells the operator that prefix ${prefix} has no deployment: /api/status ${JSON.stringify(body)}; logs ${proc.stdout.trim()}`);
+    assert.ok(
+      warned || flagged,
+      `nothing tells the operator that prefix ${prefix} has no deployment: /api/status ${JSON.stringify(body)}; logs ${proc.stdout.trim()}`,
+    );
   } finally {
     await proc.stop('SIGTERM');
   }
@@ -66,21 +69,30 @@ test('a dashboard started while Redis is down still checks the deployment once R
   client.disconnect();
   await redis.stop();
   const port = await freePort();
-  const proc = new MirrorplaneProcess(['dashboard', '--port', String(port), '--read-only', '--redis-timeout', '1000'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, PARTITIONS: '4' });
+  const proc = new MirrorplaneProcess(['dashboard', '--port', String(port), '--read-only', '--redis-timeout', '1000'], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: prefix,
+    PARTITIONS: '4',
+  });
   try {
     await proc.waitForLog('dashboard listening', 60_000);
     await redis.start();
     // Expected: it stops (exit 2, naming PARTITIONS), as it does when Redis is up at start.
     // Observed failure mode: it goes on serving live figures read with the wrong partition count.
-    const outcome = await waitFor('the dashboard to stop or to serve live figures', async () => {
-      if (proc.child.exitCode !== null) return { exited: proc.child.exitCode };
-      const res = await fetch(`http://127.0.0.1:${port}/api/status`).catch(() => null);
-      if (!res) return undefined;
-      const body = (await res.json()) as { stale?: boolean; error?: string };
-      if (res.status === 200 && body.stale !== true) return { live: body };
-      if (/PARTITIONS/.test(body.error ?? '')) return { refused: body.error };
-      return undefined;
-    }, 60_000, 250);
+    const outcome = await waitFor(
+      'the dashboard to stop or to serve live figures',
+      async () => {
+        if (proc.child.exitCode !== null) return { exited: proc.child.exitCode };
+        const res = await fetch(`http://127.0.0.1:${port}/api/status`).catch(() => null);
+        if (!res) return undefined;
+        const body = (await res.json()) as { stale?: boolean; error?: string };
+        if (res.status === 200 && body.stale !== true) return { live: body };
+        if (/PARTITIONS/.test(body.error ?? '')) return { refused: body.error };
+        return undefined;
+      },
+      60_000,
+      250,
+    );
     assert.ok(!('live' in outcome), `served live figures for a deployment whose PARTITIONS disagree: ${JSON.stringify(outcome)}`);
     if ('exited' in outcome) assert.match(proc.stderr, /PARTITIONS/);
   } finally {

@@ -30,13 +30,27 @@ test('the generated reference is the real --help of the real executable, for eve
   assert.ok(commands.length > 20);
   for (const name of commands.matchAll(/^ {2}([a-z][a-z-]*)/gm)) {
     if (name[1] === 'help') continue;
-    assert.ok(blocks.some(([, c]) => c === name[1] || c!.startsWith(`${name[1]} `)), `${name[1]} documented`);
+    assert.ok(
+      blocks.some(([, c]) => c === name[1] || c!.startsWith(`${name[1]} `)),
+      `${name[1]} documented`,
+    );
   }
 });
 
 test('no document sends users to npx mirrorplane outside the repository', () => {
-  for (const path of ['README.md', 'docs/OPERATIONS.md', 'docs/PRODUCTION-RESPONSES.md', 'docs/CONFIG.md', 'docs/SCALING.md', 'docs/RELIABILITY.md', 'docs/SECURITY.md', 'docs/TOPOLOGY.md']) {
-    const lines = read(path).split('\n').filter((l) => /npx mirrorplane/.test(l) && !/^Never `npx mirrorplane` outside this repository/.test(l));
+  for (const path of [
+    'README.md',
+    'docs/OPERATIONS.md',
+    'docs/PRODUCTION-RESPONSES.md',
+    'docs/CONFIG.md',
+    'docs/SCALING.md',
+    'docs/RELIABILITY.md',
+    'docs/SECURITY.md',
+    'docs/TOPOLOGY.md',
+  ]) {
+    const lines = read(path)
+      .split('\n')
+      .filter((l) => /npx mirrorplane/.test(l) && !/^Never `npx mirrorplane` outside this repository/.test(l));
     assert.deepEqual(lines, [], path);
   }
 });

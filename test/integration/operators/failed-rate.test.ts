@@ -14,24 +14,30 @@ function status(failed: number): Status {
 }
 
 test('RateWindow: a failed set that does not change gives failed/s 0, whatever its size', () => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.integer({ min: 2, max: 8 }), (size, frames) => {
-    const w = new RateWindow();
-    let last: number | null = null;
-    for (let i = 0; i < frames; i++) last = w.add(status(size), 1_000 * (i + 1)).failedPerSec;
-    return last === 0;
-  }), { numRuns: 100 });
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.integer({ min: 2, max: 8 }), (size, frames) => {
+      const w = new RateWindow();
+      let last: number | null = null;
+      for (let i = 0; i < frames; i++) last = w.add(status(size), 1_000 * (i + 1)).failedPerSec;
+      return last === 0;
+    }),
+    { numRuns: 100 },
+  );
 });
 
 test('RateWindow: failures after a purge are counted (the set shrank, then grew again)', () => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 1, max: 1_000 }), (before, newFailures) => {
-    const w = new RateWindow();
-    w.add(status(before), 1_000);
-    w.add(status(before), 2_000); // quiet
-    w.add(status(0), 3_000); // failed purge --yes
-    const frame = w.add(status(newFailures), 4_000); // newFailures failed in the last second
-    // Over the 3 s window, newFailures entries reached the failed set.
-    return frame.failedPerSec === newFailures / 3;
-  }), { numRuns: 100 });
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 1, max: 1_000 }), (before, newFailures) => {
+      const w = new RateWindow();
+      w.add(status(before), 1_000);
+      w.add(status(before), 2_000); // quiet
+      w.add(status(0), 3_000); // failed purge --yes
+      const frame = w.add(status(newFailures), 4_000); // newFailures failed in the last second
+      // Over the 3 s window, newFailures entries reached the failed set.
+      return frame.failedPerSec === newFailures / 3;
+    }),
+    { numRuns: 100 },
+  );
 });
 
 let redis: RedisServer;
@@ -55,7 +61,17 @@ after(async () => {
 test('status --watch --json on a quiet deployment with 20 failed entries reports failed/s 0', async () => {
   const r = await stack.cli(['status', '--watch', '--json', '--interval', '0.5', '--count', '4']);
   assert.equal(r.code, 0, r.stderr);
-  const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { failed: number; failedPerSec: number | null });
-  assert.deepEqual(frames.map((f) => f.failed), [20, 20, 20, 20]);
-  assert.deepEqual(frames.slice(1).map((f) => f.failedPerSec), [0, 0, 0], 'nothing failed during the watch');
+  const frames = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { failed: number; failedPerSec: number | null });
+  assert.deepEqual(
+    frames.map((f) => f.failed),
+    [20, 20, 20, 20],
+  );
+  assert.deepEqual(
+    frames.slice(1).map((f) => f.failedPerSec),
+    [0, 0, 0],
+    'nothing failed during the watch',
+  );
 });

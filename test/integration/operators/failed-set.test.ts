@@ -30,15 +30,24 @@ after(async () => {
 });
 
 /** Runs the CLI in-process with a terminal the test controls. */
-async function runIn(args: string[], terminal: { stdinIsTTY: boolean; answer?: string }): Promise<{ code: number | undefined; out: string; err: string; asked: string[] }> {
+async function runIn(
+  args: string[],
+  terminal: { stdinIsTTY: boolean; answer?: string },
+): Promise<{ code: number | undefined; out: string; err: string; asked: string[] }> {
   let out = '';
   let err = '';
   let code: number | undefined;
   const asked: string[] = [];
   const io: Io = {
-    out: (s) => { out += s; },
-    err: (s) => { err += s; },
-    setExit: (c) => { code = c; },
+    out: (s) => {
+      out += s;
+    },
+    err: (s) => {
+      err += s;
+    },
+    setExit: (c) => {
+      code = c;
+    },
     stdoutIsTTY: false,
     stderrIsTTY: false,
     stdinIsTTY: terminal.stdinIsTTY,
@@ -65,7 +74,10 @@ test('failed list: column headers, "showing 100 of 150", grouping by error', asy
   assert.match(grouped.stdout, /^150 +\S+ +MP_ERR_STAGING_STATUS: staging answered 500/m);
   const groupedJson = JSON.parse((await stack.cli(['failed', 'list', '--by-error', '--json'])).stdout) as { total: number; groups: { count: number }[] };
   assert.equal(groupedJson.total, 150);
-  assert.deepEqual(groupedJson.groups.map((g) => g.count), [150]);
+  assert.deepEqual(
+    groupedJson.groups.map((g) => g.count),
+    [150],
+  );
 });
 
 test('failed replay --all replays the set as it was when it started, each entry once, with exact counts', async () => {
@@ -82,15 +94,23 @@ test('failed replay --all replays the set as it was when it started, each entry 
   assert.equal(result.done, N, 'nobody else touched the set');
   assert.equal(result.filteredOut, 0);
   // Each entry fails again (staging still answers 500) and lands in the set once more: exactly N more tries.
-  await waitFor('the replayed entries to fail again', async () => {
-    const s = await stack.status();
-    return s.failed === N && s.retrying === 0 && staging.received.length >= before + N;
-  }, 120_000, 200);
+  await waitFor(
+    'the replayed entries to fail again',
+    async () => {
+      const s = await stack.status();
+      return s.failed === N && s.retrying === 0 && staging.received.length >= before + N;
+    },
+    120_000,
+    200,
+  );
   assert.equal(staging.received.length, before + N, 'each entry replayed exactly once');
 
   const human = await stack.cli(['failed', 'replay', '--all', '--error', 'no such error']);
   assert.equal(human.code, 0, human.stderr);
-  assert.match(human.stdout, /replayed 0 failed entries \(error matching \/no such error\/i\)\n {2}of 150 in the failed set when the command started; 150 left out by the filters/);
+  assert.match(
+    human.stdout,
+    /replayed 0 failed entries \(error matching \/no such error\/i\)\n {2}of 150 in the failed set when the command started; 150 left out by the filters/,
+  );
 });
 
 test('failed purge: refuses without --yes off a terminal, asks on one, filters by age and error, --dry-run changes nothing', async () => {

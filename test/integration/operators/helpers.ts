@@ -3,16 +3,27 @@ import { CLI } from '../../helpers/index.js';
 import type { Redis } from 'ioredis';
 
 /** Runs the CLI, killing it after `killAfterMs` (a hang is a failure, not a stuck test); reports the time it took. */
-export function runTimed(args: string[], env: Record<string, string>, killAfterMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string; ms: number; killed: boolean }> {
+export function runTimed(
+  args: string[],
+  env: Record<string, string>,
+  killAfterMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number; killed: boolean }> {
   return new Promise((resolve) => {
     const started = Date.now();
     const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let killed = false;
-    const timer = setTimeout(() => { killed = true; child.kill('SIGKILL'); }, killAfterMs);
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, killAfterMs);
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     child.once('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr, ms: Date.now() - started, killed });

@@ -30,7 +30,11 @@ test('human `status` shows the running worker by its heartbeat (a workers sectio
   const alive = await stack.cli(['status']);
   assert.equal(alive.code, 0, alive.stderr);
   // The consumer name holds the pid already; what is missing is the heartbeat: live workers, last seen.
-  assert.match(alive.stdout, /^workers? \(1\)|LAST SEEN|last seen/im, `human status shows no heartbeat of the running worker (pid ${worker.child.pid}):\n${alive.stdout}`);
+  assert.match(
+    alive.stdout,
+    /^workers? \(1\)|LAST SEEN|last seen/im,
+    `human status shows no heartbeat of the running worker (pid ${worker.child.pid}):\n${alive.stdout}`,
+  );
 });
 
 test('the dashboard /api/status lists live workers by heartbeat', async () => {
@@ -40,7 +44,10 @@ test('the dashboard /api/status lists live workers by heartbeat', async () => {
   try {
     await dashboard.waitForLog('dashboard listening', 60_000);
     const body = (await (await fetch(`http://127.0.0.1:${port}/api/status`)).json()) as { workers?: { pid: number }[] };
-    assert.ok(Array.isArray(body.workers) && body.workers.some((w) => String(w.pid) === pid), `the dashboard's /api/status has no live workers: ${JSON.stringify(body)}`);
+    assert.ok(
+      Array.isArray(body.workers) && body.workers.some((w) => String(w.pid) === pid),
+      `the dashboard's /api/status has no live workers: ${JSON.stringify(body)}`,
+    );
   } finally {
     await dashboard.stop('SIGTERM');
   }
@@ -49,11 +56,20 @@ test('the dashboard /api/status lists live workers by heartbeat', async () => {
 test('once every worker is dead, human `status` says no worker is running', async () => {
   await stack.workers[0]!.stop('SIGKILL');
   // The heartbeat expires after 3 periods; then no worker is alive.
-  await waitFor('the heartbeat to expire', async () => {
-    const r = await stack.cli(['status', '--json']);
-    return (JSON.parse(r.stdout) as { workers: unknown[] }).workers.length === 0;
-  }, 30_000, 250);
+  await waitFor(
+    'the heartbeat to expire',
+    async () => {
+      const r = await stack.cli(['status', '--json']);
+      return (JSON.parse(r.stdout) as { workers: unknown[] }).workers.length === 0;
+    },
+    30_000,
+    250,
+  );
   const dead = await stack.cli(['status']);
   assert.equal(dead.code, 0, dead.stderr);
-  assert.match(dead.stdout, /no (live )?workers?|workers? \(0\)|not running|no heartbeat/i, `human status with every worker dead reads like one with a worker running:\n${dead.stdout}`);
+  assert.match(
+    dead.stdout,
+    /no (live )?workers?|workers? \(0\)|not running|no heartbeat/i,
+    `human status with every worker dead reads like one with a worker running:\n${dead.stdout}`,
+  );
 });

@@ -41,8 +41,9 @@ async function occupyAfterFree(): Promise<{ server: Server; port: number }> {
   }
 }
 
-test('an ingress of several processes keeps its admin ports clear of the worker\'s and the dashboard\'s defaults', () => {
-  const admin = (env: Record<string, string>, role: 'ingress' | 'worker' = 'ingress') => loadConfig({ role, env: { STAGING_URL: 'http://s', ...env } }).adminPort;
+test("an ingress of several processes keeps its admin ports clear of the worker's and the dashboard's defaults", () => {
+  const admin = (env: Record<string, string>, role: 'ingress' | 'worker' = 'ingress') =>
+    loadConfig({ role, env: { STAGING_URL: 'http://s', ...env } }).adminPort;
   assert.equal(admin({}), 9090);
   assert.equal(admin({}, 'worker'), 9091);
   assert.equal(admin({ INGRESS_PROCESSES: '2' }), 9100, 'processes at 9100, 9101: not 9091');
@@ -52,7 +53,13 @@ test('an ingress of several processes keeps its admin ports clear of the worker\
 test('a port in use names its flag and variable, exits 2, no stack trace, for every role', async () => {
   const taken = await occupy();
   try {
-    const env = { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: `p${randomBytes(3).toString('hex')}`, STAGING_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent', INGRESS_HOST: '127.0.0.1' };
+    const env = {
+      REDIS_URL: redis.url,
+      MIRRORPLANE_PREFIX: `p${randomBytes(3).toString('hex')}`,
+      STAGING_URL: 'http://127.0.0.1:9',
+      LOG_LEVEL: 'silent',
+      INGRESS_HOST: '127.0.0.1',
+    };
     const cases: { args: string[]; env: Record<string, string>; names: RegExp }[] = [
       { args: ['ingress'], env: { ADMIN_PORT: String(taken.port), INGRESS_PORT: '0' }, names: /\(ADMIN_PORT \/ --admin-port\): address already in use/ },
       { args: ['ingress', '--admin-port', String(taken.port)], env: { INGRESS_PORT: '0' }, names: /\(ADMIN_PORT \/ --admin-port\)/ },
@@ -91,14 +98,26 @@ test('a port in use names its flag and variable, exits 2, no stack trace, for ev
 test('SIGTERM to the whole process group of ingress --processes 2 (what systemd does) exits 0 cleanly', async () => {
   const adminPort = await freePort();
   const child = spawn(process.execPath, [CLI, 'ingress', '--processes', '2'], {
-    env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url, MIRRORPLANE_PREFIX: `g${randomBytes(3).toString('hex')}`, INGRESS_HOST: '127.0.0.1', INGRESS_PORT: String(await freePort()), ADMIN_PORT: String(adminPort), LOG_LEVEL: 'info' },
+    env: {
+      PATH: process.env.PATH ?? '',
+      REDIS_URL: redis.url,
+      MIRRORPLANE_PREFIX: `g${randomBytes(3).toString('hex')}`,
+      INGRESS_HOST: '127.0.0.1',
+      INGRESS_PORT: String(await freePort()),
+      ADMIN_PORT: String(adminPort),
+      LOG_LEVEL: 'info',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   try {
     await waitFor('two ingress processes listening', () => (stdout.match(/"msg":"ingress listening"/g)?.length ?? 0) === 2, 60_000);
@@ -108,7 +127,11 @@ test('SIGTERM to the whole process group of ingress --processes 2 (what systemd 
     assert.doesNotMatch(stdout, /second signal/);
     assert.match(stdout, /"failed":false,"msg":"ingress processes stopped"/);
   } finally {
-    try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
   }
 });
 

@@ -32,13 +32,22 @@ async function onTerminal(args: string[]): Promise<{ code: number | undefined; o
   let code: number | undefined;
   const asked: string[] = [];
   const io: Io = {
-    out: (s) => { out += s; },
-    err: (s) => { err += s; },
-    setExit: (c) => { code = c; },
+    out: (s) => {
+      out += s;
+    },
+    err: (s) => {
+      err += s;
+    },
+    setExit: (c) => {
+      code = c;
+    },
     stdoutIsTTY: true,
     stderrIsTTY: true,
     stdinIsTTY: true,
-    confirm: async (q) => { asked.push(q); return false; },
+    confirm: async (q) => {
+      asked.push(q);
+      return false;
+    },
   };
   const result = await main([...args, '--redis-url', redis.url, '--prefix', stack.env.MIRRORPLANE_PREFIX!], io);
   return { code: result ?? code, out, err, asked };

@@ -31,13 +31,7 @@ after(async () => {
 });
 
 /** Commands that read Redis and end; each must keep a password to itself. */
-const COMMANDS: string[][] = [
-  ['status'],
-  ['status', '--json'],
-  ['failed', 'list'],
-  ['failed', 'replay', '--all', '--dry-run'],
-  ['diff', 'summary'],
-];
+const COMMANDS: string[][] = [['status'], ['status', '--json'], ['failed', 'list'], ['failed', 'replay', '--all', '--dry-run'], ['diff', 'summary']];
 
 test('a password holding "@" is never printed, in output or errors, for any URL shape', async () => {
   const closed = await freePort();
@@ -54,7 +48,8 @@ test('a password holding "@" is never printed, in output or errors, for any URL 
     for (const args of i === 0 ? COMMANDS : [['status'], ['status', '--json']]) {
       const r = await runTimed([...args, '--redis-url', url, '--redis-timeout', '2000'], {}, 60_000);
       const shown = r.stdout + r.stderr;
-      if (shown.includes(SECRET_TAIL) || shown.includes('Zq9secret')) leaks.push(`${args.join(' ')} ${url.replace(PASSWORD, '<pw>')}: ${shown.split('\n').find((l) => l.includes('Zq9secret'))}`);
+      if (shown.includes(SECRET_TAIL) || shown.includes('Zq9secret'))
+        leaks.push(`${args.join(' ')} ${url.replace(PASSWORD, '<pw>')}: ${shown.split('\n').find((l) => l.includes('Zq9secret'))}`);
     }
   }
   assert.deepEqual(leaks, [], 'the password after its "@" is shown in clear');
@@ -62,11 +57,20 @@ test('a password holding "@" is never printed, in output or errors, for any URL 
 
 test('maskRedisUrl hides every character of any password, "@" and ":" included', () => {
   const chunk = fc.stringMatching(/^[A-Za-z0-9]{6,12}$/);
-  fc.assert(fc.property(chunk, chunk, fc.constantFrom('@', ':@', '@@', '@:'), fc.constantFrom('redis', 'rediss', 'redis+sentinel', 'redis+cluster'), (a, b, sep, scheme) => {
-    const password = `${a}${sep}${b}`;
-    const masked = maskRedisUrl(`${scheme}://user:${password}@127.0.0.1:6379${scheme.endsWith('sentinel') ? '/mymaster' : ''}`);
-    return !masked.includes(a) && !masked.includes(b);
-  }), { numRuns: 200 });
+  fc.assert(
+    fc.property(
+      chunk,
+      chunk,
+      fc.constantFrom('@', ':@', '@@', '@:'),
+      fc.constantFrom('redis', 'rediss', 'redis+sentinel', 'redis+cluster'),
+      (a, b, sep, scheme) => {
+        const password = `${a}${sep}${b}`;
+        const masked = maskRedisUrl(`${scheme}://user:${password}@127.0.0.1:6379${scheme.endsWith('sentinel') ? '/mymaster' : ''}`);
+        return !masked.includes(a) && !masked.includes(b);
+      },
+    ),
+    { numRuns: 200 },
+  );
 });
 
 test('a user without ACL rights gets the URL and "permission denied" from every command and role, no stack trace', async () => {
@@ -103,23 +107,29 @@ test('rediss:// to a plain Redis names the TLS failure, not only silence', async
 });
 
 test('the URL parser reads user and password exactly as ioredis does, and the mask hides every password character', async () => {
-  const { parseURL } = (await import('ioredis/built/utils/index.js')) as unknown as { parseURL: (url: string) => { username?: string; password?: string; host?: string } };
+  const { parseURL } = (await import('ioredis/built/utils/index.js')) as unknown as {
+    parseURL: (url: string) => { username?: string; password?: string; host?: string };
+  };
   const { parseRedisUrl } = await import('@mirrorplane/core');
   // Passwords from an alphabet heavy in separators: "@", ":" and percent signs included.
   const password = fc.stringMatching(/^[A-Za-z0-9@:!$&'()*+,;=._~-]{1,24}$/).filter((p) => /[A-Za-z0-9]{3}/.test(p));
   const user = fc.stringMatching(/^[a-z]{0,6}$/);
-  fc.assert(fc.property(user, password, fc.constantFrom('', '/0', '/3'), (u, p, db) => {
-    const url = `redis://${u}:${p}@127.0.0.1:6379${db}`;
-    const ours = parseRedisUrl(url);
-    const theirs = parseURL(url);
-    assert.equal(ours.password, decodeURIComponent(theirs.password ?? ''), url);
-    assert.equal(ours.username ?? '', theirs.username ?? '', url);
-    assert.equal(ours.nodes[0]?.host, theirs.host, url);
-    const masked = maskRedisUrl(url);
-    // No run of 3 password characters (letters/digits) survives, and the host is still shown.
-    for (const run of p.match(/[A-Za-z0-9]{3,}/g) ?? []) assert.ok(!masked.slice(masked.indexOf('//') + 2 + u.length).includes(run) || '127.0.0.1:6379'.includes(run), `${url} -> ${masked}`);
-    assert.match(masked, /@127\.0\.0\.1:6379/);
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(user, password, fc.constantFrom('', '/0', '/3'), (u, p, db) => {
+      const url = `redis://${u}:${p}@127.0.0.1:6379${db}`;
+      const ours = parseRedisUrl(url);
+      const theirs = parseURL(url);
+      assert.equal(ours.password, decodeURIComponent(theirs.password ?? ''), url);
+      assert.equal(ours.username ?? '', theirs.username ?? '', url);
+      assert.equal(ours.nodes[0]?.host, theirs.host, url);
+      const masked = maskRedisUrl(url);
+      // No run of 3 password characters (letters/digits) survives, and the host is still shown.
+      for (const run of p.match(/[A-Za-z0-9]{3,}/g) ?? [])
+        assert.ok(!masked.slice(masked.indexOf('//') + 2 + u.length).includes(run) || '127.0.0.1:6379'.includes(run), `${url} -> ${masked}`);
+      assert.match(masked, /@127\.0\.0\.1:6379/);
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test('a config file whose bad line holds a Redis URL shows it masked in the error', async () => {
@@ -143,21 +153,28 @@ test('a config file whose bad line holds a Redis URL shows it masked in the erro
 test('describeFailure: every Redis error reply reads as words naming the masked URL, exit 1, no stack', async () => {
   const { describeFailure } = await import('../../../apps/cli/src/failure.js');
   const replies: [string, RegExp][] = [
-    ['NOPERM this user has no permissions to run the \'xadd\' command', /permission denied/],
+    ["NOPERM this user has no permissions to run the 'xadd' command", /permission denied/],
     ['WRONGPASS invalid username-password pair or user is disabled.', /authentication failed/],
     ['LOADING Redis is loading the dataset in memory', /still loading/],
-    ['READONLY You can\'t write against a read only replica.', /read-only replica/],
-    ['OOM command not allowed when used memory > \'maxmemory\'.', /out of memory/],
-    ['MISCONF Redis is configured to save RDB snapshots, but it\'s currently unable to persist to disk.', /cannot save to disk/],
-    ['EXECABORT Transaction discarded because of: NOPERM this user has no permissions to run the \'exec\' command', /permission denied/],
+    ["READONLY You can't write against a read only replica.", /read-only replica/],
+    ["OOM command not allowed when used memory > 'maxmemory'.", /out of memory/],
+    ["MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.", /cannot save to disk/],
+    ["EXECABORT Transaction discarded because of: NOPERM this user has no permissions to run the 'exec' command", /permission denied/],
   ];
-  fc.assert(fc.property(fc.constantFrom(...replies), fc.stringMatching(/^[A-Za-z0-9@:]{4,16}$/).map((p) => `Pw9${p}`), ([reply, words], pw) => {
-    const error = Object.assign(new Error(reply), { name: 'ReplyError' });
-    const failure = describeFailure(error, `redis://ops:${pw}@127.0.0.1:6379`);
-    assert.equal(failure.exitCode, 1);
-    assert.equal(failure.known, true);
-    assert.match(failure.message, /^MP_ERR_REDIS: Redis at redis:\/\/ops:\*\*\*@127\.0\.0\.1:6379: /);
-    assert.match(failure.message, words);
-    assert.ok(!failure.message.includes(pw) && !/\n\s+at /.test(failure.message), failure.message);
-  }), { numRuns: 100 });
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...replies),
+      fc.stringMatching(/^[A-Za-z0-9@:]{4,16}$/).map((p) => `Pw9${p}`),
+      ([reply, words], pw) => {
+        const error = Object.assign(new Error(reply), { name: 'ReplyError' });
+        const failure = describeFailure(error, `redis://ops:${pw}@127.0.0.1:6379`);
+        assert.equal(failure.exitCode, 1);
+        assert.equal(failure.known, true);
+        assert.match(failure.message, /^MP_ERR_REDIS: Redis at redis:\/\/ops:\*\*\*@127\.0\.0\.1:6379: /);
+        assert.match(failure.message, words);
+        assert.ok(!failure.message.includes(pw) && !/\n\s+at /.test(failure.message), failure.message);
+      },
+    ),
+    { numRuns: 100 },
+  );
 });

@@ -19,7 +19,11 @@ before(async () => {
 });
 
 after(async () => {
-  try { process.kill(redisPid, 'SIGCONT'); } catch { /* gone */ }
+  try {
+    process.kill(redisPid, 'SIGCONT');
+  } catch {
+    /* gone */
+  }
   await redis?.close();
 });
 
@@ -29,7 +33,9 @@ test('status --watch ends promptly on SIGINT while Redis hangs, and prints no fr
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   try {
     await waitFor('two live frames', () => out.split('\n').filter((l) => l.startsWith('{"at"')).length >= 2, 60_000);

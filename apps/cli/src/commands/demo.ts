@@ -14,7 +14,8 @@ export function registerDemo(program: Command, io: Io): void {
       const requests = Number(options.requests);
       if (!Number.isInteger(requests) || requests < 0) throw new UsageError(`--requests: expected a whole number, got ${JSON.stringify(options.requests)}`);
       const port = options.port === undefined ? 0 : Number(options.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
+      if (!Number.isInteger(port) || port < 0 || port > 65535)
+        throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
       await runDemo({ requests, keep: options.keep === true, port, out: io.out, err: io.err, env: process.env });
       io.setExit(0);
     });

@@ -12,7 +12,9 @@ export function registerDiff(program: Command, io: Io): void {
   addSettingFlags(summary, 'cli', CONNECTION_SETTINGS).option('--json', 'print a JSON array');
   summary.action(async (options: { json?: boolean }) => {
     const config = configure('cli', settingFlags(summary));
-    const [rows, ids] = await withOperatorConnection(config, ({ redis }) => Promise.all([readDiffSummary(redis, config.prefix), readIdMappingOutcomes(redis, config.prefix)]));
+    const [rows, ids] = await withOperatorConnection(config, ({ redis }) =>
+      Promise.all([readDiffSummary(redis, config.prefix), readIdMappingOutcomes(redis, config.prefix)]),
+    );
     io.out(options.json ? `${JSON.stringify(rows)}\n` : `${contextLine(config)}\n${formatDiffSummary(rows)}${formatIdMappingOutcomes(ids)}`);
   });
 }

@@ -1,6 +1,14 @@
 import type { Command } from 'commander';
 import { Redactor, parseDuration } from '@mirrorplane/core';
-import { groupFailedByError, listFailed, purgeFailedSnapshot, replayFailedSnapshot, snapshotFailedIds, type FailedActionResult, type FailedFilter } from '@mirrorplane/runtime';
+import {
+  groupFailedByError,
+  listFailed,
+  purgeFailedSnapshot,
+  replayFailedSnapshot,
+  snapshotFailedIds,
+  type FailedActionResult,
+  type FailedFilter,
+} from '@mirrorplane/runtime';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { withOperatorConnection } from '../connection.js';
@@ -16,7 +24,13 @@ function addFilterFlags(command: Command): Command {
     .option('--json', 'print the result as JSON (raw counts)');
 }
 
-interface FilterOptions { olderThan?: string; error?: string; dryRun?: boolean; json?: boolean; yes?: boolean }
+interface FilterOptions {
+  olderThan?: string;
+  error?: string;
+  dryRun?: boolean;
+  json?: boolean;
+  yes?: boolean;
+}
 
 function parseFilter(options: FilterOptions, ids: readonly string[] | null): FailedFilter {
   const filter: FailedFilter = {};
@@ -53,7 +67,12 @@ function formatResult(verb: string, result: FailedActionResult, filter: FailedFi
   if (result.gone) out += `; ${formatCount(result.gone)} left the set meanwhile`;
   out += '\n';
   if (result.dryRun && result.sample.length > 0) {
-    out += '\n' + formatTable(['ID', 'REQUEST', 'LAST ERROR'], result.sample.map((e) => [e.id, `${e.method ?? '-'} ${e.url ?? '-'}`, e.lastError.split('\n')[0] ?? '']));
+    out +=
+      '\n' +
+      formatTable(
+        ['ID', 'REQUEST', 'LAST ERROR'],
+        result.sample.map((e) => [e.id, `${e.method ?? '-'} ${e.url ?? '-'}`, e.lastError.split('\n')[0] ?? '']),
+      );
     if (result.matched > result.sample.length) out += `… and ${formatCount(result.matched - result.sample.length)} more\n`;
   }
   return out;
@@ -81,26 +100,46 @@ export function registerFailed(program: Command, io: Io): void {
       if (options.json) return io.out(`${JSON.stringify({ total: groups.reduce((n, g) => n + g.count, 0), groups })}\n`);
       io.out(contextLine(config));
       if (groups.length === 0) return io.out('no failed entries\n');
-      io.out(`\n${formatTable(['COUNT', 'EXAMPLE ID', 'LAST ERROR'], groups.map((g) => [formatCount(g.count), g.example, g.error.split('\n')[0] ?? '']))}`);
+      io.out(
+        `\n${formatTable(
+          ['COUNT', 'EXAMPLE ID', 'LAST ERROR'],
+          groups.map((g) => [formatCount(g.count), g.example, g.error.split('\n')[0] ?? '']),
+        )}`,
+      );
       return;
     }
-    const { entries, total } = await withOperatorConnection(config, async ({ queue }) => ({ entries: await listFailed(queue, limit, new Redactor(config.redaction)), total: await queue.getFailedCount() }));
+    const { entries, total } = await withOperatorConnection(config, async ({ queue }) => ({
+      entries: await listFailed(queue, limit, new Redactor(config.redaction)),
+      total: await queue.getFailedCount(),
+    }));
     // A JSON array, as before: scripts index it. `status --json` has the total.
     if (options.json) return io.out(`${JSON.stringify(entries)}\n`);
     io.out(contextLine(config));
     if (entries.length === 0) return io.out('no failed entries\n');
-    io.out(`showing ${formatCount(entries.length)} of ${formatCount(Math.max(total, entries.length))} failed entries, newest first${total > entries.length ? ' (--limit for more, --by-error to group them)' : ''}\n\n`);
-    io.out(formatTable(['ID', 'REQUEST', 'ATTEMPTS', 'FAILED AT', 'LAST ERROR'], entries.map((e) => [e.id, `${e.method ?? '-'} ${e.url ?? '-'}`, String(e.attempts), e.failedAt ?? '-', e.lastError.split('\n')[0] ?? ''])));
+    io.out(
+      `showing ${formatCount(entries.length)} of ${formatCount(Math.max(total, entries.length))} failed entries, newest first${total > entries.length ? ' (--limit for more, --by-error to group them)' : ''}\n\n`,
+    );
+    io.out(
+      formatTable(
+        ['ID', 'REQUEST', 'ATTEMPTS', 'FAILED AT', 'LAST ERROR'],
+        entries.map((e) => [e.id, `${e.method ?? '-'} ${e.url ?? '-'}`, String(e.attempts), e.failedAt ?? '-', e.lastError.split('\n')[0] ?? '']),
+      ),
+    );
   });
 
-  const replay = failed.command('replay').description('put failed entries back for a fresh set of attempts: the set as it was when the command started, each entry once').argument('[ids...]', 'entry ids');
+  const replay = failed
+    .command('replay')
+    .description('put failed entries back for a fresh set of attempts: the set as it was when the command started, each entry once')
+    .argument('[ids...]', 'entry ids');
   addFilterFlags(addSettingFlags(replay, 'cli', CONNECTION_SETTINGS)).option('--all', 'every failed entry (that matches the filters)');
   replay.action(async (ids: string[], options: FilterOptions & { all?: boolean }) => {
     if (!options.all && ids.length === 0) throw new UsageError('failed replay: name entry ids or pass --all');
     if (options.all && ids.length > 0) throw new UsageError('failed replay: pass either --all or ids, not both');
     const config = configure('cli', settingFlags(replay));
     const filter = parseFilter(options, options.all ? null : ids);
-    const result = await withOperatorConnection(config, ({ queue }) => replayFailedSnapshot(queue, filter, { dryRun: options.dryRun === true, redactor: new Redactor(config.redaction) }));
+    const result = await withOperatorConnection(config, ({ queue }) =>
+      replayFailedSnapshot(queue, filter, { dryRun: options.dryRun === true, redactor: new Redactor(config.redaction) }),
+    );
     if (options.json) io.out(resultJson(result));
     else io.out(contextLine(config) + formatResult('replay', result, filter));
     if (result.missing.length > 0) {
@@ -116,7 +155,9 @@ export function registerFailed(program: Command, io: Io): void {
     const filter = parseFilter(options, null);
     const dryRun = options.dryRun === true;
     if (!dryRun && !options.yes && !io.stdinIsTTY) {
-      throw new UsageError('failed purge removes entries for good: pass --yes to confirm (or --dry-run to see what it would remove); stdin is not a terminal, so it cannot ask');
+      throw new UsageError(
+        'failed purge removes entries for good: pass --yes to confirm (or --dry-run to see what it would remove); stdin is not a terminal, so it cannot ask',
+      );
     }
     const redactor = new Redactor(config.redaction);
     const result = await withOperatorConnection(config, async ({ queue }) => {
@@ -126,7 +167,9 @@ export function registerFailed(program: Command, io: Io): void {
       const preview = await purgeFailedSnapshot(queue, { ...filter, snapshot }, { dryRun: true, redactor });
       // Nothing to ask about: still the real purge (of nothing), so the report says what was done, not a dry run.
       if (preview.matched === 0) return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });
-      const ok = await io.confirm(`${contextLine(config)}remove ${formatCount(preview.matched)} failed ${preview.matched === 1 ? 'entry' : 'entries'}${describeFilter(filter)} for good? [y/N] `);
+      const ok = await io.confirm(
+        `${contextLine(config)}remove ${formatCount(preview.matched)} failed ${preview.matched === 1 ? 'entry' : 'entries'}${describeFilter(filter)} for good? [y/N] `,
+      );
       if (!ok) throw new UsageError('failed purge: not confirmed; nothing removed');
       return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });
     });

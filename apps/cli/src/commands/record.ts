@@ -18,7 +18,8 @@ export function registerRecord(program: Command, io: Io): void {
     .option('--out <file>', 'write here instead of stdout')
     .action(async (files: string[], options: { format: string; out?: string }) => {
       const format = options.format.toLowerCase();
-      if (!(FORMATS as readonly string[]).includes(format)) throw new UsageError(`--format: expected ${FORMATS.join(' or ')}, got ${JSON.stringify(options.format)}`);
+      if (!(FORMATS as readonly string[]).includes(format))
+        throw new UsageError(`--format: expected ${FORMATS.join(' or ')}, got ${JSON.stringify(options.format)}`);
       // The config (env, MIRRORPLANE_CONFIG) for MIRRORPLANE_DATA_KEY (encrypted recordings) and the redaction lists.
       const config = configure('cli', {});
       const har = `${JSON.stringify(toHar(await readRecordings(files, EntryCipher.fromSpec(config.dataKey)), VERSION, new Redactor(config.redaction)), null, 2)}\n`;
@@ -26,7 +27,9 @@ export function registerRecord(program: Command, io: Io): void {
       try {
         await writeFile(options.out, har);
       } catch (error) {
-        throw new UsageError(`--out: cannot write ${options.out}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : errorMessage(error)}`);
+        throw new UsageError(
+          `--out: cannot write ${options.out}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : errorMessage(error)}`,
+        );
       }
       io.err(`wrote ${options.out}\n`);
     });

@@ -10,7 +10,9 @@ import { readRecordings } from '../record.js';
 import type { Io } from '../io.js';
 
 export function registerReplay(program: Command, io: Io): void {
-  const command = program.command('replay').description('replay a window of accepted traffic again (kept by STREAM_RETENTION, or from recordings), with its original timing');
+  const command = program
+    .command('replay')
+    .description('replay a window of accepted traffic again (kept by STREAM_RETENTION, or from recordings), with its original timing');
   addSettingFlags(command, 'cli', CONNECTION_SETTINGS)
     .option('--from <time>', 'start of the window: 2026-11-26T10:00:00Z, epoch ms, -1h, "15m ago"')
     .option('--to <time>', 'end of the window (default: now)')
@@ -30,7 +32,15 @@ export function registerReplay(program: Command, io: Io): void {
     const summary = await withOperatorConnection(config, async ({ redis }) => {
       const built = options.staging ? await buildPipeline(config, createLogger({ logLevel: 'silent' }, 'replay')) : null;
       try {
-        return await replayWindow({ config, redis, keys: partitionKeys(config.prefix, config.partitions), ...flags, recordings, direct: built ? { pipeline: built.pipeline } : null, progress: progress.update });
+        return await replayWindow({
+          config,
+          redis,
+          keys: partitionKeys(config.prefix, config.partitions),
+          ...flags,
+          recordings,
+          direct: built ? { pipeline: built.pipeline } : null,
+          progress: progress.update,
+        });
       } finally {
         progress.done();
         await built?.pipeline.close();

@@ -16,9 +16,17 @@ export function registerSampleBackend(program: Command, io: Io): void {
     .option('--path-prefix <prefix>', 'serve only paths under this prefix (404 elsewhere)')
     .action(async (options: { name: string; port: string; host: string; idPrefix: string; firstId: string; pathPrefix?: string }) => {
       const port = Number(options.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
-      const backend = new SampleBackend({ name: options.name, idPrefix: options.idPrefix, firstId: Number(options.firstId) || 1, ...(options.pathPrefix ? { pathPrefix: options.pathPrefix } : {}) });
-      const bound = await listening({ ingressPort: port, ingressHost: options.host, adminPort: -1, adminHost: '' }, () => backend.listen(port, options.host)).catch((error: unknown) => {
+      if (!Number.isInteger(port) || port < 0 || port > 65535)
+        throw new UsageError(`--port: expected an integer from 0 to 65535, got ${JSON.stringify(options.port)}`);
+      const backend = new SampleBackend({
+        name: options.name,
+        idPrefix: options.idPrefix,
+        firstId: Number(options.firstId) || 1,
+        ...(options.pathPrefix ? { pathPrefix: options.pathPrefix } : {}),
+      });
+      const bound = await listening({ ingressPort: port, ingressHost: options.host, adminPort: -1, adminHost: '' }, () =>
+        backend.listen(port, options.host),
+      ).catch((error: unknown) => {
         if (error instanceof UsageError) throw new UsageError(error.message.replace('INGRESS_PORT / --port', '--port'));
         throw error;
       });

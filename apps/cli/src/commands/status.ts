@@ -30,15 +30,33 @@ export function formatStatus(status: StatusWithWorkers, now = Date.now()): strin
   const workers = status.workers;
   if (workers !== undefined) {
     out += `\nworkers (${workers.length})\n`;
-    out += workers.length === 0
-      ? '  no worker is running (no heartbeat): entries wait in the backlog until one starts\n'
-      : formatTable(['  CONSUMER', 'HOST', 'PID', 'IN FLIGHT', 'LAST SEEN'], workers.map((w) => [`  ${w.consumer}`, w.host, String(w.pid), `${formatCount(w.inFlight)} of ${formatCount(w.concurrency)}`, `${formatDuration(Math.max(0, now - w.lastSeen))} ago`]));
+    out +=
+      workers.length === 0
+        ? '  no worker is running (no heartbeat): entries wait in the backlog until one starts\n'
+        : formatTable(
+            ['  CONSUMER', 'HOST', 'PID', 'IN FLIGHT', 'LAST SEEN'],
+            workers.map((w) => [
+              `  ${w.consumer}`,
+              w.host,
+              String(w.pid),
+              `${formatCount(w.inFlight)} of ${formatCount(w.concurrency)}`,
+              `${formatDuration(Math.max(0, now - w.lastSeen))} ago`,
+            ]),
+          );
   }
   if (status.consumers.length > 0) {
     const live = new Set((workers ?? []).map((w) => w.consumer));
     out += `\nconsumers (${status.consumers.length})\n`;
     const headers = ['  NAME', 'PENDING', 'IDLE', ...(workers !== undefined ? ['WORKER'] : [])];
-    out += formatTable(headers, status.consumers.map((c) => [`  ${c.name}`, formatCount(c.pending), formatDuration(c.idleMs), ...(workers !== undefined ? [live.has(c.name) ? 'live' : 'dead (no heartbeat)'] : [])]));
+    out += formatTable(
+      headers,
+      status.consumers.map((c) => [
+        `  ${c.name}`,
+        formatCount(c.pending),
+        formatDuration(c.idleMs),
+        ...(workers !== undefined ? [live.has(c.name) ? 'live' : 'dead (no heartbeat)'] : []),
+      ]),
+    );
   }
   return out;
 }
@@ -66,26 +84,34 @@ export function registerStatus(program: Command, io: Io): void {
     const keys = partitionKeys(config.prefix, config.partitions);
     if (options.watch) {
       const interval = Number(options.interval);
-      if (!(interval >= 0.1 && interval <= 3600)) throw new UsageError(`--interval: expected seconds from 0.1 to 3600, got ${JSON.stringify(options.interval)}`);
+      if (!(interval >= 0.1 && interval <= 3600))
+        throw new UsageError(`--interval: expected seconds from 0.1 to 3600, got ${JSON.stringify(options.interval)}`);
       const count = options.count === undefined ? undefined : Number(options.count);
-      if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError(`--count: expected a positive integer, got ${JSON.stringify(options.count)}`);
+      if (count !== undefined && !(Number.isInteger(count) && count > 0))
+        throw new UsageError(`--count: expected a positive integer, got ${JSON.stringify(options.count)}`);
       const stop = new AbortController();
       const onInterrupt = () => stop.abort();
       process.once('SIGINT', onInterrupt);
       process.once('SIGTERM', onInterrupt);
       try {
-        await withOperatorConnection(config, ({ redis, queue }) => watchStatus({
-          read: async () => ({ ...(await readDeploymentStatus(redis, queue, keys)), workers: await listWorkers(redis, config.prefix, { prune: false }) }),
-          write: io.out,
-          intervalMs: interval * 1000,
-          ...(count !== undefined ? { count } : {}),
-          json: Boolean(options.json),
-          clear: io.stdoutIsTTY && !options.json,
-          format: formatStatus,
-          signal: stop.signal,
-          describeError: describeReadError(config),
-          context: contextLine(config),
-        }), 'watch', { signal: stop.signal });
+        await withOperatorConnection(
+          config,
+          ({ redis, queue }) =>
+            watchStatus({
+              read: async () => ({ ...(await readDeploymentStatus(redis, queue, keys)), workers: await listWorkers(redis, config.prefix, { prune: false }) }),
+              write: io.out,
+              intervalMs: interval * 1000,
+              ...(count !== undefined ? { count } : {}),
+              json: Boolean(options.json),
+              clear: io.stdoutIsTTY && !options.json,
+              format: formatStatus,
+              signal: stop.signal,
+              describeError: describeReadError(config),
+              context: contextLine(config),
+            }),
+          'watch',
+          { signal: stop.signal },
+        );
       } finally {
         process.off('SIGINT', onInterrupt);
         process.off('SIGTERM', onInterrupt);
