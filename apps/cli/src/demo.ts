@@ -155,8 +155,8 @@ function demoRequest(i: number): { method: string; path: string; body?: Buffer; 
 function short(body: Buffer | string, max = 60): string {
   // Control characters other than tab, LF, VT, FF and CR mark a body as binary: that is the point of the pattern.
   // eslint-disable-next-line no-control-regex
-  const text =
-    typeof body === 'string' ? body : /[\x00-\x08\x0e-\x1f]/.test(body.toString('latin1')) ? `<${body.length} bytes of binary>` : body.toString('utf8');
+  const binary = /[\x00-\x08\x0e-\x1f]/;
+  const text = typeof body === 'string' ? body : binary.test(body.toString('latin1')) ? `<${body.length} bytes of binary>` : body.toString('utf8');
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
