@@ -148,9 +148,11 @@ export async function openRedis(
           () => {
             void answersPlainText(node.host, node.port, Math.max(500, deadlineMs - Math.min(1000, deadlineMs / 3))).then((plain) => {
               if (!plain) return;
-              lastError = new Error(`${node.host}:${node.port} answers in plain text, not TLS (a Redis without TLS: use redis:// instead of rediss://)`);
+              lastError = new RedisUnavailableError(
+                `${node.host}:${node.port} answers in plain text, not TLS (a Redis without TLS: use redis:// instead of rediss://)`,
+              );
               cleanup();
-              reject(new Error('plain text'));
+              reject(new RedisUnavailableError('plain text'));
             });
           },
           Math.min(1000, deadlineMs / 3),
