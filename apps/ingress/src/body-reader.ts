@@ -29,28 +29,32 @@ export class BoundedBody {
 
   /**
    * Adds a chunk; false (and nothing kept) when the body would grow past `max`. `mustCopy`:
-   * the caller reuses the chunk's memory, so its bytes are copied now.
+   * the caller reuses the chunk's memory, so its bytes are copied now. `total`: the body's
+   * final size in bytes when the caller knows it (Content-Length), else -1. A chunk that is the
+   * whole body is kept by reference (no copy: the common case of a request read in one piece);
+   * copied pieces go to a buffer of the known size, not a 64 KiB one per body.
    */
-  push(chunk: Buffer, mustCopy = false): boolean {
+  push(chunk: Buffer, mustCopy = false, total = -1): boolean {
     if (this.#size + chunk.length > this.#max) return false;
     if (chunk.length === 0) return true;
-    if (!mustCopy && chunk.length >= 4096 && chunk.length * 2 >= chunk.buffer.byteLength) {
+    if (!mustCopy && ((this.#size === 0 && chunk.length === total) || (chunk.length >= 4096 && chunk.length * 2 >= chunk.buffer.byteLength))) {
       this.#flushTail();
       this.#chunks.push(chunk);
     } else {
-      this.#copy(chunk);
+      this.#copy(chunk, total);
     }
     this.#size += chunk.length;
     return true;
   }
 
-  #copy(chunk: Buffer): void {
+  #copy(chunk: Buffer, total: number): void {
     let at = 0;
     while (at < chunk.length) {
       if (this.#tail === null || this.#tailUsed === this.#tail.length) {
         this.#flushTail();
-        // Sized to what the body may still hold (`#size` does not count this chunk yet), 64 KiB at most.
-        this.#tail = Buffer.allocUnsafeSlow(Math.max(1, Math.min(64 * 1024, this.#max - this.#size - at)));
+        // Sized to what the body will (or may still) hold (`#size` does not count this chunk yet), 64 KiB at most.
+        const room = (total >= 0 && total <= this.#max ? total : this.#max) - this.#size - at;
+        this.#tail = Buffer.allocUnsafeSlow(Math.max(1, Math.min(64 * 1024, room)));
         this.#tailUsed = 0;
       }
       const n = chunk.copy(this.#tail, this.#tailUsed, at);

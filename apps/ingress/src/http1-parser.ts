@@ -439,7 +439,8 @@ export class RequestParser {
     const chunk = n === this.#buf.length ? this.#buf : this.#buf.subarray(this.#pos, this.#pos + n);
     // The parser's own storage is reused: its bytes are copied. A caller's chunk is kept by
     // reference unless it is a small part of it (BoundedBody decides; memory stays ~ body size).
-    if (!this.#body.push(chunk, this.#owned)) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
+    const total = this.#state === State.Body ? (this.#head as RequestHead).contentLength : -1;
+    if (!this.#body.push(chunk, this.#owned, total)) refuse(413, 'too_large', `chunked body over MAX_BODY_BYTES (${this.#limits.maxBodyBytes})`);
     this.#pos += n;
     this.#remaining -= n;
     return this.#remaining === 0;
@@ -477,7 +478,18 @@ export class RequestParser {
 
   #complete(): ParseEvent {
     const head = this.#head as RequestHead;
-    const request: ParsedRequest = { ...head, body: this.#body.size === 0 ? EMPTY : this.#body.take(), trailers: this.#trailers };
+    // Spelled out, not spread: one object of a fixed shape per request.
+    const request: ParsedRequest = {
+      method: head.method,
+      target: head.target,
+      minor: head.minor,
+      rawHeaders: head.rawHeaders,
+      contentLength: head.contentLength,
+      keepAlive: head.keepAlive,
+      expectContinue: head.expectContinue,
+      body: this.#body.size === 0 ? EMPTY : this.#body.take(),
+      trailers: this.#trailers,
+    };
     this.#state = State.RequestLine;
     this.#headBytes = 0;
     this.#head = null;

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { errorMessage, headerValue, keysFor, partitionKeys, type Config } from '@mirrorplane/core';

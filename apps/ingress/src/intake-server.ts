@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { RequestParser, type ParsedRequest, type Refusal, type RefusalReason, type RequestHead } from './http1-parser.js';
 
@@ -130,6 +131,8 @@ class IntakeConnection {
   #headDeadline = 0;
   /** Waiting for the answer to a whole request; nothing more is parsed meanwhile. */
   #busy = false;
+  /** Reading was paused because bytes arrived while busy (resumed after the answer). */
+  #paused = false;
   /** The current request's head was seen (handlers.head was called). */
   #afterHead = false;
   #keepAlive = true;
@@ -154,6 +157,13 @@ class IntakeConnection {
       if (this.#closed) return;
       this.#parser.feed(chunk);
       if (!this.#busy) this.#run();
+      // Bytes while an answer is pending (pipelining): stop reading until it is written, so a
+      // client cannot make the ingress buffer more than one read ahead. Paused only then: a
+      // pause and resume per request would cost every request a trip through the stream.
+      else if (!this.#paused) {
+        this.#paused = true;
+        socket.pause();
+      }
     });
     socket.on('end', () => {
       this.#ended = true;
@@ -215,7 +225,6 @@ class IntakeConnection {
       // A whole request: hold the connection until it is answered (answers go out in order).
       this.#busy = true;
       this.#deadline = 0;
-      this.#socket.pause();
       const request = event.request;
       let answered = false;
       this.#handlers.request(request, this.#socket.remoteAddress, (status, reason) => {
@@ -241,7 +250,10 @@ class IntakeConnection {
       return;
     }
     this.#socket.write(request.minor === 0 ? OK_KEEP_ALIVE_10 : OK);
-    this.#socket.resume();
+    if (this.#paused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
     // Pipelined requests already received are parsed now.
     this.#run();
   }

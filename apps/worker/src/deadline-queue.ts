@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 /**
  * Deadlines of one fixed length, kept in the order they were set, so one timer serves them
  * all. `AbortSignal.timeout` arms a timer and a weak reference per call; profiles of a busy

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { WireRequestError } from '@mirrorplane/core';
 import { Http1Origin, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
