@@ -169,3 +169,28 @@ export function childPids(pid) {
     return [];
   }
 }
+
+/**
+ * Starts any program (a built baseline, nginx) and waits until its output matches `ready`
+ * (a RegExp; its first group, if any, is returned as `match`). Stopped by pid like the rest.
+ */
+export async function startProgram(command, args, ready, env = {}, timeoutMs = 30_000) {
+  const child = spawn(command, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (d) => {
+    out = (out + d.toString()).slice(-65536);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const proc = track(child, { output: () => out });
+  const m = await waitFor(
+    `${command} to print ${ready}`,
+    () => {
+      if (child.exitCode !== null) throw new Error(`${command} exited with ${child.exitCode}:\n${out}`);
+      return ready.exec(out);
+    },
+    timeoutMs,
+  );
+  proc.match = m[1];
+  return proc;
+}

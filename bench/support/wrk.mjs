@@ -39,6 +39,8 @@ export async function runWrk({ url, connections = 64, seconds = 5, rate = 0, pid
     rps: s.requests / seconds_,
     requests: s.requests,
     errors,
+    /** wrk's error counts by kind (`status`: answers other than 2xx/3xx). */
+    errorKinds: s.errors,
     p50Ms: s.latencyUs.p50 / 1000,
     p90Ms: s.latencyUs.p90 / 1000,
     p99Ms: s.latencyUs.p99 / 1000,
