@@ -1,6 +1,7 @@
 import { connect as connectTcp, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { isIP } from 'node:net';
+import type { Cancellation } from './deadline-queue.js';
 import { HTTP_TOKEN, StaleConnectionError, StagingResponseError, StagingTransportError, WireRequestError } from '@mirrorplane/core';
 
 /**
@@ -123,7 +124,7 @@ export class Http1Origin {
    * failed before any byte of the request reached the kernel. Any later failure is the
    * caller's to retry (the worker does, with the next `x-mirrorplane-attempt`).
    */
-  async request(request: WireRequest, signal: AbortSignal): Promise<WireResponse> {
+  async request(request: WireRequest, signal: Cancellation): Promise<WireResponse> {
     const bytes = encodeRequest(request);
     const head = request.method === 'HEAD';
     for (let reused = this.#idle.pop(); reused !== undefined; reused = this.#idle.pop()) {
@@ -162,7 +163,7 @@ export class Http1Origin {
     return socket;
   }
 
-  #exchange(socket: Socket, bytes: Buffer[], head: boolean, signal: AbortSignal, reused: boolean): Promise<WireResponse> {
+  #exchange(socket: Socket, bytes: Buffer[], head: boolean, signal: Cancellation, reused: boolean): Promise<WireResponse> {
     return new Promise<WireResponse>((resolve, reject) => {
       const reader = new ResponseReader(head, this.#options.bodyLimit);
       let settled = false;

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { WireRequestError } from '@mirrorplane/core';
 import { Http1Origin, type WireResponse } from './http1-client.js';
-import { DeadlineQueue } from './deadline-queue.js';
+import { DeadlineQueue, type Cancellation } from './deadline-queue.js';
 import {
   compileRetryPolicy,
   forEachHeader,
@@ -186,7 +186,7 @@ export class StagingClient {
     return origin;
   }
 
-  #transportError(error: unknown, signal: AbortSignal): Error {
+  #transportError(error: unknown, signal: Cancellation): Error {
     if (signal.aborted) return new StagingTransportError(`staging did not answer within ${this.#timeoutMs} ms`, { cause: error });
     if (error instanceof WireRequestError) {
       return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1: ${error.message}`);
