@@ -106,11 +106,24 @@ export class EncodedXadd extends Command {
     let at = out.write(head, 0, 'latin1');
     for (let i = 0; i < args.length; i++) {
       const arg = args[i] as string | Buffer;
-      at += out.write(`$${lengths[i]}\r\n`, at, 'latin1');
+      at = writeLength(out, at, lengths[i] as number);
       at += typeof arg === 'string' ? out.write(arg, at, 'utf8') : arg.copy(out, at);
       out[at++] = 13;
       out[at++] = 10;
     }
     return out;
   }
+}
+
+/** Writes `$<n>\r\n` at `at` (bytes, no string per argument); returns the offset after it. */
+function writeLength(out: Buffer, at: number, n: number): number {
+  out[at++] = 0x24;
+  if (n < 10) out[at++] = 0x30 + n;
+  else {
+    const digits = String(n);
+    for (let k = 0; k < digits.length; k++) out[at++] = digits.charCodeAt(k);
+  }
+  out[at++] = 13;
+  out[at++] = 10;
+  return at;
 }
