@@ -249,6 +249,13 @@ export class Http1Origin {
   }
 }
 
+/** `s.slice(from, to)` without leading and trailing SP and HTAB (OWS), no regular expression per field. */
+function trimOws(s: string, from: number, to: number): string {
+  while (from < to && (s.charCodeAt(from) === 32 || s.charCodeAt(from) === 9)) from++;
+  while (to > from && (s.charCodeAt(to - 1) === 32 || s.charCodeAt(to - 1) === 9)) to--;
+  return s.slice(from, to);
+}
+
 function broken(detail: string): never {
   throw new StagingResponseError(`staging sent a broken response: ${detail}`);
 }
@@ -332,13 +339,13 @@ class ResponseReader {
             if (!HTTP_TOKEN.test(rawName))
               broken(`field name ${JSON.stringify(rawName.slice(0, 40))} is not a token (obs-fold, whitespace before the colon, or a control byte)`);
             const name = rawName.toLowerCase();
-            const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+            const value = trimOws(line, colon + 1, line.length);
             if (RESPONSE_VALUE_INVALID.test(value)) broken(`field ${name} holds a bare CR or LF, NUL or another control byte`);
             this.#headers.push(name, value);
             if (name === 'content-length') {
               // 1*DIGIT only; repeated (as fields or a list) only with the same value (RFC 9110 §8.6).
               for (const part of value.split(',')) {
-                const v = part.replace(/^[ \t]+|[ \t]+$/g, '');
+                const v = trimOws(part, 0, part.length);
                 if (!/^[0-9]{1,15}$/.test(v)) broken(`content-length ${JSON.stringify(value.slice(0, 40))} is not a number`);
                 if (lengthValue !== null && Number(v) !== Number(lengthValue)) broken('two different content-lengths');
                 lengthValue = v;
