@@ -244,7 +244,10 @@ class IntakeConnection {
       this.#refuse(status, reason ?? 'refused');
       return;
     }
-    if (!this.#keepAlive || this.#ended || this.#server.draining) {
+    // The client half-closed: close after this answer unless requests it sent before its FIN
+    // are still to be read (reading is not paused while an answer is pending, so the FIN can
+    // arrive before the answer).
+    if (!this.#keepAlive || (this.#ended && !this.#parser.midRequest) || this.#server.draining) {
       this.#socket.end(OK_CLOSE);
       this.#closed = true;
       return;
@@ -256,6 +259,11 @@ class IntakeConnection {
     }
     // Pipelined requests already received are parsed now.
     this.#run();
+    // Half-closed and nothing whole left to answer: as when the FIN arrives on an idle connection.
+    if (this.#ended && !this.#busy && !this.#closed) {
+      this.#lostIfStarted('aborted');
+      this.#socket.end();
+    }
   }
 
   /**
