@@ -117,6 +117,7 @@ async function startNginxMirror(binary) {
     '      internal;',
     '      proxy_pass http://staging$request_uri;',
     '      proxy_http_version 1.1;',
+    '      proxy_set_header Host $http_host;',
     '      proxy_set_header Connection "";',
     '      proxy_connect_timeout 250ms;',
     '      proxy_read_timeout 1s;',

@@ -44,7 +44,7 @@ func main() {
 	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	var relayed, failed, inflight atomic.Int64
 
-	relay := func(method, target string, header http.Header, body []byte) {
+	relay := func(method, target, host string, header http.Header, body []byte) {
 		defer inflight.Add(-1)
 		req, err := http.NewRequest(method, *staging+target, bytes.NewReader(body))
 		if err != nil {
@@ -52,6 +52,8 @@ func main() {
 			return
 		}
 		req.Header = header
+		// The mirrored Host, as Mirrorplane and nginx's mirror send it.
+		req.Host = host
 		resp, err := client.Do(req)
 		if err != nil {
 			failed.Add(1)
@@ -80,9 +82,8 @@ func main() {
 				header[name] = values
 			}
 		}
-		header.Set("Host", r.Host)
 		inflight.Add(1)
-		go relay(r.Method, r.URL.RequestURI(), header, body)
+		go relay(r.Method, r.URL.RequestURI(), r.Host, header, body)
 		w.Header().Set("content-length", "0")
 		w.WriteHeader(http.StatusOK)
 	})
