@@ -1,6 +1,16 @@
 import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
-import { EntryCipher, createPartitioner, headerObject, headerValue, partitionKeys, pushEntryFields, withoutHeaders, type Config } from '@mirrorplane/core';
+import {
+  EntryCipher,
+  createPartitioner,
+  headerObject,
+  headerValue,
+  partitionKeys,
+  pushEntryFields,
+  withoutHeaders,
+  type Config,
+  type HttpProtocol,
+} from '@mirrorplane/core';
 import type { ParsedRequest } from './http1-parser.js';
 
 /** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
@@ -36,7 +46,11 @@ export class EntryAppender {
   }
 
   /** Resolves with the entry id once Redis accepted the entry; rejects with Redis's error. */
-  append(request: ParsedRequest, clientAddress: string | undefined): Promise<string | null> {
+  append(
+    request: Pick<ParsedRequest, 'method' | 'target' | 'rawHeaders' | 'body' | 'trailers'>,
+    clientAddress: string | undefined,
+    protocol?: HttpProtocol,
+  ): Promise<string | null> {
     const raw = request.rawHeaders;
     const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(headerObject(raw))] as string);
     const args = pushEntryFields(
@@ -49,6 +63,7 @@ export class EntryAppender {
       headerValue(raw, 'x-request-id'),
       clientAddress,
       request.trailers,
+      protocol,
     );
     const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
     this.#batchWrites();
