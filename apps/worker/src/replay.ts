@@ -160,6 +160,7 @@ export class StagingClient {
         fallbackHost: this.#default.authority,
         entryId: entry.id,
         attempt,
+        keepTeTrailers: http2,
       }),
       body: r.body,
       origin: 'default',
