@@ -1,4 +1,4 @@
-import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { StagingTransportError, WireRequestError } from '@mirrorplane/core';
 import type { WireRequest, WireResponse } from './http1-client.js';
 
@@ -38,11 +38,18 @@ const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
   'host',
 ]);
 
-/** Raw pairs into node's header object: names lower-cased, repeated names as arrays in order. */
+/** RFC 9113 §8.2.1: a field value never holds NUL, CR or LF (node's http2 does not check values). */
+const INVALID_VALUE = /[\0\r\n]/;
+
+/**
+ * Raw pairs into node's header object: names lower-cased, repeated names as arrays in order.
+ * Throws `WireRequestError` for a value HTTP/2 cannot carry (a stage may have set one).
+ */
 function headerObject(pairs: readonly string[], into: OutgoingHttpHeaders, bodyLength: number | null): OutgoingHttpHeaders {
   for (let i = 0; i < pairs.length; i += 2) {
     const name = (pairs[i] as string).toLowerCase();
     let value = pairs[i + 1] as string;
+    if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name.slice(0, 40)} holds NUL, CR or LF`);
     if (name.startsWith(':') || CONNECTION_SPECIFIC.has(name)) continue;
     if (name === 'te' && value.trim().toLowerCase() !== 'trailers') continue;
     if (name === 'content-length') {
@@ -71,6 +78,8 @@ export class Http2Origin {
   readonly #url: URL;
   readonly #options: Http2OriginOptions;
   #session: ClientHttp2Session | null = null;
+  /** Streams in flight on each session, to fail those a GOAWAY left unprocessed. */
+  readonly #streams = new WeakMap<ClientHttp2Session, Set<ClientHttp2Stream>>();
   #closed = false;
 
   constructor(origin: string, options: Http2OriginOptions) {
@@ -87,8 +96,16 @@ export class Http2Origin {
       if (this.#session === session) this.#session = null;
     };
     session.once('close', forget);
-    // After GOAWAY no new stream may start on it; streams under way finish.
-    session.once('goaway', forget);
+    // After GOAWAY no new stream may start on it; streams under way finish, and those above the
+    // last stream id staging took never will (node leaves them pending): they fail now, and a
+    // retry is safe since staging did not process them.
+    session.once('goaway', (_code: number, lastStreamId: number) => {
+      forget();
+      for (const stream of this.#streams.get(session) ?? []) {
+        if (stream.id === undefined || stream.id > lastStreamId) stream.destroy(new StagingTransportError('staging sent GOAWAY before taking the stream'));
+      }
+    });
+    this.#streams.set(session, new Set());
     this.#session = session;
     return session;
   }
@@ -103,21 +120,28 @@ export class Http2Origin {
   request(request: WireRequest, authority: string, signal: AbortSignal): Promise<Http2Response> {
     if (this.#closed) return Promise.reject(new StagingTransportError('the staging client is closed'));
     const { method, path, headers, body, trailers } = request;
-    const head = headerObject(
-      headers,
-      {
-        [constants.HTTP2_HEADER_METHOD]: method,
-        [constants.HTTP2_HEADER_PATH]: path,
-        [constants.HTTP2_HEADER_SCHEME]: this.#url.protocol.slice(0, -1),
-        [constants.HTTP2_HEADER_AUTHORITY]: authority,
-      },
-      body.length,
-    );
-    const tail = trailers.length > 0 ? headerObject(trailers, {}, null) : null;
+    let head: OutgoingHttpHeaders;
+    let tail: OutgoingHttpHeaders | null;
+    try {
+      head = headerObject(
+        headers,
+        {
+          [constants.HTTP2_HEADER_METHOD]: method,
+          [constants.HTTP2_HEADER_PATH]: path,
+          [constants.HTTP2_HEADER_SCHEME]: this.#url.protocol.slice(0, -1),
+          [constants.HTTP2_HEADER_AUTHORITY]: authority,
+        },
+        body.length,
+      );
+      tail = trailers.length > 0 ? headerObject(trailers, {}, null) : null;
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
     return new Promise<Http2Response>((resolve, reject) => {
-      let stream;
+      let stream: ClientHttp2Stream;
+      const session = this.#open();
       try {
-        stream = this.#open().request(head, { endStream: body.length === 0 && tail === null, waitForTrailers: tail !== null, signal });
+        stream = session.request(head, { endStream: body.length === 0 && tail === null, waitForTrailers: tail !== null, signal });
       } catch (error) {
         const code = (error as { code?: string }).code ?? '';
         reject(
@@ -127,6 +151,9 @@ export class Http2Origin {
         );
         return;
       }
+      const inFlight = this.#streams.get(session);
+      inFlight?.add(stream);
+      stream.once('close', () => inFlight?.delete(stream));
       const limit = this.#options.bodyLimit;
       const chunks: Buffer[] = [];
       let kept = 0;
