@@ -237,3 +237,45 @@ test('more streams than MAX_CONCURRENT_STREAMS at once: the excess is refused wi
   await waitFor('the cut streams are counted', async () => (await dropped('aborted')) >= 4);
   assert.equal((await entries()).length, before);
 });
+
+test('SIGTERM with HTTP/2 connections open: a stream in flight is answered and stored, then the ingress exits 0', async () => {
+  const before = (await entries()).length;
+  const idle = connect(`http://127.0.0.1:${stack.ingressPort}`);
+  const busy = connect(`http://127.0.0.1:${stack.ingressPort}`);
+  idle.on('error', () => undefined);
+  busy.on('error', () => undefined);
+  try {
+    assert.equal((await exchange(idle, { ':method': 'POST', ':path': '/shutdown/first' }, Buffer.from('a'))).headers[':status'], 200);
+    // A stream whose body is still coming when the signal arrives.
+    const stream = busy.request({ ':method': 'POST', ':path': '/shutdown/in-flight', 'content-type': 'application/grpc' });
+    const answered = new Promise<IncomingHttpHeaders>((resolve) => {
+      let headers: IncomingHttpHeaders = {};
+      stream.on('response', (h) => (headers = h));
+      stream.on('trailers', (t) => resolve({ ...headers, ...t }));
+      stream.on('close', () => resolve(headers));
+    });
+    stream.on('error', () => undefined);
+    stream.resume();
+    stream.write(Buffer.from([0, 0, 0, 0, 2]));
+    await waitFor('the stream is open at the ingress', async () => (await metricValue('mirrorplane_ingress_in_flight')) === 1);
+    const exited = stack.ingress.stop('SIGTERM');
+    await stack.ingress.waitForLog('ingress shutting down');
+    stream.end(Buffer.from([1, 2]));
+    const answer = await answered;
+    assert.equal(answer['grpc-status'], '0', 'the stream in flight is answered');
+    assert.equal(await exited, 0);
+    assert.deepEqual(
+      (await entries()).slice(before).map((e) => e.request.target),
+      ['/shutdown/first', '/shutdown/in-flight'],
+    );
+  } finally {
+    idle.destroy();
+    busy.destroy();
+  }
+});
+
+async function metricValue(name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
