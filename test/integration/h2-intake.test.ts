@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
-import { decodeEntry } from '@mirrorplane/core';
+import { decodeEntry, partitionKeys, partitionOf } from '@mirrorplane/core';
 import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
 import { FLAG, FRAME, RawH2Connection, frame, headersFrame, rstFrame } from '../helpers/raw-h2.js';
 
@@ -279,3 +279,37 @@ async function metricValue(name: string): Promise<number> {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(' ').pop()) : 0;
 }
+
+test("PARTITION_KEY=header:host reads an HTTP/2 request's :authority as its host", async () => {
+  const partitioned = await Stack.start({ redis, stagingUrl: staging.url, workers: 0, env: { PARTITIONS: '3', PARTITION_KEY: 'header:host' } });
+  const client = redis.client();
+  try {
+    const hosts = ['a.example', 'b.example', 'c.example', 'd.example'];
+    for (const host of hosts) {
+      const session = connect(`http://127.0.0.1:${partitioned.ingressPort}`);
+      try {
+        for (let i = 0; i < 2; i++)
+          assert.equal((await exchange(session, { ':method': 'POST', ':path': '/p', ':authority': host }, Buffer.from('x'))).headers[':status'], 200);
+      } finally {
+        session.close();
+      }
+    }
+    const keys = partitionKeys(partitioned.env.MIRRORPLANE_PREFIX as string, 3);
+    for (const host of hosts) {
+      const counts = await Promise.all(
+        keys.map(async (k) => {
+          const rows = (await client.xrangeBuffer(k.stream, '-', '+')) as [Buffer, Buffer[]][];
+          return rows.map(([id, f]) => decodeEntry(id.toString(), f)).filter((e) => e.request.rawHeaders.includes(host)).length;
+        }),
+      );
+      assert.deepEqual(
+        counts.map((c, i) => (c > 0 ? i : -1)).filter((i) => i >= 0),
+        [partitionOf(host, 3)],
+        `${host}: one partition, by its :authority`,
+      );
+    }
+  } finally {
+    client.disconnect();
+    await partitioned.close();
+  }
+});

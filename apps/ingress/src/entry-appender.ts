@@ -19,6 +19,14 @@ export const INGRESS_TOKEN_HEADER = 'x-mirrorplane-token';
 /** Removed from every entry when INGRESS_TOKEN is set: the token never reaches Redis. */
 const TOKEN_HEADERS: ReadonlySet<string> = new Set([INGRESS_TOKEN_HEADER]);
 
+/** The fields a partition key reads; an HTTP/2 request's `:authority` is its `host` (as the worker's pipeline sees it). */
+function partitionHeaders(raw: readonly string[], protocol: HttpProtocol | undefined): Record<string, string> {
+  const headers = headerObject(raw);
+  const authority = protocol === 'HTTP/2' ? headers[':authority'] : undefined;
+  if (authority !== undefined) headers.host ??= authority;
+  return headers;
+}
+
 /**
  * Appends one request as one stream entry (`XADD`, sealed when a data key is set) to its
  * partition's stream. Appends of one event-loop turn leave in one write to Redis.
@@ -52,7 +60,7 @@ export class EntryAppender {
     protocol?: HttpProtocol,
   ): Promise<string | null> {
     const raw = request.rawHeaders;
-    const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(headerObject(raw))] as string);
+    const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(partitionHeaders(raw, protocol))] as string);
     const args = pushEntryFields(
       [stream, '*'],
       request.method,
