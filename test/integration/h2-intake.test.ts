@@ -181,6 +181,46 @@ test('an over-size body is refused (gRPC RESOURCE_EXHAUSTED, or 413), counted, a
   }
 });
 
+test('the bodies one connection holds are bounded by 2 × MAX_BODY_BYTES: a stream past that is refused, counted, and stores nothing; the others are stored', async () => {
+  const before = (await entries()).length;
+  const counted = await dropped('too_large');
+  const session = connect(`http://127.0.0.1:${stack.ingressPort}`);
+  try {
+    await new Promise((resolve) => session.once('remoteSettings', resolve));
+    // Three streams of 4000 bytes (each under MAX_BODY_BYTES 5000), held open together.
+    const streams = [0, 1, 2].map((i) => {
+      const stream = session.request({ ':method': 'POST', ':path': `/held/${i}`, 'content-type': 'application/grpc' });
+      stream.on('error', () => undefined);
+      const answer = new Promise<IncomingHttpHeaders>((resolve) => {
+        let headers: IncomingHttpHeaders = {};
+        stream.on('response', (h) => (headers = h));
+        stream.on('trailers', (t) => (headers = { ...headers, ...t }));
+        stream.on('close', () => resolve(headers));
+      });
+      stream.resume();
+      return { stream, answer };
+    });
+    for (const [i, { stream }] of streams.entries()) {
+      stream.write(Buffer.alloc(4000, i));
+      if (i < 2) await waitFor(`stream ${i} read`, () => stream.bufferSize === 0);
+    }
+    const third = await streams[2]!.answer;
+    assert.equal(third['grpc-status'], '8', 'over the connection budget: RESOURCE_EXHAUSTED');
+    for (const { stream } of streams.slice(0, 2)) stream.end();
+    for (const { answer } of streams.slice(0, 2)) assert.equal((await answer)['grpc-status'], '0');
+    assert.equal(await dropped('too_large'), counted + 1);
+    assert.deepEqual(
+      (await entries()).slice(before).map((e) => [e.request.target, e.request.body.length]),
+      [
+        ['/held/0', 4000],
+        ['/held/1', 4000],
+      ],
+    );
+  } finally {
+    session.close();
+  }
+});
+
 test('a stream reset mid-body stores nothing and is counted as aborted; the connection goes on', async () => {
   const before = (await entries()).length;
   const counted = await dropped('aborted');

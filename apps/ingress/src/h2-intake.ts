@@ -20,7 +20,8 @@ import type { Socket } from 'node:net';
  * - a header list (RFC 9113 §6.5.2 size: name + value + 32 per field) over `maxHeaderBytes`:
  *   gRPC status RESOURCE_EXHAUSTED (8), or `:status 431` [headers_too_large] (twice that is
  *   refused by nghttp2 with RST_STREAM before the stream reaches us, uncounted);
- * - a body over `maxBodyBytes`: gRPC RESOURCE_EXHAUSTED, or `:status 413` [too_large];
+ * - a body over `maxBodyBytes`, or one that would make the bodies a connection holds exceed
+ *   twice that: gRPC RESOURCE_EXHAUSTED, or `:status 413` [too_large];
  * - CONNECT (a tunnel) [unsupported]; a reset or a closed connection before the end of the
  *   stream [aborted]; no frame for `requestTimeoutMs` while the body is read [body_timeout].
  * Refusals of the handlers (`admit`: shutting down, unauthorized, backlog full; an append that
@@ -84,6 +85,12 @@ function headerListSize(raw: readonly string[]): number {
 }
 
 const open = new WeakMap<ServerHttp2Session, number>();
+/**
+ * Body bytes each connection holds (read, or waiting for Redis). Bounded by twice
+ * MAX_BODY_BYTES, the bound of an HTTP/1.1 connection, so that ingress memory stays about
+ * MAX_CONNECTIONS × 2 × MAX_BODY_BYTES whichever protocol the connections speak.
+ */
+const held = new WeakMap<ServerHttp2Session, number>();
 
 export class H2Intake {
   readonly #server: Http2Server;
@@ -178,10 +185,17 @@ export class H2Intake {
     let size = 0;
     let trailers: string[] = [];
     let done = false;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      held.set(session, (held.get(session) ?? 0) - size);
+    };
     const lose = (reason: H2Loss, status: number): void => {
       if (done) return;
       done = true;
       chunks.length = 0;
+      release();
       this.#handlers.lost(reason, true);
       if (status !== 0) refuse(stream, grpc, status, reason);
     };
@@ -189,7 +203,9 @@ export class H2Intake {
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
       size += chunk.length;
-      if (size > this.#options.maxBodyBytes) {
+      const total = (held.get(session) ?? 0) + chunk.length;
+      held.set(session, total);
+      if (size > this.#options.maxBodyBytes || total > 2 * this.#options.maxBodyBytes) {
         lose('too_large', 413);
         return;
       }
@@ -209,9 +225,10 @@ export class H2Intake {
       done = true;
       stream.setTimeout(0);
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-      this.#handlers.request({ method, target, rawHeaders: fields, body, trailers }, session.socket?.remoteAddress, (status, reason) =>
-        answer(stream, grpc, status, reason),
-      );
+      this.#handlers.request({ method, target, rawHeaders: fields, body, trailers }, session.socket?.remoteAddress, (status, reason) => {
+        release();
+        answer(stream, grpc, status, reason);
+      });
     });
   }
 }
