@@ -41,8 +41,15 @@ const mirrored: fc.Arbitrary<MirroredRequest> = fc
     receivedAt: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     requestId: fc.option(latin1NoLf, { nil: null }),
     clientAddress: fc.option(fc.ipV4(), { nil: null }),
+    // Layout 2 (HTTP/2) and trailers are members of the same family: every property covers them.
+    trailers: fc.option(
+      fc.array(fc.tuple(token, latin1NoLf), { minLength: 1, maxLength: 4 }).map((pairs) => pairs.flat()),
+      { nil: undefined },
+    ),
+    protocol: fc.option(fc.constant('HTTP/2' as const), { nil: undefined }),
   })
-  .map((r) => ({ ...r })); // a plain object: fast-check's records have no prototype
+  // A plain object without the absent optional fields: fast-check's records have no prototype.
+  .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as unknown as MirroredRequest);
 
 /** Fields as Redis returns them to `xreadgroupBuffer`: every name and value a Buffer. */
 function asReply(fields: readonly (string | Buffer)[]): Buffer[] {

@@ -94,11 +94,25 @@ function connectionManager(): Json {
   return hcm.typed_config;
 }
 
-function route(): Json {
+function routes(): Json[] {
   const vhosts = connectionManager().route_config.virtual_hosts as Json[];
-  const routes = vhosts.flatMap((v) => v.routes as Json[]);
-  assert.equal(routes.length, 1, 'one route: everything goes to production');
-  return (routes[0] as Json).route;
+  return vhosts.flatMap((v) => v.routes as Json[]);
+}
+
+/** The catch-all route: everything that is not gRPC goes to production. */
+function route(): Json {
+  const all = routes();
+  assert.equal(all.length, 2, 'two routes: gRPC first, then everything else, both to production');
+  const last = all.at(-1) as Json;
+  assert.deepEqual(last.match, { prefix: '/' }, 'the last route takes everything');
+  return last.route;
+}
+
+/** The gRPC route, before the catch-all. */
+function grpcRoute(): Json {
+  const first = routes()[0] as Json;
+  assert.deepEqual(first.match, { prefix: '/', grpc: {} }, 'the first route takes gRPC');
+  return first.route;
 }
 
 function cluster(name: string): Json {
@@ -196,7 +210,7 @@ test('the sample backends are started with options the CLI has', async () => {
 
 test('every Envoy cluster address resolves to a compose service and its port', () => {
   const clusters = envoy.static_resources.clusters as Json[];
-  assert.deepEqual(clusters.map((c) => c.name).sort(), ['mirrorplane_ingress', 'production']);
+  assert.deepEqual(clusters.map((c) => c.name).sort(), ['mirrorplane_ingress', 'mirrorplane_ingress_h2', 'production']);
   for (const c of clusters) {
     assert.equal(c.type, 'STRICT_DNS', `${c.name}: resolves compose service names`);
     seconds(c.connect_timeout, `${c.name}.connect_timeout`);
@@ -228,6 +242,33 @@ test('the route sends traffic to production and mirrors it to the ingress, at a 
   );
   // Envoy's -shadow host suffix is kept; the worker strips it when PRESERVE_HOST=true.
   assert.notEqual(mirror.disable_shadow_host_suffix_append, true);
+});
+
+test('gRPC goes to production over HTTP/2 and is mirrored to the same ingress port over h2c, guarded like the HTTP/1.1 mirror', () => {
+  const r = grpcRoute();
+  const plain = route();
+  assert.equal(r.cluster, plain.cluster, 'the same production');
+  assert.equal(seconds(r.timeout, 'grpc route timeout'), 0, 'no route timeout: streaming calls last as long as they last');
+  assert.deepEqual(r.request_headers_to_remove, plain.request_headers_to_remove);
+  const [mirror] = r.request_mirror_policies as Json[];
+  const [plainMirror] = plain.request_mirror_policies as Json[];
+  assert.equal(mirror?.cluster, 'mirrorplane_ingress_h2');
+  assert.deepEqual(mirror?.runtime_fraction, plainMirror?.runtime_fraction, 'one runtime key sets the share of both');
+  assert.deepEqual(mirror?.request_headers_mutations, plainMirror?.request_headers_mutations, 'the copy carries the ingress token');
+  const h2 = cluster('mirrorplane_ingress_h2');
+  const h1 = cluster('mirrorplane_ingress');
+  assert.deepEqual(endpoints(h2), endpoints(h1), 'the same ingress and port: it tells h2c from HTTP/1.1 by the preface');
+  const options = h2.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'];
+  assert.ok(options.explicit_http_config.http2_protocol_options, 'h2c with prior knowledge');
+  const streams = Number(options.explicit_http_config.http2_protocol_options.max_concurrent_streams);
+  const ingress = serviceConfig('ingress');
+  assert.ok(streams > 0 && streams <= ingress.maxConcurrentStreams, "Envoy never opens more streams than the ingress's MAX_CONCURRENT_STREAMS");
+  assert.ok(seconds(options.common_http_protocol_options.idle_timeout, 'idle_timeout') < 75);
+  for (const key of ['circuit_breakers', 'outlier_detection', 'common_lb_config', 'connect_timeout'])
+    assert.deepEqual(h2[key], h1[key], `${key} as the HTTP/1.1 mirror`);
+  const production = cluster('production').typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'];
+  assert.ok(production.use_downstream_protocol_config.http2_protocol_options, 'gRPC reaches production over HTTP/2');
+  assert.ok(production.use_downstream_protocol_config.http_protocol_options, 'HTTP/1.1 stays HTTP/1.1');
 });
 
 test('x-request-id is kept from the client, made when missing, and returned on the response', () => {

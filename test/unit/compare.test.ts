@@ -61,3 +61,27 @@ test('routes group IDs', () => {
   assert.equal(routeOf('PUT', '/users/42/orders/7'), 'PUT /users/:id/orders/:id');
   assert.equal(routeOf('GET', '/v2/health'), 'GET /v2/health');
 });
+
+/** A gRPC answer: length-prefixed messages, grpc-status among the fields (trailers merged). */
+const grpcAnswer = (messages: Buffer[], grpcStatus: string) => ({
+  status: 200,
+  headers: ['content-type', 'application/grpc', 'grpc-status', grpcStatus],
+  body: Buffer.concat(messages.map((m) => Buffer.concat([Buffer.from([0, 0, 0, m.length >> 8, m.length & 0xff]), m]))),
+});
+
+test('gRPC answers compare grpc-status and each message by its bytes, not as JSON or as one body', () => {
+  const m1 = Buffer.from([0x08, 0x96, 0x01]);
+  const m2 = Buffer.from('{"not":"json compared"}');
+  assert.deepEqual(comparison.compare(grpcAnswer([m1, m2], '0'), grpcAnswer([m1, m2], '0')), { equal: true, differences: [] });
+  const differences = comparison.compare(grpcAnswer([m1, m2], '0'), grpcAnswer([m1, Buffer.from('{"not":"json Compared"}'), m1], '14')).differences;
+  assert.deepEqual(
+    differences.map((d) => d.path),
+    ['grpc-status', 'messages.length', 'messages[1]'],
+  );
+  assert.deepEqual(differences[0], { path: 'grpc-status', production: '0', staging: '14' });
+  // A trailers-only answer (no body) against one with a message.
+  assert.deepEqual(
+    comparison.compare(grpcAnswer([], '5'), grpcAnswer([m1], '0')).differences.map((d) => d.path),
+    ['grpc-status', 'messages.length'],
+  );
+});

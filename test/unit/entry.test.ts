@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { decodeEntry, deserializeEntry, encodeEntryFields, serializeEntry, EntryDecodeError, type MirroredRequest } from '@mirrorplane/core';
+import { EntryCipher, decodeEntry, deserializeEntry, encodeEntryFields, serializeEntry, EntryDecodeError, type MirroredRequest } from '@mirrorplane/core';
 
 function toRedisReply(fields: (string | Buffer)[]): Buffer[] {
   return fields.map((f) => (typeof f === 'string' ? Buffer.from(f, 'utf8') : f));
@@ -61,4 +61,66 @@ test('trailers survive encode and decode and retry jobs, in order and case; none
   const entry = { id: '4-1', request: withTrailers };
   assert.deepEqual(deserializeEntry(JSON.parse(JSON.stringify(serializeEntry(entry)))), entry);
   assert.ok(!encodeEntryFields({ ...request, trailers: [] }).includes('T'), 'an empty trailer list costs nothing');
+});
+
+const http2Request: MirroredRequest = {
+  method: 'POST',
+  target: '/helloworld.Greeter/SayHello',
+  rawHeaders: [':scheme', 'http', ':authority', 'api.example.com', 'content-type', 'application/grpc', 'te', 'trailers', 'x-bin-bin', 'AAEC'],
+  body: Buffer.from([0, 0, 0, 0, 3, 0xff, 0x00, 0x80]),
+  trailers: ['x-checksum', '7'],
+  protocol: 'HTTP/2',
+  receivedAt: 1764201600999,
+  requestId: null,
+  clientAddress: '10.0.0.8',
+};
+
+test('an entry written before the protocol field existed (layout 1, byte for byte as stored) decodes as HTTP/1.1', () => {
+  // The exact field list an ingress of layout 1 wrote; nothing here comes from the current encoder.
+  const stored = toRedisReply(['v', '1', 'm', 'PUT', 'u', '/a?b=1', 'h', 'Host\nx\nX-A\n1', 'b', 'body', 't', '1764201600000', 'r', 'req-9', 'T', 'X-Sum\n3']);
+  const { request: decoded } = decodeEntry('5-0', stored);
+  assert.equal(decoded.protocol, undefined, 'no protocol field: HTTP/1.1');
+  assert.deepEqual(decoded, {
+    method: 'PUT',
+    target: '/a?b=1',
+    rawHeaders: ['Host', 'x', 'X-A', '1'],
+    body: Buffer.from('body'),
+    trailers: ['X-Sum', '3'],
+    receivedAt: 1764201600000,
+    requestId: 'req-9',
+    clientAddress: null,
+  });
+  // HTTP/1.1 entries are still written in layout 1, so workers of before read them.
+  const fields = encodeEntryFields(request);
+  assert.equal(fields[1], '1');
+  assert.ok(!fields.includes('p'));
+});
+
+test('an HTTP/2 entry is layout 2 with its protocol, survives decode, retry jobs and sealing; pseudo-headers keep their place', () => {
+  const fields = encodeEntryFields(http2Request);
+  assert.equal(fields[1], '2');
+  assert.deepEqual(decodeEntry('6-0', toRedisReply(fields)).request, http2Request);
+  const entry = { id: '6-1', request: http2Request };
+  assert.deepEqual(deserializeEntry(JSON.parse(JSON.stringify(serializeEntry(entry)))), entry);
+  const cipher = new EntryCipher([{ id: 'k1', key: randomBytes(32) }]);
+  for (const r of [http2Request, { ...request, trailers: ['X-Sum', '1'] }]) {
+    const sealed = toRedisReply(cipher.sealFields(encodeEntryFields(r)));
+    assert.deepEqual(decodeEntry('6-2', cipher.openFields('6-2', sealed)).request, r, 'sealing keeps trailers and the protocol');
+  }
+});
+
+test('a protocol field that does not match its layout is refused with a reason', () => {
+  const base = ['m', 'GET', 'u', '/', 'h', '', 'b', '', 't', '1'];
+  const cases: [Buffer[], RegExp][] = [
+    [toRedisReply(['v', '2', ...base]), /version 2 and no valid protocol/],
+    [toRedisReply(['v', '2', ...base, 'p', '3']), /no valid protocol field \("3"\)/],
+    [toRedisReply(['v', '1', ...base, 'p', '2']), /version 1 and a protocol field/],
+  ];
+  for (const [fields, message] of cases) {
+    assert.throws(
+      () => decodeEntry('7-0', fields),
+      (error: unknown) => error instanceof EntryDecodeError && message.test(error.message),
+    );
+  }
+  assert.equal(decodeEntry('7-1', toRedisReply(['v', '2', ...base, 'p', '1.1'])).request.protocol, undefined);
 });

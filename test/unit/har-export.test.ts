@@ -139,3 +139,29 @@ test('the validator is not a rubber stamp: a broken HAR fails it', () => {
   delete har.log.entries[0]!.request.method;
   assert.equal(validateHar(har), false);
 });
+
+test('an HTTP/2 exchange is marked HTTP/2 in HAR (request and response) and keeps its trailers under _mirrorplane', () => {
+  const line: RecordedExchange = {
+    ...exchange(
+      { headers: [['content-type', 'application/grpc']], body: Buffer.from([0, 0, 0, 0, 1, 7]) },
+      { headers: [['content-type', 'application/grpc']], body: Buffer.alloc(0) },
+    ),
+    protocol: 'HTTP/2',
+  };
+  line.response.trailers = [
+    ['grpc-status', '0'],
+    ['grpc-message', ''],
+  ];
+  const har = toHar([line], '0.0.0');
+  valid(har);
+  const [entry] = har.log.entries;
+  assert.equal(entry?.request.httpVersion, 'HTTP/2');
+  assert.equal(entry?.response.httpVersion, 'HTTP/2');
+  assert.deepEqual(entry?._mirrorplane.responseTrailers, [
+    { name: 'grpc-status', value: '0' },
+    { name: 'grpc-message', value: '' },
+  ]);
+  const plain = toHar([exchange({ headers: [], body: Buffer.alloc(0) }, { headers: [], body: Buffer.alloc(0) })], '0.0.0');
+  assert.equal(plain.log.entries[0]?.request.httpVersion, 'HTTP/1.1');
+  assert.equal(plain.log.entries[0]?._mirrorplane.responseTrailers, undefined);
+});

@@ -55,6 +55,8 @@ export interface HarEntry {
     /** A body whose Content-Encoding could not be undone: HAR then holds its bytes as received. */
     undecoded?: { request?: string; response?: string };
     mirrored: { method: string; target: string; headers: HarNameValue[] };
+    /** HTTP/2: staging's trailer fields (HAR has no place for them). */
+    responseTrailers?: HarNameValue[];
   };
 }
 
@@ -181,13 +183,14 @@ export function toHarEntry(r: RecordedExchange): HarEntry {
   const truncated: ('request' | 'response')[] = [];
   if (r.sent.body.truncated) truncated.push('request');
   if (r.response.body.truncated) truncated.push('response');
+  const httpVersion = r.protocol === 'HTTP/2' ? 'HTTP/2' : 'HTTP/1.1';
   const entry: HarEntry = {
     startedDateTime: r.sentAt,
     time: r.ms,
     request: {
       method: r.sent.method,
       url: joinUrl(r.origin.url, r.sent.path),
-      httpVersion: 'HTTP/1.1',
+      httpVersion,
       cookies: requestCookies(r.sent.headers),
       headers: nameValues(r.sent.headers),
       queryString: query,
@@ -197,7 +200,7 @@ export function toHarEntry(r: RecordedExchange): HarEntry {
     response: {
       status: r.response.status,
       statusText: STATUS_CODES[r.response.status] ?? '',
-      httpVersion: 'HTTP/1.1',
+      httpVersion,
       cookies: responseCookies(r.response.headers),
       headers: nameValues(r.response.headers),
       content: {
@@ -226,6 +229,7 @@ export function toHarEntry(r: RecordedExchange): HarEntry {
         undecoded: { ...(sentBody.problem && { request: sentBody.problem }), ...(responseBody.problem && { response: responseBody.problem }) },
       }),
       mirrored: { method: r.mirrored.method, target: r.mirrored.target, headers: nameValues(r.mirrored.headers) },
+      ...(r.response.trailers !== undefined && { responseTrailers: nameValues(r.response.trailers) }),
     },
   };
   if (r.sent.body.size > 0) {

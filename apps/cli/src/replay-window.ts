@@ -190,6 +190,7 @@ export function requestFromRecording(r: RecordedExchange): MirroredRequest {
     receivedAt: Date.parse(r.receivedAt),
     requestId: r.requestId,
     clientAddress: r.mirrored.clientAddress,
+    ...(r.protocol === 'HTTP/2' && { protocol: 'HTTP/2' as const }),
   };
 }
 

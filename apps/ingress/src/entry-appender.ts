@@ -1,6 +1,16 @@
 import type { Socket } from 'node:net';
 import { Command, type Redis } from 'ioredis';
-import { EntryCipher, createPartitioner, headerObject, headerValue, partitionKeys, pushEntryFields, withoutHeaders, type Config } from '@mirrorplane/core';
+import {
+  EntryCipher,
+  createPartitioner,
+  headerObject,
+  headerValue,
+  partitionKeys,
+  pushEntryFields,
+  withoutHeaders,
+  type Config,
+  type HttpProtocol,
+} from '@mirrorplane/core';
 import type { ParsedRequest } from './http1-parser.js';
 
 /** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
@@ -8,6 +18,14 @@ export const INGRESS_TOKEN_HEADER = 'x-mirrorplane-token';
 
 /** Removed from every entry when INGRESS_TOKEN is set: the token never reaches Redis. */
 const TOKEN_HEADERS: ReadonlySet<string> = new Set([INGRESS_TOKEN_HEADER]);
+
+/** The fields a partition key reads; an HTTP/2 request's `:authority` is its `host` (as the worker's pipeline sees it). */
+function partitionHeaders(raw: readonly string[], protocol: HttpProtocol | undefined): Record<string, string> {
+  const headers = headerObject(raw);
+  const authority = protocol === 'HTTP/2' ? headers[':authority'] : undefined;
+  if (authority !== undefined) headers.host ??= authority;
+  return headers;
+}
 
 /**
  * Appends one request as one stream entry (`XADD`, sealed when a data key is set) to its
@@ -36,9 +54,13 @@ export class EntryAppender {
   }
 
   /** Resolves with the entry id once Redis accepted the entry; rejects with Redis's error. */
-  append(request: ParsedRequest, clientAddress: string | undefined): Promise<string | null> {
+  append(
+    request: Pick<ParsedRequest, 'method' | 'target' | 'rawHeaders' | 'body' | 'trailers'>,
+    clientAddress: string | undefined,
+    protocol?: HttpProtocol,
+  ): Promise<string | null> {
     const raw = request.rawHeaders;
-    const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(headerObject(raw))] as string);
+    const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(partitionHeaders(raw, protocol))] as string);
     const args = pushEntryFields(
       [stream, '*'],
       request.method,
@@ -49,6 +71,7 @@ export class EntryAppender {
       headerValue(raw, 'x-request-id'),
       clientAddress,
       request.trailers,
+      protocol,
     );
     const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
     this.#batchWrites();

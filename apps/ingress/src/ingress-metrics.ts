@@ -15,7 +15,9 @@ export type DropReason =
   | 'unauthorized'
   | 'backlog_full'
   /** Valid HTTP that cannot be replayed as received (CONNECT, transfer codings besides chunked, …). */
-  | 'unsupported';
+  | 'unsupported'
+  /** An HTTP/2 stream over MAX_CONCURRENT_STREAMS on its connection (RST_STREAM REFUSED_STREAM). */
+  | 'too_many_streams';
 
 const REASONS: DropReason[] = [
   'too_large',
@@ -31,6 +33,7 @@ const REASONS: DropReason[] = [
   'unauthorized',
   'backlog_full',
   'unsupported',
+  'too_many_streams',
 ];
 
 /**

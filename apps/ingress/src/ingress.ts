@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
-import { errorMessage, headerValue, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { errorMessage, headerValue, keysFor, partitionKeys, type Config, type HttpProtocol } from '@mirrorplane/core';
 import {
   RedisProbe,
   adminServerFor,
@@ -19,7 +19,8 @@ import { createProductionIntake } from './production-intake.js';
 import { EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
 import { IntakeServer, type IntakeLoss } from './intake-server.js';
-import type { ParsedRequest, Refusal, RequestHead } from './http1-parser.js';
+import { H2Intake, type H2Loss, type H2Request } from './h2-intake.js';
+import type { ParsedRequest, Refusal } from './http1-parser.js';
 
 export { INGRESS_TOKEN_HEADER, type DropReason };
 
@@ -46,6 +47,7 @@ export class Ingress {
   /** Every partition's stream. */
   readonly #streams: string[];
   readonly #server: IntakeServer;
+  readonly #h2: H2Intake;
   readonly #appender: EntryAppender;
   readonly #admin: AdminServer | null;
   readonly #metrics: IngressMetrics;
@@ -78,6 +80,20 @@ export class Ingress {
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#metrics = new IngressMetrics(() => this.#inFlight);
     this.#appender = new EntryAppender(config, this.#redis);
+    this.#h2 = new H2Intake(
+      {
+        maxHeaderBytes: config.maxHeaderBytes,
+        maxBodyBytes: config.maxBodyBytes,
+        maxConcurrentStreams: config.maxConcurrentStreams,
+        requestTimeoutMs: config.bodyTimeoutMs,
+        keepAliveTimeoutMs: 75_000,
+      },
+      {
+        admit: (rawHeaders) => this.#onHead(rawHeaders),
+        request: (request, address, answer) => this.#append(request, address, answer, 'HTTP/2'),
+        lost: (reason, afterAdmit) => this.#onLost(reason, afterAdmit, null),
+      },
+    );
     this.#server = new IntakeServer(
       {
         maxHeaderBytes: config.maxHeaderBytes,
@@ -87,9 +103,10 @@ export class Ingress {
         maxConnections: config.maxConnections,
         // Longer than the mirror proxy's idle timeout, so the proxy closes idle connections first.
         keepAliveTimeoutMs: 75_000,
+        http2: (socket) => this.#h2.accept(socket),
       },
       {
-        head: (head) => this.#onHead(head),
+        head: (head) => this.#onHead(head.rawHeaders),
         request: (request, address, answer) => this.#append(request, address, answer),
         lost: (reason, afterHead, refusal) => this.#onLost(reason, afterHead, refusal),
       },
@@ -179,12 +196,12 @@ export class Ingress {
     return { port, adminPort };
   }
 
-  /** A head arrived: refuse it at once (closing, unauthorized, shedding), or read its body. */
-  #onHead(head: RequestHead): readonly [number, DropReason] | null {
+  /** A head (HTTP/2: a stream's headers) arrived: refuse it at once (closing, unauthorized, shedding), or read its body. */
+  #onHead(rawHeaders: readonly string[]): readonly [number, DropReason] | null {
     this.#metrics.received.inc();
     let refused: readonly [number, DropReason] | null = null;
     if (this.#closing) refused = [503, 'shutting_down'];
-    else if (this.#token !== null && !this.#token(headerValue(head.rawHeaders, INGRESS_TOKEN_HEADER) ?? undefined)) refused = [401, 'unauthorized'];
+    else if (this.#token !== null && !this.#token(headerValue(rawHeaders, INGRESS_TOKEN_HEADER) ?? undefined)) refused = [401, 'unauthorized'];
     else if (this.#shedding) refused = [503, 'backlog_full'];
     // Redis is known not to answer: every append would wait APPEND_TIMEOUT_MS for the same
     // 503, holding the request (and its body) meanwhile. Answer at once until a PING answers.
@@ -198,16 +215,21 @@ export class Ingress {
   }
 
   /** A request lost before it was whole: counted once, by reason. */
-  #onLost(reason: IntakeLoss, afterHead: boolean, refusal: Refusal | null): void {
+  #onLost(reason: IntakeLoss | H2Loss, afterHead: boolean, refusal: Refusal | null): void {
     if (!afterHead) this.#metrics.received.inc();
     this.#metrics.dropped[reason].inc();
     if (afterHead) this.#release();
     if (refusal !== null) this.#logRefused(refusal);
   }
 
-  #append(request: ParsedRequest, clientAddress: string | undefined, answer: (status: number, reason?: string) => void): void {
+  #append(
+    request: ParsedRequest | H2Request,
+    clientAddress: string | undefined,
+    answer: (status: number, reason?: string) => void,
+    protocol?: HttpProtocol,
+  ): void {
     const started = performance.now();
-    this.#appender.append(request, clientAddress).then(
+    this.#appender.append(request, clientAddress, protocol).then(
       () => {
         if (this.#config.maxBacklog > 0 && this.#backlog + ++this.#appendedSinceCheck >= this.#config.maxBacklog) this.#shedding = true;
         this.#metrics.appendSeconds.observe((performance.now() - started) / 1000);
@@ -320,6 +342,8 @@ export class Ingress {
     if (this.#fullTimer) clearInterval(this.#fullTimer);
     this.#logger.info({ inFlight: this.#inFlight }, 'ingress shutting down');
     const serverClosed = this.#server.close();
+    // HTTP/2 connections get GOAWAY: their open streams are answered, no new one starts.
+    this.#h2.closeGracefully();
     let closed = false;
     void serverClosed.then(() => {
       closed = true;
@@ -344,6 +368,7 @@ export class Ingress {
       await Promise.race([serverClosed, new Promise((r) => setTimeout(r, 25))]);
     }
     this.#server.closeAllConnections();
+    this.#h2.closeAll();
     await serverClosed;
     await closeRedis(this.#redis).catch(() => undefined);
     await this.#admin?.close().catch(() => undefined);

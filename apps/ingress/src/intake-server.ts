@@ -10,6 +10,9 @@ const OK = Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n', 'latin1')
 const OK_KEEP_ALIVE_10 = Buffer.from('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n', 'latin1');
 const OK_CLOSE = Buffer.from('HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+/** The HTTP/2 client connection preface (RFC 9113 §3.4): prior knowledge, h2c. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const H2_PREFACE_FIRST = 0x50; // 'P'
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   401: 'Unauthorized',
@@ -45,6 +48,11 @@ export interface IntakeServerOptions {
   maxConnections: number;
   /** Idle time after which a kept-alive connection is closed; longer than the proxy's own. */
   keepAliveTimeoutMs: number;
+  /**
+   * Takes a connection that opened with the HTTP/2 preface (the bytes read are back on the
+   * socket, which is paused). Absent: such a connection is read as HTTP/1.1 (and refused).
+   */
+  http2?: (socket: Socket) => void;
 }
 
 /**
@@ -118,6 +126,12 @@ export class IntakeServer {
   closeAllConnections(): void {
     for (const connection of this.#connections) connection.destroy();
   }
+
+  /** A connection turned out to be HTTP/2: it is no longer one of ours. */
+  handOff(connection: IntakeConnection, socket: Socket): void {
+    this.#connections.delete(connection);
+    this.#options.http2?.(socket);
+  }
 }
 
 class IntakeConnection {
@@ -140,6 +154,12 @@ class IntakeConnection {
   #deadline = 0;
   #ended = false;
   #closed = false;
+  /**
+   * The first bytes of a connection while they may still be the HTTP/2 preface; null once the
+   * connection is known to be HTTP/1.1 (one comparison per chunk after that).
+   */
+  #sniffed: Buffer | null;
+  readonly #listeners: { data: (chunk: Buffer) => void; end: () => void; close: () => void };
 
   constructor(socket: Socket, options: IntakeServerOptions, handlers: IntakeHandlers, server: IntakeServer) {
     this.#socket = socket;
@@ -148,34 +168,80 @@ class IntakeConnection {
     this.#server = server;
     this.#timeoutMs = options.requestTimeoutMs;
     this.#headersTimeoutMs = options.headersTimeoutMs;
+    this.#sniffed = options.http2 === undefined ? null : Buffer.alloc(0);
     socket.setTimeout(options.keepAliveTimeoutMs, () => {
       // Idle for that long with nothing to answer: the proxy went quiet.
       if (!this.#busy && !this.#parser.midRequest) socket.destroy();
     });
-    socket.on('data', (chunk: Buffer) => {
-      // After a refusal nothing more is read (see #refuse); bytes already in flight are dropped.
-      if (this.#closed) return;
-      this.#parser.feed(chunk);
-      if (!this.#busy) this.#run();
-      // Bytes while an answer is pending (pipelining): stop reading until it is written, so a
-      // client cannot make the ingress buffer more than one read ahead. Paused only then: a
-      // pause and resume per request would cost every request a trip through the stream.
-      else if (!this.#paused) {
-        this.#paused = true;
-        socket.pause();
-      }
-    });
-    socket.on('end', () => {
-      this.#ended = true;
-      if (this.#busy) return; // answered, then closed (in #answer)
-      this.#lostIfStarted('aborted');
-      socket.end();
-    });
+    this.#listeners = {
+      data: (chunk: Buffer) => {
+        // After a refusal nothing more is read (see #refuse); bytes already in flight are dropped.
+        if (this.#closed) return;
+        if (this.#sniffed !== null) {
+          const bytes = this.#sniff(chunk);
+          if (bytes === null) return;
+          chunk = bytes;
+        }
+        this.#parser.feed(chunk);
+        if (!this.#busy) this.#run();
+        // Bytes while an answer is pending (pipelining): stop reading until it is written, so a
+        // client cannot make the ingress buffer more than one read ahead. Paused only then: a
+        // pause and resume per request would cost every request a trip through the stream.
+        else if (!this.#paused) {
+          this.#paused = true;
+          socket.pause();
+        }
+      },
+      end: () => {
+        this.#ended = true;
+        if (this.#busy) return; // answered, then closed (in #answer)
+        this.#lostIfStarted('aborted');
+        socket.end();
+      },
+      close: () => {
+        if (!this.#busy) this.#lostIfStarted('aborted');
+        this.#closed = true;
+      },
+    };
+    socket.on('data', this.#listeners.data);
+    socket.on('end', this.#listeners.end);
     socket.on('error', () => undefined); // 'close' follows
-    socket.on('close', () => {
-      if (!this.#busy) this.#lostIfStarted('aborted');
-      this.#closed = true;
-    });
+    socket.on('close', this.#listeners.close);
+  }
+
+  /**
+   * Reads the first bytes of a connection: while they match the HTTP/2 preface they are held;
+   * all of it hands the connection to HTTP/2; the first byte that differs makes it HTTP/1.1,
+   * and what was held is returned to be parsed. Returns null while bytes are held.
+   */
+  #sniff(chunk: Buffer): Buffer | null {
+    const held = this.#sniffed as Buffer;
+    // The common case: the first byte of an HTTP/1.1 method that is not P….
+    if (held.length === 0 && chunk[0] !== H2_PREFACE_FIRST) {
+      this.#sniffed = null;
+      return chunk;
+    }
+    const bytes = held.length === 0 ? chunk : Buffer.concat([held, chunk]);
+    const n = Math.min(bytes.length, H2_PREFACE.length);
+    if (bytes.compare(H2_PREFACE, 0, n, 0, n) !== 0) {
+      this.#sniffed = null;
+      return bytes;
+    }
+    if (n < H2_PREFACE.length) {
+      this.#sniffed = bytes;
+      return null;
+    }
+    this.#sniffed = null;
+    this.#closed = true;
+    const socket = this.#socket;
+    socket.pause();
+    socket.off('data', this.#listeners.data);
+    socket.off('end', this.#listeners.end);
+    socket.off('close', this.#listeners.close);
+    socket.setTimeout(0);
+    socket.unshift(bytes);
+    this.#server.handOff(this, socket);
+    return null;
   }
 
   /** Counts a request cut by the client (once: a closed connection counts nothing more). */

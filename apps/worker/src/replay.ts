@@ -1,10 +1,12 @@
 import { performance } from 'node:perf_hooks';
 import { WireRequestError } from '@mirrorplane/core';
 import { Http1Origin, type WireResponse } from './http1-client.js';
+import { Http2Origin, type Http2Response } from './http2-client.js';
 import { DeadlineQueue, type Cancellation } from './deadline-queue.js';
 import {
   compileRetryPolicy,
   forEachHeader,
+  GrpcStatusError,
   HookError,
   ReplayLaterError,
   stagingHeaders,
@@ -39,10 +41,57 @@ export function originFormPath(target: string): string {
   throw new UnreplayableRequestError(`request-target ${JSON.stringify(target.slice(0, 100))} is not a path`);
 }
 
+/**
+ * The fields the pipeline sees for an HTTP/2 request: `:authority` as `host` (at its place), so
+ * that rules, hooks and the Host policy treat HTTP/1.1 and HTTP/2 alike; `:scheme` and any
+ * other pseudo-header are the wire's business (the origin's scheme is sent).
+ */
+export function http2PipelineHeaders(rawHeaders: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name === ':authority') out.push('host', rawHeaders[i + 1] as string);
+    else if (!name.startsWith(':')) out.push(name, rawHeaders[i + 1] as string);
+  }
+  return out;
+}
+
+/** The gRPC status of a response: `grpc-status` of the trailers, else of the headers (trailers-only); null when absent. */
+export function grpcStatusOf(response: { headers: readonly string[]; trailers?: readonly string[] }): { status: number; message: string | null } | null {
+  for (const list of [response.trailers ?? [], response.headers]) {
+    let status: number | null = null;
+    let message: string | null = null;
+    for (let i = 0; i < list.length; i += 2) {
+      const name = (list[i] as string).toLowerCase();
+      if (name === 'grpc-status' && /^\d{1,2}$/.test(list[i + 1] as string)) status = Number(list[i + 1]);
+      else if (name === 'grpc-message') message = decodeGrpcMessage(list[i + 1] as string);
+    }
+    if (status !== null) return { status, message };
+  }
+  return null;
+}
+
+/** grpc-message is percent-encoded UTF-8 (gRPC over HTTP/2 spec); a malformed escape is kept as is. */
+function decodeGrpcMessage(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+/** The value of the first `host` field: an HTTP/2 request's `:authority`. */
+function hostOf(headers: readonly string[]): string | null {
+  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'host') return headers[i + 1] as string;
+  return null;
+}
+
 /** One configured staging origin and its connection pool. */
 interface StagingOrigin {
   readonly name: string;
   readonly pool: Http1Origin;
+  /** Its HTTP/2 session, for entries that arrived over HTTP/2. */
+  readonly h2: Http2Origin;
   /** The Host staging receives, or null to keep the mirrored Host. */
   readonly host: string | null;
   /** The origin's own host (`host:port`), sent when a request had no Host. */
@@ -63,6 +112,7 @@ export class StagingClient {
   readonly #timeoutMs: number;
   readonly #deadlines: DeadlineQueue;
   readonly #isRetryable: (status: number) => boolean;
+  readonly #grpcRetryable: ReadonlySet<number>;
   readonly #pipeline: CompiledPipeline;
 
   constructor(config: Config, pipeline: CompiledPipeline) {
@@ -79,6 +129,7 @@ export class StagingClient {
       this.#origins.set(name, {
         name,
         pool,
+        h2: new Http2Origin(staging.origin, { bodyLimit: pipeline.needsResponseBody && pipeline.hasPost ? config.responseBodyLimit : 0 }),
         host: config.preserveHost ? null : staging.host,
         authority: staging.host,
         basePath: staging.pathname === '/' ? '' : staging.pathname.replace(/\/$/, ''),
@@ -90,6 +141,7 @@ export class StagingClient {
     this.#timeoutMs = config.replayTimeoutMs;
     this.#deadlines = new DeadlineQueue(config.replayTimeoutMs);
     this.#isRetryable = compileRetryPolicy(config.retryStatuses);
+    this.#grpcRetryable = new Set(config.grpcRetryStatuses);
     this.#pipeline = pipeline;
   }
 
@@ -100,10 +152,17 @@ export class StagingClient {
    */
   async replay(entry: Entry, attempt: number): Promise<ReplayOutcome> {
     const r = entry.request;
+    const http2 = r.protocol === 'HTTP/2';
     let request: OutgoingRequest | null = {
       method: r.method,
       path: originFormPath(r.target),
-      headers: stagingHeaders(r.rawHeaders, { host: this.#default.host, fallbackHost: this.#default.authority, entryId: entry.id, attempt }),
+      headers: stagingHeaders(http2 ? http2PipelineHeaders(r.rawHeaders) : r.rawHeaders, {
+        host: this.#default.host,
+        fallbackHost: this.#default.authority,
+        entryId: entry.id,
+        attempt,
+        keepTeTrailers: http2,
+      }),
       body: r.body,
       origin: 'default',
     };
@@ -129,18 +188,16 @@ export class StagingClient {
     // staging server trickling bytes cannot hold a worker slot for ever.
     const deadline = this.#deadlines.start();
     const signal = deadline.signal;
-    let data: WireResponse;
+    let data: WireResponse | Http2Response;
     try {
-      data = await origin.pool.request(
-        {
-          method: request.method,
-          path: request.path === '*' ? '*' : origin.basePath + request.path,
-          headers: request.headers,
-          body: request.body,
-          trailers: r.trailers ?? [],
-        },
-        signal,
-      );
+      const wire = {
+        method: request.method,
+        path: request.path === '*' ? '*' : origin.basePath + request.path,
+        headers: request.headers,
+        body: request.body,
+        trailers: r.trailers ?? [],
+      };
+      data = http2 ? await origin.h2.request(wire, hostOf(request.headers) ?? origin.authority, signal) : await origin.pool.request(wire, signal);
     } catch (error) {
       throw this.#transportError(error, signal);
     } finally {
@@ -150,8 +207,18 @@ export class StagingClient {
     const status = data.statusCode;
     const ms = performance.now() - started;
     if (this.#isRetryable(status)) throw new StagingStatusError(status);
+    const trailers = (data as Partial<Http2Response>).trailers;
+    if (http2) {
+      // A gRPC error is an answer: the replay completed, unless the policy names that status.
+      const grpc = grpcStatusOf({ headers: data.headers, trailers });
+      if (grpc !== null && this.#grpcRetryable.has(grpc.status)) throw new GrpcStatusError(grpc.status, grpc.message);
+    }
     if (this.#pipeline.hasPost) {
       const response: ReplayResponse = { status, headers: data.headers, body: data.body, truncated: data.truncated, ms };
+      if (http2) {
+        response.protocol = 'HTTP/2';
+        response.trailers = trailers ?? [];
+      }
       try {
         await this.#pipeline.post(response, request, ctx as PipelineContext);
       } catch (error) {
@@ -189,7 +256,7 @@ export class StagingClient {
   #transportError(error: unknown, signal: Cancellation): Error {
     if (signal.aborted) return new StagingTransportError(`staging did not answer within ${this.#timeoutMs} ms`, { cause: error });
     if (error instanceof WireRequestError) {
-      return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1: ${error.message}`);
+      return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1 or HTTP/2: ${error.message}`);
     }
     if (error instanceof StagingTransportError) return error;
     const code = (error as { code?: string }).code;
@@ -199,6 +266,6 @@ export class StagingClient {
 
   async close(): Promise<void> {
     this.#deadlines.close();
-    await Promise.all([...this.#origins.values()].map(({ pool }) => pool.close()));
+    await Promise.all([...this.#origins.values()].flatMap(({ pool, h2 }) => [pool.close(), h2.close()]));
   }
 }

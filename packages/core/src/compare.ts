@@ -6,7 +6,9 @@ import { parseJsonBody, type CompareSettings, type ObservedResponse } from './id
 /**
  * Response comparison: does staging answer like production? Status, chosen headers, and the
  * body — JSON structurally (key order never matters, ignored paths are skipped, a production
- * ID and the staging ID it maps to are equal), other bodies by digest.
+ * ID and the staging ID it maps to are equal), other bodies by digest. A gRPC answer (either
+ * side's content-type `application/grpc…`) compares its `grpc-status` (trailers are fields of
+ * the answer here) and its messages one by one (`messages[i]`, by digest; the count too).
  */
 
 export interface Difference {
@@ -24,6 +26,42 @@ export interface Comparison {
 export interface CompiledComparison {
   /** `ids` maps production IDs to staging IDs known for this request (they compare equal). */
   compare(production: ObservedResponse, staging: ObservedResponse, ids?: ReadonlyMap<string, string>): Comparison;
+}
+
+const digest = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex').slice(0, 16)} (${b.length} bytes)`;
+
+function isGrpc(headers: readonly string[]): boolean {
+  return headerValues(headers, 'content-type').some((v) => v.toLowerCase().startsWith('application/grpc'));
+}
+
+/**
+ * The messages of a gRPC body: each a 5-byte prefix (compressed flag, 4-byte length) and its
+ * bytes (prefix included, so a compressed and a plain message differ). A body that does not
+ * frame into whole messages is one item, as is.
+ */
+export function grpcMessages(body: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  while (at < body.length) {
+    if (at + 5 > body.length) return [body];
+    const end = at + 5 + body.readUInt32BE(at + 1);
+    if (end > body.length) return [body];
+    out.push(body.subarray(at, end));
+    at = end;
+  }
+  return out;
+}
+
+function compareGrpc(production: ObservedResponse, staging: ObservedResponse, out: Difference[]): void {
+  // Trailers-only answers carry grpc-status among the headers; the last one is the trailer's.
+  const status = (r: ObservedResponse) => headerValues(r.headers, 'grpc-status').at(-1);
+  const [a, b] = [status(production), status(staging)];
+  if (a !== b) out.push({ path: 'grpc-status', production: a, staging: b });
+  const [ma, mb] = [grpcMessages(production.body), grpcMessages(staging.body)];
+  if (ma.length !== mb.length) out.push({ path: 'messages.length', production: ma.length, staging: mb.length });
+  for (let i = 0; i < Math.min(ma.length, mb.length); i++) {
+    if (!(ma[i] as Buffer).equals(mb[i] as Buffer)) out.push({ path: `messages[${i}]`, production: digest(ma[i] as Buffer), staging: digest(mb[i] as Buffer) });
+  }
 }
 
 function formatKey(key: string): string {
@@ -104,12 +142,15 @@ export function compileComparison(settings: CompareSettings, options: { maxDecod
         const b = headerValues(staging.headers, name).join(', ');
         if (a !== b) differences.push({ path: `headers.${name}`, production: a || undefined, staging: b || undefined });
       }
+      if (isGrpc(production.headers) || isGrpc(staging.headers)) {
+        compareGrpc(production, staging, differences);
+        return { equal: differences.length === 0, differences: differences.slice(0, max) };
+      }
       const pa = parseJsonBody(production.headers, production.body, maxDecodedBytes);
       const pb = parseJsonBody(staging.headers, staging.body, maxDecodedBytes);
       if (pa !== undefined && pb !== undefined) {
         walk(pa, pb, [], '$', ids, differences);
       } else if (!production.body.equals(staging.body)) {
-        const digest = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex').slice(0, 16)} (${b.length} bytes)`;
         differences.push({ path: 'body', production: digest(production.body), staging: digest(staging.body) });
       }
       return { equal: differences.length === 0, differences: differences.slice(0, max) };

@@ -108,6 +108,20 @@ const statusList = z.union([z.string(), z.array(z.union([z.string(), z.number()]
   return out;
 });
 
+/** gRPC status codes (0–16), comma-separated; empty: none retried. */
+const grpcStatusList = z.union([z.string(), z.array(z.union([z.string(), z.number()]))]).transform((value, ctx) => {
+  const items = (Array.isArray(value) ? value.map(String) : value.split(',')).map((s) => s.trim()).filter(Boolean);
+  const out: number[] = [];
+  for (const item of items) {
+    if (!/^\d{1,2}$/.test(item) || Number(item) > 16) {
+      ctx.addIssue({ code: 'custom', message: `expected gRPC status codes from 0 to 16 like 8,14, got ${JSON.stringify(item)}` });
+      return z.NEVER;
+    }
+    out.push(Number(item));
+  }
+  return out;
+});
+
 interface Setting {
   env: string;
   flag?: string;
@@ -246,6 +260,18 @@ export const SETTINGS = {
     default: 1024,
     doc: "connections open at once on each ingress process's traffic port; more are closed on arrival (0: no cap). Partial heads in memory are at most MAX_CONNECTIONS × (MAX_HEADER_BYTES + 64 KiB)",
   },
+  maxConcurrentStreams: {
+    env: 'MAX_CONCURRENT_STREAMS',
+    schema: integer(1, 65_535),
+    default: 100,
+    doc: 'HTTP/2 (h2c) streams open at once on one connection to the ingress (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM REFUSED_STREAM',
+  },
+  grpcRetryStatuses: {
+    env: 'GRPC_RETRY_STATUSES',
+    schema: grpcStatusList,
+    default: '8,14',
+    doc: 'gRPC statuses (grpc-status of staging) that are retried, like RETRY_STATUSES; any other completes the replay (default RESOURCE_EXHAUSTED, UNAVAILABLE)',
+  },
   claimIdleMs: {
     env: 'CLAIM_IDLE_MS',
     schema: integer(100, 86_400_000),
@@ -348,6 +374,10 @@ export interface Config {
   readonly bodyTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly maxConnections: number;
+  /** HTTP/2 streams open at once on one ingress connection. */
+  readonly maxConcurrentStreams: number;
+  /** gRPC statuses of staging that are retried. */
+  readonly grpcRetryStatuses: readonly number[];
   readonly appendTimeoutMs: number;
   /** Milliseconds to reach Redis at start (and for each operator command) before failing. */
   readonly redisConnectTimeoutMs: number;
@@ -709,6 +739,7 @@ export function loadConfig(options: ConfigOptions): Config {
       (options.role === 'ingress' && (values.ingressProcesses as number) > 1 ? INGRESS_CLUSTER_ADMIN_PORT : DEFAULT_ADMIN_PORT[options.role]),
     stagingUrl: (values.stagingUrl as string | undefined) ?? null,
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
+    grpcRetryStatuses: Object.freeze([...(values.grpcRetryStatuses as number[])]),
     configFile: options.file?.path ?? null,
     origins: Object.freeze(origins),
     rules: Object.freeze(rules),

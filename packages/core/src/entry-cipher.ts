@@ -30,7 +30,13 @@ const SEALED_SLOTS: ReadonlyMap<string, number> = new Map([
   ['b', 2],
   ['r', 3],
   ['a', 4],
+  // Written since trailers and the protocol field exist: a sealed entry keeps every field its
+  // plain form has. Sealed payloads of 5 parts (before) still open.
+  ['T', 5],
+  ['p', 6],
 ]);
+const SEALED_PARTS = 7;
+const SEALED_PARTS_BEFORE_TRAILERS = 5;
 
 /** One data key: its id (stored with each entry) and its 32 bytes. */
 export interface DataKey {
@@ -86,10 +92,13 @@ function lengthPrefixed(parts: readonly (Buffer | null)[]): Buffer {
   return out;
 }
 
-function readParts(buffer: Buffer, count: number, id: string): (Buffer | null)[] {
+function readParts(buffer: Buffer, counts: readonly number[], id: string): (Buffer | null)[] {
   const out: (Buffer | null)[] = [];
   let at = 0;
+  const count = Math.max(...counts);
   for (let i = 0; i < count; i++) {
+    // A payload may end after any of the accepted part counts.
+    if (at === buffer.length && counts.includes(i)) break;
     if (at + 4 > buffer.length) throw new EntryDecodeError(`entry ${id}: encrypted payload is cut short`);
     const length = buffer.readUInt32BE(at);
     at += 4;
@@ -106,8 +115,8 @@ function readParts(buffer: Buffer, count: number, id: string): (Buffer | null)[]
 }
 
 /** Authenticated data: the clear fields, so that a method or time cannot be swapped between entries. */
-function aad(keyId: string, method: string, time: string): Buffer {
-  return Buffer.from(`mirrorplane:${ENTRY_VERSION}:${keyId}:${method}:${time}`, 'latin1');
+function aad(version: string, keyId: string, method: string, time: string): Buffer {
+  return Buffer.from(`mirrorplane:${version}:${keyId}:${method}:${time}`, 'latin1');
 }
 
 const BLOB_MAGIC = Buffer.from('MPS1', 'latin1');
@@ -161,20 +170,22 @@ export class EntryCipher {
   sealFields(plain: readonly (string | Buffer)[]): (string | Buffer)[] {
     let method = '';
     let time = '';
-    const parts: (Buffer | null)[] = [null, null, null, null, null];
+    let version = ENTRY_VERSION;
+    const parts: (Buffer | null)[] = new Array<Buffer | null>(SEALED_PARTS).fill(null);
     for (let i = 0; i + 1 < plain.length; i += 2) {
       const value = plain[i + 1] as string | Buffer;
       const slot = SEALED_SLOTS.get(plain[i] as string);
       if (slot !== undefined) parts[slot] = typeof value === 'string' ? Buffer.from(value, 'latin1') : value;
       else if (plain[i] === 'm') method = String(value);
       else if (plain[i] === 't') time = String(value);
+      else if (plain[i] === 'v') version = String(value);
     }
     const { id, key } = this.#encrypt;
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv('aes-256-gcm', key, iv);
-    cipher.setAAD(aad(id, method, time));
+    cipher.setAAD(aad(version, id, method, time));
     const sealed = Buffer.concat([iv, cipher.update(lengthPrefixed(parts)), cipher.final(), cipher.getAuthTag()]);
-    return ['v', ENTRY_VERSION, 'm', method, 't', time, F_KEY_ID, id, F_SEALED, sealed];
+    return ['v', version, 'm', method, 't', time, F_KEY_ID, id, F_SEALED, sealed];
   }
 
   /**
@@ -312,13 +323,13 @@ function openSealed(id: string, fields: RawFields, cipher: EntryCipher | null): 
   let plain: Buffer;
   try {
     const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES));
-    decipher.setAAD(aad(keyId, method.toString('latin1'), time.toString('latin1')));
+    decipher.setAAD(aad(version.toString('latin1'), keyId, method.toString('latin1'), time.toString('latin1')));
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     plain = Buffer.concat([decipher.update(sealed.subarray(IV_BYTES, sealed.length - TAG_BYTES)), decipher.final()]);
   } catch {
     throw new EntryDecodeError(`entry ${id} cannot be decrypted with key id ${JSON.stringify(keyId)}: wrong key, or the entry was altered`);
   }
-  const [target, headers, body, requestId, client] = readParts(plain, 5, id);
+  const [target, headers, body, requestId, client, trailers, protocol] = readParts(plain, [SEALED_PARTS_BEFORE_TRAILERS, SEALED_PARTS], id);
   const out: Buffer[] = [
     Buffer.from('v'),
     version,
@@ -335,5 +346,7 @@ function openSealed(id: string, fields: RawFields, cipher: EntryCipher | null): 
   ];
   if (requestId) out.push(Buffer.from('r'), requestId);
   if (client) out.push(Buffer.from('a'), client);
+  if (trailers) out.push(Buffer.from('T'), trailers);
+  if (protocol) out.push(Buffer.from('p'), protocol);
   return out;
 }

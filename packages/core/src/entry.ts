@@ -1,16 +1,32 @@
 import { EntryDecodeError } from './errors.js';
 import { isHttpToken } from './http-token.js';
 
-/** Version of the stream entry layout; a worker refuses entries of another version. */
+/**
+ * Version of the stream entry layout an HTTP/1.1 request is written with. Layout 1 is an
+ * HTTP/1.1 request; layout 2 is layout 1 plus the protocol field (`p`), written only for
+ * HTTP/2 requests, so HTTP/1.1 entries keep the bytes (and the readers) they always had. A
+ * worker reads both and refuses any other version.
+ */
 export const ENTRY_VERSION = '1';
+/** Layout version of an entry that carries the protocol field (HTTP/2 requests). */
+export const ENTRY_VERSION_PROTOCOL = '2';
+
+/** The protocol a mirrored request arrived in. */
+export type HttpProtocol = 'HTTP/1.1' | 'HTTP/2';
 
 /** A request as the mirror proxy sent it to the ingress. */
 export interface MirroredRequest {
   method: string;
-  /** The request-target exactly as received (`/path?query`, rarely absolute-form). */
+  /** The request-target exactly as received (`/path?query`, rarely absolute-form); HTTP/2: `:path`. */
   target: string;
-  /** Header names and values in order, duplicates kept, as `[name, value, name, value, …]` (latin1). */
+  /**
+   * Header names and values in order, duplicates kept, as `[name, value, name, value, …]` (latin1).
+   * HTTP/2: the pseudo-headers other than `:method` and `:path` (`:scheme`, `:authority`) keep
+   * their place in this list.
+   */
   rawHeaders: string[];
+  /** Absent: HTTP/1.1 (every entry written before HTTP/2 intake). */
+  protocol?: HttpProtocol;
   body: Buffer;
   /** Trailer fields of a chunked body, `[name, value, …]` as received (latin1); absent or empty when none. */
   trailers?: string[];
@@ -38,6 +54,9 @@ const F_REQUEST_ID = 'r';
 const F_CLIENT = 'a';
 /** Only present when the request had trailer fields; same layout as the header field. */
 const F_TRAILERS = 'T';
+/** Layout 2 only: the protocol, `2` (HTTP/2) or `1.1`. */
+const F_PROTOCOL = 'p';
+const PROTOCOL_VALUES: Readonly<Record<string, HttpProtocol>> = { '1.1': 'HTTP/1.1', '2': 'HTTP/2' };
 
 const HEADER_SEPARATOR = '\n';
 
@@ -73,6 +92,7 @@ export function encodeEntryFields(request: MirroredRequest): (string | Buffer)[]
     request.requestId,
     request.clientAddress,
     request.trailers,
+    request.protocol,
   );
 }
 
@@ -90,10 +110,12 @@ export function pushEntryFields(
   requestId: string | null | undefined,
   clientAddress: string | null | undefined,
   trailers?: readonly string[],
+  protocol?: HttpProtocol,
 ): (string | Buffer)[] {
+  const http2 = protocol === 'HTTP/2';
   out.push(
     F_VERSION,
-    ENTRY_VERSION,
+    http2 ? ENTRY_VERSION_PROTOCOL : ENTRY_VERSION,
     F_METHOD,
     method,
     F_TARGET,
@@ -108,6 +130,7 @@ export function pushEntryFields(
   if (typeof requestId === 'string') out.push(F_REQUEST_ID, Buffer.from(requestId, 'latin1'));
   if (typeof clientAddress === 'string') out.push(F_CLIENT, clientAddress);
   if (trailers !== undefined && trailers.length > 0) out.push(F_TRAILERS, encodeHeaders(trailers));
+  if (http2) out.push(F_PROTOCOL, '2');
   return out;
 }
 
@@ -126,6 +149,7 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
   let requestId: string | null = null;
   let client: string | null = null;
   let trailerField: Buffer | undefined;
+  let protocolField: string | undefined;
   for (let i = 0; i < fields.length; i += 2) {
     const name = (fields[i] as Buffer).toString('latin1');
     const value = fields[i + 1] as Buffer;
@@ -157,16 +181,26 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
       case F_TRAILERS:
         trailerField = value;
         break;
+      case F_PROTOCOL:
+        protocolField = value.toString('latin1');
+        break;
       default:
         throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(name)}`);
     }
   }
-  if (version !== ENTRY_VERSION) {
+  if (version !== ENTRY_VERSION && version !== ENTRY_VERSION_PROTOCOL) {
     throw new EntryDecodeError(
       version === undefined
         ? `entry ${id} has no version field; it was not written by a mirrorplane ingress`
-        : `entry ${id} has version ${JSON.stringify(version)}, this worker reads version ${ENTRY_VERSION}`,
+        : `entry ${id} has version ${JSON.stringify(version)}, this worker reads versions ${ENTRY_VERSION} and ${ENTRY_VERSION_PROTOCOL}`,
     );
+  }
+  let protocol: HttpProtocol | undefined;
+  if (version === ENTRY_VERSION_PROTOCOL) {
+    protocol = protocolField === undefined ? undefined : PROTOCOL_VALUES[protocolField];
+    if (protocol === undefined) throw new EntryDecodeError(`entry ${id} has version 2 and no valid protocol field (${JSON.stringify(protocolField ?? null)})`);
+  } else if (protocolField !== undefined) {
+    throw new EntryDecodeError(`entry ${id} has version 1 and a protocol field, which only version 2 has`);
   }
   if (method === undefined || !isHttpToken(method)) {
     throw new EntryDecodeError(`entry ${id} has no valid method (${JSON.stringify(method ?? null)})`);
@@ -188,6 +222,7 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
   }
   const request: MirroredRequest = { method, target, rawHeaders, body, receivedAt, requestId, clientAddress: client };
   if (trailers !== undefined && trailers.length > 0) request.trailers = trailers;
+  if (protocol === 'HTTP/2') request.protocol = protocol;
   return { id, request };
 }
 
@@ -212,6 +247,8 @@ export interface SerializedEntry {
   requestId: string | null;
   clientAddress: string | null;
   trailers?: string[];
+  /** Absent: HTTP/1.1. */
+  protocol?: HttpProtocol;
 }
 
 export function serializeEntry(entry: Entry): SerializedEntry {
@@ -226,6 +263,7 @@ export function serializeEntry(entry: Entry): SerializedEntry {
     requestId: r.requestId,
     clientAddress: r.clientAddress,
     ...(r.trailers !== undefined && r.trailers.length > 0 ? { trailers: r.trailers } : {}),
+    ...(r.protocol === 'HTTP/2' ? { protocol: r.protocol } : {}),
   };
 }
 
@@ -250,6 +288,7 @@ export function deserializeEntry(data: unknown): Entry {
     id: d.id,
     request: {
       ...(trailers !== undefined && trailers.length > 0 ? { trailers } : {}),
+      ...(d.protocol === 'HTTP/2' ? { protocol: d.protocol } : {}),
       method: d.method,
       target: d.target,
       rawHeaders: d.headers,

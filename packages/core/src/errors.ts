@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   MP_ERR_REGEX_SYNTAX: 'a regular expression in a rule does not parse or cannot run in linear time',
   MP_ERR_ENTRY_DECODE: 'a stream entry cannot be decoded',
   MP_ERR_STAGING_STATUS: 'staging answered with a status the retry policy retries',
+  MP_ERR_GRPC_STATUS: 'staging answered a gRPC call with a grpc-status the retry policy retries (GRPC_RETRY_STATUSES)',
   MP_ERR_STAGING_TRANSPORT: 'staging could not be reached or did not answer in time',
   MP_ERR_STAGING_RESPONSE: 'staging answered with broken HTTP/1.1 framing',
   MP_ERR_UNREPLAYABLE: 'a request cannot be sent to staging at all',
@@ -168,6 +169,16 @@ export class StagingStatusError extends MirrorplaneError {
   constructor(status: number) {
     super('MP_ERR_STAGING_STATUS', `staging answered ${status}`, { retryable: true });
     this.status = status;
+  }
+}
+
+/** Thrown when staging answered a gRPC call with a grpc-status GRPC_RETRY_STATUSES retries (default 8, 14). */
+export class GrpcStatusError extends MirrorplaneError {
+  readonly grpcStatus: number;
+
+  constructor(grpcStatus: number, grpcMessage: string | null) {
+    super('MP_ERR_GRPC_STATUS', `staging answered grpc-status ${grpcStatus}${grpcMessage ? ` (${grpcMessage.slice(0, 200)})` : ''}`, { retryable: true });
+    this.grpcStatus = grpcStatus;
   }
 }
 

@@ -145,6 +145,11 @@ export interface StagingHeaderOptions {
   fallbackHost?: string;
   entryId: string;
   attempt: number;
+  /**
+   * HTTP/2: keep `te: trailers` in its place (RFC 9113 §8.2.2 allows it, and gRPC servers
+   * require it); every other `te` value is still dropped.
+   */
+  keepTeTrailers?: boolean;
 }
 
 /**
@@ -160,6 +165,10 @@ export function stagingHeaders(rawHeaders: readonly string[], options: StagingHe
   let hostSeen = false;
   forEachHeader(rawHeaders, (name, value) => {
     const lower = name.toLowerCase();
+    if (lower === 'te' && options.keepTeTrailers === true && value.trim().toLowerCase() === 'trailers') {
+      out.push(name, value);
+      return;
+    }
     if (STAGING_DROPPED.has(lower) || named.has(lower)) return;
     if (lower === 'host') {
       // A request has one Host; a second one would be refused by staging's parser.

@@ -33,6 +33,10 @@ export interface ReplayResponse {
   truncated: boolean;
   /** Milliseconds from sending the request to the end of the response body. */
   ms: number;
+  /** Set for a replay over HTTP/2 (the entry arrived over HTTP/2); absent: HTTP/1.1. */
+  protocol?: 'HTTP/2';
+  /** HTTP/2: the response's trailer fields (`grpc-status`, `grpc-message` for gRPC), `[name, value, …]`. */
+  trailers?: string[];
 }
 
 /** What a stage can see of the replay it runs in. One per attempt. */

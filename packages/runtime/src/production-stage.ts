@@ -318,6 +318,8 @@ export function createProductionStage(options: ProductionStageOptions): Pipeline
       }
     }
     if (!comparison) return;
+    // An HTTP/2 answer's trailers (grpc-status, grpc-message) are compared as fields of the answer.
+    if (response.trailers !== undefined && response.trailers.length > 0) response = { ...response, headers: [...response.headers, ...response.trailers] };
     const meta = { entryId: ctx.entryId, method: request.method, path: request.path, ids: state?.ids ?? new Map<string, string>() };
     if (!production) {
       // Production's answer usually arrives after the mirror copy: keep staging's until it does.

@@ -54,7 +54,10 @@ export interface RecordedExchange {
   tags: Record<string, string>;
   mirrored: { method: string; target: string; clientAddress: string | null; headers: RecordedHeaders; body: RecordedBody };
   sent: { method: string; path: string; headers: RecordedHeaders; body: RecordedBody };
-  response: { status: number; headers: RecordedHeaders; body: RecordedBody };
+  /** `trailers`: HTTP/2 only (`grpc-status`, `grpc-message` of a gRPC answer). */
+  response: { status: number; headers: RecordedHeaders; body: RecordedBody; trailers?: RecordedHeaders };
+  /** Present for a request that arrived (and was replayed) over HTTP/2; absent: HTTP/1.1. */
+  protocol?: 'HTTP/2';
 }
 
 /** Text is valid UTF-8 without control characters other than tab, CR and LF. */
@@ -336,7 +339,9 @@ export function createRecorder(options: RecorderOptions): Pipeline & { writer: R
           status: response.status,
           headers: pairs(response.headers, redactor),
           body: recordRedactedBody(response.headers, response.body, limit, redactor, response.truncated),
+          ...(response.trailers !== undefined && { trailers: pairs(response.trailers, redactor) }),
         },
+        ...(m.protocol === 'HTTP/2' && { protocol: 'HTTP/2' as const }),
       };
       const text = JSON.stringify(line);
       writer.write(cipher ? cipher.sealText(text, RECORDING_CONTEXT) : text);

@@ -1,0 +1,226 @@
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { StagingTransportError, WireRequestError } from '@mirrorplane/core';
+import type { WireRequest, WireResponse } from './http1-client.js';
+import type { Cancellation } from './deadline-queue.js';
+
+/**
+ * The staging client's HTTP/2 wire, for entries that arrived over HTTP/2 (gRPC among them): one
+ * `node:http2` session per origin, h2c with prior knowledge for `http:` origins, TLS with ALPN
+ * `h2` for `https:` ones; the session is opened on first use and again after it closed or was
+ * sent GOAWAY. Streams of one session run concurrently (callers bound them).
+ *
+ * What is sent: `:method`, `:path`, `:scheme` (the origin's), `:authority` (the request's first
+ * `host` field: the pipeline sees an HTTP/2 request's `:authority` as `host`, like HTTP/1.1), the
+ * fields in order with names lower-cased (HTTP/2 requires it) — repeated names travel together
+ * at the place of the first (node's header object), each value in order — the body, and the
+ * trailers after it (`waitForTrailers`). Connection-specific fields (RFC 9113 §8.2.2:
+ * `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`, and `te`
+ * other than `trailers`) and pseudo-headers left in the list are not sent; a `content-length`
+ * is made true to the body.
+ */
+
+export interface Http2Response extends WireResponse {
+  /** Trailer fields `[name, value, …]` as staging sent them; empty when none. */
+  trailers: string[];
+}
+
+export interface Http2OriginOptions {
+  /** Bytes of each response body kept; 0: the body is read and discarded. */
+  bodyLimit: number;
+}
+
+const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'host',
+]);
+
+/** RFC 9113 §8.2.1: a field value never holds NUL, CR or LF (node's http2 does not check values). */
+const INVALID_VALUE = /[\0\r\n]/;
+
+/**
+ * Raw pairs into node's header object: names lower-cased, repeated names as arrays in order.
+ * Throws `WireRequestError` for a value HTTP/2 cannot carry (a stage may have set one).
+ */
+function headerObject(pairs: readonly string[], into: OutgoingHttpHeaders, bodyLength: number | null): OutgoingHttpHeaders {
+  for (let i = 0; i < pairs.length; i += 2) {
+    const name = (pairs[i] as string).toLowerCase();
+    let value = pairs[i + 1] as string;
+    if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name.slice(0, 40)} holds NUL, CR or LF`);
+    if (name.startsWith(':') || CONNECTION_SPECIFIC.has(name)) continue;
+    if (name === 'te' && value.trim().toLowerCase() !== 'trailers') continue;
+    if (name === 'content-length') {
+      if (bodyLength === null || into[name] !== undefined) continue;
+      value = String(bodyLength);
+    }
+    const seen = into[name];
+    if (seen === undefined) into[name] = value;
+    else if (Array.isArray(seen)) seen.push(value);
+    else into[name] = [String(seen), value];
+  }
+  return into;
+}
+
+/** node's raw pairs without the pseudo-headers (`:status`). */
+function withoutPseudo(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (!name.startsWith(':')) out.push(name, raw[i + 1] as string);
+  }
+  return out;
+}
+
+export class Http2Origin {
+  readonly #url: URL;
+  readonly #options: Http2OriginOptions;
+  #session: ClientHttp2Session | null = null;
+  /** Streams in flight on each session, to fail those a GOAWAY left unprocessed. */
+  readonly #streams = new WeakMap<ClientHttp2Session, Set<ClientHttp2Stream>>();
+  #closed = false;
+
+  constructor(origin: string, options: Http2OriginOptions) {
+    this.#url = new URL(origin);
+    this.#options = options;
+  }
+
+  #open(): ClientHttp2Session {
+    const current = this.#session;
+    if (current !== null && !current.closed && !current.destroyed) return current;
+    const session = connect(this.#url.origin);
+    session.on('error', () => undefined); // each stream reports its own failure
+    const forget = (): void => {
+      if (this.#session === session) this.#session = null;
+    };
+    session.once('close', forget);
+    // After GOAWAY no new stream may start on it; streams under way finish, and those above the
+    // last stream id staging took never will (node leaves them pending): they fail now, and a
+    // retry is safe since staging did not process them.
+    session.once('goaway', (_code: number, lastStreamId: number) => {
+      forget();
+      for (const stream of this.#streams.get(session) ?? []) {
+        if (stream.id === undefined || stream.id > lastStreamId) stream.destroy(new StagingTransportError('staging sent GOAWAY before taking the stream'));
+      }
+    });
+    this.#streams.set(session, new Set());
+    this.#session = session;
+    return session;
+  }
+
+  /**
+   * Sends one request and reads its response, trailers included. Rejects with
+   * `WireRequestError` when the request cannot be written as HTTP/2 (a field node refuses),
+   * with `StagingTransportError` when the stream is reset or the session fails, and with
+   * `signal`'s reason when it aborts.
+   * @param authority the `:authority` staging receives (`host:port`)
+   */
+  request(request: WireRequest, authority: string, signal: Cancellation): Promise<Http2Response> {
+    if (this.#closed) return Promise.reject(new StagingTransportError('the staging client is closed'));
+    const { method, path, headers, body, trailers } = request;
+    let head: OutgoingHttpHeaders;
+    let tail: OutgoingHttpHeaders | null;
+    try {
+      head = headerObject(
+        headers,
+        {
+          [constants.HTTP2_HEADER_METHOD]: method,
+          [constants.HTTP2_HEADER_PATH]: path,
+          [constants.HTTP2_HEADER_SCHEME]: this.#url.protocol.slice(0, -1),
+          [constants.HTTP2_HEADER_AUTHORITY]: authority,
+        },
+        body.length,
+      );
+      tail = trailers.length > 0 ? headerObject(trailers, {}, null) : null;
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    return new Promise<Http2Response>((resolve, reject) => {
+      let stream: ClientHttp2Stream;
+      const session = this.#open();
+      try {
+        stream = session.request(head, { endStream: body.length === 0 && tail === null, waitForTrailers: tail !== null });
+      } catch (error) {
+        const code = (error as { code?: string }).code ?? '';
+        reject(
+          code.startsWith('ERR_HTTP2_') || code === 'ERR_INVALID_HTTP_TOKEN' || code === 'ERR_INVALID_CHAR'
+            ? new WireRequestError((error as Error).message)
+            : error,
+        );
+        return;
+      }
+      const inFlight = this.#streams.get(session);
+      inFlight?.add(stream);
+      // The deadline cancels the stream (RST_STREAM CANCEL); 'close' then rejects with its reason.
+      const cancel = (): void => {
+        if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+      };
+      if (signal.aborted) cancel();
+      else signal.addEventListener('abort', cancel);
+      stream.once('close', () => {
+        inFlight?.delete(stream);
+        signal.removeEventListener('abort', cancel);
+      });
+      const limit = this.#options.bodyLimit;
+      const chunks: Buffer[] = [];
+      let kept = 0;
+      let truncated = false;
+      let statusCode = 0;
+      let responseHeaders: string[] = [];
+      let responseTrailers: string[] = [];
+      stream.on('response', (_headers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
+        statusCode = Number(_headers[constants.HTTP2_HEADER_STATUS]);
+        responseHeaders = withoutPseudo(raw);
+      });
+      stream.on('trailers', (_trailers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
+        responseTrailers = withoutPseudo(raw);
+      });
+      stream.on('data', (chunk: Buffer) => {
+        if (kept >= limit) {
+          if (chunk.length > 0) truncated = true;
+          return;
+        }
+        const room = limit - kept;
+        if (chunk.length > room) {
+          truncated = true;
+          chunk = chunk.subarray(0, room);
+        }
+        chunks.push(chunk);
+        kept += chunk.length;
+      });
+      stream.on('error', (error: Error) =>
+        reject(signal.aborted ? signal.reason : new StagingTransportError(`HTTP/2 stream failed: ${error.message}`, { cause: error })),
+      );
+      stream.on('close', () => {
+        if (statusCode === 0 || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
+          reject(
+            signal.aborted
+              ? signal.reason
+              : new StagingTransportError(`staging reset the HTTP/2 stream (code ${stream.rstCode ?? 'none'}) before its response ended`),
+          );
+          return;
+        }
+        resolve({ statusCode, headers: responseHeaders, body: Buffer.concat(chunks, kept), truncated, trailers: responseTrailers });
+      });
+      if (tail !== null) stream.once('wantTrailers', () => stream.sendTrailers(tail));
+      if (body.length > 0 || tail !== null) stream.end(body);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const session = this.#session;
+    this.#session = null;
+    if (session === null || session.destroyed) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => session.destroy(), 2000);
+      session.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
