@@ -161,7 +161,7 @@ test('type errors name the key, and JSON files work the same way', () => {
 
 test('docs/CONFIG.md documents every setting and file key', () => {
   const doc = readFileSync(fileURLToPath(new URL('../../docs/CONFIG.md', import.meta.url)), 'utf8');
-  const keys = [...Object.keys(SETTINGS), 'origins', 'rules', 'hooks', 'recording', 'redactHeaders', 'redact'];
+  const keys = [...Object.keys(SETTINGS), 'origins', 'rateLimit', 'rules', 'hooks', 'recording', 'redactHeaders', 'redact'];
   const missing = keys.filter((k) => !doc.includes(`\`${k}\``));
   assert.deepEqual(missing, [], 'add these keys to docs/CONFIG.md');
   for (const [key, s] of Object.entries(SETTINGS)) assert.ok(doc.includes(`\`${s.env}\``), `${key}: its variable ${s.env} is documented`);

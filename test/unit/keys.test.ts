@@ -12,6 +12,8 @@ import {
   keysFor,
   partitionKeys,
   productionKeys,
+  rateBucketKey,
+  rateLimitsKey,
   workerKey,
   workersSetKey,
 } from '@mirrorplane/core';
@@ -47,6 +49,8 @@ function everyKey(prefix: string, partitions: number, part: string): string[] {
     workersSetKey(prefix),
     workerKey(prefix, part),
     deploymentKey(prefix),
+    rateBucketKey(prefix, part),
+    rateLimitsKey(prefix),
   ];
 }
 

@@ -19,7 +19,7 @@ import {
   type Keys,
   type MirroredRequest,
 } from '@mirrorplane/core';
-import type { RedisClient } from '@mirrorplane/runtime';
+import { createLogger, RateLimiter, type RedisClient } from '@mirrorplane/runtime';
 import type { RecordedBody, RecordedExchange } from '@mirrorplane/runtime';
 import { StagingClient } from '@mirrorplane/worker';
 import { UsageError } from './process.js';
@@ -282,7 +282,12 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
       );
   // Appended again, a request goes to the partition the ingress would have chosen.
   const partitionOf = o.keys.length === 1 ? null : createPartitioner(o.keys.length, o.config.partitionKey);
-  const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline) : null;
+  // Sent directly, requests take the deployment's rate tokens like the workers' replays do.
+  const rate = o.direct
+    ? new RateLimiter({ redis: o.redis, prefix: o.config.prefix, limits: o.config.rateLimits, logger: createLogger({ logLevel: 'silent' }, 'cli') })
+    : null;
+  await rate?.start();
+  const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline, rate) : null;
   const inFlight = new Set<Promise<void>>();
   const started = performance.now();
   let first: number | null = null;
@@ -336,6 +341,7 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
     }
     await Promise.all(inFlight);
   } finally {
+    rate?.close();
     await staging?.close();
   }
   summary.seconds = (performance.now() - started) / 1000;

@@ -41,6 +41,7 @@ import {
   type RetryJobData,
   type WorkerHeartbeat,
   RedisProbe,
+  RateLimiter,
 } from '@mirrorplane/runtime';
 import { StagingClient } from './replay.js';
 import { SlotAccounting } from './slot-accounting.js';
@@ -92,6 +93,8 @@ export class ReplayWorker {
   readonly #queue: Queue<RetryJobData>;
   #retryWorker: Worker<RetryJobData> | null = null;
   readonly #staging: StagingClient;
+  /** The deployment's rate caps by staging origin (config and live overrides). */
+  readonly #rate: RateLimiter;
   readonly #pipeline: CompiledPipeline;
   /** Decrypts encrypted entries and encrypts retry jobs; null when MIRRORPLANE_DATA_KEY is unset. */
   readonly #cipher: EntryCipher | null;
@@ -139,7 +142,8 @@ export class ReplayWorker {
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#redactor = new Redactor(config.redaction);
-    this.#staging = new StagingClient(config, this.#pipeline);
+    this.#rate = new RateLimiter({ redis: this.#commands, prefix: config.prefix, limits: config.rateLimits, logger });
+    this.#staging = new StagingClient(config, this.#pipeline, this.#rate);
     this.#policy = retryPolicyOf(config);
     this.#slots = new SlotAccounting(config.workerConcurrency);
     this.#trimmer =
@@ -171,7 +175,7 @@ export class ReplayWorker {
     });
 
     collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_worker_' });
-    this.#m = new WorkerMetrics(this.#registry, () => this.#slots.held);
+    this.#m = new WorkerMetrics(this.#registry, () => this.#slots.held, this.#rate);
     // Workers are the candidates to export the deployment's gauges; a lock elects one.
     this.#deployment = new DeploymentMetrics({
       registry: this.#registry,
@@ -182,6 +186,7 @@ export class ReplayWorker {
       lockKey: exporterLockKey(config.prefix),
       holder: this.#consumer,
       logger,
+      rateLimits: () => this.#rate.limits(),
     });
     this.#probe = new RedisProbe(this.#commands, config.appendTimeoutMs, logger);
     this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
@@ -239,6 +244,7 @@ export class ReplayWorker {
     const adminPort = this.#admin ? await this.#admin.listen() : null;
     this.#probe.start();
     await this.#heartbeat.start();
+    await this.#rate.start();
     await this.#ensureGroupWithRetry();
     if (this.#stopping) return { adminPort };
     this.#canRead = true;
@@ -262,10 +268,15 @@ export class ReplayWorker {
       consumer: this.#consumer,
       slots: this.#slots,
       refillAt: Math.max(1, Math.floor(this.#config.workerConcurrency / 4)),
-      onEntry: (id, fields) => {
+      onEntry: (id, fields, prepaid) => {
         // Deleted after it was delivered: nothing to replay, just clear it.
         if (fields === null) this.#acks.finish(id, false);
-        else this.#startEntry(id, fields, 1);
+        else this.#startEntry(id, fields, 1, prepaid);
+      },
+      tokens: {
+        capped: () => this.#rate.limitOf('default') !== null,
+        take: (want) => this.#rate.tryTake('default', want),
+        refund: (n) => this.#rate.refund('default', n),
       },
       stopping: () => this.#stopping,
       stopped: this.#stopped,
@@ -309,12 +320,18 @@ export class ReplayWorker {
     }
   }
 
-  /** Starts replaying a stream entry when it gets a slot; an entry already running here is not started again. */
-  #startEntry(id: string, fields: Buffer[], attemptNo: number): void {
+  /**
+   * Starts replaying a stream entry when it gets a slot; an entry already running here is not
+   * started again. `prepaid`: the read loop took a rate token of the default origin for it.
+   */
+  #startEntry(id: string, fields: Buffer[], attemptNo: number, prepaid = false): void {
     // Beyond capacity only when retry jobs took slots after the read was sized: the entry was
     // delivered to this consumer, and leaving it unstarted would leave it pending for CLAIM_IDLE_MS.
-    if (this.#acks.has(id) || !this.#slots.acquireOver(id)) return;
-    this.#processStreamEntry(id, fields, attemptNo)
+    if (this.#acks.has(id) || !this.#slots.acquireOver(id)) {
+      if (prepaid) this.#rate.refund('default', 1);
+      return;
+    }
+    this.#processStreamEntry(id, fields, attemptNo, prepaid)
       .catch((error: unknown) => {
         // Should not happen: #processStreamEntry handles its own failures. The entry stays
         // pending and another worker takes it over after CLAIM_IDLE_MS.
@@ -323,17 +340,18 @@ export class ReplayWorker {
       .finally(() => this.#slots.release(id));
   }
 
-  async #processStreamEntry(id: string, fields: Buffer[], attemptNo: number): Promise<void> {
+  async #processStreamEntry(id: string, fields: Buffer[], attemptNo: number, prepaid: boolean): Promise<void> {
     let entry: Entry;
     try {
       entry = decodeEntry(id, openEntryFields(splitId(id).id, fields, this.#cipher));
     } catch (error) {
+      if (prepaid) this.#rate.refund('default', 1);
       this.#logger.warn({ entryId: id, err: errorMessage(error) }, 'undecodable entry goes to the failed set');
       await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
       return;
     }
     const firstTriedAt = Date.now();
-    const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
+    const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt, prepaid ? 'default' : undefined);
     switch (d.kind) {
       case 'replayed':
       case 'post-error':
@@ -357,9 +375,9 @@ export class ReplayWorker {
   }
 
   /** One replay attempt, classified once and counted, the same for the stream and the retry queue. */
-  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number): Promise<Disposition> {
+  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number, prepaid?: string): Promise<Disposition> {
     const started = performance.now();
-    const result = await attempt(() => this.#staging.replay(entry, attemptNo));
+    const result = await attempt(() => this.#staging.replay(entry, attemptNo, prepaid === undefined ? {} : { prepaid }));
     const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
     this.#account(d, entry, attemptNo);
     return d;
@@ -516,6 +534,8 @@ export class ReplayWorker {
     this.#stopping = true;
     this.#stop();
     this.#probe.stop();
+    // Replays waiting for a rate token stop waiting (a retryable failure: they go to the retry queue).
+    this.#rate.close();
     this.#slots.close();
     this.#logger.info({ inFlight: this.#slots.held }, 'worker shutting down');
     if (this.#claimTimer) clearInterval(this.#claimTimer);

@@ -1,4 +1,5 @@
 import { WireRequestError } from '@mirrorplane/core';
+import type { OriginGate } from '@mirrorplane/runtime';
 import { Http1Origin, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import {
@@ -38,6 +39,16 @@ export function originFormPath(target: string): string {
   throw new UnreplayableRequestError(`request-target ${JSON.stringify(target.slice(0, 100))} is not a path`);
 }
 
+/** How one attempt is made, beyond the entry and the attempt number. */
+export interface ReplayOptions {
+  /**
+   * The origin a rate token was already taken for (the read loop takes the default origin's
+   * before it reads): used when the request goes there, given back when it goes elsewhere or
+   * nowhere. Absent: the attempt takes its own token.
+   */
+  prepaid?: string;
+}
+
 /** One configured staging origin and its connection pool. */
 interface StagingOrigin {
   readonly name: string;
@@ -63,8 +74,12 @@ export class StagingClient {
   readonly #deadlines: DeadlineQueue;
   readonly #isRetryable: (status: number) => boolean;
   readonly #pipeline: CompiledPipeline;
+  /** The deployment's rate caps by origin, or null when this client sends uncapped. */
+  readonly #gate: OriginGate | null;
 
-  constructor(config: Config, pipeline: CompiledPipeline) {
+  /** @param gate the rate caps every request waits on before it is sent (`RateLimiter`); none: uncapped. */
+  constructor(config: Config, pipeline: CompiledPipeline, gate: OriginGate | null = null) {
+    this.#gate = gate;
     const urls: Record<string, string> = { ...config.origins };
     if (config.stagingUrl) urls.default = config.stagingUrl;
     for (const [name, url] of Object.entries(urls)) {
@@ -97,7 +112,19 @@ export class StagingClient {
    * `pre` stage dropped the request); throws a `MirrorplaneError` whose `retryable` says
    * whether another attempt may succeed.
    */
-  async replay(entry: Entry, attempt: number): Promise<ReplayOutcome> {
+  async replay(entry: Entry, attempt: number, options: ReplayOptions = {}): Promise<ReplayOutcome> {
+    const prepaid = options.prepaid;
+    if (this.#gate === null || prepaid === undefined) return this.#replay(entry, attempt, undefined);
+    // The prepaid token is used by the one send to its origin, or given back.
+    const state = { used: false };
+    try {
+      return await this.#replay(entry, attempt, { origin: prepaid, state });
+    } finally {
+      if (!state.used) this.#gate.refund(prepaid, 1);
+    }
+  }
+
+  async #replay(entry: Entry, attempt: number, prepaid: { origin: string; state: { used: boolean } } | undefined): Promise<ReplayOutcome> {
     const r = entry.request;
     let request: OutgoingRequest | null = {
       method: r.method,
@@ -123,6 +150,10 @@ export class StagingClient {
       origin = this.#origin(request);
     }
 
+    if (this.#gate !== null) {
+      if (prepaid !== undefined && prepaid.origin === origin.name) prepaid.state.used = true;
+      else await this.#gate.take(origin.name);
+    }
     const started = performance.now();
     // A deadline for the whole exchange (connect, headers, body), so that a
     // staging server trickling bytes cannot hold a worker slot for ever.

@@ -10,6 +10,7 @@ import { compileRules } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
 import { maskUrlsIn, parseRedisUrl } from './redis-url.js';
 import { parsePartitionKey, type PartitionKey } from './partitions.js';
+import { parseRateLimit, RateLimitOptions, type RateLimit } from './rate-limit.js';
 import {
   CompareOptions,
   IdMappingOptions,
@@ -162,6 +163,13 @@ export const SETTINGS = {
     schema: url(['http:', 'https:']),
     requiredBy: ['worker', 'start'],
     doc: 'staging origin every replay goes to (and nowhere else)',
+  },
+  stagingRateLimit: {
+    env: 'STAGING_RATE_LIMIT',
+    flag: '--rate-limit',
+    schema: parsedBy(parseRateLimit),
+    default: 'off',
+    doc: 'cap on the requests the default staging origin receives from the whole deployment: <per second>[,<burst>] (200 or 200,50; burst defaults to one second), or off; `mirrorplane rate-limit set` changes it live',
   },
   workerConcurrency: { env: 'WORKER_CONCURRENCY', flag: '--concurrency', schema: integer(1, 10000), default: 64, doc: 'replays in flight per worker process' },
   replayAttempts: {
@@ -330,6 +338,10 @@ export interface Config {
   readonly adminPort: number;
   readonly stagingUrl: string | null;
   readonly workerConcurrency: number;
+  /** STAGING_RATE_LIMIT as given: the default origin's cap, or null (off, or left to `rateLimit`). */
+  readonly stagingRateLimit: RateLimit | null;
+  /** Caps by origin name (the file's `rateLimit`, `default` from STAGING_RATE_LIMIT when set); an origin absent is uncapped. */
+  readonly rateLimits: Readonly<Record<string, RateLimit>>;
   readonly replayAttempts: number;
   /** Retry policy: cap of the first delay (ms). */
   readonly replayBackoffMs: number;
@@ -423,6 +435,9 @@ const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 10
 const FILE_ONLY = {
   origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), {
     error: 'expected a map of origin name to URL',
+  }),
+  rateLimit: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), RateLimitOptions, {
+    error: 'expected a map of origin name to { perSecond, burst }',
   }),
   // Each rule is validated on its own (see loadConfig), so one bad rule does not hide the others' problems.
   rules: z.array(z.unknown(), { error: 'expected a list of rules' }),
@@ -654,6 +669,16 @@ export function loadConfig(options: ConfigOptions): Config {
   } else if (origins.default !== undefined) {
     values.stagingUrl = origins.default;
   }
+  const rateLimits: Record<string, RateLimit> = { ...((fileOnly.rateLimit as Record<string, RateLimit> | undefined) ?? {}) };
+  for (const name of Object.keys(rateLimits)) {
+    if (name !== 'default' && origins[name] === undefined) {
+      issues.push({
+        key: fileKey(`rateLimit.${name}`),
+        message: `unknown origin; configured: ${['default', ...Object.keys(origins).filter((o) => o !== 'default')].join(', ')}`,
+      });
+    }
+  }
+  if (values.stagingRateLimit) rateLimits.default = values.stagingRateLimit as RateLimit;
   let rules: RuleOptions[] = [];
   if (rawRules !== undefined) {
     // `default` is always a known name: STAGING_URL may come from the worker's env alone.
@@ -695,6 +720,8 @@ export function loadConfig(options: ConfigOptions): Config {
       | 'stagingUrl'
       | 'configFile'
       | 'origins'
+      | 'stagingRateLimit'
+      | 'rateLimits'
       | 'rules'
       | 'hooks'
       | 'recording'
@@ -711,6 +738,8 @@ export function loadConfig(options: ConfigOptions): Config {
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
     configFile: options.file?.path ?? null,
     origins: Object.freeze(origins),
+    stagingRateLimit: (values.stagingRateLimit as RateLimit | null | undefined) ?? null,
+    rateLimits: Object.freeze(rateLimits),
     rules: Object.freeze(rules),
     hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,
     recording: fileOnly.recording !== undefined && options.file ? recordingSettings(fileOnly.recording as RecordingFile, options.file.path) : null,

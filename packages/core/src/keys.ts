@@ -137,6 +137,16 @@ export function exporterLockKey(prefix: string): string {
   return `${partitionTag(prefix)}:metrics-exporter`;
 }
 
+/** The token bucket of a staging origin's rate cap (hash: `t` tokens, `ts` last refill in ms). */
+export function rateBucketKey(prefix: string, origin: string): string {
+  return `${partitionTag(prefix)}:rate:${origin}`;
+}
+
+/** Live overrides of the rate caps (hash: origin name → `off` or `<per second>,<burst>`), re-read by workers every second. */
+export function rateLimitsKey(prefix: string): string {
+  return `${partitionTag(prefix)}:rate-limits`;
+}
+
 /** One family of Redis keys, as docs/ARCHITECTURE.md lists it. */
 export interface KeyFamily {
   /** The key with `{p}` for the partition-0 tag and `<…>` for the variable parts. */
@@ -187,6 +197,13 @@ export const KEY_FAMILIES: readonly KeyFamily[] = Object.freeze([
     type: 'hash',
     scope: 'deployment',
     holds: 'deployment-wide settings (partitions, partition key, …) stored by the first process',
+  },
+  { pattern: '{p}:rate:<origin>', type: 'hash', scope: 'deployment', holds: "a staging origin's token bucket (tokens, last refill); expires when idle" },
+  {
+    pattern: '{p}:rate-limits',
+    type: 'hash',
+    scope: 'deployment',
+    holds: 'live rate-cap overrides by origin (`off` or `<per second>,<burst>`), set by `mirrorplane rate-limit`',
   },
 ] satisfies KeyFamily[]);
 
