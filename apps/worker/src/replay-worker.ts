@@ -43,7 +43,7 @@ import {
   RedisProbe,
   RateLimiter,
 } from '@mirrorplane/runtime';
-import { StagingClient } from './replay.js';
+import { StagingClient, type CopyOutcome, type ReplayOptions } from './replay.js';
 import { SlotAccounting } from './slot-accounting.js';
 import { AckBatcher } from './ack-batcher.js';
 import { Claimer, byPartition } from './claimer.js';
@@ -375,9 +375,17 @@ export class ReplayWorker {
   }
 
   /** One replay attempt, classified once and counted, the same for the stream and the retry queue. */
-  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number, prepaid?: string): Promise<Disposition> {
+  readonly #onCopy = (c: CopyOutcome): void => {
+    this.#m.copied('status' in c ? c.status : null);
+    if ('error' in c) this.#logger.debug({ copy: c.copy, err: errorMessage(c.error) }, 'a copy of an amplified request failed (copies are not retried)');
+  };
+
+  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number, prepaid?: string, copiesSent = false): Promise<Disposition> {
     const started = performance.now();
-    const result = await attempt(() => this.#staging.replay(entry, attemptNo, prepaid === undefined ? {} : { prepaid }));
+    // Extra copies of an amplified request go once: a retry after a failure re-sends copy 1 only.
+    const options: ReplayOptions = copiesSent ? { copies: false } : { onCopy: this.#onCopy };
+    if (prepaid !== undefined) options.prepaid = prepaid;
+    const result = await attempt(() => this.#staging.replay(entry, attemptNo, options));
     const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
     this.#account(d, entry, attemptNo);
     return d;
@@ -475,7 +483,9 @@ export class ReplayWorker {
     this.#slots.acquireOver(slot);
     this.#m.retried();
     try {
-      const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
+      // A job that waited for an ID mapping sent nothing yet: its first run sends the extra copies too.
+      const copiesSent = data.retrying === true || job.attemptsMade > 0;
+      const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt, undefined, copiesSent);
       switch (d.kind) {
         case 'replayed':
         case 'post-error':

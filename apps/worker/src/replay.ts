@@ -4,6 +4,8 @@ import { Http1Origin, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import {
   compileRetryPolicy,
+  copiesFor,
+  MIRRORPLANE_COPY_HEADER,
   forEachHeader,
   HookError,
   ReplayLaterError,
@@ -47,7 +49,19 @@ export interface ReplayOptions {
    * nowhere. Absent: the attempt takes its own token.
    */
   prepaid?: string;
+  /**
+   * Whether an amplified request sends its extra copies (2…N) on this attempt; default true.
+   * Retries of copy 1 send no extra copies (they were sent on the first try).
+   */
+  copies?: boolean;
+  /** A factor every request is amplified by, on top of a rule's `amplify` (`replay --amplify`); default 1. */
+  amplify?: number;
+  /** Told how each extra copy (2…N) went; they are tried once, never retried. */
+  onCopy?: (outcome: CopyOutcome) => void;
 }
+
+/** How an extra copy (2…N) of an amplified request went: staging's status, or the error. */
+export type CopyOutcome = { copy: number; status: number } | { copy: number; error: Error };
 
 /** One configured staging origin and its connection pool. */
 interface StagingOrigin {
@@ -114,17 +128,22 @@ export class StagingClient {
    */
   async replay(entry: Entry, attempt: number, options: ReplayOptions = {}): Promise<ReplayOutcome> {
     const prepaid = options.prepaid;
-    if (this.#gate === null || prepaid === undefined) return this.#replay(entry, attempt, undefined);
+    if (this.#gate === null || prepaid === undefined) return this.#replay(entry, attempt, undefined, options);
     // The prepaid token is used by the one send to its origin, or given back.
     const state = { used: false };
     try {
-      return await this.#replay(entry, attempt, { origin: prepaid, state });
+      return await this.#replay(entry, attempt, { origin: prepaid, state }, options);
     } finally {
       if (!state.used) this.#gate.refund(prepaid, 1);
     }
   }
 
-  async #replay(entry: Entry, attempt: number, prepaid: { origin: string; state: { used: boolean } } | undefined): Promise<ReplayOutcome> {
+  async #replay(
+    entry: Entry,
+    attempt: number,
+    prepaid: { origin: string; state: { used: boolean } } | undefined,
+    options: ReplayOptions,
+  ): Promise<ReplayOutcome> {
     const r = entry.request;
     let request: OutgoingRequest | null = {
       method: r.method,
@@ -150,6 +169,31 @@ export class StagingClient {
       origin = this.#origin(request);
     }
 
+    // Amplified: copies 2…N go at once beside copy 1, each with its own token and deadline; the
+    // attempt ends only when every copy has (so the entry is acknowledged after all of them).
+    const copies = options.copies === false ? 1 : copiesFor((request.copies ?? 1) * (options.amplify ?? 1), entry.id);
+    const extra: Promise<void>[] = [];
+    if (copies > 1) {
+      const base = request.headers;
+      request.headers = [...base, MIRRORPLANE_COPY_HEADER, '1'];
+      for (let k = 2; k <= copies; k++)
+        extra.push(this.#sendCopy(origin, request, [...base, MIRRORPLANE_COPY_HEADER, String(k)], r.trailers ?? [], k, options.onCopy));
+    }
+    try {
+      return await this.#sendFirst(origin, request, r.trailers ?? [], prepaid, ctx);
+    } finally {
+      if (extra.length > 0) await Promise.all(extra);
+    }
+  }
+
+  /** Copy 1 (the only one without amplification): its answer is classified and reaches `post`. */
+  async #sendFirst(
+    origin: StagingOrigin,
+    request: OutgoingRequest,
+    trailers: string[],
+    prepaid: { origin: string; state: { used: boolean } } | undefined,
+    ctx: PipelineContext | null,
+  ): Promise<ReplayOutcome> {
     if (this.#gate !== null) {
       if (prepaid !== undefined && prepaid.origin === origin.name) prepaid.state.used = true;
       else await this.#gate.take(origin.name);
@@ -167,7 +211,7 @@ export class StagingClient {
           path: request.path === '*' ? '*' : origin.basePath + request.path,
           headers: request.headers,
           body: request.body,
-          trailers: r.trailers ?? [],
+          trailers,
         },
         signal,
       );
@@ -190,6 +234,34 @@ export class StagingClient {
       }
     }
     return { kind: 'replayed', status, ms };
+  }
+
+  /** An extra copy: one try, its own token and deadline, told to `onCopy`; never throws. */
+  async #sendCopy(
+    origin: StagingOrigin,
+    request: OutgoingRequest,
+    headers: string[],
+    trailers: string[],
+    copy: number,
+    onCopy: ((outcome: CopyOutcome) => void) | undefined,
+  ): Promise<void> {
+    let signal: AbortSignal | null = null;
+    try {
+      if (this.#gate !== null) await this.#gate.take(origin.name);
+      const deadline = this.#deadlines.start();
+      signal = deadline.signal;
+      try {
+        const data = await origin.pool.request(
+          { method: request.method, path: request.path === '*' ? '*' : origin.basePath + request.path, headers, body: request.body, trailers },
+          signal,
+        );
+        onCopy?.({ copy, status: data.statusCode });
+      } finally {
+        deadline.finish();
+      }
+    } catch (error) {
+      onCopy?.({ copy, error: signal === null ? (error as Error) : this.#transportError(error, signal) });
+    }
   }
 
   /**

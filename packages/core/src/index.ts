@@ -41,3 +41,4 @@ export * from './partitions.js';
 export * from './rate-limit.js';
 export * from './percent-decoding.js';
 export * from './content-coding.js';
+export * from './amplify.js';

@@ -39,6 +39,7 @@ export class WorkerMetrics {
   readonly #retries: Counter.Internal;
   readonly #retriesScheduled: Counter.Internal;
   readonly #claimed: Counter.Internal;
+  readonly #copies: Counter<'outcome'>;
 
   /**
    * @param rate the worker's rate caps: times a replay waited for a token, by origin
@@ -81,6 +82,12 @@ export class WorkerMetrics {
     const scheduled = new Counter({
       name: 'mirrorplane_worker_retries_scheduled_total',
       help: 'Stream entries handed to the retry queue after a retryable failure',
+      registers,
+    });
+    this.#copies = new Counter({
+      name: 'mirrorplane_worker_copies_total',
+      help: 'Extra copies (2…N) of amplified requests, by outcome: staging status class (1xx-5xx), or error; copy 1 counts in replays_total',
+      labelNames: ['outcome'],
       registers,
     });
     const claimed = new Counter({ name: 'mirrorplane_worker_claimed_total', help: 'Entries taken over from workers that left them unfinished', registers });
@@ -138,6 +145,11 @@ export class WorkerMetrics {
 
   claimed(): void {
     this.#claimed.inc();
+  }
+
+  /** An extra copy of an amplified request was answered with `status`, or failed (null). */
+  copied(status: number | null): void {
+    this.#copies.inc({ outcome: status === null ? 'error' : (STATUS_CLASSES[Math.floor(status / 100) - 1] ?? '5xx') });
   }
 }
 
