@@ -12,6 +12,7 @@ import {
   keysFor,
   partitionKeys,
   productionKeys,
+  orderKeys,
   rateBucketKey,
   rateLimitsKey,
   workerKey,
@@ -51,6 +52,7 @@ function everyKey(prefix: string, partitions: number, part: string): string[] {
     deploymentKey(prefix),
     rateBucketKey(prefix, part),
     rateLimitsKey(prefix),
+    ...Array.from({ length: partitions }, (_, i) => orderKeys(prefix, i)).flatMap((o) => [o.unkeyed, o.heads, o.key(part)]),
   ];
 }
 

@@ -33,6 +33,13 @@ export interface ReadLoopOptions {
    * backlog), not in slots. Tokens not used by an entry read are given back.
    */
   tokens?: ReadTokens;
+  /**
+   * Reads partition `p` another way than XREADGROUP (per-key ordering's read script, which
+   * cannot block): the loop then polls every partition, sleeping briefly after an empty round.
+   */
+  read?: (p: number, count: number) => Promise<StreamReply>;
+  /** Entries the loop may read beyond the free slots' count, at most (parked entries hold no slot). */
+  room?: () => number;
   /** Whether the loop must end. */
   stopping: () => boolean;
   /** Resolves when the loop must end, to cut an idle wait short. */
@@ -65,7 +72,12 @@ export { READ_BLOCK_MS };
  * entry read always gets a slot.
  */
 export function runReadLoop(o: ReadLoopOptions): Promise<void> {
-  return o.parts.length === 1 ? runBlocking(o) : runRoundRobin(o);
+  return o.parts.length === 1 && !o.read ? runBlocking(o) : runRoundRobin(o);
+}
+
+/** Free slots, bounded by the room the caller has (per-key ordering's parking). */
+function freeOf(o: ReadLoopOptions): number {
+  return o.room ? Math.min(o.slots.free, o.room()) : o.slots.free;
 }
 
 async function runBlocking(o: ReadLoopOptions): Promise<void> {
@@ -142,27 +154,35 @@ async function runRoundRobin(o: ReadLoopOptions): Promise<void> {
       await o.slots.changed();
       continue;
     }
-    const granted = await grant(o, o.slots.free);
+    if (freeOf(o) <= 0) {
+      // Parking is full: entries wait for their turn; look again shortly.
+      await Promise.race([new Promise((r) => setTimeout(r, IDLE_POLL_MS)), o.stopped]);
+      continue;
+    }
+    const granted = await grant(o, freeOf(o));
     if (granted === null) continue;
     let budget = granted.count;
     let got = 0;
     let failed = false;
     for (let i = 0; i < n && !o.stopping(); i++) {
       const p = (start + i) % n;
-      const free = Math.min(o.slots.free, budget);
+      const free = Math.min(freeOf(o), budget);
       if (free <= 0) break;
       const keys = o.parts[p] as Keys;
+      const count = Math.max(1, Math.ceil(free / (n - i)));
       try {
-        const reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
-          'GROUP',
-          keys.group,
-          o.consumer,
-          'COUNT',
-          Math.max(1, Math.ceil(free / (n - i))),
-          'STREAMS',
-          keys.stream,
-          '>',
-        )) as StreamReply;
+        const reply = o.read
+          ? await o.read(p, count)
+          : ((await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
+              'GROUP',
+              keys.group,
+              o.consumer,
+              'COUNT',
+              count,
+              'STREAMS',
+              keys.stream,
+              '>',
+            )) as StreamReply);
         const used = deliver(o, reply, p, granted.prepaid);
         got += used;
         budget -= used;

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DelayedError, UnrecoverableError, type Job, type Queue, type Worker } from 'bullmq';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
   Redactor,
@@ -52,6 +52,7 @@ import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
 import { retryPolicyOf, type RetryPolicy } from './retry-schedule.js';
 import { handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
 import { Heartbeat } from './heartbeat.js';
+import { KeyOrder } from './key-order.js';
 
 export interface ReplayWorkerOptions {
   /** Pipeline stages (rules, hooks, recording), composed once. */
@@ -110,6 +111,9 @@ export class ReplayWorker {
   readonly #slots: SlotAccounting;
   readonly #acks: AckBatcher;
   readonly #claimer: Claimer;
+  /** Per-key ordering (ORDER_BY), or null when off. */
+  readonly #order: KeyOrder | null;
+  readonly #overtaken: Counter;
   readonly #heartbeat: Heartbeat;
   /** Whether Redis answers PINGs in time (for readiness). */
   readonly #probe: RedisProbe;
@@ -149,6 +153,38 @@ export class ReplayWorker {
     this.#trimmer =
       config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
     this.#acks = new AckBatcher({ redis: this.#commands, parts: this.#parts, deleteFinished: this.#trimmer === null, logger });
+    this.#overtaken = new Counter({
+      name: 'mirrorplane_worker_order_overtaken_total',
+      help: 'ORDER_BY: entries that ran ahead of older ones of their key stuck longer than ORDER_MAX_WAIT_MS (retrying, or their worker died)',
+      registers: [this.#registry],
+    });
+    this.#order = config.orderBy
+      ? new KeyOrder({
+          commands: this.#commands,
+          prefix: config.prefix,
+          partitions: this.#parts.length,
+          orderBy: config.orderBy,
+          cipher: this.#cipher,
+          maxWaitMs: config.orderMaxWaitMs,
+          maxParked: config.workerConcurrency * 4,
+          run: (id, fields, attemptNo, prepaid) => this.#startEntry(id, fields, attemptNo, prepaid),
+          busy: (id) => this.#slots.has(id) || this.#acks.has(id),
+          refund: () => this.#rate.refund('default', 1),
+          overtook: () => this.#overtaken.inc(),
+          logger,
+        })
+      : null;
+    if (this.#order) {
+      const order = this.#order;
+      new Gauge({
+        name: 'mirrorplane_worker_order_parked',
+        help: 'ORDER_BY: entries read by this worker waiting for an older one of their key (they hold no slot)',
+        registers: [this.#registry],
+        collect() {
+          this.set(order.parked);
+        },
+      });
+    }
     this.#claimer = new Claimer({
       commands: this.#commands,
       parts: this.#parts,
@@ -157,7 +193,8 @@ export class ReplayWorker {
       poisonAfter: Math.max(10, config.replayAttempts * 2),
       slots: this.#slots,
       acks: this.#acks,
-      start: (id, fields, delivered) => this.#startEntry(id, fields, delivered),
+      start: (id, fields, delivered) => this.#admit(id, fields, delivered, false),
+      ...(this.#order ? { parked: this.#order } : {}),
       poison: (id, fields, delivered) => this.#startPoison(id, fields, delivered),
       claimed: () => this.#m.claimed(),
       logger,
@@ -270,9 +307,17 @@ export class ReplayWorker {
       refillAt: Math.max(1, Math.floor(this.#config.workerConcurrency / 4)),
       onEntry: (id, fields, prepaid) => {
         // Deleted after it was delivered: nothing to replay, just clear it.
-        if (fields === null) this.#acks.finish(id, false);
-        else this.#startEntry(id, fields, 1, prepaid);
+        if (fields === null) {
+          this.#acks.finish(id, false);
+          void this.#order?.forget(id);
+        } else this.#admit(id, fields, 1, prepaid);
       },
+      ...(this.#order
+        ? {
+            read: (p: number, count: number) => (this.#order as KeyOrder).read(p, (this.#parts[p] as Keys).group, this.#consumer, count),
+            room: () => (this.#order as KeyOrder).room,
+          }
+        : {}),
       tokens: {
         capped: () => this.#rate.limitOf('default') !== null,
         take: (want) => this.#rate.tryTake('default', want),
@@ -282,6 +327,7 @@ export class ReplayWorker {
       stopped: this.#stopped,
       logger: this.#logger,
     });
+    this.#order?.start();
     this.#deployment.start();
     this.#trimmer?.start();
     const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
@@ -320,6 +366,12 @@ export class ReplayWorker {
     }
   }
 
+  /** A stream entry read or claimed: with ORDER_BY it waits for its key's turn, else it starts now. */
+  #admit(id: string, fields: Buffer[], attemptNo: number, prepaid: boolean): void {
+    if (this.#order) this.#order.admit(id, fields, attemptNo, prepaid);
+    else this.#startEntry(id, fields, attemptNo, prepaid);
+  }
+
   /**
    * Starts replaying a stream entry when it gets a slot; an entry already running here is not
    * started again. `prepaid`: the read loop took a rate token of the default origin for it.
@@ -356,10 +408,13 @@ export class ReplayWorker {
       case 'replayed':
       case 'post-error':
         this.#acks.finish(id, true);
+        void this.#order?.finish(id, entry.request);
         return;
       case 'dropped':
         this.#acks.finish(id, false);
+        void this.#order?.finish(id, entry.request);
         return;
+      // Handed to the retry queue, an entry stays first of its key until its job finishes.
       case 'later':
         // A stage asked for later (an ID whose staging twin is not known yet): the entry waits
         // in the retry queue, holding no slot, and no attempt is spent.
@@ -370,6 +425,7 @@ export class ReplayWorker {
         return;
       case 'failed':
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
+        void this.#order?.finish(id, entry.request);
         return;
     }
   }
@@ -476,8 +532,23 @@ export class ReplayWorker {
         { entryId: String(job.id), attempt: attemptNo, lateMs: late },
         'retry window ended before the try could start; entry goes to the failed set',
       );
+      void this.#order?.finish(String(job.id), entry.request);
       throw new UnrecoverableError(message);
     }
+    // Finished for good (answered, dropped, failed): the next request of its key may go.
+    let terminal = true;
+    try {
+      await this.#runRetryJob(job, token, entry, attemptNo, firstTriedAt);
+    } catch (error) {
+      terminal = error instanceof UnrecoverableError;
+      throw error;
+    } finally {
+      if (terminal) void this.#order?.finish(String(job.id), entry.request);
+    }
+  }
+
+  async #runRetryJob(job: Job<RetryJobData>, token: string | undefined, entry: Entry, attemptNo: number, firstTriedAt: number): Promise<void> {
+    const data = job.data;
     // BullMQ runs the job whether or not a slot is free: it is counted all the same.
     const slot = jobSlot(String(job.id));
     this.#slots.acquireOver(slot);
@@ -532,6 +603,7 @@ export class ReplayWorker {
     const reason = `delivered ${delivered} times without finishing`;
     this.#logger.warn({ entryId: id, attempt: delivered }, `entry ${reason}; it goes to the failed set`);
     await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'poison');
+    await this.#order?.finish(id, null, fields);
   }
 
   /**
@@ -546,6 +618,7 @@ export class ReplayWorker {
     this.#probe.stop();
     // Replays waiting for a rate token stop waiting (a retryable failure: they go to the retry queue).
     this.#rate.close();
+    this.#order?.close();
     this.#slots.close();
     this.#logger.info({ inFlight: this.#slots.held }, 'worker shutting down');
     if (this.#claimTimer) clearInterval(this.#claimTimer);
@@ -588,7 +661,8 @@ export class ReplayWorker {
     await step('in flight', () => Promise.race([this.#slots.whenEmpty(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]));
     // A job cut short is retried after its lock expires (BullMQ's stalled check).
     await step('retry worker close', async () => this.#retryWorker?.close(true));
-    const unfinished = this.#slots.keys((k) => !k.startsWith('job:'));
+    // Parked entries (ORDER_BY) are handed back with the running ones: another worker runs them in turn.
+    const unfinished = [...this.#slots.keys((k) => !k.startsWith('job:')), ...(this.#order?.drop() ?? [])];
     if (unfinished.length > 0) {
       await step('hand back', () =>
         Promise.all(

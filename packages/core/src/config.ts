@@ -11,6 +11,7 @@ import { parseStreamRetention, type StreamRetention } from './stream-retention.j
 import { maskUrlsIn, parseRedisUrl } from './redis-url.js';
 import { parsePartitionKey, type PartitionKey } from './partitions.js';
 import { parseRateLimit, RateLimitOptions, type RateLimit } from './rate-limit.js';
+import { parseOrderBy, type OrderBy } from './order-by.js';
 import {
   CompareOptions,
   IdMappingOptions,
@@ -170,6 +171,19 @@ export const SETTINGS = {
     schema: parsedBy(parseRateLimit),
     default: 'off',
     doc: 'cap on the requests the default staging origin receives from the whole deployment: <per second>[,<burst>] (200 or 200,50; burst defaults to one second), or off; `mirrorplane rate-limit set` changes it live',
+  },
+  orderBy: {
+    env: 'ORDER_BY',
+    flag: '--order-by',
+    schema: parsedBy(parseOrderBy),
+    default: 'off',
+    doc: 'per-key ordering: requests with the same header:<name>, cookie:<name> or path:<regex group> reach staging in acceptance order, each after the previous answer; off: no ordering',
+  },
+  orderMaxWaitMs: {
+    env: 'ORDER_MAX_WAIT_MS',
+    schema: integer(0, 86_400_000),
+    default: 30000,
+    doc: 'with ORDER_BY: how long a request that does not finish (retrying, or its worker died) holds back the later ones of its key before they overtake it (counted)',
   },
   workerConcurrency: { env: 'WORKER_CONCURRENCY', flag: '--concurrency', schema: integer(1, 10000), default: 64, doc: 'replays in flight per worker process' },
   replayAttempts: {
@@ -338,6 +352,10 @@ export interface Config {
   readonly adminPort: number;
   readonly stagingUrl: string | null;
   readonly workerConcurrency: number;
+  /** Per-key ordering (ORDER_BY), or null when off. */
+  readonly orderBy: OrderBy | null;
+  /** How long an unfinished request holds back the later ones of its key (ms). */
+  readonly orderMaxWaitMs: number;
   /** STAGING_RATE_LIMIT as given: the default origin's cap, or null (off, or left to `rateLimit`). */
   readonly stagingRateLimit: RateLimit | null;
   /** Caps by origin name (the file's `rateLimit`, `default` from STAGING_RATE_LIMIT when set); an origin absent is uncapped. */
@@ -678,6 +696,19 @@ export function loadConfig(options: ConfigOptions): Config {
       });
     }
   }
+  // Same-key entries must share a stream, or nothing orders them: with partitions the partition key is the order key.
+  const orderBy = values.orderBy as OrderBy | null | undefined;
+  const partitionKey = values.partitionKey as PartitionKey | undefined;
+  if (
+    orderBy &&
+    ((values.partitions as number | undefined) ?? 1) > 1 &&
+    !(orderBy.kind === 'header' && partitionKey?.kind === 'header' && partitionKey.name === orderBy.name)
+  ) {
+    issues.push({
+      key: 'ORDER_BY',
+      message: `with PARTITIONS > 1, ORDER_BY must be a header and PARTITION_KEY the same header (PARTITION_KEY=header:${orderBy.kind === 'header' ? orderBy.name : '<name>'}), so that a key's requests share a partition`,
+    });
+  }
   if (values.stagingRateLimit) rateLimits.default = values.stagingRateLimit as RateLimit;
   let rules: RuleOptions[] = [];
   if (rawRules !== undefined) {
@@ -722,6 +753,7 @@ export function loadConfig(options: ConfigOptions): Config {
       | 'origins'
       | 'stagingRateLimit'
       | 'rateLimits'
+      | 'orderBy'
       | 'rules'
       | 'hooks'
       | 'recording'
@@ -739,6 +771,7 @@ export function loadConfig(options: ConfigOptions): Config {
     configFile: options.file?.path ?? null,
     origins: Object.freeze(origins),
     stagingRateLimit: (values.stagingRateLimit as RateLimit | null | undefined) ?? null,
+    orderBy: orderBy ?? null,
     rateLimits: Object.freeze(rateLimits),
     rules: Object.freeze(rules),
     hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,

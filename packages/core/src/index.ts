@@ -42,3 +42,4 @@ export * from './rate-limit.js';
 export * from './percent-decoding.js';
 export * from './content-coding.js';
 export * from './amplify.js';
+export * from './order-by.js';
