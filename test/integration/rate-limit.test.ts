@@ -1,9 +1,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { keysFor, parseRateLimit, rateLimitOf } from '@mirrorplane/core';
+import { keysFor, parseRateLimit, rateLimitOf, rateLimitsKey } from '@mirrorplane/core';
 import { setRateLimitOverride } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, runCli, waitFor } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // The rate cap per staging origin: one token bucket in Redis shared by every worker. Staging
@@ -100,5 +100,44 @@ test('a cap changed live (mirrorplane rate-limit set) takes effect within about 
     await Promise.all(workers.map((w) => w.close()));
     client.disconnect();
     await staging.close();
+  }
+});
+
+test('mirrorplane rate-limit set/show/clear and status: the live override, the drain estimate, bad caps refused', async () => {
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const client = redis.client();
+  const env = { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix };
+  try {
+    await appendEntries(client, prefix, 'cli', 300);
+    const set = await runCli(['rate-limit', 'set', 'default', '50,10'], env);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /rate cap of default: 50\/s, burst 10 \(live override/);
+    assert.equal(await client.hget(rateLimitsKey(prefix), 'default'), '50,10');
+    const show = await runCli(['rate-limit', 'show', '--json'], env);
+    assert.equal(show.code, 0, show.stderr);
+    const shown = JSON.parse(show.stdout) as { caps: unknown[]; waiting: number; drainSeconds: number };
+    assert.deepEqual(shown.caps, [{ origin: 'default', limit: { perSecond: 50, burst: 10 }, source: 'override' }]);
+    assert.equal(shown.waiting, 300);
+    assert.equal(shown.drainSeconds, 6);
+    const status = await runCli(['status'], env);
+    assert.match(status.stdout, /default\s+50\/s, burst 10\s+\(live override\)/);
+    assert.match(status.stdout, /300 entries waiting: about 6(\.0)? s to drain at the cap/);
+    for (const bad of [
+      ['set', 'default', 'fast'],
+      ['set', 'no such', '5'],
+      ['set', 'default', '5,0'],
+    ]) {
+      const r = await runCli(['rate-limit', ...bad], env);
+      assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^mirrorplane: (cap|origin): expected/m);
+    }
+    const clear = await runCli(['rate-limit', 'clear', 'default'], env);
+    assert.match(clear.stdout, /back to the config/);
+    assert.equal(await client.hget(rateLimitsKey(prefix), 'default'), null);
+    // A cap from the environment, as the workers would have it.
+    const fromEnv = await runCli(['rate-limit', 'show'], { ...env, STAGING_RATE_LIMIT: '100' });
+    assert.match(fromEnv.stdout, /default\s+100\/s, burst 100\s+\(config\)/);
+  } finally {
+    client.disconnect();
   }
 });
