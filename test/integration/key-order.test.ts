@@ -157,3 +157,23 @@ test('a worker killed with SIGKILL mid-run: its entries are taken over and every
     await server.close();
   }
 });
+
+test('a worker stopped gracefully mid-run hands back its running and parked entries; the others finish them in order', async () => {
+  const { server } = await randomStaging();
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  await appendSessions(prefix);
+  const env = { ORDER_BY: 'header:x-session', WORKER_CONCURRENCY: '64', CLAIM_IDLE_MS: '1000' };
+  const leaving = await InProcessWorker.start(redis, server.url, env, prefix);
+  const workers = await Promise.all([0, 1].map(() => InProcessWorker.start(redis, server.url, env, prefix)));
+  try {
+    await waitFor('replaying', () => server.received.length >= 200, 30_000, 5);
+    await leaving.close();
+    await waitFor('every request replayed', () => new Set(server.received.map((r) => r.url)).size >= SESSIONS * PER_SESSION, 45_000);
+    assert.equal(server.received.length, SESSIONS * PER_SESSION, 'a graceful stop sends nothing twice');
+    for (const [session, got] of bySession(server.received)) assert.deepEqual(got.map(seqOf), [...Array(PER_SESSION).keys()], `session ${session}`);
+  } finally {
+    await leaving.close();
+    await Promise.all(workers.map((w) => w.close()));
+    await server.close();
+  }
+});
