@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { encodeEntryFields, headerValue, keysFor } from '@mirrorplane/core';
+import { encodeEntryFields, headerValue, keysFor, orderKeyDigest, orderKeys, orderMember } from '@mirrorplane/core';
 import { RecordingServer, RedisServer, waitFor, type Received } from '../helpers/index.js';
 import { InProcessWorker } from '../helpers/in-process-worker.js';
 
@@ -111,6 +111,35 @@ test('past ORDER_MAX_WAIT_MS the later requests overtake one that keeps failing,
       [0, 1, 2, 3, 4],
     );
   } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await staging.close();
+  }
+});
+
+test('an entry that vanished (first of its key far longer than any retry lasts) is overtaken once, then forgotten', async () => {
+  const staging = await RecordingServer.start();
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const client = redis.client();
+  const order = orderKeys(prefix);
+  const set = order.key(orderKeyDigest('s0'));
+  const ghost = orderMember('1-0');
+  await client.zadd(set, 0, ghost);
+  await client.hset(order.heads, ghost, '1');
+  await appendSessions(prefix, 1, 5);
+  const workers = await Promise.all(
+    [0, 1].map(() => InProcessWorker.start(redis, staging.url, { ...env, ORDER_MAX_WAIT_MS: '1000', RETRY_WINDOW_MS: '1000', CLAIM_IDLE_MS: '1000' }, prefix)),
+  );
+  try {
+    await waitFor('every request replayed', () => staging.received.length >= 5, 30_000);
+    assert.deepEqual(
+      arrivals(staging.received, 's0').map((a) => a.seq),
+      [0, 1, 2, 3, 4],
+    );
+    assert.equal(await client.zscore(set, ghost), null, 'the vanished entry was forgotten');
+    assert.equal(await client.hget(order.heads, ghost), null);
+    assert.equal(await overtaken(workers), 1, 'only the first request walked past it');
+  } finally {
+    client.disconnect();
     await Promise.all(workers.map((w) => w.close()));
     await staging.close();
   }

@@ -66,7 +66,7 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function check(unkeyed, key, heads, me, maxWait)
+local function check(unkeyed, key, heads, me, maxWait, forget)
   local u = redis.call('ZRANGE', unkeyed, 0, 0)
   if u[1] and u[1] < me then return 0 end
   local t = now()
@@ -82,13 +82,22 @@ local function check(unkeyed, key, heads, me, maxWait)
       redis.call('HSET', heads, m, t)
       return 0
     end
-    if maxWait > 0 and t - since > maxWait then skipped = skipped + 1 else return 0 end
+    if maxWait > 0 and t - since > maxWait then
+      skipped = skipped + 1
+      -- First for longer than any retry can last: its entry is gone; stop walking past it.
+      if forget > 0 and t - since > forget then
+        redis.call('ZREM', key, m)
+        redis.call('HDEL', heads, m)
+      end
+    else
+      return 0
+    end
   end
   return 0
 end
 `;
 
-/** KEYS: unkeyed, key set, heads. ARGV: member, has key (1/0), max wait. Registers, then checks. */
+/** KEYS: unkeyed, key set, heads. ARGV: member, has key (1/0), max wait, forget after. Registers, then checks. */
 const REGISTER_SCRIPT = `${CHECK}
 if ARGV[2] == '0' then
   redis.call('ZREM', KEYS[1], ARGV[1])
@@ -96,12 +105,12 @@ if ARGV[2] == '0' then
 end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-return check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[3]))
+return check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
 `;
 
-/** KEYS: unkeyed, key set, heads. ARGV: member, max wait. */
+/** KEYS: unkeyed, key set, heads. ARGV: member, max wait, forget after. */
 const CHECK_SCRIPT = `${CHECK}
-return check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+return check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 `;
 
 /** KEYS: key set, heads. ARGV: member. Removes a finished entry; the next one's wait starts now. */
@@ -121,8 +130,8 @@ const POLL_MS = 20;
 
 type Scripts = {
   mpOrderReadBuffer(stream: string, unkeyed: string, group: string, consumer: string, count: number): Promise<unknown>;
-  mpOrderRegister(unkeyed: string, key: string, heads: string, member: string, hasKey: string, maxWait: number): Promise<number>;
-  mpOrderCheck(unkeyed: string, key: string, heads: string, member: string, maxWait: number): Promise<number>;
+  mpOrderRegister(unkeyed: string, key: string, heads: string, member: string, hasKey: string, maxWait: number, forget: number): Promise<number>;
+  mpOrderCheck(unkeyed: string, key: string, heads: string, member: string, maxWait: number, forget: number): Promise<number>;
   mpOrderDone(key: string, heads: string, member: string): Promise<number>;
 };
 
@@ -149,6 +158,12 @@ export interface KeyOrderOptions {
   cipher: EntryCipher | null;
   /** ORDER_MAX_WAIT_MS; 0: wait for ever. */
   maxWaitMs: number;
+  /**
+   * A first entry overtaken and first for longer than this (ms) is removed from its set: no retry
+   * lasts that long (RETRY_WINDOW_MS + ORDER_MAX_WAIT_MS + CLAIM_IDLE_MS), so its entry is gone
+   * (purged, say) and walking past it on every check would only cost. 0: never.
+   */
+  forgetMs: number;
   /** Entries parked at most (read no more while full). */
   maxParked: number;
   /** Runs an entry whose turn came (the worker's own start). */
@@ -271,8 +286,8 @@ export class KeyOrder {
     let verdict: number;
     try {
       verdict = place
-        ? Number(await this.#redis.mpOrderRegister(k.unkeyed, place.set, k.heads, place.member, '1', this.#o.maxWaitMs))
-        : Number(await this.#redis.mpOrderRegister(k.unkeyed, k.unkeyed, k.heads, orderMember(raw), '0', this.#o.maxWaitMs));
+        ? Number(await this.#redis.mpOrderRegister(k.unkeyed, place.set, k.heads, place.member, '1', this.#o.maxWaitMs, this.#o.forgetMs))
+        : Number(await this.#redis.mpOrderRegister(k.unkeyed, k.unkeyed, k.heads, orderMember(raw), '0', this.#o.maxWaitMs, this.#o.forgetMs));
     } catch (error) {
       this.#o.logger.warn({ entryId: id, err: errorMessage(error) }, 'registering an entry for ordering failed; it will be taken over later');
       if (prepaid) this.#o.refund();
@@ -318,7 +333,7 @@ export class KeyOrder {
   async forget(id: string): Promise<void> {
     const { id: raw, partition } = splitId(id);
     const k = this.#parts[partition] as OrderKeys;
-    await this.#redis.mpOrderRegister(k.unkeyed, k.unkeyed, k.heads, orderMember(raw), '0', 0).catch(() => undefined);
+    await this.#redis.mpOrderRegister(k.unkeyed, k.unkeyed, k.heads, orderMember(raw), '0', 0, 0).catch(() => undefined);
   }
 
   async #poll(): Promise<void> {
@@ -337,7 +352,7 @@ export class KeyOrder {
     const pipeline = this.#redis.pipeline() as unknown as Scripts & { exec(): Promise<[Error | null, unknown][] | null> };
     for (const c of candidates) {
       const k = this.#parts[c.partition] as OrderKeys;
-      void pipeline.mpOrderCheck(k.unkeyed, c.set, k.heads, c.member, this.#o.maxWaitMs);
+      void pipeline.mpOrderCheck(k.unkeyed, c.set, k.heads, c.member, this.#o.maxWaitMs, this.#o.forgetMs);
     }
     let results: [Error | null, unknown][] | null;
     try {

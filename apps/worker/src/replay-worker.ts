@@ -166,6 +166,7 @@ export class ReplayWorker {
           orderBy: config.orderBy,
           cipher: this.#cipher,
           maxWaitMs: config.orderMaxWaitMs,
+          forgetMs: config.orderMaxWaitMs === 0 ? 0 : config.retryWindowMs + config.orderMaxWaitMs + config.claimIdleMs,
           maxParked: config.workerConcurrency * 4,
           run: (id, fields, attemptNo, prepaid) => this.#startEntry(id, fields, attemptNo, prepaid),
           busy: (id) => this.#slots.has(id) || this.#acks.has(id),
