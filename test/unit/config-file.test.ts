@@ -141,7 +141,7 @@ logLevel: loud
       'c.yaml: rules[3].setHeaders.content-length: cannot set this header: the replay manages it',
       'c.yaml: rules[4].json.remove[0]: "a[x]": expected [n] or ["key"] at "[x]"',
       'c.yaml: rules[4].route: unknown origin "nowhere"; configured: default, other, bad name',
-      'c.yaml: rules[5]: has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json or route)',
+      'c.yaml: rules[5]: has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json, route or amplify)',
       'c.yaml: rules[6].drop: expected true (leave drop out to keep requests)',
       'c.yaml: rules[6].name: expected 1-64 characters of A-Z a-z 0-9 _ . : -',
     ].sort(),
@@ -161,7 +161,7 @@ test('type errors name the key, and JSON files work the same way', () => {
 
 test('docs/CONFIG.md documents every setting and file key', () => {
   const doc = readFileSync(fileURLToPath(new URL('../../docs/CONFIG.md', import.meta.url)), 'utf8');
-  const keys = [...Object.keys(SETTINGS), 'origins', 'rules', 'hooks', 'recording', 'redactHeaders', 'redact'];
+  const keys = [...Object.keys(SETTINGS), 'origins', 'rateLimit', 'rules', 'hooks', 'recording', 'redactHeaders', 'redact'];
   const missing = keys.filter((k) => !doc.includes(`\`${k}\``));
   assert.deepEqual(missing, [], 'add these keys to docs/CONFIG.md');
   for (const [key, s] of Object.entries(SETTINGS)) assert.ok(doc.includes(`\`${s.env}\``), `${key}: its variable ${s.env} is documented`);

@@ -12,6 +12,9 @@ import {
   keysFor,
   partitionKeys,
   productionKeys,
+  orderKeys,
+  rateBucketKey,
+  rateLimitsKey,
   workerKey,
   workersSetKey,
 } from '@mirrorplane/core';
@@ -47,6 +50,9 @@ function everyKey(prefix: string, partitions: number, part: string): string[] {
     workersSetKey(prefix),
     workerKey(prefix, part),
     deploymentKey(prefix),
+    rateBucketKey(prefix, part),
+    rateLimitsKey(prefix),
+    ...Array.from({ length: partitions }, (_, i) => orderKeys(prefix, i)).flatMap((o) => [o.unkeyed, o.heads, o.key(part)]),
   ];
 }
 

@@ -42,6 +42,8 @@ export const DASHBOARD_PAGE = `<!doctype html>
   <div class="card"><div class="k">replayed/s</div><div class="v" data-k="replayedPerSec">-</div></div>
   <div class="card"><div class="k">failed/s</div><div class="v" data-k="failedPerSec">-</div></div>
   <div class="card"><div class="k">backlog drains in</div><div class="v" data-k="drain">-</div></div>
+  <div class="card"><div class="k">rate cap (default origin)</div><div class="v" data-k="cap">-</div></div>
+  <div class="card"><div class="k">drains at the cap in</div><div class="v" data-k="capDrain">-</div></div>
 </div>
 <h2>Workers (<span data-k="workerCount">0</span>)</h2>
 <div id="noworkers" class="error"></div>
@@ -70,6 +72,9 @@ async function refresh() {
     set('age', s.oldestBacklogAgeMs === null ? '-' : (s.oldestBacklogAgeMs / 1000).toFixed(1) + ' s');
     for (const k of ['acceptedPerSec', 'replayedPerSec', 'failedPerSec']) set(k, rate(s[k]));
     set('drain', s.drainSeconds === null ? (s.backlog === 0 ? 'empty' : 'not draining') : s.drainSeconds === 0 ? 'empty' : secs(s.drainSeconds));
+    const cap = (s.rateCaps || []).find((c) => c.origin === 'default');
+    set('cap', !cap || !cap.limit ? 'off' : cap.limit.perSecond + '/s, burst ' + cap.limit.burst + (cap.source === 'override' ? ' (live)' : ''));
+    set('capDrain', s.capDrainSeconds === null || s.capDrainSeconds === undefined ? '-' : secs(s.capDrainSeconds));
     document.getElementById('warning').textContent = s.warning || '';
     const row = (values) => {
       const tr = document.createElement('tr');

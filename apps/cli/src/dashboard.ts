@@ -4,7 +4,7 @@ import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { DashboardBindError, DeploymentMismatchError, Redactor, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import { DashboardBindError, DeploymentMismatchError, Redactor, drainSeconds, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
 import {
   checkDeployment,
   closeRedis,
@@ -14,6 +14,8 @@ import {
   listWorkers,
   maskRedisUrl,
   readDeploymentStatus,
+  readRateCaps,
+  type RateCap,
   type Logger,
   type RetryJobData,
   type WorkerHeartbeat,
@@ -52,6 +54,10 @@ export type DashboardFrame = StatusFrame & {
   warning?: string;
   /** Live workers by heartbeat. */
   workers: WorkerHeartbeat[];
+  /** Rate caps on the staging origins (config as the dashboard loaded it, and live overrides). */
+  rateCaps?: RateCap[];
+  /** Seconds to drain the backlog and retry queue at the default origin's cap; null when uncapped. */
+  capDrainSeconds?: number | null;
 };
 
 /** Where bull-board is mounted. */
@@ -391,10 +397,11 @@ export class Dashboard {
       const { exists } = await checkDeployment(this.#redis, config, 'read', VERSION);
       const status = await readDeploymentStatus(this.#redis, this.#queue, partitionKeys(config.prefix, config.partitions));
       const workers = await listWorkers(this.#redis, config.prefix, { prune: false });
-      return { exists, status, workers };
+      const rateCaps = await readRateCaps(this.#redis, config.prefix, config.rateLimits);
+      return { exists, status, workers, rateCaps };
     })()
       .then(
-        ({ exists, status, workers }) => {
+        ({ exists, status, workers, rateCaps }) => {
           if (exists !== this.#deploymentFound && !exists)
             logger.warn(
               { prefix: config.prefix, redis: maskRedisUrl(config.redisUrl) },
@@ -415,6 +422,8 @@ export class Dashboard {
                   warning: `no deployment at prefix ${config.prefix} on ${maskRedisUrl(config.redisUrl)}: no ingress or worker has run here; check --prefix and the database in the URL`,
                 }),
             workers,
+            rateCaps,
+            capDrainSeconds: drainSeconds(status.backlog + status.retrying, rateCaps.find((c) => c.origin === 'default')?.limit ?? null),
           };
           this.#lastGoodAt = this.#frame.at;
         },

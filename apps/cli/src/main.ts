@@ -15,6 +15,7 @@ import { registerDashboard } from './commands/dashboard.js';
 import { registerReplay } from './commands/replay.js';
 import { registerFailed } from './commands/failed.js';
 import { registerRecord } from './commands/record.js';
+import { registerRateLimit } from './commands/rate-limit.js';
 
 export { formatStatus } from './commands/status.js';
 
@@ -39,6 +40,7 @@ export function buildProgram(io: Io): Command {
   registerReplay(program, io);
   registerFailed(program, io);
   registerRecord(program, io);
+  registerRateLimit(program, io);
   // Every subcommand exits through main(), never process.exit from inside commander.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

@@ -9,6 +9,7 @@ import {
   headerObject,
   InvalidValueError,
   openEntryFields,
+  parseAmplify,
   parseDuration,
   qualifyId,
   someHeader,
@@ -19,7 +20,7 @@ import {
   type Keys,
   type MirroredRequest,
 } from '@mirrorplane/core';
-import type { RedisClient } from '@mirrorplane/runtime';
+import { createLogger, RateLimiter, type RedisClient } from '@mirrorplane/runtime';
 import type { RecordedBody, RecordedExchange } from '@mirrorplane/runtime';
 import { StagingClient } from '@mirrorplane/worker';
 import { UsageError } from './process.js';
@@ -209,6 +210,8 @@ export interface ReplayWindowOptions {
   direct: { pipeline: CompiledPipeline } | null;
   /** Requests in flight at once when replaying directly. */
   concurrency: number;
+  /** Copies of each request sent when replaying directly (`--amplify`; 1: one), on top of a rule's `amplify`. */
+  amplify?: number;
   progress: (fraction: number, sent: number) => void;
 }
 
@@ -227,8 +230,10 @@ export interface ReplayWindowSummary {
   undecodable: number;
   /** Appended to the stream, or sent to staging. */
   sent: number;
-  /** Only when replaying directly: staging's answers by status class, and failures. */
+  /** Only when replaying directly: staging's answers by status class, and failures (copy 1 of amplified requests). */
   statuses: Record<string, number>;
+  /** Only when amplifying directly: the extra copies (2…N) sent, by status class or `error`. */
+  copies: Record<string, number>;
   errors: number;
   dropped: number;
   /** Wall time of the replay, and the window's own span. */
@@ -252,6 +257,7 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
     undecodable: 0,
     sent: 0,
     statuses: {},
+    copies: {},
     errors: 0,
     dropped: 0,
     seconds: 0,
@@ -283,7 +289,12 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
       );
   // Appended again, a request goes to the partition the ingress would have chosen.
   const partitionOf = o.keys.length === 1 ? null : createPartitioner(o.keys.length, o.config.partitionKey);
-  const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline) : null;
+  // Sent directly, requests take the deployment's rate tokens like the workers' replays do.
+  const rate = o.direct
+    ? new RateLimiter({ redis: o.redis, prefix: o.config.prefix, limits: o.config.rateLimits, logger: createLogger({ logLevel: 'silent' }, 'cli') })
+    : null;
+  await rate?.start();
+  const staging = o.direct ? new StagingClient(o.config, o.direct.pipeline, rate) : null;
   const inFlight = new Set<Promise<void>>();
   const started = performance.now();
   let first: number | null = null;
@@ -308,7 +319,13 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
         while (inFlight.size >= o.concurrency) await Promise.race(inFlight);
         const entry: Entry = { id: item.id, request: item.request };
         const p: Promise<void> = staging
-          .replay(entry, 1)
+          .replay(entry, 1, {
+            amplify: o.amplify ?? 1,
+            onCopy: (c) => {
+              const cls = 'status' in c ? `${Math.floor(c.status / 100)}xx` : 'error';
+              summary.copies[cls] = (summary.copies[cls] ?? 0) + 1;
+            },
+          })
           .then(
             (outcome) => {
               if (outcome.kind === 'dropped') summary.dropped += 1;
@@ -337,6 +354,7 @@ export async function replayWindow(o: ReplayWindowOptions): Promise<ReplayWindow
     }
     await Promise.all(inFlight);
   } finally {
+    rate?.close();
     await staging?.close();
   }
   summary.seconds = (performance.now() - started) / 1000;
@@ -396,6 +414,8 @@ export function formatSummary(s: ReplayWindowSummary): string {
       `  ${classes || 'no answers'}${s.errors ? `  errors ${formatCount(s.errors)}` : ''}${s.dropped ? `  dropped by the pipeline ${formatCount(s.dropped)}` : ''}`,
     );
   }
+  const copies = Object.entries(s.copies).sort();
+  if (copies.length > 0) lines.push(`  extra copies (amplified): ${copies.map(([k, v]) => `${k} ${formatCount(v)}`).join('  ')}`);
   if (s.firstError) lines.push(`  first error: ${s.firstError}`);
   if (s.read === 0 && s.source === 'stream') lines.push('  nothing in that window: finished entries stay in the stream only with STREAM_RETENTION set');
   return `${lines.join('\n')}\n`;
@@ -403,9 +423,9 @@ export function formatSummary(s: ReplayWindowSummary): string {
 
 /** Checks the flags of `mirrorplane replay`; every bad one is named. */
 export function parseReplayFlags(
-  options: { from?: string; to?: string; speed?: string; filter?: string; file?: string[]; concurrency?: string },
+  options: { from?: string; to?: string; speed?: string; filter?: string; file?: string[]; concurrency?: string; amplify?: string; staging?: string },
   now = Date.now(),
-): { from: number; to: number; speed: number; filter: ((r: FilterSubject) => boolean) | null; concurrency: number } {
+): { from: number; to: number; speed: number; filter: ((r: FilterSubject) => boolean) | null; concurrency: number; amplify: number } {
   const check = <T>(flag: string, fn: () => T): T => {
     try {
       return fn();
@@ -424,5 +444,9 @@ export function parseReplayFlags(
   const concurrency = Number(options.concurrency ?? '64');
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000)
     throw new UsageError(`--concurrency: expected an integer from 1 to 10000, got ${JSON.stringify(options.concurrency)}`);
-  return { from, to, speed, filter, concurrency };
+  // Appended to the stream, an entry carries no factor for the workers: there a rule's `amplify` does it.
+  if (options.amplify !== undefined && options.staging === undefined)
+    throw new UsageError('--amplify: needs --staging (to amplify what the workers replay from the stream, give a rule the amplify action)');
+  const amplify = options.amplify === undefined ? 1 : check('--amplify', () => parseAmplify(options.amplify as string));
+  return { from, to, speed, filter, concurrency, amplify };
 }

@@ -37,6 +37,8 @@ export function settingHelp(key: FlagSettingKey, role: Role, note?: string): str
 /** The `<value>` placeholder of a flag. */
 function placeholder(key: FlagSettingKey): string {
   const flag = SETTINGS[key].flag;
+  if (key === 'stagingRateLimit') return '<cap>';
+  if (key === 'orderBy') return '<key>';
   if (/url|staging/i.test(key)) return '<url>';
   if (/host/i.test(key)) return '<addr>';
   if (key === 'logLevel') return '<level>';

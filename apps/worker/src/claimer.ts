@@ -20,6 +20,11 @@ export interface ClaimerOptions {
   poison: (id: string, fields: Buffer[], delivered: number) => void;
   /** Called for each entry claimed from another consumer. */
   claimed: () => void;
+  /**
+   * Entries delivered here that wait for their turn holding no slot (per-key ordering): refreshed
+   * like running ones, never started again when XAUTOCLAIM returns them.
+   */
+  parked?: { has(id: string): boolean; stale(before: number): string[]; touch(id: string, now?: number): void };
   logger: Logger;
 }
 
@@ -90,7 +95,8 @@ export class Claimer {
     const o = this.#o;
     const before = now - o.claimIdleMs / 2;
     const running = o.slots.stale(before, (key) => !key.startsWith('job:'));
-    const ids = [...running, ...o.acks.waitingSince(before)];
+    const parked = o.parked?.stale(before) ?? [];
+    const ids = [...running, ...parked, ...o.acks.waitingSince(before)];
     if (ids.length === 0) return;
     const refreshed = new Set<string>();
     for (const [p, raw] of byPartition(ids)) {
@@ -100,6 +106,7 @@ export class Claimer {
     }
     const touched = Date.now();
     for (const id of running) if (refreshed.has(id)) o.slots.touch(id, touched);
+    for (const id of parked) if (refreshed.has(id)) o.parked?.touch(id, touched);
   }
 
   async #claim(): Promise<void> {
@@ -140,7 +147,7 @@ export class Claimer {
         if (entries.length === 0) continue;
         const fresh = entries.filter(([id]) => {
           const q = qualifyId(id.toString(), p);
-          return !o.slots.has(q) && !o.acks.finishedSince(q, round);
+          return !o.slots.has(q) && !o.parked?.has(q) && !o.acks.finishedSince(q, round);
         });
         if (fresh.length === 0) continue;
         const deliveries = await this.#deliveryCounts(
@@ -151,7 +158,7 @@ export class Claimer {
         for (const [idBuffer, fields] of fresh) {
           const id = qualifyId(idBuffer.toString(), p);
           // Checked again: it may have finished while the delivery counts were read.
-          if (o.slots.has(id) || o.acks.finishedSince(id, round)) continue;
+          if (o.slots.has(id) || o.parked?.has(id) || o.acks.finishedSince(id, round)) continue;
           if (fields === null) {
             o.acks.finish(id, false);
             continue;

@@ -22,8 +22,24 @@ export interface ReadLoopOptions {
   slots: SlotAccounting;
   /** Free slots that make the loop read again. */
   refillAt: number;
-  /** Called with each entry read, by qualified id; fields null when the entry was deleted. */
-  onEntry: (id: string, fields: Buffer[] | null) => void;
+  /**
+   * Called with each entry read, by qualified id; fields null when the entry was deleted.
+   * `prepaid`: a rate token of the default origin was taken for it (see `tokens`).
+   */
+  onEntry: (id: string, fields: Buffer[] | null, prepaid: boolean) => void;
+  /**
+   * The default origin's rate cap, when it has one: the loop takes tokens before it reads and
+   * reads at most as many entries as it was granted, so capped entries wait in the stream (the
+   * backlog), not in slots. Tokens not used by an entry read are given back.
+   */
+  tokens?: ReadTokens;
+  /**
+   * Reads partition `p` another way than XREADGROUP (per-key ordering's read script, which
+   * cannot block): the loop then polls every partition, sleeping briefly after an empty round.
+   */
+  read?: (p: number, count: number) => Promise<StreamReply>;
+  /** Entries the loop may read beyond the free slots' count, at most (parked entries hold no slot). */
+  room?: () => number;
   /** Whether the loop must end. */
   stopping: () => boolean;
   /** Resolves when the loop must end, to cut an idle wait short. */
@@ -31,7 +47,19 @@ export interface ReadLoopOptions {
   logger: Logger;
 }
 
+/** Rate tokens for the read loop (`RateLimiter.tryTake`/`refund` of the default origin). */
+export interface ReadTokens {
+  /** Whether a cap is in force now (when not, reads are not sized by tokens). */
+  capped(): boolean;
+  take(want: number): Promise<{ granted: number; waitMs: number }>;
+  refund(n: number): void;
+}
+
 const READ_BLOCK_MS = 1000;
+/** A capped read blocks for less: the tokens it holds meanwhile are not available to other workers. */
+const CAPPED_BLOCK_MS = 100;
+/** The longest a capped loop sleeps before asking for tokens again: a raised cap is seen within this (ms). */
+const MAX_TOKEN_WAIT_MS = 250;
 /** With several partitions, how long a worker waits after a round that found nothing. */
 const IDLE_POLL_MS = 50;
 
@@ -44,7 +72,12 @@ export { READ_BLOCK_MS };
  * entry read always gets a slot.
  */
 export function runReadLoop(o: ReadLoopOptions): Promise<void> {
-  return o.parts.length === 1 ? runBlocking(o) : runRoundRobin(o);
+  return o.parts.length === 1 && !o.read ? runBlocking(o) : runRoundRobin(o);
+}
+
+/** Free slots, bounded by the room the caller has (per-key ordering's parking). */
+function freeOf(o: ReadLoopOptions): number {
+  return o.room ? Math.min(o.slots.free, o.room()) : o.slots.free;
 }
 
 async function runBlocking(o: ReadLoopOptions): Promise<void> {
@@ -58,6 +91,8 @@ async function runBlocking(o: ReadLoopOptions): Promise<void> {
       await o.slots.changed();
       continue;
     }
+    const granted = await grant(o, free);
+    if (granted === null) continue;
     let reply: StreamReply;
     try {
       reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
@@ -65,21 +100,43 @@ async function runBlocking(o: ReadLoopOptions): Promise<void> {
         keys.group,
         o.consumer,
         'COUNT',
-        free,
+        granted.count,
         'BLOCK',
-        READ_BLOCK_MS,
+        granted.prepaid ? CAPPED_BLOCK_MS : READ_BLOCK_MS,
         'STREAMS',
         keys.stream,
         '>',
       )) as StreamReply;
       backoff = 100;
     } catch (error) {
+      if (granted.prepaid) o.tokens?.refund(granted.count);
       if (o.stopping()) break;
       backoff = await readFailed(o, keys, error, backoff);
       continue;
     }
-    deliver(o, reply, 0);
+    const used = deliver(o, reply, 0, granted.prepaid);
+    if (granted.prepaid && used < granted.count) o.tokens?.refund(granted.count - used);
   }
+}
+
+/**
+ * How many entries the next read may take: `free`, or with a cap in force the tokens granted
+ * (at most `free`). Null when no token was granted: the loop has waited (or failed and backed
+ * off) and asks again.
+ */
+async function grant(o: ReadLoopOptions, free: number): Promise<{ count: number; prepaid: boolean } | null> {
+  if (!o.tokens?.capped()) return { count: free, prepaid: false };
+  let waitMs: number;
+  try {
+    const r = await o.tokens.take(free);
+    if (r.granted > 0) return { count: r.granted, prepaid: true };
+    waitMs = Math.min(MAX_TOKEN_WAIT_MS, Math.max(1, r.waitMs));
+  } catch (error) {
+    o.logger.warn({ err: errorMessage(error) }, 'taking rate tokens failed; retrying');
+    waitMs = 500;
+  }
+  await Promise.race([new Promise((r) => setTimeout(r, waitMs)), o.stopped]);
+  return null;
 }
 
 /**
@@ -97,25 +154,38 @@ async function runRoundRobin(o: ReadLoopOptions): Promise<void> {
       await o.slots.changed();
       continue;
     }
+    if (freeOf(o) <= 0) {
+      // Parking is full: entries wait for their turn; look again shortly.
+      await Promise.race([new Promise((r) => setTimeout(r, IDLE_POLL_MS)), o.stopped]);
+      continue;
+    }
+    const granted = await grant(o, freeOf(o));
+    if (granted === null) continue;
+    let budget = granted.count;
     let got = 0;
     let failed = false;
     for (let i = 0; i < n && !o.stopping(); i++) {
       const p = (start + i) % n;
-      const free = o.slots.free;
+      const free = Math.min(freeOf(o), budget);
       if (free <= 0) break;
       const keys = o.parts[p] as Keys;
+      const count = Math.max(1, Math.ceil(free / (n - i)));
       try {
-        const reply = (await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
-          'GROUP',
-          keys.group,
-          o.consumer,
-          'COUNT',
-          Math.max(1, Math.ceil(free / (n - i))),
-          'STREAMS',
-          keys.stream,
-          '>',
-        )) as StreamReply;
-        got += deliver(o, reply, p);
+        const reply = o.read
+          ? await o.read(p, count)
+          : ((await (o.reader as unknown as BufferCommands).xreadgroupBuffer(
+              'GROUP',
+              keys.group,
+              o.consumer,
+              'COUNT',
+              count,
+              'STREAMS',
+              keys.stream,
+              '>',
+            )) as StreamReply);
+        const used = deliver(o, reply, p, granted.prepaid);
+        got += used;
+        budget -= used;
       } catch (error) {
         if (o.stopping()) break;
         backoff = await readFailed(o, keys, error, backoff);
@@ -123,6 +193,7 @@ async function runRoundRobin(o: ReadLoopOptions): Promise<void> {
         break;
       }
     }
+    if (granted.prepaid && budget > 0) o.tokens?.refund(budget);
     start = (start + 1) % n;
     if (!failed) backoff = 100;
     if (got === 0 && !failed && !o.stopping()) {
@@ -131,12 +202,13 @@ async function runRoundRobin(o: ReadLoopOptions): Promise<void> {
   }
 }
 
-function deliver(o: ReadLoopOptions, reply: StreamReply, p: number): number {
+/** Hands each entry of a reply to `onEntry`; returns how many were there to replay (deleted ones use no token). */
+function deliver(o: ReadLoopOptions, reply: StreamReply, p: number, prepaid: boolean): number {
   let count = 0;
   for (const [, entries] of reply ?? []) {
     for (const [idBuffer, fields] of entries) {
-      count += 1;
-      o.onEntry(qualifyId(idBuffer.toString(), p), fields);
+      if (fields !== null) count += 1;
+      o.onEntry(qualifyId(idBuffer.toString(), p), fields, prepaid && fields !== null);
     }
   }
   return count;

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DelayedError, UnrecoverableError, type Job, type Queue, type Worker } from 'bullmq';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import {
   EntryCipher,
   Redactor,
@@ -41,8 +41,9 @@ import {
   type RetryJobData,
   type WorkerHeartbeat,
   RedisProbe,
+  RateLimiter,
 } from '@mirrorplane/runtime';
-import { StagingClient } from './replay.js';
+import { StagingClient, type CopyOutcome, type ReplayOptions } from './replay.js';
 import { SlotAccounting } from './slot-accounting.js';
 import { AckBatcher } from './ack-batcher.js';
 import { Claimer, byPartition } from './claimer.js';
@@ -51,6 +52,7 @@ import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
 import { retryPolicyOf, type RetryPolicy } from './retry-schedule.js';
 import { handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
 import { Heartbeat } from './heartbeat.js';
+import { KeyOrder } from './key-order.js';
 
 export interface ReplayWorkerOptions {
   /** Pipeline stages (rules, hooks, recording), composed once. */
@@ -92,6 +94,8 @@ export class ReplayWorker {
   readonly #queue: Queue<RetryJobData>;
   #retryWorker: Worker<RetryJobData> | null = null;
   readonly #staging: StagingClient;
+  /** The deployment's rate caps by staging origin (config and live overrides). */
+  readonly #rate: RateLimiter;
   readonly #pipeline: CompiledPipeline;
   /** Decrypts encrypted entries and encrypts retry jobs; null when MIRRORPLANE_DATA_KEY is unset. */
   readonly #cipher: EntryCipher | null;
@@ -107,6 +111,9 @@ export class ReplayWorker {
   readonly #slots: SlotAccounting;
   readonly #acks: AckBatcher;
   readonly #claimer: Claimer;
+  /** Per-key ordering (ORDER_BY), or null when off. */
+  readonly #order: KeyOrder | null;
+  readonly #overtaken: Counter;
   readonly #heartbeat: Heartbeat;
   /** Whether Redis answers PINGs in time (for readiness). */
   readonly #probe: RedisProbe;
@@ -139,12 +146,46 @@ export class ReplayWorker {
     this.#pipeline = options.pipeline ?? composePipeline([]);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#redactor = new Redactor(config.redaction);
-    this.#staging = new StagingClient(config, this.#pipeline);
+    this.#rate = new RateLimiter({ redis: this.#commands, prefix: config.prefix, limits: config.rateLimits, logger });
+    this.#staging = new StagingClient(config, this.#pipeline, this.#rate);
     this.#policy = retryPolicyOf(config);
     this.#slots = new SlotAccounting(config.workerConcurrency);
     this.#trimmer =
       config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
     this.#acks = new AckBatcher({ redis: this.#commands, parts: this.#parts, deleteFinished: this.#trimmer === null, logger });
+    this.#overtaken = new Counter({
+      name: 'mirrorplane_worker_order_overtaken_total',
+      help: 'ORDER_BY: entries that ran ahead of older ones of their key stuck longer than ORDER_MAX_WAIT_MS (retrying, or their worker died)',
+      registers: [this.#registry],
+    });
+    this.#order = config.orderBy
+      ? new KeyOrder({
+          commands: this.#commands,
+          prefix: config.prefix,
+          partitions: this.#parts.length,
+          orderBy: config.orderBy,
+          cipher: this.#cipher,
+          maxWaitMs: config.orderMaxWaitMs,
+          forgetMs: config.orderMaxWaitMs === 0 ? 0 : config.retryWindowMs + config.orderMaxWaitMs + config.claimIdleMs,
+          maxParked: config.workerConcurrency * 4,
+          run: (id, fields, attemptNo, prepaid) => this.#startEntry(id, fields, attemptNo, prepaid),
+          busy: (id) => this.#slots.has(id) || this.#acks.has(id),
+          refund: () => this.#rate.refund('default', 1),
+          overtook: () => this.#overtaken.inc(),
+          logger,
+        })
+      : null;
+    if (this.#order) {
+      const order = this.#order;
+      new Gauge({
+        name: 'mirrorplane_worker_order_parked',
+        help: 'ORDER_BY: entries read by this worker waiting for an older one of their key (they hold no slot)',
+        registers: [this.#registry],
+        collect() {
+          this.set(order.parked);
+        },
+      });
+    }
     this.#claimer = new Claimer({
       commands: this.#commands,
       parts: this.#parts,
@@ -153,7 +194,8 @@ export class ReplayWorker {
       poisonAfter: Math.max(10, config.replayAttempts * 2),
       slots: this.#slots,
       acks: this.#acks,
-      start: (id, fields, delivered) => this.#startEntry(id, fields, delivered),
+      start: (id, fields, delivered) => this.#admit(id, fields, delivered, false),
+      ...(this.#order ? { parked: this.#order } : {}),
       poison: (id, fields, delivered) => this.#startPoison(id, fields, delivered),
       claimed: () => this.#m.claimed(),
       logger,
@@ -171,7 +213,7 @@ export class ReplayWorker {
     });
 
     collectDefaultMetrics({ register: this.#registry, prefix: 'mirrorplane_worker_' });
-    this.#m = new WorkerMetrics(this.#registry, () => this.#slots.held);
+    this.#m = new WorkerMetrics(this.#registry, () => this.#slots.held, this.#rate);
     // Workers are the candidates to export the deployment's gauges; a lock elects one.
     this.#deployment = new DeploymentMetrics({
       registry: this.#registry,
@@ -182,6 +224,7 @@ export class ReplayWorker {
       lockKey: exporterLockKey(config.prefix),
       holder: this.#consumer,
       logger,
+      rateLimits: () => this.#rate.limits(),
     });
     this.#probe = new RedisProbe(this.#commands, config.appendTimeoutMs, logger);
     this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
@@ -239,6 +282,7 @@ export class ReplayWorker {
     const adminPort = this.#admin ? await this.#admin.listen() : null;
     this.#probe.start();
     await this.#heartbeat.start();
+    await this.#rate.start();
     await this.#ensureGroupWithRetry();
     if (this.#stopping) return { adminPort };
     this.#canRead = true;
@@ -262,15 +306,29 @@ export class ReplayWorker {
       consumer: this.#consumer,
       slots: this.#slots,
       refillAt: Math.max(1, Math.floor(this.#config.workerConcurrency / 4)),
-      onEntry: (id, fields) => {
+      onEntry: (id, fields, prepaid) => {
         // Deleted after it was delivered: nothing to replay, just clear it.
-        if (fields === null) this.#acks.finish(id, false);
-        else this.#startEntry(id, fields, 1);
+        if (fields === null) {
+          this.#acks.finish(id, false);
+          void this.#order?.forget(id);
+        } else this.#admit(id, fields, 1, prepaid);
+      },
+      ...(this.#order
+        ? {
+            read: (p: number, count: number) => (this.#order as KeyOrder).read(p, (this.#parts[p] as Keys).group, this.#consumer, count),
+            room: () => (this.#order as KeyOrder).room,
+          }
+        : {}),
+      tokens: {
+        capped: () => this.#rate.limitOf('default') !== null,
+        take: (want) => this.#rate.tryTake('default', want),
+        refund: (n) => this.#rate.refund('default', n),
       },
       stopping: () => this.#stopping,
       stopped: this.#stopped,
       logger: this.#logger,
     });
+    this.#order?.start();
     this.#deployment.start();
     this.#trimmer?.start();
     const every = Math.max(100, Math.min(5000, Math.floor(this.#config.claimIdleMs / 3)));
@@ -309,12 +367,24 @@ export class ReplayWorker {
     }
   }
 
-  /** Starts replaying a stream entry when it gets a slot; an entry already running here is not started again. */
-  #startEntry(id: string, fields: Buffer[], attemptNo: number): void {
+  /** A stream entry read or claimed: with ORDER_BY it waits for its key's turn, else it starts now. */
+  #admit(id: string, fields: Buffer[], attemptNo: number, prepaid: boolean): void {
+    if (this.#order) this.#order.admit(id, fields, attemptNo, prepaid);
+    else this.#startEntry(id, fields, attemptNo, prepaid);
+  }
+
+  /**
+   * Starts replaying a stream entry when it gets a slot; an entry already running here is not
+   * started again. `prepaid`: the read loop took a rate token of the default origin for it.
+   */
+  #startEntry(id: string, fields: Buffer[], attemptNo: number, prepaid = false): void {
     // Beyond capacity only when retry jobs took slots after the read was sized: the entry was
     // delivered to this consumer, and leaving it unstarted would leave it pending for CLAIM_IDLE_MS.
-    if (this.#acks.has(id) || !this.#slots.acquireOver(id)) return;
-    this.#processStreamEntry(id, fields, attemptNo)
+    if (this.#acks.has(id) || !this.#slots.acquireOver(id)) {
+      if (prepaid) this.#rate.refund('default', 1);
+      return;
+    }
+    this.#processStreamEntry(id, fields, attemptNo, prepaid)
       .catch((error: unknown) => {
         // Should not happen: #processStreamEntry handles its own failures. The entry stays
         // pending and another worker takes it over after CLAIM_IDLE_MS.
@@ -323,25 +393,29 @@ export class ReplayWorker {
       .finally(() => this.#slots.release(id));
   }
 
-  async #processStreamEntry(id: string, fields: Buffer[], attemptNo: number): Promise<void> {
+  async #processStreamEntry(id: string, fields: Buffer[], attemptNo: number, prepaid: boolean): Promise<void> {
     let entry: Entry;
     try {
       entry = decodeEntry(id, openEntryFields(splitId(id).id, fields, this.#cipher));
     } catch (error) {
+      if (prepaid) this.#rate.refund('default', 1);
       this.#logger.warn({ entryId: id, err: errorMessage(error) }, 'undecodable entry goes to the failed set');
       await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
       return;
     }
     const firstTriedAt = Date.now();
-    const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
+    const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt, prepaid ? 'default' : undefined);
     switch (d.kind) {
       case 'replayed':
       case 'post-error':
         this.#acks.finish(id, true);
+        void this.#order?.finish(id, entry.request);
         return;
       case 'dropped':
         this.#acks.finish(id, false);
+        void this.#order?.finish(id, entry.request);
         return;
+      // Handed to the retry queue, an entry stays first of its key until its job finishes.
       case 'later':
         // A stage asked for later (an ID whose staging twin is not known yet): the entry waits
         // in the retry queue, holding no slot, and no attempt is spent.
@@ -352,14 +426,23 @@ export class ReplayWorker {
         return;
       case 'failed':
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
+        void this.#order?.finish(id, entry.request);
         return;
     }
   }
 
   /** One replay attempt, classified once and counted, the same for the stream and the retry queue. */
-  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number): Promise<Disposition> {
+  readonly #onCopy = (c: CopyOutcome): void => {
+    this.#m.copied('status' in c ? c.status : null);
+    if ('error' in c) this.#logger.debug({ copy: c.copy, err: errorMessage(c.error) }, 'a copy of an amplified request failed (copies are not retried)');
+  };
+
+  async #attemptOnce(entry: Entry, attemptNo: number, firstTriedAt: number, prepaid?: string, copiesSent = false): Promise<Disposition> {
     const started = performance.now();
-    const result = await attempt(() => this.#staging.replay(entry, attemptNo));
+    // Extra copies of an amplified request go once: a retry after a failure re-sends copy 1 only.
+    const options: ReplayOptions = copiesSent ? { copies: false } : { onCopy: this.#onCopy };
+    if (prepaid !== undefined) options.prepaid = prepaid;
+    const result = await attempt(() => this.#staging.replay(entry, attemptNo, options));
     const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
     this.#account(d, entry, attemptNo);
     return d;
@@ -450,14 +533,31 @@ export class ReplayWorker {
         { entryId: String(job.id), attempt: attemptNo, lateMs: late },
         'retry window ended before the try could start; entry goes to the failed set',
       );
+      void this.#order?.finish(String(job.id), entry.request);
       throw new UnrecoverableError(message);
     }
+    // Finished for good (answered, dropped, failed): the next request of its key may go.
+    let terminal = true;
+    try {
+      await this.#runRetryJob(job, token, entry, attemptNo, firstTriedAt);
+    } catch (error) {
+      terminal = error instanceof UnrecoverableError;
+      throw error;
+    } finally {
+      if (terminal) void this.#order?.finish(String(job.id), entry.request);
+    }
+  }
+
+  async #runRetryJob(job: Job<RetryJobData>, token: string | undefined, entry: Entry, attemptNo: number, firstTriedAt: number): Promise<void> {
+    const data = job.data;
     // BullMQ runs the job whether or not a slot is free: it is counted all the same.
     const slot = jobSlot(String(job.id));
     this.#slots.acquireOver(slot);
     this.#m.retried();
     try {
-      const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt);
+      // A job that waited for an ID mapping sent nothing yet: its first run sends the extra copies too.
+      const copiesSent = data.retrying === true || job.attemptsMade > 0;
+      const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt, undefined, copiesSent);
       switch (d.kind) {
         case 'replayed':
         case 'post-error':
@@ -504,6 +604,7 @@ export class ReplayWorker {
     const reason = `delivered ${delivered} times without finishing`;
     this.#logger.warn({ entryId: id, attempt: delivered }, `entry ${reason}; it goes to the failed set`);
     await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'poison');
+    await this.#order?.finish(id, null, fields);
   }
 
   /**
@@ -516,6 +617,9 @@ export class ReplayWorker {
     this.#stopping = true;
     this.#stop();
     this.#probe.stop();
+    // Replays waiting for a rate token stop waiting (a retryable failure: they go to the retry queue).
+    this.#rate.close();
+    this.#order?.close();
     this.#slots.close();
     this.#logger.info({ inFlight: this.#slots.held }, 'worker shutting down');
     if (this.#claimTimer) clearInterval(this.#claimTimer);
@@ -558,7 +662,8 @@ export class ReplayWorker {
     await step('in flight', () => Promise.race([this.#slots.whenEmpty(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]));
     // A job cut short is retried after its lock expires (BullMQ's stalled check).
     await step('retry worker close', async () => this.#retryWorker?.close(true));
-    const unfinished = this.#slots.keys((k) => !k.startsWith('job:'));
+    // Parked entries (ORDER_BY) are handed back with the running ones: another worker runs them in turn.
+    const unfinished = [...this.#slots.keys((k) => !k.startsWith('job:')), ...(this.#order?.drop() ?? [])];
     if (unfinished.length > 0) {
       await step('hand back', () =>
         Promise.all(

@@ -1,10 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import { WireRequestError } from '@mirrorplane/core';
+import type { OriginGate } from '@mirrorplane/runtime';
 import { Http1Origin, type WireResponse } from './http1-client.js';
 import { Http2Origin, type Http2Response } from './http2-client.js';
 import { DeadlineQueue, type Cancellation } from './deadline-queue.js';
 import {
   compileRetryPolicy,
+  copiesFor,
+  MIRRORPLANE_COPY_HEADER,
   forEachHeader,
   GrpcStatusError,
   HookError,
@@ -86,6 +89,28 @@ function hostOf(headers: readonly string[]): string | null {
   return null;
 }
 
+/** How one attempt is made, beyond the entry and the attempt number. */
+export interface ReplayOptions {
+  /**
+   * The origin a rate token was already taken for (the read loop takes the default origin's
+   * before it reads): used when the request goes there, given back when it goes elsewhere or
+   * nowhere. Absent: the attempt takes its own token.
+   */
+  prepaid?: string;
+  /**
+   * Whether an amplified request sends its extra copies (2…N) on this attempt; default true.
+   * Retries of copy 1 send no extra copies (they were sent on the first try).
+   */
+  copies?: boolean;
+  /** A factor every request is amplified by, on top of a rule's `amplify` (`replay --amplify`); default 1. */
+  amplify?: number;
+  /** Told how each extra copy (2…N) went; they are tried once, never retried. */
+  onCopy?: (outcome: CopyOutcome) => void;
+}
+
+/** How an extra copy (2…N) of an amplified request went: staging's status, or the error. */
+export type CopyOutcome = { copy: number; status: number } | { copy: number; error: Error };
+
 /** One configured staging origin and its connection pool. */
 interface StagingOrigin {
   readonly name: string;
@@ -114,8 +139,12 @@ export class StagingClient {
   readonly #isRetryable: (status: number) => boolean;
   readonly #grpcRetryable: ReadonlySet<number>;
   readonly #pipeline: CompiledPipeline;
+  /** The deployment's rate caps by origin, or null when this client sends uncapped. */
+  readonly #gate: OriginGate | null;
 
-  constructor(config: Config, pipeline: CompiledPipeline) {
+  /** @param gate the rate caps every request waits on before it is sent (`RateLimiter`); none: uncapped. */
+  constructor(config: Config, pipeline: CompiledPipeline, gate: OriginGate | null = null) {
+    this.#gate = gate;
     const urls: Record<string, string> = { ...config.origins };
     if (config.stagingUrl) urls.default = config.stagingUrl;
     for (const [name, url] of Object.entries(urls)) {
@@ -150,7 +179,24 @@ export class StagingClient {
    * `pre` stage dropped the request); throws a `MirrorplaneError` whose `retryable` says
    * whether another attempt may succeed.
    */
-  async replay(entry: Entry, attempt: number): Promise<ReplayOutcome> {
+  async replay(entry: Entry, attempt: number, options: ReplayOptions = {}): Promise<ReplayOutcome> {
+    const prepaid = options.prepaid;
+    if (this.#gate === null || prepaid === undefined) return this.#replay(entry, attempt, undefined, options);
+    // The prepaid token is used by the one send to its origin, or given back.
+    const state = { used: false };
+    try {
+      return await this.#replay(entry, attempt, { origin: prepaid, state }, options);
+    } finally {
+      if (!state.used) this.#gate.refund(prepaid, 1);
+    }
+  }
+
+  async #replay(
+    entry: Entry,
+    attempt: number,
+    prepaid: { origin: string; state: { used: boolean } } | undefined,
+    options: ReplayOptions,
+  ): Promise<ReplayOutcome> {
     const r = entry.request;
     const http2 = r.protocol === 'HTTP/2';
     let request: OutgoingRequest | null = {
@@ -183,6 +229,36 @@ export class StagingClient {
       origin = this.#origin(request);
     }
 
+    // Amplified: copies 2…N go at once beside copy 1, each with its own token and deadline; the
+    // attempt ends only when every copy has (so the entry is acknowledged after all of them).
+    const copies = options.copies === false ? 1 : copiesFor((request.copies ?? 1) * (options.amplify ?? 1), entry.id);
+    const extra: Promise<void>[] = [];
+    if (copies > 1) {
+      const base = request.headers;
+      request.headers = [...base, MIRRORPLANE_COPY_HEADER, '1'];
+      for (let k = 2; k <= copies; k++)
+        extra.push(this.#sendCopy(origin, request, [...base, MIRRORPLANE_COPY_HEADER, String(k)], r.trailers ?? [], http2, k, options.onCopy));
+    }
+    try {
+      return await this.#sendFirst(origin, request, r.trailers ?? [], http2, prepaid, ctx);
+    } finally {
+      if (extra.length > 0) await Promise.all(extra);
+    }
+  }
+
+  /** Copy 1 (the only one without amplification): its answer is classified and reaches `post`. */
+  async #sendFirst(
+    origin: StagingOrigin,
+    request: OutgoingRequest,
+    trailers: string[],
+    http2: boolean,
+    prepaid: { origin: string; state: { used: boolean } } | undefined,
+    ctx: PipelineContext | null,
+  ): Promise<ReplayOutcome> {
+    if (this.#gate !== null) {
+      if (prepaid !== undefined && prepaid.origin === origin.name) prepaid.state.used = true;
+      else await this.#gate.take(origin.name);
+    }
     const started = performance.now();
     // A deadline for the whole exchange (connect, headers, body), so that a
     // staging server trickling bytes cannot hold a worker slot for ever.
@@ -190,14 +266,7 @@ export class StagingClient {
     const signal = deadline.signal;
     let data: WireResponse | Http2Response;
     try {
-      const wire = {
-        method: request.method,
-        path: request.path === '*' ? '*' : origin.basePath + request.path,
-        headers: request.headers,
-        body: request.body,
-        trailers: r.trailers ?? [],
-      };
-      data = http2 ? await origin.h2.request(wire, hostOf(request.headers) ?? origin.authority, signal) : await origin.pool.request(wire, signal);
+      data = await this.#send(origin, request.method, request.path, request.headers, request.body, trailers, http2, signal);
     } catch (error) {
       throw this.#transportError(error, signal);
     } finally {
@@ -207,17 +276,17 @@ export class StagingClient {
     const status = data.statusCode;
     const ms = performance.now() - started;
     if (this.#isRetryable(status)) throw new StagingStatusError(status);
-    const trailers = (data as Partial<Http2Response>).trailers;
+    const responseTrailers = (data as Partial<Http2Response>).trailers;
     if (http2) {
       // A gRPC error is an answer: the replay completed, unless the policy names that status.
-      const grpc = grpcStatusOf({ headers: data.headers, trailers });
+      const grpc = grpcStatusOf({ headers: data.headers, trailers: responseTrailers });
       if (grpc !== null && this.#grpcRetryable.has(grpc.status)) throw new GrpcStatusError(grpc.status, grpc.message);
     }
     if (this.#pipeline.hasPost) {
       const response: ReplayResponse = { status, headers: data.headers, body: data.body, truncated: data.truncated, ms };
       if (http2) {
         response.protocol = 'HTTP/2';
-        response.trailers = trailers ?? [];
+        response.trailers = responseTrailers ?? [];
       }
       try {
         await this.#pipeline.post(response, request, ctx as PipelineContext);
@@ -227,6 +296,47 @@ export class StagingClient {
       }
     }
     return { kind: 'replayed', status, ms };
+  }
+
+  /** An extra copy: one try, its own token and deadline, told to `onCopy`; never throws. */
+  async #sendCopy(
+    origin: StagingOrigin,
+    request: OutgoingRequest,
+    headers: string[],
+    trailers: string[],
+    http2: boolean,
+    copy: number,
+    onCopy: ((outcome: CopyOutcome) => void) | undefined,
+  ): Promise<void> {
+    let signal: Cancellation | null = null;
+    try {
+      if (this.#gate !== null) await this.#gate.take(origin.name);
+      const deadline = this.#deadlines.start();
+      signal = deadline.signal;
+      try {
+        const data = await this.#send(origin, request.method, request.path, headers, request.body, trailers, http2, signal);
+        onCopy?.({ copy, status: data.statusCode });
+      } finally {
+        deadline.finish();
+      }
+    } catch (error) {
+      onCopy?.({ copy, error: signal === null ? (error as Error) : this.#transportError(error, signal) });
+    }
+  }
+
+  /** One exchange with `origin`, over HTTP/2 for an HTTP/2 entry (`:authority` from the `host` field), else HTTP/1.1. */
+  #send(
+    origin: StagingOrigin,
+    method: string,
+    path: string,
+    headers: string[],
+    body: Buffer,
+    trailers: string[],
+    http2: boolean,
+    signal: Cancellation,
+  ): Promise<WireResponse | Http2Response> {
+    const wire = { method, path: path === '*' ? '*' : origin.basePath + path, headers, body, trailers };
+    return http2 ? origin.h2.request(wire, hostOf(headers) ?? origin.authority, signal) : origin.pool.request(wire, signal);
   }
 
   /**

@@ -10,6 +10,8 @@ import { compileRules } from './rules.js';
 import { parseStreamRetention, type StreamRetention } from './stream-retention.js';
 import { maskUrlsIn, parseRedisUrl } from './redis-url.js';
 import { parsePartitionKey, type PartitionKey } from './partitions.js';
+import { parseRateLimit, RateLimitOptions, type RateLimit } from './rate-limit.js';
+import { parseOrderBy, type OrderBy } from './order-by.js';
 import {
   CompareOptions,
   IdMappingOptions,
@@ -176,6 +178,26 @@ export const SETTINGS = {
     schema: url(['http:', 'https:']),
     requiredBy: ['worker', 'start'],
     doc: 'staging origin every replay goes to (and nowhere else)',
+  },
+  stagingRateLimit: {
+    env: 'STAGING_RATE_LIMIT',
+    flag: '--rate-limit',
+    schema: parsedBy(parseRateLimit),
+    default: 'off',
+    doc: 'cap on the requests the default staging origin receives from the whole deployment: <per second>[,<burst>] (200 or 200,50; burst defaults to one second), or off; `mirrorplane rate-limit set` changes it live',
+  },
+  orderBy: {
+    env: 'ORDER_BY',
+    flag: '--order-by',
+    schema: parsedBy(parseOrderBy),
+    default: 'off',
+    doc: 'per-key ordering: requests with the same header:<name>, cookie:<name> or path:<regex group> reach staging in acceptance order, each after the previous answer; off: no ordering',
+  },
+  orderMaxWaitMs: {
+    env: 'ORDER_MAX_WAIT_MS',
+    schema: integer(0, 86_400_000),
+    default: 30000,
+    doc: 'with ORDER_BY: how long a request that does not finish (retrying, or its worker died) holds back the later ones of its key before they overtake it (counted)',
   },
   workerConcurrency: { env: 'WORKER_CONCURRENCY', flag: '--concurrency', schema: integer(1, 10000), default: 64, doc: 'replays in flight per worker process' },
   replayAttempts: {
@@ -356,6 +378,14 @@ export interface Config {
   readonly adminPort: number;
   readonly stagingUrl: string | null;
   readonly workerConcurrency: number;
+  /** Per-key ordering (ORDER_BY), or null when off. */
+  readonly orderBy: OrderBy | null;
+  /** How long an unfinished request holds back the later ones of its key (ms). */
+  readonly orderMaxWaitMs: number;
+  /** STAGING_RATE_LIMIT as given: the default origin's cap, or null (off, or left to `rateLimit`). */
+  readonly stagingRateLimit: RateLimit | null;
+  /** Caps by origin name (the file's `rateLimit`, `default` from STAGING_RATE_LIMIT when set); an origin absent is uncapped. */
+  readonly rateLimits: Readonly<Record<string, RateLimit>>;
   readonly replayAttempts: number;
   /** Retry policy: cap of the first delay (ms). */
   readonly replayBackoffMs: number;
@@ -453,6 +483,9 @@ const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 10
 const FILE_ONLY = {
   origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), {
     error: 'expected a map of origin name to URL',
+  }),
+  rateLimit: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), RateLimitOptions, {
+    error: 'expected a map of origin name to { perSecond, burst }',
   }),
   // Each rule is validated on its own (see loadConfig), so one bad rule does not hide the others' problems.
   rules: z.array(z.unknown(), { error: 'expected a list of rules' }),
@@ -684,6 +717,29 @@ export function loadConfig(options: ConfigOptions): Config {
   } else if (origins.default !== undefined) {
     values.stagingUrl = origins.default;
   }
+  const rateLimits: Record<string, RateLimit> = { ...((fileOnly.rateLimit as Record<string, RateLimit> | undefined) ?? {}) };
+  for (const name of Object.keys(rateLimits)) {
+    if (name !== 'default' && origins[name] === undefined) {
+      issues.push({
+        key: fileKey(`rateLimit.${name}`),
+        message: `unknown origin; configured: ${['default', ...Object.keys(origins).filter((o) => o !== 'default')].join(', ')}`,
+      });
+    }
+  }
+  // Same-key entries must share a stream, or nothing orders them: with partitions the partition key is the order key.
+  const orderBy = values.orderBy as OrderBy | null | undefined;
+  const partitionKey = values.partitionKey as PartitionKey | undefined;
+  if (
+    orderBy &&
+    ((values.partitions as number | undefined) ?? 1) > 1 &&
+    !(orderBy.kind === 'header' && partitionKey?.kind === 'header' && partitionKey.name === orderBy.name)
+  ) {
+    issues.push({
+      key: 'ORDER_BY',
+      message: `with PARTITIONS > 1, ORDER_BY must be a header and PARTITION_KEY the same header (PARTITION_KEY=header:${orderBy.kind === 'header' ? orderBy.name : '<name>'}), so that a key's requests share a partition`,
+    });
+  }
+  if (values.stagingRateLimit) rateLimits.default = values.stagingRateLimit as RateLimit;
   let rules: RuleOptions[] = [];
   if (rawRules !== undefined) {
     // `default` is always a known name: STAGING_URL may come from the worker's env alone.
@@ -725,6 +781,9 @@ export function loadConfig(options: ConfigOptions): Config {
       | 'stagingUrl'
       | 'configFile'
       | 'origins'
+      | 'stagingRateLimit'
+      | 'rateLimits'
+      | 'orderBy'
       | 'rules'
       | 'hooks'
       | 'recording'
@@ -742,6 +801,9 @@ export function loadConfig(options: ConfigOptions): Config {
     grpcRetryStatuses: Object.freeze([...(values.grpcRetryStatuses as number[])]),
     configFile: options.file?.path ?? null,
     origins: Object.freeze(origins),
+    stagingRateLimit: (values.stagingRateLimit as RateLimit | null | undefined) ?? null,
+    orderBy: orderBy ?? null,
+    rateLimits: Object.freeze(rateLimits),
     rules: Object.freeze(rules),
     hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,
     recording: fileOnly.recording !== undefined && options.file ? recordingSettings(fileOnly.recording as RecordingFile, options.file.path) : null,

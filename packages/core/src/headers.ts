@@ -27,6 +27,7 @@ export const REPLAY_MANAGED_HEADERS: ReadonlySet<string> = new Set([
   'expect',
   'x-mirrorplane-id',
   'x-mirrorplane-attempt',
+  'x-mirrorplane-copy',
 ]);
 
 /**
@@ -123,6 +124,8 @@ export function connectionNamedHeaders(rawHeaders: readonly string[]): Set<strin
 
 export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
 export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
+/** The copy number (1…N) of an amplified request; absent when a request is sent once. */
+export const MIRRORPLANE_COPY_HEADER = 'x-mirrorplane-copy';
 
 /**
  * Removes Envoy's shadow suffix from a mirrored host: Envoy appends `-shadow` to the host of

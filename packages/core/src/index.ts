@@ -38,5 +38,8 @@ export * from './compare.js';
 export * from './stream-retention.js';
 export * from './redis-url.js';
 export * from './partitions.js';
+export * from './rate-limit.js';
 export * from './percent-decoding.js';
 export * from './content-coding.js';
+export * from './amplify.js';
+export * from './order-by.js';

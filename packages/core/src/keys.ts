@@ -137,6 +137,41 @@ export function exporterLockKey(prefix: string): string {
   return `${partitionTag(prefix)}:metrics-exporter`;
 }
 
+/** The token bucket of a staging origin's rate cap (hash: `t` tokens, `ts` last refill in ms). */
+export function rateBucketKey(prefix: string, origin: string): string {
+  return `${partitionTag(prefix)}:rate:${origin}`;
+}
+
+/** Live overrides of the rate caps (hash: origin name → `off` or `<per second>,<burst>`), re-read by workers every second. */
+export function rateLimitsKey(prefix: string): string {
+  return `${partitionTag(prefix)}:rate-limits`;
+}
+
+/**
+ * The keys of per-key ordering (ORDER_BY) in one partition, under the partition's own tag so
+ * that the scripts touching them and the stream run on one shard.
+ */
+export interface OrderKeys {
+  /** The partition's stream (the read script delivers and records in one step). */
+  readonly stream: string;
+  /** Sorted set (score 0, members sortable ids) of entries delivered whose key is not registered yet. */
+  readonly unkeyed: string;
+  /** Hash: member → ms when it became the first of its key (for ORDER_MAX_WAIT_MS). */
+  readonly heads: string;
+  /** Sorted set (score 0) of one key's unfinished entries, in acceptance order; `digest` from orderKeyDigest. */
+  key(digest: string): string;
+}
+
+export function orderKeys(prefix: string, partition = 0): OrderKeys {
+  const tag = partitionTag(prefix, partition);
+  return Object.freeze({
+    stream: `${tag}:stream`,
+    unkeyed: `${tag}:order:unkeyed`,
+    heads: `${tag}:order:heads`,
+    key: (digest: string) => `${tag}:order:k:${digest}`,
+  });
+}
+
 /** One family of Redis keys, as docs/ARCHITECTURE.md lists it. */
 export interface KeyFamily {
   /** The key with `{p}` for the partition-0 tag and `<…>` for the variable parts. */
@@ -187,6 +222,26 @@ export const KEY_FAMILIES: readonly KeyFamily[] = Object.freeze([
     type: 'hash',
     scope: 'deployment',
     holds: 'deployment-wide settings (partitions, partition key, …) stored by the first process',
+  },
+  { pattern: '{p}:rate:<origin>', type: 'hash', scope: 'deployment', holds: "a staging origin's token bucket (tokens, last refill); expires when idle" },
+  {
+    pattern: '{p}:rate-limits',
+    type: 'hash',
+    scope: 'deployment',
+    holds: 'live rate-cap overrides by origin (`off` or `<per second>,<burst>`), set by `mirrorplane rate-limit`',
+  },
+  {
+    pattern: '{p}:order:unkeyed',
+    type: 'sorted set',
+    scope: 'partition',
+    holds: 'ORDER_BY: entries delivered whose ordering key is not registered yet (later entries of any key wait while one is older)',
+  },
+  { pattern: '{p}:order:heads', type: 'hash', scope: 'partition', holds: 'ORDER_BY: entry → when it became the first of its key (ORDER_MAX_WAIT_MS)' },
+  {
+    pattern: '{p}:order:k:<key digest>',
+    type: 'sorted set',
+    scope: 'partition',
+    holds: "ORDER_BY: one key's unfinished entries in acceptance order; the key is a digest, never the value",
   },
 ] satisfies KeyFamily[]);
 

@@ -20,6 +20,12 @@ export interface OutgoingRequest {
    * Only names listed in the config are ever contacted; any other name fails the entry.
    */
   origin: string;
+  /**
+   * Amplification: copies of the request to send (≥ 1; a fraction sends the whole part or one
+   * more, decided by the entry id, see `copiesFor`). Absent: one. Each copy carries
+   * `x-mirrorplane-copy: <n>`; only copy 1 reaches `post` stages.
+   */
+  copies?: number;
 }
 
 /** What staging answered. */

@@ -12,6 +12,9 @@ import { LinearRegExp } from './linear-regex.js';
 /** Headers the replay itself manages; a rule setting them would be undone or break framing. */
 export const RULE_FORBIDDEN_HEADERS: ReadonlySet<string> = REPLAY_MANAGED_HEADERS;
 
+/** The largest amplification factor (copies of one request). */
+export const MAX_AMPLIFY = 100;
+
 export const RULE_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 export const ORIGIN_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -92,15 +95,21 @@ export const RuleOptions = z
     json: JsonEditOptions.optional(),
     /** Name of a configured origin (`origins`); the request is sent there. */
     route: z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)').optional(),
+    /** Copies of the request sent (2.5: 2 or 3, decided by the entry id); see copiesFor. */
+    amplify: z
+      .number({ error: `expected a factor from 1 to ${MAX_AMPLIFY} (2 sends 2 copies, 2.5 sends 2 or 3)` })
+      .min(1, `expected a factor from 1 to ${MAX_AMPLIFY} (2 sends 2 copies, 2.5 sends 2 or 3)`)
+      .max(MAX_AMPLIFY, `expected a factor from 1 to ${MAX_AMPLIFY} (2 sends 2 copies, 2.5 sends 2 or 3)`)
+      .optional(),
   })
   .superRefine((rule, ctx) => {
     const actions = (
-      ['sample', 'drop', 'rewritePath', 'setQuery', 'removeQuery', 'removeHeaders', 'setHeaders', 'appendHeaders', 'json', 'route'] as const
+      ['sample', 'drop', 'rewritePath', 'setQuery', 'removeQuery', 'removeHeaders', 'setHeaders', 'appendHeaders', 'json', 'route', 'amplify'] as const
     ).filter((k) => rule[k] !== undefined);
     if (actions.length === 0) {
       ctx.addIssue({
         code: 'custom',
-        message: 'has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json or route)',
+        message: 'has no action (sample, drop, rewritePath, setQuery, removeQuery, removeHeaders, setHeaders, appendHeaders, json, route or amplify)',
       });
     }
     if (rule.drop && actions.length > 1) {

@@ -15,7 +15,7 @@ import { compileTemplate, type Template, type TemplateScope } from './template.j
  * Declarative rules, compiled once at start-up into one `pre` stage. Every rule whose
  * `match` holds runs its actions, in the order of the list; within a rule the actions run in
  * a fixed order: sample, drop, rewritePath, removeQuery, setQuery, removeHeaders, setHeaders,
- * appendHeaders, json, route. A request no rule matches is passed on untouched (the same
+ * appendHeaders, json, route, amplify. A request no rule matches is passed on untouched (the same
  * object, byte for byte).
  */
 
@@ -46,6 +46,7 @@ interface CompiledRule {
   readonly appendHeaders: readonly (readonly [string, Template])[];
   readonly json: { readonly set: readonly (readonly [JsonPath, unknown | Template])[]; readonly remove: readonly JsonPath[] } | null;
   readonly route: string | null;
+  readonly amplify: number | null;
 }
 
 const NO_GROUPS: Readonly<Record<string, string | undefined>> = Object.freeze({});
@@ -222,6 +223,7 @@ function compileRule(rule: RuleOptions, index: number, options: CompileRulesOpti
     appendHeaders: Object.entries(rule.appendHeaders ?? {}).map(([n, v]) => [n, template(['appendHeaders', n], v)] as const),
     json,
     route: rule.route ?? null,
+    amplify: rule.amplify ?? null,
   };
 }
 
@@ -422,6 +424,7 @@ export function compileRules(rules: readonly RuleOptions[], options: CompileRule
           }
         }
         if (rule.route !== null) request.origin = rule.route;
+        if (rule.amplify !== null) request.copies = rule.amplify;
         observer.applied?.(rule.name);
       }
       if (pathChanged || queryChanged) {

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Queue } from 'bullmq';
-import { errorMessage, type Keys } from '@mirrorplane/core';
+import { drainSeconds, errorMessage, type Keys, type RateLimit } from '@mirrorplane/core';
 import type { Logger } from './logger.js';
 import type { RedisClient } from './redis.js';
 import type { RetryJobData } from './retry-queue.js';
@@ -39,9 +39,26 @@ export class WorkerMetrics {
   readonly #retries: Counter.Internal;
   readonly #retriesScheduled: Counter.Internal;
   readonly #claimed: Counter.Internal;
+  readonly #copies: Counter<'outcome'>;
 
-  constructor(registry: Registry, inFlight: () => number) {
+  /**
+   * @param rate the worker's rate caps: times a replay waited for a token, by origin
+   *   (`mirrorplane_worker_rate_limit_waits_total`), read at each scrape.
+   */
+  constructor(registry: Registry, inFlight: () => number, rate?: { readonly waits: ReadonlyMap<string, number> }) {
     const registers = [registry];
+    if (rate) {
+      new Counter({
+        name: 'mirrorplane_worker_rate_limit_waits_total',
+        help: 'Times a replay (a retry, a copy, one routed off the default origin) waited for a rate token, by staging origin',
+        labelNames: ['origin'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [origin, n] of rate.waits) this.inc({ origin }, n);
+        },
+      });
+    }
     const replays = new Counter({
       name: 'mirrorplane_worker_replays_total',
       help: 'Replay attempts by outcome: staging status class (1xx-5xx), or dropped, post_error, retryable_error, failed',
@@ -65,6 +82,12 @@ export class WorkerMetrics {
     const scheduled = new Counter({
       name: 'mirrorplane_worker_retries_scheduled_total',
       help: 'Stream entries handed to the retry queue after a retryable failure',
+      registers,
+    });
+    this.#copies = new Counter({
+      name: 'mirrorplane_worker_copies_total',
+      help: 'Extra copies (2…N) of amplified requests, by outcome: staging status class (1xx-5xx), or error; copy 1 counts in replays_total',
+      labelNames: ['outcome'],
       registers,
     });
     const claimed = new Counter({ name: 'mirrorplane_worker_claimed_total', help: 'Entries taken over from workers that left them unfinished', registers });
@@ -123,6 +146,11 @@ export class WorkerMetrics {
   claimed(): void {
     this.#claimed.inc();
   }
+
+  /** An extra copy of an amplified request was answered with `status`, or failed (null). */
+  copied(status: number | null): void {
+    this.#copies.inc({ outcome: status === null ? 'error' : (STATUS_CLASSES[Math.floor(status / 100) - 1] ?? '5xx') });
+  }
 }
 
 export interface DeploymentMetricsOptions {
@@ -140,6 +168,8 @@ export interface DeploymentMetricsOptions {
   logger: Logger;
   /** How often the status is read and the lock renewed. */
   intervalMs?: number;
+  /** The rate caps in force by origin (`RateLimiter.limits`); none: the rate gauges stay empty. */
+  rateLimits?: () => ReadonlyMap<string, RateLimit | null>;
 }
 
 const RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
@@ -163,6 +193,9 @@ export class DeploymentMetrics {
     failed: Gauge<'prefix'>;
     replayed: Counter<'prefix'>;
     accepted: Counter<'prefix'>;
+    ratePerSecond: Gauge<'prefix' | 'origin'>;
+    rateBurst: Gauge<'prefix' | 'origin'>;
+    drain: Gauge<'prefix'>;
   };
   #owner = false;
   #timer: NodeJS.Timeout | null = null;
@@ -171,7 +204,7 @@ export class DeploymentMetrics {
   #acceptedSeen = 0;
 
   constructor(options: DeploymentMetricsOptions) {
-    this.#o = { intervalMs: 2000, ...options };
+    this.#o = { intervalMs: 2000, rateLimits: () => new Map(), ...options };
     const registers = [options.registry];
     // Every deployment series carries the prefix: with no label at all, prom-client would show a
     // 0 sample on the processes that do not export, and a max() or an alert would see it.
@@ -191,6 +224,23 @@ export class DeploymentMetrics {
       failed: new Gauge({ name: 'mirrorplane_failed_jobs', help: 'Entries in the failed set', ...deployment }),
       replayed: new Counter({ name: 'mirrorplane_deployment_replayed_total', help: 'Completed replays of the whole deployment, from Redis', ...deployment }),
       accepted: new Counter({ name: 'mirrorplane_deployment_accepted_total', help: 'Entries ever appended to the stream(s), from Redis', ...deployment }),
+      ratePerSecond: new Gauge({
+        name: 'mirrorplane_rate_limit_per_second',
+        help: 'Rate cap in force on a staging origin, requests a second (0: uncapped)',
+        labelNames: ['prefix', 'origin'] as const,
+        registers,
+      }),
+      rateBurst: new Gauge({
+        name: 'mirrorplane_rate_limit_burst',
+        help: 'Burst of the rate cap on a staging origin (0: uncapped)',
+        labelNames: ['prefix', 'origin'] as const,
+        registers,
+      }),
+      drain: new Gauge({
+        name: 'mirrorplane_rate_limit_drain_seconds',
+        help: 'Estimated time to drain the backlog and the retry queue at the default origin cap (absent when uncapped)',
+        ...deployment,
+      }),
     };
     this.#gauges.exporter.set(0);
   }
@@ -249,6 +299,16 @@ export class DeploymentMetrics {
     if (!first) return;
     g.retrying.set({ prefix }, first.retrying);
     g.failed.set({ prefix }, first.failed);
+    g.ratePerSecond.reset();
+    g.rateBurst.reset();
+    g.drain.reset();
+    for (const [origin, limit] of this.#o.rateLimits()) {
+      g.ratePerSecond.set({ prefix, origin }, limit?.perSecond ?? 0);
+      g.rateBurst.set({ prefix, origin }, limit?.burst ?? 0);
+    }
+    const waiting = statuses.reduce((n, s) => n + s.backlog, 0) + first.retrying;
+    const drain = drainSeconds(waiting, this.#o.rateLimits().get('default') ?? null);
+    if (drain !== null) g.drain.set({ prefix }, drain);
     this.#advance(
       g.replayed,
       'replayed',
@@ -274,7 +334,8 @@ export class DeploymentMetrics {
   #clear(): void {
     const g = this.#gauges;
     g.exporter.set(0);
-    for (const metric of [g.backlog, g.pending, g.oldestAge, g.consumers, g.retrying, g.failed, g.replayed, g.accepted]) metric.reset();
+    for (const metric of [g.backlog, g.pending, g.oldestAge, g.consumers, g.retrying, g.failed, g.replayed, g.accepted, g.ratePerSecond, g.rateBurst, g.drain])
+      metric.reset();
     this.#replayedSeen = 0;
     this.#acceptedSeen = 0;
   }

@@ -21,6 +21,7 @@ export function registerReplay(program: Command, io: Io): void {
     .option('--filter <terms>', "only requests matching every term: 'method=POST,PUT path=^/api header.x-tenant=^acme'")
     .option('--file <paths...>', 'replay recording files (JSONL) instead of the stream; the window defaults to all of them')
     .option('--concurrency <n>', 'with --staging, requests in flight at once', '64')
+    .option('--amplify <factor>', 'with --staging, send each request this many times (3, 2.5x: 2 or 3 by entry id, 250%), each with x-mirrorplane-copy: <n>')
     .option('--json', 'print the summary as JSON');
   command.action(async (options: Parameters<typeof parseReplayFlags>[0] & { staging?: string; json?: boolean }) => {
     const flags = parseReplayFlags(options);

@@ -1,6 +1,16 @@
 import type { Command } from 'commander';
 import { partitionKeys, type Config } from '@mirrorplane/core';
-import { describeRedisError, listWorkers, maskRedisUrl, readDeploymentStatus, type Status, type WorkerHeartbeat } from '@mirrorplane/runtime';
+import {
+  describeRedisError,
+  listWorkers,
+  maskRedisUrl,
+  readDeploymentStatus,
+  readRateCaps,
+  type RateCap,
+  type Status,
+  type WorkerHeartbeat,
+} from '@mirrorplane/runtime';
+import { formatRateCaps } from './rate-limit.js';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { withOperatorConnection } from '../connection.js';
@@ -9,7 +19,7 @@ import { watchStatus } from '../status-watch.js';
 import type { Io } from '../io.js';
 
 /** A status with the live workers read from their heartbeats (absent: not read, nothing shown). */
-export type StatusWithWorkers = Status & { workers?: WorkerHeartbeat[] };
+export type StatusWithWorkers = Status & { workers?: WorkerHeartbeat[]; rateCaps?: RateCap[] };
 
 /**
  * The status as a table: counts with separators, ages in human units. With `workers`: a
@@ -27,6 +37,8 @@ export function formatStatus(status: StatusWithWorkers, now = Date.now()): strin
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   let out = rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n') + '\n';
+  // Only where a cap exists: the output of uncapped deployments is unchanged.
+  if (status.rateCaps !== undefined && status.rateCaps.length > 0) out += `\n${formatRateCaps(status.rateCaps, status.backlog + status.retrying)}`;
   const workers = status.workers;
   if (workers !== undefined) {
     out += `\nworkers (${workers.length})\n`;
@@ -98,7 +110,11 @@ export function registerStatus(program: Command, io: Io): void {
           config,
           ({ redis, queue }) =>
             watchStatus({
-              read: async () => ({ ...(await readDeploymentStatus(redis, queue, keys)), workers: await listWorkers(redis, config.prefix, { prune: false }) }),
+              read: async () => ({
+                ...(await readDeploymentStatus(redis, queue, keys)),
+                workers: await listWorkers(redis, config.prefix, { prune: false }),
+                rateCaps: await readRateCaps(redis, config.prefix, config.rateLimits),
+              }),
               write: io.out,
               intervalMs: interval * 1000,
               ...(count !== undefined ? { count } : {}),
@@ -123,6 +139,7 @@ export function registerStatus(program: Command, io: Io): void {
         ...(await readDeploymentStatus(redis, queue, keys)),
         // Live workers by heartbeat (in flight per worker, to compare with each consumer's pending).
         workers: await listWorkers(redis, config.prefix, { prune: false }),
+        rateCaps: await readRateCaps(redis, config.prefix, config.rateLimits),
       },
       exists: deployment.exists,
     }));

@@ -8,7 +8,16 @@ import { listening } from '../listen-errors.js';
 
 export function registerWorker(program: Command): void {
   const command = program.command('worker').description('run a worker: replay stream entries to staging');
-  addSettingFlags(command, 'worker', [...CONNECTION_SETTINGS, 'stagingUrl', 'workerConcurrency', 'replayAttempts', 'adminPort', 'adminHost']);
+  addSettingFlags(command, 'worker', [
+    ...CONNECTION_SETTINGS,
+    'stagingUrl',
+    'workerConcurrency',
+    'replayAttempts',
+    'stagingRateLimit',
+    'orderBy',
+    'adminPort',
+    'adminHost',
+  ]);
   command.action(async () => {
     const config = configure('worker', settingFlags(command));
     const logger = createLogger(config, 'worker');
