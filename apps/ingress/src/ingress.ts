@@ -11,6 +11,7 @@ import {
   ensureGroup,
   readGroup,
   secretMatcher,
+  ServerTls,
   type AdminServer,
   type Logger,
 } from '@mirrorplane/runtime';
@@ -45,6 +46,8 @@ export class Ingress {
   /** Every partition's stream. */
   readonly #streams: string[];
   readonly #server: IntakeServer;
+  /** TLS of the traffic port (INGRESS_TLS_*), or null in clear text. */
+  readonly #tls: ServerTls | null;
   readonly #appender: EntryAppender;
   readonly #admin: AdminServer | null;
   readonly #metrics: IngressMetrics;
@@ -76,6 +79,9 @@ export class Ingress {
     this.#probe = new RedisProbe(this.#redis, config.appendTimeoutMs, logger);
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#metrics = new IngressMetrics(() => this.#inFlight);
+    // Read now: a missing or unusable file fails the start with the setting's name.
+    this.#tls = config.ingressTls === null ? null : new ServerTls(config.ingressTls, logger);
+    if (this.#tls) this.#tls.onRefused = (reason) => this.#metrics.tlsRefused[reason].inc();
     this.#appender = new EntryAppender(config, this.#redis);
     this.#server = new IntakeServer(
       {
@@ -168,13 +174,13 @@ export class Ingress {
       ]);
       clearTimeout(timer);
     }
-    const port = await this.#server.listen(this.#config.ingressPort, this.#config.ingressHost);
+    const port = await this.#server.listen(this.#config.ingressPort, this.#config.ingressHost, this.#tls);
     const adminPort = this.#admin ? await this.#admin.listen() : null;
     this.#probe.start();
     if (this.#config.maxBacklog > 0 || this.#config.maxBacklogBytes > 0) {
       this.#backlogTimer = setInterval(() => void this.#checkBacklog(), BACKLOG_CHECK_MS).unref();
     }
-    this.#logger.info({ port, adminPort, stream: this.#stream }, 'ingress listening');
+    this.#logger.info({ port, adminPort, stream: this.#stream, tls: this.#tls?.summary ?? false }, 'ingress listening');
     return { port, adminPort };
   }
 

@@ -108,6 +108,25 @@ const statusList = z.union([z.string(), z.array(z.union([z.string(), z.number()]
   return out;
 });
 
+/** The path of a file (a certificate, key or CA bundle); read by the process that uses it, which names the setting if it cannot. */
+const filePath = z.string().trim().min(1, 'expected the path of a file');
+
+/** Peer names of an allow-list: subject CNs or `spiffe://trust-domain/path` IDs, comma-separated. */
+const peerNames = z.union([z.string(), z.array(z.string())]).transform((value, ctx) => {
+  const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter(Boolean);
+  for (const item of items) {
+    if (/^spiffe:/i.test(item) && !/^spiffe:\/\/[a-z0-9._-]+(\/[^\s,]*)?$/i.test(item)) {
+      ctx.addIssue({ code: 'custom', message: `expected a SPIFFE ID like spiffe://example.org/mirror, got ${JSON.stringify(item)}` });
+      return z.NEVER;
+    }
+  }
+  if (items.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'expected subject CNs or spiffe:// IDs, comma-separated' });
+    return z.NEVER;
+  }
+  return items;
+});
+
 interface Setting {
   env: string;
   flag?: string;
@@ -299,6 +318,40 @@ export const SETTINGS = {
     default: 0,
     doc: 'Redis used_memory at which the ingress sheds with 503 backlog_full (0: no cap)',
   },
+  ingressTlsCert: {
+    env: 'INGRESS_TLS_CERT',
+    schema: filePath,
+    doc: 'PEM certificate chain of the traffic port: set with INGRESS_TLS_KEY, the port speaks TLS only; both files are re-read when they change (TLS_RELOAD_MS)',
+  },
+  ingressTlsKey: { env: 'INGRESS_TLS_KEY', schema: filePath, doc: 'PEM private key of INGRESS_TLS_CERT (its path is shown, never its contents)' },
+  ingressTlsCa: {
+    env: 'INGRESS_TLS_CA',
+    schema: filePath,
+    doc: 'PEM CA bundle: the traffic port then requires a client certificate signed by it (mutual TLS); needs INGRESS_TLS_CERT',
+  },
+  ingressTlsAllow: {
+    env: 'INGRESS_TLS_ALLOW',
+    schema: peerNames,
+    doc: 'client certificates the traffic port takes, by subject CN or SPIFFE ID (spiffe://… URI SAN), comma-separated; others are refused at the handshake (off when unset; needs INGRESS_TLS_CA)',
+  },
+  adminTlsCert: {
+    env: 'ADMIN_TLS_CERT',
+    schema: filePath,
+    doc: 'PEM certificate chain of the admin port and of `mirrorplane dashboard` (with ADMIN_TLS_KEY: HTTPS only, re-read when changed)',
+  },
+  adminTlsKey: { env: 'ADMIN_TLS_KEY', schema: filePath, doc: 'PEM private key of ADMIN_TLS_CERT' },
+  adminTlsCa: { env: 'ADMIN_TLS_CA', schema: filePath, doc: 'PEM CA bundle: the admin port and dashboard then require a client certificate signed by it' },
+  adminTlsAllow: {
+    env: 'ADMIN_TLS_ALLOW',
+    schema: peerNames,
+    doc: 'client certificates the admin port and dashboard take, by subject CN or spiffe:// ID, comma-separated (needs ADMIN_TLS_CA)',
+  },
+  tlsReloadMs: {
+    env: 'TLS_RELOAD_MS',
+    schema: integer(100, 3_600_000),
+    default: 5000,
+    doc: 'how often the certificate, key and CA files of the TLS ports are checked for a change; a new pair that does not load is logged (MP_ERR_TLS_FILE) and the old one kept',
+  },
   adminToken: { env: 'ADMIN_TOKEN', schema: secret, doc: 'bearer token the admin port requires; needed when ADMIN_HOST is not a loopback address' },
   dataKey: {
     env: 'MIRRORPLANE_DATA_KEY',
@@ -369,6 +422,10 @@ export interface Config {
   readonly maxBacklogBytes: number;
   /** Bearer token of the admin port, or null. */
   readonly adminToken: string | null;
+  /** TLS of the traffic port (INGRESS_TLS_*), or null when it speaks clear text. */
+  readonly ingressTls: ServerTlsSettings | null;
+  /** TLS of the admin port and the dashboard (ADMIN_TLS_*), or null. */
+  readonly adminTls: ServerTlsSettings | null;
   /** MIRRORPLANE_DATA_KEY as given (validated), or null when entries are stored in clear. */
   readonly dataKey: string | null;
   /** Path of the config file, when one was given. */
@@ -393,6 +450,23 @@ export interface Config {
   readonly compare: CompareSettings | null;
   /** This process's index among the ingress processes of one host (0 unless forked by the ingress primary). */
   readonly ingressProcessIndex: number;
+}
+
+/**
+ * A TLS listener's files (paths, read by the process) and who may connect. The setting names
+ * travel along so that whoever reads the files can name the setting when one is unusable.
+ */
+export interface ServerTlsSettings {
+  readonly cert: string;
+  readonly key: string;
+  /** CA bundle client certificates must chain to; null: no client certificate asked for. */
+  readonly ca: string | null;
+  /** Subject CNs and spiffe:// IDs allowed; empty: any certificate the CA signed. */
+  readonly allow: readonly string[];
+  /** How often the files are checked for a change (ms). */
+  readonly reloadMs: number;
+  /** The settings' names, for errors: `{ cert: 'INGRESS_TLS_CERT', … }`. */
+  readonly names: { readonly cert: string; readonly key: string; readonly ca: string };
 }
 
 /**
@@ -679,6 +753,8 @@ export function loadConfig(options: ConfigOptions): Config {
   if ((fileOnly.recording as RecordingFile | undefined)?.encrypt === true && values.dataKey === undefined) {
     issues.push({ key: fileKey('recording.encrypt'), message: 'needs MIRRORPLANE_DATA_KEY (the key the lines are sealed with)' });
   }
+  const ingressTls = serverTlsSettings(values, 'ingress', 'INGRESS', issues);
+  const adminTls = serverTlsSettings(values, 'admin', 'ADMIN', issues);
   const indexText = options.env[INGRESS_INDEX_ENV] ?? '0';
   const ingressProcessIndex = /^\d{1,3}$/.test(indexText) ? Number(indexText) : -1;
   if (ingressProcessIndex < 0)
@@ -717,12 +793,47 @@ export function loadConfig(options: ConfigOptions): Config {
     ingressToken: (values.ingressToken as string | undefined) ?? null,
     adminToken: (values.adminToken as string | undefined) ?? null,
     dataKey: (values.dataKey as string | undefined) ?? null,
+    ingressTls,
+    adminTls,
     redactHeaders: redaction.headers,
     redaction,
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
     ingressProcessIndex,
+  });
+}
+
+/**
+ * The TLS settings of one listener from its four settings, or null when neither certificate
+ * nor key is set. A half-given pair, a CA without a certificate, or an allow-list without a CA
+ * is an issue naming the setting that is missing.
+ */
+function serverTlsSettings(
+  values: Record<string, unknown>,
+  key: 'ingress' | 'admin',
+  env: 'INGRESS' | 'ADMIN',
+  issues: ConfigIssue[],
+): ServerTlsSettings | null {
+  const cert = values[`${key}TlsCert`] as string | undefined;
+  const tlsKey = values[`${key}TlsKey`] as string | undefined;
+  const ca = values[`${key}TlsCa`] as string | undefined;
+  const allow = values[`${key}TlsAllow`] as string[] | undefined;
+  if (cert !== undefined && tlsKey === undefined)
+    issues.push({ key: `${env}_TLS_KEY`, message: `required with ${env}_TLS_CERT (the certificate's private key)` });
+  if (tlsKey !== undefined && cert === undefined) issues.push({ key: `${env}_TLS_CERT`, message: `required with ${env}_TLS_KEY (the key's certificate)` });
+  if (ca !== undefined && cert === undefined)
+    issues.push({ key: `${env}_TLS_CERT`, message: `required with ${env}_TLS_CA (client certificates are asked for over TLS only)` });
+  if (allow !== undefined && ca === undefined)
+    issues.push({ key: `${env}_TLS_CA`, message: `required with ${env}_TLS_ALLOW (the CA the allowed client certificates chain to)` });
+  if (cert === undefined || tlsKey === undefined) return null;
+  return Object.freeze({
+    cert,
+    key: tlsKey,
+    ca: ca ?? null,
+    allow: Object.freeze([...(allow ?? [])]),
+    reloadMs: values.tlsReloadMs as number,
+    names: Object.freeze({ cert: `${env}_TLS_CERT`, key: `${env}_TLS_KEY`, ca: `${env}_TLS_CA` }),
   });
 }
 

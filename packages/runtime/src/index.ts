@@ -21,3 +21,4 @@ export * from './workers.js';
 export * from './redis-connect.js';
 export * from './failed-set.js';
 export * from './http-listen.js';
+export * from './server-tls.js';
