@@ -346,6 +346,18 @@ export const SETTINGS = {
     schema: peerNames,
     doc: 'client certificates the admin port and dashboard take, by subject CN or spiffe:// ID, comma-separated (needs ADMIN_TLS_CA)',
   },
+  redisTlsCa: {
+    env: 'REDIS_TLS_CA',
+    schema: filePath,
+    doc: "PEM CA bundle Redis's certificate must chain to (rediss:// only; default: the system's CAs); also for the sentinels of rediss+sentinel://",
+  },
+  redisTlsCert: { env: 'REDIS_TLS_CERT', schema: filePath, doc: 'PEM client certificate presented to Redis (tls-auth-clients yes); needs REDIS_TLS_KEY' },
+  redisTlsKey: { env: 'REDIS_TLS_KEY', schema: filePath, doc: 'PEM private key of REDIS_TLS_CERT' },
+  redisTlsServername: {
+    env: 'REDIS_TLS_SERVERNAME',
+    schema: z.string().trim().min(1),
+    doc: "name Redis's certificate must carry when it is not the host in REDIS_URL (a Cluster's nodes are reached by address: give the name here)",
+  },
   tlsReloadMs: {
     env: 'TLS_RELOAD_MS',
     schema: integer(100, 3_600_000),
@@ -422,6 +434,8 @@ export interface Config {
   readonly maxBacklogBytes: number;
   /** Bearer token of the admin port, or null. */
   readonly adminToken: string | null;
+  /** Client TLS settings for rediss:// (REDIS_TLS_*), or null when none is set. */
+  readonly redisTls: RedisTlsSettings | null;
   /** TLS of the traffic port (INGRESS_TLS_*), or null when it speaks clear text. */
   readonly ingressTls: ServerTlsSettings | null;
   /** TLS of the admin port and the dashboard (ADMIN_TLS_*), or null. */
@@ -450,6 +464,17 @@ export interface Config {
   readonly compare: CompareSettings | null;
   /** This process's index among the ingress processes of one host (0 unless forked by the ingress primary). */
   readonly ingressProcessIndex: number;
+}
+
+/** How to speak TLS to Redis: files (paths) and the name to verify; each null when not set. */
+export interface RedisTlsSettings {
+  /** REDIS_TLS_CA: trust anchors instead of the system's. */
+  readonly ca: string | null;
+  /** REDIS_TLS_CERT and REDIS_TLS_KEY: a client certificate, or both null. */
+  readonly cert: string | null;
+  readonly key: string | null;
+  /** REDIS_TLS_SERVERNAME: the name verified (and sent as SNI) instead of the URL's host. */
+  readonly servername: string | null;
 }
 
 /**
@@ -753,6 +778,7 @@ export function loadConfig(options: ConfigOptions): Config {
   if ((fileOnly.recording as RecordingFile | undefined)?.encrypt === true && values.dataKey === undefined) {
     issues.push({ key: fileKey('recording.encrypt'), message: 'needs MIRRORPLANE_DATA_KEY (the key the lines are sealed with)' });
   }
+  const redisTls = redisTlsSettings(values, issues);
   const ingressTls = serverTlsSettings(values, 'ingress', 'INGRESS', issues);
   const adminTls = serverTlsSettings(values, 'admin', 'ADMIN', issues);
   const indexText = options.env[INGRESS_INDEX_ENV] ?? '0';
@@ -795,6 +821,7 @@ export function loadConfig(options: ConfigOptions): Config {
     dataKey: (values.dataKey as string | undefined) ?? null,
     ingressTls,
     adminTls,
+    redisTls,
     redactHeaders: redaction.headers,
     redaction,
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
@@ -802,6 +829,38 @@ export function loadConfig(options: ConfigOptions): Config {
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
     ingressProcessIndex,
   });
+}
+
+/**
+ * REDIS_TLS_* together, or null when none is set. A half-given client pair, or any of them
+ * with a REDIS_URL that does not use TLS, is an issue naming the setting.
+ */
+function redisTlsSettings(values: Record<string, unknown>, issues: ConfigIssue[]): RedisTlsSettings | null {
+  const ca = (values.redisTlsCa as string | undefined) ?? null;
+  const cert = (values.redisTlsCert as string | undefined) ?? null;
+  const key = (values.redisTlsKey as string | undefined) ?? null;
+  const servername = (values.redisTlsServername as string | undefined) ?? null;
+  if (cert !== null && key === null) issues.push({ key: 'REDIS_TLS_KEY', message: "required with REDIS_TLS_CERT (the certificate's private key)" });
+  if (key !== null && cert === null) issues.push({ key: 'REDIS_TLS_CERT', message: "required with REDIS_TLS_KEY (the key's certificate)" });
+  if (ca === null && cert === null && key === null && servername === null) return null;
+  const url = values.redisUrl as string | undefined;
+  let tls = true;
+  try {
+    tls = url === undefined || parseRedisUrl(url).tls;
+  } catch {
+    // REDIS_URL itself is reported.
+  }
+  if (!tls) {
+    const given = [
+      ['REDIS_TLS_CA', ca],
+      ['REDIS_TLS_CERT', cert],
+      ['REDIS_TLS_KEY', key],
+      ['REDIS_TLS_SERVERNAME', servername],
+    ].filter(([, v]) => v !== null);
+    for (const [name] of given)
+      issues.push({ key: name as string, message: 'needs a TLS REDIS_URL (rediss://, rediss+cluster:// or rediss+sentinel://); it would be ignored' });
+  }
+  return Object.freeze({ ca, cert, key, servername });
 }
 
 /**

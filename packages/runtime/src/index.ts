@@ -22,3 +22,4 @@ export * from './redis-connect.js';
 export * from './failed-set.js';
 export * from './http-listen.js';
 export * from './server-tls.js';
+export * from './redis-tls.js';

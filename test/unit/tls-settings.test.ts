@@ -1,0 +1,108 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import type { Cluster, Redis } from 'ioredis';
+import { ConfigError, loadConfig } from '@mirrorplane/core';
+import { connectRedis, peerAllowed, redisTlsProblem } from '@mirrorplane/runtime';
+
+/** TLS settings: how they combine, the allow-list, the words for a failed handshake, where ioredis gets them. */
+
+const issuesOf = (env: Record<string, string>): string[] => {
+  try {
+    loadConfig({ role: 'ingress', env });
+    return [];
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.issues.map((i) => `${i.key}: ${i.message}`);
+  }
+};
+
+test('every half-given TLS pair names the missing setting', () => {
+  for (const side of ['INGRESS', 'ADMIN'] as const) {
+    assert.match(issuesOf({ [`${side}_TLS_CERT`]: '/c' }).join('\n'), new RegExp(`${side}_TLS_KEY: required with ${side}_TLS_CERT`));
+    assert.match(issuesOf({ [`${side}_TLS_KEY`]: '/k' }).join('\n'), new RegExp(`${side}_TLS_CERT: required with ${side}_TLS_KEY`));
+    assert.match(issuesOf({ [`${side}_TLS_CA`]: '/ca' }).join('\n'), new RegExp(`${side}_TLS_CERT: required with ${side}_TLS_CA`));
+    assert.match(
+      issuesOf({ [`${side}_TLS_CERT`]: '/c', [`${side}_TLS_KEY`]: '/k', [`${side}_TLS_ALLOW`]: 'a' }).join('\n'),
+      new RegExp(`${side}_TLS_CA: required`),
+    );
+  }
+  assert.match(issuesOf({ REDIS_TLS_CERT: '/c', REDIS_URL: 'rediss://h:1' }).join('\n'), /REDIS_TLS_KEY: required/);
+  for (const name of ['REDIS_TLS_CA', 'REDIS_TLS_SERVERNAME'])
+    assert.match(issuesOf({ [name]: 'x', REDIS_URL: 'redis://h:1' }).join('\n'), new RegExp(`${name}: needs a TLS REDIS_URL`));
+  assert.deepEqual(issuesOf({ REDIS_TLS_CA: '/ca', REDIS_URL: 'rediss+sentinel://h:1/m' }), []);
+  assert.match(
+    issuesOf({ INGRESS_TLS_CERT: '/c', INGRESS_TLS_KEY: '/k', INGRESS_TLS_CA: '/a', INGRESS_TLS_ALLOW: 'spiffe:/bad' }).join('\n'),
+    /INGRESS_TLS_ALLOW: expected a SPIFFE ID/,
+  );
+});
+
+test('a full set gives the listener settings with their names', () => {
+  const config = loadConfig({
+    role: 'ingress',
+    env: { INGRESS_TLS_CERT: '/c', INGRESS_TLS_KEY: '/k', INGRESS_TLS_CA: '/a', INGRESS_TLS_ALLOW: 'mirror, spiffe://td/x', TLS_RELOAD_MS: '250' },
+  });
+  assert.deepEqual(config.ingressTls, {
+    cert: '/c',
+    key: '/k',
+    ca: '/a',
+    allow: ['mirror', 'spiffe://td/x'],
+    reloadMs: 250,
+    names: { cert: 'INGRESS_TLS_CERT', key: 'INGRESS_TLS_KEY', ca: 'INGRESS_TLS_CA' },
+  });
+  assert.equal(config.adminTls, null);
+  assert.equal(config.redisTls, null);
+});
+
+test('the allow-list takes a certificate by CN or URI SAN, and nothing else', () => {
+  const name = fc.stringMatching(/^[a-z0-9.-]{1,20}$/);
+  fc.assert(
+    fc.property(fc.array(name, { maxLength: 4 }), name, name, (allow, cn, path) => {
+      const uri = `spiffe://td/${path}`;
+      const peer = { subject: { CN: cn }, subjectaltname: `DNS:${cn}.dns, URI:${uri}` };
+      const expected = allow.length === 0 || allow.includes(cn) || allow.includes(uri);
+      assert.equal(peerAllowed(allow, peer), expected);
+      // A DNS SAN is not a name the list matches.
+      if (allow.length > 0 && !allow.includes(cn) && !allow.includes(uri))
+        assert.equal(peerAllowed([...allow], { subject: {}, subjectaltname: `DNS:${allow[0]}` }), false);
+    }),
+  );
+  assert.equal(peerAllowed(['a'], null), false);
+});
+
+test('a failed handshake is put into words naming the setting, whether the code is a field or quoted', () => {
+  const cases: [string, string][] = [
+    ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'REDIS_TLS_CA'],
+    ['SELF_SIGNED_CERT_IN_CHAIN', 'REDIS_TLS_CA'],
+    ['DEPTH_ZERO_SELF_SIGNED_CERT', 'REDIS_TLS_CA'],
+    ['CERT_HAS_EXPIRED', 'REDIS_TLS_CA'],
+    ['ERR_TLS_CERT_ALTNAME_INVALID', 'REDIS_TLS_SERVERNAME'],
+    ['ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'REDIS_TLS_CERT'],
+    ['ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', 'REDIS_TLS_CERT'],
+  ];
+  for (const [code, setting] of cases) {
+    assert.equal(redisTlsProblem(Object.assign(new Error('x'), { code }))?.setting, setting, code);
+    assert.equal(redisTlsProblem({ message: `All sentinels are unreachable. Last error: ${code}: x` })?.setting, setting, `${code} quoted`);
+    assert.equal(
+      redisTlsProblem({ message: 'Failed to refresh slots cache.', lastNodeError: { code, message: 'x' } })?.setting,
+      setting,
+      `${code} in a cluster`,
+    );
+  }
+  for (const code of ['ECONNREFUSED', 'ETIMEDOUT', 'ENOTFOUND']) assert.equal(redisTlsProblem(Object.assign(new Error('connect failed'), { code })), null);
+});
+
+test('single, Cluster and Sentinel connections all get the TLS options', async () => {
+  const tls = { ca: 'CA', servername: 'redis.internal' };
+  const single = connectRedis('rediss://h:1', { lazyConnect: true }, tls);
+  assert.equal((single.options.tls as { ca: string }).ca, 'CA');
+  const cluster = connectRedis('rediss+cluster://h:1,h:2', { lazyConnect: true }, tls) as unknown as Cluster;
+  assert.equal((cluster.options.redisOptions?.tls as { servername: string }).servername, 'redis.internal');
+  const sentinel = connectRedis('rediss+sentinel://h:26379/m', { lazyConnect: true }, tls) as Redis;
+  assert.equal(sentinel.options.enableTLSForSentinelMode, true);
+  assert.equal((sentinel.options.tls as { ca: string }).ca, 'CA');
+  assert.equal((sentinel.options.sentinelTLS as { ca: string }).ca, 'CA');
+  const plain = connectRedis('redis://h:1', { lazyConnect: true }, tls);
+  assert.equal(plain.options.tls, undefined, 'no TLS for redis://');
+  for (const c of [single, cluster, sentinel, plain]) c.disconnect();
+});
