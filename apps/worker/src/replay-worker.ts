@@ -140,6 +140,8 @@ export class ReplayWorker {
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#redactor = new Redactor(config.redaction);
     this.#staging = new StagingClient(config, this.#pipeline);
+    for (const origin of this.#staging.insecureOrigins)
+      logger.warn({ origin, url: config.origins[origin] }, 'staging origin with insecure: true: its TLS certificate is NOT verified');
     this.#policy = retryPolicyOf(config);
     this.#slots = new SlotAccounting(config.workerConcurrency);
     this.#trimmer =

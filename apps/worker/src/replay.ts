@@ -1,4 +1,5 @@
 import { WireRequestError } from '@mirrorplane/core';
+import { originTlsOptions } from '@mirrorplane/runtime';
 import { Http1Origin, type WireResponse } from './http1-client.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import {
@@ -63,8 +64,13 @@ export class StagingClient {
   readonly #deadlines: DeadlineQueue;
   readonly #isRetryable: (status: number) => boolean;
   readonly #pipeline: CompiledPipeline;
+  /** Origins whose certificate is not verified (`insecure: true`), for the start-up log. */
+  readonly insecureOrigins: readonly string[];
 
   constructor(config: Config, pipeline: CompiledPipeline) {
+    this.insecureOrigins = Object.entries(config.originTls)
+      .filter(([, tls]) => tls.insecure)
+      .map(([name]) => name);
     const urls: Record<string, string> = { ...config.origins };
     if (config.stagingUrl) urls.default = config.stagingUrl;
     for (const [name, url] of Object.entries(urls)) {
@@ -74,6 +80,8 @@ export class StagingClient {
         bodyLimit: pipeline.needsResponseBody && pipeline.hasPost ? config.responseBodyLimit : 0,
         maxIdle: config.workerConcurrency,
         idleMs: 30_000,
+        // Read now: a missing file fails the start naming origins.<name>.ca (TlsFileError).
+        tls: originTlsOptions(config.originTls[name]),
       });
       this.#origins.set(name, {
         name,

@@ -446,6 +446,8 @@ export interface Config {
   readonly configFile: string | null;
   /** Staging origins by name; `default` is STAGING_URL. Replays go to these and nowhere else. */
   readonly origins: Readonly<Record<string, string>>;
+  /** TLS settings of the origins that have any (`origins.<name>: { url, ca, … }`), by name. */
+  readonly originTls: Readonly<Record<string, OriginTlsSettings>>;
   /** Declarative rules, validated (compiled by the worker's pipeline builder). */
   readonly rules: readonly RuleOptions[];
   /** Absolute path of the hooks module, or null. */
@@ -464,6 +466,18 @@ export interface Config {
   readonly compare: CompareSettings | null;
   /** This process's index among the ingress processes of one host (0 unless forked by the ingress primary). */
   readonly ingressProcessIndex: number;
+}
+
+/** How the worker speaks TLS to one staging origin; paths absolute, each null when not set. */
+export interface OriginTlsSettings {
+  readonly ca: string | null;
+  readonly cert: string | null;
+  readonly key: string | null;
+  readonly servername: string | null;
+  /** No verification of staging's certificate: given explicitly, logged at start. */
+  readonly insecure: boolean;
+  /** Where it is set, for errors: `config.yaml: origins.<name>`. */
+  readonly where: string;
 }
 
 /** How to speak TLS to Redis: files (paths) and the name to verify; each null when not set. */
@@ -518,9 +532,41 @@ export interface RecordingSettings {
 
 const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 1024, maxFileAgeMs: 3_600_000, maxQueuedBytes: 64 * 1024 * 1024 } as const;
 
+/**
+ * An origin written out with its TLS settings (https:// only): `ca` (PEM bundle staging's
+ * certificate must chain to, instead of the system's), `cert` and `key` (a client certificate),
+ * `servername` (the name verified, when not the URL's host), `insecure: true` (no verification
+ * at all: logged at every start, never the default). Paths are relative to the config file.
+ */
+const OriginOptions = z.strictObject({
+  url: url(['http:', 'https:']),
+  ca: z.string({ error: 'expected the path of a PEM CA bundle' }).min(1).optional(),
+  cert: z.string({ error: 'expected the path of a PEM certificate' }).min(1).optional(),
+  key: z.string({ error: 'expected the path of a PEM private key' }).min(1).optional(),
+  servername: z.string({ error: 'expected a host name' }).min(1).optional(),
+  insecure: z.literal(true, { error: 'expected true (or leave it out: verification is on by default)' }).optional(),
+});
+type OriginOptions = z.infer<typeof OriginOptions>;
+
+/** An origin: its URL, or the object form with TLS settings; each form reports its own issues. */
+const originEntry = z.unknown().transform((value, ctx) => {
+  const result =
+    typeof value === 'string' ? url(['http:', 'https:']).safeParse(value) : typeof value === 'object' && value !== null ? OriginOptions.safeParse(value) : null;
+  if (result === null) {
+    ctx.addIssue({ code: 'custom', message: 'expected a URL, or { url, ca, cert, key, servername, insecure }' });
+    return z.NEVER;
+  }
+  if (!result.success) {
+    for (const issue of result.error.issues)
+      ctx.addIssue({ code: 'custom', message: issue.code === 'unrecognized_keys' ? `unknown key ${issue.keys.join(', ')}` : issue.message, path: issue.path });
+    return z.NEVER;
+  }
+  return result.data as string | OriginOptions;
+});
+
 /** Keys only the config file has: structured settings no env var or flag can express. */
 const FILE_ONLY = {
-  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), {
+  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), originEntry, {
     error: 'expected a map of origin name to URL',
   }),
   // Each rule is validated on its own (see loadConfig), so one bad rule does not hide the others' problems.
@@ -743,7 +789,17 @@ export function loadConfig(options: ConfigOptions): Config {
   const fileKey = (path: string) => `${options.file?.path ?? 'config file'}: ${path}`;
   // STAGING_URL is the origin named `default`: from the env or a flag it overrides the file's
   // `origins.default`; in the file, one of the two may be given, not both.
-  const origins: Record<string, string> = { ...((fileOnly.origins as Record<string, string> | undefined) ?? {}) };
+  const origins: Record<string, string> = {};
+  const originTls: Record<string, OriginTlsSettings> = {};
+  for (const [name, origin] of Object.entries((fileOnly.origins as Record<string, string | OriginOptions> | undefined) ?? {})) {
+    if (typeof origin === 'string') {
+      origins[name] = origin;
+      continue;
+    }
+    origins[name] = origin.url;
+    const tls = originTlsSettings(name, origin, options.file?.path ?? '.', fileKey, issues);
+    if (tls !== null) originTls[name] = tls;
+  }
   const stagingFromFile = options.flags?.stagingUrl === undefined && !options.env.STAGING_URL;
   if (values.stagingUrl !== undefined) {
     if (stagingFromFile && origins.default !== undefined && origins.default !== values.stagingUrl) {
@@ -813,6 +869,7 @@ export function loadConfig(options: ConfigOptions): Config {
     retryStatuses: Object.freeze([...(values.retryStatuses as string[])]),
     configFile: options.file?.path ?? null,
     origins: Object.freeze(origins),
+    originTls: Object.freeze(originTls),
     rules: Object.freeze(rules),
     hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,
     recording: fileOnly.recording !== undefined && options.file ? recordingSettings(fileOnly.recording as RecordingFile, options.file.path) : null,
@@ -828,6 +885,33 @@ export function loadConfig(options: ConfigOptions): Config {
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
     ingressProcessIndex,
+  });
+}
+
+/** An origin's TLS settings, or null when it gives none; issues for contradictions, keyed by their path. */
+function originTlsSettings(
+  name: string,
+  origin: OriginOptions,
+  configPath: string,
+  fileKey: (path: string) => string,
+  issues: ConfigIssue[],
+): OriginTlsSettings | null {
+  const given = origin.ca !== undefined || origin.cert !== undefined || origin.key !== undefined || origin.servername !== undefined || origin.insecure === true;
+  if (!given) return null;
+  const at = (key: string) => fileKey(`origins.${name}.${key}`);
+  if (!origin.url.toLowerCase().startsWith('https:')) issues.push({ key: at('url'), message: 'TLS settings need an https:// URL' });
+  if (origin.cert !== undefined && origin.key === undefined) issues.push({ key: at('key'), message: "required with cert (the certificate's private key)" });
+  if (origin.key !== undefined && origin.cert === undefined) issues.push({ key: at('cert'), message: "required with key (the key's certificate)" });
+  if (origin.insecure === true && (origin.ca !== undefined || origin.servername !== undefined))
+    issues.push({ key: at('insecure'), message: 'contradicts ca/servername: insecure turns verification off, they configure it; keep one' });
+  const file = (path: string | undefined) => (path === undefined ? null : resolvePath(dirname(configPath), path));
+  return Object.freeze({
+    ca: file(origin.ca),
+    cert: file(origin.cert),
+    key: file(origin.key),
+    servername: origin.servername ?? null,
+    insecure: origin.insecure === true,
+    where: fileKey(`origins.${name}`),
   });
 }
 

@@ -23,3 +23,4 @@ export * from './failed-set.js';
 export * from './http-listen.js';
 export * from './server-tls.js';
 export * from './redis-tls.js';
+export * from './origin-tls.js';
