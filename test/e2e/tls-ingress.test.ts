@@ -193,3 +193,25 @@ test('an unusable TLS file stops the start with the setting named, never its con
 function readSerial(path: string): string {
   return new X509Certificate(readFileSync(path)).serialNumber;
 }
+
+test('the dashboard serves HTTPS and, with ADMIN_TLS_CA, only to a client certificate from that CA', async () => {
+  const port = await freePort();
+  const dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], {
+    REDIS_URL: stack.env.REDIS_URL!,
+    MIRRORPLANE_PREFIX: stack.env.MIRRORPLANE_PREFIX!,
+    ADMIN_TLS_CERT: certs.server.cert,
+    ADMIN_TLS_KEY: certs.server.key,
+    ADMIN_TLS_CA: certs.ca,
+  });
+  try {
+    const log = await dashboard.waitForLog('dashboard listening');
+    assert.match(String(log.url), /^https:\/\/127\.0\.0\.1:/);
+    const get = requestHead('GET', '/api/status', ['Host', `127.0.0.1:${port}`]);
+    const withCert = await sendRawTls(port, get, undefined, client());
+    assert.ok(withCert.ok && withCert.response.status === 200, withCert.ok ? withCert.response.head : withCert.error);
+    const without = await sendRawTls(port, get, undefined, { ca: certs.read(certs.ca) });
+    assert.equal(without.ok, false, 'no client certificate: refused');
+  } finally {
+    await dashboard.stop('SIGKILL');
+  }
+});
