@@ -25,6 +25,8 @@ export class TestCerts {
   readonly server: CertFiles;
   /** A second server certificate for the same names (a renewal). */
   readonly server2: CertFiles;
+  /** For servers that are also clients of each other (Redis Cluster bus, Sentinel to its master): serverAuth and clientAuth. */
+  readonly node: CertFiles;
   readonly expiredServer: CertFiles;
   /** Names only wrong.example: a client that checks names refuses it. */
   readonly wrongNameServer: CertFiles;
@@ -44,6 +46,7 @@ export class TestCerts {
     const serverSan = 'subjectAltName=DNS:localhost,IP:127.0.0.1';
     this.server = issue(dir, ca, 'server', '/CN=localhost', serverSan, 'serverAuth');
     this.server2 = issue(dir, ca, 'server2', '/CN=localhost', serverSan, 'serverAuth');
+    this.node = issue(dir, ca, 'node', '/CN=localhost', serverSan, 'serverAuth,clientAuth');
     this.expiredServer = issue(dir, ca, 'expired', '/CN=localhost', serverSan, 'serverAuth', true);
     this.wrongNameServer = issue(dir, ca, 'wrong-name', '/CN=wrong.example', 'subjectAltName=DNS:wrong.example', 'serverAuth');
     this.client = issue(dir, ca, 'client', '/CN=mirror-proxy', 'subjectAltName=URI:spiffe://mirrorplane.test/mirror', 'clientAuth');
