@@ -215,3 +215,31 @@ test('the dashboard serves HTTPS and, with ADMIN_TLS_CA, only to a client certif
     await dashboard.stop('SIGKILL');
   }
 });
+
+test('INGRESS_PROCESSES > 1: every process serves TLS on the shared port', async () => {
+  const port = await freePort();
+  const ingress = new MirrorplaneProcess(['ingress'], {
+    ...stack.env,
+    INGRESS_PORT: String(port),
+    INGRESS_HOST: '127.0.0.1',
+    INGRESS_PROCESSES: '2',
+    ADMIN_PORT: '0',
+    INGRESS_TLS_CERT: certs.server.cert,
+    INGRESS_TLS_KEY: certs.server.key,
+  });
+  try {
+    await waitFor('both processes listening', () => ingress.logs().filter((l) => l.msg === 'ingress listening').length === 2, 60_000);
+    for (let i = 0; i < 6; i++) {
+      const outcome = await sendRawTls(port, requestHead('GET', `/cluster/${i}`, ['Host', 'x', 'X-Request-ID', `tls-cluster-${i}`]), undefined, {
+        ca: certs.read(certs.ca),
+      });
+      assert.ok(outcome.ok && outcome.response.status === 200, outcome.ok ? outcome.response.head : outcome.error);
+    }
+    await sendRaw(port, requestHead('GET', '/clear', ['Host', 'x'])).then(
+      () => assert.fail('clear text answered on a TLS port'),
+      () => undefined,
+    );
+  } finally {
+    await ingress.stop('SIGKILL');
+  }
+});
