@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { createServer as createTlsServer, type Server as TlsServer, type TlsOptions } from 'node:tls';
 import type { ServerTls } from './server-tls.js';
 
 /**
@@ -8,6 +8,9 @@ import type { ServerTls } from './server-tls.js';
  * handshakes and hands each secured socket to the server as a plain connection.
  */
 const tlsListeners = new WeakMap<NetServer, { listener: TlsServer; tls: ServerTls }>();
+
+/** Time a client has to complete its TLS handshake (ms). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * Starts `server` (a `node:http` server, or a `node:net` server with its own HTTP parser)
@@ -21,7 +24,10 @@ const tlsListeners = new WeakMap<NetServer, { listener: TlsServer; tls: ServerTl
 export function listenHttp(server: NetServer, port: number, host: string, tls?: ServerTls | null): Promise<number> {
   let listener: NetServer = server;
   if (tls) {
-    const secure = createTlsServer({ ...tls.serverOptions, allowHalfOpen: true, noDelay: true } as Parameters<typeof createTlsServer>[0]);
+    // A client that connects and never finishes its handshake holds the socket 10 s at most
+    // (node's default is 120 s), counted as a refused handshake.
+    const options: TlsOptions = { ...tls.serverOptions, allowHalfOpen: true, noDelay: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS };
+    const secure = createTlsServer(options);
     // Each socket's first listener (the allow-list check, see ServerTls.attach) runs first and may destroy it.
     tls.attach(secure);
     secure.on('secureConnection', (socket: Socket) => {
