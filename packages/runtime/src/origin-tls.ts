@@ -1,6 +1,6 @@
 import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
 import type { OriginTlsSettings } from '@mirrorplane/core';
-import { readTlsFile } from './server-tls.js';
+import { readCaBundle, readClientPair } from './server-tls.js';
 
 /**
  * The options of a TLS connection to one staging origin (`origins.<name>: { url, ca, cert,
@@ -13,9 +13,12 @@ import { readTlsFile } from './server-tls.js';
 export function originTlsOptions(settings: OriginTlsSettings | undefined): ConnectionOptions {
   if (settings === undefined) return {};
   const options: ConnectionOptions = {};
-  if (settings.ca !== null) options.ca = readTlsFile(`${settings.where}.ca`, settings.ca);
-  if (settings.cert !== null) options.cert = readTlsFile(`${settings.where}.cert`, settings.cert);
-  if (settings.key !== null) options.key = readTlsFile(`${settings.where}.key`, settings.key);
+  if (settings.ca !== null) options.ca = readCaBundle(`${settings.where}.ca`, settings.ca);
+  if (settings.cert !== null && settings.key !== null) {
+    const pair = readClientPair({ cert: `${settings.where}.cert`, key: `${settings.where}.key` }, { cert: settings.cert, key: settings.key });
+    options.cert = pair.cert;
+    options.key = pair.key;
+  }
   if (settings.servername !== null) {
     const name = settings.servername;
     options.servername = name;

@@ -1,8 +1,8 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import { TlsFileError, errorMessage, type RedisTlsSettings } from '@mirrorplane/core';
-import { readTlsFile } from './server-tls.js';
+import { TlsFileError, type RedisTlsSettings } from '@mirrorplane/core';
+import { readCaBundle, readClientPair } from './server-tls.js';
 
 /**
  * The `tls` options of a rediss:// connection from REDIS_TLS_*: files read now (a missing one
@@ -15,19 +15,13 @@ import { readTlsFile } from './server-tls.js';
 export function redisTlsOptions(settings: RedisTlsSettings | null | undefined): ConnectionOptions {
   if (!settings) return {};
   const options: ConnectionOptions = {};
-  if (settings.ca !== null) options.ca = readTlsFile('REDIS_TLS_CA', settings.ca);
+  if (settings.ca !== null) options.ca = readCaBundle('REDIS_TLS_CA', settings.ca);
   if (settings.cert !== null && settings.key !== null) {
-    const cert = readTlsFile('REDIS_TLS_CERT', settings.cert);
-    let parsed: X509Certificate;
-    try {
-      parsed = new X509Certificate(cert);
-    } catch (error) {
-      throw new TlsFileError('REDIS_TLS_CERT', `${JSON.stringify(settings.cert)} is not a PEM certificate (${errorMessage(error)})`, { cause: error });
-    }
-    const until = Date.parse(parsed.validTo);
+    const pair = readClientPair({ cert: 'REDIS_TLS_CERT', key: 'REDIS_TLS_KEY' }, { cert: settings.cert, key: settings.key });
+    const until = Date.parse(new X509Certificate(pair.cert).validTo);
     if (until < Date.now()) throw new TlsFileError('REDIS_TLS_CERT', `${JSON.stringify(settings.cert)} expired on ${new Date(until).toISOString()}`);
-    options.cert = cert;
-    options.key = readTlsFile('REDIS_TLS_KEY', settings.key);
+    options.cert = pair.cert;
+    options.key = pair.key;
   }
   if (settings.servername !== null) {
     options.servername = settings.servername;

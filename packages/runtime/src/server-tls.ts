@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createSecureContext, type SecureContextOptions, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import { TlsFileError, errorMessage, type ServerTlsSettings } from '@mirrorplane/core';
@@ -22,6 +23,24 @@ export function readTlsFile(setting: string, path: string): Buffer {
 }
 
 /**
+ * Reads a CA bundle a setting names and checks that it holds at least one PEM certificate:
+ * OpenSSL skips blocks it cannot use, so a bundle of something else would trust nothing and
+ * fail every handshake later, far from the cause.
+ *
+ * @throws TlsFileError naming `setting`.
+ */
+export function readCaBundle(setting: string, path: string): Buffer {
+  const ca = readTlsFile(setting, path);
+  try {
+    // Parses the first certificate of the bundle; throws when there is none.
+    new X509Certificate(ca);
+  } catch (error) {
+    throw new TlsFileError(setting, `${JSON.stringify(path)} holds no PEM certificate (${openSslReason(error)})`, { cause: error });
+  }
+  return ca;
+}
+
+/**
  * The certificate, key and CA of `settings` read and checked together (`createSecureContext`
  * parses them and refuses a key that does not match its certificate).
  *
@@ -30,19 +49,12 @@ export function readTlsFile(setting: string, path: string): Buffer {
 export function loadServerTls(settings: ServerTlsSettings): SecureContextOptions {
   const cert = readTlsFile(settings.names.cert, settings.cert);
   const key = readTlsFile(settings.names.key, settings.key);
-  const ca = settings.ca === null ? undefined : readTlsFile(settings.names.ca, settings.ca);
+  const ca = settings.ca === null ? undefined : readCaBundle(settings.names.ca, settings.ca);
   const files = { cert, key, ca };
   try {
     createSecureContext({ cert });
   } catch (error) {
     throw new TlsFileError(settings.names.cert, `${JSON.stringify(settings.cert)} is not a PEM certificate (${openSslReason(error)})`, { cause: error });
-  }
-  if (ca !== undefined) {
-    try {
-      createSecureContext({ ca });
-    } catch (error) {
-      throw new TlsFileError(settings.names.ca, `${JSON.stringify(settings.ca)} is not a PEM CA bundle (${openSslReason(error)})`, { cause: error });
-    }
   }
   try {
     createSecureContext(files);
@@ -54,6 +66,34 @@ export function loadServerTls(settings: ServerTlsSettings): SecureContextOptions
     );
   }
   return files;
+}
+
+/**
+ * Reads a client certificate and its key (two settings) and checks that they are PEM and
+ * belong together, so that a wrong file fails the start rather than every handshake.
+ *
+ * @throws TlsFileError naming the certificate's or the key's setting.
+ */
+export function readClientPair(names: { cert: string; key: string }, paths: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
+  const cert = readTlsFile(names.cert, paths.cert);
+  const key = readTlsFile(names.key, paths.key);
+  try {
+    createSecureContext({ cert });
+  } catch (error) {
+    throw new TlsFileError(names.cert, `${JSON.stringify(paths.cert)} is not a PEM certificate (${openSslReason(error)})`, { cause: error });
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (error) {
+    throw new TlsFileError(
+      names.key,
+      `${JSON.stringify(paths.key)} is not the PEM private key of ${names.cert} ${JSON.stringify(paths.cert)} (${openSslReason(error)})`,
+      {
+        cause: error,
+      },
+    );
+  }
+  return { cert, key };
 }
 
 /** OpenSSL's reason without the numeric prefix ("no start line", "key values mismatch"): it never quotes the file. */
