@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import type { Cluster, Redis } from 'ioredis';
 import { ConfigError, TlsFileError, loadConfig } from '@mirrorplane/core';
-import { ServerTls, connectRedis, createLogger, originTlsOptions, peerAllowed, redisTlsOptions, redisTlsProblem } from '@mirrorplane/runtime';
-import { TestCerts } from '../helpers/index.js';
+import { ServerTls, connectRedis, createLogger, createRedis, originTlsOptions, peerAllowed, redisTlsOptions, redisTlsProblem } from '@mirrorplane/runtime';
+import { TestCerts, waitFor } from '../helpers/index.js';
 
 /** TLS settings: how they combine, the allow-list, the words for a failed handshake, where ioredis gets them. */
 
@@ -169,6 +171,31 @@ test('every TLS file setting, missing or holding garbage, is named in the error,
       { numRuns: 10 },
     );
   } finally {
+    certs.remove();
+  }
+});
+
+test('a running connection whose Redis certificate stops verifying logs the setting to fix', async () => {
+  const certs = TestCerts.create();
+  // A TLS server with a certificate for another name, in place of a Redis whose certificate was replaced.
+  const server = createTlsServer({ cert: certs.read(certs.wrongNameServer.cert), key: certs.read(certs.wrongNameServer.key) }, (s) => s.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const lines: Record<string, unknown>[] = [];
+  const destination = { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) };
+  const logger = createLogger({ logLevel: 'info' }, 'test', destination);
+  const port = (server.address() as AddressInfo).port;
+  const redis = createRedis(
+    { redisUrl: `rediss://localhost:${port}`, appendTimeoutMs: 1000, redisTls: { ca: certs.ca, cert: null, key: null, servername: null } },
+    'commands',
+    logger,
+  );
+  try {
+    const line = await waitFor('the log line', () => lines.find((l) => l.msg === 'redis TLS handshake failed; reconnecting'));
+    assert.equal(line.code, 'MP_ERR_REDIS_TLS');
+    assert.equal(line.setting, 'REDIS_TLS_SERVERNAME');
+  } finally {
+    redis.disconnect();
+    await new Promise((resolve) => server.close(resolve));
     certs.remove();
   }
 });

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { errorMessage, RedisUnavailableError, type Config } from '@mirrorplane/core';
 import { connectRedis } from './cluster.js';
 import { readGroup } from './stream-info.js';
-import { redisTlsOptions } from './redis-tls.js';
+import { redisTlsOptions, redisTlsProblem } from './redis-tls.js';
 
 /**
  * What a connection is for decides how it behaves while Redis is away:
@@ -89,7 +89,11 @@ export function createRedis(
     }
     if (!down) {
       down = true;
-      logger.warn({ purpose, err: errorMessage(error) }, 'redis connection lost; reconnecting');
+      // A certificate that expired or was replaced while running: say which setting fixes it.
+      const tlsProblem = redisTlsProblem(error);
+      if (tlsProblem)
+        logger.error({ purpose, code: 'MP_ERR_REDIS_TLS', setting: tlsProblem.setting, err: tlsProblem.message }, 'redis TLS handshake failed; reconnecting');
+      else logger.warn({ purpose, err: errorMessage(error) }, 'redis connection lost; reconnecting');
     }
   });
   redis.on('ready', () => {
