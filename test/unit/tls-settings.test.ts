@@ -199,3 +199,37 @@ test('a running connection whose Redis certificate stops verifying logs the sett
     certs.remove();
   }
 });
+
+test('origins in object form: TLS settings resolved beside the file, STAGING_URL keeps them, mistakes named by path', () => {
+  const file = (origins: unknown) => ({ path: '/etc/mp/c.json', text: JSON.stringify({ origins }) });
+  const config = loadConfig({
+    role: 'worker',
+    env: { STAGING_URL: 'https://override.example' },
+    file: file({ default: { url: 'https://staging.example', ca: 'certs/ca.pem', servername: 'staging.internal' }, plain: 'http://p:1' }),
+  });
+  assert.equal(config.origins.default, 'https://override.example');
+  assert.equal(config.origins.plain, 'http://p:1');
+  assert.deepEqual(config.originTls.default, {
+    ca: '/etc/mp/certs/ca.pem',
+    cert: null,
+    key: null,
+    servername: 'staging.internal',
+    insecure: false,
+    where: '/etc/mp/c.json: origins.default',
+  });
+  assert.equal(config.originTls.plain, undefined);
+  const problems = (origins: unknown) => {
+    try {
+      loadConfig({ role: 'worker', env: {}, file: file(origins) });
+      return '';
+    } catch (error) {
+      assert.ok(error instanceof ConfigError);
+      return error.message;
+    }
+  };
+  assert.match(problems({ default: { url: 'https://s', cat: 'x' } }), /origins\.default: unknown key cat/);
+  assert.match(problems({ default: { url: 'https://s', insecure: false } }), /origins\.default\.insecure: expected true/);
+  assert.match(problems({ default: { url: 'https://s', cert: 'c.pem' } }), /origins\.default\.key: required with cert/);
+  assert.match(problems({ default: { url: 'ftp://s' } }), /origins\.default\.url: expected a http: or https: URL/);
+  assert.match(problems({ default: 42 }), /origins\.default: expected a URL, or \{ url, ca, cert, key, servername, insecure \}/);
+});
