@@ -90,6 +90,9 @@ test('insecure: true is logged at start and replays without verification', async
     const res = await sendRaw(stack.ingressPort, requestHead('GET', '/insecure', ['Host', 'x', 'X-Request-ID', 'stls-insecure']));
     assert.equal(res.status, 200);
     await waitFor('the insecure replay', () => staging.received.find((r) => r.rawHeaders.includes('stls-insecure')), 60_000);
+    // `mirrorplane replay --staging` sends directly: it warns too.
+    const replay = await stack.cli(['replay', '--staging', staging.url, '--from', '-1m']);
+    assert.match(replay.stderr, /staging origin default has insecure: true: its TLS certificate is NOT verified/);
   } finally {
     await stack.close();
   }
