@@ -8,3 +8,5 @@ export * from './stack.js';
 export * from './expect.js';
 export * from './raw-recording-server.js';
 export * from './fixtures.js';
+export * from './certs.js';
+export * from './tls-http.js';

@@ -1,4 +1,5 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
 import { RequestParser, type ParsedRequest, type Refusal } from '@mirrorplane/ingress';
 
 /** One request exactly as a raw server received it (strings are latin1: one char a byte). */
@@ -24,9 +25,12 @@ export class RawRecordingServer {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
   port = 0;
+  readonly #tls: boolean;
 
-  constructor() {
-    this.#server = createServer((socket) => {
+  /** With `tls`: HTTPS (a certificate, and `ca` + `requestCert` to require client certificates). */
+  constructor(tls?: TlsOptions) {
+    this.#tls = tls !== undefined;
+    const handle = (socket: Socket) => {
       this.#sockets.add(socket);
       socket.on('close', () => this.#sockets.delete(socket));
       socket.on('error', () => undefined);
@@ -50,18 +54,19 @@ export class RawRecordingServer {
           }
         }
       });
-    });
+    };
+    this.#server = tls ? createTlsServer(tls, handle) : createServer(handle);
   }
 
-  static async start(): Promise<RawRecordingServer> {
-    const server = new RawRecordingServer();
+  static async start(tls?: TlsOptions): Promise<RawRecordingServer> {
+    const server = new RawRecordingServer(tls);
     await new Promise<void>((resolve) => server.#server.listen(0, '127.0.0.1', resolve));
     server.port = (server.#server.address() as AddressInfo).port;
     return server;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.#tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   close(): Promise<void> {

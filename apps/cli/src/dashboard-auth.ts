@@ -118,6 +118,8 @@ export interface DashboardAuthOptions {
   token: string | null;
   /** Extra Host names accepted (the name operators type, behind their own DNS). */
   allowedHosts: readonly string[];
+  /** Served over TLS (ADMIN_TLS_CERT): the session cookie is marked Secure. */
+  secure?: boolean;
 }
 
 /** The problem (`KEY: message`) when the dashboard would be reachable from other hosts without a token, else null. */
@@ -193,7 +195,9 @@ export class DashboardAuth {
     const host = req.headers.host;
     if (!host) return false;
     const origin = req.headers.origin ?? refererOrigin(req.headers.referer);
-    return origin === `http://${host}`;
+    // Over TLS the browser's origin is https://; the socket, not a header, says which it is.
+    const scheme = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+    return origin === `${scheme}://${host}`;
   }
 
   /** Constant-time comparison of a presented token with ADMIN_TOKEN (digests, so length leaks nothing). */
@@ -218,7 +222,11 @@ export class DashboardAuth {
       if (oldest !== undefined) this.#sessions.delete(oldest);
     }
     this.#sessions.set(digest(id).toString('hex'), { expires: now + SESSION_TTL_MS, key: digest(key) });
-    return { id, key, cookie: `${SESSION_COOKIE}=${id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}` };
+    return {
+      id,
+      key,
+      cookie: `${SESSION_COOKIE}=${id}; HttpOnly;${this.#o.secure === true ? ' Secure;' : ''} SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}`,
+    };
   }
 
   /** Ends the request's session, if any; returns the Set-Cookie value that clears it. */

@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -16,6 +15,9 @@ import {
   readDeploymentStatus,
   readRateCaps,
   type RateCap,
+  ServerTls,
+  closeHttp,
+  listenHttp,
   type Logger,
   type RetryJobData,
   type WorkerHeartbeat,
@@ -309,6 +311,8 @@ export class Dashboard {
   #timer: NodeJS.Timeout | null = null;
   #reading: Promise<void> | null = null;
   #port = 0;
+  /** HTTPS (ADMIN_TLS_*), or null for plain HTTP. */
+  readonly #tls: ServerTls | null;
 
   constructor(options: DashboardOptions) {
     const problem = checkDashboardBind(options.host, options.config.adminToken);
@@ -316,7 +320,14 @@ export class Dashboard {
     this.#o = options;
     this.#redactor = new Redactor(options.config.redaction);
     this.#readOnly = options.readOnly === true;
-    this.#auth = new DashboardAuth({ host: options.host, token: options.config.adminToken, allowedHosts: options.allowedHosts ?? [] });
+    // Read now: a missing or unusable file fails the start with the setting's name (TlsFileError).
+    this.#tls = options.config.adminTls === null ? null : new ServerTls(options.config.adminTls, options.logger);
+    this.#auth = new DashboardAuth({
+      host: options.host,
+      token: options.config.adminToken,
+      allowedHosts: options.allowedHosts ?? [],
+      secure: this.#tls !== null,
+    });
     const keys = keysFor(options.config.prefix);
     // Long-lived connections that wait for Redis to come back, like a worker's.
     this.#redis = createRedis(options.config, 'commands', options.logger);
@@ -351,7 +362,7 @@ export class Dashboard {
 
   get url(): string {
     const host = this.#o.host.includes(':') ? `[${this.#o.host}]` : this.#o.host;
-    return `http://${host}:${this.#port}/`;
+    return `${this.#tls ? 'https' : 'http'}://${host}:${this.#port}/`;
   }
 
   /** Whether the dashboard asks for a login (ADMIN_TOKEN is set). */
@@ -360,14 +371,7 @@ export class Dashboard {
   }
 
   async listen(): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#o.port, this.#o.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    this.#port = (this.#server.address() as AddressInfo).port;
+    this.#port = await listenHttp(this.#server, this.#o.port, this.#o.host, this.#tls);
     // The first reading is there before anyone is told the dashboard is up.
     await this.#read();
     const tick = () => {
@@ -643,10 +647,7 @@ export class Dashboard {
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     await this.#reading?.catch(() => undefined);
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      this.#server.closeAllConnections();
-    });
+    await closeHttp(this.#server);
     await this.#queue.close().catch(() => undefined);
     await Promise.all([closeRedis(this.#redis), closeRedis(this.#bull)]);
   }

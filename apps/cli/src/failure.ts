@@ -2,8 +2,8 @@ import { ConfigError, MirrorplaneError, errorMessage } from '@mirrorplane/core';
 import { describeRedisError, maskRedisUrl, redisReplyCode } from '@mirrorplane/runtime';
 import { EXIT_USAGE, UsageError, configuredRedisUrl } from './process.js';
 
-/** Misconfigurations found at run time (a database that does not exist, a deployment that disagrees): exit 2 like a bad setting. */
-const CONFIG_CODES = new Set(['MP_ERR_REDIS_DB', 'MP_ERR_DEPLOYMENT_MISMATCH']);
+/** Misconfigurations found at run time (a database that does not exist, a deployment that disagrees, an unusable TLS file, a TLS handshake with Redis no retry can fix): exit 2 like a bad setting. */
+const CONFIG_CODES = new Set(['MP_ERR_REDIS_DB', 'MP_ERR_DEPLOYMENT_MISMATCH', 'MP_ERR_TLS_FILE', 'MP_ERR_REDIS_TLS']);
 
 /** Connection failures Node reports by code after a connection was made (or while remaking it). */
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);

@@ -49,6 +49,8 @@ export class IngressMetrics {
   readonly dropped: Readonly<Record<DropReason, Counter.Internal>>;
   /** Seconds from the end of a request to Redis accepting its entry. */
   readonly appendSeconds: Histogram.Internal<string>;
+  /** Connections the TLS traffic port closed before HTTP: a failed handshake, or a client certificate not on the allow-list. */
+  readonly tlsRefused: Readonly<Record<'handshake' | 'not_allowed', Counter.Internal>>;
 
   /** `inFlight`: read when scraped, the requests being read or appended. */
   constructor(inFlight: () => number) {
@@ -85,6 +87,14 @@ export class IngressMetrics {
         this.set(inFlight());
       },
     });
+    // Connections, not requests: they are outside `received`, which counts requests read.
+    const tlsRefused = new Counter({
+      name: 'mirrorplane_ingress_tls_refused_total',
+      help: 'Connections refused by the TLS traffic port before any request: handshake failed (no or untrusted client certificate…) or not_allowed (allow-list)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.tlsRefused = { handshake: tlsRefused.labels('handshake'), not_allowed: tlsRefused.labels('not_allowed') };
     this.dropped = Object.fromEntries(REASONS.map((r) => [r, dropped.labels(r)])) as Record<DropReason, Counter.Internal>;
     // Every reason is exported from the start, so rate() sees the first drop of a kind.
     for (const child of Object.values(this.dropped)) child.inc(0);

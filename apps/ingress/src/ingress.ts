@@ -12,6 +12,7 @@ import {
   ensureGroup,
   readGroup,
   secretMatcher,
+  ServerTls,
   type AdminServer,
   type Logger,
 } from '@mirrorplane/runtime';
@@ -48,6 +49,8 @@ export class Ingress {
   readonly #streams: string[];
   readonly #server: IntakeServer;
   readonly #h2: H2Intake;
+  /** TLS of the traffic port (INGRESS_TLS_*), or null in clear text. */
+  readonly #tls: ServerTls | null;
   readonly #appender: EntryAppender;
   readonly #admin: AdminServer | null;
   readonly #metrics: IngressMetrics;
@@ -79,6 +82,9 @@ export class Ingress {
     this.#probe = new RedisProbe(this.#redis, config.appendTimeoutMs, logger);
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#metrics = new IngressMetrics(() => this.#inFlight);
+    // Read now: a missing or unusable file fails the start with the setting's name.
+    this.#tls = config.ingressTls === null ? null : new ServerTls(config.ingressTls, logger);
+    if (this.#tls) this.#tls.onRefused = (reason) => this.#metrics.tlsRefused[reason].inc();
     this.#appender = new EntryAppender(config, this.#redis);
     this.#h2 = new H2Intake(
       {
@@ -186,13 +192,13 @@ export class Ingress {
       ]);
       clearTimeout(timer);
     }
-    const port = await this.#server.listen(this.#config.ingressPort, this.#config.ingressHost);
+    const port = await this.#server.listen(this.#config.ingressPort, this.#config.ingressHost, this.#tls);
     const adminPort = this.#admin ? await this.#admin.listen() : null;
     this.#probe.start();
     if (this.#config.maxBacklog > 0 || this.#config.maxBacklogBytes > 0) {
       this.#backlogTimer = setInterval(() => void this.#checkBacklog(), BACKLOG_CHECK_MS).unref();
     }
-    this.#logger.info({ port, adminPort, stream: this.#stream }, 'ingress listening');
+    this.#logger.info({ port, adminPort, stream: this.#stream, tls: this.#tls?.summary ?? false }, 'ingress listening');
     return { port, adminPort };
   }
 

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { isListening, listenHttp, stopListening, type ServerTls } from '@mirrorplane/runtime';
 import { RequestParser, type ParsedRequest, type Refusal, type RefusalReason, type RequestHead } from './http1-parser.js';
 
 /** Why a request was lost before the ingress could answer it: refused by the parser, too slow, or cut. */
@@ -85,20 +86,16 @@ export class IntakeServer {
   }
 
   get listening(): boolean {
-    return this.#server.listening;
+    return isListening(this.#server);
   }
 
-  listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', reject);
-        // Deadlines are checked on an interval, not with a timer per request: one timer for all.
-        const every = Math.min(1000, this.#options.requestTimeoutMs, this.#options.headersTimeoutMs);
-        this.#timer = setInterval(() => this.#checkDeadlines(), every).unref();
-        resolve((this.#server.address() as AddressInfo).port);
-      });
-    });
+  /** Starts listening (with `tls`: TLS only, the same connection handler behind it); resolves with the bound port. */
+  async listen(port: number, host: string, tls?: ServerTls | null): Promise<number> {
+    const bound = await listenHttp(this.#server, port, host, tls);
+    // Deadlines are checked on an interval, not with a timer per request: one timer for all.
+    const every = Math.min(1000, this.#options.requestTimeoutMs, this.#options.headersTimeoutMs);
+    this.#timer = setInterval(() => this.#checkDeadlines(), every).unref();
+    return bound;
   }
 
   #checkDeadlines(): void {
@@ -109,13 +106,11 @@ export class IntakeServer {
   /** Stops accepting connections; resolves once every connection is closed. */
   close(): Promise<void> {
     this.draining = true;
-    return new Promise((resolve) => {
-      this.#server.close(() => {
-        if (this.#timer) clearInterval(this.#timer);
-        resolve();
-      });
-      this.closeIdleConnections();
+    const closed = stopListening(this.#server).then(() => {
+      if (this.#timer) clearInterval(this.#timer);
     });
+    this.closeIdleConnections();
+    return closed;
   }
 
   /** Closes connections that wait for no answer and hold no partial request. */

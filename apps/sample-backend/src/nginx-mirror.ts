@@ -38,6 +38,12 @@ export interface NginxMirrorOptions {
    * production never receives the header, even when a client sends one.
    */
   ingressToken?: string;
+  /**
+   * The mirror copy over TLS: nginx verifies the ingress's certificate against `ca` (as
+   * `serverName`) and presents `cert`/`key` as its client certificate (INGRESS_TLS_CA on the
+   * ingress). Paths of PEM files.
+   */
+  mirrorTls?: { ca: string; cert: string; key: string; serverName: string };
 }
 
 const NGINX_INSTALL_HINT = 'Install nginx (Debian/Ubuntu: apt-get install -y nginx; macOS: brew install nginx).';
@@ -105,7 +111,18 @@ export function renderNginxMirrorConfig(options: NginxMirrorOptions & { port: nu
           '    location = /_mirror {',
           '      internal;',
           // $request_uri: the target exactly as the client sent it (not the normalised $uri).
-          '      proxy_pass http://mirror_target$request_uri;',
+          `      proxy_pass ${options.mirrorTls ? 'https' : 'http'}://mirror_target$request_uri;`,
+          ...(options.mirrorTls
+            ? [
+                `      proxy_ssl_certificate ${options.mirrorTls.cert};`,
+                `      proxy_ssl_certificate_key ${options.mirrorTls.key};`,
+                `      proxy_ssl_trusted_certificate ${options.mirrorTls.ca};`,
+                '      proxy_ssl_verify on;',
+                `      proxy_ssl_name ${options.mirrorTls.serverName.replace(/[^a-z0-9.-]/gi, '')};`,
+                '      proxy_ssl_server_name on;',
+                '      proxy_ssl_session_reuse on;',
+              ]
+            : []),
           '      proxy_http_version 1.1;',
           '      proxy_set_header Host $http_host;',
           '      proxy_set_header Connection "";',

@@ -1,5 +1,5 @@
 import { connect as connectTcp, type Socket } from 'node:net';
-import { connect as connectTls } from 'node:tls';
+import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { isIP } from 'node:net';
 import type { Cancellation } from './deadline-queue.js';
 import { HTTP_TOKEN, StaleConnectionError, StagingResponseError, StagingTransportError, WireRequestError } from '@mirrorplane/core';
@@ -49,6 +49,8 @@ export interface Http1OriginOptions {
   maxIdle: number;
   /** Idle time after which a kept connection is closed (shortened by the server's Keep-Alive timeout). */
   idleMs: number;
+  /** For https:// origins: CA, client certificate, server name… (see originTlsOptions); the bytes written are the same. */
+  tls?: ConnectionOptions;
 }
 
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -148,7 +150,7 @@ export class Http1Origin {
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const socket =
       url.protocol === 'https:'
-        ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] })
+        ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ...this.#options.tls, ALPNProtocols: ['http/1.1'] })
         : connectTcp({ host, port });
     socket.setNoDelay(true);
     this.#all.add(socket);

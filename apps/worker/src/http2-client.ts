@@ -1,6 +1,7 @@
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { StagingTransportError, WireRequestError } from '@mirrorplane/core';
 import type { WireRequest, WireResponse } from './http1-client.js';
+import type { ConnectionOptions } from 'node:tls';
 import type { Cancellation } from './deadline-queue.js';
 
 /**
@@ -27,6 +28,8 @@ export interface Http2Response extends WireResponse {
 export interface Http2OriginOptions {
   /** Bytes of each response body kept; 0: the body is read and discarded. */
   bodyLimit: number;
+  /** TLS options for an `https:` origin (CA bundle, client certificate, server name); ignored for `http:`. */
+  tls?: ConnectionOptions;
 }
 
 const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
@@ -91,7 +94,7 @@ export class Http2Origin {
   #open(): ClientHttp2Session {
     const current = this.#session;
     if (current !== null && !current.closed && !current.destroyed) return current;
-    const session = connect(this.#url.origin);
+    const session = this.#url.protocol === 'https:' ? connect(this.#url.origin, { ...this.#options.tls, ALPNProtocols: ['h2'] }) : connect(this.#url.origin);
     session.on('error', () => undefined); // each stream reports its own failure
     const forget = (): void => {
       if (this.#session === session) this.#session = null;

@@ -148,6 +148,8 @@ export class ReplayWorker {
     this.#redactor = new Redactor(config.redaction);
     this.#rate = new RateLimiter({ redis: this.#commands, prefix: config.prefix, limits: config.rateLimits, logger });
     this.#staging = new StagingClient(config, this.#pipeline, this.#rate);
+    for (const origin of this.#staging.insecureOrigins)
+      logger.warn({ origin, url: config.origins[origin] }, 'staging origin with insecure: true: its TLS certificate is NOT verified');
     this.#policy = retryPolicyOf(config);
     this.#slots = new SlotAccounting(config.workerConcurrency);
     this.#trimmer =

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { WireRequestError } from '@mirrorplane/core';
-import type { OriginGate } from '@mirrorplane/runtime';
+import { originTlsOptions, type OriginGate } from '@mirrorplane/runtime';
 import { Http1Origin, type WireResponse } from './http1-client.js';
 import { Http2Origin, type Http2Response } from './http2-client.js';
 import { DeadlineQueue, type Cancellation } from './deadline-queue.js';
@@ -141,24 +141,28 @@ export class StagingClient {
   readonly #pipeline: CompiledPipeline;
   /** The deployment's rate caps by origin, or null when this client sends uncapped. */
   readonly #gate: OriginGate | null;
+  /** Origins whose certificate is not verified (`insecure: true`), for the start-up log. */
+  readonly insecureOrigins: readonly string[];
 
   /** @param gate the rate caps every request waits on before it is sent (`RateLimiter`); none: uncapped. */
   constructor(config: Config, pipeline: CompiledPipeline, gate: OriginGate | null = null) {
     this.#gate = gate;
+    this.insecureOrigins = Object.entries(config.originTls)
+      .filter(([, tls]) => tls.insecure)
+      .map(([name]) => name);
     const urls: Record<string, string> = { ...config.origins };
     if (config.stagingUrl) urls.default = config.stagingUrl;
     for (const [name, url] of Object.entries(urls)) {
       const staging = new URL(url);
       // Connects, headers and body all run under the replay's deadline (REPLAY_TIMEOUT_MS).
-      const pool = new Http1Origin(staging.origin, {
-        bodyLimit: pipeline.needsResponseBody && pipeline.hasPost ? config.responseBodyLimit : 0,
-        maxIdle: config.workerConcurrency,
-        idleMs: 30_000,
-      });
+      // Read now: a missing file fails the start naming origins.<name>.ca (TlsFileError).
+      const tls = originTlsOptions(config.originTls[name]);
+      const bodyLimit = pipeline.needsResponseBody && pipeline.hasPost ? config.responseBodyLimit : 0;
+      const pool = new Http1Origin(staging.origin, { bodyLimit, maxIdle: config.workerConcurrency, idleMs: 30_000, tls });
       this.#origins.set(name, {
         name,
         pool,
-        h2: new Http2Origin(staging.origin, { bodyLimit: pipeline.needsResponseBody && pipeline.hasPost ? config.responseBodyLimit : 0 }),
+        h2: new Http2Origin(staging.origin, { bodyLimit, tls }),
         host: config.preserveHost ? null : staging.host,
         authority: staging.host,
         basePath: staging.pathname === '/' ? '' : staging.pathname.replace(/\/$/, ''),

@@ -124,6 +124,25 @@ const grpcStatusList = z.union([z.string(), z.array(z.union([z.string(), z.numbe
   return out;
 });
 
+/** The path of a file (a certificate, key or CA bundle); read by the process that uses it, which names the setting if it cannot. */
+const filePath = z.string().trim().min(1, 'expected the path of a file');
+
+/** Peer names of an allow-list: subject CNs or `spiffe://trust-domain/path` IDs, comma-separated. */
+const peerNames = z.union([z.string(), z.array(z.string())]).transform((value, ctx) => {
+  const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter(Boolean);
+  for (const item of items) {
+    if (/^spiffe:/i.test(item) && !/^spiffe:\/\/[a-z0-9._-]+(\/[^\s,]*)?$/i.test(item)) {
+      ctx.addIssue({ code: 'custom', message: `expected a SPIFFE ID like spiffe://example.org/mirror, got ${JSON.stringify(item)}` });
+      return z.NEVER;
+    }
+  }
+  if (items.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'expected subject CNs or spiffe:// IDs, comma-separated' });
+    return z.NEVER;
+  }
+  return items;
+});
+
 interface Setting {
   env: string;
   flag?: string;
@@ -347,6 +366,52 @@ export const SETTINGS = {
     default: 0,
     doc: 'Redis used_memory at which the ingress sheds with 503 backlog_full (0: no cap)',
   },
+  ingressTlsCert: {
+    env: 'INGRESS_TLS_CERT',
+    schema: filePath,
+    doc: 'PEM certificate chain of the traffic port: set with INGRESS_TLS_KEY, the port speaks TLS only; both files are re-read when they change (TLS_RELOAD_MS)',
+  },
+  ingressTlsKey: { env: 'INGRESS_TLS_KEY', schema: filePath, doc: 'PEM private key of INGRESS_TLS_CERT (its path is shown, never its contents)' },
+  ingressTlsCa: {
+    env: 'INGRESS_TLS_CA',
+    schema: filePath,
+    doc: 'PEM CA bundle: the traffic port then requires a client certificate signed by it (mutual TLS); needs INGRESS_TLS_CERT',
+  },
+  ingressTlsAllow: {
+    env: 'INGRESS_TLS_ALLOW',
+    schema: peerNames,
+    doc: 'client certificates the traffic port takes, by subject CN or SPIFFE ID (spiffe://… URI SAN), comma-separated; others are refused at the handshake (off when unset; needs INGRESS_TLS_CA)',
+  },
+  adminTlsCert: {
+    env: 'ADMIN_TLS_CERT',
+    schema: filePath,
+    doc: 'PEM certificate chain of the admin port and of `mirrorplane dashboard` (with ADMIN_TLS_KEY: HTTPS only, re-read when changed)',
+  },
+  adminTlsKey: { env: 'ADMIN_TLS_KEY', schema: filePath, doc: 'PEM private key of ADMIN_TLS_CERT' },
+  adminTlsCa: { env: 'ADMIN_TLS_CA', schema: filePath, doc: 'PEM CA bundle: the admin port and dashboard then require a client certificate signed by it' },
+  adminTlsAllow: {
+    env: 'ADMIN_TLS_ALLOW',
+    schema: peerNames,
+    doc: 'client certificates the admin port and dashboard take, by subject CN or spiffe:// ID, comma-separated (needs ADMIN_TLS_CA)',
+  },
+  redisTlsCa: {
+    env: 'REDIS_TLS_CA',
+    schema: filePath,
+    doc: "PEM CA bundle Redis's certificate must chain to (rediss:// only; default: the system's CAs); also for the sentinels of rediss+sentinel://",
+  },
+  redisTlsCert: { env: 'REDIS_TLS_CERT', schema: filePath, doc: 'PEM client certificate presented to Redis (tls-auth-clients yes); needs REDIS_TLS_KEY' },
+  redisTlsKey: { env: 'REDIS_TLS_KEY', schema: filePath, doc: 'PEM private key of REDIS_TLS_CERT' },
+  redisTlsServername: {
+    env: 'REDIS_TLS_SERVERNAME',
+    schema: z.string().trim().min(1),
+    doc: "name Redis's certificate must carry when it is not the host in REDIS_URL (a Cluster's nodes are reached by address: give the name here)",
+  },
+  tlsReloadMs: {
+    env: 'TLS_RELOAD_MS',
+    schema: integer(100, 3_600_000),
+    default: 5000,
+    doc: 'how often the certificate, key and CA files of the TLS ports are checked for a change; a new pair that does not load is logged (MP_ERR_TLS_FILE) and the old one kept',
+  },
   adminToken: { env: 'ADMIN_TOKEN', schema: secret, doc: 'bearer token the admin port requires; needed when ADMIN_HOST is not a loopback address' },
   dataKey: {
     env: 'MIRRORPLANE_DATA_KEY',
@@ -429,12 +494,20 @@ export interface Config {
   readonly maxBacklogBytes: number;
   /** Bearer token of the admin port, or null. */
   readonly adminToken: string | null;
+  /** Client TLS settings for rediss:// (REDIS_TLS_*), or null when none is set. */
+  readonly redisTls: RedisTlsSettings | null;
+  /** TLS of the traffic port (INGRESS_TLS_*), or null when it speaks clear text. */
+  readonly ingressTls: ServerTlsSettings | null;
+  /** TLS of the admin port and the dashboard (ADMIN_TLS_*), or null. */
+  readonly adminTls: ServerTlsSettings | null;
   /** MIRRORPLANE_DATA_KEY as given (validated), or null when entries are stored in clear. */
   readonly dataKey: string | null;
   /** Path of the config file, when one was given. */
   readonly configFile: string | null;
   /** Staging origins by name; `default` is STAGING_URL. Replays go to these and nowhere else. */
   readonly origins: Readonly<Record<string, string>>;
+  /** TLS settings of the origins that have any (`origins.<name>: { url, ca, … }`), by name. */
+  readonly originTls: Readonly<Record<string, OriginTlsSettings>>;
   /** Declarative rules, validated (compiled by the worker's pipeline builder). */
   readonly rules: readonly RuleOptions[];
   /** Absolute path of the hooks module, or null. */
@@ -453,6 +526,46 @@ export interface Config {
   readonly compare: CompareSettings | null;
   /** This process's index among the ingress processes of one host (0 unless forked by the ingress primary). */
   readonly ingressProcessIndex: number;
+}
+
+/** How the worker speaks TLS to one staging origin; paths absolute, each null when not set. */
+export interface OriginTlsSettings {
+  readonly ca: string | null;
+  readonly cert: string | null;
+  readonly key: string | null;
+  readonly servername: string | null;
+  /** No verification of staging's certificate: given explicitly, logged at start. */
+  readonly insecure: boolean;
+  /** Where it is set, for errors: `config.yaml: origins.<name>`. */
+  readonly where: string;
+}
+
+/** How to speak TLS to Redis: files (paths) and the name to verify; each null when not set. */
+export interface RedisTlsSettings {
+  /** REDIS_TLS_CA: trust anchors instead of the system's. */
+  readonly ca: string | null;
+  /** REDIS_TLS_CERT and REDIS_TLS_KEY: a client certificate, or both null. */
+  readonly cert: string | null;
+  readonly key: string | null;
+  /** REDIS_TLS_SERVERNAME: the name verified (and sent as SNI) instead of the URL's host. */
+  readonly servername: string | null;
+}
+
+/**
+ * A TLS listener's files (paths, read by the process) and who may connect. The setting names
+ * travel along so that whoever reads the files can name the setting when one is unusable.
+ */
+export interface ServerTlsSettings {
+  readonly cert: string;
+  readonly key: string;
+  /** CA bundle client certificates must chain to; null: no client certificate asked for. */
+  readonly ca: string | null;
+  /** Subject CNs and spiffe:// IDs allowed; empty: any certificate the CA signed. */
+  readonly allow: readonly string[];
+  /** How often the files are checked for a change (ms). */
+  readonly reloadMs: number;
+  /** The settings' names, for errors: `{ cert: 'INGRESS_TLS_CERT', … }`. */
+  readonly names: { readonly cert: string; readonly key: string; readonly ca: string };
 }
 
 /**
@@ -479,9 +592,41 @@ export interface RecordingSettings {
 
 const RECORDING_DEFAULTS = { bodyLimit: 64 * 1024, maxFileBytes: 100 * 1024 * 1024, maxFileAgeMs: 3_600_000, maxQueuedBytes: 64 * 1024 * 1024 } as const;
 
+/**
+ * An origin written out with its TLS settings (https:// only): `ca` (PEM bundle staging's
+ * certificate must chain to, instead of the system's), `cert` and `key` (a client certificate),
+ * `servername` (the name verified, when not the URL's host), `insecure: true` (no verification
+ * at all: logged at every start, never the default). Paths are relative to the config file.
+ */
+const OriginOptions = z.strictObject({
+  url: url(['http:', 'https:']),
+  ca: z.string({ error: 'expected the path of a PEM CA bundle' }).min(1).optional(),
+  cert: z.string({ error: 'expected the path of a PEM certificate' }).min(1).optional(),
+  key: z.string({ error: 'expected the path of a PEM private key' }).min(1).optional(),
+  servername: z.string({ error: 'expected a host name' }).min(1).optional(),
+  insecure: z.literal(true, { error: 'expected true (or leave it out: verification is on by default)' }).optional(),
+});
+type OriginOptions = z.infer<typeof OriginOptions>;
+
+/** An origin: its URL, or the object form with TLS settings; each form reports its own issues. */
+const originEntry = z.unknown().transform((value, ctx) => {
+  const result =
+    typeof value === 'string' ? url(['http:', 'https:']).safeParse(value) : typeof value === 'object' && value !== null ? OriginOptions.safeParse(value) : null;
+  if (result === null) {
+    ctx.addIssue({ code: 'custom', message: 'expected a URL, or { url, ca, cert, key, servername, insecure }' });
+    return z.NEVER;
+  }
+  if (!result.success) {
+    for (const issue of result.error.issues)
+      ctx.addIssue({ code: 'custom', message: issue.code === 'unrecognized_keys' ? `unknown key ${issue.keys.join(', ')}` : issue.message, path: issue.path });
+    return z.NEVER;
+  }
+  return result.data as string | OriginOptions;
+});
+
 /** Keys only the config file has: structured settings no env var or flag can express. */
 const FILE_ONLY = {
-  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), url(['http:', 'https:']), {
+  origins: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), originEntry, {
     error: 'expected a map of origin name to URL',
   }),
   rateLimit: z.record(z.string().regex(ORIGIN_NAME, 'expected an origin name (1-64 characters of A-Z a-z 0-9 _ -)'), RateLimitOptions, {
@@ -707,7 +852,17 @@ export function loadConfig(options: ConfigOptions): Config {
   const fileKey = (path: string) => `${options.file?.path ?? 'config file'}: ${path}`;
   // STAGING_URL is the origin named `default`: from the env or a flag it overrides the file's
   // `origins.default`; in the file, one of the two may be given, not both.
-  const origins: Record<string, string> = { ...((fileOnly.origins as Record<string, string> | undefined) ?? {}) };
+  const origins: Record<string, string> = {};
+  const originTls: Record<string, OriginTlsSettings> = {};
+  for (const [name, origin] of Object.entries((fileOnly.origins as Record<string, string | OriginOptions> | undefined) ?? {})) {
+    if (typeof origin === 'string') {
+      origins[name] = origin;
+      continue;
+    }
+    origins[name] = origin.url;
+    const tls = originTlsSettings(name, origin, options.file?.path ?? '.', fileKey, issues);
+    if (tls !== null) originTls[name] = tls;
+  }
   const stagingFromFile = options.flags?.stagingUrl === undefined && !options.env.STAGING_URL;
   if (values.stagingUrl !== undefined) {
     if (stagingFromFile && origins.default !== undefined && origins.default !== values.stagingUrl) {
@@ -765,6 +920,9 @@ export function loadConfig(options: ConfigOptions): Config {
   if ((fileOnly.recording as RecordingFile | undefined)?.encrypt === true && values.dataKey === undefined) {
     issues.push({ key: fileKey('recording.encrypt'), message: 'needs MIRRORPLANE_DATA_KEY (the key the lines are sealed with)' });
   }
+  const redisTls = redisTlsSettings(values, issues);
+  const ingressTls = serverTlsSettings(values, 'ingress', 'INGRESS', issues);
+  const adminTls = serverTlsSettings(values, 'admin', 'ADMIN', issues);
   const indexText = options.env[INGRESS_INDEX_ENV] ?? '0';
   const ingressProcessIndex = /^\d{1,3}$/.test(indexText) ? Number(indexText) : -1;
   if (ingressProcessIndex < 0)
@@ -804,18 +962,114 @@ export function loadConfig(options: ConfigOptions): Config {
     stagingRateLimit: (values.stagingRateLimit as RateLimit | null | undefined) ?? null,
     orderBy: orderBy ?? null,
     rateLimits: Object.freeze(rateLimits),
+    originTls: Object.freeze(originTls),
     rules: Object.freeze(rules),
     hooks: fileOnly.hooks !== undefined && options.file ? resolvePath(dirname(options.file.path), fileOnly.hooks as string) : null,
     recording: fileOnly.recording !== undefined && options.file ? recordingSettings(fileOnly.recording as RecordingFile, options.file.path) : null,
     ingressToken: (values.ingressToken as string | undefined) ?? null,
     adminToken: (values.adminToken as string | undefined) ?? null,
     dataKey: (values.dataKey as string | undefined) ?? null,
+    ingressTls,
+    adminTls,
+    redisTls,
     redactHeaders: redaction.headers,
     redaction,
     productionResponses: Object.freeze((fileOnly.productionResponses as ProductionResponsesSettings | undefined) ?? ProductionResponsesOptions.parse({})),
     idMapping: (fileOnly.idMapping as IdMappingSettings | undefined) ?? null,
     compare: (fileOnly.compare as CompareSettings | undefined) ?? null,
     ingressProcessIndex,
+  });
+}
+
+/** An origin's TLS settings, or null when it gives none; issues for contradictions, keyed by their path. */
+function originTlsSettings(
+  name: string,
+  origin: OriginOptions,
+  configPath: string,
+  fileKey: (path: string) => string,
+  issues: ConfigIssue[],
+): OriginTlsSettings | null {
+  const given = origin.ca !== undefined || origin.cert !== undefined || origin.key !== undefined || origin.servername !== undefined || origin.insecure === true;
+  if (!given) return null;
+  const at = (key: string) => fileKey(`origins.${name}.${key}`);
+  if (!origin.url.toLowerCase().startsWith('https:')) issues.push({ key: at('url'), message: 'TLS settings need an https:// URL' });
+  if (origin.cert !== undefined && origin.key === undefined) issues.push({ key: at('key'), message: "required with cert (the certificate's private key)" });
+  if (origin.key !== undefined && origin.cert === undefined) issues.push({ key: at('cert'), message: "required with key (the key's certificate)" });
+  if (origin.insecure === true && (origin.ca !== undefined || origin.servername !== undefined))
+    issues.push({ key: at('insecure'), message: 'contradicts ca/servername: insecure turns verification off, they configure it; keep one' });
+  const file = (path: string | undefined) => (path === undefined ? null : resolvePath(dirname(configPath), path));
+  return Object.freeze({
+    ca: file(origin.ca),
+    cert: file(origin.cert),
+    key: file(origin.key),
+    servername: origin.servername ?? null,
+    insecure: origin.insecure === true,
+    where: fileKey(`origins.${name}`),
+  });
+}
+
+/**
+ * REDIS_TLS_* together, or null when none is set. A half-given client pair, or any of them
+ * with a REDIS_URL that does not use TLS, is an issue naming the setting.
+ */
+function redisTlsSettings(values: Record<string, unknown>, issues: ConfigIssue[]): RedisTlsSettings | null {
+  const ca = (values.redisTlsCa as string | undefined) ?? null;
+  const cert = (values.redisTlsCert as string | undefined) ?? null;
+  const key = (values.redisTlsKey as string | undefined) ?? null;
+  const servername = (values.redisTlsServername as string | undefined) ?? null;
+  if (cert !== null && key === null) issues.push({ key: 'REDIS_TLS_KEY', message: "required with REDIS_TLS_CERT (the certificate's private key)" });
+  if (key !== null && cert === null) issues.push({ key: 'REDIS_TLS_CERT', message: "required with REDIS_TLS_KEY (the key's certificate)" });
+  if (ca === null && cert === null && key === null && servername === null) return null;
+  const url = values.redisUrl as string | undefined;
+  let tls = true;
+  try {
+    tls = url === undefined || parseRedisUrl(url).tls;
+  } catch {
+    // REDIS_URL itself is reported.
+  }
+  if (!tls) {
+    const given = [
+      ['REDIS_TLS_CA', ca],
+      ['REDIS_TLS_CERT', cert],
+      ['REDIS_TLS_KEY', key],
+      ['REDIS_TLS_SERVERNAME', servername],
+    ].filter(([, v]) => v !== null);
+    for (const [name] of given)
+      issues.push({ key: name as string, message: 'needs a TLS REDIS_URL (rediss://, rediss+cluster:// or rediss+sentinel://); it would be ignored' });
+  }
+  return Object.freeze({ ca, cert, key, servername });
+}
+
+/**
+ * The TLS settings of one listener from its four settings, or null when neither certificate
+ * nor key is set. A half-given pair, a CA without a certificate, or an allow-list without a CA
+ * is an issue naming the setting that is missing.
+ */
+function serverTlsSettings(
+  values: Record<string, unknown>,
+  key: 'ingress' | 'admin',
+  env: 'INGRESS' | 'ADMIN',
+  issues: ConfigIssue[],
+): ServerTlsSettings | null {
+  const cert = values[`${key}TlsCert`] as string | undefined;
+  const tlsKey = values[`${key}TlsKey`] as string | undefined;
+  const ca = values[`${key}TlsCa`] as string | undefined;
+  const allow = values[`${key}TlsAllow`] as string[] | undefined;
+  if (cert !== undefined && tlsKey === undefined)
+    issues.push({ key: `${env}_TLS_KEY`, message: `required with ${env}_TLS_CERT (the certificate's private key)` });
+  if (tlsKey !== undefined && cert === undefined) issues.push({ key: `${env}_TLS_CERT`, message: `required with ${env}_TLS_KEY (the key's certificate)` });
+  if (ca !== undefined && cert === undefined)
+    issues.push({ key: `${env}_TLS_CERT`, message: `required with ${env}_TLS_CA (client certificates are asked for over TLS only)` });
+  if (allow !== undefined && ca === undefined)
+    issues.push({ key: `${env}_TLS_CA`, message: `required with ${env}_TLS_ALLOW (the CA the allowed client certificates chain to)` });
+  if (cert === undefined || tlsKey === undefined) return null;
+  return Object.freeze({
+    cert,
+    key: tlsKey,
+    ca: ca ?? null,
+    allow: Object.freeze([...(allow ?? [])]),
+    reloadMs: values.tlsReloadMs as number,
+    names: Object.freeze({ cert: `${env}_TLS_CERT`, key: `${env}_TLS_KEY`, ca: `${env}_TLS_CA` }),
   });
 }
 

@@ -38,6 +38,9 @@ export const ERROR_CODES = {
   MP_ERR_NGINX: 'nginx is missing, refuses its configuration or does not listen',
   MP_ERR_LOCAL_PROCESS: 'a local helper process (redis-server, a demo role) did not start',
   MP_ERR_PREREQUISITE: 'the demo or `start` needs a program that is not installed',
+  MP_ERR_TLS_FILE: 'a TLS certificate, key or CA bundle a setting names cannot be read or used (the error names the setting and path, never the contents)',
+  MP_ERR_REDIS_TLS:
+    'the TLS handshake with Redis failed (unknown CA, expired certificate, wrong name, no client certificate); the error names the setting to fix',
   MP_ERR_INTERNAL: 'an invariant of Mirrorplane itself was broken (a bug)',
 } as const;
 
@@ -346,6 +349,34 @@ export class IntakeError extends MirrorplaneError {
 export class RedisUnavailableError extends MirrorplaneError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('MP_ERR_REDIS_UNAVAILABLE', message, { ...options, retryable: true });
+  }
+}
+
+/**
+ * Thrown when a TLS file a setting names (INGRESS_TLS_CERT, REDIS_TLS_CA, an origin's `ca`…)
+ * cannot be read or does not make a usable certificate, key or CA bundle. `setting` is the
+ * setting's name; the message names it and the path, never the file's contents.
+ */
+export class TlsFileError extends MirrorplaneError {
+  readonly setting: string;
+
+  constructor(setting: string, message: string, options?: { cause?: unknown }) {
+    super('MP_ERR_TLS_FILE', `${setting}: ${message}`, options);
+    this.setting = setting;
+  }
+}
+
+/**
+ * Thrown when the TLS handshake with Redis fails: the server's certificate is signed by a CA
+ * we do not trust, expired, or names another host, or Redis wants a client certificate.
+ * `setting` names what to fix (REDIS_TLS_CA, REDIS_TLS_SERVERNAME, REDIS_TLS_CERT…).
+ */
+export class RedisTlsError extends MirrorplaneError {
+  readonly setting: string;
+
+  constructor(setting: string, message: string, options?: { cause?: unknown }) {
+    super('MP_ERR_REDIS_TLS', message, options);
+    this.setting = setting;
   }
 }
 

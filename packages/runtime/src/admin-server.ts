@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Config } from '@mirrorplane/core';
 import { closeHttp, listenHttp } from './http-listen.js';
+import { ServerTls } from './server-tls.js';
 
 export interface AdminServerOptions {
   host: string;
@@ -14,6 +15,8 @@ export interface AdminServerOptions {
   logger: Logger;
   /** When set, every path but /healthz and /readyz requires `authorization: Bearer <token>`. */
   token?: string | null;
+  /** TLS (and client certificates) of the port, or null for clear text. */
+  tls?: ServerTls | null;
   /** More routes by `METHOD /path` (e.g. `POST /production-responses`); each handles its request in full. */
   routes?: Readonly<Record<string, (req: IncomingMessage, res: ServerResponse) => void>>;
 }
@@ -39,10 +42,13 @@ export function secretMatcher(secret: string): (presented: string | undefined) =
  * or null when ADMIN_PORT is 0. Not listening yet: call `listen()`.
  */
 export function adminServerFor(
-  config: Pick<Config, 'adminHost' | 'adminPort' | 'adminToken'>,
-  options: Omit<AdminServerOptions, 'host' | 'port' | 'token'>,
+  config: Pick<Config, 'adminHost' | 'adminPort' | 'adminToken' | 'adminTls'>,
+  options: Omit<AdminServerOptions, 'host' | 'port' | 'token' | 'tls'>,
 ): AdminServer | null {
-  return config.adminPort === 0 ? null : new AdminServer({ ...options, host: config.adminHost, port: config.adminPort, token: config.adminToken });
+  if (config.adminPort === 0) return null;
+  // Read now: a missing or unusable file fails the start with the setting's name (TlsFileError).
+  const tls = config.adminTls === null ? null : new ServerTls(config.adminTls, options.logger);
+  return new AdminServer({ ...options, host: config.adminHost, port: config.adminPort, token: config.adminToken, tls });
 }
 
 export class AdminServer {
@@ -88,7 +94,7 @@ export class AdminServer {
 
   /** Starts listening; resolves with the bound port. */
   listen(): Promise<number> {
-    return listenHttp(this.#server, this.#options.port, this.#options.host);
+    return listenHttp(this.#server, this.#options.port, this.#options.host, this.#options.tls);
   }
 
   close(): Promise<void> {

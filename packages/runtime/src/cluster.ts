@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { parseRedisUrl } from '@mirrorplane/core';
 
@@ -13,13 +14,15 @@ import { parseRedisUrl } from '@mirrorplane/core';
  * scripts and MULTI work as on one Redis. The result is typed `Redis` so that callers
  * need not care; what they use (commands, `status`, events, `quit`) both classes have.
  */
-export function connectRedis(url: string, options: RedisOptions): Redis {
+export function connectRedis(url: string, options: RedisOptions, tls: ConnectionOptions = {}): Redis {
   const target = parseRedisUrl(url);
-  if (target.mode === 'single') return new Redis(url, options);
+  // `tls` (CA, client certificate, server name: see redisTlsOptions) applies to every TLS
+  // connection: the Redis, each Cluster node, each sentinel.
+  if (target.mode === 'single') return new Redis(url, target.tls ? { ...options, tls } : options);
   const auth = {
     ...(target.username !== null ? { username: target.username } : {}),
     ...(target.password !== null ? { password: target.password } : {}),
-    ...(target.tls ? { tls: {} } : {}),
+    ...(target.tls ? { tls } : {}),
   };
   if (target.mode === 'sentinel') {
     return new Redis({
@@ -29,7 +32,7 @@ export function connectRedis(url: string, options: RedisOptions): Redis {
       name: target.masterName as string,
       db: target.db,
       ...(target.sentinelPassword !== null ? { sentinelPassword: target.sentinelPassword } : {}),
-      ...(target.tls ? { enableTLSForSentinelMode: true } : {}),
+      ...(target.tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
     });
   }
   const { retryStrategy, enableOfflineQueue, enableAutoPipelining, lazyConnect, ...nodeOptions } = options;

@@ -22,3 +22,6 @@ export * from './redis-connect.js';
 export * from './failed-set.js';
 export * from './http-listen.js';
 export * from './rate-limiter.js';
+export * from './server-tls.js';
+export * from './redis-tls.js';
+export * from './origin-tls.js';

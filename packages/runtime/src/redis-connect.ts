@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import {
   DeploymentMismatchError,
   RedisDatabaseError,
+  RedisTlsError,
   RedisUnavailableError,
   deploymentKey,
   errorMessage,
@@ -12,6 +13,7 @@ import {
   type Config,
 } from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
+import { probeRedisTls, redisTlsOptions, redisTlsProblem } from './redis-tls.js';
 
 /** The one way a Redis URL is shown (password masked): see `maskRedisUrl` in @mirrorplane/core. */
 export { maskRedisUrl };
@@ -46,6 +48,8 @@ export function describeRedisError(error: unknown): string {
   if (/ECONNREFUSED/.test(message)) return 'connection refused';
   if (/^Connection is closed\.?$/.test(message)) return 'connection closed';
   if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) return `authentication failed (${message.split('\n')[0]})`;
+  const tls = redisTlsProblem(error);
+  if (tls) return `TLS handshake failed (${tls.setting}): ${tls.message}`;
   if (/wrong version number|certificate|SSL|TLS/i.test(message)) return `TLS handshake failed: ${message}`;
   const reply = redisReplyCode(error);
   if (reply !== null) return `${REPLY_WORDS[reply] ?? 'Redis refused the command'} (${message.split('\n')[0]})`;
@@ -99,7 +103,7 @@ export interface OpenRedisOptions {
  * deployment's keys, so a missing database throws `RedisDatabaseError` instead.
  */
 export async function openRedis(
-  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs' | 'redisConnectTimeoutMs'>,
+  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs' | 'redisConnectTimeoutMs'> & Partial<Pick<Config, 'redisTls'>>,
   purpose: ConnectionPurpose,
   logger: Logger,
   options: OpenRedisOptions = {},
@@ -110,9 +114,12 @@ export async function openRedis(
   const redis = createRedis(config, purpose, logger);
   let lastError: unknown = null;
   let dbError: unknown = null;
+  /** A failed handshake no retry can fix (untrusted, expired, wrong name, client certificate refused): ends the wait at once. */
+  let failTls: (() => void) | null = null;
   const onError = (error: unknown) => {
     if (/DB index is out of range|invalid DB index/i.test(errorMessage(error))) dbError = error;
     else lastError = error;
+    if (target.tls && redisTlsProblem(error) !== null) failTls?.();
   };
   redis.on('error', onError);
   redis.on('sentinelError', onError);
@@ -140,6 +147,10 @@ export async function openRedis(
       }, deadlineMs);
       redis.once('ready', onReady);
       redis.once('end', onEnd);
+      failTls = () => {
+        cleanup();
+        reject(new RedisUnavailableError('TLS handshake failed'));
+      };
       if (target.tls) {
         // A plain Redis reads a TLS hello as a command that never ends and says nothing: the
         // handshake would hang until the deadline. Ask in plain text whether it speaks RESP.
@@ -162,6 +173,16 @@ export async function openRedis(
   } catch {
     redis.disconnect();
     if (dbError !== null) throw await databaseError(config, logger, deadlineMs, target.db, url);
+    let tls = lastError === null ? null : redisTlsProblem(lastError);
+    if (
+      tls === null &&
+      target.tls &&
+      /ECONNRESET|EPIPE|Connection is closed/.test(`${(lastError as { code?: string } | null)?.code} ${errorMessage(lastError)}`)
+    ) {
+      const node = target.nodes[0]!;
+      tls = await probeRedisTls(node.host, node.port, redisTlsOptions(config.redisTls), Math.min(2000, deadlineMs));
+    }
+    if (tls) throw new RedisTlsError(tls.setting, `cannot reach Redis at ${url}: TLS handshake failed (${tls.setting}): ${tls.message}`, { cause: lastError });
     const cause = lastError === null ? `no answer within ${formatSeconds(deadlineMs)}` : describeRedisError(lastError);
     throw new RedisUnavailableError(`cannot reach Redis at ${url}: ${cause}`, { cause: lastError ?? undefined });
   } finally {

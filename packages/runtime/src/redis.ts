@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { errorMessage, RedisUnavailableError, type Config } from '@mirrorplane/core';
 import { connectRedis } from './cluster.js';
 import { readGroup } from './stream-info.js';
+import { redisTlsOptions, redisTlsProblem } from './redis-tls.js';
 
 /**
  * What a connection is for decides how it behaves while Redis is away:
@@ -24,10 +25,12 @@ export type RedisClient = Redis | Cluster;
 export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli' | 'watch';
 
 export function createRedis(
-  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'> & Partial<Pick<Config, 'redisConnectTimeoutMs'>>,
+  config: Pick<Config, 'redisUrl' | 'appendTimeoutMs'> & Partial<Pick<Config, 'redisConnectTimeoutMs' | 'redisTls'>>,
   purpose: ConnectionPurpose,
   logger: Logger,
 ): Redis {
+  // Read first: a missing or expired file throws naming its REDIS_TLS_* setting (TlsFileError).
+  const tls = redisTlsOptions(config.redisTls);
   const options: RedisOptions = {
     connectionName: `mirrorplane-${purpose}`,
     // Reconnect forever with a capped backoff: a process outlives a Redis restart.
@@ -73,7 +76,7 @@ export function createRedis(
       });
       break;
   }
-  const redis = connectRedis(config.redisUrl, options);
+  const redis = connectRedis(config.redisUrl, options, tls);
   // ioredis emits an error on every failed reconnect; log the first of a run and the recovery.
   let down = false;
   redis.on('error', (error) => {
@@ -86,7 +89,11 @@ export function createRedis(
     }
     if (!down) {
       down = true;
-      logger.warn({ purpose, err: errorMessage(error) }, 'redis connection lost; reconnecting');
+      // A certificate that expired or was replaced while running: say which setting fixes it.
+      const tlsProblem = redisTlsProblem(error);
+      if (tlsProblem)
+        logger.error({ purpose, code: 'MP_ERR_REDIS_TLS', setting: tlsProblem.setting, err: tlsProblem.message }, 'redis TLS handshake failed; reconnecting');
+      else logger.warn({ purpose, err: errorMessage(error) }, 'redis connection lost; reconnecting');
     }
   });
   redis.on('ready', () => {

@@ -30,6 +30,10 @@ export function registerReplay(program: Command, io: Io): void {
     const config = configure('cli', { ...settings, ...(options.staging ? { stagingUrl: options.staging } : {}) });
     const recordings = options.file?.length ? await readRecordings(options.file, EntryCipher.fromSpec(config.dataKey)) : null;
     const progress = progressReporter(io.err, io.stderrIsTTY);
+    // Verification off is never silent, here as in the worker.
+    if (options.staging)
+      for (const [name, tls] of Object.entries(config.originTls))
+        if (tls.insecure) io.err(`mirrorplane: warning: staging origin ${name} has insecure: true: its TLS certificate is NOT verified\n`);
     const summary = await withOperatorConnection(config, async ({ redis }) => {
       const built = options.staging ? await buildPipeline(config, createLogger({ logLevel: 'silent' }, 'replay')) : null;
       try {
