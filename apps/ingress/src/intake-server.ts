@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { isListening, listenHttp, stopListening, type ServerTls } from '@mirrorplane/runtime';
 import { RequestParser, type ParsedRequest, type Refusal, type RefusalReason, type RequestHead } from './http1-parser.js';
 
