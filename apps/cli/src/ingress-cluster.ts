@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { INGRESS_INDEX_ENV, type Config } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 import { EXIT_USAGE } from './process.js';
+import { releaseStartSignals } from './early-signals.js';
 
 /** A crash loop must not spin the CPU: a replacement waits this long after an unplanned exit. */
 const RESTART_DELAY_MS = 1000;
@@ -99,6 +100,7 @@ export function superviseIngressProcesses(config: Config, logger: Logger): void 
     if (workers.size === 0) process.exit(0);
     for (const worker of workers.keys()) worker.process.kill('SIGTERM');
   };
+  releaseStartSignals();
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }
