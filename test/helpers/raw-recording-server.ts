@@ -1,4 +1,5 @@
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { listenHttp } from '@mirrorplane/runtime';
 import { RequestParser, type ParsedRequest, type Refusal } from '@mirrorplane/ingress';
 
 /** One request exactly as a raw server received it (strings are latin1: one char a byte). */
@@ -55,8 +56,7 @@ export class RawRecordingServer {
 
   static async start(): Promise<RawRecordingServer> {
     const server = new RawRecordingServer();
-    await new Promise<void>((resolve) => server.#server.listen(0, '127.0.0.1', resolve));
-    server.port = (server.#server.address() as AddressInfo).port;
+    server.port = await listenHttp(server.#server, 0, '127.0.0.1');
     return server;
   }
 
