@@ -164,12 +164,16 @@ export async function withStack<T>(needs: StackNeeds, fn: (stack: TestStack) => 
 
 /**
  * The same for a whole test file: starts in `before`, closes and checks in `after`. Returns a
- * handle whose members are usable inside tests (not at import time).
+ * handle whose members are usable inside tests (not at import time). `ready` runs once the
+ * stack is up, for the file's own set-up (say `redis = stack.client()`): on Node 20 a file's
+ * top-level `before` hooks start together rather than one after the other, so a second
+ * `before` could run before the stack exists.
  */
-export function useStack(needs: StackNeeds): TestStack {
+export function useStack(needs: StackNeeds, ready?: (stack: TestStack) => unknown): TestStack {
   let fixture: Fixture | null = null;
   before(async () => {
     fixture = await Fixture.start(needs);
+    await ready?.(fixture);
   });
   after(async () => {
     await fixture?.close();
