@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11, fault 1's kind. docs/RELIABILITY.md §1: "A request is repeated only
@@ -12,13 +12,8 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 // slot comes back.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function copiesByRequestId(received: Received[]): Map<string, number> {

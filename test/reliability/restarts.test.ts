@@ -1,18 +1,13 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { RecordingServer, RedisServer, Stack, delayed, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, waitFor, useStack } from '../helpers/index.js';
 import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function portClosed(port: number): Promise<boolean> {

@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, waitFor, useStack } from '../helpers/index.js';
 
 // Hostile pass on issue 11 (accounting when workers die): a worker SIGKILLed while it runs a
 // *retry job* (not a stream entry). BullMQ notices the lost lock as a stall; after
@@ -12,13 +12,8 @@ import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, wait
 // failed entry. The 30-minute chaos run in the docs shows 3 such entries.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('workers SIGKILLed twice while running the same retry job: the entry still reaches staging once it is healthy, nothing in the failed set', async (t) => {

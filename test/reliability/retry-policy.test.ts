@@ -1,21 +1,16 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Issue 11, fault 5: retries follow the documented policy (REPLAY_BACKOFF_MS, RETRY_MAX_DELAY_MS,
 // RETRY_WINDOW_MS): they outlast a staging restart instead of giving up after a few seconds.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function triesByRequestId(received: Received[]): Map<string, number[]> {

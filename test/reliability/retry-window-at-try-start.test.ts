@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11 (retry policy). docs/RELIABILITY.md, "Retry policy": "there is a next
@@ -13,13 +13,8 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 // window. Staging here hangs (each try cut by REPLAY_TIMEOUT_MS), a staging outage in miniature.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function triesByRequestId(received: Received[]): Map<string, number[]> {

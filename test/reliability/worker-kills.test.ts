@@ -1,17 +1,12 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, delayed, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, waitFor, useStack } from '../helpers/index.js';
 import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('workers SIGKILLed at random points under steady load, three times: every accepted request reaches staging', async () => {

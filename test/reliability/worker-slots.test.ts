@@ -1,20 +1,15 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Issue 11, fault 1: replays slower than about CLAIM_IDLE_MS / 2 left slots held by entries
 // that had finished, until the worker stopped reading for good.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function slowStaging(ms: number) {
