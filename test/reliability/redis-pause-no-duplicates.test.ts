@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11: Redis paused (SIGSTOP) for longer than CLAIM_IDLE_MS while two live
@@ -13,13 +13,9 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 
 let redis: RedisServer;
 
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  redis?.signal('SIGCONT');
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  s.defer(() => s.redis.signal('SIGCONT'));
 });
 
 function copiesByRequestId(received: Received[]): Map<string, number> {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { RecordingServer, RedisServer, Stack, freePort, header, waitFor, useStack } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, copiesByRequestId, metric, missing, untilAccepting } from './steady-load.js';
+import { SteadyLoad, assertAtLeastOnce, copiesByRequestId, metric, missing, untilAccepting, drainedWithoutFailures } from './steady-load.js';
 
 let redis: RedisServer;
 useStack({}, (s) => {
@@ -46,15 +46,7 @@ test('staging down under load, then up: every entry waits in the retry queue wit
     const retried = [...copiesByRequestId(staging.received).values()].filter((c) => Number(header(c[c.length - 1]!.rawHeaders, 'x-mirrorplane-attempt')) >= 3);
     assert.ok(retried.length >= 20, `entries that arrived after several attempts: ${retried.length}`);
     assert.ok((await metric(adminPort, 'mirrorplane_worker_replays_total{outcome="retryable_error"}')) >= 20, 'failed attempts are counted');
-    const status = await waitFor(
-      'the retry queue to empty',
-      async () => {
-        const s = await stack.status();
-        return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
-      },
-      60_000,
-    );
-    assert.equal(status.failed, 0);
+    await drainedWithoutFailures(stack);
     assert.equal(load.refusedCount, 0, 'the ingress never depended on staging');
   } finally {
     await load.stop();
@@ -97,15 +89,7 @@ test('staging answering slower than REPLAY_TIMEOUT_MS: each try is cut, counted 
     assertAtLeastOnce(staging, load.accepted);
     assert.ok((await metric(adminPort, 'mirrorplane_worker_replays_total{outcome="retryable_error"}')) >= count, 'each cut try is counted');
     await waitFor('nothing in flight', async () => (await metric(adminPort, 'mirrorplane_worker_in_flight')) === 0, 30_000);
-    const status = await waitFor(
-      'the retry queue to empty',
-      async () => {
-        const s = await stack.status();
-        return s.retrying === 0 && s.backlog === 0 && s.pending === 0 ? s : null;
-      },
-      60_000,
-    );
-    assert.equal(status.failed, 0);
+    const status = await drainedWithoutFailures(stack);
     assert.equal(status.replayed, count + 1, 'every request and the readiness probe');
   } finally {
     await load.stop();
