@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
 import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
+import { tryTimes } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11 (retry policy). docs/RELIABILITY.md, "Retry policy": "there is a next
@@ -16,15 +17,6 @@ let redis: RedisServer;
 useStack({}, (s) => {
   redis = s.redis;
 });
-
-function triesByRequestId(received: Received[]): Map<string, number[]> {
-  const out = new Map<string, number[]>();
-  for (const r of received) {
-    const id = header(r.rawHeaders, 'x-request-id') as string;
-    out.set(id, [...(out.get(id) ?? []), r.receivedAt]);
-  }
-  return out;
-}
 
 test('no try starts later than RETRY_WINDOW_MS after the first, even when more entries retry than the retry queue runs at once', async (t) => {
   const WINDOW = 2000;
@@ -46,7 +38,7 @@ test('no try starts later than RETRY_WINDOW_MS after the first, even when more e
   try {
     await appendEntries(client, w.config.prefix, 'win', N);
     await waitFor('every entry in the failed set (exhausted)', async () => ((await queue.getJobCounts('failed')).failed ?? 0) === N, 180_000, 100);
-    const spans = [...triesByRequestId(staging.received).entries()].map(([id, at]) => ({ id, tries: at.length, span: Math.max(...at) - Math.min(...at) }));
+    const spans = [...tryTimes(staging.received).entries()].map(([id, at]) => ({ id, tries: at.length, span: Math.max(...at) - Math.min(...at) }));
     const over = spans.filter((s) => s.span > WINDOW + SLACK);
     t.diagnostic(`first→last try per entry (ms): ${spans.map((s) => `${s.id}:${s.span}/${s.tries} tries`).join(', ')}`);
     assert.deepEqual(

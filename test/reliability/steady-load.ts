@@ -165,3 +165,21 @@ export async function drainedWithoutFailures(stack: Stack, timeoutMs = 60_000): 
   assert.equal(status.failed, 0, 'nothing in the failed set');
   return status;
 }
+
+/** How many copies of each request (by X-Request-ID) staging received. */
+export function countCopies(received: readonly Received[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [id, copies] of copiesByRequestId(received)) out.set(id, copies.length);
+  return out;
+}
+
+/** When each try of each request (by X-Request-ID) reached staging (`receivedAt`, ms), in arrival order. */
+export function tryTimes(received: readonly Received[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [id, copies] of copiesByRequestId(received))
+    out.set(
+      id,
+      copies.map((c) => c.receivedAt),
+    );
+  return out;
+}
