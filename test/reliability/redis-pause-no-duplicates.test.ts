@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
+import { RecordingServer, RedisServer, waitFor, useStack } from '../helpers/index.js';
 import { countCopies } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 

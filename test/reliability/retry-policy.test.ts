@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, useStack } from '../helpers/index.js';
 import { tryTimes } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
