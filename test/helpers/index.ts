@@ -8,3 +8,4 @@ export * from './stack.js';
 export * from './expect.js';
 export * from './raw-recording-server.js';
 export * from './fixtures.js';
+export * from './pool.js';
