@@ -27,7 +27,8 @@ test('workers SIGKILLed twice while running the same retry job: the entry still 
     redis,
     stagingUrl: staging.url,
     workers: 1,
-    env: { REPLAY_TIMEOUT_MS: '15000', CLAIM_IDLE_MS: '1000', REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '200' },
+    // A short stall check and try deadline: each kill is noticed within seconds, not the default minute.
+    env: { REPLAY_TIMEOUT_MS: '5000', RETRY_STALL_CHECK_MS: '2000', CLAIM_IDLE_MS: '1000', REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '200' },
   });
   const connection = redis.client();
   const queue = createRetryQueue(keysFor(stack.env.MIRRORPLANE_PREFIX as string), connection);
