@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { listenHttp } from '@mirrorplane/runtime';
 import type { StagingMode } from './schedule.js';
 
 /** The body the load sends for a request id: staging checks every copy against it, byte for byte. */
@@ -142,15 +143,8 @@ export class ChaosStaging {
     }
   }
 
-  #listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.port, '127.0.0.1', () => {
-        this.#server.off('error', reject);
-        this.port = (this.#server.address() as AddressInfo).port;
-        resolve();
-      });
-    });
+  async #listen(): Promise<void> {
+    this.port = await listenHttp(this.#server, this.port, '127.0.0.1');
   }
 
   #stopListening(): Promise<void> {

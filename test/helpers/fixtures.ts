@@ -1,4 +1,7 @@
 import { after, before } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import { keysFor, type Keys } from '@mirrorplane/core';
@@ -22,6 +25,8 @@ export interface StackNeeds {
   staging?: Responder | true;
   /** The ingress and workers as CLI processes; needs `staging` unless STAGING_URL is in `env`. */
   roles?: Omit<StackOptions, 'redis' | 'stagingUrl'>;
+  /** A fresh temporary directory (this name prefix), removed at the end: config files, recordings. */
+  dir?: string;
 }
 
 export interface TestStack {
@@ -30,6 +35,8 @@ export interface TestStack {
   readonly staging: RecordingServer;
   /** The ingress and workers (throws when the test did not ask for them). */
   readonly roles: Stack;
+  /** The temporary directory (throws when the test did not ask for one). */
+  readonly dir: string;
   /** The keys of the stack's deployment (random prefix), or of `prefix`. */
   keys(prefix?: string): Keys;
   /** A Redis client closed by the fixture. */
@@ -47,13 +54,15 @@ class Fixture implements TestStack {
   readonly redis: RedisServer;
   readonly #staging: RecordingServer | null;
   readonly #roles: Stack | null;
+  readonly #dir: string | null;
   readonly #clients: Redis[] = [];
   readonly #cleanups: (() => unknown)[] = [];
 
-  private constructor(redis: RedisServer, staging: RecordingServer | null, roles: Stack | null) {
+  private constructor(redis: RedisServer, staging: RecordingServer | null, roles: Stack | null, dir: string | null) {
     this.redis = redis;
     this.#staging = staging;
     this.#roles = roles;
+    this.#dir = dir;
   }
 
   static async start(needs: StackNeeds): Promise<Fixture> {
@@ -73,12 +82,17 @@ class Fixture implements TestStack {
       await redis.close();
       throw error;
     }
-    return new Fixture(redis, staging, roles);
+    return new Fixture(redis, staging, roles, needs.dir === undefined ? null : mkdtempSync(join(tmpdir(), needs.dir)));
   }
 
   get staging(): RecordingServer {
     if (!this.#staging) throw new Error('this test did not ask for a staging server (staging: true)');
     return this.#staging;
+  }
+
+  get dir(): string {
+    if (this.#dir === null) throw new Error("this test did not ask for a directory (dir: 'prefix-')");
+    return this.#dir;
   }
 
   get roles(): Stack {
@@ -119,6 +133,7 @@ class Fixture implements TestStack {
     await step(() => this.#assertNoConnectionsLeft());
     await step(() => this.#staging?.close());
     await step(() => this.redis.close());
+    if (this.#dir !== null) await step(() => rmSync(this.#dir!, { recursive: true, force: true }));
     if (failures.length > 0) throw failures[0];
   }
 
@@ -164,12 +179,16 @@ export async function withStack<T>(needs: StackNeeds, fn: (stack: TestStack) => 
 
 /**
  * The same for a whole test file: starts in `before`, closes and checks in `after`. Returns a
- * handle whose members are usable inside tests (not at import time).
+ * handle whose members are usable inside tests (not at import time). `ready` runs once the
+ * stack is up, for the file's own set-up (say `redis = stack.client()`): on Node 20 a file's
+ * top-level `before` hooks start together rather than one after the other, so a second
+ * `before` could run before the stack exists.
  */
-export function useStack(needs: StackNeeds): TestStack {
+export function useStack(needs: StackNeeds, ready?: (stack: TestStack) => unknown): TestStack {
   let fixture: Fixture | null = null;
   before(async () => {
     fixture = await Fixture.start(needs);
+    await ready?.(fixture);
   });
   after(async () => {
     await fixture?.close();
@@ -187,6 +206,9 @@ export function useStack(needs: StackNeeds): TestStack {
     },
     get roles() {
       return current().roles;
+    },
+    get dir() {
+      return current().dir;
     },
     keys: (prefix) => current().keys(prefix),
     client: () => current().client(),

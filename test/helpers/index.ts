@@ -10,3 +10,4 @@ export * from './raw-recording-server.js';
 export * from './fixtures.js';
 export * from './certs.js';
 export * from './tls-http.js';
+export * from './pool.js';

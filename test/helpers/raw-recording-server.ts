@@ -1,5 +1,6 @@
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
+import { listenHttp } from '@mirrorplane/runtime';
 import { RequestParser, type ParsedRequest, type Refusal } from '@mirrorplane/ingress';
 
 /** One request exactly as a raw server received it (strings are latin1: one char a byte). */
@@ -60,8 +61,7 @@ export class RawRecordingServer {
 
   static async start(tls?: TlsOptions): Promise<RawRecordingServer> {
     const server = new RawRecordingServer(tls);
-    await new Promise<void>((resolve) => server.#server.listen(0, '127.0.0.1', resolve));
-    server.port = (server.#server.address() as AddressInfo).port;
+    server.port = await listenHttp(server.#server, 0, '127.0.0.1');
     return server;
   }
 

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { listenHttp } from '@mirrorplane/runtime';
 import { headerValue } from '@mirrorplane/core';
 
 /** One request exactly as a server received it. */
@@ -62,15 +63,8 @@ export class RecordingServer {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  listen(port = this.port): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, '127.0.0.1', () => {
-        this.#server.off('error', reject);
-        this.port = (this.#server.address() as AddressInfo).port;
-        resolve();
-      });
-    });
+  async listen(port = this.port): Promise<void> {
+    this.port = await listenHttp(this.#server, port, '127.0.0.1');
   }
 
   /** Requests that carried this mirrorplane id. */

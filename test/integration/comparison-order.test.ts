@@ -1,21 +1,21 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as zlib from 'node:zlib';
 import { Redis } from 'ioredis';
+import { productionKeys, ReplayLaterError, type OutgoingRequest, type PipelineContext, type ReplayResponse } from '@mirrorplane/core';
+import { storeProductionResponse } from '@mirrorplane/runtime';
+import { useStack } from '../helpers/index.js';
 import {
-  CompareOptions,
-  IdMappingOptions,
-  ProductionResponsesOptions,
-  compileComparison,
-  compileIdMapping,
-  productionKeys,
-  ReplayLaterError,
-  type OutgoingRequest,
-  type PipelineContext,
-  type ReplayResponse,
-} from '@mirrorplane/core';
-import { createProductionStage, storeProductionResponse, type ComparisonContext, type ProductionStageObserver } from '@mirrorplane/runtime';
-import { RedisServer } from '../helpers/index.js';
+  CODINGS as codings,
+  JSON_TYPE,
+  compareSettings,
+  comparisonContext,
+  contexts,
+  orderMapping,
+  productionSettings as settings,
+  productionStage,
+  stageObserver,
+} from '../helpers/production-stage.js';
 
 /**
  * The worker's half (the production stage around a replay) and the intake's half
@@ -24,76 +24,20 @@ import { RedisServer } from '../helpers/index.js';
  * must give the same comparison and the same mapping, each compared exactly once.
  */
 
-let server: RedisServer;
 let redis: Redis;
-
-before(async () => {
-  server = await RedisServer.start();
-  redis = new Redis(server.url, { maxRetriesPerRequest: 2 });
+const stack = useStack({}, (s) => {
+  redis = s.client();
 });
 
-after(async () => {
-  redis?.disconnect();
-  await server?.close();
-});
-
-const mapping = compileIdMapping(
-  IdMappingOptions.parse({
-    waitLimitMs: 60_000,
-    waitDelayMs: 10,
-    kinds: [{ name: 'order', learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: { json: 'id' } }], use: [{ path: '^/orders/(?<id>[^/]+)$' }] }],
-  }),
-);
-const compareSettings = CompareOptions.parse({ headers: ['content-type'] });
-const settings = ProductionResponsesOptions.parse({});
-const JSON_TYPE = 'application/json';
-const codings: [string, (b: Buffer) => Buffer][] = [
-  ['gzip', (b) => zlib.gzipSync(b)],
-  ['deflate', (b) => zlib.deflateRawSync(b)],
-  ['br', (b) => zlib.brotliCompressSync(b)],
-];
+const mapping = orderMapping();
 
 function setup(prefix: string) {
   const keys = productionKeys(prefix);
-  const counts = { waiting: 0, unknown: 0, unmapped: 0, mapped: 0 };
-  const observer: ProductionStageObserver = {
-    mapped: () => void counts.mapped++,
-    waiting: () => void counts.waiting++,
-    unmappedAfterTimeout: () => void counts.unmapped++,
-    unknown: () => void counts.unknown++,
-    decoded: () => {},
-    learned: () => {},
-    compared: () => {},
-    comparisonDeferred: () => {},
-    uncorrelated: () => {},
-    noProductionResponse: () => {},
-  };
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1 << 20,
-    observer,
-  });
-  const comparison: ComparisonContext = {
-    settings: compareSettings,
-    comparison: compileComparison(compareSettings),
-    redact: new Set(),
-    maxDecodedBytes: 1 << 20,
-  };
-  let seq = 0;
-  const base = Date.now();
-  const ctx = (requestId: string, method: string, path: string): PipelineContext => ({
-    entryId: `${base}-${seq++}`,
-    attempt: 1,
-    requestId,
-    mirrored: { method, target: path, rawHeaders: [], body: Buffer.alloc(0), receivedAt: base, requestId, clientAddress: null },
-    rules: [],
-    tags: {},
-  });
+  const counts = { waiting: 0, unknown: 0, unmappedAfterTimeout: 0, mapped: 0 };
+  const observer = stageObserver(counts);
+  const stage = productionStage({ redis, keys, mapping, compare: compareSettings, observer });
+  const comparison = comparisonContext();
+  const ctx = contexts();
   /** The worker's half: pre, staging's (compressed) answer, post. */
   const replay = async (c: PipelineContext, method: string, path: string, stagingBody: unknown, status: number, coding: number) => {
     const request: OutgoingRequest = { method, path, headers: [], body: Buffer.alloc(0), origin: 'default' };
@@ -198,34 +142,13 @@ test('a read that reaches the worker before its create has a production answer w
 
 /** A second stage instance on the same keys: another worker. */
 function createProductionStageFor(keys: ReturnType<typeof productionKeys>, counts: Record<string, number>) {
-  const observer = new Proxy(
-    {},
-    { get: (_, name) => (name === 'waiting' || name === 'unknown' ? () => void counts[name as string]!++ : () => {}) },
-  ) as ProductionStageObserver;
-  return createProductionStage({
-    redis,
-    keys,
-    mapping,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1 << 20,
-    observer,
-  });
+  const observer = stageObserver(counts);
+  return productionStage({ redis, keys, mapping, compare: compareSettings, observer });
 }
 
 test('a staging body that does not decode is compared as received, and the diff record says why', async () => {
   const { keys, ctx, produce } = setup('cmp3');
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping: null,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1024,
-    observer: createObserver(),
-  });
+  const stage = productionStage({ redis, keys, compare: compareSettings, maxDecodedBytes: 1024 });
   const cases: [string, Buffer][] = [
     ['gzip', Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00])],
     ['gzip', zlib.gzipSync(Buffer.alloc(1 << 20, 0x20))],
@@ -253,23 +176,10 @@ test('a staging body that does not decode is compared as received, and the diff 
     );
 });
 
-function createObserver(): ProductionStageObserver {
-  return new Proxy({}, { get: () => () => {} }) as ProductionStageObserver;
-}
-
 test('Redis not answering the ID lookup: the entry is replayed later, neither sent unmapped nor failed', async () => {
-  const down = new Redis(server.url, { maxRetriesPerRequest: 0, lazyConnect: true, enableOfflineQueue: false });
+  const down = new Redis(stack.redis.url, { maxRetriesPerRequest: 0, lazyConnect: true, enableOfflineQueue: false });
   const keys = productionKeys('cmp4');
-  const stage = createProductionStage({
-    redis: down,
-    keys,
-    mapping,
-    compare: null,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1024,
-    observer: createObserver(),
-  });
+  const stage = productionStage({ redis: down, keys, mapping, maxDecodedBytes: 1024 });
   const c: PipelineContext = {
     entryId: `${Date.now()}-0`,
     attempt: 1,

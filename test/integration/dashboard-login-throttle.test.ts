@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { MirrorplaneProcess, RedisServer, freePort } from '../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, useStack } from '../helpers/index.js';
 
 /**
  * Wrong dashboard tokens are throttled per remote address, on the login form and the bearer
@@ -13,11 +13,8 @@ import { MirrorplaneProcess, RedisServer, freePort } from '../helpers/index.js';
 const TOKEN = 'dashboard-token-0123456789abcdef';
 
 let redis: RedisServer;
-before(async () => {
-  redis = await RedisServer.start();
-});
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 let retryAfter: string | undefined;

@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
+import { DashboardSessions } from '../helpers/dashboard.js';
 
 /**
  * Job data is redacted on every bull-board route, not only the job list: the dashboard
@@ -14,30 +14,12 @@ const TOKEN = 'dashboard-token-0123456789abcdef';
 const SECRET_QUERY = 'SECRETQUERYMARKER77';
 
 let redis: RedisServer;
-before(async () => {
-  redis = await RedisServer.start();
-});
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
-
-function call(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const sessions = new DashboardSessions();
+const call = sessions.call.bind(sessions);
 
 test("no bull-board GET route shows a failed job's secret query value (flow view included)", async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(503).end());

@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
 
 /**
  * Issue 12's "deleting accepted, unfinished entries from the UI is impossible", whatever the
@@ -14,11 +14,8 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 const TOKEN = 'dashboard-token-0123456789abcdef';
 
 let redis: RedisServer;
-before(async () => {
-  redis = await RedisServer.start();
-});
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 /** One raw request; the target is written byte for byte (a `#` included). */

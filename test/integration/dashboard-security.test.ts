@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
+import { DashboardSessions } from '../helpers/dashboard.js';
 
 /**
  * The dashboard attacked over raw HTTP, as issue 12 did: no credentials, a wrong Host, a
@@ -16,52 +16,13 @@ const SECRET_QUERY = 'SECRET-QUERY-2d4e';
 const SECRET_BODY = 'SECRET-BODY-55aa';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
-after(async () => {
-  await redis?.close();
-});
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
-
-/** Session cookie → the session key given with it at login: `call` sends it like the dashboard's pages do. */
-const sessionKeys = new Map<string, string>();
-
-function call(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  const key = headers.cookie !== undefined && !('x-mirrorplane-session-key' in headers) ? sessionKeys.get(headers.cookie) : undefined;
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...(key ? { 'x-mirrorplane-session-key': key } : {}), ...headers } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-async function login(port: number): Promise<string> {
-  const origin = `http://127.0.0.1:${port}`;
-  const res = await call(port, 'POST', '/login', { origin, 'content-type': 'application/x-www-form-urlencoded' }, `token=${encodeURIComponent(TOKEN)}`);
-  assert.equal(res.status, 303, res.body);
-  const cookie = String(res.headers['set-cookie']);
-  assert.match(cookie, /HttpOnly/);
-  assert.match(cookie, /SameSite=Strict/);
-  const key = /#mp-session-key=([A-Za-z0-9_-]{43})$/.exec(String(res.headers.location))?.[1];
-  assert.ok(key, `the session key in the redirect's fragment: ${res.headers.location}`);
-  sessionKeys.set(cookie.split(';')[0] as string, key);
-  return cookie.split(';')[0] as string;
-}
+const sessions = new DashboardSessions();
+const call = sessions.call.bind(sessions);
+const login = (port: number) => sessions.login(port, TOKEN);
 
 /** A stack with 2 jobs in the failed set and 2 accepted entries waiting (delayed) for a retry. */
 async function failedAndDelayed(staging: RecordingServer): Promise<Stack> {

@@ -1,11 +1,12 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
-import { MirrorplaneProcess, RedisServer, freePort } from '../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, useStack } from '../helpers/index.js';
+import { CHROMIUM, CHROMIUM_ARGS } from '../helpers/dashboard.js';
 
 /**
  * Cookies are scoped by host, not by port: once an operator logs in on 127.0.0.1:<dashboard>,
@@ -17,25 +18,11 @@ import { MirrorplaneProcess, RedisServer, freePort } from '../helpers/index.js';
  * and Origin of the dashboard, and gets nothing; the operator's pages keep working. Real Chromium.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const TOKEN = 'dashboard-token-0123456789abcdef';
 
 let redis: RedisServer;
-before(async () => {
-  redis = await RedisServer.start();
-});
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function get(port: number, path: string, cookie: string, method = 'GET'): Promise<number> {
@@ -76,7 +63,7 @@ test('a dashboard session cookie received by another service on the same host op
   let context: BrowserContext | undefined;
   try {
     await dashboard.waitForLog('dashboard listening');
-    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS] });
     const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(`http://127.0.0.1:${port}/`);
     await page.waitForURL(/\/login$/);

@@ -1,34 +1,18 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Locator } from 'playwright-core';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, waitFor } from '../helpers/index.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, waitFor, useStack } from '../helpers/index.js';
+import { CHROMIUM, CHROMIUM_ARGS } from '../helpers/dashboard.js';
 
 const TOKEN = 'browser-dashboard-token-0123456789';
 const SECRET = 'SECRET-BROWSER-c0ffee';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('the dashboard binds loopback and refuses other Host names', async () => {
@@ -96,7 +80,7 @@ test(
 
       dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { ...stack.env, ADMIN_TOKEN: TOKEN });
       await dashboard.waitForLog('dashboard listening');
-      context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+      context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS] });
       const page = context.pages()[0] ?? (await context.newPage());
       page.on('dialog', (dialog) => void dialog.accept());
 
@@ -240,7 +224,7 @@ window.results = {};
       await waitFor('2 failed', async () => (await stack.status()).failed === 2);
       dashboard = new MirrorplaneProcess(['dashboard', '--port', String(port)], { ...stack.env, ADMIN_TOKEN: TOKEN });
       await dashboard.waitForLog('dashboard listening');
-      context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+      context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS] });
       const page = context.pages()[0] ?? (await context.newPage());
       // The operator logs in.
       await page.goto(`${dashboardUrl}/`);

@@ -1,18 +1,13 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, waitFor, useStack } from '../helpers/index.js';
 
 // INGRESS_PROCESSES: several ingress processes share the traffic port (node:cluster).
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('two ingress processes share the port, each with its own admin port, and stop together on SIGTERM', async () => {

@@ -1,11 +1,10 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { Redis } from 'ioredis';
-import { RedisServer, Stack, freePort } from '../helpers/index.js';
+import { RedisServer, Stack, freePort, useStack } from '../helpers/index.js';
 import { productionKeys } from '@mirrorplane/core';
 
 /**
@@ -17,16 +16,10 @@ let redis: RedisServer;
 let client: Redis;
 let dir: string;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url, { maxRetriesPerRequest: 2 });
-  dir = mkdtempSync(join(tmpdir(), 'mp-intake-coding-'));
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-intake-coding-' }, (s) => {
+  redis = s.redis;
+  client = s.client();
+  dir = s.dir;
 });
 
 const codings: [string, (b: Buffer) => Buffer][] = [

@@ -1,12 +1,11 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { mirrorplaneResponses } from '../../examples/mirrorplane-middleware.mjs';
-import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
 import { startNginx } from '../helpers/nginx.js';
 import { productionKeys } from '@mirrorplane/core';
 
@@ -21,16 +20,10 @@ let redis: RedisServer;
 let client: Redis;
 let dir: string;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url, { maxRetriesPerRequest: 2 });
-  dir = mkdtempSync(join(tmpdir(), 'mp-mw-bodyless-'));
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-mw-bodyless-' }, (s) => {
+  redis = s.redis;
+  client = s.client();
+  dir = s.dir;
 });
 
 /** One handler for production and staging: a tiny item API in the plain node:http style. */

@@ -1,14 +1,13 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { IdMappingOptions, compileIdMapping, type OutgoingRequest, type PipelineContext, productionKeys } from '@mirrorplane/core';
 import { createProductionStage, type ProductionStageObserver } from '@mirrorplane/runtime';
 import { mirrorplaneResponses } from '../../examples/mirrorplane-middleware.mjs';
-import { RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
 
 /**
  * A create route with the shipped middleware whose answer does not go out whole (over
@@ -22,16 +21,10 @@ let redis: RedisServer;
 let client: Redis;
 let dir: string;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url, { maxRetriesPerRequest: 2 });
-  dir = mkdtempSync(join(tmpdir(), 'mp-mw-cut-'));
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-mw-cut-' }, (s) => {
+  redis = s.redis;
+  client = s.client();
+  dir = s.dir;
 });
 
 const settings = {

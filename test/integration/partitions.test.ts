@@ -1,20 +1,15 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { partitionKeys, partitionOf, parsePartitionKey, createPartitioner, qualifyId, splitId } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, Stack, freePort, header, runCli, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, header, runCli, waitFor, useStack } from '../helpers/index.js';
 
 let redis: RedisServer;
 let client: Redis;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url);
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  client = s.client();
 });
 
 test('partition keys, the partitioner and qualified ids', () => {

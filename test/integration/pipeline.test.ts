@@ -1,26 +1,19 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 import { sampleKeeps } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, Stack, freePort, header, requestHead, runCli, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, header, requestHead, runCli, sendRaw, waitFor, type Received, useStack } from '../helpers/index.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
 
 let redis: RedisServer;
 let dir: string;
-
-before(async () => {
-  redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-pipeline-'));
-});
-
-after(async () => {
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-pipeline-' }, (s) => {
+  redis = s.redis;
+  dir = s.dir;
 });
 
 /**

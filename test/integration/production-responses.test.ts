@@ -1,15 +1,14 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import express from 'express';
 import { Redis } from 'ioredis';
 import { mirrorplaneResponses } from '../../examples/mirrorplane-middleware.mjs';
 import { productionKeys } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, Stack, freePort, header, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, header, requestHead, sendRaw, waitFor, type Received, useStack } from '../helpers/index.js';
 import { startNginx } from '../helpers/nginx.js';
 import { formatDiffSummary } from '../../apps/cli/src/diff.js';
 
@@ -32,16 +31,10 @@ let redis: RedisServer;
 let client: Redis;
 let dir: string;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url, { lazyConnect: false, maxRetriesPerRequest: 2 });
-  dir = mkdtempSync(join(tmpdir(), 'mp-prodresp-'));
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-prodresp-' }, (s) => {
+  redis = s.redis;
+  client = s.client();
+  dir = s.dir;
 });
 
 function modeOf(requestId: string | undefined): Mode {

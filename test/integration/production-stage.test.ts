@@ -1,83 +1,38 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as zlib from 'node:zlib';
 import { Redis } from 'ioredis';
+import { OTHER_ROUTE, type OutgoingRequest, type ReplayResponse, productionKeys } from '@mirrorplane/core';
+import { storeProductionResponse } from '@mirrorplane/runtime';
+import { useStack } from '../helpers/index.js';
 import {
-  CompareOptions,
-  IdMappingOptions,
-  ProductionResponsesOptions,
-  compileComparison,
-  compileIdMapping,
-  OTHER_ROUTE,
-  type CompiledIdMapping,
-  type OutgoingRequest,
-  type PipelineContext,
-  type ReplayResponse,
-  productionKeys,
-} from '@mirrorplane/core';
-import { createProductionStage, storeProductionResponse, type ComparisonContext, type ProductionStageObserver } from '@mirrorplane/runtime';
-import { RedisServer } from '../helpers/index.js';
+  JSON_TYPE,
+  compareSettings,
+  comparisonContext as comparisonCtx,
+  contexts,
+  orderMapping,
+  productionSettings as settings,
+  productionStage,
+} from '../helpers/production-stage.js';
 
 /**
  * The production stage (worker half) and the intake half against a real Redis,
  * in-process so the interleaving is the test's to choose.
  */
 
-let server: RedisServer;
 let redis: Redis;
-
-before(async () => {
-  server = await RedisServer.start();
-  redis = new Redis(server.url, { maxRetriesPerRequest: 2 });
+const stack = useStack({}, (s) => {
+  redis = s.client();
 });
 
-after(async () => {
-  redis?.disconnect();
-  await server?.close();
-});
-
-const JSON_TYPE = 'application/json';
-const compareSettings = CompareOptions.parse({ headers: ['content-type'] });
-const settings = ProductionResponsesOptions.parse({});
-const observer = new Proxy({}, { get: () => () => {} }) as ProductionStageObserver;
-
-function orderMapping(
-  extra: Record<string, unknown> = {},
-  learnFrom: Record<string, unknown> = { json: 'id' },
-  use: Record<string, unknown>[] = [{ path: '^/orders/(?<id>[^/]+)$' }],
-): CompiledIdMapping {
-  return compileIdMapping(
-    IdMappingOptions.parse({
-      waitLimitMs: 60_000,
-      waitDelayMs: 10,
-      ...extra,
-      kinds: [{ name: 'order', learn: [{ match: { methods: ['POST'], path: '^/orders$' }, from: learnFrom }], use }],
-    }),
-  );
-}
-
-let seq = 0;
 const base = Date.now();
-function ctx(requestId: string, method: string, path: string, attempt = 1, entryId = `${base}-${seq++}`): PipelineContext {
-  return {
-    entryId,
-    attempt,
-    requestId,
-    mirrored: { method, target: path, rawHeaders: [], body: Buffer.alloc(0), receivedAt: base, requestId, clientAddress: null },
-    rules: [],
-    tags: {},
-  };
-}
-
-function comparisonCtx(maxDecodedBytes = 1 << 20): ComparisonContext {
-  return { settings: compareSettings, comparison: compileComparison(compareSettings), redact: new Set(), maxDecodedBytes };
-}
+const ctx = contexts();
 
 test("order of arrival: production answer landing between the worker learning and keeping staging's answer still compares with the learned ID", async () => {
   const keys = productionKeys('race1');
   const mapping = orderMapping();
   // The worker's own connection; its transactions are observed so the intake's half can run in between.
-  const workerRedis = new Redis(server.url, { maxRetriesPerRequest: 2 });
+  const workerRedis = new Redis(stack.redis.url, { maxRetriesPerRequest: 2 });
   let between: (() => Promise<void>) | null = null;
   const multi = workerRedis.multi.bind(workerRedis);
   (workerRedis as unknown as { multi: typeof multi }).multi = ((...args: Parameters<typeof multi>) => {
@@ -93,16 +48,7 @@ test("order of arrival: production answer landing between the worker learning an
     return m;
   }) as typeof multi;
   try {
-    const stage = createProductionStage({
-      redis: workerRedis,
-      keys,
-      mapping,
-      compare: compareSettings,
-      redact: new Set(),
-      productionTtlMs: 600_000,
-      maxDecodedBytes: 1 << 20,
-      observer,
-    });
+    const stage = productionStage({ redis: workerRedis, keys, mapping, compare: compareSettings });
     const c = ctx('c-race', 'POST', '/orders');
     const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };
     const shaped = (await stage.pre!(request, c)) as OutgoingRequest;
@@ -149,7 +95,7 @@ test("order of arrival: production answer landing between the worker learning an
 test('URL decoding: an ID learned from Location is percent-decoded like the IDs found in paths, and never encoded twice', async () => {
   const keys = productionKeys('loc1');
   const mapping = orderMapping({}, { location: '/orders/(?<id>[^/]+)$' });
-  const stage = createProductionStage({ redis, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = productionStage({ redis, keys, mapping });
   // Production and staging both name the new object in Location, percent-encoded as URLs must be.
   await storeProductionResponse(redis, keys, settings, mapping, {
     requestId: 'c-loc',
@@ -172,7 +118,7 @@ test('URL decoding: an ID learned from Location is percent-decoded like the IDs 
 test("URL decoding: a staging ID with a reserved character learned from JSON is not double-encoded when the client's path names the production ID", async () => {
   const keys = productionKeys('loc2');
   const mapping = orderMapping({}, { location: '/orders/(?<id>[^/]+)$' });
-  const stage = createProductionStage({ redis, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = productionStage({ redis, keys, mapping });
   await storeProductionResponse(redis, keys, settings, mapping, {
     requestId: 'c-loc2',
     status: 201,
@@ -193,7 +139,7 @@ test("URL decoding: a staging ID with a reserved character learned from JSON is 
 test('JSON bodies: replacing an ID in a request body keeps every other value exact (large integers, precise decimals)', async () => {
   const keys = productionKeys('json1');
   const mapping = orderMapping({}, { json: 'id' }, [{ json: 'order.id' }]);
-  const stage = createProductionStage({ redis, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = productionStage({ redis, keys, mapping });
   await redis.set(keys.idmap('order', 'ord_3'), '=stg_3');
   const body = '{"order":{"id":"ord_3"},"amountMinor":12345678901234567890,"rate":0.10000000000000000555,"ref":9007199254740993}';
   const request: OutgoingRequest = { method: 'POST', path: '/payments', headers: ['content-type', JSON_TYPE], body: Buffer.from(body), origin: 'default' };
@@ -204,7 +150,7 @@ test('JSON bodies: replacing an ID in a request body keeps every other value exa
 test('counting: a follow-up with an unknown ID retried after a 5xx is counted once in diff summary, not once per attempt', async () => {
   const keys = productionKeys('count1');
   const mapping = orderMapping({ awaitCreatesMs: 0 });
-  const stage = createProductionStage({ redis, keys, mapping, compare: null, redact: new Set(), productionTtlMs: 600_000, maxDecodedBytes: 1 << 20, observer });
+  const stage = productionStage({ redis, keys, mapping });
   const entryId = `${base}-900`;
   for (const attempt of [1, 2, 3]) {
     const request: OutgoingRequest = { method: 'GET', path: '/orders/legacy_1', headers: [], body: Buffer.alloc(0), origin: 'default' };
@@ -215,16 +161,7 @@ test('counting: a follow-up with an unknown ID retried after a 5xx is counted on
 
 test('decompression bound: a production body over productionResponses.maxDecodedBytes is not decoded anyway by the comparison', async () => {
   const keys = productionKeys('bomb1');
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping: null,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 64 * 1024,
-    observer,
-  });
+  const stage = productionStage({ redis, keys, compare: compareSettings, maxDecodedBytes: 64 * 1024 });
   const json = Buffer.from(JSON.stringify({ pad: 'x'.repeat(2 * 1024 * 1024) }));
   await storeProductionResponse(redis, keys, settings, null, {
     requestId: 'b-1',
@@ -247,16 +184,7 @@ test('decompression bound: a production body over productionResponses.maxDecoded
 test('comparison: a production ID in an answer compares equal to the staging ID Redis maps it to, also when the request did not name it (a list)', async () => {
   const keys = productionKeys('list1');
   const mapping = orderMapping();
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1 << 20,
-    observer,
-  });
+  const stage = productionStage({ redis, keys, mapping, compare: compareSettings });
   // Learned earlier, as Redis holds it after a create.
   await redis.set(keys.idmap('order', 'ord_1'), '=stg_1');
   await redis.set(keys.idmap('order', 'ord_2'), '=stg_2');
@@ -286,16 +214,7 @@ test('comparison: a production ID in an answer compares equal to the staging ID 
 
 test('comparison routes: paths from hostile or long-tail traffic do not make an unbounded number of routes (metric labels, Redis fields)', async () => {
   const keys = productionKeys('card1');
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping: null,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1 << 20,
-    observer,
-  });
+  const stage = productionStage({ redis, keys, compare: compareSettings });
   // A scanner's paths, or slugs: no digits, so none is folded into :id.
   const words = ['wp-admin', 'phpmyadmin', 'env', 'git', 'backup', 'config', 'admin', 'login', 'shell', 'debug'];
   const N = 300;
@@ -329,16 +248,7 @@ test('comparison routes: paths from hostile or long-tail traffic do not make an 
 test('correlation: two requests sharing one x-request-id (a client reusing its id) are never compared or learned across each other', async () => {
   const keys = productionKeys('dup1');
   const mapping = orderMapping();
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1 << 20,
-    observer,
-  });
+  const stage = productionStage({ redis, keys, mapping, compare: compareSettings });
   // The client sends a create and then a search with the same x-request-id; production answers both.
   await storeProductionResponse(
     redis,
@@ -380,16 +290,7 @@ test('correlation: two requests sharing one x-request-id (a client reusing its i
 test("correlation: an answer to another request under the same x-request-id that reaches the intake after staging's is kept is not compared with it", async () => {
   const keys = productionKeys('dup2');
   const mapping = orderMapping();
-  const stage = createProductionStage({
-    redis,
-    keys,
-    mapping,
-    compare: compareSettings,
-    redact: new Set(),
-    productionTtlMs: 600_000,
-    maxDecodedBytes: 1 << 20,
-    observer,
-  });
+  const stage = productionStage({ redis, keys, mapping, compare: compareSettings });
   // The worker replays the create first: staging's answer is kept, waiting for production's.
   const c = ctx('dup-late', 'POST', '/orders');
   const request: OutgoingRequest = { method: 'POST', path: '/orders', headers: [], body: Buffer.alloc(0), origin: 'default' };

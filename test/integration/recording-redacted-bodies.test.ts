@@ -1,9 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecordingServer, RedisServer, Stack, runCli, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, runCli, waitFor, useStack } from '../helpers/index.js';
 import { requestHead, sendRaw } from '../helpers/raw-http.js';
 
 /**
@@ -16,13 +15,9 @@ const M = { form: 'MKFORMPW61', json: 'MKJSONPW62', userinfo: 'MKRECUSER63' };
 
 let redis: RedisServer;
 let dir: string;
-before(async () => {
-  redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-rec-bodies-'));
-});
-after(async () => {
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-rec-bodies-' }, (s) => {
+  redis = s.redis;
+  dir = s.dir;
 });
 
 const forms = (m: string) => [m, Buffer.from(m).toString('base64').slice(0, 12)];

@@ -1,26 +1,19 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 import { z } from 'zod';
-import { RecordingServer, RedisServer, Stack, header, requestHead, runCli, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, requestHead, runCli, sendRaw, waitFor, useStack } from '../helpers/index.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
 
 let redis: RedisServer;
 let dir: string;
-
-before(async () => {
-  redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-recording-'));
-});
-
-after(async () => {
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-recording-' }, (s) => {
+  redis = s.redis;
+  dir = s.dir;
 });
 
 // HAR 1.2 (http://www.softwareishard.com/blog/har-12-spec/): the required fields of each

@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
 import { requestHead, sendRaw } from '../helpers/raw-http.js';
 
 /**
@@ -20,11 +20,8 @@ const M = {
 };
 
 let redis: RedisServer;
-before(async () => {
-  redis = await RedisServer.start();
-});
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function get(port: number, path: string, headers: Record<string, string>): Promise<string> {

@@ -1,4 +1,4 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -6,20 +6,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { encodeEntryFields, keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, Stack, header, runCli, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, runCli, waitFor, useStack } from '../helpers/index.js';
 import { parseFilter, parseSpeed, parseTime, progressReporter } from '../../apps/cli/src/replay-window.js';
 
 let redis: RedisServer;
 let client: Redis;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url);
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  client = s.client();
 });
 
 test('times, speeds and filters are parsed, and bad ones are named', () => {

@@ -1,23 +1,18 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { keysFor, parseStreamRetention } from '@mirrorplane/core';
 import { readStatus, trimStream, unfinishedBound } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, Stack, runCli, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, runCli, waitFor, useStack } from '../helpers/index.js';
 
 let redis: RedisServer;
 let client: Redis;
 
-before(async () => {
-  redis = await RedisServer.start();
-  client = new Redis(redis.url);
-});
-
-after(async () => {
-  client?.disconnect();
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  client = s.client();
 });
 
 test('STREAM_RETENTION takes an age, an entry count, or both; anything else is named', async () => {

@@ -1,16 +1,11 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, waitFor, useStack } from '../helpers/index.js';
 import { RateWindow, formatDuration } from '../../apps/cli/src/status-watch.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 const base = { backlog: 0, pending: 0, retrying: 0, failed: 0, replayed: 0, accepted: 0, oldestBacklogAgeMs: null, consumers: [] };

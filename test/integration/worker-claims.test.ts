@@ -1,22 +1,17 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Redactor, keysFor, redactionSettings } from '@mirrorplane/core';
 import { createRetryQueue, ensureGroup, listFailed } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, waitFor, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // The claimer: entries a dead worker left are taken over and replayed; an entry delivered
 // more than max(10, 2 × REPLAY_ATTEMPTS) times goes to the failed set instead of circling.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('an entry delivered too often goes to the failed set as poison; an abandoned one is replayed', async () => {

@@ -1,23 +1,18 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { keysFor } from '@mirrorplane/core';
 import { ensureGroup, listWorkers } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, runCli, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, runCli, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Issue 11, fault 7: workers write heartbeats, a new idle worker is listed at once, and dead
 // consumers are pruned from the group once they hold nothing.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 async function consumers(client: Redis, prefix: string): Promise<Map<string, number>> {

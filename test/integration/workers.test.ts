@@ -1,15 +1,10 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, delayed, freePort, header, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, freePort, header, requestHead, sendRaw, waitFor, type Received, useStack } from '../helpers/index.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 async function send(stack: Stack, count: number, tag: string): Promise<void> {

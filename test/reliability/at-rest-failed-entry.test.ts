@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, waitFor, useStack } from '../helpers/index.js';
 
 /**
  * Encryption at rest means every stored payload: with
@@ -12,11 +12,8 @@ import { RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.j
  */
 
 let redis: RedisServer;
-before(async () => {
-  redis = await RedisServer.start();
-});
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 async function readDeployment(client: Redis, prefix: string): Promise<{ key: string; text: string }[]> {

@@ -1,17 +1,12 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, delayed, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, delayed, freePort, requestHead, sendRaw, waitFor, useStack } from '../helpers/index.js';
 import { SteadyLoad, assertAtLeastOnce, metric, missing } from './steady-load.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 /** Until the ingress has reached Redis it answers 503 redis_unavailable. */

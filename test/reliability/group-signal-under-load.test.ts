@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, Stack, header, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, waitFor, useStack } from '../helpers/index.js';
 import { SteadyLoad, copiesByRequestId } from './steady-load.js';
 
 // Hostile pass on issue 11: SIGTERM (and SIGINT) to every process of the deployment at once —
@@ -12,13 +12,8 @@ import { SteadyLoad, copiesByRequestId } from './steady-load.js';
 // with repeats bounded by what the stopped workers held.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start({ appendOnly: true });
-});
-
-after(async () => {
-  await redis?.close();
+useStack({ redis: { appendOnly: true } }, (s) => {
+  redis = s.redis;
 });
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

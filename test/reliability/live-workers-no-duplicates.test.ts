@@ -1,7 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, waitFor, useStack } from '../helpers/index.js';
+import { countCopies } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11, fault 1's kind. docs/RELIABILITY.md §1: "A request is repeated only
@@ -12,23 +13,9 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 // slot comes back.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
+useStack({}, (s) => {
+  redis = s.redis;
 });
-
-after(async () => {
-  await redis?.close();
-});
-
-function copiesByRequestId(received: Received[]): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const r of received) {
-    const id = header(r.rawHeaders, 'x-request-id') as string;
-    out.set(id, (out.get(id) ?? 0) + 1);
-  }
-  return out;
-}
 
 const cases = [
   {
@@ -69,7 +56,7 @@ for (const c of cases) {
     const keys = keysFor(first.config.prefix);
     try {
       await appendEntries(client, first.config.prefix, 'live', c.count);
-      await waitFor(`all ${c.count} at staging`, () => copiesByRequestId(staging.received).size === c.count, 180_000, 100);
+      await waitFor(`all ${c.count} at staging`, () => countCopies(staging.received).size === c.count, 180_000, 100);
       await waitFor(
         'drained: stream empty, nothing pending, no slot held',
         async () => {
@@ -79,7 +66,7 @@ for (const c of cases) {
         60_000,
         100,
       );
-      const copies = [...copiesByRequestId(staging.received).values()];
+      const copies = [...countCopies(staging.received).values()];
       const extra = copies.reduce((a, n) => a + n - 1, 0);
       const takeovers = workers.reduce((a, w) => a + w.logs.filter((l) => l.msg === 'took over an abandoned entry').length, 0);
       t.diagnostic(

@@ -1,6 +1,6 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
 
 // Hostile pass on issue 11, fault 4's kind (a hung Redis looks healthy), on the worker. The admin
 // server documents /readyz as "it can do its job"; the fix made the ingress's /readyz follow a
@@ -11,13 +11,9 @@ import { RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpe
 
 let redis: RedisServer;
 
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  redis?.signal('SIGCONT');
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  s.defer(() => s.redis.signal('SIGCONT'));
 });
 
 async function readyz(port: number): Promise<number> {

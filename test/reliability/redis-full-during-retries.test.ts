@@ -1,9 +1,9 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11, fault 2's kind (Redis at maxmemory, noeviction) in the phase the
@@ -13,13 +13,8 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 // freed, the retry queue drains and the failed set holds only what staging failed (nothing here).
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start({ args: ['--maxmemory-policy', 'noeviction'] });
-});
-
-after(async () => {
-  await redis?.close();
+useStack({ redis: { args: ['--maxmemory-policy', 'noeviction'] } }, (s) => {
+  redis = s.redis;
 });
 
 async function usedMemory(client: Redis): Promise<number> {

@@ -1,9 +1,9 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
 import { encodeEntryFields, keysFor } from '@mirrorplane/core';
 import { ensureGroup } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, type Received, useStack } from '../helpers/index.js';
 import { InProcessWorker } from '../helpers/in-process-worker.js';
 
 // Issue 11, fault 2: Redis at maxmemory with noeviction. Acknowledging and deleting finished
@@ -11,13 +11,8 @@ import { InProcessWorker } from '../helpers/in-process-worker.js';
 // finished entry must never be replayed again because its acknowledgement was refused.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start({ args: ['--maxmemory-policy', 'noeviction'] });
-});
-
-after(async () => {
-  await redis?.close();
+useStack({ redis: { args: ['--maxmemory-policy', 'noeviction'] } }, (s) => {
+  redis = s.redis;
 });
 
 async function usedMemory(client: Redis): Promise<number> {

@@ -1,17 +1,13 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor, useStack } from '../helpers/index.js';
 import { metric } from './steady-load.js';
 
 let redis: RedisServer;
 
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  redis?.signal('SIGCONT');
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  s.defer(() => s.redis.signal('SIGCONT'));
 });
 
 const readyz = async (adminPort: number) => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status;

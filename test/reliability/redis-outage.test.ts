@@ -1,19 +1,14 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor, type Received } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, metric, missing, untilAccepting } from './steady-load.js';
+import { RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor, type Received, useStack } from '../helpers/index.js';
+import { SteadyLoad, assertAtLeastOnce, metric, missing, untilAccepting, drainedWithoutFailures } from './steady-load.js';
 
 // Redis with AOF and `appendfsync always`: what Redis acknowledged is on disk, so what the
 // ingress acknowledged (it answers 200 only after Redis did) survives a stop or a crash.
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start({ appendOnly: true });
-});
-
-after(async () => {
-  await redis?.close();
+useStack({ redis: { appendOnly: true } }, (s) => {
+  redis = s.redis;
 });
 
 const OUTAGE_MS = 10_000;
@@ -64,15 +59,7 @@ async function outage(signal: NodeJS.Signals): Promise<void> {
     await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
     assert.deepEqual(missing(staging, acceptedBefore), []);
     assertAtLeastOnce(staging, load.accepted);
-    const status = await waitFor(
-      'the stream to drain',
-      async () => {
-        const s = await stack.status();
-        return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
-      },
-      60_000,
-    );
-    assert.equal(status.failed, 0);
+    await drainedWithoutFailures(stack);
   } finally {
     await load.stop();
     await stack.close();

@@ -1,7 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, waitFor, useStack } from '../helpers/index.js';
+import { countCopies } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11: Redis paused (SIGSTOP) for longer than CLAIM_IDLE_MS while two live
@@ -13,23 +14,10 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 
 let redis: RedisServer;
 
-before(async () => {
-  redis = await RedisServer.start();
+useStack({}, (s) => {
+  redis = s.redis;
+  s.defer(() => s.redis.signal('SIGCONT'));
 });
-
-after(async () => {
-  redis?.signal('SIGCONT');
-  await redis?.close();
-});
-
-function copiesByRequestId(received: Received[]): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const r of received) {
-    const id = header(r.rawHeaders, 'x-request-id') as string;
-    out.set(id, (out.get(id) ?? 0) + 1);
-  }
-  return out;
-}
 
 test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request is repeated', async (t) => {
   const staging = await RecordingServer.start((_req, res) => void setTimeout(() => res.writeHead(200).end('ok'), 1500));
@@ -52,7 +40,7 @@ test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request 
       }
       await new Promise((r) => setTimeout(r, 300));
     }
-    await waitFor(`all ${N} at staging`, () => copiesByRequestId(staging.received).size === N, 120_000, 100);
+    await waitFor(`all ${N} at staging`, () => countCopies(staging.received).size === N, 120_000, 100);
     await waitFor(
       'drained',
       async () => {
@@ -62,7 +50,7 @@ test('Redis paused longer than CLAIM_IDLE_MS under two live workers: no request 
       60_000,
       100,
     );
-    const copies = [...copiesByRequestId(staging.received).values()];
+    const copies = [...countCopies(staging.received).values()];
     const extra = copies.reduce((s, n) => s + n - 1, 0);
     const takeovers = [a, b].reduce((s, w) => s + w.logs.filter((l) => l.msg === 'took over an abandoned entry').length, 0);
     t.diagnostic(`${N} requests, ${extra} extra copies (max ${Math.max(...copies)}), ${takeovers} takeovers by live workers`);
@@ -99,7 +87,7 @@ test("Redis paused longer than CLAIM_IDLE_MS while an idle live worker has free 
       }
       await new Promise((r) => setTimeout(r, 300));
     }
-    await waitFor(`all ${N} at staging`, () => copiesByRequestId(staging.received).size === N, 60_000, 100);
+    await waitFor(`all ${N} at staging`, () => countCopies(staging.received).size === N, 60_000, 100);
     await waitFor(
       'drained',
       async () => {
@@ -109,7 +97,7 @@ test("Redis paused longer than CLAIM_IDLE_MS while an idle live worker has free 
       60_000,
       100,
     );
-    const copies = [...copiesByRequestId(staging.received).values()];
+    const copies = [...countCopies(staging.received).values()];
     const extra = copies.reduce((s, n) => s + n - 1, 0);
     const takeovers = b.logs.filter((l) => l.msg === 'took over an abandoned entry').length;
     t.diagnostic(`${N} requests, ${extra} extra copies, ${takeovers} takeovers by the idle worker`);

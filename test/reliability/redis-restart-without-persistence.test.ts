@@ -1,6 +1,6 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, header, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, waitFor, useStack } from '../helpers/index.js';
 import { SteadyLoad, untilAccepting } from './steady-load.js';
 
 // Hostile pass on issue 11: Redis restarted WITHOUT persistence (appendonly no, no RDB): the
@@ -10,13 +10,8 @@ import { SteadyLoad, untilAccepting } from './steady-load.js';
 // the retry queue, without restarting any process; and the live workers must be listed again.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('Redis restarted without persistence (group, stream and retry queue gone): every request accepted afterwards reaches staging, through the retry queue, with no process restarted', async (t) => {

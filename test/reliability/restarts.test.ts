@@ -1,18 +1,13 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { RecordingServer, RedisServer, Stack, delayed, waitFor } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
+import { RecordingServer, RedisServer, Stack, delayed, waitFor, useStack } from '../helpers/index.js';
+import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting, drainedWithoutFailures } from './steady-load.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function portClosed(port: number): Promise<boolean> {
@@ -54,15 +49,7 @@ test('ingress and worker SIGKILLed and restarted mid-load: no acknowledged reque
     await load.stop();
     await waitFor('every accepted request at staging', () => missing(staging, load.accepted).length === 0, 120_000);
     assertAtLeastOnce(staging, load.accepted);
-    const status = await waitFor(
-      'the stream to drain',
-      async () => {
-        const s = await stack.status();
-        return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
-      },
-      60_000,
-    );
-    assert.equal(status.failed, 0);
+    await drainedWithoutFailures(stack);
   } finally {
     await load.stop();
     await stack.close();

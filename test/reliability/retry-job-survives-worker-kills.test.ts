@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, waitFor, useStack } from '../helpers/index.js';
 
 // Hostile pass on issue 11 (accounting when workers die): a worker SIGKILLed while it runs a
 // *retry job* (not a stream entry). BullMQ notices the lost lock as a stall; after
@@ -12,13 +12,8 @@ import { RecordingServer, RedisServer, Stack, header, requestHead, sendRaw, wait
 // failed entry. The 30-minute chaos run in the docs shows 3 such entries.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('workers SIGKILLed twice while running the same retry job: the entry still reaches staging once it is healthy, nothing in the failed set', async (t) => {
@@ -32,7 +27,8 @@ test('workers SIGKILLed twice while running the same retry job: the entry still 
     redis,
     stagingUrl: staging.url,
     workers: 1,
-    env: { REPLAY_TIMEOUT_MS: '15000', CLAIM_IDLE_MS: '1000', REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '200' },
+    // A short stall check and try deadline: each kill is noticed within seconds, not the default minute.
+    env: { REPLAY_TIMEOUT_MS: '5000', RETRY_STALL_CHECK_MS: '2000', CLAIM_IDLE_MS: '1000', REPLAY_BACKOFF_MS: '100', RETRY_MAX_DELAY_MS: '200' },
   });
   const connection = redis.client();
   const queue = createRetryQueue(keysFor(stack.env.MIRRORPLANE_PREFIX as string), connection);

@@ -1,31 +1,18 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, header, waitFor, useStack } from '../helpers/index.js';
+import { tryTimes } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Issue 11, fault 5: retries follow the documented policy (REPLAY_BACKOFF_MS, RETRY_MAX_DELAY_MS,
 // RETRY_WINDOW_MS): they outlast a staging restart instead of giving up after a few seconds.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
+useStack({}, (s) => {
+  redis = s.redis;
 });
-
-after(async () => {
-  await redis?.close();
-});
-
-function triesByRequestId(received: Received[]): Map<string, number[]> {
-  const out = new Map<string, number[]>();
-  for (const r of received) {
-    const id = header(r.rawHeaders, 'x-request-id') as string;
-    out.set(id, [...(out.get(id) ?? []), r.receivedAt]);
-  }
-  return out;
-}
 
 async function failedCount(prefix: string): Promise<number> {
   const connection = redis.client();
@@ -64,7 +51,7 @@ test('staging answers 500 for 4 s, then recovers: every entry succeeds, none fai
       50,
     );
     assert.equal(await failedCount(w.config.prefix), 0, 'nothing in the failed set');
-    const tries = [...triesByRequestId(staging.received).values()].map((t) => t.length);
+    const tries = [...tryTimes(staging.received).values()].map((t) => t.length);
     assert.ok(Math.max(...tries) >= 5, `entries were tried through the outage (max ${Math.max(...tries)} tries)`);
   } finally {
     client.disconnect();
@@ -86,7 +73,7 @@ test('staging never recovers: tries go on for the window and stop there; then th
   try {
     await appendEntries(client, w.config.prefix, 'down', 10);
     await waitFor('all 10 in the failed set', async () => (await failedCount(w.config.prefix)) === 10, 60_000, 100);
-    for (const [id, times] of triesByRequestId(staging.received)) {
+    for (const [id, times] of tryTimes(staging.received)) {
       const span = times[times.length - 1]! - times[0]!;
       // The last try starts within the window; a try later than it would have left the window.
       // (Slack for the machine's load: a try starts when a worker gets to it, after its delay.)

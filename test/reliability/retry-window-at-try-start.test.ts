@@ -1,8 +1,9 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, waitFor, useStack } from '../helpers/index.js';
+import { tryTimes } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11 (retry policy). docs/RELIABILITY.md, "Retry policy": "there is a next
@@ -13,23 +14,9 @@ import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js'
 // window. Staging here hangs (each try cut by REPLAY_TIMEOUT_MS), a staging outage in miniature.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
+useStack({}, (s) => {
+  redis = s.redis;
 });
-
-after(async () => {
-  await redis?.close();
-});
-
-function triesByRequestId(received: Received[]): Map<string, number[]> {
-  const out = new Map<string, number[]>();
-  for (const r of received) {
-    const id = header(r.rawHeaders, 'x-request-id') as string;
-    out.set(id, [...(out.get(id) ?? []), r.receivedAt]);
-  }
-  return out;
-}
 
 test('no try starts later than RETRY_WINDOW_MS after the first, even when more entries retry than the retry queue runs at once', async (t) => {
   const WINDOW = 2000;
@@ -51,7 +38,7 @@ test('no try starts later than RETRY_WINDOW_MS after the first, even when more e
   try {
     await appendEntries(client, w.config.prefix, 'win', N);
     await waitFor('every entry in the failed set (exhausted)', async () => ((await queue.getJobCounts('failed')).failed ?? 0) === N, 180_000, 100);
-    const spans = [...triesByRequestId(staging.received).entries()].map(([id, at]) => ({ id, tries: at.length, span: Math.max(...at) - Math.min(...at) }));
+    const spans = [...tryTimes(staging.received).entries()].map(([id, at]) => ({ id, tries: at.length, span: Math.max(...at) - Math.min(...at) }));
     const over = spans.filter((s) => s.span > WINDOW + SLACK);
     t.diagnostic(`first→last try per entry (ms): ${spans.map((s) => `${s.id}:${s.span}/${s.tries} tries`).join(', ')}`);
     assert.deepEqual(

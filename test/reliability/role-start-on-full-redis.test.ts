@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
 import { deploymentKey, keysFor } from '@mirrorplane/core';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, header, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, header, waitFor, useStack } from '../helpers/index.js';
 import { appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11, fault 2 ("a worker started after Redis filled up never reads"),
@@ -15,13 +15,8 @@ import { appendEntries } from '../helpers/in-process-worker.js';
 // started on a full Redis "starts and drains the stream".
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start({ args: ['--maxmemory-policy', 'noeviction'] });
-});
-
-after(async () => {
-  await redis?.close();
+useStack({ redis: { args: ['--maxmemory-policy', 'noeviction'] } }, (s) => {
+  redis = s.redis;
 });
 
 async function fill(client: Redis, key: string): Promise<void> {

@@ -1,9 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, waitFor, useStack } from '../helpers/index.js';
 
 /**
  * A rule's cost does not depend on the attacker: re2js is linear in the input, but its cost
@@ -15,13 +14,9 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, wait
 
 let redis: RedisServer;
 let dir: string;
-before(async () => {
-  redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-rule-cost-'));
-});
-after(async () => {
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-rule-cost-' }, (s) => {
+  redis = s.redis;
+  dir = s.dir;
 });
 
 test('a rule pattern with too large a program is refused at load, naming the rule and the pattern', async () => {

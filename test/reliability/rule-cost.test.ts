@@ -1,9 +1,8 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecordingServer, RedisServer, Stack, freePort, header, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, freePort, header, waitFor, useStack } from '../helpers/index.js';
 
 /**
  * Issue 12, attack 4: a rule's regular expression on an attacker's path froze every worker
@@ -13,15 +12,9 @@ import { RecordingServer, RedisServer, Stack, freePort, header, waitFor } from '
 
 let redis: RedisServer;
 let dir: string;
-
-before(async () => {
-  redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-rule-cost-'));
-});
-
-after(async () => {
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-rule-cost-' }, (s) => {
+  redis = s.redis;
+  dir = s.dir;
 });
 
 test('a crafted path against a catastrophic pattern does not freeze the worker: healthz answers, replays go on', async () => {

@@ -1,8 +1,7 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import {
@@ -17,6 +16,7 @@ import {
   sendRaw,
   waitFor,
   type Received,
+  useStack,
 } from '../helpers/index.js';
 
 /**
@@ -32,15 +32,9 @@ import {
 
 let redis: RedisServer;
 let dir: string;
-
-before(async () => {
-  redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-secrets-'));
-});
-
-after(async () => {
-  await redis?.close();
-  rmSync(dir, { recursive: true, force: true });
+useStack({ dir: 'mp-secrets-' }, (s) => {
+  redis = s.redis;
+  dir = s.dir;
 });
 
 /** A fresh marker: letters and digits only, so URL encoding leaves it as is. */

@@ -1,17 +1,24 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, header, requestHead, runCli, sendRaw, waitFor } from '../helpers/index.js';
+import {
+  MirrorplaneProcess,
+  RecordingServer,
+  RedisServer,
+  Stack,
+  freePort,
+  header,
+  requestHead,
+  runCli,
+  sendRaw,
+  waitFor,
+  useStack,
+} from '../helpers/index.js';
 import { metric } from './steady-load.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('INGRESS_TOKEN: without the right token 401, counted; with it 200, and the token is never stored or replayed', async () => {

@@ -1,6 +1,6 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, useStack } from '../helpers/index.js';
 import { SteadyLoad } from './steady-load.js';
 
 // Hostile pass on issue 11: SIGTERM while Redis is hung (SIGSTOP, connections open) and replays
@@ -10,13 +10,9 @@ import { SteadyLoad } from './steady-load.js';
 
 let redis: RedisServer;
 
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  redis?.signal('SIGCONT');
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
+  s.defer(() => s.redis.signal('SIGCONT'));
 });
 
 test('SIGTERM to ingress and worker while Redis is hung: both exit within SHUTDOWN_TIMEOUT_MS + 10 s', async (t) => {

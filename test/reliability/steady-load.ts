@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { header, requestHead, sendRaw, waitFor, type Received, type RecordingServer } from '../helpers/index.js';
+import { header, requestHead, sendRaw, waitFor, type Received, type RecordingServer, type Stack } from '../helpers/index.js';
 
 export interface SteadyLoadOptions {
   port: number;
@@ -147,4 +147,39 @@ export async function untilAccepting(port: number): Promise<void> {
     30_000,
     100,
   );
+}
+
+/**
+ * Waits until nothing is left to replay (backlog, pending and retrying all 0), then checks
+ * that nothing ended in the failed set. Resolves with the deployment's status.
+ */
+export async function drainedWithoutFailures(stack: Stack, timeoutMs = 60_000): Promise<Awaited<ReturnType<Stack['status']>>> {
+  const status = await waitFor(
+    'the stream and the retry queue to drain',
+    async () => {
+      const s = await stack.status();
+      return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
+    },
+    timeoutMs,
+  );
+  assert.equal(status.failed, 0, 'nothing in the failed set');
+  return status;
+}
+
+/** How many copies of each request (by X-Request-ID) staging received. */
+export function countCopies(received: readonly Received[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [id, copies] of copiesByRequestId(received)) out.set(id, copies.length);
+  return out;
+}
+
+/** When each try of each request (by X-Request-ID) reached staging (`receivedAt`, ms), in arrival order. */
+export function tryTimes(received: readonly Received[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [id, copies] of copiesByRequestId(received))
+    out.set(
+      id,
+      copies.map((c) => c.receivedAt),
+    );
+  return out;
 }

@@ -1,17 +1,12 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { RecordingServer, RedisServer, Stack, delayed, waitFor } from '../helpers/index.js';
-import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting } from './steady-load.js';
+import { RecordingServer, RedisServer, Stack, delayed, waitFor, useStack } from '../helpers/index.js';
+import { SteadyLoad, assertAtLeastOnce, missing, untilAccepting, drainedWithoutFailures } from './steady-load.js';
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('workers SIGKILLed at random points under steady load, three times: every accepted request reaches staging', async () => {
@@ -38,15 +33,7 @@ test('workers SIGKILLed at random points under steady load, three times: every a
     // Only what a killed worker held can be repeated: its in-flight replays (and finished ones
     // whose acknowledgement was not flushed yet), at most its concurrency per kill plus a tick.
     assert.ok(repeated <= kills * concurrency * 2, `repeated ${repeated} of ${load.accepted.size}`);
-    const status = await waitFor(
-      'the stream to drain',
-      async () => {
-        const s = await stack.status();
-        return s.backlog === 0 && s.pending === 0 && s.retrying === 0 ? s : null;
-      },
-      60_000,
-    );
-    assert.equal(status.failed, 0);
+    await drainedWithoutFailures(stack);
   } finally {
     await load.stop();
     await stack.close();

@@ -1,20 +1,16 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, header, waitFor, type Received } from '../helpers/index.js';
+import { RecordingServer, RedisServer, waitFor, type Received, useStack } from '../helpers/index.js';
+import { countCopies } from './steady-load.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
 // Issue 11, fault 1: replays slower than about CLAIM_IDLE_MS / 2 left slots held by entries
 // that had finished, until the worker stopped reading for good.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 function slowStaging(ms: number) {
@@ -26,15 +22,6 @@ function slowStaging(ms: number) {
 async function inFlight(w: InProcessWorker): Promise<number> {
   const metric = await w.worker.metrics.getSingleMetric('mirrorplane_worker_in_flight')?.get();
   return Number(metric?.values[0]?.value ?? NaN);
-}
-
-function copiesByRequestId(received: Received[]): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const r of received) {
-    const id = header(r.rawHeaders, 'x-request-id') as string;
-    out.set(id, (out.get(id) ?? 0) + 1);
-  }
-  return out;
 }
 
 async function assertDrained(workers: InProcessWorker[], prefix: string): Promise<void> {
@@ -64,9 +51,9 @@ test('replays slower than CLAIM_IDLE_MS: every entry reaches staging and every s
   try {
     const prefix = w.config.prefix;
     await appendEntries(client, prefix, 'slow', 400);
-    await waitFor('all 400 requests at staging', () => copiesByRequestId(staging.received).size === 400, 120_000);
+    await waitFor('all 400 requests at staging', () => countCopies(staging.received).size === 400, 120_000);
     await assertDrained([w], prefix);
-    const copies = [...copiesByRequestId(staging.received).values()];
+    const copies = [...countCopies(staging.received).values()];
     // A worker alone never takes its own running entries over: each arrives exactly once.
     assert.equal(copies.filter((n) => n > 1).length, 0, 'no duplicates with one worker');
   } finally {
@@ -83,9 +70,9 @@ test('two workers, replays slower than CLAIM_IDLE_MS: both keep going, slots and
   const client = redis.client();
   try {
     await appendEntries(client, a.config.prefix, 'pair', 300);
-    await waitFor('all 300 requests at staging', () => copiesByRequestId(staging.received).size === 300, 120_000);
+    await waitFor('all 300 requests at staging', () => countCopies(staging.received).size === 300, 120_000);
     await assertDrained([a, b], a.config.prefix);
-    const copies = [...copiesByRequestId(staging.received).values()];
+    const copies = [...countCopies(staging.received).values()];
     const duplicates = copies.filter((n) => n > 1).length;
     // Each worker refreshes its running entries every CLAIM_IDLE_MS / 3, so a live worker's entry
     // is rarely taken over; a few races are allowed (at least once), a storm is not.

@@ -1,17 +1,14 @@
 #!/usr/bin/env node
-// Until a command runs, a stop signal has nothing to finish: exit 0 rather than die by the
-// signal (exit 143) while the modules load. Each command installs its own handling.
-const stopEarly = () => process.exit(0);
-process.on('SIGTERM', stopEarly);
-process.on('SIGINT', stopEarly);
+// Until a command owns the signals, a stop signal has nothing to finish: exit 0 rather than die
+// by the signal (exit 143) while the modules load. The one pre-start layer (see early-signals).
+const { exitOnSignalUntilStarted } = await import('../lib/early-signals.js');
+exitOnSignalUntilStarted();
 
 const { installHookImports } = await import('../lib/hook-imports.js');
 
 // Hooks modules outside this package can import @mirrorplane/core.
 installHookImports();
 const { main } = await import('../lib/main.js');
-process.off('SIGTERM', stopEarly);
-process.off('SIGINT', stopEarly);
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -2,9 +2,12 @@ import cluster, { type Worker } from 'node:cluster';
 import { INGRESS_INDEX_ENV, type Config } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 import { EXIT_USAGE } from './process.js';
+import { releaseStartSignals } from './early-signals.js';
 
 /** A crash loop must not spin the CPU: a replacement waits this long after an unplanned exit. */
 const RESTART_DELAY_MS = 1000;
+/** How long past SHUTDOWN_TIMEOUT_MS the primary waits for its processes after a failed start before SIGKILL. */
+const ESCALATE_AFTER_MS = 2000;
 
 /** Whether this process should supervise ingress processes instead of running an ingress. */
 export function isIngressPrimary(config: Config): boolean {
@@ -73,6 +76,11 @@ export function superviseIngressProcesses(config: Config, logger: Logger): void 
         stopping = true;
         failed = true;
         for (const other of workers.keys()) other.process.kill('SIGTERM');
+        // No second signal will come to escalate: a process still starting may not act on this
+        // SIGTERM (seen under load), and the primary must not wait on it for ever.
+        setTimeout(() => {
+          for (const other of workers.keys()) other.process.kill('SIGKILL');
+        }, config.shutdownTimeoutMs + ESCALATE_AFTER_MS).unref();
         if (workers.size === 0) {
           logger.flush();
           process.exit(EXIT_USAGE);
@@ -99,6 +107,7 @@ export function superviseIngressProcesses(config: Config, logger: Logger): void 
     if (workers.size === 0) process.exit(0);
     for (const worker of workers.keys()) worker.process.kill('SIGTERM');
   };
+  releaseStartSignals();
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }

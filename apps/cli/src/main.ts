@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { describeFailure } from './failure.js';
 import { EXIT_USAGE } from './process.js';
 import { VERSION } from './version.js';
+import { releaseStartSignals } from './early-signals.js';
 import { endQuietlyWhenReaderLeaves, type Io } from './io.js';
 import { registerIngress } from './commands/ingress.js';
 import { registerWorker } from './commands/worker.js';
@@ -18,6 +19,9 @@ import { registerRecord } from './commands/record.js';
 import { registerRateLimit } from './commands/rate-limit.js';
 
 export { formatStatus } from './commands/status.js';
+
+/** The commands that run until a signal, through `runUntilSignal`. */
+const LONG_RUNNING: ReadonlySet<string> = new Set(['ingress', 'worker', 'start', 'dashboard']);
 
 /** The whole command line: each command registers itself from its own file. */
 export function buildProgram(io: Io): Command {
@@ -41,6 +45,12 @@ export function buildProgram(io: Io): Command {
   registerFailed(program, io);
   registerRecord(program, io);
   registerRateLimit(program, io);
+  // Long-running commands keep the pre-start signal handler until runUntilSignal takes over
+  // (a slow Redis check must not end in exit 143); every other command owns the signals from
+  // its start (early-signals.ts).
+  program.hook('preAction', (_program, action) => {
+    if (!LONG_RUNNING.has(action.name())) releaseStartSignals();
+  });
   // Every subcommand exits through main(), never process.exit from inside commander.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

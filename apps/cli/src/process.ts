@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config, type Role, type SettingKey } from '@mirrorplane/core';
 import { createLogger, type Logger } from '@mirrorplane/runtime';
 import { describeFailure } from './failure.js';
+import { releaseStartSignals } from './early-signals.js';
 
 export type Flags = Partial<Record<SettingKey, string>> & { config?: string };
 
@@ -38,29 +39,11 @@ export function configure(role: Role, flags: Flags, env: NodeJS.ProcessEnv = pro
 /**
  * Runs a long-lived role until SIGTERM or SIGINT, then closes it gracefully and exits 0.
  * A second signal exits at once. An uncaught exception is logged and ends the process:
- * continuing in an unknown state could lose entries.
+ * continuing in an unknown state could lose entries. Takes the signals over from the
+ * pre-start handler (`early-signals.ts`) in the same tick.
  */
-/**
- * Until the role runs (Redis checks, loading hooks), SIGTERM/SIGINT exit 0 at once: nothing
- * was accepted yet, so there is nothing to finish. Without this the default action would kill
- * the process (exit 143) while it checks a slow Redis. Returns the function that removes these
- * handlers, called when `runUntilSignal` takes over.
- */
-export function exitOnSignalBeforeStart(logger: Logger): () => void {
-  const onSignal = (signal: NodeJS.Signals) => {
-    logger.info({ signal }, 'stopped before starting');
-    logger.flush();
-    process.exit(0);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  return () => {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-  };
-}
-
 export function runUntilSignal(logger: Logger, close: () => Promise<void>): void {
+  releaseStartSignals();
   let closing = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (closing) {

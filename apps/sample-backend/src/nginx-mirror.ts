@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { NginxError } from '@mirrorplane/core';
+import { freePort } from '@mirrorplane/runtime';
 
 /**
  * nginx as the mirroring proxy of the local topology (demo, end-to-end tests, production-impact
@@ -144,17 +145,6 @@ export function renderNginxMirrorConfig(options: NginxMirrorOptions & { port: nu
   return lines.filter((l) => l !== '').join('\n') + '\n';
 }
 
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 function canConnect(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(port, host);
@@ -208,7 +198,7 @@ export class NginxMirror {
     const binary = findNginx(options.binary);
     if (!binary) throw new NginxError(`nginx is not installed (looked for ${options.binary ?? 'nginx on PATH and in /usr/sbin'}). ${NGINX_INSTALL_HINT}`);
     const host = options.host ?? '127.0.0.1';
-    const port = options.port || (await freePort(host));
+    const port = options.port || (await freePort(0, host));
     const dir = mkdtempSync(join(tmpdir(), 'mirrorplane-nginx-'));
     for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
     const config = renderNginxMirrorConfig({ ...options, port, dir, runAsRoot: process.getuid?.() === 0 });

@@ -291,10 +291,12 @@ export class ReplayWorker {
     this.#retryWorker = createRetryWorker(this.#keys, (job, token) => this.#processRetryJob(job, token), this.#bull, {
       concurrency: Math.max(1, Math.ceil(this.#config.workerConcurrency / 4)),
       // A job is locked at least as long as a replay can take, so BullMQ never thinks it stalled.
-      lockDuration: Math.max(30_000, this.#config.replayTimeoutMs * 2),
+      lockDuration: Math.max(this.#config.retryStallCheckMs, this.#config.replayTimeoutMs * 2),
+      stalledInterval: this.#config.retryStallCheckMs,
       // A stalled job is one whose worker died or was cut off from Redis: our fault, not
-      // staging's. It is run again (after its lock expires and the stalled check, every 30 s,
-      // sees it), never failed for it; RETRY_WINDOW_MS, checked when each try starts, still ends it.
+      // staging's. It is run again (after its lock expires and the stalled check, every
+      // RETRY_STALL_CHECK_MS, sees it), never failed for it; RETRY_WINDOW_MS, checked when each
+      // try starts, still ends it.
       maxStalledCount: RETRY_MAX_STALLS,
       removeOnComplete: { count: 0 },
       removeOnFail: { count: 1_000_000 },

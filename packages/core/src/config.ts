@@ -250,6 +250,12 @@ export const SETTINGS = {
     default: 5000,
     doc: 'how often each worker writes its heartbeat; it expires after 3 periods, and a consumer without heartbeat and with nothing pending is removed from the group',
   },
+  retryStallCheckMs: {
+    env: 'RETRY_STALL_CHECK_MS',
+    schema: integer(1000, 600_000),
+    default: 30000,
+    doc: 'how often workers look for retry jobs whose worker died and run them again; a retry job is locked for the longer of this and 2 × REPLAY_TIMEOUT_MS',
+  },
   replayTimeoutMs: {
     env: 'REPLAY_TIMEOUT_MS',
     schema: integer(1, 3_600_000),
@@ -460,6 +466,8 @@ export interface Config {
   readonly retryWindowMs: number;
   /** Heartbeat period of a worker (ms); the heartbeat expires after three. */
   readonly heartbeatMs: number;
+  /** How often workers look for retry jobs whose worker died (ms); also the floor of a retry job's lock. */
+  readonly retryStallCheckMs: number;
   readonly replayTimeoutMs: number;
   readonly retryStatuses: readonly string[];
   readonly preserveHost: boolean;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { LocalProcessError } from '@mirrorplane/core';
+import { listenHttp } from './http-listen.js';
 
 /**
  * Local processes for `mirrorplane start` and `demo`, the tests and the benchmarks: free
@@ -16,18 +17,11 @@ import { LocalProcessError } from '@mirrorplane/core';
  * A TCP port on `host` that was free a moment ago (bound, read, released). With `preferred`
  * (say 6379) that port when it is free, else any free one; 0 means any.
  */
-export function freePort(preferred = 0, host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const listen = (port: number) => {
-      const server = createServer();
-      server.once('error', (error) => (port !== 0 ? listen(0) : reject(error)));
-      server.listen(port, host, () => {
-        const bound = (server.address() as { port: number }).port;
-        server.close(() => resolve(bound));
-      });
-    };
-    listen(preferred);
-  });
+export async function freePort(preferred = 0, host = '127.0.0.1'): Promise<number> {
+  const server = createServer();
+  const bound = await listenHttp(server, preferred, host).catch((error: unknown) => (preferred !== 0 ? listenHttp(server, 0, host) : Promise.reject(error)));
+  await new Promise((resolve) => server.close(resolve));
+  return bound;
 }
 
 /**

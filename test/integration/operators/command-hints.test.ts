@@ -34,7 +34,7 @@ test('`start`, run outside the repository, does not tell the operator to run `np
   const port = await freePort();
   const child = spawn(process.execPath, [CLI, 'start', '--port', String(port), '--redis-url', redis.url, '--staging', staging.url, '--prefix', 'npxhint'], {
     cwd: dir,
-    env: { PATH: process.env.PATH ?? '', HOME: dir },
+    env: { PATH: process.env.PATH ?? '', HOME: dir, ADMIN_PORT: '0' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -1,20 +1,15 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, waitFor, useStack } from '../../helpers/index.js';
 import { keySnapshot } from './helpers.js';
 
 // Issue 15 on the dashboard: "read-only commands write nothing", "every role and
 // command checks that it looks at the deployment it was pointed to".
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start({ appendOnly: true });
-});
-
-after(async () => {
-  await redis?.close();
+useStack({ redis: { appendOnly: true } }, (s) => {
+  redis = s.redis;
 });
 
 async function startDashboard(env: Record<string, string>, extra: string[] = []): Promise<{ proc: MirrorplaneProcess; port: number }> {

@@ -1,64 +1,22 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/index.js';
-import { main } from '../../../apps/cli/src/main.js';
-import type { Io } from '../../../apps/cli/src/io.js';
+import { useStack, waitFor, type RecordingServer, type Stack } from '../../helpers/index.js';
+import { fillFailedSet, runCliInProcess, type TestTerminal } from '../../helpers/cli-in-process.js';
 
 // Operator actions on the failed set work on a snapshot and report exact counts.
 
-let redis: RedisServer;
-let staging: RecordingServer;
-let stack: Stack;
 const N = 150;
-
-before(async () => {
-  redis = await RedisServer.start();
-  // Staging always fails, so an entry replayed by `failed replay` fails again during the command.
-  staging = await RecordingServer.start((_req, res) => void res.writeHead(500).end());
-  stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1', WORKER_CONCURRENCY: '32' } });
-  for (let i = 0; i < N; i++) {
-    const res = await fetch(`http://127.0.0.1:${stack.ingressPort}/f/${i}`, { method: 'POST', body: String(i) });
-    assert.equal(res.status, 200);
-  }
-  await waitFor(`${N} failed`, async () => (await stack.status()).failed === N, 120_000, 200);
-});
-
-after(async () => {
-  await stack?.close();
-  await staging?.close();
-  await redis?.close();
+// Staging always fails, so an entry replayed by `failed replay` fails again during the command.
+let stack: Stack;
+let staging: RecordingServer;
+useStack({ staging: (_req, res) => void res.writeHead(500).end(), roles: { env: { REPLAY_ATTEMPTS: '1', WORKER_CONCURRENCY: '32' } } }, async (s) => {
+  stack = s.roles;
+  staging = s.staging;
+  await fillFailedSet(stack, N, '/f/');
 });
 
 /** Runs the CLI in-process with a terminal the test controls. */
-async function runIn(
-  args: string[],
-  terminal: { stdinIsTTY: boolean; answer?: string },
-): Promise<{ code: number | undefined; out: string; err: string; asked: string[] }> {
-  let out = '';
-  let err = '';
-  let code: number | undefined;
-  const asked: string[] = [];
-  const io: Io = {
-    out: (s) => {
-      out += s;
-    },
-    err: (s) => {
-      err += s;
-    },
-    setExit: (c) => {
-      code = c;
-    },
-    stdoutIsTTY: false,
-    stderrIsTTY: false,
-    stdinIsTTY: terminal.stdinIsTTY,
-    confirm: async (q) => {
-      asked.push(q);
-      return /^y/i.test(terminal.answer ?? '');
-    },
-  };
-  const result = await main([...args, '--redis-url', redis.url, '--prefix', stack.env.MIRRORPLANE_PREFIX!], io);
-  return { code: result ?? code, out, err, asked };
-}
+const runIn = (args: string[], terminal: TestTerminal) => runCliInProcess(stack, args, terminal);
 
 test('failed list: column headers, "showing 100 of 150", grouping by error', async () => {
   const list = await stack.cli(['failed', 'list']);

@@ -1,23 +1,18 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, waitFor, useStack } from '../../helpers/index.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
 // Live views recover by themselves after a Redis restart and say when their data is stale.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 test('status --watch survives a Redis restart: frames marked stale with the URL and cause meanwhile, live again after, no listener leak', async () => {

@@ -1,22 +1,17 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '@mirrorplane/core';
-import { CLI, MirrorplaneProcess, RedisServer, freePort, waitFor } from '../../helpers/index.js';
+import { CLI, MirrorplaneProcess, RedisServer, freePort, waitFor, useStack } from '../../helpers/index.js';
 import { runTimed } from './helpers.js';
 
 // Ports and signals of the long-running roles.
 
 let redis: RedisServer;
-
-before(async () => {
-  redis = await RedisServer.start();
-});
-
-after(async () => {
-  await redis?.close();
+useStack({}, (s) => {
+  redis = s.redis;
 });
 
 async function occupy(): Promise<{ server: Server; port: number }> {

@@ -1,57 +1,20 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, waitFor } from '../../helpers/index.js';
-import { main } from '../../../apps/cli/src/main.js';
-import type { Io } from '../../../apps/cli/src/io.js';
+import { useStack, type Stack } from '../../helpers/index.js';
+import { fillFailedSet, runCliInProcess } from '../../helpers/cli-in-process.js';
 
 // Issue 15 ("never lie", "exact counts", "human durations"): `failed purge` on a
 // terminal whose filters match nothing.
 
-let redis: RedisServer;
-let staging: RecordingServer;
-let stack: Stack;
 const N = 3;
-
-before(async () => {
-  redis = await RedisServer.start();
-  staging = await RecordingServer.start((_req, res) => void res.writeHead(500).end());
-  stack = await Stack.start({ redis, stagingUrl: staging.url, env: { REPLAY_ATTEMPTS: '1' } });
-  for (let i = 0; i < N; i++) assert.equal((await fetch(`http://127.0.0.1:${stack.ingressPort}/p/${i}`, { method: 'POST', body: String(i) })).status, 200);
-  await waitFor(`${N} failed`, async () => (await stack.status()).failed === N, 120_000, 200);
+let stack: Stack;
+useStack({ staging: (_req, res) => void res.writeHead(500).end(), roles: { env: { REPLAY_ATTEMPTS: '1' } } }, async (s) => {
+  stack = s.roles;
+  await fillFailedSet(stack, N, '/p/');
 });
 
-after(async () => {
-  await stack?.close();
-  await staging?.close();
-  await redis?.close();
-});
-
-async function onTerminal(args: string[]): Promise<{ code: number | undefined; out: string; err: string; asked: string[] }> {
-  let out = '';
-  let err = '';
-  let code: number | undefined;
-  const asked: string[] = [];
-  const io: Io = {
-    out: (s) => {
-      out += s;
-    },
-    err: (s) => {
-      err += s;
-    },
-    setExit: (c) => {
-      code = c;
-    },
-    stdoutIsTTY: true,
-    stderrIsTTY: true,
-    stdinIsTTY: true,
-    confirm: async (q) => {
-      asked.push(q);
-      return false;
-    },
-  };
-  const result = await main([...args, '--redis-url', redis.url, '--prefix', stack.env.MIRRORPLANE_PREFIX!], io);
-  return { code: result ?? code, out, err, asked };
-}
+/** The CLI in-process on a terminal whose operator declines every confirmation. */
+const onTerminal = (args: string[]) => runCliInProcess(stack, args, { stdinIsTTY: true, stdoutIsTTY: true, stderrIsTTY: true });
 
 test('failed purge on a terminal, filters matching nothing, is not reported as a dry run', async () => {
   const human = await onTerminal(['failed', 'purge', '--older-than', '1d']);

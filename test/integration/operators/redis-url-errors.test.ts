@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { maskRedisUrl } from '@mirrorplane/runtime';
-import { RedisServer, freePort } from '../../helpers/index.js';
+import { RedisServer, freePort, mapConcurrent } from '../../helpers/index.js';
 import { runTimed } from './helpers.js';
 
 // Issue 15 ("bounded and truthful", "never show secrets in clear"): Redis URLs
@@ -42,16 +42,18 @@ test('a password holding "@" is never printed, in output or errors, for any URL 
     `redis+cluster://ops:${PASSWORD}@127.0.0.1:${closed}`,
     `redis://ops:hunter@Zq9secretTAIL:w@127.0.0.1:${redis.port}`, // a ':' after the '@' too
   ];
-  const leaks: string[] = [];
-  for (const [i, url] of urls.entries()) {
-    // Every command against the reachable URL; the context line and errors elsewhere.
-    for (const args of i === 0 ? COMMANDS : [['status'], ['status', '--json']]) {
+  // Every command against the reachable URL; the context line and errors elsewhere. The runs
+  // are independent and nothing here is timed, so three go at once.
+  const runs = urls.flatMap((url, i) => (i === 0 ? COMMANDS : [['status'], ['status', '--json']]).map((args) => ({ url, args })));
+  const leaks = (
+    await mapConcurrent(runs, 3, async ({ url, args }) => {
       const r = await runTimed([...args, '--redis-url', url, '--redis-timeout', '2000'], {}, 60_000);
       const shown = r.stdout + r.stderr;
-      if (shown.includes(SECRET_TAIL) || shown.includes('Zq9secret'))
-        leaks.push(`${args.join(' ')} ${url.replace(PASSWORD, '<pw>')}: ${shown.split('\n').find((l) => l.includes('Zq9secret'))}`);
-    }
-  }
+      return shown.includes(SECRET_TAIL) || shown.includes('Zq9secret')
+        ? `${args.join(' ')} ${url.replace(PASSWORD, '<pw>')}: ${shown.split('\n').find((l) => l.includes('Zq9secret'))}`
+        : null;
+    })
+  ).filter((leak) => leak !== null);
   assert.deepEqual(leaks, [], 'the password after its "@" is shown in clear');
 });
 
@@ -86,7 +88,8 @@ test('a user without ACL rights gets the URL and "permission denied" from every 
     ['ingress', '--port', String(await freePort()), '--admin-port', String(await freePort())],
   ];
   const bad: string[] = [];
-  for (const args of cases) {
+  // Independent runs, nothing timed: three at once.
+  await mapConcurrent(cases, 3, async (args) => {
     const r = await runTimed([...args, '--redis-url', url, '--redis-timeout', '2000'], {}, 60_000);
     const problems: string[] = [];
     if (r.killed) problems.push('still running after 60 s');
@@ -95,8 +98,8 @@ test('a user without ACL rights gets the URL and "permission denied" from every 
     if (!r.stderr.includes(`127.0.0.1:${redis.port}`)) problems.push('no URL named');
     if (!/permission|NOPERM|not allowed/i.test(r.stderr)) problems.push('cause not named');
     if (problems.length) bad.push(`${args[0]} ${args[1] ?? ''}: ${problems.join(', ')} — ${r.stderr.split('\n')[0]}`);
-  }
-  assert.deepEqual(bad, []);
+  });
+  assert.deepEqual(bad.sort(), []);
 });
 
 test('rediss:// to a plain Redis names the TLS failure, not only silence', async () => {

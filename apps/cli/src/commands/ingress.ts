@@ -1,7 +1,8 @@
 import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { Ingress } from '@mirrorplane/ingress';
-import { configure, createLogger, exitOnSignalBeforeStart, runUntilSignal } from '../process.js';
+import { logStopsBeforeStart } from '../early-signals.js';
+import { configure, createLogger, runUntilSignal } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { ingressProcessConfig, isIngressPrimary, leaveSignalsToPrimary, superviseIngressProcesses } from '../ingress-cluster.js';
 import { preflight } from '../preflight.js';
@@ -13,20 +14,15 @@ export function registerIngress(program: Command): void {
   command.action(async () => {
     const config = configure('ingress', settingFlags(command));
     const logger = createLogger(config, 'ingress');
+    logStopsBeforeStart(logger);
     if (isIngressPrimary(config)) {
-      const starting = exitOnSignalBeforeStart(logger);
       await preflight(config, logger);
-      starting();
       superviseIngressProcesses(config, logger);
       return;
     }
     const processConfig = ingressProcessConfig(config);
     // The primary checked Redis and the deployment once for all its processes.
-    if (!cluster.isWorker) {
-      const starting = exitOnSignalBeforeStart(logger);
-      await preflight(config, logger);
-      starting();
-    }
+    if (!cluster.isWorker) await preflight(config, logger);
     const ingress = new Ingress(processConfig, logger);
     runUntilSignal(logger, () => ingress.close());
     leaveSignalsToPrimary();

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { buildPipeline } from '@mirrorplane/runtime';
 import { ReplayWorker } from '@mirrorplane/worker';
-import { configure, createLogger, exitOnSignalBeforeStart, runUntilSignal } from '../process.js';
+import { logStopsBeforeStart } from '../early-signals.js';
+import { configure, createLogger, runUntilSignal } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
 import { preflight } from '../preflight.js';
 import { listening } from '../listen-errors.js';
@@ -21,12 +22,11 @@ export function registerWorker(program: Command): void {
   command.action(async () => {
     const config = configure('worker', settingFlags(command));
     const logger = createLogger(config, 'worker');
-    const starting = exitOnSignalBeforeStart(logger);
+    logStopsBeforeStart(logger);
     await preflight(config, logger);
     const built = await buildPipeline(config, logger);
     const worker = new ReplayWorker(config, logger, { pipeline: built.pipeline });
     for (const metric of built.metrics) worker.metrics.registerMetric(metric);
-    starting();
     runUntilSignal(logger, () => worker.close());
     await listening(config, () => worker.start());
   });
