@@ -33,9 +33,10 @@ export class MirrorplaneProcess {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
-  async waitForLog(msg: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+  async waitForLog(msg: string, timeoutMs = 60_000): Promise<Record<string, unknown>> {
     return waitFor(
-      `log "${msg}"\n--- stdout:\n${this.stdout.slice(-2000)}\n--- stderr:\n${this.stderr.slice(-2000)}`,
+      // Read when the wait fails: the output up to then, not at the start of the wait.
+      () => `log "${msg}"\n--- stdout:\n${this.stdout.slice(-2000)}\n--- stderr:\n${this.stderr.slice(-2000)}`,
       () => this.logs().find((l) => l.msg === msg),
       timeoutMs,
     );

@@ -1,5 +1,8 @@
-/** Waits until `check` returns a truthy value; fails with `what` after `timeoutMs`. Never a fixed sleep. */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 30_000, intervalMs = 25): Promise<NonNullable<T>> {
+/**
+ * Waits until `check` returns a truthy value; fails with `what` after `timeoutMs`. Never a fixed sleep.
+ * `what` may be a function, read when the wait fails (e.g. a process's output by then).
+ */
+export async function waitFor<T>(what: string | (() => string), check: () => T | Promise<T>, timeoutMs = 30_000, intervalMs = 25): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -10,7 +13,9 @@ export async function waitFor<T>(what: string, check: () => T | Promise<T>, time
       last = error;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}${last ? ` (last error: ${String(last)})` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
