@@ -202,3 +202,19 @@ test('500 requests with bodies in one write (one socket chunk holds them all): e
   const answers = await exchange([Buffer.concat(sent.map((s) => s.bytes))]);
   await assertStored(sent, answers, '500 in one write');
 });
+
+test('bodies at socket-read and copy thresholds (4 KiB, 64 KiB, 1 MiB, ±1), pipelined in one write and one byte at a time at their edges: stored byte-exact', async () => {
+  const sizes = [4095, 4096, 4097, 32767, 32768, 65535, 65536, 65537, 131073, 1024 * 1024];
+  const sent = sizes.map((n, i) => {
+    const body = Buffer.alloc(n);
+    for (let k = 0; k < n; k++) body[k] = (k * 31 + i * 7) & 0xff;
+    return build({ method: 'PUT', target: `/size/${n}`, fields: [], body, framing: i % 2 === 0 ? 'length' : 'chunked', chunkSizes: [4093, 65536, 1], trailers: [] }, i);
+  });
+  await clearStream();
+  await assertStored(sent, await exchange([Buffer.concat(sent.map((s) => s.bytes))]), 'one write');
+  // Each request's last 3 bytes and the next request's first 3 bytes in their own writes.
+  await clearStream();
+  const parts: Buffer[] = [];
+  for (const s of sent) parts.push(s.bytes.subarray(0, 3), s.bytes.subarray(3, s.bytes.length - 3), ...[...s.bytes.subarray(s.bytes.length - 3)].map((b) => Buffer.from([b])));
+  await assertStored(sent, await exchange(parts), 'edges byte by byte');
+});
