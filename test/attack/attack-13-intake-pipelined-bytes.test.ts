@@ -218,3 +218,25 @@ test('bodies at socket-read and copy thresholds (4 KiB, 64 KiB, 1 MiB, ±1), pip
   for (const s of sent) parts.push(s.bytes.subarray(0, 3), s.bytes.subarray(3, s.bytes.length - 3), ...[...s.bytes.subarray(s.bytes.length - 3)].map((b) => Buffer.from([b])));
   await assertStored(sent, await exchange(parts), 'edges byte by byte');
 });
+
+test('FIN after every byte of a 3-request pipeline while Redis holds writes (CLIENT PAUSE WRITE): whole requests answered 200 in order and stored, the cut one not', async () => {
+  const a = build({ method: 'POST', target: '/fin/a', fields: [], body: Buffer.from('a-body'), framing: 'length', chunkSizes: [1], trailers: [] }, 0);
+  const b = build({ method: 'PATCH', target: '/fin/b', fields: [['x-b', 'é\xff']], body: Buffer.from('b\r\nbody'), framing: 'chunked', chunkSizes: [3], trailers: [['x-t', 'v']] }, 1);
+  const c = build({ method: 'BAN', target: '/fin/c', fields: [], body: Buffer.alloc(0), framing: 'none', chunkSizes: [1], trailers: [] }, 2);
+  const all = Buffer.concat([a.bytes, b.bytes, c.bytes]);
+  const admin = redis.client();
+  try {
+    for (let cut = 0; cut <= all.length; cut++) {
+      await clearStream();
+      await admin.call('CLIENT', 'PAUSE', '60', 'WRITE');
+      let end = 0;
+      const whole = [a, b, c].filter((s) => (end += s.bytes.length) <= cut);
+      // The first request alone, then the rest (arriving while its append is held), then the FIN.
+      const parts = cut > a.bytes.length ? [all.subarray(0, a.bytes.length), all.subarray(a.bytes.length, cut)] : [all.subarray(0, cut)];
+      const answers = await exchange(parts.filter((p) => p.length > 0));
+      await assertStored(whole, answers, `FIN after byte ${cut} of ${all.length}`);
+    }
+  } finally {
+    admin.disconnect();
+  }
+});
