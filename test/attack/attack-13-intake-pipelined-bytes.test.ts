@@ -40,14 +40,28 @@ interface Sent {
 const latin1 = (codes: number[]) => Buffer.from(codes).toString('latin1');
 const targetByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }));
 const valueByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }), fc.constantFrom(0x20, 0x09));
-const tokenChar = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&\'*+-.^_`|~'.split(''));
+const tokenChar = fc.constantFrom(..."abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~".split(''));
 const fieldName = fc.array(tokenChar, { minLength: 1, maxLength: 12 }).map((cs) => `x-${cs.join('')}`);
-const fieldValue = fc
-  .array(valueByte, { maxLength: 40 })
-  .map((codes) => latin1(codes).replace(/^[ \t]+|[ \t]+$/g, ''));
-const tricky = ['\r\n', '\r\n\r\n', 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 'HTTP/1.1 200 OK\r\n', '*3\r\n$4\r\nxadd\r\n', '$-1\r\n', '0\r\n\r\n', '\x00', '\xff\xfe'];
+const fieldValue = fc.array(valueByte, { maxLength: 40 }).map((codes) => latin1(codes).replace(/^[ \t]+|[ \t]+$/g, ''));
+const tricky = [
+  '\r\n',
+  '\r\n\r\n',
+  'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
+  'HTTP/1.1 200 OK\r\n',
+  '*3\r\n$4\r\nxadd\r\n',
+  '$-1\r\n',
+  '0\r\n\r\n',
+  '\x00',
+  '\xff\xfe',
+];
 const bodyBytes = fc
-  .array(fc.oneof(fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)), fc.constantFrom(...tricky).map((s) => Buffer.from(s, 'latin1'))), { maxLength: 6 })
+  .array(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+      fc.constantFrom(...tricky).map((s) => Buffer.from(s, 'latin1')),
+    ),
+    { maxLength: 6 },
+  )
   .map((parts) => Buffer.concat(parts));
 
 const requestArb = fc.record({
@@ -60,8 +74,14 @@ const requestArb = fc.record({
   trailers: fc.array(fc.tuple(fieldName, fieldValue), { maxLength: 2 }),
 });
 
-function build(r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] }, seq: number): Sent;
-function build(r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] }, seq: number): Sent {
+function build(
+  r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] },
+  seq: number,
+): Sent;
+function build(
+  r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] },
+  seq: number,
+): Sent {
   const rawHeaders = ['Host', 'staging.example', 'x-seq', String(seq)];
   for (const [n, v] of r.fields) rawHeaders.push(n, v);
   const body = r.framing === 'none' ? Buffer.alloc(0) : r.body;
@@ -185,7 +205,10 @@ test('pipelined requests in one write, in arbitrary pieces, FIN after an arbitra
 test('a body split across two writes at every offset, with the next pipelined request behind it: stored byte-exact', async () => {
   const body = Buffer.from('0123456789\r\n\r\nGET / HTTP/1.1\r\n\r\n*1\r\n$4\r\nPING\r\n\xff\x00', 'latin1');
   const first = build({ method: 'POST', target: '/split', fields: [], body, framing: 'length', chunkSizes: [7], trailers: [] }, 0);
-  const second = build({ method: 'PUT', target: '/next', fields: [['x-a', 'b']], body: Buffer.from('second body'), framing: 'length', chunkSizes: [7], trailers: [] }, 1);
+  const second = build(
+    { method: 'PUT', target: '/next', fields: [['x-a', 'b']], body: Buffer.from('second body'), framing: 'length', chunkSizes: [7], trailers: [] },
+    1,
+  );
   const all = Buffer.concat([first.bytes, second.bytes]);
   for (let at = 1; at < all.length; at++) {
     await clearStream();
@@ -197,7 +220,18 @@ test('a body split across two writes at every offset, with the next pipelined re
 test('500 requests with bodies in one write (one socket chunk holds them all): every body stored byte-exact', async () => {
   await clearStream();
   const sent = Array.from({ length: 500 }, (_, i) =>
-    build({ method: 'POST', target: `/many/${i}`, fields: [], body: Buffer.from(`body-${i}-${'x'.repeat(i % 37)}`), framing: 'length', chunkSizes: [1], trailers: [] }, i),
+    build(
+      {
+        method: 'POST',
+        target: `/many/${i}`,
+        fields: [],
+        body: Buffer.from(`body-${i}-${'x'.repeat(i % 37)}`),
+        framing: 'length',
+        chunkSizes: [1],
+        trailers: [],
+      },
+      i,
+    ),
   );
   const answers = await exchange([Buffer.concat(sent.map((s) => s.bytes))]);
   await assertStored(sent, answers, '500 in one write');
@@ -208,20 +242,35 @@ test('bodies at socket-read and copy thresholds (4 KiB, 64 KiB, 1 MiB, ±1), pip
   const sent = sizes.map((n, i) => {
     const body = Buffer.alloc(n);
     for (let k = 0; k < n; k++) body[k] = (k * 31 + i * 7) & 0xff;
-    return build({ method: 'PUT', target: `/size/${n}`, fields: [], body, framing: i % 2 === 0 ? 'length' : 'chunked', chunkSizes: [4093, 65536, 1], trailers: [] }, i);
+    return build(
+      { method: 'PUT', target: `/size/${n}`, fields: [], body, framing: i % 2 === 0 ? 'length' : 'chunked', chunkSizes: [4093, 65536, 1], trailers: [] },
+      i,
+    );
   });
   await clearStream();
   await assertStored(sent, await exchange([Buffer.concat(sent.map((s) => s.bytes))]), 'one write');
   // Each request's last 3 bytes and the next request's first 3 bytes in their own writes.
   await clearStream();
   const parts: Buffer[] = [];
-  for (const s of sent) parts.push(s.bytes.subarray(0, 3), s.bytes.subarray(3, s.bytes.length - 3), ...[...s.bytes.subarray(s.bytes.length - 3)].map((b) => Buffer.from([b])));
+  for (const s of sent)
+    parts.push(s.bytes.subarray(0, 3), s.bytes.subarray(3, s.bytes.length - 3), ...[...s.bytes.subarray(s.bytes.length - 3)].map((b) => Buffer.from([b])));
   await assertStored(sent, await exchange(parts), 'edges byte by byte');
 });
 
 test('FIN after every byte of a 3-request pipeline while Redis holds writes (CLIENT PAUSE WRITE): whole requests answered 200 in order and stored, the cut one not', async () => {
   const a = build({ method: 'POST', target: '/fin/a', fields: [], body: Buffer.from('a-body'), framing: 'length', chunkSizes: [1], trailers: [] }, 0);
-  const b = build({ method: 'PATCH', target: '/fin/b', fields: [['x-b', 'é\xff']], body: Buffer.from('b\r\nbody'), framing: 'chunked', chunkSizes: [3], trailers: [['x-t', 'v']] }, 1);
+  const b = build(
+    {
+      method: 'PATCH',
+      target: '/fin/b',
+      fields: [['x-b', 'é\xff']],
+      body: Buffer.from('b\r\nbody'),
+      framing: 'chunked',
+      chunkSizes: [3],
+      trailers: [['x-t', 'v']],
+    },
+    1,
+  );
   const c = build({ method: 'BAN', target: '/fin/c', fields: [], body: Buffer.alloc(0), framing: 'none', chunkSizes: [1], trailers: [] }, 2);
   const all = Buffer.concat([a.bytes, b.bytes, c.bytes]);
   const admin = redis.client();

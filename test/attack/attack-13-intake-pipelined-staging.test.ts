@@ -37,14 +37,28 @@ interface Sent {
 const latin1 = (codes: number[]) => Buffer.from(codes).toString('latin1');
 const targetByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }));
 const valueByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }), fc.constantFrom(0x20, 0x09));
-const tokenChar = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&\'*+-.^_`|~'.split(''));
+const tokenChar = fc.constantFrom(..."abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~".split(''));
 const fieldName = fc.array(tokenChar, { minLength: 1, maxLength: 12 }).map((cs) => `x-${cs.join('')}`);
-const fieldValue = fc
-  .array(valueByte, { maxLength: 40 })
-  .map((codes) => latin1(codes).replace(/^[ \t]+|[ \t]+$/g, ''));
-const tricky = ['\r\n', '\r\n\r\n', 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 'HTTP/1.1 200 OK\r\n', '*3\r\n$4\r\nxadd\r\n', '$-1\r\n', '0\r\n\r\n', '\x00', '\xff\xfe'];
+const fieldValue = fc.array(valueByte, { maxLength: 40 }).map((codes) => latin1(codes).replace(/^[ \t]+|[ \t]+$/g, ''));
+const tricky = [
+  '\r\n',
+  '\r\n\r\n',
+  'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
+  'HTTP/1.1 200 OK\r\n',
+  '*3\r\n$4\r\nxadd\r\n',
+  '$-1\r\n',
+  '0\r\n\r\n',
+  '\x00',
+  '\xff\xfe',
+];
 const bodyBytes = fc
-  .array(fc.oneof(fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)), fc.constantFrom(...tricky).map((s) => Buffer.from(s, 'latin1'))), { maxLength: 6 })
+  .array(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+      fc.constantFrom(...tricky).map((s) => Buffer.from(s, 'latin1')),
+    ),
+    { maxLength: 6 },
+  )
   .map((parts) => Buffer.concat(parts));
 
 const requestArb = fc.record({
@@ -57,8 +71,14 @@ const requestArb = fc.record({
   trailers: fc.array(fc.tuple(fieldName, fieldValue), { maxLength: 2 }),
 });
 
-function build(r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] }, seq: number): Sent;
-function build(r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] }, seq: number): Sent {
+function build(
+  r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] },
+  seq: number,
+): Sent;
+function build(
+  r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] },
+  seq: number,
+): Sent {
   const rawHeaders = ['Host', 'staging.example', 'x-seq', String(seq)];
   for (const [n, v] of r.fields) rawHeaders.push(n, v);
   const body = r.framing === 'none' ? Buffer.alloc(0) : r.body;

@@ -68,10 +68,14 @@ async function runWith(fault: () => Promise<void>, label: string): Promise<void>
   try {
     await waitFor('traffic flowing', async () => (await c.xlen(stream).catch(() => 0)) > 300, 60_000);
     await fault();
-    const after = await waitFor('traffic stored again after the fault', async () => {
-      const ok = results.slice(-6).some((r) => r.statuses.length === r.ids.length && r.statuses.every((s) => s === 200));
-      return ok ? true : null;
-    }, 60_000);
+    const after = await waitFor(
+      'traffic stored again after the fault',
+      async () => {
+        const ok = results.slice(-6).some((r) => r.statuses.length === r.ids.length && r.statuses.every((s) => s === 200));
+        return ok ? true : null;
+      },
+      60_000,
+    );
     assert.ok(after);
   } finally {
     stop = true;

@@ -110,7 +110,6 @@ class RedisCluster {
   }
 }
 
-
 let redis: RedisServer;
 let cluster: RedisCluster;
 
@@ -138,9 +137,10 @@ async function both(client: Redis | Cluster, stream: string, fields: (string | B
   void client.sendCommand(ours);
   const oursId = (await ours.promise) as string;
   const theirsId = (await client.xadd(`${stream}:ioredis`, '*', ...fields)) as string;
-  const [[, a]] = (await client.xrangeBuffer(stream, oursId, oursId)) as [Buffer, Buffer[]][];
-  const [[, b]] = (await client.xrangeBuffer(`${stream}:ioredis`, theirsId, theirsId)) as [Buffer, Buffer[]][];
-  return [a as Buffer[], b as Buffer[]];
+  const a = (await client.xrangeBuffer(stream, oursId, oursId))[0]?.[1];
+  const b = (await client.xrangeBuffer(`${stream}:ioredis`, theirsId, theirsId))[0]?.[1];
+  assert.ok(a && b, 'both entries are stored');
+  return [a, b];
 }
 
 const hex = (fields: Buffer[]) => fields.map((f) => f.toString('hex'));
@@ -169,7 +169,20 @@ for (const where of ['redis', 'cluster'] as const) {
     try {
       const big = Buffer.alloc(16 * 1024 * 1024, 0x2a);
       big.write('\r\n$3\r\nfoo\r\n', 1000, 'latin1');
-      const fields: (string | Buffer)[] = ['', '', 'b', Buffer.alloc(0), 'big', big, 'é', 'ü'.repeat(5), 'x'.repeat(9), 'y'.repeat(10), 'z'.repeat(99), Buffer.alloc(100, 1)];
+      const fields: (string | Buffer)[] = [
+        '',
+        '',
+        'b',
+        Buffer.alloc(0),
+        'big',
+        big,
+        'é',
+        'ü'.repeat(5),
+        'x'.repeat(9),
+        'y'.repeat(10),
+        'z'.repeat(99),
+        Buffer.alloc(100, 1),
+      ];
       const [ours, theirs] = await both(client, '{odd}:stream', fields);
       assert.equal(ours.length, fields.length);
       assert.deepEqual(hex(ours), hex(theirs));
