@@ -32,6 +32,53 @@ after(async () => {
   await redis?.close();
 });
 
+/** Streams `tail` a byte every `everyMs` after `first`; resolves with the answer bytes once the ingress closes. */
+function trickle(first: string, tail: string, everyMs: number): Promise<{ answers: string; sentOfTail: number }> {
+  return new Promise((resolve) => {
+    const socket = connect({ port: stack.ingressPort, host: '127.0.0.1' });
+    let answers = '';
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    socket.on('data', (d: Buffer) => {
+      answers += d.toString('latin1');
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearInterval(timer);
+      resolve({ answers, sentOfTail: sent });
+    });
+    socket.on('connect', () => {
+      socket.write(first);
+      timer = setInterval(() => {
+        if (sent < tail.length && !socket.destroyed) socket.write(tail[sent++] as string);
+      }, everyMs);
+    });
+  });
+}
+
+async function streamHas(target: string): Promise<boolean> {
+  const c = redis.client();
+  try {
+    const entries = await c.xrangeBuffer(`{${stack.env.MIRRORPLANE_PREFIX}}:stream`, '-', '+');
+    return entries.some(([, f]) => f.some((v) => v.toString('latin1') === target));
+  } finally {
+    c.disconnect();
+  }
+}
+
+test('slowloris behind a pipelined request: the first is answered 200, the slow head 408 headers_timeout, the slow body 408 body_timeout; neither slow one stored', async () => {
+  const a = 'POST /slow/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA';
+  const slowHead = await trickle(a, `GET /slow/head HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(200)}\r\n\r\n`, 100);
+  assert.match(slowHead.answers, /^HTTP\/1\.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP\/1\.1 408 [^]*x-mirrorplane-drop: headers_timeout/, slowHead.answers);
+  assert.ok(slowHead.sentOfTail < 60, `the slow head was read for ${slowHead.sentOfTail} bytes (${slowHead.sentOfTail / 10} s)`);
+  const slowBody = await trickle(`${a}PUT /slow/body HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n`, 'b'.repeat(200), 100);
+  assert.match(slowBody.answers, /^HTTP\/1\.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP\/1\.1 408 [^]*x-mirrorplane-drop: body_timeout/, slowBody.answers);
+  assert.ok(slowBody.sentOfTail < 60, `the slow body was read for ${slowBody.sentOfTail} bytes`);
+  assert.equal(await streamHas('/slow/a'), true);
+  assert.equal(await streamHas('/slow/head'), false);
+  assert.equal(await streamHas('/slow/body'), false);
+});
+
 test('a client that sends bytes after a connection: close request and never closes does not hold a connection slot for ever', async () => {
   const sockets: Socket[] = [];
   try {
