@@ -192,3 +192,44 @@ for (const where of ['redis', 'cluster'] as const) {
     }
   });
 }
+
+function cli(port: number, ...args: string[]): string {
+  return spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim();
+}
+
+test('EncodedXadd through a Cluster whose slot moved after the client learned the map (MOVED, resent): stored once, byte-exact', async () => {
+  const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0] as number }]);
+  try {
+    const stream = '{moved}:stream';
+    // The client learns the slot map first.
+    await client.xadd('{moved}:warm', '*', 'a', 'b');
+    const slot = cli(cluster.ports[0] as number, 'cluster', 'keyslot', stream);
+    const from = cluster.nodeOf(stream);
+    const to = cluster.ports.find((p) => p !== from) as number;
+    const fromId = cli(from, 'cluster', 'myid');
+    const toId = cli(to, 'cluster', 'myid');
+    // Moves the slot (with its one warm key) to another node behind the client's back.
+    assert.equal(cli(to, 'cluster', 'setslot', slot, 'importing', fromId), 'OK');
+    assert.equal(cli(from, 'cluster', 'setslot', slot, 'migrating', toId), 'OK');
+    cli(from, 'migrate', '127.0.0.1', String(to), '', '0', '5000', 'keys', '{moved}:warm');
+    for (const p of cluster.ports) cli(p, 'cluster', 'setslot', slot, 'node', toId);
+    const body = Buffer.from('moved\r\n*1\r\n$4\r\nPING\r\n\xff', 'latin1');
+    const command = new EncodedXadd([stream, '*', 'b', body, 'm', 'PUT', 'h', 'é']);
+    void client.sendCommand(command);
+    const id = (await command.promise) as string;
+    const direct = new Cluster([{ host: '127.0.0.1', port: to }]);
+    try {
+      const entries = await direct.xrangeBuffer(stream, '-', '+');
+      assert.equal(entries.length, 1, 'stored once');
+      assert.equal(entries[0]?.[0].toString(), id);
+      assert.deepEqual(
+        entries[0]?.[1].map((f) => f.toString('hex')),
+        [Buffer.from('b'), body, Buffer.from('m'), Buffer.from('PUT'), Buffer.from('h'), Buffer.from('é', 'utf8')].map((f) => f.toString('hex')),
+      );
+    } finally {
+      direct.disconnect();
+    }
+  } finally {
+    client.disconnect();
+  }
+});
