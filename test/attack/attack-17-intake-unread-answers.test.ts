@@ -102,3 +102,55 @@ test('a client that pipelines and never reads its answers: answers held in the i
     c.disconnect();
   }
 });
+
+// Sends N pipelined requests with 1 KiB bodies while a thread reads the answers slowly (4 KiB
+// reads, 1 ms apart): it works whether or not the ingress applies back-pressure.
+const SLOW_READER = `
+import socket, sys, time, threading
+n = int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+body = bytes(range(256)) * 4
+req = b'POST /late HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 1024\\r\\n\\r\\n' + body
+got = []
+def read():
+    while True:
+        d = s.recv(4096)
+        if not d: break
+        got.append(d)
+        time.sleep(0.001)
+t = threading.Thread(target=read)
+t.start()
+s.sendall(req * n)
+s.shutdown(socket.SHUT_WR)
+t.join()
+g = b''.join(got)
+print('answers', g.count(b'HTTP/1.1 200 OK'), 'other', g.count(b'HTTP/1.1 ') - g.count(b'HTTP/1.1 200 OK'), flush=True)
+`;
+
+test('a client that reads its answers slowly while it pipelines 20,000 requests and its FIN: every one answered 200 and stored byte-exact, nothing dropped', async () => {
+  const c = redis.client();
+  const stream = `{${stack.env.MIRRORPLANE_PREFIX}}:stream`;
+  await c.xtrim(stream, 'MAXLEN', 0);
+  const client = spawn('python3', ['-c', SLOW_READER, String(stack.ingressPort), '20000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  client.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  try {
+    const line = await waitFor('the client to read every answer', () => /answers (\d+) other (\d+)/.exec(out), 240_000);
+    assert.equal(Number(line[1]), 20_000, out);
+    assert.equal(Number(line[2]), 0, out);
+    const entries = await c.xrangeBuffer(stream, '-', '+');
+    assert.equal(entries.length, 20_000);
+    const body = Buffer.from(Array.from({ length: 1024 }, (_, i) => i % 256));
+    for (const [, fields] of entries) {
+      const at = fields.findIndex((f, i) => i % 2 === 0 && f.toString() === 'b');
+      assert.ok(fields[at + 1]?.equals(body), 'body stored byte-exact');
+    }
+  } finally {
+    client.kill('SIGKILL');
+    c.disconnect();
+  }
+});
