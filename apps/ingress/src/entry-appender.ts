@@ -29,10 +29,8 @@ function partitionHeaders(raw: readonly string[], protocol: HttpProtocol | undef
 
 /** Redis's default `proto-max-bulk-len`: the largest value (bulk string) it takes, 512 MiB. */
 export const DEFAULT_MAX_BULK_BYTES = 512 * 1024 * 1024;
-/** Redis's default `client-query-buffer-limit`: the largest command it takes, 1 GiB. */
-export const DEFAULT_MAX_COMMAND_BYTES = 1024 * 1024 * 1024;
-/** RESP framing and the small fields of an entry: a bound of what an XADD adds to its values. */
-const COMMAND_OVERHEAD = 64 * 1024;
+/** The small fields of an entry and a sealed value's own bytes: a bound of what an entry adds to its request's parts. */
+const ENTRY_OVERHEAD = 64 * 1024;
 
 /**
  * Appends one request as one stream entry (`XADD`, sealed when a data key is set) to its
@@ -46,7 +44,6 @@ export class EntryAppender {
   readonly #stripToken: boolean;
   readonly #maxHeaderBytes: number;
   #maxBulk = DEFAULT_MAX_BULK_BYTES;
-  #maxCommand = DEFAULT_MAX_COMMAND_BYTES;
   /** Bodies up to this size make entries Redis surely takes (one comparison per append); larger ones are measured. */
   #checkAbove = 0;
   /** The Redis socket held corked until the end of this event-loop turn, if any. */
@@ -64,33 +61,31 @@ export class EntryAppender {
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#stripToken = config.ingressToken !== null;
     this.#maxHeaderBytes = config.maxHeaderBytes;
-    this.setRedisLimits(DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_COMMAND_BYTES);
+    this.setRedisLimits(DEFAULT_MAX_BULK_BYTES);
   }
 
   /**
-   * What the Redis server takes (bytes): `maxBulk`, its `proto-max-bulk-len` (one value);
-   * `maxCommand`, its `client-query-buffer-limit` (one whole command). An entry over either
-   * would make Redis answer a protocol error and close the connection every append shares.
+   * The largest value the Redis server takes (bytes): its `proto-max-bulk-len`. An entry with a
+   * larger value would make Redis answer a protocol error and close the connection every
+   * append shares. (`client-query-buffer-limit` bounds a command's unparsed bytes, not its
+   * values: Redis 7 takes an XADD of values that add up to more, so it is not checked.)
    */
-  setRedisLimits(maxBulk: number, maxCommand: number): void {
+  setRedisLimits(maxBulk: number): void {
     this.#maxBulk = maxBulk;
-    this.#maxCommand = maxCommand;
     // A sealed entry holds body, headers, trailers and target in one value (plus a few bytes);
     // each of the head's parts is under MAX_HEADER_BYTES, and their encoding at most doubles them.
-    const bound = Math.min(maxBulk, maxCommand) - COMMAND_OVERHEAD - 8 * this.#maxHeaderBytes;
-    this.#checkAbove = Math.max(0, bound);
+    // (Negative when the head alone may be over it: every entry is measured.)
+    this.#checkAbove = maxBulk - ENTRY_OVERHEAD - 8 * this.#maxHeaderBytes;
   }
 
-  /** True when every value of `fields` is within `proto-max-bulk-len` and the command within `client-query-buffer-limit`. */
+  /** True when every value of `fields` is within `proto-max-bulk-len`. */
   #fits(fields: readonly (string | Buffer)[]): boolean {
-    let total = COMMAND_OVERHEAD;
     for (let i = 0; i < fields.length; i++) {
       const value = fields[i] as string | Buffer;
       const n = typeof value === 'string' ? Buffer.byteLength(value, 'utf8') : value.length;
       if (n > this.#maxBulk) return false;
-      total += n;
     }
-    return total <= this.#maxCommand;
+    return true;
   }
 
   /**

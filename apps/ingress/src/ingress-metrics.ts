@@ -18,7 +18,7 @@ export type DropReason =
   | 'unsupported'
   /** An HTTP/2 stream over MAX_CONCURRENT_STREAMS on its connection (RST_STREAM REFUSED_STREAM). */
   | 'too_many_streams'
-  /** An entry over what the Redis server takes (proto-max-bulk-len, client-query-buffer-limit): answered 413 on its own. */
+  /** An entry with a value over the Redis server's proto-max-bulk-len: answered 413 on its own. */
   | 'over_redis_limit';
 
 const REASONS: DropReason[] = [

@@ -17,7 +17,7 @@ import {
   type Logger,
 } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
-import { DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_COMMAND_BYTES, EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
+import { DEFAULT_MAX_BULK_BYTES, EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
 import { IntakeServer, type IntakeLoss } from './intake-server.js';
 import { H2Intake, type H2Loss, type H2Request } from './h2-intake.js';
@@ -283,30 +283,25 @@ export class Ingress {
     this.#lastOverLimitLog = now;
     this.#logger.warn(
       { bodyBytes, maxBodyBytes: this.#config.maxBodyBytes },
-      "answering 413: the entry is over what Redis takes (its proto-max-bulk-len or client-query-buffer-limit); lower MAX_BODY_BYTES or raise Redis's limit",
+      "answering 413: the entry holds a value over Redis's proto-max-bulk-len; lower MAX_BODY_BYTES or raise Redis's limit",
     );
   }
 
   /**
-   * Reads what the Redis server takes: `proto-max-bulk-len` and `client-query-buffer-limit`
-   * (on each connection: a failover may reach a Redis set otherwise). A Redis that refuses
-   * CONFIG (managed services, a renamed command) leaves Redis's defaults, 512 MiB and 1 GiB.
+   * Reads the largest value the Redis server takes, `proto-max-bulk-len` (on each connection:
+   * a failover may reach a Redis set otherwise). A Redis that refuses CONFIG (managed
+   * services, a renamed command) leaves Redis's default, 512 MiB.
    */
   async #readRedisLimits(): Promise<void> {
-    const read = async (name: string, fallback: number): Promise<number> => {
-      try {
-        const reply = (await this.#redis.config('GET', name)) as unknown as string[];
-        const value = Number(reply?.[1]);
-        return Number.isSafeInteger(value) && value > 0 ? value : fallback;
-      } catch {
-        return fallback;
-      }
-    };
-    const [maxBulk, maxCommand] = await Promise.all([
-      read('proto-max-bulk-len', DEFAULT_MAX_BULK_BYTES),
-      read('client-query-buffer-limit', DEFAULT_MAX_COMMAND_BYTES),
-    ]);
-    this.#appender.setRedisLimits(maxBulk, maxCommand);
+    let maxBulk = DEFAULT_MAX_BULK_BYTES;
+    try {
+      const reply = (await this.#redis.config('GET', 'proto-max-bulk-len')) as unknown as string[];
+      const value = Number(reply?.[1]);
+      if (Number.isSafeInteger(value) && value > 0) maxBulk = value;
+    } catch {
+      // CONFIG refused: the default stands.
+    }
+    this.#appender.setRedisLimits(maxBulk);
     if (maxBulk < this.#config.maxBodyBytes) {
       this.#logger.warn(
         { protoMaxBulkLen: maxBulk, maxBodyBytes: this.#config.maxBodyBytes },
