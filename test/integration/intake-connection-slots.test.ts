@@ -1,16 +1,19 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { RecordingServer, RedisServer, Stack, sendRaw, waitFor } from '../helpers/index.js';
 
-// After the ingress answers a request with `connection: close` it half-closes and reads nothing
-// more. Bytes the client sent after that request (a pipelined request it should not have sent)
-// were already fed to the parser, so the connection counts as "mid-request" for ever: the
-// deadline check skips closed connections and the idle timer skips connections mid-request.
-// A client that never closes its side holds the socket — and one of MAX_CONNECTIONS — for good.
-// Every other way a connection ends (a refusal) destroys it after 5 s at most.
+// A connection slot (one of MAX_CONNECTIONS) is never held past the intake's bounds, whatever
+// the peer sends or does not read. Once the ingress is done with a connection (answered with
+// `connection: close`, HTTP/1.0 without keep-alive, a refusal, the client's FIN) it writes its
+// last answer with a FIN and destroys the socket within LINGER_MS (5 s), even when the client
+// sent more bytes after that request (which would make it "mid-request" for ever: the deadline
+// check skips connections it is done with, the idle timer skips connections mid-request).
 
-const MAX_CONNECTIONS = 4;
+const MAX_CONNECTIONS = 16;
+/** LINGER_MS (5 s) and the 1 s deadlines, with room for a loaded machine. */
+const SLOT_BOUND_MS = 20_000;
 let redis: RedisServer;
 let staging: RecordingServer;
 let stack: Stack;
@@ -82,7 +85,7 @@ test('slowloris behind a pipelined request: the first is answered 200, the slow 
 test('a client that sends bytes after a connection: close request and never closes does not hold a connection slot for ever', async () => {
   const sockets: Socket[] = [];
   try {
-    for (let i = 0; i < MAX_CONNECTIONS; i++) {
+    for (let i = 0; i < 4; i++) {
       const socket = connect({ port: stack.ingressPort, host: '127.0.0.1', allowHalfOpen: true });
       socket.on('error', () => undefined);
       let answer = '';
@@ -110,15 +113,84 @@ test('a client that sends bytes after a connection: close request and never clos
           return null;
         }
       },
-      // Past the ingress's 75 s keep-alive idle timer too.
-      100_000,
+      SLOT_BOUND_MS,
       500,
     ).catch(() => false);
     assert.ok(
       served,
-      `no request served for ${((Date.now() - started) / 1000).toFixed(0)} s: ${MAX_CONNECTIONS} half-closed connections hold every MAX_CONNECTIONS slot (last error: ${last})`,
+      `no request served for ${((Date.now() - started) / 1000).toFixed(0)} s: ${MAX_CONNECTIONS} half-closed connections hold their slots (last error: ${last})`,
     );
   } finally {
+    for (const s of sockets) s.destroy();
+  }
+});
+
+/**
+ * Connections of the traffic port still held by a process (an fd open): the ingress's side
+ * (`sport`), whatever the TCP state. A socket the ingress destroyed is gone from this list
+ * even while the kernel finishes its FIN (an orphan has no process).
+ */
+function heldByIngress(): string[] {
+  const out = spawnSync('ss', ['-tnHp', 'state', 'connected', 'sport', '=', `:${stack.ingressPort}`], { encoding: 'utf8' }).stdout;
+  return out.split('\n').filter((line) => line.includes('users:('));
+}
+
+// Every way the ingress is done with a connection, each followed by every kind of leftover a
+// client may send; the clients never read and never close. All at once, one slot each.
+const WAYS: Record<string, string> = {
+  'connection: close': 'POST /done/close HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi',
+  'HTTP/1.0': 'POST /done/http10 HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi',
+  'refused 400': 'GET /done/bad HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n',
+  'refused 413': `PUT /done/big HTTP/1.1\r\nHost: x\r\nContent-Length: ${11 * 1024 * 1024}\r\n\r\n`,
+};
+const LEFTOVERS: Record<string, (socket: Socket) => NodeJS.Timeout | undefined> = {
+  'a partial request': (socket) => {
+    socket.write('GET /after HTTP/1.1\r\nHost: x\r\n');
+    return undefined;
+  },
+  'a byte every 100 ms': (socket) => setInterval(() => socket.writable && socket.write('x'), 100),
+  'a flood it never ends': (socket) =>
+    setInterval(() => socket.writable && socket.writableLength < 1024 * 1024 && socket.write(Buffer.alloc(64 * 1024, 0x66)), 10),
+};
+
+test('every way a connection is done × every leftover (partial request, trickle, flood), the client reading nothing and never closing, and a FIN after a partial request: every slot comes free within the bounds', async () => {
+  const sockets: Socket[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    const members: [string, string, string | null][] = [];
+    for (const way of Object.keys(WAYS)) for (const leftover of Object.keys(LEFTOVERS)) members.push([way, WAYS[way] as string, leftover]);
+    members.push(['FIN', 'POST /done/fin HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /after HTTP/1.1\r\nHo', null]);
+    assert.ok(members.length <= MAX_CONNECTIONS);
+    for (const [, request, leftover] of members) {
+      const socket = connect({ port: stack.ingressPort, host: '127.0.0.1', allowHalfOpen: true });
+      socket.on('error', () => undefined);
+      socket.pause(); // reads nothing, ever
+      sockets.push(socket);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      if (leftover === null) {
+        socket.end(request);
+        continue;
+      }
+      socket.write(request);
+      const timer = (LEFTOVERS[leftover] as (s: Socket) => NodeJS.Timeout | undefined)(socket);
+      if (timer) timers.push(timer);
+    }
+    await waitFor('the ingress to hold every member connection', () => heldByIngress().length >= members.length || null, 10_000);
+    // Every slot must be free again within the bounds, while the clients still hold their ends.
+    const started = Date.now();
+    let held = heldByIngress();
+    while (Date.now() - started < SLOT_BOUND_MS && held.length > 0) {
+      await new Promise((r) => setTimeout(r, 250));
+      held = heldByIngress();
+    }
+    assert.deepEqual(
+      held,
+      [],
+      `after ${((Date.now() - started) / 1000).toFixed(0)} s the ingress still holds ${held.length} of the ${members.length} connections`,
+    );
+    assert.equal((await sendRaw(stack.ingressPort, 'GET /fresh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).status, 200);
+  } finally {
+    for (const t of timers) clearInterval(t);
     for (const s of sockets) s.destroy();
   }
 });
