@@ -27,7 +27,6 @@ after(async () => {
   await redis?.close();
 });
 
-const ANSWER = 'HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n'.length;
 const REQUESTS = 150_000;
 
 // A client with a small, fixed receive buffer (SO_RCVBUF set before connect stops autotuning),
@@ -39,7 +38,7 @@ s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(('127.0.0.1', int(sys.argv[1])))
 print('local', s.getsockname()[1], flush=True)
-batch = b'GET /unread HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' * 1000
+batch = sys.argv[3].encode().decode('unicode_escape').encode('latin1') * 1000
 sent = 0
 s.settimeout(60)
 try:
@@ -58,50 +57,65 @@ function queues(local: number, remote: number): { recv: number; send: number } |
   return m ? { recv: Number(m[1]), send: Number(m[2]) } : null;
 }
 
-test('a client that pipelines and never reads its answers: answers held in the ingress (not the kernel) stay bounded', async () => {
-  const client = spawn('python3', ['-c', CLIENT, String(stack.ingressPort), String(REQUESTS)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  client.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
+// Every kind of answer the traffic port writes while it keeps the connection (HTTP/1.1, and
+// HTTP/1.0 with keep-alive); the admin port is node:http, which stops parsing on its own.
+const KINDS: [name: string, request: string, answer: string][] = [
+  ['HTTP/1.1', 'GET /unread HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n', 'HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n'],
+  [
+    'HTTP/1.0 keep-alive',
+    'GET /unread10 HTTP/1.0\\r\\nConnection: keep-alive\\r\\n\\r\\n',
+    'HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n',
+  ],
+];
+
+for (const [kind, request, answer] of KINDS)
+  test(`a client that pipelines ${kind} requests and never reads its answers: answers held in the ingress (not the kernel) stay bounded`, async () => {
+    const ANSWER = answer.length;
+    const client = spawn('python3', ['-c', CLIENT, String(stack.ingressPort), String(REQUESTS), request], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    client.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const c = redis.client();
+    try {
+      const stream0 = `{${stack.env.MIRRORPLANE_PREFIX}}:stream`;
+      await c.xtrim(stream0, 'MAXLEN', 0);
+      const local = Number((await waitFor('client connected', () => /local (\d+)/.exec(out), 30_000))[1]);
+      const stream = `{${stack.env.MIRRORPLANE_PREFIX}}:stream`;
+      // Wait until the ingress stopped taking requests (its stream stops growing for 3 s).
+      let last = -1;
+      let since = Date.now();
+      const accepted = await waitFor(
+        'the ingress to stop appending',
+        async () => {
+          const n = await c.xlen(stream);
+          if (n !== last) {
+            last = n;
+            since = Date.now();
+            return null;
+          }
+          return Date.now() - since > 3000 ? n : null;
+        },
+        240_000,
+        250,
+      );
+      const ingressSide = queues(stack.ingressPort, local);
+      const clientSide = queues(local, stack.ingressPort);
+      assert.ok(ingressSide && clientSide, 'both ends of the connection are listed by ss');
+      // Answer bytes in the kernel: the ingress's send queue and the client's receive queue.
+      const inKernel = ingressSide.send + clientSide.recv;
+      const inIngress = accepted * ANSWER - inKernel;
+      assert.ok(
+        inIngress <= 1024 * 1024,
+        `${accepted} of ${REQUESTS} requests appended and answered while the client read none of its answers: ` +
+          `${accepted * ANSWER} answer bytes, ${inKernel} in the kernel (ingress Send-Q ${ingressSide.send}, client Recv-Q ${clientSide.recv}), ` +
+          `so ${(inIngress / 1048576).toFixed(1)} MiB of answers sit in the ingress's memory (client: ${out.trim().replace(/\n/g, '; ')})`,
+      );
+    } finally {
+      client.kill('SIGKILL');
+      c.disconnect();
+    }
   });
-  const c = redis.client();
-  try {
-    const local = Number((await waitFor('client connected', () => /local (\d+)/.exec(out), 30_000))[1]);
-    const stream = `{${stack.env.MIRRORPLANE_PREFIX}}:stream`;
-    // Wait until the ingress stopped taking requests (its stream stops growing for 3 s).
-    let last = -1;
-    let since = Date.now();
-    const accepted = await waitFor(
-      'the ingress to stop appending',
-      async () => {
-        const n = await c.xlen(stream);
-        if (n !== last) {
-          last = n;
-          since = Date.now();
-          return null;
-        }
-        return Date.now() - since > 3000 ? n : null;
-      },
-      240_000,
-      250,
-    );
-    const ingressSide = queues(stack.ingressPort, local);
-    const clientSide = queues(local, stack.ingressPort);
-    assert.ok(ingressSide && clientSide, 'both ends of the connection are listed by ss');
-    // Answer bytes in the kernel: the ingress's send queue and the client's receive queue.
-    const inKernel = ingressSide.send + clientSide.recv;
-    const inIngress = accepted * ANSWER - inKernel;
-    assert.ok(
-      inIngress <= 1024 * 1024,
-      `${accepted} of ${REQUESTS} requests appended and answered while the client read none of its answers: ` +
-        `${accepted * ANSWER} answer bytes, ${inKernel} in the kernel (ingress Send-Q ${ingressSide.send}, client Recv-Q ${clientSide.recv}), ` +
-        `so ${(inIngress / 1048576).toFixed(1)} MiB of answers sit in the ingress's memory (client: ${out.trim().replace(/\n/g, '; ')})`,
-    );
-  } finally {
-    client.kill('SIGKILL');
-    c.disconnect();
-  }
-});
 
 // Sends N pipelined requests with 1 KiB bodies while a thread reads the answers slowly (4 KiB
 // reads, 1 ms apart): it works whether or not the ingress applies back-pressure.
