@@ -50,6 +50,14 @@ test('every bad value is reported at once, by the name the operator used', () =>
   }
 });
 
+test('MAX_BODY_BYTES is at most 512 MiB, the largest value Redis takes: over it is a config error naming the key', () => {
+  assert.equal(loadConfig({ role: 'ingress', env: { MAX_BODY_BYTES: String(512 * 1024 * 1024) } }).maxBodyBytes, 512 * 1024 * 1024);
+  assert.throws(
+    () => loadConfig({ role: 'ingress', env: { MAX_BODY_BYTES: String(512 * 1024 * 1024 + 1) } }),
+    (error: unknown) => error instanceof ConfigError && /MAX_BODY_BYTES: expected an integer from 0 to 536870912/.test(error.message),
+  );
+});
+
 test('unknown keys in the config file are errors, named by path', () => {
   assert.throws(
     () => loadConfig({ role: 'ingress', env: {}, file: { path: 'c.yaml', text: 'ingresPort: 1\nlogLevel: loud\n' } }),

@@ -27,6 +27,11 @@ function partitionHeaders(raw: readonly string[], protocol: HttpProtocol | undef
   return headers;
 }
 
+/** Redis's default `proto-max-bulk-len`: the largest value (bulk string) it takes, 512 MiB. */
+export const DEFAULT_MAX_BULK_BYTES = 512 * 1024 * 1024;
+/** The small fields of an entry and a sealed value's own bytes: a bound of what an entry adds to its request's parts. */
+const ENTRY_OVERHEAD = 64 * 1024;
+
 /**
  * Appends one request as one stream entry (`XADD`, sealed when a data key is set) to its
  * partition's stream. Appends of one event-loop turn leave in one write to Redis.
@@ -37,6 +42,10 @@ export class EntryAppender {
   readonly #partitionOf: ((headers: Record<string, string | string[] | undefined>) => number) | null;
   readonly #cipher: EntryCipher | null;
   readonly #stripToken: boolean;
+  readonly #maxHeaderBytes: number;
+  #maxBulk = DEFAULT_MAX_BULK_BYTES;
+  /** Bodies up to this size make entries Redis surely takes (one comparison per append); larger ones are measured. */
+  #checkAbove = 0;
   /** The Redis socket held corked until the end of this event-loop turn, if any. */
   #corked: Socket | null = null;
   readonly #uncork = (): void => {
@@ -51,14 +60,43 @@ export class EntryAppender {
     this.#partitionOf = config.partitions === 1 ? null : createPartitioner(config.partitions, config.partitionKey);
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#stripToken = config.ingressToken !== null;
+    this.#maxHeaderBytes = config.maxHeaderBytes;
+    this.setRedisLimits(DEFAULT_MAX_BULK_BYTES);
   }
 
-  /** Resolves with the entry id once Redis accepted the entry; rejects with Redis's error. */
+  /**
+   * The largest value the Redis server takes (bytes): its `proto-max-bulk-len`. An entry with a
+   * larger value would make Redis answer a protocol error and close the connection every
+   * append shares. (`client-query-buffer-limit` bounds a command's unparsed bytes, not its
+   * values: Redis 7 takes an XADD of values that add up to more, so it is not checked.)
+   */
+  setRedisLimits(maxBulk: number): void {
+    this.#maxBulk = maxBulk;
+    // A sealed entry holds body, headers, trailers and target in one value (plus a few bytes);
+    // each of the head's parts is under MAX_HEADER_BYTES, and their encoding at most doubles them.
+    // (Negative when the head alone may be over it: every entry is measured.)
+    this.#checkAbove = maxBulk - ENTRY_OVERHEAD - 8 * this.#maxHeaderBytes;
+  }
+
+  /** True when every value of `fields` is within `proto-max-bulk-len`. */
+  #fits(fields: readonly (string | Buffer)[]): boolean {
+    for (let i = 0; i < fields.length; i++) {
+      const value = fields[i] as string | Buffer;
+      const n = typeof value === 'string' ? Buffer.byteLength(value, 'utf8') : value.length;
+      if (n > this.#maxBulk) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Resolves with the entry id once Redis accepted the entry; rejects with Redis's error.
+   * Returns null, sending nothing, for an entry over what Redis takes (see `setRedisLimits`).
+   */
   append(
     request: Pick<ParsedRequest, 'method' | 'target' | 'rawHeaders' | 'body' | 'trailers'>,
     clientAddress: string | undefined,
     protocol?: HttpProtocol,
-  ): Promise<string | null> {
+  ): Promise<string | null> | null {
     const raw = request.rawHeaders;
     const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(partitionHeaders(raw, protocol))] as string);
     const args = pushEntryFields(
@@ -74,6 +112,7 @@ export class EntryAppender {
       protocol,
     );
     const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
+    if (request.body.length > this.#checkAbove && !this.#fits(fields)) return null;
     this.#batchWrites();
     const command = new EncodedXadd(fields);
     void this.#redis.sendCommand(command);

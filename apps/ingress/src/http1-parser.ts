@@ -139,6 +139,8 @@ export class RequestParser {
   #state = State.RequestLine;
   /** Head (or trailer section) bytes consumed so far, CRLFs included. */
   #headBytes = 0;
+  /** Bytes of empty lines before the current request-line (part of #headBytes, but not yet a request). */
+  #leading = 0;
   #head: RequestHead | null = null;
   #fields: string[] = [];
   #trailers: string[] = [];
@@ -201,12 +203,21 @@ export class RequestParser {
 
   /** True when bytes of a request that is not complete were received (EOF now would cut it). */
   get midRequest(): boolean {
-    return this.#state !== State.RequestLine || this.#headBytes > 0 || this.#pos < this.#end;
+    return this.#state !== State.RequestLine || this.#headBytes > this.#leading || this.#startedLine();
   }
 
   /** True while the request line or fields of a request are being read (the head deadline applies). */
   get inHead(): boolean {
-    return (this.#state === State.RequestLine && (this.#headBytes > 0 || this.#pos < this.#end)) || this.#state === State.Fields;
+    return (this.#state === State.RequestLine && (this.#headBytes > this.#leading || this.#startedLine())) || this.#state === State.Fields;
+  }
+
+  /**
+   * Bytes of a request-line are pending. Empty lines before a request (RFC 9112 §2.2), and the CR
+   * of one still to be completed, are not a request: a connection that holds only them is idle.
+   */
+  #startedLine(): boolean {
+    const pending = this.#end - this.#pos;
+    return pending > 1 || (pending === 1 && this.#buf[this.#pos] !== CR);
   }
 
   /** The next event from the bytes fed so far, or null when more bytes are needed. */
@@ -232,8 +243,12 @@ export class RequestParser {
           const start = this.#pos;
           const end = this.#line(true);
           if (end === -1) return null;
-          // RFC 9112 §2.2: empty lines before a request-line are ignored (they count toward the head).
-          if (end === start) continue;
+          // RFC 9112 §2.2: empty lines before a request-line are ignored (they count toward the
+          // head's MAX_HEADER_BYTES, but not as a request: see midRequest).
+          if (end === start) {
+            this.#leading = this.#headBytes;
+            continue;
+          }
           this.#requestLine(start, end);
           this.#state = State.Fields;
           continue;
@@ -428,6 +443,7 @@ export class RequestParser {
     this.#state = head.contentLength === -1 ? State.ChunkSize : State.Body;
     // The trailer section has its own MAX_HEADER_BYTES budget.
     this.#headBytes = 0;
+    this.#leading = 0;
     return head;
   }
 
@@ -492,6 +508,7 @@ export class RequestParser {
     };
     this.#state = State.RequestLine;
     this.#headBytes = 0;
+    this.#leading = 0;
     this.#head = null;
     this.#fields = [];
     this.#trailers = [];

@@ -17,7 +17,9 @@ export type DropReason =
   /** Valid HTTP that cannot be replayed as received (CONNECT, transfer codings besides chunked, …). */
   | 'unsupported'
   /** An HTTP/2 stream over MAX_CONCURRENT_STREAMS on its connection (RST_STREAM REFUSED_STREAM). */
-  | 'too_many_streams';
+  | 'too_many_streams'
+  /** An entry with a value over the Redis server's proto-max-bulk-len: answered 413 on its own. */
+  | 'over_redis_limit';
 
 const REASONS: DropReason[] = [
   'too_large',
@@ -34,6 +36,7 @@ const REASONS: DropReason[] = [
   'backlog_full',
   'unsupported',
   'too_many_streams',
+  'over_redis_limit',
 ];
 
 /**

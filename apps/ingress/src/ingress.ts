@@ -17,7 +17,7 @@ import {
   type Logger,
 } from '@mirrorplane/runtime';
 import { createProductionIntake } from './production-intake.js';
-import { EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
+import { DEFAULT_MAX_BULK_BYTES, EntryAppender, INGRESS_TOKEN_HEADER } from './entry-appender.js';
 import { IngressMetrics, type DropReason } from './ingress-metrics.js';
 import { IntakeServer, type IntakeLoss } from './intake-server.js';
 import { H2Intake, type H2Loss, type H2Request } from './h2-intake.js';
@@ -180,6 +180,7 @@ export class Ingress {
     };
     if (this.#redis.status === 'ready') createGroup();
     else this.#redis.once('ready', createGroup);
+    this.#redis.on('ready', () => void this.#readRedisLimits());
     // Taking traffic before Redis is connected would only answer 503: give the connection a
     // bounded moment first (Redis down at start still ends in listening and answering 503).
     if (this.#redis.status !== 'ready') {
@@ -190,6 +191,12 @@ export class Ingress {
           timer = setTimeout(resolve, REDIS_START_WAIT_MS);
         }),
       ]);
+      clearTimeout(timer);
+    }
+    // Known before the first request when Redis is up (bounded: a Redis that does not answer leaves the defaults).
+    if (this.#redis.status === 'ready') {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#readRedisLimits(), new Promise((resolve) => (timer = setTimeout(resolve, REDIS_START_WAIT_MS)))]);
       clearTimeout(timer);
     }
     const port = await this.#server.listen(this.#config.ingressPort, this.#config.ingressHost, this.#tls);
@@ -235,7 +242,17 @@ export class Ingress {
     protocol?: HttpProtocol,
   ): void {
     const started = performance.now();
-    this.#appender.append(request, clientAddress, protocol).then(
+    const appended = this.#appender.append(request, clientAddress, protocol);
+    if (appended === null) {
+      // Redis would refuse the entry by closing the connection every append shares: refused
+      // here, on its own (MAX_BODY_BYTES above the Redis server's proto-max-bulk-len).
+      this.#metrics.dropped.over_redis_limit.inc();
+      answer(413, 'over_redis_limit');
+      this.#logOverLimit(request.body.length);
+      this.#release();
+      return;
+    }
+    appended.then(
       () => {
         if (this.#config.maxBacklog > 0 && this.#backlog + ++this.#appendedSinceCheck >= this.#config.maxBacklog) this.#shedding = true;
         this.#metrics.appendSeconds.observe((performance.now() - started) / 1000);
@@ -257,6 +274,40 @@ export class Ingress {
         this.#release();
       },
     );
+  }
+
+  #lastOverLimitLog = 0;
+  #logOverLimit(bodyBytes: number): void {
+    const now = Date.now();
+    if (now - this.#lastOverLimitLog < 1000) return;
+    this.#lastOverLimitLog = now;
+    this.#logger.warn(
+      { bodyBytes, maxBodyBytes: this.#config.maxBodyBytes },
+      "answering 413: the entry holds a value over Redis's proto-max-bulk-len; lower MAX_BODY_BYTES or raise Redis's limit",
+    );
+  }
+
+  /**
+   * Reads the largest value the Redis server takes, `proto-max-bulk-len` (on each connection:
+   * a failover may reach a Redis set otherwise). A Redis that refuses CONFIG (managed
+   * services, a renamed command) leaves Redis's default, 512 MiB.
+   */
+  async #readRedisLimits(): Promise<void> {
+    let maxBulk = DEFAULT_MAX_BULK_BYTES;
+    try {
+      const reply = (await this.#redis.config('GET', 'proto-max-bulk-len')) as unknown as string[];
+      const value = Number(reply?.[1]);
+      if (Number.isSafeInteger(value) && value > 0) maxBulk = value;
+    } catch {
+      // CONFIG refused: the default stands.
+    }
+    this.#appender.setRedisLimits(maxBulk);
+    if (maxBulk < this.#config.maxBodyBytes) {
+      this.#logger.warn(
+        { protoMaxBulkLen: maxBulk, maxBodyBytes: this.#config.maxBodyBytes },
+        'Redis takes values smaller than MAX_BODY_BYTES: larger bodies are answered 413 over_redis_limit',
+      );
+    }
   }
 
   #lastDropLog = 0;

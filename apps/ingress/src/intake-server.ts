@@ -14,6 +14,12 @@ const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 /** The HTTP/2 client connection preface (RFC 9113 §3.4): prior knowledge, h2c. */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const H2_PREFACE_FIRST = 0x50; // 'P'
+/**
+ * Time a connection the ingress is done with (answered with `connection: close`, refused,
+ * half-closed by the client, drained at shutdown) has to take its last answer and close; then it
+ * is destroyed, whatever the peer still sends or does not read.
+ */
+export const LINGER_MS = 5000;
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   401: 'Unauthorized',
@@ -142,6 +148,11 @@ class IntakeConnection {
   #busy = false;
   /** Reading was paused because bytes arrived while busy (resumed after the answer). */
   #paused = false;
+  /**
+   * An answer did not fit the socket's buffer (the peer does not read): nothing more is read or
+   * parsed until 'drain', so unsent answers held here stay within one socket buffer.
+   */
+  #blocked = false;
   /** The current request's head was seen (handlers.head was called). */
   #afterHead = false;
   #keepAlive = true;
@@ -165,8 +176,9 @@ class IntakeConnection {
     this.#headersTimeoutMs = options.headersTimeoutMs;
     this.#sniffed = options.http2 === undefined ? null : Buffer.alloc(0);
     socket.setTimeout(options.keepAliveTimeoutMs, () => {
-      // Idle for that long with nothing to answer: the proxy went quiet.
-      if (!this.#busy && !this.#parser.midRequest) socket.destroy();
+      // Idle for that long with nothing to answer (the proxy went quiet), or with answers the
+      // peer does not read. A partial request is bounded by its own deadlines instead.
+      if (this.#blocked || (!this.#busy && !this.#parser.midRequest)) socket.destroy();
     });
     this.#listeners = {
       data: (chunk: Buffer) => {
@@ -178,7 +190,7 @@ class IntakeConnection {
           chunk = bytes;
         }
         this.#parser.feed(chunk);
-        if (!this.#busy) this.#run();
+        if (!this.#busy && !this.#blocked) this.#run();
         // Bytes while an answer is pending (pipelining): stop reading until it is written, so a
         // client cannot make the ingress buffer more than one read ahead. Paused only then: a
         // pause and resume per request would cost every request a trip through the stream.
@@ -189,9 +201,9 @@ class IntakeConnection {
       },
       end: () => {
         this.#ended = true;
-        if (this.#busy) return; // answered, then closed (in #answer)
+        if (this.#busy || this.#blocked) return; // answered, then closed (in #answer / #drained)
         this.#lostIfStarted('aborted');
-        socket.end();
+        this.#finish(null);
       },
       close: () => {
         if (!this.#busy) this.#lostIfStarted('aborted');
@@ -309,11 +321,32 @@ class IntakeConnection {
     // are still to be read (reading is not paused while an answer is pending, so the FIN can
     // arrive before the answer).
     if (!this.#keepAlive || (this.#ended && !this.#parser.midRequest) || this.#server.draining) {
-      this.#socket.end(OK_CLOSE);
-      this.#closed = true;
+      this.#finish(OK_CLOSE);
       return;
     }
-    this.#socket.write(request.minor === 0 ? OK_KEEP_ALIVE_10 : OK);
+    // Back-pressure: one branch on the write's result. An answer the socket could not take
+    // stops reading and parsing until the peer reads (as node:http does).
+    if (!this.#socket.write(request.minor === 0 ? OK_KEEP_ALIVE_10 : OK)) {
+      this.#blocked = true;
+      if (!this.#paused) {
+        this.#paused = true;
+        this.#socket.pause();
+      }
+      this.#socket.once('drain', this.#drained);
+      return;
+    }
+    this.#continue();
+  }
+
+  /** The peer read the answers that did not fit: read and parse again. */
+  readonly #drained = (): void => {
+    this.#blocked = false;
+    if (this.#closed) return;
+    this.#continue();
+  };
+
+  /** After an answer: reads on, parses pipelined requests already received, closes a half-closed connection. */
+  #continue(): void {
     if (this.#paused) {
       this.#paused = false;
       this.#socket.resume();
@@ -321,10 +354,31 @@ class IntakeConnection {
     // Pipelined requests already received are parsed now.
     this.#run();
     // Half-closed and nothing whole left to answer: as when the FIN arrives on an idle connection.
-    if (this.#ended && !this.#busy && !this.#closed) {
+    if (this.#ended && !this.#busy && !this.#blocked && !this.#closed) {
       this.#lostIfStarted('aborted');
-      this.#socket.end();
+      this.#finish(null);
     }
+  }
+
+  /**
+   * The one way a connection the ingress is done with ends: reading stops, `last` (if any) is
+   * written with a FIN, and the socket is destroyed once the peer closed too or after LINGER_MS,
+   * whatever the peer still sends or does not read (it holds a MAX_CONNECTIONS slot until then).
+   */
+  #finish(last: Buffer | string | null): void {
+    this.#closed = true;
+    this.#deadline = 0;
+    this.#headDeadline = 0;
+    const socket = this.#socket;
+    socket.pause();
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    if (last === null) socket.end();
+    else socket.end(last, 'latin1');
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    socket.once('close', () => clearTimeout(timer));
   }
 
   /**
@@ -334,21 +388,10 @@ class IntakeConnection {
    * the socket is destroyed once the answer is flushed and the client had a moment to read it.
    */
   #refuse(status: number, reason: string): void {
-    this.#closed = true;
-    this.#deadline = 0;
-    this.#headDeadline = 0;
-    this.#socket.pause();
-    if (this.#socket.destroyed || !this.#socket.writable) {
-      this.#socket.destroy();
-      return;
-    }
     const body = `${reason}\n`;
-    this.#socket.end(
+    this.#finish(
       `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\nx-mirrorplane-drop: ${reason}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
-      'latin1',
     );
-    // A client that never reads its answer (or never closes) must not hold the socket.
-    this.#socket.setTimeout(5000, () => this.#socket.destroy());
   }
 
   checkDeadline(now: number): void {
@@ -370,10 +413,7 @@ class IntakeConnection {
   }
 
   closeIfIdle(): void {
-    if (!this.#busy && !this.#parser.midRequest && this.#deadline === 0) {
-      this.#closed = true;
-      this.#socket.end();
-    }
+    if (!this.#busy && !this.#blocked && !this.#parser.midRequest && this.#deadline === 0) this.#finish(null);
   }
 
   destroy(): void {

@@ -271,9 +271,10 @@ export const SETTINGS = {
   preserveHost: { env: 'PRESERVE_HOST', schema: bool, default: false, doc: 'send the mirrored Host (without the -shadow suffix) instead of the staging host' },
   maxBodyBytes: {
     env: 'MAX_BODY_BYTES',
-    schema: integer(0, 1024 * 1024 * 1024),
+    // At most 512 MiB: the largest value Redis takes (its default proto-max-bulk-len).
+    schema: integer(0, 512 * 1024 * 1024),
     default: 10 * 1024 * 1024,
-    doc: 'largest request body the ingress accepts; larger gets 413',
+    doc: "largest request body the ingress accepts (at most 512 MiB, Redis's largest value); larger gets 413",
   },
   maxHeaderBytes: {
     env: 'MAX_HEADER_BYTES',
