@@ -29,7 +29,7 @@ const envoyTls = parse(read('envoy/envoy-tls.yaml')) as Json;
 const base = parse(read('docker-compose.yml')) as Json;
 const override = parse(read('docker-compose.tls.yml')) as Json;
 
-const mirrorCluster = (config: Json) => (config.static_resources.clusters as Json[]).find((c) => c.name === 'mirrorplane_ingress') as Json;
+const mirrorCluster = (config: Json, name = 'mirrorplane_ingress') => (config.static_resources.clusters as Json[]).find((c) => c.name === name) as Json;
 const tlsContext = () => mirrorCluster(envoyTls).transport_socket.typed_config as Json;
 
 /** Compose's merge of a service's volumes: by container path, the override's winning. */
@@ -46,10 +46,16 @@ function ingressEnv(): Record<string, string> {
   return { ...base.services.ingress.environment, ...override.services.ingress.environment } as Record<string, string>;
 }
 
-test('envoy-tls.yaml is envoy.yaml with TLS on the mirror cluster, and nothing else', () => {
+test('envoy-tls.yaml is envoy.yaml with TLS on the mirror clusters (HTTP/1.1 and gRPC), and nothing else', () => {
   const withoutTls = structuredClone(envoyTls);
   delete mirrorCluster(withoutTls).transport_socket;
-  assert.deepEqual(withoutTls, envoy, 'the two files differ only in the mirror cluster transport_socket');
+  delete mirrorCluster(withoutTls, 'mirrorplane_ingress_h2').transport_socket;
+  assert.deepEqual(withoutTls, envoy, 'the two files differ only in the mirror clusters transport_socket');
+  assert.deepEqual(
+    mirrorCluster(envoyTls, 'mirrorplane_ingress_h2').transport_socket,
+    mirrorCluster(envoyTls).transport_socket,
+    'the gRPC mirror uses the same TLS',
+  );
   const socket = mirrorCluster(envoyTls).transport_socket as Json;
   assert.equal(socket.name, 'envoy.transport_sockets.tls');
   assert.equal(socket.typed_config['@type'], 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext');
