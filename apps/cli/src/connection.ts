@@ -2,7 +2,24 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { keysFor, type Config } from '@mirrorplane/core';
 import { checkDeployment, closeRedis, createLogger, createRetryQueue, openRedis, type DeploymentCheck, type RetryJobData } from '@mirrorplane/runtime';
+import { contextLine } from './format.js';
 import { VERSION } from './version.js';
+
+/** Whether the last connection opened for a config found a deployment at its prefix. */
+const deploymentFound = new WeakMap<Config, boolean>();
+
+/** Said under the context line when no ingress or worker has ever started at the prefix. */
+export const NO_DEPLOYMENT_NOTE =
+  '(no deployment recorded at this prefix: no ingress or worker has started here; check --prefix and the database in the URL)\n';
+
+/**
+ * The line every human output of an operator command opens with (Redis URL, masked, and
+ * prefix), followed by NO_DEPLOYMENT_NOTE when the command's connection (withOperatorConnection)
+ * found no deployment there: an empty answer from the wrong prefix must not read as "all clear".
+ */
+export function operatorContext(config: Config): string {
+  return deploymentFound.get(config) === false ? contextLine(config) + NO_DEPLOYMENT_NOTE : contextLine(config);
+}
 
 /** What an operator command works with: one connection for commands, the retry queue on another. */
 export interface OperatorConnection {
@@ -35,6 +52,7 @@ export async function withOperatorConnection<T>(
     queue = createRetryQueue(keys, bull, { skipMetasUpdate: true });
     queue.on('error', () => undefined);
     const deployment = await checkDeployment(redis, config, 'read', VERSION);
+    deploymentFound.set(config, deployment.exists);
     return await fn({ redis, queue, deployment });
   } finally {
     if (options.signal?.aborted) {

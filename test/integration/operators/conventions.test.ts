@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { SETTINGS } from '@mirrorplane/core';
+import { SETTINGS, loadConfig } from '@mirrorplane/core';
+import { checkDeployment } from '@mirrorplane/runtime';
 import { RecordingServer, RedisServer, runCli } from '../../helpers/index.js';
 import { formatCount, formatDuration } from '../../../apps/cli/src/format.js';
 
@@ -67,6 +68,33 @@ test('human output opens with the context line (password masked) and uses separa
     await client.config('SET', 'requirepass', '');
     client.disconnect();
   }
+});
+
+test('every read of a prefix where no deployment ever started says so under the context line (an empty answer is not "all clear")', async () => {
+  const note = /^Redis \S+ {2}prefix nosuch-prefix\n\(no deployment recorded at this prefix: [^\n]*check --prefix[^\n]*\)\n/;
+  const wrong = { REDIS_URL: `redis://127.0.0.1:${redis.port}`, MIRRORPLANE_PREFIX: 'nosuch-prefix' };
+  for (const args of [
+    ['status'],
+    ['failed', 'list'],
+    ['failed', 'list', '--by-error'],
+    ['failed', 'replay', '--all', '--dry-run'],
+    ['failed', 'purge', '--dry-run'],
+  ]) {
+    const r = await runCli(args, wrong);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stdout, note, args.join(' '));
+  }
+  // Where a deployment was recorded (as an ingress or worker does at start), no note.
+  const client = redis.client();
+  try {
+    const config = loadConfig({ role: 'cli', env: { ...wrong, MIRRORPLANE_PREFIX: 'conv-found' } });
+    await checkDeployment(client, config, 'claim', '0.0.0');
+  } finally {
+    client.disconnect();
+  }
+  const right = await runCli(['failed', 'list'], { ...wrong, MIRRORPLANE_PREFIX: 'conv-found' });
+  assert.equal(right.code, 0, right.stderr);
+  assert.match(right.stdout, /^Redis \S+ {2}prefix conv-found\nno failed entries\n$/);
 });
 
 test('formatCount and formatDuration read like a person writes them', () => {

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { configure } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
-import { withOperatorConnection } from '../connection.js';
-import { contextLine } from '../format.js';
+import { withOperatorConnection, operatorContext } from '../connection.js';
 import { formatDiffSummary, formatIdMappingOutcomes, readDiffSummary, readIdMappingOutcomes } from '../diff.js';
 import type { Io } from '../io.js';
 
@@ -15,6 +14,6 @@ export function registerDiff(program: Command, io: Io): void {
     const [rows, ids] = await withOperatorConnection(config, ({ redis }) =>
       Promise.all([readDiffSummary(redis, config.prefix), readIdMappingOutcomes(redis, config.prefix)]),
     );
-    io.out(options.json ? `${JSON.stringify(rows)}\n` : `${contextLine(config)}\n${formatDiffSummary(rows)}${formatIdMappingOutcomes(ids)}`);
+    io.out(options.json ? `${JSON.stringify(rows)}\n` : `${operatorContext(config)}\n${formatDiffSummary(rows)}${formatIdMappingOutcomes(ids)}`);
   });
 }

@@ -11,8 +11,8 @@ import {
 } from '@mirrorplane/runtime';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
-import { withOperatorConnection } from '../connection.js';
-import { contextLine, formatCount, formatDuration, formatTable } from '../format.js';
+import { withOperatorConnection, operatorContext } from '../connection.js';
+import { formatCount, formatDuration, formatTable } from '../format.js';
 import type { Io } from '../io.js';
 
 /** The filter flags of commands that act on many failed entries. */
@@ -98,7 +98,7 @@ export function registerFailed(program: Command, io: Io): void {
     if (options.byError) {
       const groups = await withOperatorConnection(config, ({ queue }) => groupFailedByError(queue, new Redactor(config.redaction)));
       if (options.json) return io.out(`${JSON.stringify({ total: groups.reduce((n, g) => n + g.count, 0), groups })}\n`);
-      io.out(contextLine(config));
+      io.out(operatorContext(config));
       if (groups.length === 0) return io.out('no failed entries\n');
       io.out(
         `\n${formatTable(
@@ -114,7 +114,7 @@ export function registerFailed(program: Command, io: Io): void {
     }));
     // A JSON array, as before: scripts index it. `status --json` has the total.
     if (options.json) return io.out(`${JSON.stringify(entries)}\n`);
-    io.out(contextLine(config));
+    io.out(operatorContext(config));
     if (entries.length === 0) return io.out('no failed entries\n');
     io.out(
       `showing ${formatCount(entries.length)} of ${formatCount(Math.max(total, entries.length))} failed entries, newest first${total > entries.length ? ' (--limit for more, --by-error to group them)' : ''}\n\n`,
@@ -141,7 +141,7 @@ export function registerFailed(program: Command, io: Io): void {
       replayFailedSnapshot(queue, filter, { dryRun: options.dryRun === true, redactor: new Redactor(config.redaction) }),
     );
     if (options.json) io.out(resultJson(result));
-    else io.out(contextLine(config) + formatResult('replay', result, filter));
+    else io.out(operatorContext(config) + formatResult('replay', result, filter));
     if (result.missing.length > 0) {
       io.err(`mirrorplane: MP_ERR_NOT_FOUND: not in the failed set: ${result.missing.join(', ')}\n`);
       io.setExit(1);
@@ -168,12 +168,12 @@ export function registerFailed(program: Command, io: Io): void {
       // Nothing to ask about: still the real purge (of nothing), so the report says what was done, not a dry run.
       if (preview.matched === 0) return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });
       const ok = await io.confirm(
-        `${contextLine(config)}remove ${formatCount(preview.matched)} failed ${preview.matched === 1 ? 'entry' : 'entries'}${describeFilter(filter)} for good? [y/N] `,
+        `${operatorContext(config)}remove ${formatCount(preview.matched)} failed ${preview.matched === 1 ? 'entry' : 'entries'}${describeFilter(filter)} for good? [y/N] `,
       );
       if (!ok) throw new UsageError('failed purge: not confirmed; nothing removed');
       return purgeFailedSnapshot(queue, { ...filter, snapshot }, { redactor });
     });
     if (options.json) io.out(resultJson(result));
-    else io.out(contextLine(config) + formatResult('purge', result, filter));
+    else io.out(operatorContext(config) + formatResult('purge', result, filter));
   });
 }

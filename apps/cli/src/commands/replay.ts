@@ -3,8 +3,7 @@ import { EntryCipher, partitionKeys } from '@mirrorplane/core';
 import { buildPipeline } from '@mirrorplane/runtime';
 import { configure, createLogger } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
-import { withOperatorConnection } from '../connection.js';
-import { contextLine } from '../format.js';
+import { withOperatorConnection, operatorContext } from '../connection.js';
 import { formatSummary, parseReplayFlags, progressReporter, replayWindow } from '../replay-window.js';
 import { readRecordings } from '../record.js';
 import type { Io } from '../io.js';
@@ -51,6 +50,6 @@ export function registerReplay(program: Command, io: Io): void {
         await built?.pipeline.close();
       }
     });
-    io.out(options.json ? `${JSON.stringify(summary)}\n` : `${contextLine(config)}${formatSummary(summary)}`);
+    io.out(options.json ? `${JSON.stringify(summary)}\n` : `${operatorContext(config)}${formatSummary(summary)}`);
   });
 }

@@ -13,8 +13,8 @@ import {
 import { formatRateCaps } from './rate-limit.js';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
-import { withOperatorConnection } from '../connection.js';
-import { contextLine, formatCount, formatDuration, formatTable } from '../format.js';
+import { withOperatorConnection, operatorContext } from '../connection.js';
+import { formatCount, formatDuration, formatTable } from '../format.js';
 import { watchStatus } from '../status-watch.js';
 import type { Io } from '../io.js';
 
@@ -123,7 +123,7 @@ export function registerStatus(program: Command, io: Io): void {
               format: formatStatus,
               signal: stop.signal,
               describeError: describeReadError(config),
-              context: contextLine(config),
+              context: operatorContext(config),
             }),
           'watch',
           { signal: stop.signal },
@@ -147,8 +147,7 @@ export function registerStatus(program: Command, io: Io): void {
       io.out(`${JSON.stringify({ redisUrl: maskRedisUrl(config.redisUrl), prefix: config.prefix, deploymentFound: exists, ...status })}\n`);
       return;
     }
-    io.out(contextLine(config));
-    if (!exists) io.out(`(no deployment recorded at this prefix: no ingress or worker has started here; check --prefix and the database in the URL)\n`);
+    io.out(operatorContext(config));
     io.out(`\n${formatStatus(status)}`);
   });
 }
