@@ -65,6 +65,7 @@ export async function startLocalStack(flags: Flags, io: { out: (s: string) => vo
     `\nMirrorplane is running: ingress on port ${port}, replaying to ${workerConfig.stagingUrl}\n` +
       `  try:    curl -X POST localhost:${port}/orders -H 'content-type: application/json' -d '{"item":"book"}'\n` +
       `  status: ${commandHint('status', workerConfig)}\n` +
+      `          (inside this checkout, before mirrorplane is on the PATH: npx --no-install mirrorplane status …)\n` +
       `  stop:   Ctrl-C\n\n`,
   );
 }
