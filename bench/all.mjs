@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 const dir = fileURLToPath(new URL('./', import.meta.url));
 const extra = process.argv.slice(2);
-const scenarios = ['redis-memory', 'ingress', 'worker', 'whole-chain', 'end-to-end', 'soak', 'scaling'];
+const scenarios = ['redis-memory', 'ingress', 'ingress-tls', 'h2c', 'worker', 'order-cost', 'whole-chain', 'end-to-end', 'soak', 'scaling'];
 let failed = 0;
 for (const name of scenarios) {
   console.log(`\n=== ${name} ===\n`);

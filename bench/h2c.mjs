@@ -33,9 +33,16 @@ const now = () => performance.timeOrigin + performance.now();
 const redis = await startRedis();
 const client = redis.client();
 
-async function load(url, protocol) {
+/** One load run; `pid` is the server whose CPU is measured (cores, and µs per request). */
+async function load(url, protocol, pid) {
+  const cpu0 = cpuSeconds(pid);
+  const t0 = now();
   const { stdout } = await promisify(execFile)(process.execPath, [LOAD, url, protocol, String(seconds), String(sessions), String(streams)]);
-  return JSON.parse(stdout);
+  const result = JSON.parse(stdout);
+  const cpu = cpuSeconds(pid) - cpu0;
+  result.serverCpu = cpu / ((now() - t0) / 1000);
+  result.cpuUsPerRequest = result.requests > 0 ? (cpu / result.requests) * 1e6 : NaN;
+  return result;
 }
 
 async function startIngress() {
@@ -116,10 +123,10 @@ try {
   const bareH1 = await startServer('bare');
   const ingress = await startIngress();
   const intake = [
-    { key: 'bareH2', name: 'bare node:http2 (h2c)', url: bareH2.url, protocol: 'h2' },
-    { key: 'ingressH2', name: 'ingress, h2c', url: ingress.url, protocol: 'h2' },
-    { key: 'bareH1', name: 'bare node:http (HTTP/1.1)', url: bareH1.url, protocol: 'h1' },
-    { key: 'ingressH1', name: 'ingress, HTTP/1.1', url: ingress.url, protocol: 'h1' },
+    { key: 'bareH2', name: 'bare node:http2 (h2c)', url: bareH2.url, pid: bareH2.pid, protocol: 'h2' },
+    { key: 'ingressH2', name: 'ingress, h2c', url: ingress.url, pid: ingress.pid, protocol: 'h2' },
+    { key: 'bareH1', name: 'bare node:http (HTTP/1.1)', url: bareH1.url, pid: bareH1.pid, protocol: 'h1' },
+    { key: 'ingressH1', name: 'ingress, HTTP/1.1', url: ingress.url, pid: ingress.pid, protocol: 'h1' },
   ];
   console.log(
     `intake — ${sessions} connections × ${streams} in flight (HTTP/1.1: ${sessions * streams} connections), 1 KiB, ${reps} × ${seconds} s interleaved\n`,
@@ -128,11 +135,11 @@ try {
   for (let r = 0; r < reps; r += 1) {
     for (let i = 0; i < intake.length; i += 1) {
       const v = intake[(i + r) % intake.length];
-      const result = await load(v.url, v.protocol);
+      const result = await load(v.url, v.protocol, v.pid);
       await client.flushall();
       runs[v.key].push(result);
       process.stdout.write(
-        `  run ${r + 1}/${reps} ${v.name.padEnd(26)} ${Math.round(result.rps)} req/s  p99 ${result.p99Ms.toFixed(2)} ms  errors ${result.errors}\n`,
+        `  run ${r + 1}/${reps} ${v.name.padEnd(26)} ${Math.round(result.rps)} req/s  p99 ${result.p99Ms.toFixed(2)} ms  CPU ${result.cpuUsPerRequest.toFixed(1)} µs/req  errors ${result.errors}\n`,
       );
     }
   }
@@ -144,14 +151,17 @@ try {
       rps: median(rs.map((x) => x.rps)),
       p50Ms: median(rs.map((x) => x.p50Ms)),
       p99Ms: median(rs.map((x) => x.p99Ms)),
+      serverCpu: median(rs.map((x) => x.serverCpu)),
+      cpuUsPerRequest: median(rs.map((x) => x.cpuUsPerRequest)),
       errors: rs.reduce((a, x) => a + x.errors, 0),
     };
   }
-  const rows = [['server', 'req/s', '× bare (same protocol)', 'p50 ms', 'p99 ms', 'errors']];
+  const rows = [['server', 'req/s', '× bare (same protocol)', 'p50 ms', 'p99 ms', 'server CPU', 'CPU µs/req', 'errors']];
   for (const v of intake) {
     const s = summary[v.key];
+    s.protocol = v.protocol;
     s.ratio = s.rps / summary[v.protocol === 'h2' ? 'bareH2' : 'bareH1'].rps;
-    rows.push([s.name, s.rps, s.ratio, s.p50Ms, s.p99Ms, s.errors]);
+    rows.push([s.name, s.rps, s.ratio, s.p50Ms, s.p99Ms, s.serverCpu, s.cpuUsPerRequest, s.errors]);
   }
   console.log(`\n${table(rows)}`);
 
@@ -170,6 +180,8 @@ try {
   }
   const replay = {};
   for (const k of ['h2', 'h1']) replay[k] = { rps: median(drains[k].map((x) => x.rps)), cpuUsPerEntry: median(drains[k].map((x) => x.cpuUsPerEntry)) };
+  replay.h1.ratio = 1;
+  replay.h2.ratio = replay.h2.rps / replay.h1.rps;
   console.log(
     `\n${table([
       ['replay', 'entries/s', '× HTTP/1.1', 'CPU µs/entry'],

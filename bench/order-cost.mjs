@@ -12,7 +12,7 @@
 //   node bench/order-cost.mjs [--full] [--json] [--entries=N] [--reps=N] [--concurrency=64] [--keys=10,1000,100000] [--workers=1]
 import { randomBytes } from 'node:crypto';
 import { encodeEntryFields, keysFor } from '@mirrorplane/core';
-import { sleep, startCli, startRedis, startServer, stopAll } from './support/processes.mjs';
+import { cpuSeconds, sleep, startCli, startRedis, startServer, stopAll } from './support/processes.mjs';
 import { median, parseArgs, table, writeResults } from './support/report.mjs';
 import { benchBody, benchRawHeaders } from './support/request.mjs';
 
@@ -67,6 +67,7 @@ async function run(keys) {
   if (keys > 0) env.ORDER_BY = 'header:x-session';
   const started = [];
   for (let w = 0; w < workers; w += 1) started.push(await startCli('worker', env));
+  const cpu0 = started.map((w) => cpuSeconds(w.pid));
   let end = 0;
   for (;;) {
     const [length, pending] = await Promise.all([client.xlen(k.stream), client.xpending(k.stream, k.group)]);
@@ -77,12 +78,14 @@ async function run(keys) {
     for (const w of started) if (w.child.exitCode !== null) throw new Error(`worker exited:\n${w.output()}`);
     await sleep(5);
   }
+  // CPU of the worker processes only (Redis's share of the ordering scripts is not counted).
+  const cpu = started.reduce((a, w, i) => a + cpuSeconds(w.pid) - cpu0[i], 0);
   const stats = await staging.ask('stats');
   for (const w of started) await w.stop();
   await client.flushall();
   if (stats.count < entries) throw new Error(`staging received ${stats.count} of ${entries}`);
   const ms = end - stats.first;
-  return { rps: (entries / ms) * 1000, ms };
+  return { rps: (entries / ms) * 1000, ms, cpuUsPerEntry: (cpu / entries) * 1e6 };
 }
 
 try {
@@ -95,14 +98,28 @@ try {
     for (const keys of order) {
       const result = await run(keys);
       runs[keys].push(result);
-      process.stdout.write(`  run ${r + 1}/${reps} ${name(keys).padEnd(24)} ${Math.round(result.rps)} entries/s  (${Math.round(result.ms)} ms)\n`);
+      process.stdout.write(
+        `  run ${r + 1}/${reps} ${name(keys).padEnd(24)} ${Math.round(result.rps)} entries/s  (${Math.round(result.ms)} ms)  CPU ${result.cpuUsPerEntry.toFixed(1)} µs/entry\n`,
+      );
     }
   }
   const base = median(runs[0].map((x) => x.rps));
   const summary = Object.fromEntries(
-    scenarios.map((keys) => [keys, { rps: median(runs[keys].map((x) => x.rps)), ratio: median(runs[keys].map((x) => x.rps)) / base }]),
+    scenarios.map((keys) => {
+      const rps = median(runs[keys].map((x) => x.rps));
+      const cpuUsPerEntry = median(runs[keys].map((x) => x.cpuUsPerEntry));
+      // With fewer entries than keys, only `entries` distinct keys are ever seen.
+      return [keys, { name: name(keys), keys, keysSeen: Math.min(keys, entries), rps, ratio: rps / base, cpuUsPerEntry }];
+    }),
   );
-  console.log(`\n${table([['scenario', 'entries/s', '× no ordering'], ...scenarios.map((keys) => [name(keys), summary[keys].rps, summary[keys].ratio])])}`);
+  const baseCpu = summary[0].cpuUsPerEntry;
+  for (const s of Object.values(summary)) s.cpuRatio = s.cpuUsPerEntry / baseCpu;
+  console.log(
+    `\n${table([
+      ['scenario', 'entries/s', '× no ordering', 'CPU µs/entry', 'CPU × no ordering'],
+      ...scenarios.map((keys) => [name(keys), summary[keys].rps, summary[keys].ratio, summary[keys].cpuUsPerEntry, summary[keys].cpuRatio]),
+    ])}`,
+  );
   writeResults('order-cost', { entries, reps, concurrency, workers, keyCounts, runs, summary }, args);
 } finally {
   await client.quit().catch(() => undefined);

@@ -6,6 +6,27 @@ import { fileURLToPath } from 'node:url';
 
 export const RESULTS = fileURLToPath(new URL('../results/', import.meta.url));
 
+/** The load average (1/5/15 min) when the scenario started: how much of the machine it had. */
+const LOAD_BEFORE = loadavg()
+  .map((l) => l.toFixed(1))
+  .join(' ');
+
+/** The commit measured (short hash, `+dirty` with uncommitted changes), or 'unknown' outside git. */
+export function commit() {
+  const cwd = fileURLToPath(new URL('../../', import.meta.url));
+  try {
+    const hash = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+    return dirty ? `${hash}+dirty` : hash;
+  } catch {
+    return 'unknown';
+  }
+}
+
 export function median(values) {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return NaN;
@@ -64,6 +85,7 @@ export function machine() {
     loadavg: loadavg()
       .map((l) => l.toFixed(1))
       .join(' '),
+    loadavgBefore: LOAD_BEFORE,
   };
 }
 
@@ -87,7 +109,10 @@ export function writeResults(scenario, data, args) {
   if (!args.write) return;
   mkdirSync(RESULTS, { recursive: true });
   const file = `${RESULTS}${scenario}.json`;
-  const command = `node bench/${scenario}.mjs${args.full ? ' --full' : ''}`;
-  writeFileSync(file, `${JSON.stringify({ scenario, date: new Date().toISOString(), command, full: args.full, machine: machine(), ...data }, null, 2)}\n`);
+  const command = `node bench/${scenario}.mjs${args.full ? ' --full' : ''}${Object.entries(args.extra)
+    .map(([k, v]) => ` --${k}=${v}`)
+    .join('')}`;
+  const header = { scenario, date: new Date().toISOString(), command, full: args.full, commit: commit(), machine: machine() };
+  writeFileSync(file, `${JSON.stringify({ ...header, ...data }, null, 2)}\n`);
   console.log(`\nresults written to ${file}`);
 }
