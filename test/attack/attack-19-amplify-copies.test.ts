@@ -104,7 +104,11 @@ test('×5 amplified, copy 1 answered 503 twice: copy 1 is retried alone, copies 
   );
   const client = redis.client();
   try {
-    await waitFor('copy 1 sent 3 times', () => staging.received.filter((r) => copyHeaders(r)[0] !== undefined && copyHeaders(r)[0] !== '1').length >= 4 && staging.received.length >= 7, 30_000);
+    await waitFor(
+      'copy 1 sent 3 times',
+      () => staging.received.filter((r) => copyHeaders(r)[0] !== undefined && copyHeaders(r)[0] !== '1').length >= 4 && staging.received.length >= 7,
+      30_000,
+    );
     await waitFor('retry queue drained', async () => (await client.keys(`${prefix}*`)).every((k) => !/:(wait|active|delayed)$/.test(k)), 30_000);
     const counts = new Map<string, number>();
     for (const r of staging.received) {

@@ -68,17 +68,53 @@ test('XACK refused while a worker stops: its finished entries are never replayed
     const pending = (await admin.xpending(keys.stream, keys.group)) as [number];
     await admin.call('ACL', 'SETUSER', 'default', '+xack');
     second = await InProcessWorker.start(redis, staging.url, env, prefix);
-    await waitFor(
-      'every entry acknowledged',
-      async () => Number(((await admin.xpending(keys.stream, keys.group)) as [number])[0]) === 0,
-      30_000,
-    );
+    await waitFor('every entry acknowledged', async () => Number(((await admin.xpending(keys.stream, keys.group)) as [number])[0]) === 0, 30_000);
     const seqs = staging.received.filter((r) => headerValue(r.rawHeaders, 'x-session') === 's0').map(seqOf);
     assert.ok(Number(pending[0]) > 0, 'the fault left finished entries pending (the window was hit)');
     for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! >= seqs[i - 1]!, `session s0 arrived out of order: ${seqs.join(',')}`);
   } finally {
     await admin.call('ACL', 'SETUSER', 'default', '+xack').catch(() => undefined);
     await second?.close();
+    admin.disconnect();
+    await staging.close();
+  }
+});
+
+test('a retry job whose completion Redis refuses: the job run again later never arrives after the later requests of its key', async () => {
+  // The retry path's window: the worker releases the key (mpOrderDone) as the job's processor
+  // ends, before BullMQ records the job finished (moveToFinished). Refused here (an ACL denying
+  // LREM, which moveToFinished needs and nothing else on this path uses), the job stalls and
+  // BullMQ runs it again once its lock lapses.
+  const admin = redis.client();
+  let tries = 0;
+  const staging = await RecordingServer.start(async (req, res) => {
+    if (req.url === '/s0/0') {
+      tries++;
+      if (tries === 1) {
+        res.writeHead(503).end('busy');
+        return;
+      }
+      if (tries === 2) await admin.call('ACL', 'SETUSER', 'default', '-lrem');
+    }
+    res.writeHead(200).end('ok');
+  });
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const keys = keysFor(prefix);
+  const env = { ORDER_BY: 'header:x-session', CLAIM_IDLE_MS: '1000', ORDER_MAX_WAIT_MS: '600000', REPLAY_BACKOFF_MS: '50', RETRY_MAX_DELAY_MS: '100' };
+  await appendSession(prefix, 's0', 4);
+  let worker: InProcessWorker | null = null;
+  try {
+    worker = await InProcessWorker.start(redis, staging.url, env, prefix);
+    await waitFor('/s0/3 replayed', () => staging.received.some((r) => r.url === '/s0/3'), 60_000);
+    await admin.call('ACL', 'SETUSER', 'default', '+lrem');
+    // Give the stalled job its chance to run again (lock 30 s + stall check).
+    await waitFor('/s0/0 run again or 90 s passed', () => staging.received.filter((r) => r.url === '/s0/0').length >= 3, 90_000).catch(() => undefined);
+    const seqs = staging.received.filter((r) => headerValue(r.rawHeaders, 'x-session') === 's0').map(seqOf);
+    for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! >= seqs[i - 1]!, `session s0 arrived out of order: ${seqs.join(',')}`);
+    assert.equal(await admin.xlen(keys.stream), 0);
+  } finally {
+    await admin.call('ACL', 'SETUSER', 'default', '+lrem').catch(() => undefined);
+    await worker?.close();
     admin.disconnect();
     await staging.close();
   }

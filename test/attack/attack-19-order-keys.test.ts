@@ -82,11 +82,7 @@ test('400 keys (plus absent, empty, 16 KiB, binary and repeated values) drain in
 
 test('ORDER_BY path regexes without a capturing group are refused naming ORDER_BY (escaped or bracketed parentheses too)', () => {
   for (const bad of ['path:^/orders/[^/]+', 'path:^/orders/(?:[^/]+)', 'path:^/orders/\\([^/]+\\)', 'path:^/orders/[(][^/]+', 'path:^/(?=o)orders']) {
-    assert.throws(
-      () => loadConfig({ role: 'worker', env: { REDIS_URL: redis.url, STAGING_URL: 'http://127.0.0.1:1', ORDER_BY: bad } }),
-      /ORDER_BY/,
-      bad,
-    );
+    assert.throws(() => loadConfig({ role: 'worker', env: { REDIS_URL: redis.url, STAGING_URL: 'http://127.0.0.1:1', ORDER_BY: bad } }), /ORDER_BY/, bad);
   }
 });
 

@@ -61,7 +61,10 @@ test('an accepted slow cap (0.00001/s, burst 1000000) still grants its burst: th
   const client = redis.client();
   const set = await runCli(['rate-limit', 'set', 'default', '0.00001,1000000'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix });
   assert.equal(set.code, 0, `the CLI accepts the cap: ${set.stderr}`);
-  const config = loadConfig({ role: 'worker', env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: 'http://127.0.0.1:1', LOG_LEVEL: 'silent' } });
+  const config = loadConfig({
+    role: 'worker',
+    env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: 'http://127.0.0.1:1', LOG_LEVEL: 'silent' },
+  });
   const limiter = new RateLimiter({
     redis: client as never,
     prefix,
@@ -83,7 +86,10 @@ test('a slow cap the CLI accepts (0.0000001/s, burst 5) is the cap the workers a
   const prefix = `t${randomBytes(4).toString('hex')}`;
   const client = redis.client();
   const set = await runCli(['rate-limit', 'set', 'default', '0.0000001,5'], { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix });
-  const config = loadConfig({ role: 'worker', env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: 'http://127.0.0.1:1', LOG_LEVEL: 'silent' } });
+  const config = loadConfig({
+    role: 'worker',
+    env: { REDIS_URL: redis.url, MIRRORPLANE_PREFIX: prefix, STAGING_URL: 'http://127.0.0.1:1', LOG_LEVEL: 'silent' },
+  });
   const limiter = new RateLimiter({
     redis: client as never,
     prefix,
@@ -98,7 +104,11 @@ test('a slow cap the CLI accepts (0.0000001/s, burst 5) is the cap the workers a
     }
     await limiter.refresh();
     const stored = await client.hget(rateLimitsKey(prefix), 'default');
-    assert.deepEqual(limiter.limitOf('default'), { perSecond: 0.0000001, burst: 5 }, `CLI said ${JSON.stringify(set.stdout)}, stored ${JSON.stringify(stored)}`);
+    assert.deepEqual(
+      limiter.limitOf('default'),
+      { perSecond: 0.0000001, burst: 5 },
+      `CLI said ${JSON.stringify(set.stdout)}, stored ${JSON.stringify(stored)}`,
+    );
     const r = await limiter.tryTake('default', 6);
     assert.equal(r.granted, 5);
   } finally {
