@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { loadConfig, rateLimitsKey } from '@mirrorplane/core';
-import { createLogger, RateLimiter, setRateLimitOverride } from '@mirrorplane/runtime';
+import { createLogger, RateLimiter } from '@mirrorplane/runtime';
 import { RedisServer, runCli } from '../helpers/index.js';
 
 // Issue #19, rate cap values: `<per second>[,<burst>]` or `off` (CONFIG.md, README). A cap of 0,
