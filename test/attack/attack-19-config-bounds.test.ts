@@ -35,7 +35,7 @@ test('rateLimit file entries: zero, negative, fractional burst, unknown origin, 
 });
 
 test('ORDER_BY with PARTITIONS > 1 must be a header equal to PARTITION_KEY; ORDER_MAX_WAIT_MS out of range refused', () => {
-  for (const env of [
+  for (const env of <Record<string, string>[]>[
     { PARTITIONS: '4', ORDER_BY: 'cookie:sid', PARTITION_KEY: 'header:x-session' },
     { PARTITIONS: '4', ORDER_BY: 'header:x-session', PARTITION_KEY: 'header:x-user' },
     { PARTITIONS: '4', ORDER_BY: 'path:^/o/([^/]+)' },
