@@ -1,0 +1,121 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { encodeEntryFields, headerValue, keysFor } from '@mirrorplane/core';
+import { RecordingServer, RedisServer, waitFor, type Received } from '../helpers/index.js';
+import { InProcessWorker } from '../helpers/in-process-worker.js';
+
+// Issue #19, per-key ordering: the window between "order finished" (mpOrderDone, at once) and
+// "acknowledged" (batched XACK, retried while Redis refuses it). A Redis fault on XACK alone
+// (stood in for by an ACL denying XACK; scripts run under the caller's ACL) while the worker
+// is stopped leaves finished entries pending; the next worker claims them, registers them again
+// as first of their key, and replays them after the later requests of their key already ran.
+// CONFIG.md promises: "a request the dead worker had sent may arrive again (before the next one
+// of its key)".
+
+let redis: RedisServer;
+
+before(async () => {
+  redis = await RedisServer.start();
+});
+
+after(async () => {
+  await redis?.close();
+});
+
+async function appendSession(prefix: string, session: string, count: number): Promise<void> {
+  const client = redis.client();
+  const pipeline = client.pipeline();
+  for (let i = 0; i < count; i++) {
+    pipeline.xadd(
+      keysFor(prefix).stream,
+      '*',
+      ...encodeEntryFields({
+        method: 'PUT',
+        target: `/${session}/${i}`,
+        rawHeaders: ['Host', 'app.test', 'X-Session', session, 'Content-Length', '0'],
+        body: Buffer.alloc(0),
+        receivedAt: Date.now(),
+        requestId: `${session}-${i}`,
+        clientAddress: '127.0.0.1',
+      }),
+    );
+  }
+  await pipeline.exec();
+  client.disconnect();
+}
+
+const seqOf = (r: Received) => Number(r.url.split('/')[2]);
+
+test('XACK refused while a worker stops: its finished entries are never replayed again after later ones of their key', async () => {
+  const staging = await RecordingServer.start((_req, res) => {
+    res.writeHead(200).end('ok');
+  });
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const keys = keysFor(prefix);
+  const admin = redis.client();
+  const env = { ORDER_BY: 'header:x-session', CLAIM_IDLE_MS: '1000', ORDER_MAX_WAIT_MS: '60000', SHUTDOWN_TIMEOUT_MS: '1000' };
+  await appendSession(prefix, 's0', 5);
+  let second: InProcessWorker | null = null;
+  try {
+    await admin.call('ACL', 'SETUSER', 'default', '-xack');
+    const first = await InProcessWorker.start(redis, staging.url, env, prefix);
+    try {
+      await waitFor('all 5 requests of s0 replayed once', () => staging.received.length >= 5, 30_000);
+    } finally {
+      await first.close();
+    }
+    const pending = (await admin.xpending(keys.stream, keys.group)) as [number];
+    await admin.call('ACL', 'SETUSER', 'default', '+xack');
+    second = await InProcessWorker.start(redis, staging.url, env, prefix);
+    await waitFor('every entry acknowledged', async () => Number(((await admin.xpending(keys.stream, keys.group)) as [number])[0]) === 0, 30_000);
+    const seqs = staging.received.filter((r) => headerValue(r.rawHeaders, 'x-session') === 's0').map(seqOf);
+    assert.ok(Number(pending[0]) > 0, 'the fault left finished entries pending (the window was hit)');
+    for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! >= seqs[i - 1]!, `session s0 arrived out of order: ${seqs.join(',')}`);
+  } finally {
+    await admin.call('ACL', 'SETUSER', 'default', '+xack').catch(() => undefined);
+    await second?.close();
+    admin.disconnect();
+    await staging.close();
+  }
+});
+
+test('a retry job whose completion Redis refuses: the job run again later never arrives after the later requests of its key', async () => {
+  // The retry path's window: the worker releases the key (mpOrderDone) as the job's processor
+  // ends, before BullMQ records the job finished (moveToFinished). Refused here (an ACL denying
+  // LREM, which moveToFinished needs and nothing else on this path uses), the job stalls and
+  // BullMQ runs it again once its lock lapses.
+  const admin = redis.client();
+  let tries = 0;
+  const staging = await RecordingServer.start(async (req, res) => {
+    if (req.url === '/s0/0') {
+      tries++;
+      if (tries === 1) {
+        res.writeHead(503).end('busy');
+        return;
+      }
+      if (tries === 2) await admin.call('ACL', 'SETUSER', 'default', '-lrem');
+    }
+    res.writeHead(200).end('ok');
+  });
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const keys = keysFor(prefix);
+  const env = { ORDER_BY: 'header:x-session', CLAIM_IDLE_MS: '1000', ORDER_MAX_WAIT_MS: '600000', REPLAY_BACKOFF_MS: '50', RETRY_MAX_DELAY_MS: '100' };
+  await appendSession(prefix, 's0', 4);
+  let worker: InProcessWorker | null = null;
+  try {
+    worker = await InProcessWorker.start(redis, staging.url, env, prefix);
+    await waitFor('/s0/3 replayed', () => staging.received.some((r) => r.url === '/s0/3'), 60_000);
+    await admin.call('ACL', 'SETUSER', 'default', '+lrem');
+    // Give the stalled job its chance to run again (lock 30 s + stall check).
+    await waitFor('/s0/0 run again or 90 s passed', () => staging.received.filter((r) => r.url === '/s0/0').length >= 3, 90_000).catch(() => undefined);
+    const seqs = staging.received.filter((r) => headerValue(r.rawHeaders, 'x-session') === 's0').map(seqOf);
+    for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! >= seqs[i - 1]!, `session s0 arrived out of order: ${seqs.join(',')}`);
+    assert.equal(await admin.xlen(keys.stream), 0);
+  } finally {
+    await admin.call('ACL', 'SETUSER', 'default', '+lrem').catch(() => undefined);
+    await worker?.close();
+    admin.disconnect();
+    await staging.close();
+  }
+});
