@@ -16,6 +16,7 @@ import {
   errorMessage,
   exporterLockKey,
   keysFor,
+  orderKeys,
   partitionKeys,
   ReplayFailedError,
   splitId,
@@ -25,6 +26,7 @@ import {
   type Config,
   type Entry,
   type Keys,
+  type MirroredRequest,
 } from '@mirrorplane/core';
 import {
   type AdminServer,
@@ -45,7 +47,7 @@ import {
 } from '@mirrorplane/runtime';
 import { StagingClient, type CopyOutcome, type ReplayOptions } from './replay.js';
 import { SlotAccounting } from './slot-accounting.js';
-import { AckBatcher } from './ack-batcher.js';
+import { AckBatcher, type OrderRelease } from './ack-batcher.js';
 import { Claimer, byPartition } from './claimer.js';
 import { READ_BLOCK_MS, runReadLoop } from './read-loop.js';
 import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
@@ -113,6 +115,8 @@ export class ReplayWorker {
   readonly #claimer: Claimer;
   /** Per-key ordering (ORDER_BY), or null when off. */
   readonly #order: KeyOrder | null;
+  /** Retry jobs that ended for good, to leave per-key ordering once BullMQ recorded it (by job id). */
+  readonly #endsOrder = new Map<string, MirroredRequest>();
   readonly #overtaken: Counter;
   readonly #heartbeat: Heartbeat;
   /** Whether Redis answers PINGs in time (for readiness). */
@@ -154,7 +158,15 @@ export class ReplayWorker {
     this.#slots = new SlotAccounting(config.workerConcurrency);
     this.#trimmer =
       config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
-    this.#acks = new AckBatcher({ redis: this.#commands, parts: this.#parts, deleteFinished: this.#trimmer === null, logger });
+    this.#acks = new AckBatcher({
+      redis: this.#commands,
+      parts: this.#parts,
+      deleteFinished: this.#trimmer === null,
+      ...(config.orderBy
+        ? { order: { keys: this.#parts.map((_, p) => orderKeys(config.prefix, p)), released: (sets: string[]) => this.#order?.released(sets) } }
+        : {}),
+      logger,
+    });
     this.#overtaken = new Counter({
       name: 'mirrorplane_worker_order_overtaken_total',
       help: 'ORDER_BY: entries that ran ahead of older ones of their key stuck longer than ORDER_MAX_WAIT_MS (retrying, or their worker died)',
@@ -303,6 +315,18 @@ export class ReplayWorker {
       settings: { backoffStrategy: policyBackoff },
     });
     this.#retryWorker.on('error', this.#throttledWarn('retry worker error'));
+    if (this.#order) {
+      // A retry job's end is durable once BullMQ emits these: only then may its key move on.
+      const ended = (job: Job<RetryJobData> | undefined) => {
+        const id = job?.id === undefined ? undefined : String(job.id);
+        const request = id === undefined ? undefined : this.#endsOrder.get(id);
+        if (id === undefined || request === undefined) return;
+        this.#endsOrder.delete(id);
+        void this.#order?.finish(id, request);
+      };
+      this.#retryWorker.on('completed', ended);
+      this.#retryWorker.on('failed', ended);
+    }
     this.#readLoop = runReadLoop({
       reader: this.#reader,
       commands: this.#commands,
@@ -312,9 +336,9 @@ export class ReplayWorker {
       refillAt: Math.max(1, Math.floor(this.#config.workerConcurrency / 4)),
       onEntry: (id, fields, prepaid) => {
         // Deleted after it was delivered: nothing to replay, just clear it.
+        // (With ORDER_BY its acknowledgement also takes it out of the unregistered entries.)
         if (fields === null) {
           this.#acks.finish(id, false);
-          void this.#order?.forget(id);
         } else this.#admit(id, fields, 1, prepaid);
       },
       ...(this.#order
@@ -412,12 +436,11 @@ export class ReplayWorker {
     switch (d.kind) {
       case 'replayed':
       case 'post-error':
-        this.#acks.finish(id, true);
-        void this.#order?.finish(id, entry.request);
+        // The next request of its key may go once the acknowledgement is durable, not before.
+        this.#acks.finish(id, true, this.#order?.placeOf(id, entry.request));
         return;
       case 'dropped':
-        this.#acks.finish(id, false);
-        void this.#order?.finish(id, entry.request);
+        this.#acks.finish(id, false, this.#order?.placeOf(id, entry.request));
         return;
       // Handed to the retry queue, an entry stays first of its key until its job finishes.
       case 'later':
@@ -429,8 +452,13 @@ export class ReplayWorker {
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, retrying: true }, 'retry', d.delayMs);
         return;
       case 'failed':
-        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
-        void this.#order?.finish(id, entry.request);
+        await this.#handOver(
+          id,
+          { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message },
+          d.reason,
+          undefined,
+          this.#order?.placeOf(id, entry.request),
+        );
         return;
     }
   }
@@ -484,15 +512,16 @@ export class ReplayWorker {
   /**
    * Moves a stream entry to the retry queue (or straight to its failed set) and only then
    * acknowledges it. Refused (Redis down or full), the entry stays pending and is taken over
-   * after CLAIM_IDLE_MS.
+   * after CLAIM_IDLE_MS. `release`: an entry that ends here (failed set) leaves per-key ordering
+   * with its acknowledgement; one handed to the retry queue stays first of its key.
    */
-  async #handOver(id: string, data: RetryJobData, why: HandOverReason, delayMs?: number): Promise<void> {
+  async #handOver(id: string, data: RetryJobData, why: HandOverReason, delayMs?: number, release?: OrderRelease | null): Promise<void> {
     // BullMQ stores the reason in clear: redacted like logs are.
     const stored = data.failReason === undefined ? data : { ...data, failReason: this.#redactor.text(data.failReason) };
     if (!(await handOver(this.#queue, this.#logger, id, stored, why, delayMs))) return;
     if (why === 'retry') this.#m.retryScheduled();
     else if (why === 'undecodable' || why === 'poison') this.#m.failedEntry(why);
-    this.#acks.finish(id, false);
+    this.#acks.finish(id, false, release);
   }
 
   /**
@@ -537,7 +566,7 @@ export class ReplayWorker {
         { entryId: String(job.id), attempt: attemptNo, lateMs: late },
         'retry window ended before the try could start; entry goes to the failed set',
       );
-      void this.#order?.finish(String(job.id), entry.request);
+      this.#endsOrder.set(String(job.id), entry.request);
       throw new UnrecoverableError(message);
     }
     // Finished for good (answered, dropped, failed): the next request of its key may go.
@@ -548,7 +577,9 @@ export class ReplayWorker {
       terminal = error instanceof UnrecoverableError;
       throw error;
     } finally {
-      if (terminal) void this.#order?.finish(String(job.id), entry.request);
+      // Released once BullMQ recorded the end (its 'completed' or 'failed' event), not before:
+      // a job cut short before that runs again, and must still be first of its key then.
+      if (terminal && this.#order) this.#endsOrder.set(String(job.id), entry.request);
     }
   }
 
@@ -607,8 +638,13 @@ export class ReplayWorker {
     }
     const reason = `delivered ${delivered} times without finishing`;
     this.#logger.warn({ entryId: id, attempt: delivered }, `entry ${reason}; it goes to the failed set`);
-    await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'poison');
-    await this.#order?.finish(id, null, fields);
+    await this.#handOver(
+      id,
+      { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason },
+      'poison',
+      undefined,
+      this.#order?.placeOf(id, null, fields),
+    );
   }
 
   /**
