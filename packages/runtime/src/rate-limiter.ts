@@ -1,4 +1,4 @@
-import { errorMessage, parseRateLimit, StagingTransportError, rateBucketKey, rateLimitsKey, type RateLimit } from '@mirrorplane/core';
+import { errorMessage, formatRateLimit, parseRateLimit, StagingTransportError, rateBucketKey, rateLimitsKey, type RateLimit } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
 import type { Logger } from './logger.js';
 
@@ -191,7 +191,7 @@ export class RateLimiter implements OriginGate {
 
 /** Writes a live override of `origin`'s cap (null: uncapped until cleared). */
 export async function setRateLimitOverride(redis: RedisClient, prefix: string, origin: string, limit: RateLimit | null): Promise<void> {
-  await redis.hset(rateLimitsKey(prefix), origin, limit === null ? 'off' : `${limit.perSecond},${limit.burst}`);
+  await redis.hset(rateLimitsKey(prefix), origin, formatRateLimit(limit));
 }
 
 /** Removes the live override of `origin`: the config's cap applies again. Resolves whether one was set. */
