@@ -351,6 +351,7 @@ export class ReplayWorker {
         capped: () => this.#rate.limitOf('default') !== null,
         take: (want) => this.#rate.tryTake('default', want),
         refund: (n) => this.#rate.refund('default', n),
+        refunded: () => this.#rate.refunded('default'),
       },
       stopping: () => this.#stopping,
       stopped: this.#stopped,
@@ -657,8 +658,6 @@ export class ReplayWorker {
     this.#stopping = true;
     this.#stop();
     this.#probe.stop();
-    // Replays waiting for a rate token stop waiting (a retryable failure: they go to the retry queue).
-    this.#rate.close();
     this.#order?.close();
     this.#slots.close();
     this.#logger.info({ inFlight: this.#slots.held }, 'worker shutting down');
@@ -699,7 +698,11 @@ export class ReplayWorker {
     // (it returns the first, waiting close), and a worker still waiting for its jobs when its
     // connections are closed under it keeps the process from ever exiting.
     await step('retry worker', async () => this.#retryWorker?.pause(true));
+    // Replays (and copies of amplified ones) waiting for a rate token keep waiting until the
+    // deadline, so a graceful stop drops no copy; past it they stop waiting (a retryable failure:
+    // copy 1 goes to the retry queue; nothing is sent uncapped).
     await step('in flight', () => Promise.race([this.#slots.whenEmpty(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]));
+    this.#rate.close();
     // A job cut short is retried after its lock expires (BullMQ's stalled check).
     await step('retry worker close', async () => this.#retryWorker?.close(true));
     // Parked entries (ORDER_BY) are handed back with the running ones: another worker runs them in turn.

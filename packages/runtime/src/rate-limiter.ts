@@ -81,6 +81,8 @@ export class RateLimiter implements OriginGate {
   #overrides = new Map<string, RateLimit | null>();
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
+  /** Callers of `refunded`, by origin. */
+  readonly #refundWaits = new Map<string, { promise: Promise<void>; wake: () => void }>();
   /** Waits on a token, by origin (for metrics). */
   readonly waits = new Map<string, number>();
 
@@ -178,7 +180,25 @@ export class RateLimiter implements OriginGate {
     if (limit === null || n <= 0) return;
     void (this.#redis as unknown as TakeCommand)
       .mirrorplaneRateTake(rateBucketKey(this.#prefix, origin), limit.perSecond, limit.burst, -n)
-      .catch(() => undefined);
+      .catch(() => undefined)
+      .then(() => {
+        const waiting = this.#refundWaits.get(origin);
+        this.#refundWaits.delete(origin);
+        waiting?.wake();
+      });
+  }
+
+  /** Resolves once this process has given tokens of `origin` back to its bucket (the next refund after the call). */
+  refunded(origin: string): Promise<void> {
+    // One promise shared by every caller until the next refund: waiting callers add nothing.
+    let w = this.#refundWaits.get(origin);
+    if (!w) {
+      let wake = (): void => undefined;
+      const promise = new Promise<void>((r) => (wake = r));
+      w = { promise, wake };
+      this.#refundWaits.set(origin, w);
+    }
+    return w.promise;
   }
 
   /** Stops the refresh; a `take` still waiting throws a retryable StagingTransportError (nothing goes uncapped). */
