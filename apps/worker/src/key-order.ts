@@ -39,7 +39,7 @@ import type { StreamReply } from './read-loop.js';
  *   overtake it (counted). The same bound covers an entry whose worker died (its claim normally
  *   comes first, at CLAIM_IDLE_MS), an entry that vanished from the stream, and an older entry
  *   left in `unkeyed` (its wait counted from when a later entry first found it there).
- * - Waiting entries hold no slot (they are parked, at most `maxParked`); the lowest parked
+ * - Waiting entries hold no slot and no rate token (they are parked, at most `maxParked`); the lowest parked
  *   entry of each key is checked again every POLL_MS, and at once when one of its key finishes
  *   here. Parked entries are refreshed with the running ones, so no other worker claims them.
  */
@@ -321,7 +321,11 @@ export class KeyOrder {
       this.#o.run(id, fields, attempt, prepaid);
       return;
     }
-    const parked: Parked = { id, fields, attempt, prepaid, set: place.set, member: place.member, partition, since: Date.now() };
+    // A token held while parked would be spent later, on top of what the bucket refilled
+    // meanwhile (the cap's bound perSecond × T + burst would not hold): given back now, the entry
+    // takes one when its turn comes.
+    if (prepaid) this.#o.refund();
+    const parked: Parked = { id, fields, attempt, prepaid: false, set: place.set, member: place.member, partition, since: Date.now() };
     this.#parked.set(id, parked);
     const queue = this.#byKey.get(place.set) ?? [];
     // Kept oldest first: an entry claimed later may be older than those parked.
