@@ -20,7 +20,7 @@ let dir: string;
 
 before(async () => {
   redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-attack-amp-'));
+  dir = mkdtempSync(join(tmpdir(), 'mp-amp-'));
 });
 
 after(async () => {

@@ -21,7 +21,7 @@ let dir: string;
 
 before(async () => {
   redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-attack-origins-'));
+  dir = mkdtempSync(join(tmpdir(), 'mp-origins-'));
 });
 
 after(async () => {

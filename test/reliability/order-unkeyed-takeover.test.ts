@@ -83,3 +83,29 @@ test('…and its entry deleted from the stream meanwhile (XDEL): the later entri
     await staging.close();
   }
 });
+
+test('an older unkeyed member no acknowledgement will ever clear holds later entries back at most ORDER_MAX_WAIT_MS', async () => {
+  // E.g. a worker whose registering failed and whose entry went away by a path that did not
+  // acknowledge it here: nothing is pending, nothing will be claimed. Claiming is off the table
+  // (CLAIM_IDLE_MS 60 s): only the wait bound can let the partition move on.
+  const staging = await RecordingServer.start((_req, res) => {
+    res.writeHead(200).end('ok');
+  });
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const { deadId } = await setup(prefix);
+  const client = redis.client();
+  const keys = keysFor(prefix);
+  await client.xack(keys.stream, keys.group, deadId);
+  await client.xdel(keys.stream, deadId);
+  const worker = await InProcessWorker.start(redis, staging.url, { ...env, CLAIM_IDLE_MS: '60000', ORDER_MAX_WAIT_MS: '500' }, prefix);
+  try {
+    const started = Date.now();
+    await waitFor('the 10 live entries replayed', () => staging.received.length >= 10, 20_000);
+    assert.ok(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
+    assert.equal(await client.zscore(orderKeys(prefix).unkeyed, orderMember(deadId)), '0', 'the member stayed (only the bound moved the partition on)');
+  } finally {
+    await worker.close();
+    client.disconnect();
+    await staging.close();
+  }
+});

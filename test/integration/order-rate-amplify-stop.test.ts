@@ -21,7 +21,7 @@ let dir: string;
 
 before(async () => {
   redis = await RedisServer.start();
-  dir = mkdtempSync(join(tmpdir(), 'mp-attack-ora-'));
+  dir = mkdtempSync(join(tmpdir(), 'mp-ora-'));
 });
 
 after(async () => {

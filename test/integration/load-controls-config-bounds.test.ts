@@ -8,7 +8,7 @@ import { runCli } from '../helpers/index.js';
 
 const base = { REDIS_URL: 'redis://127.0.0.1:1', STAGING_URL: 'http://127.0.0.1:1' };
 const load = (env: Record<string, string>, file?: object) =>
-  loadConfig({ role: 'worker', env: { ...base, ...env }, ...(file ? { file: { path: '/tmp/mp-attack.yaml', text: stringify(file) } } : {}) });
+  loadConfig({ role: 'worker', env: { ...base, ...env }, ...(file ? { file: { path: '/tmp/mp-load.yaml', text: stringify(file) } } : {}) });
 
 test('rule amplify outside 1…100 or not a number: refused naming rules[i].amplify', () => {
   for (const bad of [0, 0.5, -2, 101, 1e9, Number.NaN, '3', 'x', null, true]) {
