@@ -67,7 +67,8 @@ for j = 4, #KEYS do
   redis.call('ZREM', KEYS[j], m)
   redis.call('HDEL', KEYS[3], m)
   local h = redis.call('ZRANGE', KEYS[j], 0, 0)
-  if h[1] and not redis.call('HGET', KEYS[3], h[1]) then redis.call('HSET', KEYS[3], h[1], now) end
+  -- Stamping the next one's wait allocates (refused on a full Redis): optional, a check stamps it too.
+  if h[1] and not redis.call('HGET', KEYS[3], h[1]) then redis.pcall('HSET', KEYS[3], h[1], now) end
 end
 return #ids
 `;
