@@ -115,7 +115,7 @@ export class ReplayWorker {
   readonly #claimer: Claimer;
   /** Per-key ordering (ORDER_BY), or null when off. */
   readonly #order: KeyOrder | null;
-  /** Retry jobs that ended for good, to leave per-key ordering once BullMQ recorded it (by job id). */
+  /** Requests of retry jobs run here, to leave per-key ordering once BullMQ recorded their end (by job id). */
   readonly #endsOrder = new Map<string, MirroredRequest>();
   readonly #overtaken: Counter;
   readonly #heartbeat: Heartbeat;
@@ -317,15 +317,16 @@ export class ReplayWorker {
     this.#retryWorker.on('error', this.#throttledWarn('retry worker error'));
     if (this.#order) {
       // A retry job's end is durable once BullMQ emits these: only then may its key move on.
-      const ended = (job: Job<RetryJobData> | undefined) => {
+      // 'failed' also follows a failed try BullMQ will retry: only a job with finishedOn ended.
+      const ended = (job: Job<RetryJobData> | undefined, terminal: boolean) => {
         const id = job?.id === undefined ? undefined : String(job.id);
         const request = id === undefined ? undefined : this.#endsOrder.get(id);
         if (id === undefined || request === undefined) return;
         this.#endsOrder.delete(id);
-        void this.#order?.finish(id, request);
+        if (terminal) void this.#order?.finish(id, request);
       };
-      this.#retryWorker.on('completed', ended);
-      this.#retryWorker.on('failed', ended);
+      this.#retryWorker.on('completed', (job) => ended(job, true));
+      this.#retryWorker.on('failed', (job) => ended(job, Boolean(job?.finishedOn)));
     }
     this.#readLoop = runReadLoop({
       reader: this.#reader,
@@ -570,18 +571,12 @@ export class ReplayWorker {
       this.#endsOrder.set(String(job.id), entry.request);
       throw new UnrecoverableError(message);
     }
-    // Finished for good (answered, dropped, failed): the next request of its key may go.
-    let terminal = true;
-    try {
-      await this.#runRetryJob(job, token, entry, attemptNo, firstTriedAt);
-    } catch (error) {
-      terminal = error instanceof UnrecoverableError;
-      throw error;
-    } finally {
-      // Released once BullMQ recorded the end (its 'completed' or 'failed' event), not before:
-      // a job cut short before that runs again, and must still be first of its key then.
-      if (terminal && this.#order) this.#endsOrder.set(String(job.id), entry.request);
-    }
+    // Finished for good (answered, dropped, failed, out of attempts): the next request of its
+    // key may go once BullMQ recorded the end (its 'completed' event, or 'failed' with
+    // finishedOn), not before: a job cut short before that runs again, and must still be first
+    // of its key then.
+    if (this.#order) this.#endsOrder.set(String(job.id), entry.request);
+    await this.#runRetryJob(job, token, entry, attemptNo, firstTriedAt);
   }
 
   async #runRetryJob(job: Job<RetryJobData>, token: string | undefined, entry: Entry, attemptNo: number, firstTriedAt: number): Promise<void> {
