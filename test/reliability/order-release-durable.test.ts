@@ -139,3 +139,52 @@ test('a retry job whose completion Redis refuses: the job run again later never 
     await staging.close();
   }
 });
+
+test('an entry handed to the retry queue whose acknowledgement was lost: claimed later, it is not replayed beside its job', async () => {
+  // s0/0 answers 503 once: it goes to the retry queue (a job delayed 3 s), and its XACK is refused
+  // while the worker stops. The next worker claims the stream entry: its job owns it.
+  let first = true;
+  const staging = await RecordingServer.start((req, res) => {
+    if (req.url === '/s0/0' && first) {
+      first = false;
+      res.writeHead(503).end('busy');
+      return;
+    }
+    res.writeHead(200).end('ok');
+  });
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const keys = keysFor(prefix);
+  const admin = redis.client();
+  const env = {
+    ORDER_BY: 'header:x-session',
+    CLAIM_IDLE_MS: '1000',
+    ORDER_MAX_WAIT_MS: '60000',
+    SHUTDOWN_TIMEOUT_MS: '1000',
+    REPLAY_BACKOFF_MS: '3000',
+    RETRY_MAX_DELAY_MS: '3000',
+  };
+  await appendSession(prefix, 's0', 3);
+  let second: InProcessWorker | null = null;
+  try {
+    await admin.call('ACL', 'SETUSER', 'default', '-xack');
+    const w1 = await InProcessWorker.start(redis, staging.url, env, prefix);
+    try {
+      await waitFor('s0/0 answered 503', () => staging.received.length >= 1, 10_000);
+      await waitFor('the job exists', async () => (await admin.keys(`*${prefix}*delayed*`)).length > 0, 10_000);
+    } finally {
+      await w1.close();
+    }
+    await admin.call('ACL', 'SETUSER', 'default', '+xack');
+    second = await InProcessWorker.start(redis, staging.url, env, prefix);
+    await waitFor('every request of s0 replayed', () => staging.received.some((r) => r.url === '/s0/2'), 30_000);
+    await waitFor('every entry acknowledged', async () => Number(((await admin.xpending(keys.stream, keys.group)) as [number])[0]) === 0, 10_000);
+    await waitFor('the retry job ended', async () => (await admin.keys(`*${prefix}*`)).every((k) => !/:(wait|active|delayed)$/.test(k)), 20_000);
+    const urls = staging.received.map((r) => r.url);
+    assert.deepEqual(urls, ['/s0/0', '/s0/0', '/s0/1', '/s0/2'], 'the 503, its one retry, then the rest in order');
+  } finally {
+    await admin.call('ACL', 'SETUSER', 'default', '+xack').catch(() => undefined);
+    await second?.close();
+    admin.disconnect();
+    await staging.close();
+  }
+});

@@ -323,7 +323,11 @@ export class ReplayWorker {
         const request = id === undefined ? undefined : this.#endsOrder.get(id);
         if (id === undefined || request === undefined) return;
         this.#endsOrder.delete(id);
-        if (terminal) void this.#order?.finish(id, request);
+        if (!terminal) return;
+        // The stream entry's own acknowledgement (after its hand-over) not taken yet: the key
+        // moves on with it, or a claim of that entry would replay it after later ones.
+        if (this.#acks.has(id)) this.#acks.finish(id, false, this.#order?.placeOf(id, request));
+        else void this.#order?.finish(id, request);
       };
       this.#retryWorker.on('completed', (job) => ended(job, true));
       this.#retryWorker.on('failed', (job) => ended(job, Boolean(job?.finishedOn)));
@@ -431,6 +435,14 @@ export class ReplayWorker {
       if (prepaid) this.#rate.refund('default', 1);
       this.#logger.warn({ entryId: id, err: errorMessage(error) }, 'undecodable entry goes to the failed set');
       await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
+      return;
+    }
+    // Delivered before (claimed): handed to the retry queue already, with its acknowledgement
+    // lost? The job owns it (and its key's turn): acknowledged, not replayed a second time.
+    if (attemptNo > 1 && (await this.#queue.getJobState(id).catch(() => 'unknown')) !== 'unknown') {
+      if (prepaid) this.#rate.refund('default', 1);
+      this.#logger.info({ entryId: id }, 'claimed entry is in the retry queue already; acknowledged without replaying');
+      this.#acks.finish(id, false);
       return;
     }
     const firstTriedAt = Date.now();
