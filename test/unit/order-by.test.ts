@@ -47,3 +47,21 @@ test('a bad ORDER_BY is refused naming the key; with partitions it must be the p
   assert.deepEqual(keysOf({ ORDER_BY: 'cookie:sid', PARTITIONS: '4', PARTITION_KEY: 'header:x-s' }), ['ORDER_BY']);
   assert.deepEqual(keysOf({ ORDER_BY: 'header:X-S', PARTITIONS: '4', PARTITION_KEY: 'header:x-s' }), []);
 });
+
+test('a path pattern is accepted exactly when the regex engine counts a capturing group in it (escaped, bracketed and non-capturing parentheses are none)', () => {
+  const plain = ['a', '\\(', '\\)', '[(]', '[)]', '[^/(]+', '(?:b)', '(?:\\()', '/', '\\d+', '[\\(]', '\\\\'];
+  const capturing = ['([^/]+)', '(?<key>[^/]+)', '((?:c))', '(\\()'];
+  fc.assert(
+    fc.property(
+      // A group name may appear once.
+      fc.array(fc.constantFrom(...plain, ...capturing), { minLength: 1, maxLength: 6 }).filter((ps) => ps.filter((p) => p.startsWith('(?<')).length <= 1),
+      (parts) => {
+        const pattern = `^/${parts.join('')}`;
+        const hasGroup = parts.some((p) => capturing.includes(p));
+        if (hasGroup) assert.equal(parseOrderBy(`path:${pattern}`)?.kind, 'path', pattern);
+        else assert.throws(() => parseOrderBy(`path:${pattern}`), /capturing group/, pattern);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { errorMessage, splitId, type Keys } from '@mirrorplane/core';
+import { errorMessage, splitId, type Keys, type OrderKeys } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 
 export interface AckBatcherOptions {
@@ -8,7 +8,18 @@ export interface AckBatcherOptions {
   parts: readonly Keys[];
   /** Delete finished entries (XDEL) as well as acknowledge them; false with STREAM_RETENTION. */
   deleteFinished: boolean;
+  /**
+   * Per-key ordering (ORDER_BY): each partition's ordering keys, and what to do once an
+   * acknowledgement that released keys went through (the next parked entry of each may run).
+   */
+  order?: { keys: readonly OrderKeys[]; released(sets: string[]): void };
   logger: Logger;
+}
+
+/** Where a finished entry sits in per-key ordering: its key's set and its member there. */
+export interface OrderRelease {
+  set: string;
+  member: string;
 }
 
 const RETRY_MIN_MS = 100;
@@ -24,8 +35,48 @@ if ARGV[2] == '1' then redis.call('XDEL', KEYS[1], unpack(ids)) end
 return #ids
 `;
 
+/**
+ * The same, with per-key ordering, in one step: an entry leaves its key's set (the next one of
+ * its key may run) only together with its acknowledgement, never before it is durable (a
+ * worker dying or stopping in between would leave it pending, claimed and replayed after later
+ * entries of its key). Every id acknowledged also leaves `unkeyed` (an entry ended without
+ * being registered: deleted, poison, dropped) so it never holds the partition back.
+ * KEYS: stream, unkeyed, heads, set_1…set_k. ARGV: group, del, n, id_1…id_n, member_1…member_k.
+ */
+const ACK_ORDER_SCRIPT = `
+local function sortable(id)
+  local dash = string.find(id, '-', 1, true)
+  local ms = string.sub(id, 1, dash - 1)
+  local seq = string.sub(id, dash + 1)
+  return string.rep('0', 16 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
+end
+local n = tonumber(ARGV[3])
+local ids = {}
+for i = 4, 3 + n do ids[#ids + 1] = ARGV[i] end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+if ARGV[2] == '1' then redis.call('XDEL', KEYS[1], unpack(ids)) end
+for _, id in ipairs(ids) do
+  local m = sortable(id)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[3], 'u:' .. m)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for j = 4, #KEYS do
+  local m = ARGV[3 + n + j - 3]
+  redis.call('ZREM', KEYS[j], m)
+  redis.call('HDEL', KEYS[3], m)
+  local h = redis.call('ZRANGE', KEYS[j], 0, 0)
+  -- Stamping the next one's wait allocates (refused on a full Redis): optional, a check stamps it too.
+  if h[1] and not redis.call('HGET', KEYS[3], h[1]) then redis.pcall('HSET', KEYS[3], h[1], now) end
+end
+return #ids
+`;
+
 interface AckCommand {
   mirrorplaneAck(stream: string, group: string, del: '0' | '1', ...ids: string[]): Promise<number>;
+  /** Keys counted first (no fixed number of keys). */
+  mirrorplaneAckOrder(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
 }
 const RETRY_MAX_MS = 2000;
 
@@ -48,6 +99,9 @@ export class AckBatcher {
   readonly #parts: readonly Keys[];
   readonly #delete: boolean;
   readonly #logger: Logger;
+  readonly #order: AckBatcherOptions['order'];
+  /** Ordering releases of ids waiting for their acknowledgement (ORDER_BY). */
+  readonly #releases = new Map<string, OrderRelease>();
   /** Finished ids not yet acknowledged, by qualified id → when they finished (ms since the epoch). */
   readonly #waiting = new Map<string, number>();
   /**
@@ -72,7 +126,9 @@ export class AckBatcher {
     this.#parts = options.parts;
     this.#delete = options.deleteFinished;
     this.#logger = options.logger;
+    this.#order = options.order;
     if (!('mirrorplaneAck' in this.#redis)) this.#redis.defineCommand('mirrorplaneAck', { numberOfKeys: 1, lua: ACK_SCRIPT });
+    if (!('mirrorplaneAckOrder' in this.#redis)) this.#redis.defineCommand('mirrorplaneAckOrder', { lua: ACK_ORDER_SCRIPT });
   }
 
   /** Finished entries whose acknowledgement Redis has not taken yet. */
@@ -108,9 +164,13 @@ export class AckBatcher {
     return out;
   }
 
-  /** Marks `id` (a qualified id) finished; `replayed` counts it in the replayed counter. */
-  finish(id: string, replayed: boolean): void {
+  /**
+   * Marks `id` (a qualified id) finished; `replayed` counts it in the replayed counter. `release`:
+   * its place in per-key ordering, left in the same step as the acknowledgement.
+   */
+  finish(id: string, replayed: boolean, release?: OrderRelease | null): void {
     if (replayed) this.#replayed += 1;
+    if (release) this.#releases.set(id, release);
     if (this.#waiting.has(id)) return;
     this.#waiting.set(id, Date.now());
     this.#queued.push(id);
@@ -150,11 +210,35 @@ export class AckBatcher {
       const raw = qualified.map((q) => splitId(q).id);
       try {
         // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
+        const redis = this.#redis as unknown as AckCommand;
+        const released: string[] = [];
         for (let i = 0; i < raw.length; i += ACK_BATCH) {
-          await (this.#redis as unknown as AckCommand).mirrorplaneAck(keys.stream, keys.group, this.#delete ? '1' : '0', ...raw.slice(i, i + ACK_BATCH));
+          const batch = raw.slice(i, i + ACK_BATCH);
+          if (this.#order) {
+            const ok = this.#order.keys[p] as OrderKeys;
+            const rel = qualified
+              .slice(i, i + ACK_BATCH)
+              .map((q) => this.#releases.get(q))
+              .filter((r): r is OrderRelease => r !== undefined);
+            const keyList = [keys.stream, ok.unkeyed, ok.heads, ...rel.map((r) => r.set)];
+            await redis.mirrorplaneAckOrder(
+              keyList.length,
+              ...keyList,
+              keys.group,
+              this.#delete ? '1' : '0',
+              String(batch.length),
+              ...batch,
+              ...rel.map((r) => r.member),
+            );
+            released.push(...rel.map((r) => r.set));
+          } else {
+            await redis.mirrorplaneAck(keys.stream, keys.group, this.#delete ? '1' : '0', ...batch);
+          }
         }
+        if (released.length > 0) this.#order?.released(released);
         const now = Date.now();
         for (const q of qualified) {
+          this.#releases.delete(q);
           this.#waiting.delete(q);
           this.#recent.delete(q);
           this.#recent.set(q, now);

@@ -29,12 +29,17 @@ import type { StreamReply } from './read-loop.js';
  *   one stream, an older entry was delivered by an earlier command, so it is always in one of
  *   the two sets until it finishes: that is the whole argument. Entries of one key must share
  *   a stream (with partitions, PARTITION_KEY is the order key; loadConfig checks it).
- * - Finishing (replayed, dropped, failed) removes the entry from its set. An entry handed to
- *   the retry queue stays first of its key until its retry job finishes, holding the later ones
- *   back for at most ORDER_MAX_WAIT_MS after it became first; then they overtake it (counted).
- *   The same bound covers an entry whose worker died (its claim normally comes first, at
- *   CLAIM_IDLE_MS) and an entry that vanished from the stream.
- * - Waiting entries hold no slot (they are parked, at most `maxParked`); the lowest parked
+ * - Finishing (replayed, dropped, failed) removes the entry from its set only once the end is
+ *   durable, never before: a stream entry in the script that acknowledges it (AckBatcher), a
+ *   retry job after BullMQ recorded it completed or failed. A worker that stops or dies in
+ *   between leaves the entry first of its key, so when it is claimed and replayed again it is
+ *   still in turn. Every acknowledgement also takes the entry out of `unkeyed`.
+ * - An entry handed to the retry queue stays first of its key until its retry job finishes,
+ *   holding the later ones back for at most ORDER_MAX_WAIT_MS after it became first; then they
+ *   overtake it (counted). The same bound covers an entry whose worker died (its claim normally
+ *   comes first, at CLAIM_IDLE_MS), an entry that vanished from the stream, and an older entry
+ *   left in `unkeyed` (its wait counted from when a later entry first found it there).
+ * - Waiting entries hold no slot and no rate token (they are parked, at most `maxParked`); the lowest parked
  *   entry of each key is checked again every POLL_MS, and at once when one of its key finishes
  *   here. Parked entries are refreshed with the running ones, so no other worker claims them.
  */
@@ -67,10 +72,27 @@ local function now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function check(unkeyed, key, heads, me, maxWait, forget)
-  local u = redis.call('ZRANGE', unkeyed, 0, 0)
-  if u[1] and u[1] < me then return 0 end
   local t = now()
   local skipped = 0
+  -- An older entry not registered yet may be of this key: wait for it, at most the wait (it
+  -- may belong to a dead worker, or have been deleted before anyone registered it).
+  for _, u in ipairs(redis.call('ZRANGE', unkeyed, 0, 99)) do
+    if u >= me then break end
+    local since = tonumber(redis.call('HGET', heads, 'u:' .. u))
+    if not since then
+      redis.call('HSET', heads, 'u:' .. u, t)
+      return 0
+    end
+    if maxWait > 0 and t - since > maxWait then
+      skipped = skipped + 1
+      if forget > 0 and t - since > forget then
+        redis.call('ZREM', unkeyed, u)
+        redis.call('HDEL', heads, 'u:' .. u)
+      end
+    else
+      return 0
+    end
+  end
   for _, m in ipairs(redis.call('ZRANGE', key, 0, 99)) do
     local since = tonumber(redis.call('HGET', heads, m))
     if m == me then
@@ -99,6 +121,7 @@ end
 
 /** KEYS: unkeyed, key set, heads. ARGV: member, has key (1/0), max wait, forget after. Registers, then checks. */
 const REGISTER_SCRIPT = `${CHECK}
+redis.call('HDEL', KEYS[3], 'u:' .. ARGV[1])
 if ARGV[2] == '0' then
   redis.call('ZREM', KEYS[1], ARGV[1])
   return 1
@@ -298,7 +321,11 @@ export class KeyOrder {
       this.#o.run(id, fields, attempt, prepaid);
       return;
     }
-    const parked: Parked = { id, fields, attempt, prepaid, set: place.set, member: place.member, partition, since: Date.now() };
+    // A token held while parked would be spent later, on top of what the bucket refilled
+    // meanwhile (the cap's bound perSecond × T + burst would not hold): given back now, the entry
+    // takes one when its turn comes.
+    if (prepaid) this.#o.refund();
+    const parked: Parked = { id, fields, attempt, prepaid: false, set: place.set, member: place.member, partition, since: Date.now() };
     this.#parked.set(id, parked);
     const queue = this.#byKey.get(place.set) ?? [];
     // Kept oldest first: an entry claimed later may be older than those parked.
@@ -309,8 +336,28 @@ export class KeyOrder {
   }
 
   /**
-   * An entry finished for good (replayed, dropped, failed): the next one of its key may run.
-   * `request` null: decoded from `fields` here. Never throws.
+   * Where a finished entry leaves per-key ordering (null: it has no key), for the acknowledgement
+   * that ends it to release it in the same step (see AckBatcher). `request` null: decoded from `fields`.
+   */
+  placeOf(id: string, request: MirroredRequest | null, fields?: Buffer[]): { set: string; member: string } | null {
+    const place = this.#place(id, request ?? (fields ? this.#decode(id, fields) : null));
+    return place === null ? null : { set: place.set, member: place.member };
+  }
+
+  /** Acknowledgements that released these key sets went through: the next parked entry of each may run. */
+  released(sets: readonly string[]): void {
+    const next: Parked[] = [];
+    for (const set of new Set(sets)) {
+      const first = this.#byKey.get(set)?.[0];
+      if (first) next.push(first);
+    }
+    if (next.length > 0) void this.#check(next);
+  }
+
+  /**
+   * An entry that left the stream earlier (handed to the retry queue) finished for good, and
+   * BullMQ recorded it so (the job completed or failed): the next one of its key may run. Never
+   * throws; refused, the next one waits up to ORDER_MAX_WAIT_MS.
    */
   async finish(id: string, request: MirroredRequest | null, fields?: Buffer[]): Promise<void> {
     const place = this.#place(id, request ?? (fields ? this.#decode(id, fields) : null));
@@ -325,15 +372,7 @@ export class KeyOrder {
       );
       return;
     }
-    const next = this.#byKey.get(place.set)?.[0];
-    if (next) void this.#check([next]);
-  }
-
-  /** An entry delivered and deleted since: it leaves `unkeyed` (it has no key to register). */
-  async forget(id: string): Promise<void> {
-    const { id: raw, partition } = splitId(id);
-    const k = this.#parts[partition] as OrderKeys;
-    await this.#redis.mpOrderRegister(k.unkeyed, k.unkeyed, k.heads, orderMember(raw), '0', 0, 0).catch(() => undefined);
+    this.released([place.set]);
   }
 
   async #poll(): Promise<void> {

@@ -53,6 +53,12 @@ export interface ReadTokens {
   capped(): boolean;
   take(want: number): Promise<{ granted: number; waitMs: number }>;
   refund(n: number): void;
+  /**
+   * Resolves once tokens were given back to the bucket (by this worker): a token refunded when
+   * its entry was routed to another origin is read with again at once, not after the refill
+   * wait, so requests to other origins do not queue behind the default origin's cap.
+   */
+  refunded?(): Promise<void>;
 }
 
 const READ_BLOCK_MS = 1000;
@@ -135,7 +141,9 @@ async function grant(o: ReadLoopOptions, free: number): Promise<{ count: number;
     o.logger.warn({ err: errorMessage(error) }, 'taking rate tokens failed; retrying');
     waitMs = 500;
   }
-  await Promise.race([new Promise((r) => setTimeout(r, waitMs)), o.stopped]);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([new Promise((r) => (timer = setTimeout(r, waitMs))), o.stopped, ...(o.tokens.refunded ? [o.tokens.refunded()] : [])]);
+  clearTimeout(timer);
   return null;
 }
 

@@ -16,6 +16,7 @@ import {
   errorMessage,
   exporterLockKey,
   keysFor,
+  orderKeys,
   partitionKeys,
   ReplayFailedError,
   splitId,
@@ -25,6 +26,7 @@ import {
   type Config,
   type Entry,
   type Keys,
+  type MirroredRequest,
 } from '@mirrorplane/core';
 import {
   type AdminServer,
@@ -45,7 +47,7 @@ import {
 } from '@mirrorplane/runtime';
 import { StagingClient, type CopyOutcome, type ReplayOptions } from './replay.js';
 import { SlotAccounting } from './slot-accounting.js';
-import { AckBatcher } from './ack-batcher.js';
+import { AckBatcher, type OrderRelease } from './ack-batcher.js';
 import { Claimer, byPartition } from './claimer.js';
 import { READ_BLOCK_MS, runReadLoop } from './read-loop.js';
 import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
@@ -113,6 +115,8 @@ export class ReplayWorker {
   readonly #claimer: Claimer;
   /** Per-key ordering (ORDER_BY), or null when off. */
   readonly #order: KeyOrder | null;
+  /** Requests of retry jobs run here, to leave per-key ordering once BullMQ recorded their end (by job id). */
+  readonly #endsOrder = new Map<string, MirroredRequest>();
   readonly #overtaken: Counter;
   readonly #heartbeat: Heartbeat;
   /** Whether Redis answers PINGs in time (for readiness). */
@@ -154,7 +158,15 @@ export class ReplayWorker {
     this.#slots = new SlotAccounting(config.workerConcurrency);
     this.#trimmer =
       config.streamRetention === null ? null : new StreamTrimmer({ redis: this.#commands, keys: this.#parts, retention: config.streamRetention, logger });
-    this.#acks = new AckBatcher({ redis: this.#commands, parts: this.#parts, deleteFinished: this.#trimmer === null, logger });
+    this.#acks = new AckBatcher({
+      redis: this.#commands,
+      parts: this.#parts,
+      deleteFinished: this.#trimmer === null,
+      ...(config.orderBy
+        ? { order: { keys: this.#parts.map((_, p) => orderKeys(config.prefix, p)), released: (sets: string[]) => this.#order?.released(sets) } }
+        : {}),
+      logger,
+    });
     this.#overtaken = new Counter({
       name: 'mirrorplane_worker_order_overtaken_total',
       help: 'ORDER_BY: entries that ran ahead of older ones of their key stuck longer than ORDER_MAX_WAIT_MS (retrying, or their worker died)',
@@ -303,6 +315,23 @@ export class ReplayWorker {
       settings: { backoffStrategy: policyBackoff },
     });
     this.#retryWorker.on('error', this.#throttledWarn('retry worker error'));
+    if (this.#order) {
+      // A retry job's end is durable once BullMQ emits these: only then may its key move on.
+      // 'failed' also follows a failed try BullMQ will retry: only a job with finishedOn ended.
+      const ended = (job: Job<RetryJobData> | undefined, terminal: boolean) => {
+        const id = job?.id === undefined ? undefined : String(job.id);
+        const request = id === undefined ? undefined : this.#endsOrder.get(id);
+        if (id === undefined || request === undefined) return;
+        this.#endsOrder.delete(id);
+        if (!terminal) return;
+        // The stream entry's own acknowledgement (after its hand-over) not taken yet: the key
+        // moves on with it, or a claim of that entry would replay it after later ones.
+        if (this.#acks.has(id)) this.#acks.finish(id, false, this.#order?.placeOf(id, request));
+        else void this.#order?.finish(id, request);
+      };
+      this.#retryWorker.on('completed', (job) => ended(job, true));
+      this.#retryWorker.on('failed', (job) => ended(job, Boolean(job?.finishedOn)));
+    }
     this.#readLoop = runReadLoop({
       reader: this.#reader,
       commands: this.#commands,
@@ -312,9 +341,9 @@ export class ReplayWorker {
       refillAt: Math.max(1, Math.floor(this.#config.workerConcurrency / 4)),
       onEntry: (id, fields, prepaid) => {
         // Deleted after it was delivered: nothing to replay, just clear it.
+        // (With ORDER_BY its acknowledgement also takes it out of the unregistered entries.)
         if (fields === null) {
           this.#acks.finish(id, false);
-          void this.#order?.forget(id);
         } else this.#admit(id, fields, 1, prepaid);
       },
       ...(this.#order
@@ -327,6 +356,7 @@ export class ReplayWorker {
         capped: () => this.#rate.limitOf('default') !== null,
         take: (want) => this.#rate.tryTake('default', want),
         refund: (n) => this.#rate.refund('default', n),
+        refunded: () => this.#rate.refunded('default'),
       },
       stopping: () => this.#stopping,
       stopped: this.#stopped,
@@ -407,17 +437,24 @@ export class ReplayWorker {
       await this.#handOver(id, { entry: null, raw: describeRawFields(fields), priorAttempts: 0, failReason: errorMessage(error) }, 'undecodable');
       return;
     }
+    // Delivered before (claimed): handed to the retry queue already, with its acknowledgement
+    // lost? The job owns it (and its key's turn): acknowledged, not replayed a second time.
+    if (attemptNo > 1 && (await this.#queue.getJobState(id).catch(() => 'unknown')) !== 'unknown') {
+      if (prepaid) this.#rate.refund('default', 1);
+      this.#logger.info({ entryId: id }, 'claimed entry is in the retry queue already; acknowledged without replaying');
+      this.#acks.finish(id, false);
+      return;
+    }
     const firstTriedAt = Date.now();
     const d = await this.#attemptOnce(entry, attemptNo, firstTriedAt, prepaid ? 'default' : undefined);
     switch (d.kind) {
       case 'replayed':
       case 'post-error':
-        this.#acks.finish(id, true);
-        void this.#order?.finish(id, entry.request);
+        // The next request of its key may go once the acknowledgement is durable, not before.
+        this.#acks.finish(id, true, this.#order?.placeOf(id, entry.request));
         return;
       case 'dropped':
-        this.#acks.finish(id, false);
-        void this.#order?.finish(id, entry.request);
+        this.#acks.finish(id, false, this.#order?.placeOf(id, entry.request));
         return;
       // Handed to the retry queue, an entry stays first of its key until its job finishes.
       case 'later':
@@ -429,8 +466,13 @@ export class ReplayWorker {
         await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, retrying: true }, 'retry', d.delayMs);
         return;
       case 'failed':
-        await this.#handOver(id, { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message }, d.reason);
-        void this.#order?.finish(id, entry.request);
+        await this.#handOver(
+          id,
+          { ...this.#jobEntry(entry), priorAttempts: attemptNo, firstTriedAt, failReason: d.message },
+          d.reason,
+          undefined,
+          this.#order?.placeOf(id, entry.request),
+        );
         return;
     }
   }
@@ -484,15 +526,16 @@ export class ReplayWorker {
   /**
    * Moves a stream entry to the retry queue (or straight to its failed set) and only then
    * acknowledges it. Refused (Redis down or full), the entry stays pending and is taken over
-   * after CLAIM_IDLE_MS.
+   * after CLAIM_IDLE_MS. `release`: an entry that ends here (failed set) leaves per-key ordering
+   * with its acknowledgement; one handed to the retry queue stays first of its key.
    */
-  async #handOver(id: string, data: RetryJobData, why: HandOverReason, delayMs?: number): Promise<void> {
+  async #handOver(id: string, data: RetryJobData, why: HandOverReason, delayMs?: number, release?: OrderRelease | null): Promise<void> {
     // BullMQ stores the reason in clear: redacted like logs are.
     const stored = data.failReason === undefined ? data : { ...data, failReason: this.#redactor.text(data.failReason) };
     if (!(await handOver(this.#queue, this.#logger, id, stored, why, delayMs))) return;
     if (why === 'retry') this.#m.retryScheduled();
     else if (why === 'undecodable' || why === 'poison') this.#m.failedEntry(why);
-    this.#acks.finish(id, false);
+    this.#acks.finish(id, false, release);
   }
 
   /**
@@ -537,19 +580,15 @@ export class ReplayWorker {
         { entryId: String(job.id), attempt: attemptNo, lateMs: late },
         'retry window ended before the try could start; entry goes to the failed set',
       );
-      void this.#order?.finish(String(job.id), entry.request);
+      this.#endsOrder.set(String(job.id), entry.request);
       throw new UnrecoverableError(message);
     }
-    // Finished for good (answered, dropped, failed): the next request of its key may go.
-    let terminal = true;
-    try {
-      await this.#runRetryJob(job, token, entry, attemptNo, firstTriedAt);
-    } catch (error) {
-      terminal = error instanceof UnrecoverableError;
-      throw error;
-    } finally {
-      if (terminal) void this.#order?.finish(String(job.id), entry.request);
-    }
+    // Finished for good (answered, dropped, failed, out of attempts): the next request of its
+    // key may go once BullMQ recorded the end (its 'completed' event, or 'failed' with
+    // finishedOn), not before: a job cut short before that runs again, and must still be first
+    // of its key then.
+    if (this.#order) this.#endsOrder.set(String(job.id), entry.request);
+    await this.#runRetryJob(job, token, entry, attemptNo, firstTriedAt);
   }
 
   async #runRetryJob(job: Job<RetryJobData>, token: string | undefined, entry: Entry, attemptNo: number, firstTriedAt: number): Promise<void> {
@@ -607,8 +646,13 @@ export class ReplayWorker {
     }
     const reason = `delivered ${delivered} times without finishing`;
     this.#logger.warn({ entryId: id, attempt: delivered }, `entry ${reason}; it goes to the failed set`);
-    await this.#handOver(id, { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason }, 'poison');
-    await this.#order?.finish(id, null, fields);
+    await this.#handOver(
+      id,
+      { entry, raw: entry ? undefined : describeRawFields(fields), priorAttempts: delivered - 1, failReason: reason },
+      'poison',
+      undefined,
+      this.#order?.placeOf(id, null, fields),
+    );
   }
 
   /**
@@ -621,8 +665,6 @@ export class ReplayWorker {
     this.#stopping = true;
     this.#stop();
     this.#probe.stop();
-    // Replays waiting for a rate token stop waiting (a retryable failure: they go to the retry queue).
-    this.#rate.close();
     this.#order?.close();
     this.#slots.close();
     this.#logger.info({ inFlight: this.#slots.held }, 'worker shutting down');
@@ -663,7 +705,11 @@ export class ReplayWorker {
     // (it returns the first, waiting close), and a worker still waiting for its jobs when its
     // connections are closed under it keeps the process from ever exiting.
     await step('retry worker', async () => this.#retryWorker?.pause(true));
+    // Replays (and copies of amplified ones) waiting for a rate token keep waiting until the
+    // deadline, so a graceful stop drops no copy; past it they stop waiting (a retryable failure:
+    // copy 1 goes to the retry queue; nothing is sent uncapped).
     await step('in flight', () => Promise.race([this.#slots.whenEmpty(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]));
+    this.#rate.close();
     // A job cut short is retried after its lock expires (BullMQ's stalled check).
     await step('retry worker close', async () => this.#retryWorker?.close(true));
     // Parked entries (ORDER_BY) are handed back with the running ones: another worker runs them in turn.

@@ -231,17 +231,25 @@ export class StagingClient {
       if (request === null) return { kind: 'dropped' };
       request.path = originFormPath(request.path);
       origin = this.#origin(request);
+      // Routed elsewhere: the token taken for the default origin goes back now, not when this
+      // replay ends, so that requests to another origin never wait behind the default's cap.
+      if (prepaid !== undefined && !prepaid.state.used && prepaid.origin !== origin.name && this.#gate !== null) {
+        prepaid.state.used = true;
+        this.#gate.refund(prepaid.origin, 1);
+      }
     }
 
     // Amplified: copies 2…N go at once beside copy 1, each with its own token and deadline; the
     // attempt ends only when every copy has (so the entry is acknowledged after all of them).
-    const copies = options.copies === false ? 1 : copiesFor((request.copies ?? 1) * (options.amplify ?? 1), entry.id);
+    // A retry (copies: false) re-sends copy 1 alone, still marked as copy 1 of an amplified request.
+    const copies = copiesFor((request.copies ?? 1) * (options.amplify ?? 1), entry.id);
     const extra: Promise<void>[] = [];
     if (copies > 1) {
       const base = request.headers;
       request.headers = [...base, MIRRORPLANE_COPY_HEADER, '1'];
-      for (let k = 2; k <= copies; k++)
-        extra.push(this.#sendCopy(origin, request, [...base, MIRRORPLANE_COPY_HEADER, String(k)], r.trailers ?? [], http2, k, options.onCopy));
+      if (options.copies !== false)
+        for (let k = 2; k <= copies; k++)
+          extra.push(this.#sendCopy(origin, request, [...base, MIRRORPLANE_COPY_HEADER, String(k)], r.trailers ?? [], http2, k, options.onCopy));
     }
     try {
       return await this.#sendFirst(origin, request, r.trailers ?? [], http2, prepaid, ctx);

@@ -236,7 +236,12 @@ export const KEY_FAMILIES: readonly KeyFamily[] = Object.freeze([
     scope: 'partition',
     holds: 'ORDER_BY: entries delivered whose ordering key is not registered yet (later entries of any key wait while one is older)',
   },
-  { pattern: '{p}:order:heads', type: 'hash', scope: 'partition', holds: 'ORDER_BY: entry → when it became the first of its key (ORDER_MAX_WAIT_MS)' },
+  {
+    pattern: '{p}:order:heads',
+    type: 'hash',
+    scope: 'partition',
+    holds: 'ORDER_BY: entry → when it became the first of its key, `u:<entry>` → when a later entry first waited for it in `unkeyed` (ORDER_MAX_WAIT_MS)',
+  },
   {
     pattern: '{p}:order:k:<key digest>',
     type: 'sorted set',

@@ -39,8 +39,8 @@ export function parseOrderBy(text: string): OrderBy | null {
     } catch (error) {
       throw new InvalidValueError(`path:${pattern}: ${(error as Error).message}`);
     }
-    if (!/\((?!\?[:=!<])|\(\?<[A-Za-z]/.test(pattern))
-      throw new InvalidValueError(`path:${pattern}: expected a capturing group, the key (like ^/orders/([^/]+))`);
+    // Counted by the engine that runs it (an escaped or bracketed parenthesis is no group).
+    if (regex.groupCount === 0) throw new InvalidValueError(`path:${pattern}: expected a capturing group, the key (like ^/orders/([^/]+))`);
     return { kind: 'path', pattern, regex };
   }
   throw new InvalidValueError(`expected off, header:<name>, cookie:<name> or path:<regex with a group> (header:x-session-id), got ${JSON.stringify(text)}`);

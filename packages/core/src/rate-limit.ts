@@ -25,7 +25,9 @@ export function defaultBurst(perSecond: number): number {
 /** A cap checked for range; throws InvalidValueError naming what is wrong. */
 export function rateLimitOf(perSecond: number, burst?: number): RateLimit {
   if (!Number.isFinite(perSecond) || perSecond <= 0 || perSecond > RATE_LIMIT_MAX) {
-    throw new InvalidValueError(`expected a rate above 0 and at most ${RATE_LIMIT_MAX} a second, got ${JSON.stringify(perSecond)}`);
+    throw new InvalidValueError(
+      `expected a rate above 0 and at most ${RATE_LIMIT_MAX} a second (off lifts the cap; 0 is not a cap), got ${JSON.stringify(perSecond)}`,
+    );
   }
   const b = burst ?? defaultBurst(perSecond);
   if (!Number.isSafeInteger(b) || b < 1 || b > RATE_LIMIT_MAX) {
@@ -36,20 +38,36 @@ export function rateLimitOf(perSecond: number, burst?: number): RateLimit {
 
 /**
  * `STAGING_RATE_LIMIT` and the text the CLI stores as a live override: `off`, `<perSecond>` or
- * `<perSecond>,<burst>` (`200`, `200,50`, `0.5,1`). Returns null for `off`; throws
- * InvalidValueError for anything else.
+ * `<perSecond>,<burst>` (`200`, `200,50`, `0.5,1`; decimals, no exponent). Returns null for
+ * `off`; throws InvalidValueError for anything else, 0 included (a cap of 0 would send nothing:
+ * refused rather than read as either paused or uncapped). The one parser of the CLI, the config
+ * and the workers; `formatRateLimit` writes what it reads back.
  */
 export function parseRateLimit(text: string): RateLimit | null {
   const t = text.trim().toLowerCase();
-  if (t === 'off' || t === '0') return null;
+  if (t === 'off') return null;
   const m = /^(\d+(?:\.\d+)?)(?:\/s)?(?:\s*,\s*(\d+))?$/.exec(t);
   if (!m) throw new InvalidValueError(`expected off, <per second> or <per second>,<burst> (like 200 or 200,50), got ${JSON.stringify(text)}`);
   return rateLimitOf(Number(m[1]), m[2] === undefined ? undefined : Number(m[2]));
 }
 
-/** The text form `parseRateLimit` reads back. */
+/** The text form `parseRateLimit` reads back to the same cap (plain decimals, never an exponent). */
 export function formatRateLimit(limit: RateLimit | null): string {
-  return limit === null ? 'off' : `${limit.perSecond},${limit.burst}`;
+  return limit === null ? 'off' : `${plainDecimal(limit.perSecond)},${limit.burst}`;
+}
+
+/** A finite non-negative number in plain decimal notation (`1e-7` → `0.0000001`), exactly the digits JavaScript prints. */
+export function plainDecimal(n: number): string {
+  const s = String(n);
+  const e = s.indexOf('e');
+  if (e === -1) return s;
+  const exp = Number(s.slice(e + 1));
+  const [int = '', frac = ''] = s.slice(0, e).split('.');
+  const digits = int + frac;
+  const point = int.length + exp;
+  if (point <= 0) return `0.${'0'.repeat(-point)}${digits}`;
+  if (point >= digits.length) return digits + '0'.repeat(point - digits.length);
+  return `${digits.slice(0, point)}.${digits.slice(point)}`;
 }
 
 /** One origin's cap in the config file's `rateLimit` map. */

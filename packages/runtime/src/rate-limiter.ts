@@ -1,4 +1,4 @@
-import { errorMessage, parseRateLimit, StagingTransportError, rateBucketKey, rateLimitsKey, type RateLimit } from '@mirrorplane/core';
+import { errorMessage, formatRateLimit, parseRateLimit, StagingTransportError, rateBucketKey, rateLimitsKey, type RateLimit } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
 import type { Logger } from './logger.js';
 
@@ -81,6 +81,8 @@ export class RateLimiter implements OriginGate {
   #overrides = new Map<string, RateLimit | null>();
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
+  /** Callers of `refunded`, by origin. */
+  readonly #refundWaits = new Map<string, { promise: Promise<void>; wake: () => void }>();
   /** Waits on a token, by origin (for metrics). */
   readonly waits = new Map<string, number>();
 
@@ -178,7 +180,25 @@ export class RateLimiter implements OriginGate {
     if (limit === null || n <= 0) return;
     void (this.#redis as unknown as TakeCommand)
       .mirrorplaneRateTake(rateBucketKey(this.#prefix, origin), limit.perSecond, limit.burst, -n)
-      .catch(() => undefined);
+      .catch(() => undefined)
+      .then(() => {
+        const waiting = this.#refundWaits.get(origin);
+        this.#refundWaits.delete(origin);
+        waiting?.wake();
+      });
+  }
+
+  /** Resolves once this process has given tokens of `origin` back to its bucket (the next refund after the call). */
+  refunded(origin: string): Promise<void> {
+    // One promise shared by every caller until the next refund: waiting callers add nothing.
+    let w = this.#refundWaits.get(origin);
+    if (!w) {
+      let wake = (): void => undefined;
+      const promise = new Promise<void>((r) => (wake = r));
+      w = { promise, wake };
+      this.#refundWaits.set(origin, w);
+    }
+    return w.promise;
   }
 
   /** Stops the refresh; a `take` still waiting throws a retryable StagingTransportError (nothing goes uncapped). */
@@ -191,7 +211,7 @@ export class RateLimiter implements OriginGate {
 
 /** Writes a live override of `origin`'s cap (null: uncapped until cleared). */
 export async function setRateLimitOverride(redis: RedisClient, prefix: string, origin: string, limit: RateLimit | null): Promise<void> {
-  await redis.hset(rateLimitsKey(prefix), origin, limit === null ? 'off' : `${limit.perSecond},${limit.burst}`);
+  await redis.hset(rateLimitsKey(prefix), origin, formatRateLimit(limit));
 }
 
 /** Removes the live override of `origin`: the config's cap applies again. Resolves whether one was set. */
