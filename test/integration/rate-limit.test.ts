@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { keysFor, parseRateLimit, rateLimitOf, rateLimitsKey } from '@mirrorplane/core';
-import { createLogger, RateLimiter, setRateLimitOverride } from '@mirrorplane/runtime';
+import { createLogger, RateLimiter, setRateLimitOverride, writeHeartbeat } from '@mirrorplane/runtime';
 import { RecordingServer, RedisServer, runCli, waitFor } from '../helpers/index.js';
 import { InProcessWorker, appendEntries } from '../helpers/in-process-worker.js';
 
@@ -139,7 +139,22 @@ test('mirrorplane rate-limit set/show/clear and status: the live override, the d
     assert.equal(await client.hget(rateLimitsKey(prefix), 'default'), null);
     // A cap from the environment, as the workers would have it.
     const fromEnv = await runCli(['rate-limit', 'show'], { ...env, STAGING_RATE_LIMIT: '100' });
+    assert.match(fromEnv.stdout, /^Redis \S+ {2}prefix \S+\n/, 'opens with the context line');
     assert.match(fromEnv.stdout, /default\s+100\/s, burst 100\s+\(config\)/);
+    // A well-formed origin nobody knows: refused, naming the known ones (a typo caps nothing otherwise).
+    const typo = await runCli(['rate-limit', 'set', 'defualt', '5'], env);
+    assert.equal(typo.code, 2, typo.stderr);
+    assert.match(typo.stderr, /origin: "defualt" is not a staging origin of this config or of any live worker \(known: default\)/);
+    assert.equal(await client.hget(rateLimitsKey(prefix), 'defualt'), null);
+    // A live worker's own caps and origins (its heartbeat), seen without its config.
+    const now = Date.now();
+    const beat = { host: 'h', pid: 1, version: '0', concurrency: 1, inFlight: 0, inFlightEntries: 0, unacked: 0, startedAt: now, lastSeen: now };
+    await writeHeartbeat(client, prefix, { ...beat, consumer: 'w1', origins: ['default', 'grpc'], rateLimits: { default: '7,3' } }, 60_000);
+    const seen = await runCli(['rate-limit', 'show'], env);
+    assert.match(seen.stdout, /default\s+7\/s, burst 3\s+\(a live worker's config\)/);
+    const named = await runCli(['rate-limit', 'set', 'grpc', '5'], env);
+    assert.equal(named.code, 0, named.stderr);
+    assert.equal(await client.hget(rateLimitsKey(prefix), 'grpc'), '5,5');
   } finally {
     client.disconnect();
   }

@@ -16,6 +16,8 @@ export interface HeartbeatOptions {
   pruneIdleMs: number;
   /** What the worker holds now. */
   load: () => Pick<WorkerHeartbeat, 'inFlight' | 'inFlightEntries' | 'unacked'>;
+  /** What the worker is configured with, published for operators (see WorkerHeartbeat). */
+  published?: Pick<WorkerHeartbeat, 'origins' | 'rateLimits'>;
   logger: Logger;
 }
 
@@ -65,6 +67,7 @@ export class Heartbeat {
       ...this.#o.load(),
       startedAt: this.#startedAt,
       lastSeen: Date.now(),
+      ...this.#o.published,
     };
   }
 

@@ -27,6 +27,7 @@ import {
   type Entry,
   type Keys,
   type MirroredRequest,
+  formatRateLimit,
 } from '@mirrorplane/core';
 import {
   type AdminServer,
@@ -223,6 +224,10 @@ export class ReplayWorker {
       periodMs: config.heartbeatMs,
       pruneIdleMs: Math.max(config.heartbeatMs * 3, config.claimIdleMs),
       load: () => this.load,
+      published: {
+        origins: Object.keys(config.origins).concat(config.stagingUrl && !('default' in config.origins) ? ['default'] : []),
+        rateLimits: Object.fromEntries(Object.entries(config.rateLimits).map(([origin, limit]) => [origin, formatRateLimit(limit)])),
+      },
       logger,
     });
 

@@ -1,3 +1,4 @@
+import { listWorkers } from './workers.js';
 import { errorMessage, formatRateLimit, parseRateLimit, StagingTransportError, rateBucketKey, rateLimitsKey, type RateLimit } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
 import type { Logger } from './logger.js';
@@ -229,18 +230,32 @@ export interface RateCap {
   origin: string;
   /** In force now; null: uncapped. */
   limit: RateLimit | null;
-  /** Where it comes from: the config (as this process loaded it) or a live override in Redis. */
-  source: 'config' | 'override';
+  /**
+   * Where it comes from: the config as this process loaded it (`config`), the config a live
+   * worker runs with, from its heartbeat (`worker`), or a live override in Redis (`override`).
+   */
+  source: 'config' | 'worker' | 'override';
 }
 
 /**
- * The caps in force by origin: the live overrides in Redis over `configured`. An override that
- * cannot be read is shown as the config's cap (the workers ignore it too).
+ * The caps in force by origin: the live overrides in Redis over the caps the live workers run
+ * with (their heartbeats) over `configured` (this process's config), so that an operator
+ * command run without the workers' config still shows their caps. An override or a heartbeat
+ * cap that cannot be read is skipped (the workers ignore such an override too).
  */
 export async function readRateCaps(redis: RedisClient, prefix: string, configured: Readonly<Record<string, RateLimit>>): Promise<RateCap[]> {
   const overrides = await readRateLimitOverrides(redis, prefix);
   const out = new Map<string, RateCap>();
   for (const [origin, limit] of Object.entries(configured)) out.set(origin, { origin, limit, source: 'config' });
+  for (const worker of await listWorkers(redis, prefix, { prune: false })) {
+    for (const [origin, text] of Object.entries(worker.rateLimits ?? {})) {
+      try {
+        out.set(origin, { origin, limit: parseRateLimit(text), source: 'worker' });
+      } catch {
+        // A heartbeat from a version that wrote another form: not shown.
+      }
+    }
+  }
   for (const [origin, text] of Object.entries(overrides)) {
     try {
       out.set(origin, { origin, limit: parseRateLimit(text), source: 'override' });

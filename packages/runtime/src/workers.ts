@@ -29,6 +29,13 @@ export interface WorkerHeartbeat {
   startedAt: number;
   /** When this heartbeat was written (ms since the epoch, the worker's clock). */
   lastSeen: number;
+  /** The staging origins the worker replays to, by name (absent in heartbeats of older workers). */
+  origins?: string[];
+  /**
+   * The rate caps of the worker's own config (`rateLimit`, STAGING_RATE_LIMIT), by origin name, as
+   * `<per second>,<burst>`: what operator commands show when they run without that config.
+   */
+  rateLimits?: Record<string, string>;
 }
 
 /**

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { ORIGIN_NAME, drainSeconds, partitionKeys, parseRateLimit, type RateLimit } from '@mirrorplane/core';
-import { clearRateLimitOverride, readDeploymentStatus, readRateCaps, setRateLimitOverride, type RateCap } from '@mirrorplane/runtime';
+import { clearRateLimitOverride, listWorkers, readDeploymentStatus, readRateCaps, setRateLimitOverride, type RateCap } from '@mirrorplane/runtime';
 import { configure, UsageError } from '../process.js';
 import { CONNECTION_SETTINGS, addSettingFlags, settingFlags } from '../settings-flags.js';
-import { withOperatorConnection } from '../connection.js';
+import { operatorContext, withOperatorConnection } from '../connection.js';
 import { formatDuration } from '../format.js';
 import type { Io } from '../io.js';
 
@@ -17,7 +17,8 @@ export function formatRateCaps(caps: readonly RateCap[], waiting: number | null)
   if (caps.length === 0) return 'rate caps: none (every staging origin uncapped)\n';
   let out = 'rate caps\n';
   for (const c of caps) {
-    out += `  ${c.origin.padEnd(12)} ${describeRateLimit(c.limit).padEnd(24)} ${c.source === 'override' ? '(live override)' : '(config)'}\n`;
+    const source = c.source === 'override' ? '(live override)' : c.source === 'worker' ? "(a live worker's config)" : '(config)';
+    out += `  ${c.origin.padEnd(12)} ${describeRateLimit(c.limit).padEnd(24)} ${source}\n`;
     if (c.origin === 'default' && waiting !== null) {
       const s = drainSeconds(waiting, c.limit);
       if (s !== null) out += `  ${''.padEnd(12)} ${waiting} entries waiting: about ${formatDuration(s * 1000)} to drain at the cap\n`;
@@ -51,7 +52,7 @@ export function registerRateLimit(program: Command, io: Io): void {
       io.out(`${JSON.stringify({ caps, waiting, drainSeconds: drainSeconds(waiting, caps.find((c) => c.origin === 'default')?.limit ?? null) })}\n`);
       return;
     }
-    io.out(formatRateCaps(caps, waiting));
+    io.out(operatorContext(config) + formatRateCaps(caps, waiting));
   });
   const set = group
     .command('set')
@@ -68,8 +69,20 @@ export function registerRateLimit(program: Command, io: Io): void {
       throw new UsageError(`cap: ${(error as Error).message}`);
     }
     const config = configure('cli', settingFlags(set));
-    await withOperatorConnection(config, ({ redis }) => setRateLimitOverride(redis, config.prefix, name, limit));
-    io.out(`rate cap of ${name}: ${describeRateLimit(limit)} (live override; \`mirrorplane rate-limit clear ${name}\` returns to the config)\n`);
+    await withOperatorConnection(config, async ({ redis }) => {
+      // A typo must not cap nothing in silence: the origin must be one this config or a live worker knows.
+      const known = new Set(['default', ...Object.keys(config.origins)]);
+      for (const worker of await listWorkers(redis, config.prefix, { prune: false })) for (const o of worker.origins ?? []) known.add(o);
+      if (!known.has(name)) {
+        throw new UsageError(
+          `origin: ${JSON.stringify(name)} is not a staging origin of this config or of any live worker (known: ${[...known].sort().join(', ')}); pass the workers' --config to cap an origin before they start`,
+        );
+      }
+      await setRateLimitOverride(redis, config.prefix, name, limit);
+    });
+    io.out(
+      `${operatorContext(config)}rate cap of ${name}: ${describeRateLimit(limit)} (live override; \`mirrorplane rate-limit clear ${name}\` returns to the config)\n`,
+    );
   });
   const clear = group
     .command('clear')
@@ -80,6 +93,6 @@ export function registerRateLimit(program: Command, io: Io): void {
     const name = originArg(origin);
     const config = configure('cli', settingFlags(clear));
     const removed = await withOperatorConnection(config, ({ redis }) => clearRateLimitOverride(redis, config.prefix, name));
-    io.out(removed ? `rate cap of ${name}: back to the config\n` : `${name} had no live override\n`);
+    io.out(operatorContext(config) + (removed ? `rate cap of ${name}: back to the config\n` : `${name} had no live override\n`));
   });
 }
