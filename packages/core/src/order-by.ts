@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { InvalidValueError } from './errors.js';
 import { TOKEN_CHARS } from './http-token.js';
+import { headerValue, headerValues } from './headers.js';
 import { LinearRegExp } from './linear-regex.js';
 import { cookieValue } from './rule-sample.js';
 import type { MirroredRequest } from './entry.js';
@@ -61,12 +62,8 @@ export function orderKeyOf(orderBy: OrderBy, request: Pick<MirroredRequest, 'raw
     const value = m.groups?.key ?? m[1];
     return value === undefined || value === '' ? null : value;
   }
-  const values: string[] = [];
-  const h = request.rawHeaders;
-  const name = orderBy.kind === 'header' ? orderBy.name : 'cookie';
-  for (let i = 0; i + 1 < h.length; i += 2) if ((h[i] as string).toLowerCase() === name) values.push(h[i + 1] as string);
-  if (orderBy.kind === 'header') return values[0] === undefined || values[0] === '' ? null : values[0];
-  return cookieValue(values, orderBy.name) || null;
+  if (orderBy.kind === 'header') return headerValue(request.rawHeaders, orderBy.name) || null;
+  return cookieValue(headerValues(request.rawHeaders, 'cookie'), orderBy.name) || null;
 }
 
 /**
