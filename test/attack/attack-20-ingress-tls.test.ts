@@ -266,6 +266,27 @@ test('HTTP/2 over the TLS port with ALPN h2: answered 200 and replayed', async (
   assert.equal(got.body.toString(), 'h2 over tls');
 });
 
+test('HTTP/2 with prior knowledge over the TLS port (no ALPN): answered 200 and replayed', async () => {
+  const session = h2connect(`https://localhost:${stack.ingressPort}`, {
+    createConnection: () => tlsConnect({ host: '127.0.0.1', port: stack.ingressPort, servername: 'localhost', ...allowedClient() }),
+  });
+  try {
+    const status = await new Promise<number>((resolve, reject) => {
+      session.on('error', reject);
+      const req = session.request({ ':method': 'POST', ':path': '/h2/tls-pk', 'x-request-id': 'atk-h2-tls-pk' });
+      req.on('response', (h) => resolve(Number(h[':status'])));
+      req.on('error', reject);
+      req.end(Buffer.from('h2 prior knowledge over tls'));
+      setTimeout(() => reject(new Error('no answer in 20 s')), 20_000).unref();
+    });
+    assert.equal(status, 200);
+  } finally {
+    session.destroy();
+  }
+  const got = await waitFor('the h2 replay', () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'atk-h2-tls-pk'), 60_000);
+  assert.equal(got.body.toString(), 'h2 prior knowledge over tls');
+});
+
 test('pipelined requests with a large binary body over TLS: every answer 200, every body replayed byte for byte', async () => {
   const big = Buffer.alloc(900 * 1024);
   for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 8)) & 0xff;
@@ -274,7 +295,9 @@ test('pipelined requests with a large binary body over TLS: every answer 200, ev
   const ids = ['atk-pipe-1', 'atk-pipe-2', 'atk-pipe-3'];
   const bodies = [big, small, big.subarray(0, 65_537)];
   ids.forEach((id, i) => {
-    parts.push(Buffer.from(requestHead('POST', `/pipe/${i}`, ['Host', 'x', 'X-Request-ID', id], bodies[i]!.length), 'latin1'), bodies[i]!);
+    const head = requestHead('POST', `/pipe/${i}`, ['Host', 'x', 'X-Request-ID', id], bodies[i]!.length);
+    // Keep-alive: all but the last request drop requestHead's `Connection: close`.
+    parts.push(Buffer.from(i < ids.length - 1 ? head.replace('Connection: close\r\n', '') : head, 'latin1'), bodies[i]!);
   });
   const answers = await new Promise<string>((resolve, reject) => {
     const socket = tlsConnect({ host: '127.0.0.1', port: stack.ingressPort, servername: 'localhost', ...allowedClient() });
@@ -322,7 +345,7 @@ test('Kubernetes-style ..data symlink swap, a deleted pair, a half-written cert:
     ADMIN_PORT: '0',
     INGRESS_TLS_CERT: join(base, 'tls.crt'),
     INGRESS_TLS_KEY: join(base, 'tls.key'),
-    TLS_RELOAD_MS: '50',
+    TLS_RELOAD_MS: '100',
   });
   const serial = async () => {
     const outcome = await sendRawTls(port, requestHead('GET', '/k8s', ['Host', 'x']), undefined, { ca: certs.read(certs.ca) });
@@ -386,9 +409,13 @@ test('SIGTERM with TLS connections open (one mid-handshake, one idle after the h
     sockets.push(idle);
     await new Promise((r) => idle.once('secureConnect', r));
     const ok = await sendRawTls(port, requestHead('GET', '/before-term', ['Host', 'x']), undefined, { ca: certs.read(certs.ca) });
-    assert.ok(ok.ok && ok.response.status === 200);
+    assert.ok(ok.ok && ok.response.status === 200, ok.ok ? ok.response.head : ok.error);
     const started = Date.now();
-    const code = await ingress.stop('SIGTERM');
+    ingress.child.kill('SIGTERM');
+    // Bounded wait: a process that never exits must fail the test, not hang it.
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([ingress.exited, new Promise<string>((r) => (timer = setTimeout(() => r('still running after 20 s'), 20_000)))]);
+    clearTimeout(timer);
     const took = Date.now() - started;
     assert.equal(code, 0, 'exits 0');
     assert.ok(took < 1000 + 3000, `exits within SHUTDOWN_TIMEOUT_MS (+3 s slack), took ${took} ms`);
