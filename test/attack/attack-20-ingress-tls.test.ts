@@ -57,10 +57,25 @@ function sign(
   const key = join(dir, `atk-${name}.key`);
   const csr = join(dir, `atk-${name}.csr`);
   const cert = join(dir, `atk-${name}.pem`);
-  openssl(['req', '-new', '-newkey', ...(opts.keyArgs ?? ['ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1']), '-nodes', '-keyout', key, '-out', csr, '-subj', subject], dir);
+  openssl(
+    [
+      'req',
+      '-new',
+      '-newkey',
+      ...(opts.keyArgs ?? ['ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1']),
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      csr,
+      '-subj',
+      subject,
+    ],
+    dir,
+  );
   const cnf = join(dir, `atk-${name}.cnf`);
   writeFileSync(join(dir, `atk-${name}-index.txt`), '');
-  writeFileSync(join(dir, `atk-${name}-serial`), `${(4096 + Object.keys(extra).length).toString(16).padStart(4, "0")}\n`);
+  writeFileSync(join(dir, `atk-${name}-serial`), `${(4096 + Object.keys(extra).length).toString(16).padStart(4, '0')}\n`);
   writeFileSync(
     cnf,
     [
@@ -97,7 +112,13 @@ before(async () => {
   sign('server-only-eku', ca, '/CN=mirror-proxy', ['extendedKeyUsage = serverAuth', 'basicConstraints = CA:FALSE'], [`URI.1 = ${ALLOWED}`]);
   sign('rsa1024', ca, '/CN=mirror-proxy', CLIENT, [`URI.1 = ${ALLOWED}`], { keyArgs: ['rsa:1024'] });
   // An intermediate CA with the allowed SPIFFE ID, used itself as a client.
-  sign('intermediate', ca, '/CN=Intermediate', ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,keyCertSign,cRLSign,digitalSignature'], [`URI.1 = ${ALLOWED}`]);
+  sign(
+    'intermediate',
+    ca,
+    '/CN=Intermediate',
+    ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,keyCertSign,cRLSign,digitalSignature'],
+    [`URI.1 = ${ALLOWED}`],
+  );
   sign('via-intermediate', extra.intermediate!, '/CN=mirror-proxy', CLIENT, [`URI.1 = ${ALLOWED}`]);
   // Self-signed, same names as the allowed client.
   const selfKey = join(certs.dir, 'atk-self.key');
@@ -158,14 +179,22 @@ async function metric(name: string): Promise<number> {
 test('allow-list: certificates from the CA that only look like the allowed SPIFFE ID are refused, nothing stored', async () => {
   const names = ['dns-inject', 'uri-inject', 'cn-contains', 'uri-prefix', 'uri-trailing-slash', 'uri-case', 'uri-suffix', 'dns-allowed'];
   for (const name of names) {
-    const outcome = await sendRawTls(stack.ingressPort, requestHead('GET', `/allow/${name}`, ['Host', 'x', 'X-Request-ID', `atk-${name}`]), undefined, withCert(name));
+    const outcome = await sendRawTls(
+      stack.ingressPort,
+      requestHead('GET', `/allow/${name}`, ['Host', 'x', 'X-Request-ID', `atk-${name}`]),
+      undefined,
+      withCert(name),
+    );
     assert.equal(outcome.ok, false, `${name}: refused (${outcome.ok ? outcome.response.head : ''})`);
   }
   const ok = await sendRawTls(stack.ingressPort, requestHead('GET', '/allow/ok', ['Host', 'x', 'X-Request-ID', 'atk-allow-ok']), undefined, allowedClient());
   assert.ok(ok.ok && ok.response.status === 200);
   await waitFor('the allowed replay', () => staging.received.find((r) => header(r.rawHeaders, 'x-request-id') === 'atk-allow-ok'), 60_000);
   const leaked = staging.received.filter((r) => names.some((n) => header(r.rawHeaders, 'x-request-id') === `atk-${n}`));
-  assert.deepEqual(leaked.map((r) => r.url), []);
+  assert.deepEqual(
+    leaked.map((r) => r.url),
+    [],
+  );
 });
 
 test('bad client certificates (expired, not yet valid, serverAuth only, self-signed, RSA-1024, a CA certificate) are refused at the handshake', async () => {
@@ -173,7 +202,12 @@ test('bad client certificates (expired, not yet valid, serverAuth only, self-sig
   const names = ['expired-client', 'future-client', 'server-only-eku', 'self', 'rsa1024', 'intermediate'];
   const accepted: string[] = [];
   for (const name of names) {
-    const outcome = await sendRawTls(stack.ingressPort, requestHead('GET', `/bad/${name}`, ['Host', 'x', 'X-Request-ID', `atk-${name}`]), undefined, withCert(name));
+    const outcome = await sendRawTls(
+      stack.ingressPort,
+      requestHead('GET', `/bad/${name}`, ['Host', 'x', 'X-Request-ID', `atk-${name}`]),
+      undefined,
+      withCert(name),
+    );
     if (outcome.ok) accepted.push(`${name} -> ${outcome.response.status}`);
   }
   assert.deepEqual(accepted, [], 'each is refused');
