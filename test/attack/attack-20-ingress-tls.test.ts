@@ -197,9 +197,9 @@ test('allow-list: certificates from the CA that only look like the allowed SPIFF
   );
 });
 
-test('bad client certificates (expired, not yet valid, serverAuth only, self-signed, RSA-1024, a CA certificate) are refused at the handshake', async () => {
+/** Each named client certificate is refused at the handshake, and each refusal is counted. */
+async function refusedAtHandshake(names: string[]): Promise<void> {
   const before = await metric('mirrorplane_ingress_tls_refused_total{reason="handshake"}');
-  const names = ['expired-client', 'future-client', 'server-only-eku', 'self', 'rsa1024', 'intermediate'];
   const accepted: string[] = [];
   for (const name of names) {
     const outcome = await sendRawTls(
@@ -216,7 +216,14 @@ test('bad client certificates (expired, not yet valid, serverAuth only, self-sig
     return n >= before + names.length ? n : null;
   }, 10_000).catch(() => null); // prettier-ignore
   assert.ok(after !== null, 'every refusal counted as a handshake refusal');
-});
+}
+
+test('bad client certificates (expired, not yet valid, serverAuth only, self-signed) are refused at the handshake, counted', () =>
+  refusedAtHandshake(['expired-client', 'future-client', 'server-only-eku', 'self']));
+
+test('a client certificate with an RSA-1024 key (allowed SPIFFE ID, from the CA) is refused', () => refusedAtHandshake(['rsa1024']));
+
+test('a CA certificate (CA:TRUE, keyCertSign) used as a client certificate is refused', () => refusedAtHandshake(['intermediate']));
 
 test('a client certificate signed by an intermediate (chain sent) with the allowed SPIFFE ID is accepted', async () => {
   const outcome = await sendRawTls(
@@ -418,7 +425,8 @@ test('Kubernetes-style ..data symlink swap, a deleted pair, a half-written cert:
   }
 });
 
-test('SIGTERM with TLS connections open (one mid-handshake, one idle after the handshake) exits within SHUTDOWN_TIMEOUT_MS', async () => {
+/** Starts a TLS ingress, opens the connections `mode` says, sends SIGTERM: exit 0 within SHUTDOWN_TIMEOUT_MS (1 s) + 3 s. */
+async function sigtermWith(mode: { midHandshake: boolean; idle: boolean }): Promise<void> {
   const port = await freePort();
   const ingress = new MirrorplaneProcess(['ingress'], {
     ...stack.env,
@@ -432,16 +440,20 @@ test('SIGTERM with TLS connections open (one mid-handshake, one idle after the h
   const sockets: Socket[] = [];
   try {
     await ingress.waitForLog('ingress listening');
-    // Mid-handshake: TCP open, no ClientHello yet.
-    const raw = netConnect(port, '127.0.0.1');
-    raw.on('error', () => undefined);
-    sockets.push(raw);
-    await new Promise((r) => raw.once('connect', r));
-    // Idle after a completed handshake.
-    const idle = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: certs.read(certs.ca) });
-    idle.on('error', () => undefined);
-    sockets.push(idle);
-    await new Promise((r) => idle.once('secureConnect', r));
+    if (mode.midHandshake) {
+      // Mid-handshake: TCP open, no ClientHello yet.
+      const raw = netConnect(port, '127.0.0.1');
+      raw.on('error', () => undefined);
+      sockets.push(raw);
+      await new Promise((r) => raw.once('connect', r));
+    }
+    if (mode.idle) {
+      // Idle after a completed handshake.
+      const idle = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: certs.read(certs.ca) });
+      idle.on('error', () => undefined);
+      sockets.push(idle);
+      await new Promise((r) => idle.once('secureConnect', r));
+    }
     const ok = await sendRawTls(port, requestHead('GET', '/before-term', ['Host', 'x']), undefined, { ca: certs.read(certs.ca) });
     assert.ok(ok.ok && ok.response.status === 200, ok.ok ? ok.response.head : ok.error);
     const started = Date.now();
@@ -457,7 +469,11 @@ test('SIGTERM with TLS connections open (one mid-handshake, one idle after the h
     for (const s of sockets) s.destroy();
     if (ingress.child.exitCode === null) await ingress.stop('SIGKILL');
   }
-});
+}
+
+test('SIGTERM with a TLS connection idle after its handshake exits within SHUTDOWN_TIMEOUT_MS', () => sigtermWith({ midHandshake: false, idle: true }));
+
+test('SIGTERM with a TCP connection that never sends its ClientHello exits within SHUTDOWN_TIMEOUT_MS', () => sigtermWith({ midHandshake: true, idle: false }));
 
 test('connections that never finish a handshake cannot lock the proxy out for long: MAX_CONNECTIONS slots come back, refusals counted', async () => {
   const port = await freePort();
