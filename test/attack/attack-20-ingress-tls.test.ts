@@ -173,7 +173,8 @@ function adminGet(path: string): Promise<string> {
 async function metric(name: string): Promise<number> {
   const body = await adminGet('/metrics');
   const escaped = name.replace(/[{}"=]/g, (c) => `\\${c}`);
-  return Number(new RegExp(`^${escaped} (\\d+)`, 'm').exec(body)?.[1] ?? 'NaN');
+  // A counter not incremented yet may have no line: 0.
+  return Number(new RegExp(`^${escaped} (\\d+)`, 'm').exec(body)?.[1] ?? '0');
 }
 
 test('allow-list: certificates from the CA that only look like the allowed SPIFFE ID are refused, nothing stored', async () => {
@@ -215,7 +216,8 @@ async function refusedAtHandshake(names: string[]): Promise<void> {
     const n = await metric('mirrorplane_ingress_tls_refused_total{reason="handshake"}');
     return n >= before + names.length ? n : null;
   }, 10_000).catch(() => null); // prettier-ignore
-  assert.ok(after !== null, 'every refusal counted as a handshake refusal');
+  const now = await metric('mirrorplane_ingress_tls_refused_total{reason="handshake"}');
+  assert.ok(after !== null, `every refusal counted as a handshake refusal: ${before} before, ${now} after ${names.length} refusals`);
 }
 
 test('bad client certificates (expired, not yet valid, serverAuth only, self-signed) are refused at the handshake, counted', () =>
