@@ -2,19 +2,19 @@ import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { TlsFileError, type RedisTlsSettings } from '@mirrorplane/core';
-import { readCaBundle, readClientPair } from './server-tls.js';
+import { TLS_FLOOR, readCaBundle, readClientPair } from './server-tls.js';
 
 /**
  * The `tls` options of a rediss:// connection from REDIS_TLS_*: files read now (a missing one
  * throws naming its setting), the client certificate checked for expiry (Redis would only
- * answer "certificate expired" at the handshake), the server name to verify. `{}` without
- * settings: the system's CAs and the URL's host.
+ * answer "certificate expired" at the handshake), the server name to verify; always the floor
+ * (TLS_FLOOR: TLS 1.2, security level 2). Without settings: the system's CAs and the URL's host.
  *
  * @throws TlsFileError naming REDIS_TLS_CA, REDIS_TLS_CERT or REDIS_TLS_KEY.
  */
 export function redisTlsOptions(settings: RedisTlsSettings | null | undefined): ConnectionOptions {
-  if (!settings) return {};
-  const options: ConnectionOptions = {};
+  const options: ConnectionOptions = { ...TLS_FLOOR };
+  if (!settings) return options;
   if (settings.ca !== null) options.ca = readCaBundle('REDIS_TLS_CA', settings.ca);
   if (settings.cert !== null && settings.key !== null) {
     const pair = readClientPair({ cert: 'REDIS_TLS_CERT', key: 'REDIS_TLS_KEY' }, { cert: settings.cert, key: settings.key });
