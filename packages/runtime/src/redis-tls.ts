@@ -101,3 +101,25 @@ export function probeRedisTls(host: string, port: number, options: ConnectionOpt
     socket.on('close', () => done(null));
   });
 }
+
+/**
+ * Whether host:port speaks TLS: a handshake (no verification, no client certificate) that
+ * completes, or that the server ends with a TLS alert. False for a plain-text server, silence
+ * or a refused connection within `timeoutMs`. For a redis:// URL whose connections are reset
+ * at once: the port may be a TLS-only one. Never rejects.
+ */
+export function speaksTls(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false, ...(isIP(host) === 0 ? { servername: host } : {}) });
+    const done = (tls: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(tls);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('secureConnect', () => done(true));
+    // An alert from the peer (certificate required, handshake failure…) is a TLS server talking.
+    socket.on('error', (error) => done(/ALERT/.test(String((error as { code?: unknown }).code ?? ''))));
+    socket.on('close', () => done(false));
+  });
+}

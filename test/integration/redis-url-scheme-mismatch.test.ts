@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { RedisServer, TestCerts, freePort, runCli } from '../helpers/index.js';
 
 /**
- * Attack on issue #20, Redis hop: a URL whose scheme does not match the port's protocol, and
- * the password of a rediss:// URL in every failure message. Promised: a clear coded error
- * naming the setting, exit non-zero, never a hang until the deadline; no secret in clear.
+ * Issue #20, Redis hop: a URL whose scheme does not match the port's protocol, in both
+ * directions and for single, Sentinel and Cluster URLs, and the password of a rediss:// URL in
+ * every failure message. Promised: a clear error naming the setting (REDIS_URL, rediss:// or
+ * redis://), exit non-zero, never a hang until the deadline; no secret in clear.
  */
 
 let certs: TestCerts;
@@ -37,13 +38,19 @@ async function status(env: Record<string, string>) {
   return { ...result, ms: Date.now() - started };
 }
 
-test('redis:// (plain) pointed at a TLS-only port: a clear error that says TLS/rediss, exit non-zero, before the deadline', async () => {
-  const result = await status({ REDIS_URL: `redis://127.0.0.1:${tlsPort}` });
-  assert.notEqual(result.code, 0, 'exits non-zero');
-  assert.match(result.stderr, /TLS|rediss/i, `the message says the port speaks TLS: ${result.stderr}`);
-  assert.match(result.stderr, /REDIS_URL|rediss:\/\//, 'names the setting to change');
-  assert.ok(result.ms < 8000, `fails at the handshake, not at the 8 s deadline (took ${result.ms} ms)`);
-});
+for (const [kind, url] of [
+  ['single', (port: number) => `redis://127.0.0.1:${port}`],
+  ['sentinel', (port: number) => `redis+sentinel://127.0.0.1:${port}/mymaster`],
+  ['cluster', (port: number) => `redis+cluster://127.0.0.1:${port}`],
+] as const) {
+  test(`${kind}: a plain URL pointed at a TLS-only port: a clear error that says rediss:// and REDIS_URL, exit non-zero, before the deadline`, async () => {
+    const result = await status({ REDIS_URL: url(tlsPort) });
+    assert.notEqual(result.code, 0, 'exits non-zero');
+    assert.match(result.stderr, /speaks TLS/i, `the message says the port speaks TLS: ${result.stderr}`);
+    assert.match(result.stderr, /rediss:\/\/.*REDIS_URL/, `names the setting to change: ${result.stderr}`);
+    assert.ok(result.ms < 8000, `fails at once, not at the 8 s deadline (took ${result.ms} ms)`);
+  });
+}
 
 test('rediss:// pointed at a plain port: a clear error, exit non-zero, before the deadline', async () => {
   const result = await status({ REDIS_URL: `rediss://localhost:${redis.port}`, ...clientEnv() });
