@@ -1,25 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect as h2connect } from 'node:http2';
-import { Socket, connect as netConnect } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import {
-  MirrorplaneProcess,
-  RecordingServer,
-  RedisServer,
-  Stack,
-  TestCerts,
-  freePort,
-  header,
-  requestHead,
-  sendRaw,
-  sendRawTls,
-  waitFor,
-} from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, TestCerts, freePort, header, requestHead, sendRawTls, waitFor } from '../helpers/index.js';
 
 /**
  * Issue #20, the TLS traffic port: the allow-list against odd client certificates (names that

@@ -3,23 +3,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect as h2connect } from 'node:http2';
 import { Socket, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import {
-  MirrorplaneProcess,
-  RecordingServer,
-  RedisServer,
-  Stack,
-  TestCerts,
-  freePort,
-  header,
-  requestHead,
-  sendRaw,
-  sendRawTls,
-  waitFor,
-} from '../helpers/index.js';
+import { connect as tlsConnect } from 'node:tls';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, TestCerts, freePort, requestHead, sendRaw, sendRawTls, waitFor } from '../helpers/index.js';
 
 /**
  * Issue #20, the life of TLS connections: reloads through a Kubernetes-style symlink swap and
@@ -148,13 +135,6 @@ after(async () => {
   await staging?.close();
   await redis?.close();
   certs?.remove();
-});
-
-const allowedClient = (): ConnectionOptions => ({ ca: certs.read(certs.ca), cert: certs.read(certs.client.cert), key: certs.read(certs.client.key) });
-const withCert = (name: string, chain?: string[]): ConnectionOptions => ({
-  ca: certs.read(certs.ca),
-  cert: Buffer.concat([certs.read(extra[name]!.cert), ...(chain ?? []).map((c) => certs.read(c))]),
-  key: certs.read(extra[name]!.key),
 });
 
 function adminGet(path: string, port = adminPort): Promise<string> {
