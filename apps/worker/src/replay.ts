@@ -113,9 +113,11 @@ export type CopyOutcome = { copy: number; status: number } | { copy: number; err
 
 /**
  * What a failed verification of a staging origin's certificate means, and the setting that
- * fixes it (`origins.<name>.ca`, `.servername`), by node's code; undefined for other errors.
+ * fixes it (`origins.<name>.ca`, `.servername`), by node's code (or, for a key under the
+ * floor, which node reports as UNSPECIFIED, by OpenSSL's words); undefined for other errors.
  */
-export function originTlsHint(code: string, name: string): string | undefined {
+export function originTlsHint(code: string, name: string, message = ''): string | undefined {
+  if (/key too (weak|small)|md too weak/i.test(message)) code = 'EE_KEY_TOO_SMALL';
   switch (code) {
     case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
     case 'UNABLE_TO_GET_ISSUER_CERT':
@@ -402,7 +404,7 @@ export class StagingClient {
     if (error instanceof StagingTransportError) return error;
     const code = (error as { code?: string }).code;
     const message = (error as Error).message ?? String(error);
-    const hint = code === undefined ? undefined : originTlsHint(code, origin.name);
+    const hint = code === undefined ? undefined : originTlsHint(code, origin.name, message);
     const text = code && !message.includes(code) ? `${code}: ${message}` : message;
     return new StagingTransportError(hint === undefined ? text : `${text}: ${hint}`, { cause: error });
   }
