@@ -76,6 +76,12 @@ test('without the private CA nothing is sent, and the failed entry names the cer
     const list = await stack.cli(['failed', 'list', '--json']);
     const [row] = JSON.parse(list.stdout) as { lastError: string }[];
     assert.match(row!.lastError, /certificate|UNABLE_TO_VERIFY|self.signed/i);
+    // The cause and the setting that fixes it, in both views: nothing of it is a secret.
+    for (const text of [row!.lastError, (await stack.cli(['failed', 'list'])).stdout]) {
+      assert.match(text, /: (unable to verify the first certificate|self-signed certificate in certificate chain): /, text);
+      assert.match(text, /origins\.default\.ca/, text);
+      assert.ok(!text.includes('[redacted]'), text);
+    }
     assert.equal(staging.received.length, before, 'staging received nothing');
   } finally {
     await stack.close();

@@ -129,6 +129,10 @@ export class H2Intake {
     // peer gone only if the end of its input ends the socket (else open streams wait for
     // their timeout and are counted as body_timeout).
     socket.allowHalfOpen = false;
+    // node:http2 takes a TLS socket without h2 in ALPN for HTTP/1.1 and drops it; this one
+    // opened with the HTTP/2 preface (prior knowledge), so it is HTTP/2 whatever ALPN said.
+    const tls = socket as Socket & { encrypted?: boolean; alpnProtocol?: string | false };
+    if (tls.encrypted === true && tls.alpnProtocol !== 'h2') tls.alpnProtocol = 'h2';
     this.#server.emit('connection', socket);
   }
 

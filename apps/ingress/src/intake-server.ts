@@ -82,6 +82,11 @@ export class IntakeServer {
     this.#handlers = handlers;
     // allowHalfOpen: a client may send a request and half-close; it still gets its answer.
     this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      // Behind TLS, a client that chose h2 in ALPN speaks HTTP/2 from its first byte.
+      if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol === 'h2' && this.#options.http2 !== undefined) {
+        this.#options.http2(socket);
+        return;
+      }
       const connection = new IntakeConnection(socket, this.#options, this.#handlers, this);
       this.#connections.add(connection);
       socket.once('close', () => this.#connections.delete(connection));
@@ -97,7 +102,9 @@ export class IntakeServer {
 
   /** Starts listening (with `tls`: TLS only, the same connection handler behind it); resolves with the bound port. */
   async listen(port: number, host: string, tls?: ServerTls | null): Promise<number> {
-    const bound = await listenHttp(this.#server, port, host, tls);
+    // h2 is offered only with an HTTP/2 intake; without ALPN (or with http/1.1) the first bytes
+    // still decide, so HTTP/2 with prior knowledge works over TLS as in clear text.
+    const bound = await listenHttp(this.#server, port, host, tls, this.#options.http2 === undefined ? ['http/1.1'] : ['h2', 'http/1.1']);
     // Deadlines are checked on an interval, not with a timer per request: one timer for all.
     const every = Math.min(1000, this.#options.requestTimeoutMs, this.#options.headersTimeoutMs);
     this.#timer = setInterval(() => this.#checkDeadlines(), every).unref();

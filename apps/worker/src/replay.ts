@@ -111,6 +111,35 @@ export interface ReplayOptions {
 /** How an extra copy (2…N) of an amplified request went: staging's status, or the error. */
 export type CopyOutcome = { copy: number; status: number } | { copy: number; error: Error };
 
+/**
+ * What a failed verification of a staging origin's certificate means, and the setting that
+ * fixes it (`origins.<name>.ca`, `.servername`), by node's code (or, for a key under the
+ * floor, which node reports as UNSPECIFIED, by OpenSSL's words); undefined for other errors.
+ */
+export function originTlsHint(code: string, name: string, message = ''): string | undefined {
+  if (/key too (weak|small)|md too weak/i.test(message)) code = 'EE_KEY_TOO_SMALL';
+  switch (code) {
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+      return `the origin's certificate chains to no CA we trust: put its CA in origins.${name}.ca`;
+    case 'CERT_HAS_EXPIRED':
+      return `the origin's certificate has expired: renew it on the staging server`;
+    case 'CERT_NOT_YET_VALID':
+      return `the origin's certificate is not valid yet: check the staging server's certificate and clocks`;
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return `the origin's certificate does not name the URL's host: fix the host, or set origins.${name}.servername to a name it has`;
+    case 'EE_KEY_TOO_SMALL':
+    case 'CA_KEY_TOO_SMALL':
+    case 'CA_MD_TOO_WEAK':
+      return `the origin's certificate uses a key or signature weaker than the TLS floor (RSA 2048 bits, SHA-256): reissue it`;
+    default:
+      return undefined;
+  }
+}
+
 /** One configured staging origin and its connection pool. */
 interface StagingOrigin {
   readonly name: string;
@@ -280,7 +309,7 @@ export class StagingClient {
     try {
       data = await this.#send(origin, request.method, request.path, request.headers, request.body, trailers, http2, signal);
     } catch (error) {
-      throw this.#transportError(error, signal);
+      throw this.#transportError(error, signal, origin);
     } finally {
       // On every path, or the queue would keep a failed exchange's deadline until it fires.
       deadline.finish();
@@ -332,7 +361,7 @@ export class StagingClient {
         deadline.finish();
       }
     } catch (error) {
-      onCopy?.({ copy, error: signal === null ? (error as Error) : this.#transportError(error, signal) });
+      onCopy?.({ copy, error: signal === null ? (error as Error) : this.#transportError(error, signal, origin) });
     }
   }
 
@@ -375,7 +404,7 @@ export class StagingClient {
     return origin;
   }
 
-  #transportError(error: unknown, signal: Cancellation): Error {
+  #transportError(error: unknown, signal: Cancellation, origin: StagingOrigin): Error {
     if (signal.aborted) return new StagingTransportError(`staging did not answer within ${this.#timeoutMs} ms`, { cause: error });
     if (error instanceof WireRequestError) {
       return new UnreplayableRequestError(`the request cannot be written as HTTP/1.1 or HTTP/2: ${error.message}`);
@@ -383,7 +412,9 @@ export class StagingClient {
     if (error instanceof StagingTransportError) return error;
     const code = (error as { code?: string }).code;
     const message = (error as Error).message ?? String(error);
-    return new StagingTransportError(code && !message.includes(code) ? `${code}: ${message}` : message, { cause: error });
+    const hint = code === undefined ? undefined : originTlsHint(code, origin.name, message);
+    const text = code && !message.includes(code) ? `${code}: ${message}` : message;
+    return new StagingTransportError(hint === undefined ? text : `${text}: ${hint}`, { cause: error });
   }
 
   async close(): Promise<void> {

@@ -133,6 +133,12 @@ export class Redactor {
   /** Whether shapes apply: an empty list (redaction turned off entirely) turns them off too. */
   readonly #shapes: boolean;
   /** `Name: value` of a secret header inside free text; any header-like name, checked by `isSecretHeader`. */
+  /** A header name quoted in free text (`Name: value`) whose value is hidden; see `text`. */
+  #quotedHeaderIsSecret(name: string): boolean {
+    if (/^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$/.test(name)) return this.headerNames.has(name.toLowerCase());
+    return this.isSecretHeader(name);
+  }
+
   readonly #quotedHeader = /(?<![A-Za-z0-9!#$%&'*+.^_`|~-])([A-Za-z][A-Za-z0-9_-]{0,63})[ \t]*:[ \t]*/g;
 
   constructor(settings: RedactionSettings) {
@@ -244,7 +250,9 @@ export class Redactor {
    * Free text that may quote a request (an error message, a job name): every URL in it (by
    * `target`), every `name=value` (bare, `"quoted"` or `'quoted'`) and JSON `"name": "value"`
    * whose name is secret, and every `Name: value` of a secret header (cookie lists joined by a
-   * comma included), is hidden.
+   * comma included), is hidden. A SCREAMING_SNAKE_CASE name before a colon is an error code
+   * or a setting (`UNABLE_TO_VERIFY_LEAF_SIGNATURE: unable to verify…`), not a header: it
+   * hides what follows only when it is a configured header name, not by its shape.
    */
   text(text: string): string {
     let out = text;
@@ -271,7 +279,7 @@ export class Redactor {
       head.lastIndex = 0;
       for (let m = head.exec(out); m !== null; m = head.exec(out)) {
         const end = m.index + m[0].length;
-        if (!this.isSecretHeader(m[1] as string)) continue;
+        if (!this.#quotedHeaderIsSecret(m[1] as string)) continue;
         value.lastIndex = end;
         const v = value.exec(out)?.[0] ?? '';
         if (v.trim() === '' || v.trim() === REDACTED) continue;

@@ -7,7 +7,7 @@ import type { ServerTls } from './server-tls.js';
  * The TLS listener in front of a server started with `tls` (see `listenHttp`): it does the
  * handshakes and hands each secured socket to the server as a plain connection.
  */
-const tlsListeners = new WeakMap<NetServer, { listener: TlsServer; tls: ServerTls }>();
+const tlsListeners = new WeakMap<NetServer, { listener: TlsServer; tls: ServerTls; handshaking: Set<Socket> }>();
 
 /** Time a client has to complete its TLS handshake (ms). */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -19,22 +19,31 @@ export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
  * passed the allow-list) to `server`'s connection handler, so the server reads the same
  * bytes as in clear text; its `maxConnections` carries over. Rejects with the listen error
  * (EADDRINUSE, EACCES…) as node reports it; the caller names the setting (see the CLI's
- * `listening`).
+ * `listening`). `alpn`: the protocols the TLS listener offers in ALPN, preferred first
+ * (default: none offered); the server reads the one chosen in `socket.alpnProtocol`.
  */
-export function listenHttp(server: NetServer, port: number, host: string, tls?: ServerTls | null): Promise<number> {
+export function listenHttp(server: NetServer, port: number, host: string, tls?: ServerTls | null, alpn?: readonly string[]): Promise<number> {
   let listener: NetServer = server;
   if (tls) {
     // A client that connects and never finishes its handshake holds the socket 10 s at most
     // (node's default is 120 s), counted as a refused handshake.
     const options: TlsOptions = { ...tls.serverOptions, allowHalfOpen: true, noDelay: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS };
+    if (alpn !== undefined && alpn.length > 0) options.ALPNProtocols = [...alpn];
     const secure = createTlsServer(options);
     // Each socket's first listener (the allow-list check, see ServerTls.attach) runs first and may destroy it.
     tls.attach(secure);
+    // The sockets still in their handshake: they carry no request yet, and stopListening closes them.
+    const handshaking = new Set<Socket>();
+    secure.on('connection', (raw: Socket) => {
+      handshaking.add(raw);
+      raw.once('close', () => handshaking.delete(raw));
+    });
     secure.on('secureConnection', (socket: Socket) => {
+      handshaking.delete((socket as Socket & { _parent?: Socket })._parent ?? socket);
       if (!socket.destroyed) server.emit('connection', socket);
     });
     if (server.maxConnections !== undefined && Number.isFinite(server.maxConnections)) secure.maxConnections = server.maxConnections;
-    tlsListeners.set(server, { listener: secure, tls });
+    tlsListeners.set(server, { listener: secure, tls, handshaking });
     listener = secure;
   }
   return new Promise((resolve, reject) => {
@@ -54,12 +63,17 @@ export function isListening(server: NetServer): boolean {
 }
 
 /**
- * Stops accepting connections on `server` (or its TLS listener, whose reload timer stops too);
+ * Stops accepting connections on `server` (or its TLS listener, whose reload timer stops too,
+ * and whose connections still in their handshake are closed: they carry no request yet);
  * resolves once every connection it accepted is closed.
  */
 export function stopListening(server: NetServer): Promise<void> {
   const tls = tlsListeners.get(server);
   tls?.tls.stop();
+  if (tls) {
+    for (const socket of tls.handshaking) socket.destroy();
+    tls.handshaking.clear();
+  }
   const listener = tls?.listener ?? server;
   return new Promise((resolve) => {
     if (!listener.listening) {

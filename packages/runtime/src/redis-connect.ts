@@ -13,7 +13,7 @@ import {
   type Config,
 } from '@mirrorplane/core';
 import { createRedis, type ConnectionPurpose } from './redis.js';
-import { probeRedisTls, redisTlsOptions, redisTlsProblem } from './redis-tls.js';
+import { probeRedisTls, redisTlsOptions, redisTlsProblem, speaksTls } from './redis-tls.js';
 
 /** The one way a Redis URL is shown (password masked): see `maskRedisUrl` in @mirrorplane/core. */
 export { maskRedisUrl };
@@ -116,10 +116,23 @@ export async function openRedis(
   let dbError: unknown = null;
   /** A failed handshake no retry can fix (untrusted, expired, wrong name, client certificate refused): ends the wait at once. */
   let failTls: (() => void) | null = null;
+  /** A plain URL whose connection was reset: once, ask whether the port speaks TLS (then no retry helps). */
+  let tlsProbe: Promise<void> | null = null;
+  let failPlain: ((message: string) => void) | null = null;
   const onError = (error: unknown) => {
     if (/DB index is out of range|invalid DB index/i.test(errorMessage(error))) dbError = error;
     else lastError = error;
     if (target.tls && redisTlsProblem(error) !== null) failTls?.();
+    if (
+      !target.tls &&
+      tlsProbe === null &&
+      /ECONNRESET|EPIPE|Connection is closed/.test(`${(error as { code?: string } | null)?.code} ${errorMessage(error)}`)
+    ) {
+      const node = target.nodes[0]!;
+      tlsProbe = speaksTls(node.host, node.port, Math.min(2000, deadlineMs)).then((tls) => {
+        if (tls) failPlain?.(`${node.host}:${node.port} speaks TLS, not plain text (a Redis with TLS only: use rediss:// instead of redis:// in REDIS_URL)`);
+      });
+    }
   };
   redis.on('error', onError);
   redis.on('sentinelError', onError);
@@ -150,6 +163,11 @@ export async function openRedis(
       failTls = () => {
         cleanup();
         reject(new RedisUnavailableError('TLS handshake failed'));
+      };
+      failPlain = (message) => {
+        lastError = new RedisUnavailableError(message);
+        cleanup();
+        reject(new RedisUnavailableError('TLS port'));
       };
       if (target.tls) {
         // A plain Redis reads a TLS hello as a command that never ends and says nothing: the
@@ -183,6 +201,19 @@ export async function openRedis(
       tls = await probeRedisTls(node.host, node.port, redisTlsOptions(config.redisTls), Math.min(2000, deadlineMs));
     }
     if (tls) throw new RedisTlsError(tls.setting, `cannot reach Redis at ${url}: TLS handshake failed (${tls.setting}): ${tls.message}`, { cause: lastError });
+    if (
+      !target.tls &&
+      !(lastError instanceof RedisUnavailableError) &&
+      lastError !== null &&
+      /ECONNRESET|EPIPE|closed|refresh slots/i.test(`${(lastError as { code?: string }).code} ${describeRedisError(lastError)}`)
+    ) {
+      // The connection ended before any answer (a Cluster's slot refresh included): the port may speak TLS.
+      const node = target.nodes[0]!;
+      if (await speaksTls(node.host, node.port, Math.min(2000, deadlineMs)))
+        lastError = new RedisUnavailableError(
+          `${node.host}:${node.port} speaks TLS, not plain text (a Redis with TLS only: use rediss:// instead of redis:// in REDIS_URL)`,
+        );
+    }
     const cause = lastError === null ? `no answer within ${formatSeconds(deadlineMs)}` : describeRedisError(lastError);
     throw new RedisUnavailableError(`cannot reach Redis at ${url}: ${cause}`, { cause: lastError ?? undefined });
   } finally {

@@ -2,19 +2,19 @@ import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { TlsFileError, type RedisTlsSettings } from '@mirrorplane/core';
-import { readCaBundle, readClientPair } from './server-tls.js';
+import { TLS_FLOOR, readCaBundle, readClientPair } from './server-tls.js';
 
 /**
  * The `tls` options of a rediss:// connection from REDIS_TLS_*: files read now (a missing one
  * throws naming its setting), the client certificate checked for expiry (Redis would only
- * answer "certificate expired" at the handshake), the server name to verify. `{}` without
- * settings: the system's CAs and the URL's host.
+ * answer "certificate expired" at the handshake), the server name to verify; always the floor
+ * (TLS_FLOOR: TLS 1.2, security level 2). Without settings: the system's CAs and the URL's host.
  *
  * @throws TlsFileError naming REDIS_TLS_CA, REDIS_TLS_CERT or REDIS_TLS_KEY.
  */
 export function redisTlsOptions(settings: RedisTlsSettings | null | undefined): ConnectionOptions {
-  if (!settings) return {};
-  const options: ConnectionOptions = {};
+  const options: ConnectionOptions = { ...TLS_FLOOR };
+  if (!settings) return options;
   if (settings.ca !== null) options.ca = readCaBundle('REDIS_TLS_CA', settings.ca);
   if (settings.cert !== null && settings.key !== null) {
     const pair = readClientPair({ cert: 'REDIS_TLS_CERT', key: 'REDIS_TLS_KEY' }, { cert: settings.cert, key: settings.key });
@@ -99,5 +99,27 @@ export function probeRedisTls(host: string, port: number, options: ConnectionOpt
     const timer = setTimeout(() => done(null), timeoutMs);
     socket.on('error', (error) => done(redisTlsProblem(error)));
     socket.on('close', () => done(null));
+  });
+}
+
+/**
+ * Whether host:port speaks TLS: a handshake (no verification, no client certificate) that
+ * completes, or that the server ends with a TLS alert. False for a plain-text server, silence
+ * or a refused connection within `timeoutMs`. For a redis:// URL whose connections are reset
+ * at once: the port may be a TLS-only one. Never rejects.
+ */
+export function speaksTls(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false, ...(isIP(host) === 0 ? { servername: host } : {}) });
+    const done = (tls: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(tls);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('secureConnect', () => done(true));
+    // An alert from the peer (certificate required, handshake failure…) is a TLS server talking.
+    socket.on('error', (error) => done(/ALERT/.test(String((error as { code?: unknown }).code ?? ''))));
+    socket.on('close', () => done(false));
   });
 }

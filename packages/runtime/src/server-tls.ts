@@ -1,11 +1,19 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { createSecureContext, type SecureContextOptions, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
+import { DEFAULT_CIPHERS, createSecureContext, type SecureContextOptions, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import { TlsFileError, errorMessage, type ServerTlsSettings } from '@mirrorplane/core';
 import type { Logger } from './logger.js';
 
 /** Why a TLS listener closed a connection before any HTTP byte was read. */
 export type TlsRefusal = 'handshake' | 'not_allowed';
+
+/**
+ * The floor of every TLS connection Mirrorplane accepts or makes (traffic, admin and dashboard
+ * ports; Redis; staging origins): TLS 1.2 or newer, and OpenSSL security level 2, under which
+ * a certificate in the chain with an RSA or DH key under 2048 bits (ECC under 224) fails
+ * verification, and so does a weaker key exchange. Node's default level (1) lets RSA-1024 by.
+ */
+export const TLS_FLOOR = Object.freeze({ minVersion: 'TLSv1.2' as const, ciphers: `${DEFAULT_CIPHERS}:@SECLEVEL=2` });
 
 /**
  * Reads one file a setting names. The message names the setting and the path and the
@@ -143,7 +151,7 @@ export class ServerTls {
   /** Options for `tls.createServer`. */
   get serverOptions(): TlsOptions {
     const mutual = this.#settings.ca !== null;
-    return { ...this.#files, requestCert: mutual, rejectUnauthorized: mutual };
+    return { ...TLS_FLOOR, ...this.#files, requestCert: mutual, rejectUnauthorized: mutual };
   }
 
   /** What the listener logs at start: paths and who may connect, never contents. */
@@ -168,11 +176,23 @@ export class ServerTls {
 
   /** Serves `server` with these credentials: refusals are counted and logged; the files are watched. */
   attach(server: TlsServer): void {
-    server.on('tlsClientError', (error) => this.#refused('handshake', errorMessage(error)));
-    if (this.#settings.allow.length > 0) {
+    // With a 'tlsClientError' listener node leaves the socket open (a handshake timeout included):
+    // every socket the TLS layer gives up on is destroyed here, or it would hold a slot for good.
+    server.on('tlsClientError', (error, socket) => {
+      socket.destroy();
+      this.#refused('handshake', errorMessage(error));
+    });
+    if (this.#settings.ca !== null) {
+      // Runs before the handler that hands the socket on, and may destroy it.
       server.prependListener('secureConnection', (socket: TLSSocket) => {
-        if (peerAllowed(this.#settings.allow, socket.getPeerCertificate())) return;
         const peer = socket.getPeerCertificate();
+        // A CA certificate (basicConstraints CA:TRUE) signs certificates; it is no client's identity.
+        if (peer.ca === true) {
+          this.#refused('handshake', `client certificate ${JSON.stringify(peer.subject?.CN ?? '')} is a CA certificate (CA:TRUE), not a client's`);
+          socket.destroy();
+          return;
+        }
+        if (peerAllowed(this.#settings.allow, peer)) return;
         this.#refused('not_allowed', `client certificate ${JSON.stringify(peer.subject?.CN ?? '')} is not on the allow-list`);
         socket.destroy();
       });
@@ -197,7 +217,7 @@ export class ServerTls {
     try {
       const files = loadServerTls(this.#settings);
       const mutual = this.#settings.ca !== null;
-      server.setSecureContext({ ...files, requestCert: mutual, rejectUnauthorized: mutual } as SecureContextOptions);
+      server.setSecureContext({ ...TLS_FLOOR, ...files, requestCert: mutual, rejectUnauthorized: mutual } as SecureContextOptions);
       this.#files = files;
       this.#logger.info({ cert: this.#settings.cert }, 'TLS certificate reloaded');
     } catch (error) {
