@@ -17,8 +17,9 @@ import { HTTP_TOKEN } from './http-token.js';
  * values of secret-named fields hidden in recordings and HAR (`Redactor.body`).
  */
 
-/** Header names secret by their shape: `x-foo-token`, `x-client-secret`, `x-foo-api-key`, `*-password`. */
-export const SECRET_HEADER_SHAPE = /(?:^|[-_])(?:token|secret|password|passwd|api-?key|apikey|credentials?|signature)$/;
+/** Header names secret by their shape: a word token, secret, password, credential(s) or signature anywhere (`x-foo-token`, `x-secret-key`, `AWS_SECRET_ACCESS_KEY`), or ending in api-key, access-key or private-key. */
+export const SECRET_HEADER_SHAPE =
+  /(?:^|[-_])(?:token|secret|password|passwd|credentials?|signature)(?:$|[-_])|(?:^|[-_])(?:api[-_]?key|apikey|access[-_]?key|private[-_]?key)$/;
 /**
  * Query parameter and body field names secret by their shape: `*_token`, `*_secret`, `*_key`,
  * `*_password`, `password*`, `*_signature`, `*_credential(s)` (`_`, `-` or `.` before the
@@ -126,6 +127,41 @@ export function redactionSettings(options: RedactOptions | undefined, legacyHead
  * Hides secrets in what people read. Built once per process from the settings; every method
  * is pure and never throws.
  */
+/** Node's and Mirrorplane's error codes (`ERR_TLS_CERT_ALTNAME_INVALID`, `MP_ERR_STAGING_TRANSPORT`). */
+const ERROR_CODE_NAME = /^(?:MP_)?ERR_[A-Z0-9_]+$/;
+
+/** The X.509 verification codes OpenSSL reports and node passes on as `error.code` (node's crypto_common.cc). */
+const OPENSSL_VERIFY_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'OUT_OF_MEM',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+]);
+
 export class Redactor {
   readonly headerNames: ReadonlySet<string>;
   readonly queryNames: ReadonlySet<string>;
@@ -133,13 +169,18 @@ export class Redactor {
   /** Whether shapes apply: an empty list (redaction turned off entirely) turns them off too. */
   readonly #shapes: boolean;
   /** `Name: value` of a secret header inside free text; any header-like name, checked by `isSecretHeader`. */
-  /** A header name quoted in free text (`Name: value`) whose value is hidden; see `text`. */
+  readonly #quotedHeader = /(?<![A-Za-z0-9!#$%&'*+.^_`|~-])([A-Za-z][A-Za-z0-9_-]{0,63})[ \t]*:[ \t]*/g;
+
+  /**
+   * Whether the value after `Name:` in free text is hidden (see `text`): an error code before its
+   * message (`ERR_…`, `MP_ERR_…`, an OpenSSL verify code such as UNABLE_TO_VERIFY_LEAF_SIGNATURE)
+   * is not a header and keeps its message, unless configured as a header name; any other name is
+   * judged by `isSecretHeader` (so `DB_PASSWORD: …` stays hidden).
+   */
   #quotedHeaderIsSecret(name: string): boolean {
-    if (/^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$/.test(name)) return this.headerNames.has(name.toLowerCase());
+    if (ERROR_CODE_NAME.test(name) || OPENSSL_VERIFY_CODES.has(name)) return this.headerNames.has(name.toLowerCase());
     return this.isSecretHeader(name);
   }
-
-  readonly #quotedHeader = /(?<![A-Za-z0-9!#$%&'*+.^_`|~-])([A-Za-z][A-Za-z0-9_-]{0,63})[ \t]*:[ \t]*/g;
 
   constructor(settings: RedactionSettings) {
     this.headerNames = new Set(settings.headers);
@@ -250,9 +291,9 @@ export class Redactor {
    * Free text that may quote a request (an error message, a job name): every URL in it (by
    * `target`), every `name=value` (bare, `"quoted"` or `'quoted'`) and JSON `"name": "value"`
    * whose name is secret, and every `Name: value` of a secret header (cookie lists joined by a
-   * comma included), is hidden. A SCREAMING_SNAKE_CASE name before a colon is an error code
-   * or a setting (`UNABLE_TO_VERIFY_LEAF_SIGNATURE: unable to verify…`), not a header: it
-   * hides what follows only when it is a configured header name, not by its shape.
+   * comma included), is hidden. An error code before a colon (`ERR_…`, `MP_ERR_…`, an OpenSSL
+   * verify code: `UNABLE_TO_VERIFY_LEAF_SIGNATURE: unable to verify…`) is not a header: it hides
+   * what follows only when it is a configured header name.
    */
   text(text: string): string {
     let out = text;
