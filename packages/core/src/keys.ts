@@ -40,6 +40,15 @@ export function keysFor(prefix: string): Keys {
 }
 
 /**
+ * The key BullMQ keeps one state of the retry queue under (`${bullPrefix}:${retryQueue}:<state>`,
+ * `state` as BullMQ names it: `wait`, `paused`, `active` are lists; `delayed`, `prioritized`,
+ * `waiting-children` sorted sets), for the readers that count jobs without a BullMQ connection.
+ */
+export function retryStateKey(keys: Keys, state: string): string {
+  return `${keys.bullPrefix}:${keys.retryQueue}:${state}`;
+}
+
+/**
  * The keys of every partition; `[keysFor(prefix)]` when there is one. The retry queue, the
  * failed set and every deployment-wide key stay with partition 0.
  */
