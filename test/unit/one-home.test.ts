@@ -128,6 +128,19 @@ function sources(dir: string): string[] {
   });
 }
 
+/** Every source file of packages/ and apps/. */
+function sourceFiles(): string[] {
+  return ['packages', 'apps'].flatMap((top) =>
+    readdirSync(join(root, top)).flatMap((pkg) => {
+      try {
+        return sources(join(root, top, pkg, 'src'));
+      } catch {
+        return [];
+      }
+    }),
+  );
+}
+
 test('only config reads settings from process.env; the other uses are the ones config.ts lists', () => {
   const allowed = new Set([
     'packages/core/src/config.ts',
@@ -137,16 +150,7 @@ test('only config reads settings from process.env; the other uses are the ones c
     'apps/cli/src/hook-imports.ts',
     'apps/sample-backend/src/nginx-mirror.ts',
   ]);
-  const readers = ['packages', 'apps']
-    .flatMap((top) =>
-      readdirSync(join(root, top)).flatMap((pkg) => {
-        try {
-          return sources(join(root, top, pkg, 'src'));
-        } catch {
-          return [];
-        }
-      }),
-    )
+  const readers = sourceFiles()
     .filter((file) => /process\.env\b/.test(readFileSync(file, 'utf8')))
     .map((file) => relative(root, file).split('\\').join('/'));
   assert.deepEqual(
@@ -157,4 +161,12 @@ test('only config reads settings from process.env; the other uses are the ones c
   const doc = readFileSync(join(root, 'packages/core/src/config.ts'), 'utf8');
   for (const f of allowed)
     if (f !== 'packages/core/src/config.ts') assert.ok(doc.includes(f.replace(/^apps\/cli\/src\/(commands\/)/, '$1')), `config.ts names ${f}`);
+});
+
+test('no doc comment is orphaned: a doc block is never followed by another one, so each documents what follows it', () => {
+  const orphans = sourceFiles().flatMap((file) => {
+    const lines = readFileSync(file, 'utf8').split('\n');
+    return lines.flatMap((line, i) => (line.trim().endsWith('*/') && lines[i + 1]?.trim().startsWith('/**') ? [`${relative(root, file)}:${i + 2}`] : []));
+  });
+  assert.deepEqual(orphans, []);
 });
