@@ -10,7 +10,9 @@ import {
   headerEntries,
   headerValue,
   headerValues,
+  isFormMediaType,
   isJsonMediaType,
+  mediaType,
   pairValue,
   pairValues,
   REDACTED,
@@ -77,6 +79,29 @@ test('a recorded body is redacted as JSON exactly when content-type.ts says it i
   const body = Buffer.from('{"password":"S3CRhidden"}');
   assert.equal(recordRedactedBody(['content-type', 'text/json', 'content-encoding', 'gzip'], body, 1 << 20, redactor).text, body.toString());
   assert.ok(!recordRedactedBody(['content-type', 'text/json', 'Content-Encoding', ' Identity '], body, 1 << 20, redactor).text.includes('S3CR'));
+});
+
+test('the media type is read once: any case, spaces and parameters, for forms as for JSON', () => {
+  const randomCase = (t: string) =>
+    fc.array(fc.boolean(), { minLength: t.length, maxLength: t.length }).map((up) => [...t].map((c, i) => (up[i] ? c.toUpperCase() : c)).join(''));
+  fc.assert(
+    fc.property(
+      fc.constantFrom('application/x-www-form-urlencoded', 'application/json', 'text/json', 'text/plain', 'multipart/form-data'),
+      fc.constantFrom('', ' '),
+      fc.constantFrom('', '; charset=utf-8', ';charset="iso-8859-1"'),
+      (type, pad, params) =>
+        fc.assert(
+          fc.property(randomCase(type), (written) => {
+            const header = `${pad}${written}${pad}${params}`;
+            assert.equal(mediaType(header), type);
+            assert.equal(isFormMediaType(header), type === 'application/x-www-form-urlencoded');
+            assert.equal(isJsonMediaType(header), type.endsWith('/json'));
+          }),
+          { numRuns: 10 },
+        ),
+    ),
+    { numRuns: 30 },
+  );
 });
 
 test('tuple-form header lookups agree with the flat ones', () => {

@@ -5,6 +5,7 @@ import {
   decodeBody,
   decodeQueryComponentBytes,
   errorMessage,
+  isFormMediaType,
   pairValue,
   pairValues,
   parseQuery,
@@ -132,15 +133,13 @@ function decodedBody(headers: RecordedHeaders, b: RecordedBody): { body: Recorde
   return { body, size: decoded.body.length, compression: decoded.body.length - raw.length };
 }
 
-const FORM = 'application/x-www-form-urlencoded';
-
 /**
  * HAR 1.2 `postData.params`: the fields of a url-encoded form, decoded in the charset its
  * content type declares (UTF-8 when none, or one this Node does not know): raw bytes and
  * percent-escapes alike. Other bodies have none.
  */
 function formParams(mimeType: string, body: RecordedBody): HarNameValue[] {
-  if (mimeType.split(';', 1)[0]!.trim().toLowerCase() !== FORM) return [];
+  if (!isFormMediaType(mimeType)) return [];
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(mimeType)?.[1] ?? 'utf-8';
   let decoder: InstanceType<typeof TextDecoder>;
   try {

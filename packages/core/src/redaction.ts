@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isJsonMediaType } from './content-type.js';
+import { isFormMediaType, isJsonMediaType } from './content-type.js';
 import { MIRRORPLANE_TOKEN_HEADER } from './headers.js';
 import { HTTP_TOKEN } from './http-token.js';
 import { decodeQueryComponent } from './percent-decoding.js';
@@ -204,13 +204,12 @@ export class Redactor {
    * Never throws: JSON that does not parse is shown through `text`.
    */
   body(contentType: string | undefined, body: Buffer): Buffer {
-    const type = (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
-    if (type === 'application/x-www-form-urlencoded') {
+    if (isFormMediaType(contentType)) {
       const text = body.toString('latin1');
       const out = this.params(text);
       return out === text ? body : Buffer.from(out, 'latin1');
     }
-    if (isJsonMediaType(type)) {
+    if (isJsonMediaType(contentType)) {
       const text = body.toString('utf8');
       let out: string;
       try {
