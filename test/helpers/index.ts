@@ -11,3 +11,5 @@ export * from './fixtures.js';
 export * from './certs.js';
 export * from './tls-http.js';
 export * from './pool.js';
+export * from './intake-corpus.js';
+export * from './redis-cluster.js';

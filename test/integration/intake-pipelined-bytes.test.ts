@@ -1,9 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import fc from 'fast-check';
 import { decodeEntry } from '@mirrorplane/core';
-import { RecordingServer, RedisServer, Stack } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, buildRequest, pipelinedRequest, sendParts, type SentRequest } from '../helpers/index.js';
 
 // #13: a 200 means "stored, byte-exact". Since e645dbf a whole Content-Length body is kept by
 // reference into the socket chunk it arrived in (no copy). These properties send generated
@@ -28,113 +27,6 @@ after(async () => {
   await redis?.close();
 });
 
-interface Sent {
-  method: string;
-  target: string;
-  rawHeaders: string[];
-  body: Buffer;
-  trailers: string[];
-  bytes: Buffer;
-}
-
-const latin1 = (codes: number[]) => Buffer.from(codes).toString('latin1');
-const targetByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }));
-const valueByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }), fc.constantFrom(0x20, 0x09));
-const tokenChar = fc.constantFrom(..."abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~".split(''));
-const fieldName = fc.array(tokenChar, { minLength: 1, maxLength: 12 }).map((cs) => `x-${cs.join('')}`);
-const fieldValue = fc.array(valueByte, { maxLength: 40 }).map((codes) => latin1(codes).replace(/^[ \t]+|[ \t]+$/g, ''));
-const tricky = [
-  '\r\n',
-  '\r\n\r\n',
-  'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
-  'HTTP/1.1 200 OK\r\n',
-  '*3\r\n$4\r\nxadd\r\n',
-  '$-1\r\n',
-  '0\r\n\r\n',
-  '\x00',
-  '\xff\xfe',
-];
-const bodyBytes = fc
-  .array(
-    fc.oneof(
-      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
-      fc.constantFrom(...tricky).map((s) => Buffer.from(s, 'latin1')),
-    ),
-    { maxLength: 6 },
-  )
-  .map((parts) => Buffer.concat(parts));
-
-const requestArb = fc.record({
-  method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'BAN', 'PURGE', 'PROPFIND', 'X-IN-HOUSE'),
-  target: fc.array(targetByte, { maxLength: 60 }).map((codes) => `/${latin1(codes)}`),
-  fields: fc.array(fc.tuple(fieldName, fieldValue), { maxLength: 6 }),
-  body: bodyBytes,
-  framing: fc.constantFrom('length', 'length', 'chunked', 'none'),
-  chunkSizes: fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 6 }),
-  trailers: fc.array(fc.tuple(fieldName, fieldValue), { maxLength: 2 }),
-});
-
-function build(
-  r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] },
-  seq: number,
-): Sent;
-function build(
-  r: { method: string; target: string; fields: [string, string][]; body: Buffer; framing: string; chunkSizes: number[]; trailers: [string, string][] },
-  seq: number,
-): Sent {
-  const rawHeaders = ['Host', 'staging.example', 'x-seq', String(seq)];
-  for (const [n, v] of r.fields) rawHeaders.push(n, v);
-  const body = r.framing === 'none' ? Buffer.alloc(0) : r.body;
-  let framed: Buffer;
-  let trailers: string[] = [];
-  if (r.framing === 'chunked') {
-    rawHeaders.push('Transfer-Encoding', 'chunked');
-    const parts: Buffer[] = [];
-    let at = 0;
-    let k = 0;
-    while (at < body.length) {
-      const n = Math.min(r.chunkSizes[k++ % r.chunkSizes.length] as number, body.length - at);
-      parts.push(Buffer.from(`${n.toString(16)}\r\n`, 'latin1'), body.subarray(at, at + n), Buffer.from('\r\n', 'latin1'));
-      at += n;
-    }
-    trailers = r.trailers.flat();
-    let tail = '0\r\n';
-    for (const [n, v] of r.trailers) tail += `${n}: ${v}\r\n`;
-    parts.push(Buffer.from(`${tail}\r\n`, 'latin1'));
-    framed = Buffer.concat(parts);
-  } else if (r.framing === 'length') {
-    rawHeaders.push('Content-Length', String(body.length));
-    framed = body;
-  } else {
-    framed = Buffer.alloc(0);
-  }
-  let head = `${r.method} ${r.target} HTTP/1.1\r\n`;
-  for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
-  const bytes = Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), framed]);
-  return { method: r.method, target: r.target, rawHeaders, body, trailers, bytes };
-}
-
-/** Writes `parts` one by one (a turn of the event loop between them), then FIN; resolves with every answer byte once the ingress closes. */
-function exchange(parts: Buffer[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ port: stack.ingressPort, host: '127.0.0.1', allowHalfOpen: true, noDelay: true });
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', reject);
-    socket.on('end', () => {
-      resolve(Buffer.concat(chunks).toString('latin1'));
-      socket.destroy();
-    });
-    socket.on('connect', async () => {
-      for (const part of parts) {
-        socket.write(part);
-        await new Promise((r) => setTimeout(r, 1));
-      }
-      socket.end();
-    });
-  });
-}
-
 async function storedEntries(): Promise<ReturnType<typeof decodeEntry>[]> {
   const c = redis.client();
   try {
@@ -154,7 +46,7 @@ async function clearStream(): Promise<void> {
   }
 }
 
-function assertStored(sent: Sent[], answers: string, context: string): Promise<void> {
+function assertStored(sent: SentRequest[], answers: string, context: string): Promise<void> {
   return storedEntries().then((entries) => {
     const statuses = [...answers.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
     assert.deepEqual(statuses, Array(sent.length).fill('200'), `${context}: answers ${JSON.stringify(answers.slice(0, 400))}`);
@@ -174,12 +66,12 @@ function assertStored(sent: Sent[], answers: string, context: string): Promise<v
 test('pipelined requests in one write, in arbitrary pieces, FIN after an arbitrary prefix: every whole request answered 200 and stored byte-exact, nothing else', async () => {
   await fc.assert(
     fc.asyncProperty(
-      fc.array(requestArb, { minLength: 1, maxLength: 12 }),
+      fc.array(pipelinedRequest, { minLength: 1, maxLength: 12 }),
       fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 5 }),
       fc.option(fc.double({ min: 0, max: 1, noNaN: true }), { freq: 2 }),
       async (requests, splits, cut) => {
         await clearStream();
-        const sent = requests.map((r, i) => build(r, i));
+        const sent = requests.map((r, i) => buildRequest(r, i));
         const all = Buffer.concat(sent.map((s) => s.bytes));
         const cutAt = cut === null ? all.length : Math.floor(cut * all.length);
         const prefix = all.subarray(0, cutAt);
@@ -194,7 +86,7 @@ test('pipelined requests in one write, in arbitrary pieces, FIN after an arbitra
           from = Math.max(from, o);
         }
         if (from < prefix.length) parts.push(prefix.subarray(from));
-        const answers = await exchange(parts);
+        const answers = await sendParts(stack.ingressPort, parts);
         await assertStored(whole, answers, `${sent.length} requests, cut at ${cutAt}/${all.length}, writes of ${parts.map((p) => p.length).join('+')}`);
       },
     ),
@@ -204,15 +96,15 @@ test('pipelined requests in one write, in arbitrary pieces, FIN after an arbitra
 
 test('a body split across two writes at every offset, with the next pipelined request behind it: stored byte-exact', async () => {
   const body = Buffer.from('0123456789\r\n\r\nGET / HTTP/1.1\r\n\r\n*1\r\n$4\r\nPING\r\n\xff\x00', 'latin1');
-  const first = build({ method: 'POST', target: '/split', fields: [], body, framing: 'length', chunkSizes: [7], trailers: [] }, 0);
-  const second = build(
+  const first = buildRequest({ method: 'POST', target: '/split', fields: [], body, framing: 'length', chunkSizes: [7], trailers: [] }, 0);
+  const second = buildRequest(
     { method: 'PUT', target: '/next', fields: [['x-a', 'b']], body: Buffer.from('second body'), framing: 'length', chunkSizes: [7], trailers: [] },
     1,
   );
   const all = Buffer.concat([first.bytes, second.bytes]);
   for (let at = 1; at < all.length; at++) {
     await clearStream();
-    const answers = await exchange([all.subarray(0, at), all.subarray(at)]);
+    const answers = await sendParts(stack.ingressPort, [all.subarray(0, at), all.subarray(at)]);
     await assertStored([first, second], answers, `split at ${at}/${all.length}`);
   }
 });
@@ -220,7 +112,7 @@ test('a body split across two writes at every offset, with the next pipelined re
 test('500 requests with bodies in one write (one socket chunk holds them all): every body stored byte-exact', async () => {
   await clearStream();
   const sent = Array.from({ length: 500 }, (_, i) =>
-    build(
+    buildRequest(
       {
         method: 'POST',
         target: `/many/${i}`,
@@ -233,7 +125,7 @@ test('500 requests with bodies in one write (one socket chunk holds them all): e
       i,
     ),
   );
-  const answers = await exchange([Buffer.concat(sent.map((s) => s.bytes))]);
+  const answers = await sendParts(stack.ingressPort, [Buffer.concat(sent.map((s) => s.bytes))]);
   await assertStored(sent, answers, '500 in one write');
 });
 
@@ -242,24 +134,24 @@ test('bodies at socket-read and copy thresholds (4 KiB, 64 KiB, 1 MiB, ±1), pip
   const sent = sizes.map((n, i) => {
     const body = Buffer.alloc(n);
     for (let k = 0; k < n; k++) body[k] = (k * 31 + i * 7) & 0xff;
-    return build(
+    return buildRequest(
       { method: 'PUT', target: `/size/${n}`, fields: [], body, framing: i % 2 === 0 ? 'length' : 'chunked', chunkSizes: [4093, 65536, 1], trailers: [] },
       i,
     );
   });
   await clearStream();
-  await assertStored(sent, await exchange([Buffer.concat(sent.map((s) => s.bytes))]), 'one write');
+  await assertStored(sent, await sendParts(stack.ingressPort, [Buffer.concat(sent.map((s) => s.bytes))]), 'one write');
   // Each request's last 3 bytes and the next request's first 3 bytes in their own writes.
   await clearStream();
   const parts: Buffer[] = [];
   for (const s of sent)
     parts.push(s.bytes.subarray(0, 3), s.bytes.subarray(3, s.bytes.length - 3), ...[...s.bytes.subarray(s.bytes.length - 3)].map((b) => Buffer.from([b])));
-  await assertStored(sent, await exchange(parts), 'edges byte by byte');
+  await assertStored(sent, await sendParts(stack.ingressPort, parts), 'edges byte by byte');
 });
 
 test('FIN at the bytes of a 3-request pipeline (every one near an edge) while Redis holds writes (CLIENT PAUSE WRITE): whole requests answered 200 in order and stored, the cut one not', async () => {
-  const a = build({ method: 'POST', target: '/fin/a', fields: [], body: Buffer.from('a-body'), framing: 'length', chunkSizes: [1], trailers: [] }, 0);
-  const b = build(
+  const a = buildRequest({ method: 'POST', target: '/fin/a', fields: [], body: Buffer.from('a-body'), framing: 'length', chunkSizes: [1], trailers: [] }, 0);
+  const b = buildRequest(
     {
       method: 'PATCH',
       target: '/fin/b',
@@ -271,7 +163,7 @@ test('FIN at the bytes of a 3-request pipeline (every one near an edge) while Re
     },
     1,
   );
-  const c = build({ method: 'BAN', target: '/fin/c', fields: [], body: Buffer.alloc(0), framing: 'none', chunkSizes: [1], trailers: [] }, 2);
+  const c = buildRequest({ method: 'BAN', target: '/fin/c', fields: [], body: Buffer.alloc(0), framing: 'none', chunkSizes: [1], trailers: [] }, 2);
   const all = Buffer.concat([a.bytes, b.bytes, c.bytes]);
   const admin = redis.client();
   try {
@@ -286,7 +178,10 @@ test('FIN at the bytes of a 3-request pipeline (every one near an edge) while Re
       const whole = [a, b, c].filter((s) => (end += s.bytes.length) <= cut);
       // The first request alone, then the rest (arriving while its append is held), then the FIN.
       const parts = cut > a.bytes.length ? [all.subarray(0, a.bytes.length), all.subarray(a.bytes.length, cut)] : [all.subarray(0, cut)];
-      const answers = await exchange(parts.filter((p) => p.length > 0));
+      const answers = await sendParts(
+        stack.ingressPort,
+        parts.filter((p) => p.length > 0),
+      );
       await assertStored(whole, answers, `FIN after byte ${cut} of ${all.length}`);
     }
   } finally {

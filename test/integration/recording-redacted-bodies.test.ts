@@ -7,11 +7,12 @@ import { requestHead, sendRaw } from '../helpers/raw-http.js';
 
 /**
  * Recordings and HAR (recording.encrypt off, the default) hide a login form's `password=`
- * field, a JSON login body's "password" and basic-auth userinfo in an absolute-form target;
+ * field, a JSON login body's "password" (`application/json`, and `text/json`: the one JSON
+ * rule of content-type.ts) and basic-auth userinfo in an absolute-form target;
  * staging receives the bodies as sent.
  */
 
-const M = { form: 'MKFORMPW61', json: 'MKJSONPW62', userinfo: 'MKRECUSER63' };
+const M = { form: 'MKFORMPW61', json: 'MKJSONPW62', userinfo: 'MKRECUSER63', textJson: 'MKTEXTJSON64' };
 
 let redis: RedisServer;
 let dir: string;
@@ -22,7 +23,7 @@ useStack({ dir: 'mp-rec-bodies-' }, (s) => {
 
 const forms = (m: string) => [m, Buffer.from(m).toString('base64').slice(0, 12)];
 
-test('a password in a form or JSON login body and basic-auth userinfo are not in recordings or HAR in clear', async () => {
+test('a password in a form or JSON (application/json, text/json) body and basic-auth userinfo are not in recordings or HAR in clear', async () => {
   const staging = await RecordingServer.start((_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'));
   const recordingDir = join(dir, 'rec');
   const config = join(dir, 'rec.yaml');
@@ -50,20 +51,34 @@ test('a password in a form or JSON login body and basic-auth userinfo are not in
       ).status,
       200,
     );
+    assert.equal(
+      (
+        await fetch(`${base}/api/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'text/json; charset=utf-8' },
+          body: `{"grant":"client","client_secret":"${M.textJson}"}`,
+        })
+      ).status,
+      200,
+    );
     assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', `http://op:${M.userinfo}@prod.example/account`, ['Host', 'prod.example']))).status, 200);
-    await waitFor('3 replays', () => staging.received.length === 3, 60_000);
+    await waitFor('4 replays', () => staging.received.length === 4, 60_000);
     const sent = staging.received.map((r) => r.body.toString('latin1')).sort();
-    assert.deepEqual(sent, ['', `username=bob&password=${M.form}`, `{"username":"bob","password":"${M.json}"}`].sort(), 'staging gets the bodies as sent');
+    assert.deepEqual(
+      sent,
+      ['', `username=bob&password=${M.form}`, `{"username":"bob","password":"${M.json}"}`, `{"grant":"client","client_secret":"${M.textJson}"}`].sort(),
+      'staging gets the bodies as sent',
+    );
     const read = () =>
       readdirSync(recordingDir)
         .filter((f) => f.endsWith('.jsonl'))
         .map((f) => readFileSync(join(recordingDir, f), 'latin1'))
         .join('');
     await waitFor(
-      '3 recorded lines',
+      '4 recorded lines',
       () => {
         try {
-          return read().split('\n').filter(Boolean).length >= 3;
+          return read().split('\n').filter(Boolean).length >= 4;
         } catch {
           return false;
         }

@@ -3,7 +3,17 @@ import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { DashboardBindError, DeploymentMismatchError, Redactor, drainSeconds, errorMessage, keysFor, partitionKeys, type Config } from '@mirrorplane/core';
+import {
+  DashboardBindError,
+  DeploymentMismatchError,
+  Redactor,
+  drainSeconds,
+  errorMessage,
+  isJsonMediaType,
+  keysFor,
+  partitionKeys,
+  type Config,
+} from '@mirrorplane/core';
 import {
   checkDeployment,
   closeRedis,
@@ -181,7 +191,7 @@ export function dashboardTarget(raw: string): { ok: true; path: string; url: str
  */
 export function redactJsonAnswers(res: ServerResponse, redactor: Redactor): void {
   transformAnswers(res, (type) => {
-    if (/json/i.test(type)) {
+    if (isJsonMediaType(type)) {
       return (raw) => {
         try {
           return JSON.stringify(redactAnswer(JSON.parse(raw.toString('utf8')), redactor));

@@ -1,7 +1,19 @@
 import { createReadStream } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { createInterface } from 'node:readline';
-import { decodeBody, errorMessage, parseQuery, RecordingFormatError, REDACTED, type EntryCipher, type Redactor } from '@mirrorplane/core';
+import {
+  decodeBody,
+  decodeQueryComponentBytes,
+  errorMessage,
+  isFormMediaType,
+  pairValue,
+  pairValues,
+  parseQuery,
+  RecordingFormatError,
+  REDACTED,
+  type EntryCipher,
+  type Redactor,
+} from '@mirrorplane/core';
 import { RECORDING_CONTEXT, RECORDING_VERSION, recordBody, type RecordedBody, type RecordedExchange, type RecordedHeaders } from '@mirrorplane/runtime';
 
 /**
@@ -73,13 +85,12 @@ function nameValues(headers: RecordedHeaders): HarNameValue[] {
 }
 
 function header(headers: RecordedHeaders, name: string): string | undefined {
-  return headers.find(([n]) => n.toLowerCase() === name)?.[1];
+  return pairValue(headers, name) ?? undefined;
 }
 
 function requestCookies(headers: RecordedHeaders): HarNameValue[] {
   const out: HarNameValue[] = [];
-  for (const [name, value] of headers) {
-    if (name.toLowerCase() !== 'cookie') continue;
+  for (const value of pairValues(headers, 'cookie')) {
     for (const part of value.split(';')) {
       const eq = part.indexOf('=');
       if (eq > 0) out.push({ name: part.slice(0, eq).trim(), value: part.slice(eq + 1).trim() });
@@ -91,8 +102,7 @@ function requestCookies(headers: RecordedHeaders): HarNameValue[] {
 
 function responseCookies(headers: RecordedHeaders): HarNameValue[] {
   const out: HarNameValue[] = [];
-  for (const [name, value] of headers) {
-    if (name.toLowerCase() !== 'set-cookie') continue;
+  for (const value of pairValues(headers, 'set-cookie')) {
     const first = value.split(';')[0] ?? '';
     const eq = first.indexOf('=');
     if (eq > 0) out.push({ name: first.slice(0, eq).trim(), value: first.slice(eq + 1).trim() });
@@ -114,7 +124,7 @@ function bytesOf(b: RecordedBody): Buffer {
  * as sent), as UTF-8 text or else base64. `compression` is the bytes the coding saved.
  */
 function decodedBody(headers: RecordedHeaders, b: RecordedBody): { body: RecordedBody; size: number; compression?: number; problem?: string } {
-  if (!headers.some(([n]) => n.toLowerCase() === 'content-encoding') || b.text === '') return { body: b, size: b.size };
+  if (pairValue(headers, 'content-encoding') === null || b.text === '') return { body: b, size: b.size };
   const raw = bytesOf(b);
   const decoded = decodeBody(headers.flat(), raw, undefined, { partial: b.truncated === true });
   if (!decoded.ok) return { body: b, size: b.size, problem: decoded.message };
@@ -123,31 +133,13 @@ function decodedBody(headers: RecordedHeaders, b: RecordedBody): { body: Recorde
   return { body, size: decoded.body.length, compression: decoded.body.length - raw.length };
 }
 
-const FORM = 'application/x-www-form-urlencoded';
-
-/** One form component's bytes, `+` as space and `%XX` undone (a malformed escape stays as written). */
-function formComponentBytes(part: Buffer): Buffer {
-  const out: number[] = [];
-  const hex = (c: number | undefined) =>
-    c === undefined ? -1 : c >= 0x30 && c <= 0x39 ? c - 0x30 : (c | 0x20) >= 0x61 && (c | 0x20) <= 0x66 ? (c | 0x20) - 0x57 : -1;
-  for (let i = 0; i < part.length; i++) {
-    const c = part[i] as number;
-    if (c === 0x2b) out.push(0x20);
-    else if (c === 0x25 && hex(part[i + 1]) >= 0 && hex(part[i + 2]) >= 0) {
-      out.push(hex(part[i + 1]) * 16 + hex(part[i + 2]));
-      i += 2;
-    } else out.push(c);
-  }
-  return Buffer.from(out);
-}
-
 /**
  * HAR 1.2 `postData.params`: the fields of a url-encoded form, decoded in the charset its
  * content type declares (UTF-8 when none, or one this Node does not know): raw bytes and
  * percent-escapes alike. Other bodies have none.
  */
 function formParams(mimeType: string, body: RecordedBody): HarNameValue[] {
-  if (mimeType.split(';', 1)[0]!.trim().toLowerCase() !== FORM) return [];
+  if (!isFormMediaType(mimeType)) return [];
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(mimeType)?.[1] ?? 'utf-8';
   let decoder: InstanceType<typeof TextDecoder>;
   try {
@@ -166,8 +158,8 @@ function formParams(mimeType: string, body: RecordedBody): HarNameValue[] {
     start = end + 1;
     if (part.length === 0) continue;
     const eq = part.indexOf(0x3d);
-    const name = decoder.decode(formComponentBytes(eq === -1 ? part : part.subarray(0, eq)));
-    const value = eq === -1 ? '' : decoder.decode(formComponentBytes(part.subarray(eq + 1)));
+    const name = decoder.decode(decodeQueryComponentBytes(eq === -1 ? part : part.subarray(0, eq)));
+    const value = eq === -1 ? '' : decoder.decode(decodeQueryComponentBytes(part.subarray(eq + 1)));
     params.push({ name, value });
   }
   return params;
@@ -311,10 +303,9 @@ function redactPairs(headers: RecordedHeaders, redactor: Redactor): RecordedHead
 
 /** A recorded text body with secret form or JSON fields hidden (lines written before bodies were redacted). */
 function redactRecordedBody(headers: RecordedHeaders, b: RecordedBody, redactor: Redactor): RecordedBody {
-  if (b.encoding === 'base64' || b.text === '' || headers.some(([n]) => n.toLowerCase() === 'content-encoding')) return b;
-  const type = headers.find(([n]) => n.toLowerCase() === 'content-type')?.[1];
+  if (b.encoding === 'base64' || b.text === '' || pairValue(headers, 'content-encoding') !== null) return b;
   const raw = Buffer.from(b.text, 'utf8');
-  const shown = redactor.body(type, raw);
+  const shown = redactor.body(header(headers, 'content-type'), raw);
   return shown === raw ? b : { ...b, text: shown.toString('utf8') };
 }
 

@@ -5,6 +5,7 @@ import {
   createPartitioner,
   headerObject,
   headerValue,
+  MIRRORPLANE_TOKEN_HEADER,
   partitionKeys,
   pushEntryFields,
   withoutHeaders,
@@ -14,7 +15,7 @@ import {
 import type { ParsedRequest } from './http1-parser.js';
 
 /** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
-export const INGRESS_TOKEN_HEADER = 'x-mirrorplane-token';
+export const INGRESS_TOKEN_HEADER = MIRRORPLANE_TOKEN_HEADER;
 
 /** Removed from every entry when INGRESS_TOKEN is set: the token never reaches Redis. */
 const TOKEN_HEADERS: ReadonlySet<string> = new Set([INGRESS_TOKEN_HEADER]);

@@ -31,15 +31,15 @@ const BACKLOG_CHECK_MS = 100;
 /** How long `listen` waits for the first Redis connection before it takes traffic anyway. */
 const REDIS_START_WAIT_MS = 10_000;
 
+/** How often an ingress that saw Redis full reads INFO memory to learn it has room again (ms). */
+const FULL_CHECK_MS = 1000;
+
 /**
  * The ingress: answers every mirrored request once Redis accepted it as a stream entry.
  * Its answer never depends on staging or workers. The hot path is one pipelined XADD.
  * Reading (`IntakeServer`, `RequestParser`), appending (`EntryAppender`) and metrics
  * (`IngressMetrics`) are their own units; this class decides: refuse, shed, or append.
  */
-/** How often an ingress that saw Redis full reads INFO memory to learn it has room again (ms). */
-const FULL_CHECK_MS = 1000;
-
 export class Ingress {
   readonly #config: Config;
   readonly #logger: Logger;

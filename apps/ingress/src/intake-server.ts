@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { createServer, type Server, type Socket } from 'node:net';
+import { MIRRORPLANE_DROP_HEADER } from '@mirrorplane/core';
 import { isListening, listenHttp, stopListening, type ServerTls } from '@mirrorplane/runtime';
 import { RequestParser, type ParsedRequest, type Refusal, type RefusalReason, type RequestHead } from './http1-parser.js';
 
@@ -397,7 +398,7 @@ class IntakeConnection {
   #refuse(status: number, reason: string): void {
     const body = `${reason}\n`;
     this.#finish(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\nx-mirrorplane-drop: ${reason}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\n${MIRRORPLANE_DROP_HEADER}: ${reason}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
     );
   }
 

@@ -72,6 +72,9 @@ export const SHUTDOWN_GRACE_MS = 3000;
 /** The least a cleanup step gets, in ms, even past the grace period (one local round trip). */
 const MIN_STEP_MS = 100;
 
+/** Stalls (a worker died holding the job) before BullMQ fails a retry job: in effect, never. */
+const RETRY_MAX_STALLS = 1_000_000;
+
 /**
  * A worker: composes the read loop, the slot accounting, the acknowledgement batcher, the
  * claimer, the retry-queue bridge and the heartbeat. Reads the stream through the consumer
@@ -80,9 +83,6 @@ const MIN_STEP_MS = 100;
  * dead worker left unfinished. Each replay's outcome is classified by `classifyReplay`, for
  * stream entries and retry jobs alike.
  */
-/** Stalls (a worker died holding the job) before BullMQ fails a retry job: in effect, never. */
-const RETRY_MAX_STALLS = 1_000_000;
-
 export class ReplayWorker {
   readonly #config: Config;
   readonly #logger: Logger;

@@ -24,7 +24,12 @@ import {
 /**
  * Configuration: one table of settings, each with its environment variable, its flag and
  * its parser. Sources, weakest first: defaults, the config file, the environment, flags.
- * `loadConfig` is called once per process, in `main`; nothing else reads `process.env`.
+ * `loadConfig` is called once per process, in `main`; nothing else reads a setting from
+ * `process.env`. The only other uses, none of them a Mirrorplane setting (test/unit/env-readers.test.ts
+ * holds this list to the code): the CLI's entry points hand `process.env` to `loadConfig`
+ * (`apps/cli/src/process.ts`, `commands/start.ts`, `commands/demo.ts`); `apps/cli/src/hook-imports.ts`
+ * prepends to Node's own `NODE_PATH` so that hooks resolve `@mirrorplane/*`; and
+ * `apps/sample-backend/src/nginx-mirror.ts` (tests and the demo) searches `PATH` for nginx.
  */
 
 export type Role = 'ingress' | 'worker' | 'cli' | 'start';

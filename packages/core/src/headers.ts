@@ -78,6 +78,24 @@ export function headerValues(rawHeaders: readonly string[], name: string): strin
   return out;
 }
 
+/**
+ * The first value of a header in `[name, value]` tuple form (recordings, HAR), name compared
+ * case-insensitively; null when absent. The tuple-form twin of `headerValue`.
+ */
+export function pairValue(pairs: readonly (readonly [string, string])[], name: string): string | null {
+  const lower = name.toLowerCase();
+  for (const [n, value] of pairs) if (sameName(n, lower)) return value;
+  return null;
+}
+
+/** Every value of a header in `[name, value]` tuple form, in order; empty when absent. The tuple-form twin of `headerValues`. */
+export function pairValues(pairs: readonly (readonly [string, string])[], name: string): string[] {
+  const lower = name.toLowerCase();
+  const out: string[] = [];
+  for (const [n, value] of pairs) if (sameName(n, lower)) out.push(value);
+  return out;
+}
+
 /** Whether some pair has this name and a value `test` accepts. */
 export function someHeader(rawHeaders: readonly string[], name: string, test: (value: string) => boolean): boolean {
   const lower = name.toLowerCase();
@@ -126,6 +144,10 @@ export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
 export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
 /** The copy number (1…N) of an amplified request; absent when a request is sent once. */
 export const MIRRORPLANE_COPY_HEADER = 'x-mirrorplane-copy';
+/** The shared secret the mirror proxy sends to the ingress (`INGRESS_TOKEN`); never stored, never shown. */
+export const MIRRORPLANE_TOKEN_HEADER = 'x-mirrorplane-token';
+/** The reason (`DropReason`) the ingress gives in a refusal it answers itself (`413`, `503`, …). */
+export const MIRRORPLANE_DROP_HEADER = 'x-mirrorplane-drop';
 
 /**
  * Removes Envoy's shadow suffix from a mirrored host: Envoy appends `-shadow` to the host of

@@ -40,6 +40,15 @@ export function keysFor(prefix: string): Keys {
 }
 
 /**
+ * The key BullMQ keeps one state of the retry queue under (`${bullPrefix}:${retryQueue}:<state>`,
+ * `state` as BullMQ names it: `wait`, `paused`, `active` are lists; `delayed`, `prioritized`,
+ * `waiting-children` sorted sets), for the readers that count jobs without a BullMQ connection.
+ */
+export function retryStateKey(keys: Keys, state: string): string {
+  return `${keys.bullPrefix}:${keys.retryQueue}:${state}`;
+}
+
+/**
  * The keys of every partition; `[keysFor(prefix)]` when there is one. The retry queue, the
  * failed set and every deployment-wide key stay with partition 0.
  */
@@ -187,7 +196,12 @@ export interface KeyFamily {
 export const KEY_FAMILIES: readonly KeyFamily[] = Object.freeze([
   { pattern: '{p}:stream', type: 'stream', scope: 'partition', holds: 'accepted entries, read by the consumer group `workers`' },
   { pattern: '{p}:replayed', type: 'string', scope: 'partition', holds: 'completed replays since the deployment began (counter)' },
-  { pattern: '{p}:retry:<…>', type: 'BullMQ', scope: 'deployment', holds: 'the retry queue (delayed jobs with backoff) and the failed set' },
+  {
+    pattern: '{p}:retry:<…>',
+    type: 'BullMQ',
+    scope: 'deployment',
+    holds: 'the retry queue (delayed jobs with backoff) and the failed set; the ingress counts its unfinished states (`retryStateKey`) for MAX_BACKLOG',
+  },
   { pattern: '{p}:kv:<key>', type: 'string', scope: 'deployment', holds: "hooks' shared store (`ctx.store`), every key with a TTL" },
   { pattern: '{p}:metrics-exporter', type: 'string', scope: 'deployment', holds: 'lock electing the one process that exports deployment gauges' },
   { pattern: '{p}:prod:<request id>', type: 'hash', scope: 'deployment', holds: 'a production response (status, headers, body, method, path); TTL' },

@@ -5,8 +5,8 @@
  * `%XX` run that forms valid UTF-8 is decoded, and everything else — a `%` without two hex
  * digits, a byte that is not part of a valid UTF-8 sequence — passes through unchanged, as
  * the text it was. Never throws. For any input `decodeURIComponent` accepts, the result is
- * the same as its result. The one home of URL decoding: rules, ID mapping, redaction and
- * Redis URL user-info all decode through here.
+ * the same as its result. The one home of URL decoding: rules, ID mapping, redaction, HAR
+ * form params (`decodeQueryComponentBytes`) and Redis URL user-info all decode through here.
  */
 
 function hexValue(code: number): number {
@@ -128,4 +128,32 @@ export function decodePercent(text: string): string {
  */
 export function decodeQueryComponent(text: string): string {
   return decodePercent(text.indexOf('+') === -1 ? text : text.replace(/\+/g, ' '));
+}
+
+/**
+ * Decodes one `application/x-www-form-urlencoded` component as bytes, for a body whose charset
+ * is not UTF-8 (the caller decodes the bytes in that charset): `+` is byte 0x20, each `%XX` is
+ * its byte, and a `%` without two hex digits stays as written. Never throws; returns a new Buffer.
+ */
+export function decodeQueryComponentBytes(part: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(part.length);
+  let n = 0;
+  for (let i = 0; i < part.length; i++) {
+    const c = part[i] as number;
+    if (c === 0x2b) {
+      out[n++] = 0x20;
+      continue;
+    }
+    if (c === 0x25 && i + 2 < part.length) {
+      const hi = hexValue(part[i + 1] as number);
+      const lo = hexValue(part[i + 2] as number);
+      if (hi >= 0 && lo >= 0) {
+        out[n++] = hi * 16 + lo;
+        i += 2;
+        continue;
+      }
+    }
+    out[n++] = c;
+  }
+  return out.subarray(0, n);
 }

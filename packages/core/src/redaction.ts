@@ -1,5 +1,8 @@
 import { z } from 'zod';
+import { isFormMediaType, isJsonMediaType } from './content-type.js';
+import { MIRRORPLANE_TOKEN_HEADER } from './headers.js';
 import { HTTP_TOKEN } from './http-token.js';
+import { decodeQueryComponent } from './percent-decoding.js';
 
 /**
  * Redaction: what is obviously secret in a mirrored request, and the one place that hides it
@@ -48,7 +51,7 @@ export const DEFAULT_REDACTED_HEADERS: readonly string[] = Object.freeze([
   'x-goog-api-key',
   'x-functions-key',
   'ocp-apim-subscription-key',
-  'x-mirrorplane-token',
+  MIRRORPLANE_TOKEN_HEADER,
 ]);
 
 /** Query parameters that carry credentials in common use (OAuth, signed URLs, API keys). */
@@ -243,18 +246,17 @@ export class Redactor {
 
   /**
    * A body as recordings and HAR show it: a form body (`application/x-www-form-urlencoded`)
-   * with the values of secret-named fields replaced, a JSON body (`application/json`, `*+json`)
-   * with the values of secret-named members replaced at any depth; anything else unchanged.
+   * with the values of secret-named fields replaced, a JSON body (`isJsonMediaType`:
+   * `application/json`, `text/json`, `*+json`) with the values of secret-named members replaced at any depth; anything else unchanged.
    * Never throws: JSON that does not parse is shown through `text`.
    */
   body(contentType: string | undefined, body: Buffer): Buffer {
-    const type = (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
-    if (type === 'application/x-www-form-urlencoded') {
+    if (isFormMediaType(contentType)) {
       const text = body.toString('latin1');
       const out = this.params(text);
       return out === text ? body : Buffer.from(out, 'latin1');
     }
-    if (type === 'application/json' || type.endsWith('+json')) {
+    if (isJsonMediaType(contentType)) {
       const text = body.toString('utf8');
       let out: string;
       try {
@@ -334,10 +336,7 @@ export class Redactor {
   }
 }
 
+/** A query parameter's name as compared: decoded tolerantly (a bad escape elsewhere keeps the rest readable), lower case. */
 function decodeName(raw: string): string {
-  try {
-    return decodeURIComponent(raw.replace(/\+/g, ' ')).toLowerCase();
-  } catch {
-    return raw.toLowerCase();
-  }
+  return decodeQueryComponent(raw).toLowerCase();
 }

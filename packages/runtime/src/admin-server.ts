@@ -34,10 +34,6 @@ export function secretMatcher(secret: string): (presented: string | undefined) =
 }
 
 /**
- * Health, readiness and metrics on their own port, so that no mirrored path can collide
- * with them: `/healthz` (the process is alive), `/readyz` (it can do its job), `/metrics`.
- */
-/**
  * The admin server a process's configuration asks for (ADMIN_HOST, ADMIN_PORT, ADMIN_TOKEN),
  * or null when ADMIN_PORT is 0. Not listening yet: call `listen()`.
  */
@@ -51,6 +47,10 @@ export function adminServerFor(
   return new AdminServer({ ...options, host: config.adminHost, port: config.adminPort, token: config.adminToken, tls });
 }
 
+/**
+ * Health, readiness and metrics on their own port, so that no mirrored path can collide
+ * with them: `/healthz` (the process is alive), `/readyz` (it can do its job), `/metrics`.
+ */
 export class AdminServer {
   readonly #server: Server;
   readonly #options: AdminServerOptions;

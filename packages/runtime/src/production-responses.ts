@@ -6,6 +6,7 @@ import {
   withoutContentCoding,
   type BodyDecodingOutcome,
   decodeHeaders,
+  headerValue,
   encodeHeaders,
   errorMessage,
   IntakeError,
@@ -141,10 +142,7 @@ const STATUS = /^[1-5]\d\d$/;
  * `[name, value, …]`, and `content-type` as production's content type when that array lacks it).
  */
 export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDecodedBytes: number = DEFAULT_MAX_DECODED_BYTES): ProductionResponse {
-  const get = (name: string) => {
-    for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === name) return rawHeaders[i + 1] as string;
-    return undefined;
-  };
+  const get = (name: string): string | undefined => headerValue(rawHeaders, name) ?? undefined;
   const requestId = get('x-mirrorplane-request-id') ?? get('x-request-id');
   if (!requestId) throw new IntakeError(400, 'x-mirrorplane-request-id: required (the x-request-id of the production request)');
   if (requestId.length > 256) throw new IntakeError(400, 'x-mirrorplane-request-id: longer than 256 characters');
@@ -179,7 +177,7 @@ export function parseIntake(rawHeaders: readonly string[], body: Buffer, maxDeco
   const cut = get('x-mirrorplane-cut');
   if (cut !== undefined && cut !== '1' && cut !== '0') throw new IntakeError(400, `x-mirrorplane-cut: expected 1 or 0, got ${JSON.stringify(cut)}`);
   const contentType = get('content-type');
-  if (contentType && !headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'content-type')) headers.push('content-type', contentType);
+  if (contentType && headerValue(headers, 'content-type') === null) headers.push('content-type', contentType);
   return {
     requestId,
     status: Number(status),

@@ -2,9 +2,11 @@ import { isUtf8 } from 'node:buffer';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  contentCodings,
   EntryCipher,
   errorMessage,
   headerEntries,
+  headerValue,
   Redactor,
   type Config,
   type OutgoingRequest,
@@ -86,13 +88,8 @@ export function recordBody(body: Buffer, limit: number, alreadyTruncated = false
  * kept as sent (its bytes are not text to redact).
  */
 export function recordRedactedBody(flatHeaders: readonly string[], body: Buffer, limit: number, redactor: Redactor, alreadyTruncated = false): RecordedBody {
-  let type: string | undefined;
-  for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
-    const name = (flatHeaders[i] as string).toLowerCase();
-    if (name === 'content-encoding' && (flatHeaders[i + 1] as string).trim().toLowerCase() !== 'identity') return recordBody(body, limit, alreadyTruncated);
-    if (name === 'content-type') type = flatHeaders[i + 1];
-  }
-  const shown = redactor.body(type, body);
+  if (contentCodings(flatHeaders).length > 0) return recordBody(body, limit, alreadyTruncated);
+  const shown = redactor.body(headerValue(flatHeaders, 'content-type') ?? undefined, body);
   return shown === body ? recordBody(body, limit, alreadyTruncated) : { ...recordBody(shown, limit, alreadyTruncated), size: body.length };
 }
 

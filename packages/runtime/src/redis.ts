@@ -5,6 +5,9 @@ import { connectRedis } from './cluster.js';
 import { readGroup } from './stream-info.js';
 import { redisTlsOptions, redisTlsProblem } from './redis-tls.js';
 
+/** A connection to one Redis or to a Redis Cluster; every key of a deployment shares one hash tag. */
+export type RedisClient = Redis | Cluster;
+
 /**
  * What a connection is for decides how it behaves while Redis is away:
  * - `append`: the ingress hot path. No offline queue (a command fails at once when Redis is
@@ -19,9 +22,6 @@ import { redisTlsOptions, redisTlsProblem } from './redis-tls.js';
  * - `watch`: a live view (`status --watch`): reconnects forever, but a command while Redis is
  *   away fails at once (no offline queue) and each is bounded, so the view can say it is stale.
  */
-/** A connection to one Redis or to a Redis Cluster; every key of a deployment shares one hash tag. */
-export type RedisClient = Redis | Cluster;
-
 export type ConnectionPurpose = 'append' | 'commands' | 'blocking' | 'bullmq' | 'cli' | 'watch';
 
 export function createRedis(

@@ -1,4 +1,4 @@
-import type { Keys } from '@mirrorplane/core';
+import { retryStateKey, type Keys } from '@mirrorplane/core';
 import type { RedisClient } from './redis.js';
 
 /**
@@ -13,12 +13,14 @@ const SORTED_SETS = ['delayed', 'prioritized', 'waiting-children'] as const;
 
 /**
  * Counts the unfinished jobs of the retry queue (see above) with one `LLEN`/`ZCARD` per
- * state, read straight from BullMQ's keys (`${bullPrefix}:${retryQueue}:<state>`): the
+ * state, read straight from BullMQ's keys (`retryStateKey`): the
  * ingress has no BullMQ connection, and these six O(1) commands are cheaper than BullMQ's
  * count script. Rejects when Redis does not answer (the caller keeps its last verdict).
  */
 export async function countUnfinishedRetries(redis: RedisClient, keys: Keys): Promise<number> {
-  const base = `${keys.bullPrefix}:${keys.retryQueue}`;
-  const counts = await Promise.all([...LISTS.map((state) => redis.llen(`${base}:${state}`)), ...SORTED_SETS.map((state) => redis.zcard(`${base}:${state}`))]);
+  const counts = await Promise.all([
+    ...LISTS.map((state) => redis.llen(retryStateKey(keys, state))),
+    ...SORTED_SETS.map((state) => redis.zcard(retryStateKey(keys, state))),
+  ]);
   return counts.reduce((a, b) => a + b, 0);
 }
