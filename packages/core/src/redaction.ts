@@ -126,10 +126,6 @@ export function redactionSettings(options: RedactOptions | undefined, legacyHead
   });
 }
 
-/**
- * Hides secrets in what people read. Built once per process from the settings; every method
- * is pure and never throws.
- */
 /** Node's and Mirrorplane's error codes (`ERR_TLS_CERT_ALTNAME_INVALID`, `MP_ERR_STAGING_TRANSPORT`). */
 const ERROR_CODE_NAME = /^(?:MP_)?ERR_[A-Z0-9_]+$/;
 
@@ -165,6 +161,10 @@ const OPENSSL_VERIFY_CODES: ReadonlySet<string> = new Set([
   'HOSTNAME_MISMATCH',
 ]);
 
+/**
+ * Hides secrets in what people read. Built once per process from the settings; every method
+ * is pure and never throws.
+ */
 export class Redactor {
   readonly headerNames: ReadonlySet<string>;
   readonly queryNames: ReadonlySet<string>;
