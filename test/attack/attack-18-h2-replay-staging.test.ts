@@ -110,3 +110,47 @@ test('metadata reaches staging byte-exact: -bin values, repeated keys in order, 
   assert.deepEqual(Buffer.from(pairs.find(([n]) => n === 'x-latin')?.[1] ?? '', 'latin1'), Buffer.from([0xff, 0xe9, 0x7a]));
   assert.deepEqual(got.body, body);
 });
+
+test('a field value with CR LF taken at intake (RFC 9113 §8.2.1: malformed) must be refused there, or else be replayable as received', async () => {
+  const { RawH2Connection, headersFrame } = await import('../helpers/raw-h2.js');
+  const conn = await RawH2Connection.open(stack.ingressPort);
+  try {
+    conn.write(
+      headersFrame(
+        1,
+        [
+          [':method', 'POST'],
+          [':scheme', 'http'],
+          [':authority', 'mirror.test'],
+          [':path', '/t.S/Crlf'],
+          ['x-v', 'a\r\nx-injected: 1'],
+        ],
+        true,
+      ),
+    );
+    await waitFor('answered', () => conn.closed || conn.frames.some((f) => f.streamId === 1 && (f.type === 0x1 || f.type === 0x3)), 20_000);
+  } finally {
+    conn.close();
+  }
+  const failedBefore = (await stack.status()).failed;
+  // Settled: delivered, or in the failed set, or nothing left (refused at intake).
+  await waitFor(
+    'settled',
+    async () => {
+      if ((seen.get('/t.S/Crlf')?.length ?? 0) > 0) return true;
+      const st = await stack.status();
+      return st.failed > failedBefore || (st.backlog === 0 && st.pending === 0 && st.retrying === 0);
+    },
+    60_000,
+  );
+  const failed = await stack.cli(['failed', 'list']);
+  const inFailed = (await stack.status()).failed > failedBefore;
+  assert.ok(!inFailed, `accepted at intake (200) but not replayable: in the failed set; failed list: ${failed.stdout.slice(0, 800)}`);
+  const got = seen.get('/t.S/Crlf')?.[0];
+  if (got === undefined) return; // refused at intake
+  const i = got.rawHeaders.indexOf('x-v');
+  const j = got.rawHeaders.indexOf('x-injected');
+  assert.equal(j, -1, 'CR LF in a stored value became a separate field at staging');
+  assert.notEqual(i, -1, `accepted at intake with 200, then the field x-v was silently dropped on replay: staging got ${JSON.stringify(got.rawHeaders)}`);
+  assert.equal(got.rawHeaders[i + 1], 'a\r\nx-injected: 1', `the value reached staging altered: ${JSON.stringify(got.rawHeaders)}`);
+});
