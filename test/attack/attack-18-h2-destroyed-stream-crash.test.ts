@@ -75,9 +75,9 @@ for (const [declared, sent] of [
     await assertAlive('content-length mismatches');
   });
 
-test('the framing test sequence (HEADERS; DATA short of content-length; HEADERS; DATA past content-length), 30 connections: the ingress stays up', async () => {
+test('the framing test sequence (HEADERS; DATA short of content-length; HEADERS; DATA past content-length), up to 100 connections: the ingress stays up', async () => {
   if (stack.ingress.child.exitCode !== null) await stack.startIngress();
-  for (let n = 0; n < 30 && stack.ingress.child.exitCode === null; n++) {
+  for (let n = 0; n < 100 && stack.ingress.child.exitCode === null; n++) {
     const refused = await sendRaw(stack.ingressPort, 'PRI * HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n').catch(() => null);
     void refused;
     const conn = await RawH2Connection.open(stack.ingressPort).catch(() => null);
