@@ -151,6 +151,10 @@ test('a field value with CR LF taken at intake (RFC 9113 §8.2.1: malformed) mus
   const i = got.rawHeaders.indexOf('x-v');
   const j = got.rawHeaders.indexOf('x-injected');
   assert.equal(j, -1, 'CR LF in a stored value became a separate field at staging');
-  assert.notEqual(i, -1, `accepted at intake with 200, then the field x-v was silently dropped on replay: staging got ${JSON.stringify(got.rawHeaders)}`);
+  assert.notEqual(
+    i,
+    -1,
+    `accepted at intake with 200 without the field x-v (nghttp2 drops an invalid field and node:http2 gives no hook; the ingress stores the rest): staging got ${JSON.stringify(got.rawHeaders)}`,
+  );
   assert.equal(got.rawHeaders[i + 1], 'a\r\nx-injected: 1', `the value reached staging altered: ${JSON.stringify(got.rawHeaders)}`);
 });
