@@ -197,12 +197,25 @@ export class Http2Origin {
       stream.on('error', (error: Error) =>
         reject(signal.aborted ? signal.reason : new StagingTransportError(`HTTP/2 stream failed: ${error.message}`, { cause: error })),
       );
+      // A response is complete only once staging's END_STREAM arrived (on the DATA, the trailers,
+      // or a headers-only response). node ends the readable side of a stream reset with NO_ERROR,
+      // or of a session that went away, as if it had ended: the two differ only in that the end
+      // of a real END_STREAM is pushed while the stream is still open (no rstCode yet). Every
+      // other end (any reset, GOAWAY, a closed session, the deadline) is a transport failure.
+      let endStreamSeen = false;
+      const push = stream.push.bind(stream);
+      stream.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+        if (chunk === null && stream.rstCode === undefined && !stream.destroyed) endStreamSeen = true;
+        return push(chunk, encoding);
+      };
       stream.on('close', () => {
-        if (statusCode === 0 || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
+        if (!endStreamSeen || statusCode === 0 || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
           reject(
             signal.aborted
               ? signal.reason
-              : new StagingTransportError(`staging reset the HTTP/2 stream (code ${stream.rstCode ?? 'none'}) before its response ended`),
+              : new StagingTransportError(
+                  `staging ${stream.rstCode === undefined ? 'closed' : `reset (code ${stream.rstCode})`} the HTTP/2 stream before its response ended (no END_STREAM)`,
+                ),
           );
           return;
         }
