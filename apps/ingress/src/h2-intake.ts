@@ -243,7 +243,7 @@ export class H2Intake {
     stream.once('close', () => lose('aborted', 0));
     stream.once('end', () =>
       guarded(stream, () => {
-        if (stream.destroyed || stream.aborted || stream.rstCode !== undefined) lose('aborted', 0);
+        if (stream.destroyed || stream.aborted) lose('aborted', 0);
         if (done) return;
         done = true;
         stream.setTimeout(0);

@@ -200,12 +200,12 @@ export class Http2Origin {
       // A response is complete only once staging's END_STREAM arrived (on the DATA, the trailers,
       // or a headers-only response). node ends the readable side of a stream reset with NO_ERROR,
       // or of a session that went away, as if it had ended: the two differ only in that the end
-      // of a real END_STREAM is pushed while the stream is still open (no rstCode yet). Every
+      // of a real END_STREAM is pushed while the stream is still open (not yet closed). Every
       // other end (any reset, GOAWAY, a closed session, the deadline) is a transport failure.
       let endStreamSeen = false;
       const push = stream.push.bind(stream);
       stream.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-        if (chunk === null && stream.rstCode === undefined && !stream.destroyed) endStreamSeen = true;
+        if (chunk === null && !stream.closed && !stream.destroyed) endStreamSeen = true;
         return push(chunk, encoding);
       };
       stream.on('close', () => {
