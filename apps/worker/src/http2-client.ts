@@ -78,6 +78,11 @@ function withoutPseudo(raw: readonly string[]): string[] {
   return out;
 }
 
+function hasField(pairs: readonly string[], name: string): boolean {
+  for (let i = 0; i < pairs.length; i += 2) if ((pairs[i] as string).toLowerCase() === name) return true;
+  return false;
+}
+
 export class Http2Origin {
   readonly #url: URL;
   readonly #options: Http2OriginOptions;
@@ -141,6 +146,8 @@ export class Http2Origin {
     } catch (error) {
       return Promise.reject(error as Error);
     }
+    const contentType = head['content-type'];
+    const grpc = typeof contentType === 'string' && contentType.toLowerCase().startsWith('application/grpc');
     return new Promise<Http2Response>((resolve, reject) => {
       let stream: ClientHttp2Stream;
       const session = this.#open();
@@ -217,6 +224,12 @@ export class Http2Origin {
                   `staging ${stream.rstCode === undefined ? 'closed' : `reset (code ${stream.rstCode})`} the HTTP/2 stream before its response ended (no END_STREAM)`,
                 ),
           );
+          return;
+        }
+        // gRPC: a 200 ends with its status, in the trailers or in a trailers-only HEADERS frame;
+        // without one the call did not complete (a gRPC client reports it as an error too).
+        if (grpc && statusCode === 200 && !hasField(responseTrailers, 'grpc-status') && !hasField(responseHeaders, 'grpc-status')) {
+          reject(new StagingTransportError('staging ended the gRPC response without grpc-status (neither trailers nor trailers-only)'));
           return;
         }
         resolve({ statusCode, headers: responseHeaders, body: Buffer.concat(chunks, kept), truncated, trailers: responseTrailers });
