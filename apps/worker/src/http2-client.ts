@@ -1,7 +1,8 @@
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { StagingTransportError, WireRequestError } from '@mirrorplane/core';
 import type { WireRequest, WireResponse } from './http1-client.js';
-import type { ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Cancellation } from './deadline-queue.js';
 
 /**
@@ -41,6 +42,8 @@ const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
   'http2-settings',
   'host',
 ]);
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 /** RFC 9113 §8.2.1: a field value never holds NUL, CR or LF (node's http2 does not check values). */
 const INVALID_VALUE = /[\0\r\n]/;
@@ -90,6 +93,10 @@ export class Http2Origin {
   /** Streams in flight on each session, to fail those a GOAWAY left unprocessed. */
   readonly #streams = new WeakMap<ClientHttp2Session, Set<ClientHttp2Stream>>();
   #closed = false;
+  /** Sessions on which staging's SETTINGS arrived (it speaks HTTP/2). */
+  readonly #spoke = new WeakMap<ClientHttp2Session, boolean>();
+  /** Per failed session, one probe of what staging answers to the preface. */
+  readonly #probes = new WeakMap<ClientHttp2Session, Promise<string | null>>();
 
   constructor(origin: string, options: Http2OriginOptions) {
     this.#url = new URL(origin);
@@ -114,6 +121,7 @@ export class Http2Origin {
         if (stream.id === undefined || stream.id > lastStreamId) stream.destroy(new StagingTransportError('staging sent GOAWAY before taking the stream'));
       }
     });
+    session.once('remoteSettings', () => this.#spoke.set(session, true));
     this.#streams.set(session, new Set());
     this.#session = session;
     return session;
@@ -201,9 +209,31 @@ export class Http2Origin {
         chunks.push(chunk);
         kept += chunk.length;
       });
-      stream.on('error', (error: Error) =>
-        reject(signal.aborted ? signal.reason : new StagingTransportError(`HTTP/2 stream failed: ${error.message}`, { cause: error })),
-      );
+      let failed = false;
+      stream.on('error', (error: Error) => {
+        failed = true;
+        if (signal.aborted) {
+          reject(signal.reason);
+          return;
+        }
+        // A session that failed before staging's SETTINGS came: most often a staging that does
+        // not speak HTTP/2 at all (nghttp2 says only "Protocol error"). One probe tells.
+        const spoke = this.#spoke.get(session) === true;
+        if (spoke) {
+          reject(new StagingTransportError(`HTTP/2 stream failed: ${error.message}`, { cause: error }));
+          return;
+        }
+        void this.#diagnose(session).then((http1) =>
+          reject(
+            new StagingTransportError(
+              http1 === null
+                ? `HTTP/2 stream failed before staging at ${this.#url.origin} answered the HTTP/2 preface: ${error.message}`
+                : `staging at ${this.#url.origin} does not speak HTTP/2 (${this.#url.protocol === 'https:' ? 'h2' : 'h2c'}): it answered the HTTP/2 preface with ${http1}; entries that arrived over HTTP/2 (gRPC) need an HTTP/2 origin (README, "gRPC and HTTP/2")`,
+              { cause: error },
+            ),
+          ),
+        );
+      });
       // A response is complete only once staging's END_STREAM arrived (on the DATA, the trailers,
       // or a headers-only response). node ends the readable side of a stream reset with NO_ERROR,
       // or of a session that went away, as if it had ended: the two differ only in that the end
@@ -216,6 +246,7 @@ export class Http2Origin {
         return push(chunk, encoding);
       };
       stream.on('close', () => {
+        if (failed) return; // the 'error' listener rejects
         if (!endStreamSeen || statusCode === 0 || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
           reject(
             signal.aborted
@@ -237,6 +268,35 @@ export class Http2Origin {
       if (tail !== null) stream.once('wantTrailers', () => stream.sendTrailers(tail));
       if (body.length > 0 || tail !== null) stream.end(body);
     });
+  }
+
+  /** The HTTP/1.x version line staging answers the preface with (`HTTP/1.1`), or null (HTTP/2, or no answer in 2 s). */
+  #diagnose(session: ClientHttp2Session): Promise<string | null> {
+    const known = this.#probes.get(session);
+    if (known !== undefined) return known;
+    const probe = new Promise<string | null>((resolve) => {
+      const port = Number(this.#url.port) || (this.#url.protocol === 'https:' ? 443 : 80);
+      const host = this.#url.hostname.replace(/^\[|\]$/g, '');
+      const socket: Socket = this.#url.protocol === 'https:' ? tlsConnect({ ...this.#options.tls, host, port, ALPNProtocols: ['h2'] }) : netConnect(port, host);
+      let got = Buffer.alloc(0);
+      const done = (answer: string | null): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(answer);
+      };
+      const timer = setTimeout(() => done(null), 2000);
+      socket.on('error', () => done(null));
+      socket.once(this.#url.protocol === 'https:' ? 'secureConnect' : 'connect', () => socket.write(PREFACE));
+      socket.on('data', (chunk: Buffer) => {
+        got = Buffer.concat([got, chunk]);
+        if (got.length < 8) return;
+        const line = /^HTTP\/1\.[01]/.exec(got.subarray(0, 8).toString('latin1'));
+        done(line === null ? null : line[0]);
+      });
+      socket.on('end', () => done(null));
+    });
+    this.#probes.set(session, probe);
+    return probe;
   }
 
   async close(): Promise<void> {
