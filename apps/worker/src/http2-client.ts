@@ -130,7 +130,10 @@ export class Http2Origin {
   /**
    * Sends one request and reads its response, trailers included. Rejects with
    * `WireRequestError` when the request cannot be written as HTTP/2 (a field node refuses),
-   * with `StagingTransportError` when the stream is reset or the session fails, and with
+   * with `StagingTransportError` when the response does not end with staging's END_STREAM
+   * (a reset with any code, GOAWAY, a closed session; a gRPC 200 also needs `grpc-status`, in
+   * trailers or trailers-only) or the session fails (naming a staging that answered the
+   * preface with HTTP/1.x), and with
    * `signal`'s reason when it aborts.
    * @param authority the `:authority` staging receives (`host:port`)
    */
