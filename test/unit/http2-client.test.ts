@@ -120,7 +120,7 @@ test('a staging that refuses connections, resets the stream, or drops the connec
     if (mode === 'reset') return void stream.close(constants.NGHTTP2_INTERNAL_ERROR);
     if (mode === 'drop') return void stream.session?.destroy();
     stream.resume();
-    stream.on('end', () => stream.respond({ ':status': 200 }, { endStream: true }));
+    stream.on('end', () => stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '0' }, { endStream: true }));
   });
   const origin = new Http2Origin(url, { bodyLimit: 0 });
   try {

@@ -113,14 +113,21 @@ export class H2Intake {
       open.set(session, 0);
       session.on('error', () => undefined);
       session.setTimeout(options.keepAliveTimeoutMs, () => {
-        if ((open.get(session) ?? 0) === 0) session.close();
+        if ((open.get(session) ?? 0) === 0 && !session.destroyed && !session.closed) session.close();
       });
       session.once('close', () => this.#sessions.delete(session));
     });
     this.#server.on('sessionError', () => undefined);
-    this.#server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) =>
-      this.#onStream(stream, headers, rawHeaders),
-    );
+    // No peer input may throw out of an event handler (an uncaught exception ends the ingress):
+    // each handler that can see a stream or session nghttp2 has already reset or destroyed
+    // checks for it, and what is left is caught here and the stream reset.
+    this.#server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+      try {
+        this.#onStream(stream, headers, rawHeaders);
+      } catch {
+        resetQuietly(stream);
+      }
+    });
   }
 
   /** Takes over a connection whose first bytes (the preface, unshifted back onto the socket) were read. */
@@ -152,7 +159,14 @@ export class H2Intake {
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]): void {
     stream.on('error', () => undefined);
-    const session = stream.session as ServerHttp2Session;
+    // A stream nghttp2 reset in the same read as its HEADERS (a content-length that disagrees
+    // with the DATA, a RST_STREAM right behind) reaches us destroyed, its session already
+    // detached: it is lost before it was admitted.
+    const session = stream.session as ServerHttp2Session | undefined;
+    if (session === undefined || stream.destroyed || stream.closed) {
+      this.#handlers.lost('aborted', false);
+      return;
+    }
     const count = (open.get(session) ?? 0) + 1;
     if (count > this.#options.maxConcurrentStreams) {
       this.#handlers.lost('too_many_streams', false);
@@ -203,42 +217,69 @@ export class H2Intake {
       this.#handlers.lost(reason, true);
       if (status !== 0) refuse(stream, grpc, status, reason);
     };
-    stream.setTimeout(this.#options.requestTimeoutMs, () => lose('body_timeout', 408));
-    stream.on('data', (chunk: Buffer) => {
-      if (done) return;
-      size += chunk.length;
-      const total = (held.get(session) ?? 0) + chunk.length;
-      held.set(session, total);
-      if (size > this.#options.maxBodyBytes || total > 2 * this.#options.maxBodyBytes) {
-        lose('too_large', 413);
-        return;
-      }
-      chunks.push(chunk);
-    });
-    stream.on('trailers', (_object: IncomingHttpHeaders, _flags: number, raw: string[]) => {
-      if (headerListSize(raw) > this.#options.maxHeaderBytes) lose('headers_too_large', 431);
-      else trailers = raw;
-    });
+    stream.setTimeout(this.#options.requestTimeoutMs, () => guarded(stream, () => lose('body_timeout', 408)));
+    stream.on('data', (chunk: Buffer) =>
+      guarded(stream, () => {
+        if (done) return;
+        if (stream.destroyed) {
+          lose('aborted', 0);
+          return;
+        }
+        size += chunk.length;
+        const total = (held.get(session) ?? 0) + chunk.length;
+        held.set(session, total);
+        if (size > this.#options.maxBodyBytes || total > 2 * this.#options.maxBodyBytes) {
+          lose('too_large', 413);
+          return;
+        }
+        chunks.push(chunk);
+      }),
+    );
+    stream.on('trailers', (_object: IncomingHttpHeaders, _flags: number, raw: string[]) =>
+      guarded(stream, () => {
+        if (headerListSize(raw) > this.#options.maxHeaderBytes) lose('headers_too_large', 431);
+        else trailers = raw;
+      }),
+    );
     // A reset or a lost connection before END_STREAM: nothing is stored. node ends the readable
     // side of a reset stream too ('aborted', then 'end' on a destroyed stream).
     stream.once('aborted', () => lose('aborted', 0));
     stream.once('close', () => lose('aborted', 0));
-    stream.once('end', () => {
-      if (stream.destroyed || stream.aborted) lose('aborted', 0);
-      if (done) return;
-      done = true;
-      stream.setTimeout(0);
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-      this.#handlers.request({ method, target, rawHeaders: fields, body, trailers }, session.socket?.remoteAddress, (status, reason) => {
-        release();
-        answer(stream, grpc, status, reason);
-      });
-    });
+    stream.once('end', () =>
+      guarded(stream, () => {
+        if (stream.destroyed || stream.aborted) lose('aborted', 0);
+        if (done) return;
+        done = true;
+        stream.setTimeout(0);
+        const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+        this.#handlers.request({ method, target, rawHeaders: fields, body, trailers }, session.socket?.remoteAddress, (status, reason) => {
+          release();
+          guarded(stream, () => answer(stream, grpc, status, reason));
+        });
+      }),
+    );
+  }
+}
+
+/** Runs `fn`; what it throws (a stream or session destroyed under it) resets the stream instead of ending the process. */
+function guarded(stream: ServerHttp2Stream, fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    resetQuietly(stream);
+  }
+}
+
+function resetQuietly(stream: ServerHttp2Stream): void {
+  try {
+    if (!stream.destroyed && !stream.closed) stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+  } catch {
+    stream.destroy();
   }
 }
 
 function answer(stream: ServerHttp2Stream, grpc: boolean, status: number, reason: string | undefined): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  if (stream.destroyed || stream.closed || stream.headersSent || stream.session === undefined || stream.session.destroyed) return;
   if (status !== 200) {
     refuse(stream, grpc, status, reason ?? 'refused');
     return;
@@ -248,7 +289,7 @@ function answer(stream: ServerHttp2Stream, grpc: boolean, status: number, reason
     return;
   }
   stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-  stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': GRPC_OK }));
+  stream.once('wantTrailers', () => guarded(stream, () => stream.sendTrailers({ 'grpc-status': GRPC_OK })));
   stream.end();
 }
 
@@ -257,7 +298,7 @@ function answer(stream: ServerHttp2Stream, grpc: boolean, status: number, reason
  * status) and resets it, so the peer stops sending a body that will not be read.
  */
 function refuse(stream: ServerHttp2Stream, grpc: boolean, status: number, reason: string): void {
-  if (stream.destroyed || stream.closed) return;
+  if (stream.destroyed || stream.closed || stream.session === undefined || stream.session.destroyed) return;
   if (!stream.headersSent) {
     const headers = grpc
       ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': grpcStatusOf(status), 'grpc-message': reason, 'x-mirrorplane-drop': reason }

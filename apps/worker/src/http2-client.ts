@@ -1,7 +1,8 @@
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { StagingTransportError, WireRequestError } from '@mirrorplane/core';
 import type { WireRequest, WireResponse } from './http1-client.js';
-import type { ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Cancellation } from './deadline-queue.js';
 
 /**
@@ -42,6 +43,8 @@ const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
   'host',
 ]);
 
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
 /** RFC 9113 §8.2.1: a field value never holds NUL, CR or LF (node's http2 does not check values). */
 const INVALID_VALUE = /[\0\r\n]/;
 
@@ -78,6 +81,11 @@ function withoutPseudo(raw: readonly string[]): string[] {
   return out;
 }
 
+function hasField(pairs: readonly string[], name: string): boolean {
+  for (let i = 0; i < pairs.length; i += 2) if ((pairs[i] as string).toLowerCase() === name) return true;
+  return false;
+}
+
 export class Http2Origin {
   readonly #url: URL;
   readonly #options: Http2OriginOptions;
@@ -85,6 +93,10 @@ export class Http2Origin {
   /** Streams in flight on each session, to fail those a GOAWAY left unprocessed. */
   readonly #streams = new WeakMap<ClientHttp2Session, Set<ClientHttp2Stream>>();
   #closed = false;
+  /** Sessions on which staging's SETTINGS arrived (it speaks HTTP/2). */
+  readonly #spoke = new WeakMap<ClientHttp2Session, boolean>();
+  /** Per failed session, one probe of what staging answers to the preface. */
+  readonly #probes = new WeakMap<ClientHttp2Session, Promise<string | null>>();
 
   constructor(origin: string, options: Http2OriginOptions) {
     this.#url = new URL(origin);
@@ -109,6 +121,7 @@ export class Http2Origin {
         if (stream.id === undefined || stream.id > lastStreamId) stream.destroy(new StagingTransportError('staging sent GOAWAY before taking the stream'));
       }
     });
+    session.once('remoteSettings', () => this.#spoke.set(session, true));
     this.#streams.set(session, new Set());
     this.#session = session;
     return session;
@@ -117,7 +130,10 @@ export class Http2Origin {
   /**
    * Sends one request and reads its response, trailers included. Rejects with
    * `WireRequestError` when the request cannot be written as HTTP/2 (a field node refuses),
-   * with `StagingTransportError` when the stream is reset or the session fails, and with
+   * with `StagingTransportError` when the response does not end with staging's END_STREAM
+   * (a reset with any code, GOAWAY, a closed session; a gRPC 200 also needs `grpc-status`, in
+   * trailers or trailers-only) or the session fails (naming a staging that answered the
+   * preface with HTTP/1.x), and with
    * `signal`'s reason when it aborts.
    * @param authority the `:authority` staging receives (`host:port`)
    */
@@ -141,6 +157,8 @@ export class Http2Origin {
     } catch (error) {
       return Promise.reject(error as Error);
     }
+    const contentType = head['content-type'];
+    const grpc = typeof contentType === 'string' && contentType.toLowerCase().startsWith('application/grpc');
     return new Promise<Http2Response>((resolve, reject) => {
       let stream: ClientHttp2Stream;
       const session = this.#open();
@@ -194,16 +212,58 @@ export class Http2Origin {
         chunks.push(chunk);
         kept += chunk.length;
       });
-      stream.on('error', (error: Error) =>
-        reject(signal.aborted ? signal.reason : new StagingTransportError(`HTTP/2 stream failed: ${error.message}`, { cause: error })),
-      );
+      let failed = false;
+      stream.on('error', (error: Error) => {
+        failed = true;
+        if (signal.aborted) {
+          reject(signal.reason);
+          return;
+        }
+        // A session that failed before staging's SETTINGS came: most often a staging that does
+        // not speak HTTP/2 at all (nghttp2 says only "Protocol error"). One probe tells.
+        const spoke = this.#spoke.get(session) === true;
+        if (spoke) {
+          reject(new StagingTransportError(`HTTP/2 stream failed: ${error.message}`, { cause: error }));
+          return;
+        }
+        void this.#diagnose(session).then((http1) =>
+          reject(
+            new StagingTransportError(
+              http1 === null
+                ? `HTTP/2 stream failed before staging at ${this.#url.origin} answered the HTTP/2 preface: ${error.message}`
+                : `staging at ${this.#url.origin} does not speak HTTP/2 (${this.#url.protocol === 'https:' ? 'h2' : 'h2c'}): it answered the HTTP/2 preface with ${http1}; entries that arrived over HTTP/2 (gRPC) need an HTTP/2 origin (README, "gRPC and HTTP/2")`,
+              { cause: error },
+            ),
+          ),
+        );
+      });
+      // A response is complete only once staging's END_STREAM arrived (on the DATA, the trailers,
+      // or a headers-only response). node ends the readable side of a stream reset with NO_ERROR,
+      // or of a session that went away, as if it had ended: the two differ only in that the end
+      // of a real END_STREAM is pushed while the stream is still open (not yet closed). Every
+      // other end (any reset, GOAWAY, a closed session, the deadline) is a transport failure.
+      let endStreamSeen = false;
+      const push = stream.push.bind(stream);
+      stream.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+        if (chunk === null && !stream.closed && !stream.destroyed) endStreamSeen = true;
+        return push(chunk, encoding);
+      };
       stream.on('close', () => {
-        if (statusCode === 0 || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
+        if (failed) return; // the 'error' listener rejects
+        if (!endStreamSeen || statusCode === 0 || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
           reject(
             signal.aborted
               ? signal.reason
-              : new StagingTransportError(`staging reset the HTTP/2 stream (code ${stream.rstCode ?? 'none'}) before its response ended`),
+              : new StagingTransportError(
+                  `staging ${stream.rstCode === undefined ? 'closed' : `reset (code ${stream.rstCode})`} the HTTP/2 stream before its response ended (no END_STREAM)`,
+                ),
           );
+          return;
+        }
+        // gRPC: a 200 ends with its status, in the trailers or in a trailers-only HEADERS frame;
+        // without one the call did not complete (a gRPC client reports it as an error too).
+        if (grpc && statusCode === 200 && !hasField(responseTrailers, 'grpc-status') && !hasField(responseHeaders, 'grpc-status')) {
+          reject(new StagingTransportError('staging ended the gRPC response without grpc-status (neither trailers nor trailers-only)'));
           return;
         }
         resolve({ statusCode, headers: responseHeaders, body: Buffer.concat(chunks, kept), truncated, trailers: responseTrailers });
@@ -211,6 +271,35 @@ export class Http2Origin {
       if (tail !== null) stream.once('wantTrailers', () => stream.sendTrailers(tail));
       if (body.length > 0 || tail !== null) stream.end(body);
     });
+  }
+
+  /** The HTTP/1.x version line staging answers the preface with (`HTTP/1.1`), or null (HTTP/2, or no answer in 2 s). */
+  #diagnose(session: ClientHttp2Session): Promise<string | null> {
+    const known = this.#probes.get(session);
+    if (known !== undefined) return known;
+    const probe = new Promise<string | null>((resolve) => {
+      const port = Number(this.#url.port) || (this.#url.protocol === 'https:' ? 443 : 80);
+      const host = this.#url.hostname.replace(/^\[|\]$/g, '');
+      const socket: Socket = this.#url.protocol === 'https:' ? tlsConnect({ ...this.#options.tls, host, port, ALPNProtocols: ['h2'] }) : netConnect(port, host);
+      let got = Buffer.alloc(0);
+      const done = (answer: string | null): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(answer);
+      };
+      const timer = setTimeout(() => done(null), 2000);
+      socket.on('error', () => done(null));
+      socket.once(this.#url.protocol === 'https:' ? 'secureConnect' : 'connect', () => socket.write(PREFACE));
+      socket.on('data', (chunk: Buffer) => {
+        got = Buffer.concat([got, chunk]);
+        if (got.length < 8) return;
+        const line = /^HTTP\/1\.[01]/.exec(got.subarray(0, 8).toString('latin1'));
+        done(line === null ? null : line[0]);
+      });
+      socket.on('end', () => done(null));
+    });
+    this.#probes.set(session, probe);
+    return probe;
   }
 
   async close(): Promise<void> {
