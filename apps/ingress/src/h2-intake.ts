@@ -1,5 +1,6 @@
 import { constants, createServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
+import { GRPC_STATUS, MIRRORPLANE_DROP_HEADER, filterHeaders, isGrpcContentType } from '@mirrorplane/core';
 
 /**
  * HTTP/2 with prior knowledge (h2c) on the traffic port, beside the HTTP/1.1 parser: what Envoy
@@ -63,18 +64,12 @@ export interface H2IntakeOptions {
   keepAliveTimeoutMs: number;
 }
 
-const GRPC_OK = '0';
-const GRPC_RESOURCE_EXHAUSTED = '8';
-const GRPC_UNAVAILABLE = '14';
-const GRPC_UNAUTHENTICATED = '16';
-const GRPC_INVALID_ARGUMENT = '3';
-
 /** The gRPC status a refusal with this HTTP status becomes. */
-function grpcStatusOf(status: number): string {
-  if (status === 413 || status === 431) return GRPC_RESOURCE_EXHAUSTED;
-  if (status === 401) return GRPC_UNAUTHENTICATED;
-  if (status >= 500) return GRPC_UNAVAILABLE;
-  return GRPC_INVALID_ARGUMENT;
+function refusalGrpcStatus(status: number): string {
+  if (status === 413 || status === 431) return String(GRPC_STATUS.RESOURCE_EXHAUSTED);
+  if (status === 401) return String(GRPC_STATUS.UNAUTHENTICATED);
+  if (status >= 500) return String(GRPC_STATUS.UNAVAILABLE);
+  return String(GRPC_STATUS.INVALID_ARGUMENT);
 }
 
 /** RFC 9113 §6.5.2: the size of a header list. */
@@ -175,7 +170,7 @@ export class H2Intake {
     }
     open.set(session, count);
     stream.once('close', () => open.set(session, (open.get(session) ?? 1) - 1));
-    const grpc = typeof headers['content-type'] === 'string' && headers['content-type'].startsWith('application/grpc');
+    const grpc = isGrpcContentType(headers['content-type']);
     if (headerListSize(rawHeaders) > this.#options.maxHeaderBytes) {
       this.#handlers.lost('headers_too_large', false);
       refuse(stream, grpc, 431, 'headers_too_large');
@@ -188,12 +183,8 @@ export class H2Intake {
       refuse(stream, grpc, 405, 'unsupported');
       return;
     }
-    const fields: string[] = [];
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i] as string;
-      if (name === ':method' || name === ':path') continue;
-      fields.push(name, rawHeaders[i + 1] as string);
-    }
+    // :scheme and :authority stay in the entry, at their place; method and target have fields of their own.
+    const fields = filterHeaders(rawHeaders, (name) => name !== ':method' && name !== ':path');
     const refused = this.#handlers.admit(fields);
     if (refused !== null) {
       refuse(stream, grpc, refused[0], refused[1]);
@@ -289,7 +280,7 @@ function answer(stream: ServerHttp2Stream, grpc: boolean, status: number, reason
     return;
   }
   stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-  stream.once('wantTrailers', () => guarded(stream, () => stream.sendTrailers({ 'grpc-status': GRPC_OK })));
+  stream.once('wantTrailers', () => guarded(stream, () => stream.sendTrailers({ 'grpc-status': String(GRPC_STATUS.OK) })));
   stream.end();
 }
 
@@ -301,8 +292,14 @@ function refuse(stream: ServerHttp2Stream, grpc: boolean, status: number, reason
   if (stream.destroyed || stream.closed || stream.session === undefined || stream.session.destroyed) return;
   if (!stream.headersSent) {
     const headers = grpc
-      ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': grpcStatusOf(status), 'grpc-message': reason, 'x-mirrorplane-drop': reason }
-      : { ':status': status, 'content-type': 'text/plain', 'x-mirrorplane-drop': reason };
+      ? {
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'grpc-status': refusalGrpcStatus(status),
+          'grpc-message': reason,
+          [MIRRORPLANE_DROP_HEADER]: reason,
+        }
+      : { ':status': status, 'content-type': 'text/plain', [MIRRORPLANE_DROP_HEADER]: reason };
     stream.respond(headers, { endStream: grpc });
     if (!grpc) stream.end(`${reason}\n`);
   }

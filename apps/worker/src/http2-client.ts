@@ -1,5 +1,12 @@
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
-import { StagingTransportError, WireRequestError } from '@mirrorplane/core';
+import {
+  HTTP2_CONNECTION_SPECIFIC_HEADERS,
+  StagingTransportError,
+  WireRequestError,
+  grpcStatusField,
+  isGrpcContentType,
+  withoutPseudoHeaders,
+} from '@mirrorplane/core';
 import type { WireRequest, WireResponse } from './http1-client.js';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { connect as netConnect, type Socket } from 'node:net';
@@ -33,16 +40,6 @@ export interface Http2OriginOptions {
   tls?: ConnectionOptions;
 }
 
-const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'http2-settings',
-  'host',
-]);
-
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 /** RFC 9113 §8.2.1: a field value never holds NUL, CR or LF (node's http2 does not check values). */
@@ -57,7 +54,7 @@ function headerObject(pairs: readonly string[], into: OutgoingHttpHeaders, bodyL
     const name = (pairs[i] as string).toLowerCase();
     let value = pairs[i + 1] as string;
     if (INVALID_VALUE.test(value)) throw new WireRequestError(`field ${name.slice(0, 40)} holds NUL, CR or LF`);
-    if (name.startsWith(':') || CONNECTION_SPECIFIC.has(name)) continue;
+    if (name.startsWith(':') || HTTP2_CONNECTION_SPECIFIC_HEADERS.has(name)) continue;
     if (name === 'te' && value.trim().toLowerCase() !== 'trailers') continue;
     if (name === 'content-length') {
       if (bodyLength === null || into[name] !== undefined) continue;
@@ -69,21 +66,6 @@ function headerObject(pairs: readonly string[], into: OutgoingHttpHeaders, bodyL
     else into[name] = [String(seen), value];
   }
   return into;
-}
-
-/** node's raw pairs without the pseudo-headers (`:status`). */
-function withoutPseudo(raw: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (!name.startsWith(':')) out.push(name, raw[i + 1] as string);
-  }
-  return out;
-}
-
-function hasField(pairs: readonly string[], name: string): boolean {
-  for (let i = 0; i < pairs.length; i += 2) if ((pairs[i] as string).toLowerCase() === name) return true;
-  return false;
 }
 
 export class Http2Origin {
@@ -158,7 +140,7 @@ export class Http2Origin {
       return Promise.reject(error as Error);
     }
     const contentType = head['content-type'];
-    const grpc = typeof contentType === 'string' && contentType.toLowerCase().startsWith('application/grpc');
+    const grpc = typeof contentType === 'string' && isGrpcContentType(contentType);
     return new Promise<Http2Response>((resolve, reject) => {
       let stream: ClientHttp2Stream;
       const session = this.#open();
@@ -194,10 +176,10 @@ export class Http2Origin {
       let responseTrailers: string[] = [];
       stream.on('response', (_headers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
         statusCode = Number(_headers[constants.HTTP2_HEADER_STATUS]);
-        responseHeaders = withoutPseudo(raw);
+        responseHeaders = withoutPseudoHeaders(raw);
       });
       stream.on('trailers', (_trailers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
-        responseTrailers = withoutPseudo(raw);
+        responseTrailers = withoutPseudoHeaders(raw);
       });
       stream.on('data', (chunk: Buffer) => {
         if (kept >= limit) {
@@ -262,7 +244,7 @@ export class Http2Origin {
         }
         // gRPC: a 200 ends with its status, in the trailers or in a trailers-only HEADERS frame;
         // without one the call did not complete (a gRPC client reports it as an error too).
-        if (grpc && statusCode === 200 && !hasField(responseTrailers, 'grpc-status') && !hasField(responseHeaders, 'grpc-status')) {
+        if (grpc && statusCode === 200 && grpcStatusField({ headers: responseHeaders, trailers: responseTrailers }) === null) {
           reject(new StagingTransportError('staging ended the gRPC response without grpc-status (neither trailers nor trailers-only)'));
           return;
         }

@@ -22,6 +22,9 @@ import {
   type OutgoingRequest,
   type PipelineContext,
   type ReplayResponse,
+  grpcStatusOf,
+  headerValue,
+  http2RequestFields,
 } from '@mirrorplane/core';
 
 /** What became of one replay attempt that did not throw. */
@@ -42,51 +45,6 @@ export function originFormPath(target: string): string {
     return path.startsWith('/') ? path : `/${path}`;
   }
   throw new UnreplayableRequestError(`request-target ${JSON.stringify(target.slice(0, 100))} is not a path`);
-}
-
-/**
- * The fields the pipeline sees for an HTTP/2 request: `:authority` as `host` (at its place), so
- * that rules, hooks and the Host policy treat HTTP/1.1 and HTTP/2 alike; `:scheme` and any
- * other pseudo-header are the wire's business (the origin's scheme is sent).
- */
-export function http2PipelineHeaders(rawHeaders: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
-    if (name === ':authority') out.push('host', rawHeaders[i + 1] as string);
-    else if (!name.startsWith(':')) out.push(name, rawHeaders[i + 1] as string);
-  }
-  return out;
-}
-
-/** The gRPC status of a response: `grpc-status` of the trailers, else of the headers (trailers-only); null when absent. */
-export function grpcStatusOf(response: { headers: readonly string[]; trailers?: readonly string[] }): { status: number; message: string | null } | null {
-  for (const list of [response.trailers ?? [], response.headers]) {
-    let status: number | null = null;
-    let message: string | null = null;
-    for (let i = 0; i < list.length; i += 2) {
-      const name = (list[i] as string).toLowerCase();
-      if (name === 'grpc-status' && /^\d{1,2}$/.test(list[i + 1] as string)) status = Number(list[i + 1]);
-      else if (name === 'grpc-message') message = decodeGrpcMessage(list[i + 1] as string);
-    }
-    if (status !== null) return { status, message };
-  }
-  return null;
-}
-
-/** grpc-message is percent-encoded UTF-8 (gRPC over HTTP/2 spec); a malformed escape is kept as is. */
-function decodeGrpcMessage(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
-  }
-}
-
-/** The value of the first `host` field: an HTTP/2 request's `:authority`. */
-function hostOf(headers: readonly string[]): string | null {
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'host') return headers[i + 1] as string;
-  return null;
 }
 
 /** How one attempt is made, beyond the entry and the attempt number. */
@@ -235,7 +193,7 @@ export class StagingClient {
     let request: OutgoingRequest | null = {
       method: r.method,
       path: originFormPath(r.target),
-      headers: stagingHeaders(http2 ? http2PipelineHeaders(r.rawHeaders) : r.rawHeaders, {
+      headers: stagingHeaders(http2 ? http2RequestFields(r.rawHeaders) : r.rawHeaders, {
         host: this.#default.host,
         fallbackHost: this.#default.authority,
         entryId: entry.id,
@@ -377,7 +335,7 @@ export class StagingClient {
     signal: Cancellation,
   ): Promise<WireResponse | Http2Response> {
     const wire = { method, path: path === '*' ? '*' : origin.basePath + path, headers, body, trailers };
-    return http2 ? origin.h2.request(wire, hostOf(headers) ?? origin.authority, signal) : origin.pool.request(wire, signal);
+    return http2 ? origin.h2.request(wire, headerValue(headers, 'host') ?? origin.authority, signal) : origin.pool.request(wire, signal);
   }
 
   /**

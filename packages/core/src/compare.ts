@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DEFAULT_MAX_DECODED_BYTES } from './content-coding.js';
+import { grpcStatusField, isGrpcContentType } from './grpc.js';
 import { headerValues } from './headers.js';
 import { parseJsonBody, type CompareSettings, type ObservedResponse } from './id-mapping.js';
 
@@ -31,7 +32,7 @@ export interface CompiledComparison {
 const digest = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex').slice(0, 16)} (${b.length} bytes)`;
 
 function isGrpc(headers: readonly string[]): boolean {
-  return headerValues(headers, 'content-type').some((v) => v.toLowerCase().startsWith('application/grpc'));
+  return headerValues(headers, 'content-type').some(isGrpcContentType);
 }
 
 /**
@@ -54,7 +55,7 @@ export function grpcMessages(body: Buffer): Buffer[] {
 
 function compareGrpc(production: ObservedResponse, staging: ObservedResponse, out: Difference[]): void {
   // Trailers-only answers carry grpc-status among the headers; the last one is the trailer's.
-  const status = (r: ObservedResponse) => headerValues(r.headers, 'grpc-status').at(-1);
+  const status = (r: ObservedResponse) => grpcStatusField({ headers: r.headers }) ?? undefined;
   const [a, b] = [status(production), status(staging)];
   if (a !== b) out.push({ path: 'grpc-status', production: a, staging: b });
   const [ma, mb] = [grpcMessages(production.body), grpcMessages(staging.body)];

@@ -140,6 +140,45 @@ export function connectionNamedHeaders(rawHeaders: readonly string[]): Set<strin
   return named;
 }
 
+/**
+ * Connection-specific fields an HTTP/2 request must not carry (RFC 9113 §8.2.2), plus `host`
+ * (HTTP/2 sends `:authority`); `te` is allowed only as `trailers` and handled by the caller.
+ */
+export const HTTP2_CONNECTION_SPECIFIC_HEADERS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'host',
+]);
+
+/** HTTP/2 raw pairs without the pseudo-header fields (`:status`, `:path`, …). */
+export function withoutPseudoHeaders(rawHeaders: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.charCodeAt(0) !== 0x3a) out.push(name, rawHeaders[i + 1] as string);
+  }
+  return out;
+}
+
+/**
+ * The fields of an HTTP/2 request as HTTP/1.1 would carry them: `:authority` becomes `host` at
+ * its place, the other pseudo-headers are left out (so rules, hooks and the Host policy treat
+ * both protocols alike).
+ */
+export function http2RequestFields(rawHeaders: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name === ':authority') out.push('host', rawHeaders[i + 1] as string);
+    else if (name.charCodeAt(0) !== 0x3a) out.push(name, rawHeaders[i + 1] as string);
+  }
+  return out;
+}
+
 export const MIRRORPLANE_ID_HEADER = 'x-mirrorplane-id';
 export const MIRRORPLANE_ATTEMPT_HEADER = 'x-mirrorplane-attempt';
 /** The copy number (1…N) of an amplified request; absent when a request is sent once. */

@@ -18,6 +18,7 @@ export * from './errors.js';
 export * from './entry.js';
 export * from './entry-cipher.js';
 export * from './headers.js';
+export * from './grpc.js';
 export * from './redaction.js';
 export * from './content-type.js';
 export * from './hashing.js';
