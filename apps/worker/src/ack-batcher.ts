@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { errorMessage, splitId, type Keys, type OrderKeys } from '@mirrorplane/core';
+import { ORDER_MEMBER_LUA, errorMessage, splitId, type Keys, type OrderKeys } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 
 export interface AckBatcherOptions {
@@ -43,14 +43,7 @@ return #ids
  * being registered: deleted, poison, dropped) so it never holds the partition back.
  * KEYS: stream, unkeyed, heads, set_1…set_k. ARGV: group, del, n, id_1…id_n, member_1…member_k.
  */
-const ACK_ORDER_SCRIPT = `
-local function sortable(id)
-  local dash = string.find(id, '-', 1, true)
-  local ms = string.sub(id, 1, dash - 1)
-  local seq = string.sub(id, dash + 1)
-  return string.rep('0', 16 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
-end
-local n = tonumber(ARGV[3])
+const ACK_ORDER_SCRIPT = `${ORDER_MEMBER_LUA}local n = tonumber(ARGV[3])
 local ids = {}
 for i = 4, 3 + n do ids[#ids + 1] = ARGV[i] end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))

@@ -12,6 +12,7 @@ import {
   type MirroredRequest,
   type OrderBy,
   type OrderKeys,
+  ORDER_MEMBER_LUA,
 } from '@mirrorplane/core';
 import type { Logger } from '@mirrorplane/runtime';
 import type { StreamReply } from './read-loop.js';
@@ -44,14 +45,7 @@ import type { StreamReply } from './read-loop.js';
  *   here. Parked entries are refreshed with the running ones, so no other worker claims them.
  */
 
-const SORTABLE = `
-local function sortable(id)
-  local dash = string.find(id, '-', 1, true)
-  local ms = string.sub(id, 1, dash - 1)
-  local seq = string.sub(id, dash + 1)
-  return string.rep('0', 16 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
-end
-`;
+const SORTABLE = ORDER_MEMBER_LUA;
 
 /** KEYS: stream, unkeyed. ARGV: group, consumer, count. The XREADGROUP reply, each entry recorded as unkeyed. */
 const READ_SCRIPT = `${SORTABLE}

@@ -74,6 +74,16 @@ export function orderKeyDigest(key: string, digest?: (text: string) => string): 
   return digest ? digest(`order\n${key}`) : createHash('sha256').update(`order\n${key}`).digest('base64url').slice(0, 22);
 }
 
+/** `orderMember` in Lua, as the function `sortable(id)`, for the scripts that keep ordering sets. */
+export const ORDER_MEMBER_LUA = `
+local function sortable(id)
+  local dash = string.find(id, '-', 1, true)
+  local ms = string.sub(id, 1, dash - 1)
+  local seq = string.sub(id, dash + 1)
+  return string.rep('0', 16 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
+end
+`;
+
 /**
  * A stream id (`<ms>-<seq>`) as a string that sorts as the ids do: both parts zero-padded
  * (`0001764151200000-00000000000000000003`). Sorted sets of these, all at score 0, are in
