@@ -1,11 +1,21 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { Socket, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, TestCerts, freePort, requestHead, sendRaw, sendRawTls, waitFor } from '../helpers/index.js';
+import {
+  MirrorplaneProcess,
+  Stack,
+  TestCerts,
+  freePort,
+  requestHead,
+  sendRaw,
+  sendRawTls,
+  waitFor,
+  startTlsIngress,
+  type TlsIngress,
+} from '../helpers/index.js';
 
 /**
  * Issue #20, the life of TLS connections: reloads through a Kubernetes-style symlink swap and
@@ -13,127 +23,17 @@ import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, TestCerts, fre
  * TLS on the clear port (handshake timeouts: tls-handshake-timeouts.test.ts).
  */
 
-const ALLOWED = 'spiffe://mirrorplane.test/mirror';
+let tls: TlsIngress;
 let certs: TestCerts;
-let redis: RedisServer;
-let staging: RecordingServer;
 let stack: Stack;
-let adminPort: number;
-/** Extra certificates made by this file, in certs.dir. */
-const extra: Record<string, { cert: string; key: string }> = {};
-
-function openssl(args: string[], cwd: string): void {
-  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/**
- * A certificate signed by `ca` (`openssl ca`, so dates can be in the past or the future):
- * `ext` are the extension lines, `alt` the [alt] section lines.
- */
-function sign(
-  name: string,
-  ca: { cert: string; key: string },
-  subject: string,
-  ext: string[],
-  alt: string[] = [],
-  opts: { start?: string; end?: string; keyArgs?: string[] } = {},
-): { cert: string; key: string } {
-  const dir = certs.dir;
-  const key = join(dir, `atk-${name}.key`);
-  const csr = join(dir, `atk-${name}.csr`);
-  const cert = join(dir, `atk-${name}.pem`);
-  openssl(
-    [
-      'req',
-      '-new',
-      '-newkey',
-      ...(opts.keyArgs ?? ['ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1']),
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      csr,
-      '-subj',
-      subject,
-    ],
-    dir,
-  );
-  const cnf = join(dir, `atk-${name}.cnf`);
-  writeFileSync(join(dir, `atk-${name}-index.txt`), '');
-  writeFileSync(join(dir, `atk-${name}-serial`), `${(4096 + Object.keys(extra).length).toString(16).padStart(4, '0')}\n`);
-  writeFileSync(
-    cnf,
-    [
-      '[ca]', 'default_ca = d', '[d]', `database = ${join(dir, `atk-${name}-index.txt`)}`, `new_certs_dir = ${dir}`,
-      `serial = ${join(dir, `atk-${name}-serial`)}`, 'default_md = sha256', 'policy = p', 'x509_extensions = e', 'unique_subject = no',
-      '[p]', 'commonName = optional', '[e]', ...ext, ...(alt.length ? ['subjectAltName = @alt', '[alt]', ...alt] : []), '',
-    ].join('\n'),
-  ); // prettier-ignore
-  openssl(
-    ['ca', '-batch', '-notext', '-config', cnf, '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', cert,
-      '-startdate', opts.start ?? '20200101000000Z', '-enddate', opts.end ?? '20991231000000Z'],
-    dir,
-  ); // prettier-ignore
-  extra[name] = { cert, key };
-  return { cert, key };
-}
-
-const caPair = () => ({ cert: certs.ca, key: join(certs.dir, 'ca.key') });
-const CLIENT = ['extendedKeyUsage = clientAuth', 'basicConstraints = CA:FALSE'];
 
 before(async () => {
-  certs = TestCerts.create();
-  const ca = caPair();
-  sign('dns-inject', ca, '/CN=workload', CLIENT, [`DNS.1 = x, URI:${ALLOWED}, DNS:y`]);
-  sign('uri-inject', ca, '/CN=workload', CLIENT, [`URI.1 = spiffe://evil/x, URI:${ALLOWED}, URI:spiffe://evil/y`]);
-  sign('cn-contains', ca, `/CN=x ${ALLOWED.replace(/\//g, '\\/')} y`, CLIENT);
-  sign('uri-prefix', ca, '/CN=workload', CLIENT, [`URI.1 = ${ALLOWED}/../admin`]);
-  sign('uri-trailing-slash', ca, '/CN=workload', CLIENT, [`URI.1 = ${ALLOWED}/`]);
-  sign('uri-case', ca, '/CN=workload', CLIENT, [`URI.1 = ${ALLOWED.toUpperCase()}`]);
-  sign('uri-suffix', ca, '/CN=workload', CLIENT, [`URI.1 = ${ALLOWED}-evil`]);
-  sign('dns-allowed', ca, '/CN=workload', CLIENT, [`DNS.1 = mirrorplane.test`, `email.1 = ${ALLOWED}`]);
-  sign('expired-client', ca, '/CN=mirror-proxy', CLIENT, [`URI.1 = ${ALLOWED}`], { start: '20200101000000Z', end: '20200102000000Z' });
-  sign('future-client', ca, '/CN=mirror-proxy', CLIENT, [`URI.1 = ${ALLOWED}`], { start: '20900101000000Z', end: '20910101000000Z' });
-  sign('server-only-eku', ca, '/CN=mirror-proxy', ['extendedKeyUsage = serverAuth', 'basicConstraints = CA:FALSE'], [`URI.1 = ${ALLOWED}`]);
-  sign('rsa1024', ca, '/CN=mirror-proxy', CLIENT, [`URI.1 = ${ALLOWED}`], { keyArgs: ['rsa:1024'] });
-  // An intermediate CA with the allowed SPIFFE ID, used itself as a client.
-  sign(
-    'intermediate',
-    ca,
-    '/CN=Intermediate',
-    ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,keyCertSign,cRLSign,digitalSignature'],
-    [`URI.1 = ${ALLOWED}`],
-  );
-  sign('via-intermediate', extra.intermediate!, '/CN=mirror-proxy', CLIENT, [`URI.1 = ${ALLOWED}`]);
-  // Self-signed, same names as the allowed client.
-  const selfKey = join(certs.dir, 'atk-self.key');
-  const selfCert = join(certs.dir, 'atk-self.pem');
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', selfKey, '-out', selfCert, '-days', '30',
-    '-subj', '/CN=mirror-proxy', '-addext', `subjectAltName=URI:${ALLOWED}`], certs.dir); // prettier-ignore
-  extra.self = { cert: selfCert, key: selfKey };
-
-  redis = await RedisServer.start();
-  staging = await RecordingServer.start();
-  adminPort = await freePort();
-  stack = await Stack.start({
-    redis,
-    stagingUrl: staging.url,
-    workers: 1,
-    ingressEnv: {
-      INGRESS_TLS_CERT: certs.server.cert,
-      INGRESS_TLS_KEY: certs.server.key,
-      INGRESS_TLS_CA: certs.ca,
-      INGRESS_TLS_ALLOW: ALLOWED,
-      ADMIN_PORT: String(adminPort),
-    },
-  });
+  tls = await startTlsIngress();
+  ({ certs, stack } = tls);
 });
 
 after(async () => {
-  await stack?.close();
-  await staging?.close();
-  await redis?.close();
-  certs?.remove();
+  await tls?.close();
 });
 
 test('Kubernetes-style ..data symlink swap, a deleted pair, a half-written cert: the old pair keeps serving, errors logged coded, the new one served', async () => {

@@ -13,3 +13,4 @@ export * from './tls-http.js';
 export * from './pool.js';
 export * from './intake-corpus.js';
 export * from './redis-cluster.js';
+export * from './tls-ingress.js';
