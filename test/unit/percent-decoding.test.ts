@@ -73,6 +73,10 @@ test('escaped byte strings: valid UTF-8 decodes to its text, each byte outside v
       const buffer = Buffer.from(bytes);
       if (Buffer.from(buffer.toString('utf8'), 'utf8').equals(buffer)) assert.equal(got, buffer.toString('utf8'));
       // Whatever passed through unchanged re-reads as the same bytes: nothing is lost or invented.
+      // The check marks kept escapes as U+E000+byte and reads `%XX` in the output as a kept escape,
+      // so it cannot tell them from decoded text that is itself U+E000–U+E0FF (EE 80..83 xx) or a
+      // decoded `%` (0x25): for those inputs only the first assertion applies.
+      if (bytes.includes(0x25) || /\xEE[\x80-\x83]/.test(Buffer.from(bytes).toString('latin1'))) return;
       const back = Buffer.from(
         got.replace(/%([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(0xe000 + parseInt(h, 16))),
         'utf8',
