@@ -12,7 +12,14 @@ import {
   type Config,
   type HttpProtocol,
 } from '@mirrorplane/core';
+import { ExpiryQueue, type Expiring } from '@mirrorplane/runtime';
 import type { ParsedRequest } from './http1-parser.js';
+
+/** Called once per append: null when Redis has the entry, else the reason it has not (Redis's error, or a timeout). */
+export type AppendDone = (error: Error | null) => void;
+
+/** ioredis's message for a command past `commandTimeout`, kept for appends timed out here (the ingress classifies by it). */
+export const APPEND_TIMED_OUT = 'Command timed out';
 
 /** The header carrying INGRESS_TOKEN; removed before the entry is stored. */
 export const INGRESS_TOKEN_HEADER = MIRRORPLANE_TOKEN_HEADER;
@@ -44,6 +51,8 @@ export class EntryAppender {
   readonly #cipher: EntryCipher | null;
   readonly #stripToken: boolean;
   readonly #maxHeaderBytes: number;
+  /** Append deadlines (APPEND_TIMEOUT_MS), one timer for all; null without a timeout. */
+  readonly #deadlines: ExpiryQueue<EncodedXadd> | null;
   #maxBulk = DEFAULT_MAX_BULK_BYTES;
   /** Bodies up to this size make entries Redis surely takes (one comparison per append); larger ones are measured. */
   #checkAbove = 0;
@@ -62,6 +71,7 @@ export class EntryAppender {
     this.#cipher = EntryCipher.fromSpec(config.dataKey);
     this.#stripToken = config.ingressToken !== null;
     this.#maxHeaderBytes = config.maxHeaderBytes;
+    this.#deadlines = process.env.NOQ ? null : config.appendTimeoutMs > 0 ? new ExpiryQueue(config.appendTimeoutMs) : null;
     this.setRedisLimits(DEFAULT_MAX_BULK_BYTES);
   }
 
@@ -90,14 +100,17 @@ export class EntryAppender {
   }
 
   /**
-   * Resolves with the entry id once Redis accepted the entry; rejects with Redis's error.
-   * Returns null, sending nothing, for an entry over what Redis takes (see `setRedisLimits`).
+   * Sends the entry; `done` is called once: with null when Redis has it, with Redis's error, or
+   * with `Error(APPEND_TIMED_OUT)` after APPEND_TIMEOUT_MS (a reply after that is ignored).
+   * Returns false, sending nothing and never calling `done`, for an entry over what Redis takes
+   * (see `setRedisLimits`).
    */
   append(
     request: Pick<ParsedRequest, 'method' | 'target' | 'rawHeaders' | 'body' | 'trailers'>,
     clientAddress: string | undefined,
+    done: AppendDone,
     protocol?: HttpProtocol,
-  ): Promise<string | null> | null {
+  ): boolean {
     const raw = request.rawHeaders;
     const stream = this.#partitionOf === null ? (this.#streams[0] as string) : (this.#streams[this.#partitionOf(partitionHeaders(raw, protocol))] as string);
     const args = pushEntryFields(
@@ -113,11 +126,20 @@ export class EntryAppender {
       protocol,
     );
     const fields = this.#cipher === null ? args : [stream, '*', ...this.#cipher.sealFields(args.slice(2))];
-    if (request.body.length > this.#checkAbove && !this.#fits(fields)) return null;
+    if (request.body.length > this.#checkAbove && !this.#fits(fields)) return false;
     this.#batchWrites();
-    const command = new EncodedXadd(fields);
+    const command = new EncodedXadd(fields, done);
+    if (this.#deadlines !== null) {
+      command.at = this.#deadlines.deadlineAt();
+      this.#deadlines.add(command);
+    }
     void this.#redis.sendCommand(command);
-    return command.promise as Promise<string | null>;
+    return true;
+  }
+
+  /** Stops the deadline timer (appends still pending are answered by Redis or its disconnect). */
+  close(): void {
+    this.#deadlines?.close();
   }
 
   /**
@@ -140,17 +162,44 @@ export class EntryAppender {
  * One `XADD` whose RESP bytes are written in one pass into one buffer: the same bytes ioredis
  * would send for `xadd(...args)` (strings as UTF-8, Buffers as they are), without its per-argument
  * encoding (measured: about 10 µs of client CPU per XADD through `redis.xadd`, 6 µs this way,
- * batches of 32). Everything else stays ioredis's: reply matching, `commandTimeout`, the offline
- * queue and resends (which call `toWritable` again), and Cluster routing, which reads the key from
- * `args` (the stream, kept as the only argument ioredis sees).
+ * batches of 32). Everything else stays ioredis's: reply matching, the offline queue and resends
+ * (which call `toWritable` again), and Cluster routing, which reads the key from `args` (the
+ * stream, kept as the only argument ioredis sees).
+ *
+ * With `done`, the outcome goes to it, once, and the command has no timer of its own: its
+ * deadline (`at`, `expire`) is served by the appender's `ExpiryQueue`, in place of the
+ * `setTimeout` per command that ioredis's `commandTimeout` arms and clears. Without `done`,
+ * `promise` settles with the entry id as for any ioredis command.
  */
-export class EncodedXadd extends Command {
+export class EncodedXadd extends Command implements Expiring {
   readonly #args: readonly (string | Buffer)[];
+  readonly #done: AppendDone | null;
+  /** When the append gives up (`performance.now()` ms); Infinity until the appender sets it. */
+  at = Infinity;
+  finished = false;
 
   /** `args`: the stream, the id (`*`), then field/value pairs, as `redis.xadd` takes them. */
-  constructor(args: readonly (string | Buffer)[]) {
+  constructor(args: readonly (string | Buffer)[], done?: AppendDone) {
     super('xadd', [args[0] as string | Buffer], { replyEncoding: 'utf8' });
     this.#args = args;
+    this.#done = done ?? null;
+    if (done !== undefined) (this.promise as Promise<unknown>).then(() => this.#finish(null), (e: Error) => this.#finish(e));
+  }
+
+  #finish(error: Error | null): void {
+    if (this.finished) return;
+    this.finished = true;
+    (this.#done as AppendDone)(error);
+  }
+
+  /** Past the append deadline: the append fails as ioredis's `commandTimeout` fails it. */
+  expire(): void {
+    this.#finish(new Error(APPEND_TIMED_OUT));
+  }
+
+  /** ioredis arms `commandTimeout` here; with `done` the appender's queue holds the deadline. */
+  override setTimeout(ms: number): void {
+    if (this.#done === null) super.setTimeout(ms);
   }
 
   override toWritable(): Buffer {

@@ -242,38 +242,44 @@ export class Ingress {
     protocol?: HttpProtocol,
   ): void {
     const started = performance.now();
-    const appended = this.#appender.append(request, clientAddress, protocol);
-    if (appended === null) {
+    const sent = this.#appender.append(
+      request,
+      clientAddress,
+      (error) => (error === null ? this.#stored(request.body.length, started, answer) : this.#notStored(error, answer)),
+      protocol,
+    );
+    if (!sent) {
       // Redis would refuse the entry by closing the connection every append shares: refused
       // here, on its own (MAX_BODY_BYTES above the Redis server's proto-max-bulk-len).
       this.#metrics.dropped.over_redis_limit.inc();
       answer(413, 'over_redis_limit');
       this.#logOverLimit(request.body.length);
       this.#release();
-      return;
     }
-    appended.then(
-      () => {
-        if (this.#config.maxBacklog > 0 && this.#backlog + ++this.#appendedSinceCheck >= this.#config.maxBacklog) this.#shedding = true;
-        this.#metrics.appendSeconds.observe((performance.now() - started) / 1000);
-        this.#metrics.accepted.inc();
-        this.#metrics.acceptedBytes.inc(request.body.length);
-        // While shutting down, each connection closes after its answer.
-        if (this.#closing) this.#server.draining = true;
-        answer(200);
-        this.#setFull(false);
-        this.#release();
-      },
-      (error: Error) => {
-        const reason: DropReason = /timed out/i.test(error.message) ? 'redis_timeout' : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
-        if (reason === 'redis_timeout') this.#probe.markUnresponsive('an append timed out');
-        if (isOutOfMemory(error)) this.#setFull(true);
-        this.#metrics.dropped[reason].inc();
-        answer(503, reason);
-        this.#logDropped(reason, error);
-        this.#release();
-      },
-    );
+  }
+
+  /** Redis has the entry: 200. */
+  #stored(bodyBytes: number, started: number, answer: (status: number, reason?: string) => void): void {
+    if (this.#config.maxBacklog > 0 && this.#backlog + ++this.#appendedSinceCheck >= this.#config.maxBacklog) this.#shedding = true;
+    this.#metrics.appendSeconds.observe((performance.now() - started) / 1000);
+    this.#metrics.accepted.inc();
+    this.#metrics.acceptedBytes.inc(bodyBytes);
+    // While shutting down, each connection closes after its answer.
+    if (this.#closing) this.#server.draining = true;
+    answer(200);
+    this.#setFull(false);
+    this.#release();
+  }
+
+  /** Redis refused the entry, is away, or did not answer within APPEND_TIMEOUT_MS: 503 with the reason. */
+  #notStored(error: Error, answer: (status: number, reason?: string) => void): void {
+    const reason: DropReason = /timed out/i.test(error.message) ? 'redis_timeout' : this.#redis.status !== 'ready' ? 'redis_unavailable' : 'redis_error';
+    if (reason === 'redis_timeout') this.#probe.markUnresponsive('an append timed out');
+    if (isOutOfMemory(error)) this.#setFull(true);
+    this.#metrics.dropped[reason].inc();
+    answer(503, reason);
+    this.#logDropped(reason, error);
+    this.#release();
   }
 
   #lastOverLimitLog = 0;
@@ -428,6 +434,7 @@ export class Ingress {
     this.#h2.closeAll();
     await serverClosed;
     await closeRedis(this.#redis).catch(() => undefined);
+    this.#appender.close();
     await this.#admin?.close().catch(() => undefined);
     this.#logger.info({ unfinished: this.#inFlight }, 'ingress stopped');
   }

@@ -1,58 +1,16 @@
-import { performance } from 'node:perf_hooks';
+import { ExpiryQueue } from '@mirrorplane/runtime';
+
 /**
- * Deadlines of one fixed length, kept in the order they were set, so one timer serves them
- * all. `AbortSignal.timeout` arms a timer and a weak reference per call; profiles of a busy
- * worker put it at about 5 % of the CPU, for a deadline that almost never fires.
+ * Replay deadlines of one fixed length, served by one timer (see `ExpiryQueue`). Each is its
+ * own cancellation: `AbortSignal.timeout` armed a timer and a weak reference per replay, about
+ * 5 % of a busy worker's CPU.
  */
-export class DeadlineQueue {
-  readonly #ms: number;
-  #items: Deadline[] = [];
-  #head = 0;
-  #timer: NodeJS.Timeout | null = null;
-
-  constructor(ms: number) {
-    this.#ms = ms;
-  }
-
+export class DeadlineQueue extends ExpiryQueue<Deadline> {
   /** A deadline `ms` from now; call `finish()` when the work is done in time. */
   start(): Deadline {
-    const deadline = new Deadline(performance.now() + this.#ms);
-    this.#items.push(deadline);
-    if (this.#timer === null) this.#arm(this.#ms);
+    const deadline = new Deadline(this.deadlineAt());
+    this.add(deadline);
     return deadline;
-  }
-
-  #arm(ms: number): void {
-    this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(ms)));
-    // Pending deadlines must not keep a stopping process alive.
-    this.#timer.unref();
-  }
-
-  readonly #fire = (): void => {
-    this.#timer = null;
-    const now = performance.now();
-    const items = this.#items;
-    while (this.#head < items.length) {
-      const d = items[this.#head] as Deadline;
-      if (!d.finished && d.at > now) break;
-      this.#head += 1;
-      if (!d.finished) d.expire();
-    }
-    // Deadlines are set in order, so the expired ones are a prefix: drop it now and then.
-    if (this.#head > 1024 && this.#head * 2 > items.length) {
-      this.#items = items.slice(this.#head);
-      this.#head = 0;
-    }
-    const next = this.#items[this.#head];
-    if (next !== undefined) this.#arm(next.at - now);
-  };
-
-  /** Stops the timer; unfinished deadlines never fire. */
-  close(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    this.#timer = null;
-    this.#items = [];
-    this.#head = 0;
   }
 }
 

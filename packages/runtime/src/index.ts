@@ -25,3 +25,4 @@ export * from './rate-limiter.js';
 export * from './server-tls.js';
 export * from './redis-tls.js';
 export * from './origin-tls.js';
+export * from './expiry-queue.js';
