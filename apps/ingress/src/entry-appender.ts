@@ -183,7 +183,11 @@ export class EncodedXadd extends Command implements Expiring {
     super('xadd', [args[0] as string | Buffer], { replyEncoding: 'utf8' });
     this.#args = args;
     this.#done = done ?? null;
-    if (done !== undefined) (this.promise as Promise<unknown>).then(() => this.#finish(null), (e: Error) => this.#finish(e));
+    if (done !== undefined)
+      (this.promise as Promise<unknown>).then(
+        () => this.#finish(null),
+        (e: Error) => this.#finish(e),
+      );
   }
 
   #finish(error: Error | null): void {
