@@ -10,6 +10,10 @@ import { EncodedXadd } from '../../apps/ingress/src/entry-appender.js';
 const bytesOf = (w: string | Buffer): Buffer => (typeof w === 'string' ? Buffer.from(w, 'utf8') : w);
 const arg = fc.oneof(
   fc.string({ unit: 'binary' }),
+  // Short ASCII strings take a byte-by-byte path; around its 16-character bound, and strings
+  // whose UTF-16 length is not their UTF-8 length (latin1, lone surrogates) must not.
+  fc.string({ unit: 'binary-ascii', maxLength: 20 }),
+  fc.string({ unit: fc.constantFrom('a', 'é', '\ud800', '\udc00', '€', '\u{1f600}'), maxLength: 18 }),
   fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
 );
 
