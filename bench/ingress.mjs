@@ -4,7 +4,9 @@
 // Also: a raw XADD server (bare + one ioredis XADD), the ingress in cluster mode (2
 // processes), and an offered-load sweep (fixed rates) of bare vs ingress for the plot.
 //
-//   node bench/ingress.mjs [--full] [--json] [--processes=2] [--reps=N] [--seconds=S] [--sweep=0]
+//   node bench/ingress.mjs [--full] [--json] [--processes=2] [--reps=N] [--seconds=S] [--sweep=0] [--cpu-prof=DIR]
+//
+// --cpu-prof=DIR runs the ingress under `node --cpu-prof` and leaves one profile per ingress start in DIR.
 import { randomBytes } from 'node:crypto';
 import { freePort, startCli, startRedis, startServer, stopAll } from './support/processes.mjs';
 import { runWrk } from './support/wrk.mjs';
@@ -16,20 +18,26 @@ const seconds = Number(args.extra.seconds ?? (args.full ? 10 : 5));
 const sweepSeconds = args.full ? 8 : 3;
 const connections = Number(args.extra.connections ?? 64);
 const clusterProcesses = Number(args.extra.processes ?? 2);
+const profileDir = args.extra['cpu-prof'];
 
 const redis = await startRedis();
 const admin = redis.client();
 
 async function startIngress(processes) {
   const port = await freePort();
-  const proc = await startCli('ingress', {
-    REDIS_URL: redis.url,
-    MIRRORPLANE_PREFIX: `bench-${randomBytes(3).toString('hex')}`,
-    INGRESS_HOST: '127.0.0.1',
-    INGRESS_PORT: String(port),
-    ADMIN_PORT: '0',
-    INGRESS_PROCESSES: String(processes),
-  });
+  const proc = await startCli(
+    'ingress',
+    {
+      REDIS_URL: redis.url,
+      MIRRORPLANE_PREFIX: `bench-${randomBytes(3).toString('hex')}`,
+      INGRESS_HOST: '127.0.0.1',
+      INGRESS_PORT: String(port),
+      ADMIN_PORT: '0',
+      INGRESS_PROCESSES: String(processes),
+    },
+    'ingress listening',
+    profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+  );
   return { ...proc, url: `http://127.0.0.1:${port}` };
 }
 
