@@ -169,3 +169,42 @@ test('under sustained load the ingress holds about the requests in flight, not t
     await redis.close();
   }
 });
+
+test('under sustained load from many connections (small bodies) the ingress holds about the requests in flight', async (t) => {
+  const redis = await RedisServer.start();
+  const client = redis.client();
+  const { ingress, port, stream } = await startIngress(redis, { APPEND_TIMEOUT_MS: '60000', MAX_BODY_BYTES: String(MiB) });
+  try {
+    assert.equal((await sendRaw(port, requestHead('POST', '/warm', ['Host', 'x'], 1), Buffer.from('w'))).status, 200);
+    const before = retainedBuffers();
+    const clients = 32;
+    const perClient = 80;
+    const bodyBytes = 64 * 1024;
+    let peak = 0;
+    let running = true;
+    const sampler = (async () => {
+      while (running) {
+        await new Promise((r) => setTimeout(r, 150));
+        peak = Math.max(peak, retainedBuffers() - before);
+      }
+    })();
+    const results = await Promise.all(Array.from({ length: clients }, (_, i) => keepAliveClient(port, perClient, bodyBytes, `c${i}`)));
+    running = false;
+    await sampler;
+    for (const statuses of results) assert.ok(statuses.every((s) => s === 200));
+    assert.equal(await client.xlen(stream), clients * perClient + 1);
+    // After the load, with nothing in flight.
+    const after = retainedBuffers() - before;
+    t.diagnostic(
+      `peak Buffer memory during load: ${(peak / MiB).toFixed(1)} MiB; after: ${(after / MiB).toFixed(1)} MiB; in flight at most ${clients} × ${bodyBytes / 1024} KiB`,
+    );
+    // In flight: at most `clients` requests of 256 KiB (2× for the body's copies), plus slack.
+    const bound = clients * 2 * bodyBytes + 16 * MiB;
+    assert.ok(peak < bound, `peak ${(peak / MiB).toFixed(1)} MiB over ${(bound / MiB).toFixed(1)} MiB`);
+    assert.ok(after < 8 * MiB, `after the load: ${(after / MiB).toFixed(1)} MiB held`);
+  } finally {
+    await ingress.close();
+    client.disconnect();
+    await redis.close();
+  }
+});
