@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { keysFor } from '@mirrorplane/core';
-import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
 import { metric } from '../reliability/steady-load.js';
 
 /**
@@ -189,6 +189,50 @@ test('Redis paused for longer than APPEND_TIMEOUT_MS: a request answered 503 red
     redis.signal('SIGCONT');
     for (const c of conns) c.close();
     await ingress.stop('SIGKILL');
+    await redis.close();
+  }
+});
+
+test('end to end: requests answered 503 redis_timeout during a hang are not replayed to staging after SIGCONT ("nothing refused is replayed")', async () => {
+  const appendTimeout = 1000;
+  const redis = await RedisServer.start();
+  const staging = await RecordingServer.start();
+  const adminPort = await freePort();
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { APPEND_TIMEOUT_MS: String(appendTimeout) },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
+  const conns: Conn[] = [];
+  try {
+    await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 60_000);
+    assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', '/before', ['Host', 'x', 'X-Request-ID', 'before']))).status, 200);
+    await waitFor('staging gets /before', () => staging.received.some((r) => r.url === '/before'));
+    redis.signal('SIGSTOP');
+    // Sent in the first APPEND_TIMEOUT_MS of the hang, before the ingress knows Redis is hung.
+    for (let i = 0; i < 4; i++) {
+      const c = new Conn(stack.ingressPort);
+      conns.push(c);
+      c.send('POST', `/refused-e2e/${i}`, `refused-e2e-${i}`, 'x');
+    }
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    for (const c of conns) {
+      assert.equal(c.answers[0]?.status, 503);
+      assert.match(c.answers[0]?.head ?? '', /x-mirrorplane-drop: redis_timeout/i);
+    }
+    redis.signal('SIGCONT');
+    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+    assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status, 200);
+    await waitFor('staging gets /after', () => staging.received.some((r) => r.url === '/after'), 30_000);
+    const replayed = staging.received.filter((r) => r.url.startsWith('/refused-e2e/')).map((r) => r.url);
+    assert.deepEqual(replayed, [], `answered 503 redis_timeout, yet replayed to staging: ${replayed.join(', ')}`);
+  } finally {
+    redis.signal('SIGCONT');
+    for (const c of conns) c.close();
+    await stack.close();
+    await staging.close();
     await redis.close();
   }
 });
