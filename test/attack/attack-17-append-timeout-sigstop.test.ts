@@ -236,3 +236,37 @@ test('end to end: requests answered 503 redis_timeout during a hang are not repl
     await redis.close();
   }
 });
+
+test('CLIENT PAUSE WRITE for 3 × APPEND_TIMEOUT_MS (PINGs still answered): appends answered 503 redis_timeout are not stored once the pause ends', async (t) => {
+  const timeout = 800;
+  const redis = await RedisServer.start();
+  const { ingress, port, adminPort, stream } = await startIngress(redis, { APPEND_TIMEOUT_MS: String(timeout) });
+  const admin = redis.client();
+  const conns: Conn[] = [];
+  try {
+    await admin.call('CLIENT', 'PAUSE', String(3 * timeout), 'WRITE');
+    for (let i = 0; i < 4; i++) {
+      const c = new Conn(port);
+      conns.push(c);
+      c.send('POST', `/paused/${i}`, `paused-${i}`, 'x');
+    }
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    const statuses = conns.map((c) => c.answers[0]?.status);
+    t.diagnostic(`answers during CLIENT PAUSE WRITE: ${statuses.join(',')}`);
+    assert.equal(await dropped(adminPort, 'redis_timeout'), statuses.filter((s) => s === 503).length);
+    await waitFor(
+      'the pause to end and the ingress to accept',
+      async () => (await sendRaw(port, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status === 200,
+      30_000,
+    );
+    const ids = await storedIds(redis, stream);
+    const refusedButStored = conns.filter((c, i) => c.answers[0]?.status === 503 && ids.includes(`paused-${i}`)).map((_, i) => `paused-${i}`);
+    assert.deepEqual(refusedButStored, [], `answered 503 redis_timeout, yet stored: ${refusedButStored.join(', ')}`);
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+    admin.disconnect();
+    for (const c of conns) c.close();
+    await ingress.stop('SIGKILL');
+    await redis.close();
+  }
+});
