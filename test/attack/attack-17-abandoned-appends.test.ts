@@ -1,0 +1,100 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect as h2connect } from 'node:http2';
+import { connect } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+
+/**
+ * Issue #17: an append's outcome reaches the ingress through `then` on the command's promise
+ * (an exception there would be an unhandled rejection, which exits the CLI). Clients that leave
+ * (FIN, RST, h2 RST_STREAM, session destroyed) while their appends wait on a hung Redis, then
+ * the appends time out or are answered late: the ingress keeps running and serving, and every
+ * request received is counted once (accepted or dropped by reason).
+ */
+
+async function startIngress(redis: RedisServer, env: Record<string, string>) {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const ingress = new MirrorplaneProcess(['ingress'], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: `t${randomBytes(4).toString('hex')}`,
+    INGRESS_PORT: String(port),
+    INGRESS_HOST: '127.0.0.1',
+    ADMIN_PORT: String(adminPort),
+    ...env,
+  });
+  await ingress.waitForLog('ingress listening');
+  await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 60_000);
+  return { ingress, port, adminPort };
+}
+
+async function totals(adminPort: number) {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const sum = (prefix: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(prefix))
+      .reduce((a, l) => a + Number(l.split(' ').pop()), 0);
+  return {
+    received: sum('mirrorplane_ingress_requests_received_total'),
+    accepted: sum('mirrorplane_ingress_requests_accepted_total'),
+    dropped: sum('mirrorplane_ingress_requests_dropped_total'),
+    inFlight: sum('mirrorplane_ingress_in_flight'),
+  };
+}
+
+for (const [name, resume] of [
+  ['time out', false],
+  ['are answered late (SIGCONT before the deadline)', true],
+] as const) {
+  test(`clients leave (FIN, RST, h2 RST_STREAM, h2 session destroyed) while their appends wait; the appends ${name}: the ingress lives on, every request counted once`, async () => {
+    const redis = await RedisServer.start();
+    const { ingress, port, adminPort } = await startIngress(redis, { APPEND_TIMEOUT_MS: resume ? '8000' : '1000' });
+    try {
+      redis.signal('SIGSTOP');
+      const n = 6;
+      const body = 'abandoned';
+      for (let i = 0; i < n; i++) {
+        // HTTP/1.1: FIN after the request (half close), and RST.
+        const fin = connect(port, '127.0.0.1', () => fin.end(`POST /fin/${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
+        fin.on('error', () => undefined);
+        const rst = connect(port, '127.0.0.1', () => rst.write(`POST /rst/${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
+        rst.on('error', () => undefined);
+        setTimeout(() => rst.resetAndDestroy(), 200);
+      }
+      const sessions = Array.from({ length: 2 }, () => {
+        const s = h2connect(`http://127.0.0.1:${port}`);
+        s.on('error', () => undefined);
+        return s;
+      });
+      for (let i = 0; i < n; i++) {
+        const a = sessions[0]!.request({ ':method': 'POST', ':path': `/h2rst/${i}` });
+        a.on('error', () => undefined);
+        a.end(body);
+        setTimeout(() => a.close(0x8), 200);
+        const b = sessions[1]!.request({ ':method': 'POST', ':path': `/h2gone/${i}` });
+        b.on('error', () => undefined);
+        b.end(body);
+      }
+      setTimeout(() => sessions[1]!.destroy(), 250);
+      await waitFor('the requests in flight', async () => (await totals(adminPort)).inFlight >= 3 * n, 30_000);
+      if (resume) {
+        await new Promise((r) => setTimeout(r, 800));
+        redis.signal('SIGCONT');
+      }
+      await waitFor('nothing in flight', async () => (await totals(adminPort)).inFlight === 0, 30_000);
+      redis.signal('SIGCONT');
+      await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+      assert.equal((await sendRaw(port, requestHead('GET', '/after', ['Host', 'x']))).status, 200);
+      assert.equal(ingress.child.exitCode, null, `the ingress exited\n${ingress.stderr.slice(-1500)}`);
+      assert.doesNotMatch(ingress.stdout, /unhandled rejection|uncaught exception/);
+      const t = await totals(adminPort);
+      assert.equal(t.accepted + t.dropped, t.received, `received ${t.received} = accepted ${t.accepted} + dropped ${t.dropped}`);
+    } finally {
+      redis.signal('SIGCONT');
+      await ingress.stop('SIGKILL');
+      await redis.close();
+    }
+  });
+}

@@ -1,0 +1,272 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { keysFor } from '@mirrorplane/core';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { metric } from '../reliability/steady-load.js';
+
+/**
+ * Issue #17: APPEND_TIMEOUT_MS is served by the ingress's ExpiryQueue instead of ioredis's timer.
+ * Redis is hung (SIGSTOP) shorter and longer than the deadline, then resumed (late replies).
+ * Promises: a 200 means stored; a 503 redis_timeout comes after about APPEND_TIMEOUT_MS (never
+ * much earlier, never never); nothing is answered twice; /metrics match what clients got;
+ * RELIABILITY.md §2: "nothing refused is replayed".
+ */
+
+interface Answer {
+  status: number;
+  head: string;
+  at: number;
+}
+
+/** One keep-alive connection that records every answer with the time it arrived. */
+class Conn {
+  readonly socket: Socket;
+  readonly answers: Answer[] = [];
+  #buffer = Buffer.alloc(0);
+  closed = false;
+
+  constructor(port: number) {
+    this.socket = connect(port, '127.0.0.1');
+    this.socket.on('data', (chunk: Buffer) => {
+      this.#buffer = Buffer.concat([this.#buffer, chunk]);
+      for (;;) {
+        const end = this.#buffer.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const head = this.#buffer.subarray(0, end).toString('latin1');
+        const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+        if (this.#buffer.length < end + 4 + length) return;
+        this.answers.push({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]), head, at: Date.now() });
+        this.#buffer = this.#buffer.subarray(end + 4 + length);
+      }
+    });
+    this.socket.on('error', () => undefined);
+    this.socket.on('close', () => (this.closed = true));
+  }
+
+  send(method: string, target: string, id: string, body = ''): void {
+    this.socket.write(`${method} ${target} HTTP/1.1\r\nHost: x\r\nX-Request-ID: ${id}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+async function startIngress(redis: RedisServer, env: Record<string, string>) {
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  const port = await freePort();
+  const adminPort = await freePort();
+  const ingress = new MirrorplaneProcess(['ingress'], {
+    REDIS_URL: redis.url,
+    MIRRORPLANE_PREFIX: prefix,
+    INGRESS_PORT: String(port),
+    INGRESS_HOST: '127.0.0.1',
+    ADMIN_PORT: String(adminPort),
+    ...env,
+  });
+  await ingress.waitForLog('ingress listening');
+  await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
+  return { ingress, port, adminPort, stream: keysFor(prefix).stream };
+}
+
+const dropped = (adminPort: number, reason: string) => metric(adminPort, `mirrorplane_ingress_requests_dropped_total{reason="${reason}"}`);
+const accepted = (adminPort: number) => metric(adminPort, 'mirrorplane_ingress_requests_accepted_total');
+
+/** X-Request-IDs of the entries in the stream (XRANGE with Buffers). */
+async function storedIds(redis: RedisServer, stream: string): Promise<string[]> {
+  const client = redis.client();
+  try {
+    const entries = await client.xrangeBuffer(stream, '-', '+');
+    const ids: string[] = [];
+    for (const [, fields] of entries) {
+      for (let i = 0; i < fields.length; i += 2) if (fields[i]?.toString() === 'r') ids.push((fields[i + 1] as Buffer).toString('latin1'));
+    }
+    return ids;
+  } finally {
+    client.disconnect();
+  }
+}
+
+test('Redis paused for less than APPEND_TIMEOUT_MS: the requests waiting get 200 once each, stored once, counted once', async () => {
+  const redis = await RedisServer.start();
+  const { ingress, port, adminPort, stream } = await startIngress(redis, { APPEND_TIMEOUT_MS: '5000' });
+  const conns: Conn[] = [];
+  try {
+    const before = await accepted(adminPort);
+    redis.signal('SIGSTOP');
+    const n = 12;
+    for (let i = 0; i < n; i++) {
+      const c = new Conn(port);
+      conns.push(c);
+      c.send('POST', `/short-pause/${i}`, `short-${i}`, `body-${i}`);
+    }
+    // Well under the deadline (also the PING probe's): the hang is a hiccup.
+    await new Promise((r) => setTimeout(r, 1200));
+    redis.signal('SIGCONT');
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    // A late answer would come right after the first; give it a moment, then count.
+    await waitFor('the counters', async () => (await accepted(adminPort)) - before >= n, 10_000);
+    for (const c of conns) {
+      assert.equal(c.answers.length, 1, 'one answer per request');
+      assert.equal(c.answers[0]?.status, 200);
+    }
+    assert.equal((await accepted(adminPort)) - before, n);
+    assert.equal(await dropped(adminPort, 'redis_timeout'), 0);
+    const ids = await storedIds(redis, stream);
+    for (let i = 0; i < n; i++) assert.equal(ids.filter((x) => x === `short-${i}`).length, 1, `short-${i} stored once: ${ids.join(',')}`);
+  } finally {
+    redis.signal('SIGCONT');
+    for (const c of conns) c.close();
+    await ingress.stop('SIGKILL');
+    await redis.close();
+  }
+});
+
+test('Redis paused for longer than APPEND_TIMEOUT_MS: 503 redis_timeout after about the deadline, once per request, counted as answered', async (t) => {
+  const timeout = 1500;
+  const redis = await RedisServer.start();
+  const { ingress, port, adminPort } = await startIngress(redis, { APPEND_TIMEOUT_MS: String(timeout) });
+  const conns: Conn[] = [];
+  try {
+    const acceptedBefore = await accepted(adminPort);
+    redis.signal('SIGSTOP');
+    const sentAt = Date.now();
+    const n = 10;
+    for (let i = 0; i < n; i++) {
+      const c = new Conn(port);
+      conns.push(c);
+      c.send('POST', `/long-pause/${i}`, `long-${i}`, `body-${i}`);
+    }
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    const waited = conns.map((c) => (c.answers[0] as Answer).at - sentAt);
+    t.diagnostic(`503s after ${Math.min(...waited)}–${Math.max(...waited)} ms (deadline ${timeout} ms)`);
+    for (const c of conns) {
+      assert.equal(c.answers[0]?.status, 503);
+      assert.match(c.answers[0]?.head ?? '', /x-mirrorplane-drop: redis_timeout/i);
+    }
+    // Never much earlier than the deadline (a connect and a parse are a few ms; 100 ms of slack).
+    assert.ok(Math.min(...waited) >= timeout - 100, `a 503 came after ${Math.min(...waited)} ms`);
+    assert.ok(Math.max(...waited) <= timeout + 3000, `a 503 came after ${Math.max(...waited)} ms`);
+    // Resume: the late replies must not answer anyone again or count as accepted.
+    redis.signal('SIGCONT');
+    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+    assert.equal((await sendRaw(port, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status, 200);
+    for (const c of conns) assert.equal(c.answers.length, 1, 'answered once');
+    assert.equal((await accepted(adminPort)) - acceptedBefore, 1, 'only /after was accepted');
+    assert.equal(await dropped(adminPort, 'redis_timeout'), n, 'each 503 counted once as redis_timeout');
+  } finally {
+    redis.signal('SIGCONT');
+    for (const c of conns) c.close();
+    await ingress.stop('SIGKILL');
+    await redis.close();
+  }
+});
+
+test('Redis paused for longer than APPEND_TIMEOUT_MS: a request answered 503 redis_timeout is not in the stream after SIGCONT ("nothing refused is replayed")', async () => {
+  const timeout = 1000;
+  const redis = await RedisServer.start();
+  const { ingress, port, adminPort, stream } = await startIngress(redis, { APPEND_TIMEOUT_MS: String(timeout) });
+  const conns: Conn[] = [];
+  try {
+    redis.signal('SIGSTOP');
+    for (let i = 0; i < 5; i++) {
+      const c = new Conn(port);
+      conns.push(c);
+      c.send('POST', `/refused/${i}`, `refused-${i}`, 'x');
+    }
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    for (const c of conns) assert.equal(c.answers[0]?.status, 503);
+    redis.signal('SIGCONT');
+    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+    assert.equal((await sendRaw(port, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status, 200);
+    const ids = await storedIds(redis, stream);
+    assert.ok(ids.includes('after'));
+    const refusedButStored = ids.filter((x) => x.startsWith('refused-'));
+    assert.deepEqual(refusedButStored, [], `answered 503 redis_timeout, yet stored (a worker would replay them): ${refusedButStored.join(', ')}`);
+  } finally {
+    redis.signal('SIGCONT');
+    for (const c of conns) c.close();
+    await ingress.stop('SIGKILL');
+    await redis.close();
+  }
+});
+
+test('end to end: requests answered 503 redis_timeout during a hang are not replayed to staging after SIGCONT ("nothing refused is replayed")', async () => {
+  const appendTimeout = 1000;
+  const redis = await RedisServer.start();
+  const staging = await RecordingServer.start();
+  const adminPort = await freePort();
+  const stack = await Stack.start({
+    redis,
+    stagingUrl: staging.url,
+    workers: 1,
+    env: { APPEND_TIMEOUT_MS: String(appendTimeout) },
+    ingressEnv: { ADMIN_PORT: String(adminPort) },
+  });
+  const conns: Conn[] = [];
+  try {
+    await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 60_000);
+    assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', '/before', ['Host', 'x', 'X-Request-ID', 'before']))).status, 200);
+    await waitFor('staging gets /before', () => staging.received.some((r) => r.url === '/before'));
+    redis.signal('SIGSTOP');
+    // Sent in the first APPEND_TIMEOUT_MS of the hang, before the ingress knows Redis is hung.
+    for (let i = 0; i < 4; i++) {
+      const c = new Conn(stack.ingressPort);
+      conns.push(c);
+      c.send('POST', `/refused-e2e/${i}`, `refused-e2e-${i}`, 'x');
+    }
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    for (const c of conns) {
+      assert.equal(c.answers[0]?.status, 503);
+      assert.match(c.answers[0]?.head ?? '', /x-mirrorplane-drop: redis_timeout/i);
+    }
+    redis.signal('SIGCONT');
+    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+    assert.equal((await sendRaw(stack.ingressPort, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status, 200);
+    await waitFor('staging gets /after', () => staging.received.some((r) => r.url === '/after'), 30_000);
+    const replayed = staging.received.filter((r) => r.url.startsWith('/refused-e2e/')).map((r) => r.url);
+    assert.deepEqual(replayed, [], `answered 503 redis_timeout, yet replayed to staging: ${replayed.join(', ')}`);
+  } finally {
+    redis.signal('SIGCONT');
+    for (const c of conns) c.close();
+    await stack.close();
+    await staging.close();
+    await redis.close();
+  }
+});
+
+test('CLIENT PAUSE WRITE for 3 × APPEND_TIMEOUT_MS (PINGs still answered): appends answered 503 redis_timeout are not stored once the pause ends', async (t) => {
+  const timeout = 800;
+  const redis = await RedisServer.start();
+  const { ingress, port, adminPort, stream } = await startIngress(redis, { APPEND_TIMEOUT_MS: String(timeout) });
+  const admin = redis.client();
+  const conns: Conn[] = [];
+  try {
+    await admin.call('CLIENT', 'PAUSE', String(3 * timeout), 'WRITE');
+    for (let i = 0; i < 4; i++) {
+      const c = new Conn(port);
+      conns.push(c);
+      c.send('POST', `/paused/${i}`, `paused-${i}`, 'x');
+    }
+    await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
+    const statuses = conns.map((c) => c.answers[0]?.status);
+    t.diagnostic(`answers during CLIENT PAUSE WRITE: ${statuses.join(',')}`);
+    assert.equal(await dropped(adminPort, 'redis_timeout'), statuses.filter((s) => s === 503).length);
+    await waitFor(
+      'the pause to end and the ingress to accept',
+      async () => (await sendRaw(port, requestHead('GET', '/after', ['Host', 'x', 'X-Request-ID', 'after']))).status === 200,
+      30_000,
+    );
+    const ids = await storedIds(redis, stream);
+    const refusedButStored = conns.filter((c, i) => c.answers[0]?.status === 503 && ids.includes(`paused-${i}`)).map((_, i) => `paused-${i}`);
+    assert.deepEqual(refusedButStored, [], `answered 503 redis_timeout, yet stored: ${refusedButStored.join(', ')}`);
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+    admin.disconnect();
+    for (const c of conns) c.close();
+    await ingress.stop('SIGKILL');
+    await redis.close();
+  }
+});
