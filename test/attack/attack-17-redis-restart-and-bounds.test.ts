@@ -37,8 +37,12 @@ function load(port: number, clients: number, tag: string, bodyBytes = 4) {
   const loops = Array.from({ length: clients }, async (_, c) => {
     for (let i = 0; running; i++) {
       const id = `${tag}-${c}-${i}`;
-      const r = await sendRaw(port, requestHead('POST', `/${tag}/${c}/${i}`, ['Host', 'x', 'X-Request-ID', id], bodyBytes), body).catch(() => null);
-      outcomes.set(id, { status: r?.status ?? 0, reason: /x-mirrorplane-drop: (\S+)/i.exec(r?.head ?? '')?.[1] ?? null });
+      let failure: string | null = null;
+      const r = await sendRaw(port, requestHead('POST', `/${tag}/${c}/${i}`, ['Host', 'x', 'X-Request-ID', id], bodyBytes), body).catch((e: Error) => {
+        failure = e.message;
+        return null;
+      });
+      outcomes.set(id, { status: r?.status ?? 0, reason: /x-mirrorplane-drop: (\S+)/i.exec(r?.head ?? '')?.[1] ?? failure });
     }
   });
   return {
@@ -110,7 +114,7 @@ test('Redis (AOF, appendfsync always) killed and restarted mid-load: every 200 s
     for (const [id, o] of l.outcomes) {
       if (o.status === 200) assert.equal(after.get(id), 1, `${id} answered 200, stored ${after.get(id) ?? 0} times`);
       else assert.ok((after.get(id) ?? 0) <= 1, `${id} stored ${after.get(id)} times`);
-      assert.notEqual(o.status, 0, `${id} got no answer`);
+      assert.notEqual(o.status, 0, `${id} got no answer: ${o.reason}`);
     }
     await countersMatch(adminPort, l.outcomes, 0, {});
   } finally {
@@ -153,7 +157,7 @@ test('APPEND_TIMEOUT_MS=10 (its minimum) on a healthy Redis under load: one answ
       `${statuses.length} requests: ${statuses.filter((s) => s.status === 200).length} × 200, ${statuses.filter((s) => s.status === 503).length} × 503 (${refusedStored} of them stored anyway)`,
     );
     for (const [id, o] of l.outcomes) {
-      assert.notEqual(o.status, 0, `${id} got no answer`);
+      assert.notEqual(o.status, 0, `${id} got no answer: ${o.reason}`);
       if (o.status === 200) assert.equal(stored.get(id), 1, `${id}: 200 but stored ${stored.get(id) ?? 0} times`);
     }
     await countersMatch(adminPort, l.outcomes, 0, {});

@@ -136,7 +136,17 @@ export class EntryAppender {
     // `then` on the command's promise, not a callback kept on the command: measured, a command
     // holding `done` (and through it the request and its connection) made the heap grow and
     // each scavenge take 6 ms instead of 1–2 under load.
-    (command.promise as Promise<unknown>).then(() => done(null), done);
+    const deadlines = this.#deadlines;
+    (command.promise as Promise<unknown>).then(
+      () => {
+        deadlines?.prune();
+        done(null);
+      },
+      (error: Error) => {
+        deadlines?.prune();
+        done(error);
+      },
+    );
     void this.#redis.sendCommand(command);
     return true;
   }
@@ -176,24 +186,32 @@ export class EntryAppender {
  * that ioredis arms and clears; with `at` left Infinity, ioredis's own timer applies.
  */
 export class EncodedXadd extends Command implements Expiring {
-  readonly #args: readonly (string | Buffer)[];
+  #args: readonly (string | Buffer)[];
   /** When the append gives up (`performance.now()` ms); Infinity: ioredis's `commandTimeout` applies. */
   at = Infinity;
   /** Set once the promise settled (or the deadline passed). */
   finished = false;
+  #expired = false;
 
   /** `args`: the stream, the id (`*`), then field/value pairs, as `redis.xadd` takes them. */
   constructor(args: readonly (string | Buffer)[]) {
     super('xadd', [args[0] as string | Buffer], { replyEncoding: 'utf8' });
     this.#args = args;
+    const stream = args[0] as string | Buffer;
     const settled = (): void => {
       this.finished = true;
+      // Redis answered (or ioredis gave the command up for good): it is never written again, so
+      // the body is not kept alive for as long as something still refers to the command (its
+      // deadline's queue, a promise reaction). A command that expired here may still be resent
+      // by ioredis after a reconnect: it keeps its arguments.
+      if (!this.#expired) this.#args = [stream];
     };
     (this.promise as Promise<unknown>).then(settled, settled);
   }
 
   /** Past `at`: fails as ioredis's `commandTimeout` does (a reply after that is ignored). */
   expire(): void {
+    this.#expired = true;
     this.finished = true;
     this.reject(new Error(APPEND_TIMED_OUT));
   }

@@ -79,7 +79,7 @@ export class Ingress {
     this.#redis = createRedis(config, 'append', logger);
     // A Redis that has not answered a PING for APPEND_TIMEOUT_MS is as good as down: the same
     // deadline an append has.
-    this.#probe = new RedisProbe(this.#redis, config.appendTimeoutMs, logger);
+    this.#probe = new RedisProbe(this.#redis, config.appendTimeoutMs, logger, this.#streams);
     this.#token = config.ingressToken === null ? null : secretMatcher(config.ingressToken);
     this.#metrics = new IngressMetrics(() => this.#inFlight);
     // Read now: a missing or unusable file fails the start with the setting's name.

@@ -299,7 +299,7 @@ export const SETTINGS = {
     env: 'APPEND_TIMEOUT_MS',
     schema: integer(10, 60_000),
     default: 2000,
-    doc: 'time Redis has to accept an append before the ingress answers 503; a PING unanswered this long makes the ingress not ready',
+    doc: 'time Redis has to accept an append before the ingress answers 503 (the entry may still be stored if Redis resumes); a readiness probe unanswered this long makes the ingress not ready',
   },
   headersTimeoutMs: {
     env: 'HEADERS_TIMEOUT_MS',

@@ -41,7 +41,7 @@ export class ExpiryQueue<T extends Expiring> {
 
   /** Watches `item` until it finishes or its `at` passes. */
   add(item: T): void {
-    this.#prune();
+    this.prune();
     this.#items.push(item);
     if (this.#timer === null) this.#arm(item.at - performance.now());
   }
@@ -52,14 +52,16 @@ export class ExpiryQueue<T extends Expiring> {
   }
 
   /**
-   * Drops the finished items at the head. Work mostly finishes in the order it started (an
+   * Drops the finished items at the head (called on each `add`, each timer run, and by the owner
+   * when an item finishes, so the last ones do not wait for the next). Work mostly finishes in the order it started (an
    * append's replies come in order on its connection), so the queue holds about what is in
    * flight, not every item of the last `ms` (which would keep each one, and all it refers to,
    * alive until the timer fires).
    */
-  #prune(): void {
+  prune(): void {
     const items = this.#items;
-    while (this.#head < items.length && (items[this.#head] as T).finished) this.#head += 1;
+    // Each slot passed is emptied at once: an item left in the array stays alive with all it refers to.
+    while (this.#head < items.length && (items[this.#head] as T).finished) items[this.#head++] = undefined as unknown as T;
     if (this.#head === items.length) {
       items.length = 0;
       this.#head = 0;
@@ -76,10 +78,10 @@ export class ExpiryQueue<T extends Expiring> {
     while (this.#head < items.length) {
       const item = items[this.#head] as T;
       if (!item.finished && item.at > now) break;
-      this.#head += 1;
+      items[this.#head++] = undefined as unknown as T;
       if (!item.finished) item.expire();
     }
-    this.#prune();
+    this.prune();
     const next = this.#items[this.#head];
     if (next !== undefined) this.#arm(next.at - now);
   };

@@ -14,6 +14,11 @@ export const PROBE_INTERVAL_MS = 250;
  * `deadlineMs + PROBE_INTERVAL_MS`, and a recovered one within `PROBE_INTERVAL_MS` plus a
  * round trip.
  *
+ * On a Redis Cluster a `PING` goes to any node: a paused node that holds none of the
+ * deployment's keys would make it unresponsive. Give `keys` (the deployment's streams, one per
+ * partition): the probe then sends `EXISTS` of each, which the Cluster client routes to the
+ * nodes that hold them (on a single Redis it answers as a `PING` does).
+ *
  * `markUnresponsive()` lets the caller report evidence of its own (a command that timed out),
  * so the verdict turns at once; only a `PING` turns it back.
  */
@@ -26,8 +31,12 @@ export class RedisProbe {
   #sentAt: number | null = null;
   #timer: NodeJS.Timeout | null = null;
 
-  constructor(redis: RedisClient, deadlineMs: number, logger: Logger) {
+  /** Keys whose nodes are probed (EXISTS); empty: PING. */
+  readonly #keys: readonly string[];
+
+  constructor(redis: RedisClient, deadlineMs: number, logger: Logger, keys: readonly string[] = []) {
     this.#redis = redis;
+    this.#keys = keys;
     this.#deadlineMs = deadlineMs;
     this.#logger = logger;
   }
@@ -54,20 +63,20 @@ export class RedisProbe {
   #tick(): void {
     const now = performance.now();
     if (this.#sentAt !== null) {
-      if (now - this.#sentAt > this.#deadlineMs) this.#set(false, `no answer to PING within ${this.#deadlineMs} ms`);
+      if (now - this.#sentAt > this.#deadlineMs) this.#set(false, `no answer to the probe within ${this.#deadlineMs} ms`);
       return;
     }
     // A closed connection is already not ready by its status; the probe is about open ones.
     if (this.#redis.status !== 'ready') return;
     this.#sentAt = now;
-    this.#redis.ping().then(
+    (this.#keys.length === 0 ? this.#redis.ping() : Promise.all(this.#keys.map((key) => this.#redis.exists(key)))).then(
       () => {
         this.#sentAt = null;
-        this.#set(true, 'PING answered');
+        this.#set(true, 'probe answered');
       },
       (error: Error) => {
         // The connection's own command timeout may fire before a tick sees the deadline pass.
-        if (/timed out/i.test(error.message)) this.#set(false, `no answer to PING within ${this.#deadlineMs} ms`);
+        if (/timed out/i.test(error.message)) this.#set(false, `no answer to the probe within ${this.#deadlineMs} ms`);
         // Otherwise the connection dropped (its status says so): the next tick decides.
         this.#sentAt = null;
       },
