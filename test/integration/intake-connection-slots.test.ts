@@ -194,3 +194,46 @@ test('every way a connection is done × every leftover (partial request, trickle
     for (const s of sockets) s.destroy();
   }
 });
+
+/** Sends `head` and `bodyBytes` of body at once, reads the answer, closes (as a proxy that got its answer does). */
+function refusedWithBody(head: string, bodyBytes: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ port: stack.ingressPort, host: '127.0.0.1' });
+    let answer = '';
+    socket.on('data', (d: Buffer) => {
+      answer += d.toString('latin1');
+      // The whole answer (its head ends the refusals' short bodies): done with the connection.
+      if (/\r\n\r\n[\s\S]*\n$/.test(answer)) socket.destroy();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(answer));
+    socket.on('connect', () => socket.write(Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(bodyBytes, 'b')])));
+  });
+}
+
+test('a storm of requests refused at their head with their bodies still coming, many times MAX_CONNECTIONS: every one gets its answer (a refused connection reads on until the FIN, so its slot comes free when the client closes, not LINGER_MS later)', async () => {
+  // Refused before the body is read, each kind: over MAX_BODY_BYTES, a field name that is not a
+  // token, an unknown transfer coding. Before, each such connection stopped reading, never saw
+  // the client's FIN and held its slot for LINGER_MS: the next ones were closed with no answer.
+  const kinds: [string, RegExp][] = [
+    [`POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: ${100 * 1024 * 1024}\r\n\r\n`, /^HTTP\/1\.1 413 /],
+    ['POST /bad HTTP/1.1\r\nHost: x\r\nBad Name: y\r\nContent-Length: 32768\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n', /^HTTP\/1\.1 (400|501) /],
+  ];
+  const clients = 8;
+  const perClient = 6 * Math.ceil(MAX_CONNECTIONS / clients) * kinds.length;
+  const misses: string[] = [];
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = 0; i < perClient; i++) {
+        const [head, expected] = kinds[(c + i) % kinds.length] as [string, RegExp];
+        const answer = await refusedWithBody(head, 256 * 1024);
+        if (!expected.test(answer)) misses.push(`client ${c} request ${i}: ${JSON.stringify(answer.slice(0, 60))}`);
+      }
+    }),
+  );
+  assert.deepEqual(misses.slice(0, 10), [], `${misses.length} of ${clients * perClient} refusals got no (or another) answer`);
+  // Far less than LINGER_MS per slot-full of connections.
+  assert.ok(Date.now() - started < SLOT_BOUND_MS * 3, `took ${Date.now() - started} ms`);
+});

@@ -21,6 +21,13 @@ const H2_PREFACE_FIRST = 0x50; // 'P'
  * is destroyed, whatever the peer still sends or does not read.
  */
 export const LINGER_MS = 5000;
+/**
+ * Bytes a finished connection reads and drops while it lingers (RFC 9112 §9.6: a server that
+ * closes should keep reading, so that the peer's FIN is seen and its data does not turn the
+ * close into a reset that can destroy the answer before the peer reads it). Past this the
+ * socket is destroyed at once.
+ */
+export const LINGER_MAX_BYTES = 1024 * 1024;
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   401: 'Unauthorized',
@@ -168,6 +175,8 @@ class IntakeConnection {
   #deadline = 0;
   #ended = false;
   #closed = false;
+  /** Bytes dropped since the connection finished. */
+  #discarded = 0;
   /**
    * The first bytes of a connection while they may still be the HTTP/2 preface; null once the
    * connection is known to be HTTP/1.1 (one comparison per chunk after that).
@@ -190,8 +199,13 @@ class IntakeConnection {
     });
     this.#listeners = {
       data: (chunk: Buffer) => {
-        // After a refusal nothing more is read (see #refuse); bytes already in flight are dropped.
-        if (this.#closed) return;
+        // A finished connection (answered with close, refused) reads on and drops what comes,
+        // up to LINGER_MAX_BYTES, until the peer's FIN (see #finish).
+        if (this.#closed) {
+          this.#discarded += chunk.length;
+          if (this.#discarded > LINGER_MAX_BYTES) socket.destroy();
+          return;
+        }
         if (this.#sniffed !== null) {
           const bytes = this.#sniff(chunk);
           if (bytes === null) return;
@@ -369,16 +383,22 @@ class IntakeConnection {
   }
 
   /**
-   * The one way a connection the ingress is done with ends: reading stops, `last` (if any) is
-   * written with a FIN, and the socket is destroyed once the peer closed too or after LINGER_MS,
-   * whatever the peer still sends or does not read (it holds a MAX_CONNECTIONS slot until then).
+   * The one way a connection the ingress is done with ends: `last` (if any) is written with a
+   * FIN, then the connection lingers: it reads on and drops what arrives (at most
+   * LINGER_MAX_BYTES) until the peer's FIN, which destroys it at once, or LINGER_MS, whatever
+   * the peer still sends or does not read. It holds a MAX_CONNECTIONS slot until then: a
+   * connection that stopped reading instead never saw the FIN of a peer that had sent a body
+   * (refused at its head), and held its slot the whole LINGER_MS — under a storm of refusals
+   * (Redis hung, APPEND_TIMEOUT_MS short) the slots ran out and new connections were closed
+   * with no answer at all.
    */
   #finish(last: Buffer | string | null): void {
     this.#closed = true;
     this.#deadline = 0;
     this.#headDeadline = 0;
     const socket = this.#socket;
-    socket.pause();
+    this.#paused = false;
+    socket.resume();
     if (socket.destroyed || !socket.writable) {
       socket.destroy();
       return;
