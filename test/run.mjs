@@ -72,6 +72,7 @@ if (files.length === 0) {
 
 const reporter = extra.some((a) => a.startsWith('--test-reporter')) ? [] : [`--test-reporter=${process.stdout.isTTY ? 'spec' : 'tap'}`];
 const running = new Set();
+let stopping = false;
 const results = [];
 const started = Date.now();
 
@@ -103,26 +104,28 @@ function runFile(file) {
 // The next file a free slot may start, or undefined when none may start now. A serial file goes
 // first whenever none runs: together they are the longest chain, so it must never wait.
 function next(queue) {
-  if (running.size >= width) return undefined;
+  if (stopping || running.size >= width) return undefined;
   const serialBusy = [...running].some((e) => e.file.kind === 'serial');
   let index = serialBusy ? -1 : queue.findIndex((f) => f.kind === 'serial');
   if (index === -1) index = queue.findIndex((f) => f.kind === 'parallel');
   return index === -1 ? undefined : queue.splice(index, 1)[0];
 }
 
+// A signal stops the files running (passed on to them) and starts no other.
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
+    stopping = true;
     for (const e of running) e.child.kill(signal);
     process.exitCode = 130;
   });
 }
 
 // Exclusive files first, alone; then the others, `width` at a time.
-for (const file of files.filter((f) => f.kind === 'exclusive')) await runFile(file);
+for (const file of files.filter((f) => f.kind === 'exclusive')) if (!stopping) await runFile(file);
 const queue = files.filter((f) => f.kind !== 'exclusive');
 await new Promise((resolve) => {
   const fill = () => {
-    if (queue.length === 0 && running.size === 0) return resolve();
+    if ((stopping || queue.length === 0) && running.size === 0) return resolve();
     for (let file = next(queue); file !== undefined; file = next(queue)) void runFile(file).then(fill);
   };
   fill();
