@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor, withDeadline } from '../helpers/index.js';
 import { ChaosStaging, bodyFor } from './chaos-staging.js';
 import { createRandom, describeSchedule, planSchedule, type Fault } from './schedule.js';
 
@@ -303,7 +303,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         } else {
           w.process.child.kill('SIGTERM');
           // The worker has SHUTDOWN_TIMEOUT_MS (1 s) for its replays and bounded close steps.
-          const code = await Promise.race([w.process.exited, new Promise<'late'>((r) => setTimeout(() => r('late'), 20_000))]);
+          const code = await withDeadline(w.process.exited, 20_000, () => 'late' as const);
           if (code === 'late') {
             violations.push(`a worker (${w.consumer}) did not exit within 20 s of SIGTERM\n--- last log lines:\n${w.process.stdout.slice(-3000)}`);
             await w.process.stop('SIGKILL');

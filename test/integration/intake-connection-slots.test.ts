@@ -175,7 +175,22 @@ test('every way a connection is done × every leftover (partial request, trickle
       const timer = (LEFTOVERS[leftover] as (s: Socket) => NodeJS.Timeout | undefined)(socket);
       if (timer) timers.push(timer);
     }
-    await waitFor('the ingress to hold every member connection', () => heldByIngress().length >= members.length || null, 10_000);
+    // Each member's connection was accepted and held by the ingress (seen at least once): the
+    // members connect one after another, so on a loaded machine the first may be released (what
+    // this test wants) before the last is accepted; requiring all at once raced with that.
+    const ports = new Set(sockets.map((s) => s.localPort));
+    const seen = new Set<number>();
+    await waitFor(
+      () => `the ingress to hold every member connection (seen ${seen.size} of ${ports.size})`,
+      () => {
+        for (const line of heldByIngress()) {
+          const peer = /\S+:(\d+)\s+\S+:(\d+)/.exec(line);
+          if (peer && ports.has(Number(peer[2]))) seen.add(Number(peer[2]));
+        }
+        return seen.size === ports.size || null;
+      },
+      10_000,
+    );
     // Every slot must be free again within the bounds, while the clients still hold their ends.
     const started = Date.now();
     let held = heldByIngress();

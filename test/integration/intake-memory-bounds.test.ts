@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { RecordingServer, RedisServer, Stack, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, waitFor, withDeadline } from '../helpers/index.js';
 
 // The ingress's memory is bounded by its settings (docs/RELIABILITY.md, "Memory"), whatever a
 // client sends: after a refusal nothing more is read; chunk extensions count toward
@@ -84,10 +84,7 @@ test('after a refused request (413), a client that keeps sending is not buffered
   socket.on('drain', () => {
     written = socket.bytesWritten;
   });
-  const sent = await Promise.race([
-    pump(socket, Buffer.alloc(64 * 1024, 0x41), 256 * 1024 * 1024),
-    new Promise<number>((resolve) => setTimeout(() => resolve(-1), 20_000)),
-  ]);
+  const sent = await withDeadline(pump(socket, Buffer.alloc(64 * 1024, 0x41), 256 * 1024 * 1024), 20_000, () => -1);
   const afterRss = rssMiB(pid);
   socket.destroy();
   // Expected: the ingress stops reading (or destroys the socket) after refusing; its memory does
@@ -114,7 +111,7 @@ test('chunk extensions count toward MAX_HEADER_BYTES: a body of 1-byte chunks wi
   // 40,000 data bytes (under MAX_BODY_BYTES = 64 KiB), ~160 MiB of extensions on the wire.
   const count = 40_000;
   const piece = Buffer.concat(Array.from({ length: 16 }, () => chunk));
-  const sent = await Promise.race([pump(socket, piece, count * chunk.length), new Promise<number>((resolve) => setTimeout(() => resolve(-1), 20_000))]);
+  const sent = await withDeadline(pump(socket, piece, count * chunk.length), 20_000, () => -1);
   await waitFor('an answer', () => answer.length > 0, 30_000);
   const during = rssMiB(pid);
   socket.destroy();

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
 import { listenHttp } from '@mirrorplane/runtime';
-import { CLI, freePort, waitFor } from '../helpers/index.js';
+import { CLI, freePort, waitFor, withDeadline } from '../helpers/index.js';
 
 // One layer of pre-start signal handling (apps/cli/src/early-signals.ts): a role stopped
 // while it still checks Redis has nothing to finish and exits 0 ("stopped before starting"),
@@ -66,10 +66,9 @@ async function signalWhileConnecting(args: string[], signal: NodeJS.Signals, toG
     await waitFor(`${args.join(' ')} connects to Redis\n${stderr}`, () => redis.connections() > 0, 60_000);
     if (toGroup) process.kill(-child.pid!, signal);
     else child.kill(signal);
-    return await Promise.race([
-      ended,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${args[0]} still running 30 s after ${signal}`)), 30_000)),
-    ]);
+    return await withDeadline(ended, 30_000, () => {
+      throw new Error(`${args[0]} still running 30 s after ${signal}`);
+    });
   } finally {
     try {
       process.kill(-child.pid!, 'SIGKILL');

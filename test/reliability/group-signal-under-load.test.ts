@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keysFor } from '@mirrorplane/core';
 import { createRetryQueue } from '@mirrorplane/runtime';
-import { RecordingServer, RedisServer, Stack, header, waitFor, useStack } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, header, waitFor, useStack, withDeadline } from '../helpers/index.js';
 import { SteadyLoad, copiesByRequestId } from './steady-load.js';
 
 // Hostile pass on issue 11: SIGTERM (and SIGINT) to every process of the deployment at once —
@@ -31,11 +31,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     let fresh: Awaited<ReturnType<Stack['addWorker']>> | null = null;
     try {
       await waitFor('load running and replays in flight', () => load.accepted.size >= 300 && staging.received.length >= 100, 60_000);
-      const codes = await Promise.all(
-        [stack.ingress, ...stack.workers].map((p) =>
-          Promise.race([p.stop(signal), new Promise<string>((r) => setTimeout(() => r('no exit within 20 s'), 20_000))]),
-        ),
-      );
+      const codes = await Promise.all([stack.ingress, ...stack.workers].map((p) => withDeadline(p.stop(signal), 20_000, () => 'no exit within 20 s')));
       await load.stop();
       t.diagnostic(`exit codes: ${codes.join(', ')}; accepted ${load.accepted.size}, refused ${[...load.refused].map(([k, v]) => `${k}:${v}`).join(' ')}`);
       assert.deepEqual(codes, [0, 0, 0], 'every process exits 0');

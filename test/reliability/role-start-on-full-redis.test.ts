@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
 import { deploymentKey, keysFor } from '@mirrorplane/core';
-import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, header, waitFor, useStack } from '../helpers/index.js';
+import { MirrorplaneProcess, RecordingServer, RedisServer, Stack, header, waitFor, useStack, withDeadline } from '../helpers/index.js';
 import { appendEntries } from '../helpers/in-process-worker.js';
 
 // Hostile pass on issue 11, fault 2 ("a worker started after Redis filled up never reads"),
@@ -50,7 +50,11 @@ for (const role of ['worker', 'ingress'] as const) {
     try {
       await fill(client, filler);
       p = new MirrorplaneProcess([role], { ...stack.env, ...(role === 'ingress' ? { INGRESS_PORT: '0', INGRESS_HOST: '127.0.0.1' } : {}) });
-      const exited = await Promise.race([p.exited.then((code) => ({ code })), new Promise<null>((r) => setTimeout(() => r(null), 8000))]);
+      const exited = await withDeadline(
+        p.exited.then((code) => ({ code })),
+        8000,
+        () => null,
+      );
       t.diagnostic(`${role} on a full Redis: ${exited ? `exited ${exited.code}: ${p.stderr.split('\n')[0]}` : 'still running after 8 s'}`);
       assert.equal(exited, null, `the ${role} exited on a full Redis: ${p.stderr.split('\n')[0]}`);
       if (role === 'worker') {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordingServer, RedisServer, Stack, useStack } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, useStack, withDeadline } from '../helpers/index.js';
 import { SteadyLoad } from './steady-load.js';
 
 // Hostile pass on issue 11: SIGTERM while Redis is hung (SIGSTOP, connections open) and replays
@@ -32,11 +32,7 @@ test('SIGTERM to ingress and worker while Redis is hung: both exit within SHUTDO
     const started = Date.now();
     try {
       await new Promise((r) => setTimeout(r, 300));
-      result = await Promise.all(
-        [stack.ingress, stack.workers[0]!].map((p) =>
-          Promise.race([p.stop('SIGTERM'), new Promise<string>((r) => setTimeout(() => r('still running'), 11_000))]),
-        ),
-      );
+      result = await Promise.all([stack.ingress, stack.workers[0]!].map((p) => withDeadline(p.stop('SIGTERM'), 11_000, () => 'still running')));
     } finally {
       redis.signal('SIGCONT');
     }

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { CLI, RedisServer, waitFor } from '../../helpers/index.js';
+import { CLI, RedisServer, waitFor, withDeadline } from '../../helpers/index.js';
 
 // Issue 15: Ctrl-C on a live view while Redis hangs (SIGSTOP: the socket is open,
 // nothing answers). The operator pressed Ctrl-C; the view should end now, not after the
@@ -45,7 +45,7 @@ test('status --watch ends promptly on SIGINT while Redis hangs, and prints no fr
     const signalled = Date.now();
     const outAtSignal = out.length;
     child.kill('SIGINT');
-    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 30_000))]);
+    const code = await withDeadline(exited, 30_000, () => 'hung' as const);
     const took = Date.now() - signalled;
     assert.notEqual(code, 'hung');
     assert.equal(code, 0);
