@@ -29,18 +29,21 @@ for (const [name, resume] of [
 ] as const) {
   test(`clients leave (FIN, RST, h2 RST_STREAM, h2 session destroyed) while their appends wait; the appends ${name}: the ingress lives on, every request counted once`, async () => {
     const redis = await RedisServer.start();
-    const { ingress, port, adminPort } = await startIngress(redis.url, { APPEND_TIMEOUT_MS: resume ? '8000' : '1000' });
+    // 3 s: time for all 4n requests to be admitted on a loaded machine before the first append times out
+    // (after that, Redis is known unresponsive and later requests are refused at once, never in flight).
+    const { ingress, port, adminPort } = await startIngress(redis.url, { APPEND_TIMEOUT_MS: resume ? '8000' : '3000' });
     try {
       redis.signal('SIGSTOP');
       const n = 6;
       const body = 'abandoned';
+      const leave: (() => void)[] = [];
       for (let i = 0; i < n; i++) {
         // HTTP/1.1: FIN after the request (half close), and RST.
         const fin = connect(port, '127.0.0.1', () => fin.end(`POST /fin/${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
         fin.on('error', () => undefined);
         const rst = connect(port, '127.0.0.1', () => rst.write(`POST /rst/${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
         rst.on('error', () => undefined);
-        setTimeout(() => rst.resetAndDestroy(), 200);
+        leave.push(() => rst.resetAndDestroy());
       }
       const sessions = Array.from({ length: 2 }, () => {
         const s = h2connect(`http://127.0.0.1:${port}`);
@@ -51,13 +54,20 @@ for (const [name, resume] of [
         const a = sessions[0]!.request({ ':method': 'POST', ':path': `/h2rst/${i}` });
         a.on('error', () => undefined);
         a.end(body);
-        setTimeout(() => a.close(0x8), 200);
+        leave.push(() => a.close(0x8));
         const b = sessions[1]!.request({ ':method': 'POST', ':path': `/h2gone/${i}` });
         b.on('error', () => undefined);
         b.end(body);
       }
-      setTimeout(() => sessions[1]!.destroy(), 250);
-      await waitFor('the requests in flight', async () => (await totals(adminPort)).inFlight >= 3 * n, 30_000);
+      leave.push(() => sessions[1]!.destroy());
+      // The clients leave once their requests wait on Redis (a fixed delay raced the admission on a loaded machine).
+      let last = { received: 0, accepted: 0, dropped: 0, inFlight: 0 };
+      await waitFor(
+        () => `all ${4 * n} requests in flight (last: ${JSON.stringify(last)})`,
+        async () => (last = await totals(adminPort)).inFlight === 4 * n,
+        30_000,
+      );
+      for (const go of leave) go();
       if (resume) {
         await new Promise((r) => setTimeout(r, 800));
         redis.signal('SIGCONT');

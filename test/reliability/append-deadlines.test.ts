@@ -38,7 +38,7 @@ test('Redis paused for less than APPEND_TIMEOUT_MS: the requests waiting get 200
       conns.push(c);
       c.send('POST', `/short-pause/${i}`, `short-${i}`, `body-${i}`);
     }
-    // Well under the deadline (also the PING probe's): the hang is a hiccup.
+    // Well under the deadline (also the readiness probe's): the hang is a hiccup.
     await new Promise((r) => setTimeout(r, 1200));
     redis.signal('SIGCONT');
     await waitFor('every answer', () => conns.every((c) => c.answers.length >= 1), 30_000);
