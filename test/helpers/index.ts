@@ -14,3 +14,4 @@ export * from './pool.js';
 export * from './intake-corpus.js';
 export * from './redis-cluster.js';
 export * from './tls-ingress.js';
+export * from './ingress.js';

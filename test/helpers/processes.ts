@@ -11,10 +11,12 @@ export class MirrorplaneProcess {
   stderr = '';
   readonly exited: Promise<number | null>;
 
-  constructor(args: string[], env: Record<string, string>) {
+  /** `detached`: the process leads its own process group (for signals sent to the group). */
+  constructor(args: string[], env: Record<string, string>, options: { detached?: boolean } = {}) {
     this.child = spawn(process.execPath, [CLI, ...args], {
       env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: options.detached ?? false,
     });
     this.child.stdout?.on('data', (d: Buffer) => {
       this.stdout += d.toString();

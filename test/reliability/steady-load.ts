@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { header, requestHead, sendRaw, waitFor, type Received, type RecordingServer, type Stack } from '../helpers/index.js';
 
+/** Kept here for the tests that import it from this module; written once, in test/helpers/ingress.ts. */
+export { metric } from '../helpers/index.js';
+
 export interface SteadyLoadOptions {
   port: number;
   /** Requests started per second (bounded by `maxInFlight`). */
@@ -127,13 +130,6 @@ export function assertAtLeastOnce(staging: RecordingServer, accepted: ReadonlySe
     );
   }
   return repeated;
-}
-
-/** One sample of a Prometheus text exposition (first line starting with `name`). */
-export async function metric(adminPort: number, name: string, headers: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`, { headers })).text();
-  const line = text.split('\n').find((l) => l.startsWith(name));
-  return line ? Number(line.split(' ').pop()) : 0;
 }
 
 /**

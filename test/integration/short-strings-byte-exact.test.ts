@@ -1,9 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { decodeEntry, keysFor } from '@mirrorplane/core';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../helpers/index.js';
+import { decodeEntry } from '@mirrorplane/core';
+import { RedisServer, sendOneByOne, startIngress, waitFor } from '../helpers/index.js';
 import { RawH2Connection, headersFrame, frame, FRAME, FLAG } from '../helpers/raw-h2.js';
 
 /**
@@ -15,49 +14,6 @@ import { RawH2Connection, headersFrame, frame, FRAME, FLAG } from '../helpers/ra
  */
 
 const L = (s: string) => Buffer.from(s, 'latin1');
-
-async function startIngress(redis: RedisServer) {
-  const prefix = `t${randomBytes(4).toString('hex')}`;
-  const port = await freePort();
-  const ingress = new MirrorplaneProcess(['ingress'], {
-    REDIS_URL: redis.url,
-    MIRRORPLANE_PREFIX: prefix,
-    INGRESS_PORT: String(port),
-    INGRESS_HOST: '127.0.0.1',
-    ADMIN_PORT: '0',
-  });
-  await ingress.waitForLog('ingress listening');
-  return { ingress, port, stream: keysFor(prefix).stream };
-}
-
-function sendKeepAlive(port: number, requests: Buffer[]): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1');
-    let data = '';
-    let i = 0;
-    const statuses: number[] = [];
-    socket.on('data', (c: Buffer) => {
-      data += c.toString('latin1');
-      for (;;) {
-        const m = /^HTTP\/1\.1 (\d{3})[^]*?content-length: (\d+)\r\n\r\n/i.exec(data);
-        if (!m) return;
-        const total = m[0].length + Number(m[2]);
-        if (data.length < total) return;
-        statuses.push(Number(m[1]));
-        data = data.slice(total);
-        i += 1;
-        if (i === requests.length) {
-          socket.destroy();
-          resolve(statuses);
-          return;
-        }
-        socket.write(requests[i] as Buffer);
-      }
-    });
-    socket.on('error', reject);
-    socket.write(requests[0] as Buffer);
-  });
-}
 
 /** Every string the cases draw on: around the 16-char bound, ASCII, latin1, mixed. */
 const VALUES = [
@@ -140,14 +96,11 @@ const field = (fields: Buffer[], name: string) => {
 
 test('HTTP/1.1: methods, targets, header values, bodies and trailers around 16 characters (ASCII, latin1) are stored byte for byte', async () => {
   const redis = await RedisServer.start();
-  const { ingress, port, stream } = await startIngress(redis);
+  const { ingress, port, stream } = await startIngress(redis.url);
   try {
     const all = cases();
     const wire = all.map(http1Bytes);
-    const statuses = await sendKeepAlive(
-      port,
-      wire.map((w) => w.bytes),
-    );
+    const statuses = await sendOneByOne(port, wire.length, (i) => (wire[i] as { bytes: Buffer }).bytes);
     assert.deepEqual(
       statuses,
       all.map(() => 200),
@@ -173,7 +126,7 @@ test('HTTP/1.1: methods, targets, header values, bodies and trailers around 16 c
 
 test('h2c: methods of 16/17 characters and latin1 header values around 16 bytes are stored byte for byte', async () => {
   const redis = await RedisServer.start();
-  const { ingress, port, stream } = await startIngress(redis);
+  const { ingress, port, stream } = await startIngress(redis.url);
   const conn = await RawH2Connection.open(port);
   try {
     const sent: { method: string; path: string; fields: [string, string][]; body: Buffer }[] = [];

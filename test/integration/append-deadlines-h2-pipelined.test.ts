@@ -2,35 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
-import { keysFor } from '@mirrorplane/core';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor } from '../helpers/index.js';
-import { metric } from '../reliability/steady-load.js';
+import { RedisServer, acceptedCount as accepted, droppedCount as dropped, metric, startIngress, untilReady, waitFor } from '../helpers/index.js';
 
 /**
  * Issue #17: appends timed out by the ingress's ExpiryQueue, on HTTP/2 (h2c) streams and on
  * pipelined HTTP/1.1 requests. Each request is answered once; /metrics match the answers.
  */
-
-async function startIngress(redis: RedisServer, env: Record<string, string>) {
-  const prefix = `t${randomBytes(4).toString('hex')}`;
-  const port = await freePort();
-  const adminPort = await freePort();
-  const ingress = new MirrorplaneProcess(['ingress'], {
-    REDIS_URL: redis.url,
-    MIRRORPLANE_PREFIX: prefix,
-    INGRESS_PORT: String(port),
-    INGRESS_HOST: '127.0.0.1',
-    ADMIN_PORT: String(adminPort),
-    ...env,
-  });
-  await ingress.waitForLog('ingress listening');
-  await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
-  return { ingress, port, adminPort, stream: keysFor(prefix).stream };
-}
-
-const dropped = (adminPort: number, reason: string) => metric(adminPort, `mirrorplane_ingress_requests_dropped_total{reason="${reason}"}`);
-const accepted = (adminPort: number) => metric(adminPort, 'mirrorplane_ingress_requests_accepted_total');
 
 interface H2Answer {
   headers: Record<string, string | string[] | undefined>[];
@@ -51,7 +28,7 @@ function h2request(session: ClientHttp2Session, path: string, body: string): Pro
 
 test('h2c streams whose appends time out: one 503 redis_timeout each, the session still serves, counters match', async () => {
   const redis = await RedisServer.start();
-  const { ingress, port, adminPort } = await startIngress(redis, { APPEND_TIMEOUT_MS: '1200' });
+  const { ingress, port, adminPort } = await startIngress(redis.url, { APPEND_TIMEOUT_MS: '1200' });
   const session = h2connect(`http://127.0.0.1:${port}`);
   session.on('error', () => undefined);
   try {
@@ -67,7 +44,7 @@ test('h2c streams whose appends time out: one 503 redis_timeout each, the sessio
       assert.equal(a.headers[0]?.['x-mirrorplane-drop'], 'redis_timeout');
     }
     redis.signal('SIGCONT');
-    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+    await untilReady(adminPort);
     const after = await h2request(session, '/h2/after', 'z');
     assert.equal(after.headers[0]?.[':status'], 200);
     assert.equal((await accepted(adminPort)) - acceptedBefore, 1);
@@ -82,7 +59,7 @@ test('h2c streams whose appends time out: one 503 redis_timeout each, the sessio
 
 test('pipelined HTTP/1.1 requests whose appends time out in the middle: 200, then one 503 that closes, no answer twice, counters match', async () => {
   const redis = await RedisServer.start();
-  const { ingress, port, adminPort } = await startIngress(redis, { APPEND_TIMEOUT_MS: '1200' });
+  const { ingress, port, adminPort } = await startIngress(redis.url, { APPEND_TIMEOUT_MS: '1200' });
   let socket: Socket | null = null;
   try {
     const receivedBefore = await metric(adminPort, 'mirrorplane_ingress_requests_received_total');
@@ -102,7 +79,7 @@ test('pipelined HTTP/1.1 requests whose appends time out in the middle: 200, the
     assert.deepEqual(statuses, [200, 503]);
     assert.match(data, /x-mirrorplane-drop: redis_timeout/);
     redis.signal('SIGCONT');
-    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+    await untilReady(adminPort);
     // Requests the client saw answered: 1 accepted, 1 dropped; the two never answered are not counted as answered.
     assert.equal(await accepted(adminPort), 1);
     assert.equal(await dropped(adminPort, 'redis_timeout'), 1);

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { keysFor } from '@mirrorplane/core';
-import { MirrorplaneProcess, RedisCluster, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RedisCluster, sequentialLoad, startIngress, storedIds, waitFor } from '../helpers/index.js';
 
 /**
  * Issue #17 on a Redis Cluster: the ingress's appends carry their deadline in an ExpiryQueue
@@ -33,76 +33,17 @@ async function pidOf(port: number): Promise<number> {
   return Number(/process_id:(\d+)/.exec(await cli(port, 'info', 'server'))?.[1]);
 }
 
-async function startIngress(prefix: string, env: Record<string, string> = {}) {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const ingress = new MirrorplaneProcess(['ingress'], {
-    REDIS_URL: cluster.url,
-    MIRRORPLANE_PREFIX: prefix,
-    INGRESS_PORT: String(port),
-    INGRESS_HOST: '127.0.0.1',
-    ADMIN_PORT: String(adminPort),
-    ...env,
-  });
-  await ingress.waitForLog('ingress listening');
-  await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 60_000);
-  return { ingress, port, adminPort };
-}
-
-async function storedIds(stream: string): Promise<string[]> {
-  const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0] as number }]);
-  client.on('error', () => undefined);
-  try {
-    const entries = await client.xrangeBuffer(stream, '-', '+');
-    const ids: string[] = [];
-    for (const [, fields] of entries)
-      for (let i = 0; i < fields.length; i += 2) if (fields[i]?.toString() === 'r') ids.push((fields[i + 1] as Buffer).toString());
-    return ids;
-  } finally {
-    client.disconnect();
-  }
-}
-
-/** Clients sending requests one after another until `stop()`; each outcome by X-Request-ID. */
-function load(port: number, clients: number, tag: string) {
-  const outcomes = new Map<string, number>();
-  const reasons = new Set<string>();
-  /** How long each refused request waited for its answer (ms). */
-  const refusedAfter: number[] = [];
-  let running = true;
-  const loops = Array.from({ length: clients }, async (_, c) => {
-    for (let i = 0; running; i++) {
-      const id = `${tag}-${c}-${i}`;
-      const started = Date.now();
-      const r = await sendRaw(port, requestHead('POST', `/${tag}/${c}/${i}`, ['Host', 'x', 'X-Request-ID', id], 4), Buffer.from('body')).catch(() => null);
-      if (r?.status !== 200) refusedAfter.push(Date.now() - started);
-      outcomes.set(id, r?.status ?? 0);
-      const reason = /x-mirrorplane-drop: (\S+)/i.exec(r?.head ?? '')?.[1];
-      if (reason !== undefined) reasons.add(reason);
-    }
-  });
-  return {
-    outcomes,
-    reasons,
-    refusedAfter,
-    stop: async () => {
-      running = false;
-      await Promise.all(loops);
-    },
-  };
-}
-
 test('Cluster: the deployment slot moved to another node mid-load; every 200 stored exactly once, nothing answered 503', async (t) => {
   const prefix = `tm${randomBytes(3).toString('hex')}`;
   const stream = keysFor(prefix).stream;
-  const { ingress, port } = await startIngress(prefix, { APPEND_TIMEOUT_MS: '3000' });
+  const { ingress, port } = await startIngress(cluster.url, { APPEND_TIMEOUT_MS: '3000' }, { prefix });
   try {
     const slot = Number(await cli(cluster.ports[0] as number, 'cluster', 'keyslot', stream));
     const srcPort = cluster.nodeOf(stream);
     const dstPort = cluster.ports.find((p) => p !== srcPort) as number;
     const srcId = await cli(srcPort, 'cluster', 'myid');
     const dstId = await cli(dstPort, 'cluster', 'myid');
-    const l = load(port, 6, 'mv');
+    const l = sequentialLoad(port, 6, 'mv');
     await waitFor('some load', () => l.outcomes.size > 60);
     await cli(dstPort, 'cluster', 'setslot', String(slot), 'importing', srcId);
     await cli(srcPort, 'cluster', 'setslot', String(slot), 'migrating', dstId);
@@ -117,14 +58,14 @@ test('Cluster: the deployment slot moved to another node mid-load; every 200 sto
     for (const p of cluster.ports) await cli(p, 'cluster', 'setslot', String(slot), 'node', dstId);
     await waitFor('more load after the slot moved', () => l.outcomes.size > 400, 60_000);
     await l.stop();
-    const statuses = [...l.outcomes.values()];
+    const statuses = [...l.outcomes.values()].map((o) => o.status);
     t.diagnostic(`${statuses.length} requests: ${statuses.filter((s) => s === 200).length} × 200, others ${JSON.stringify(statuses.filter((s) => s !== 200))}`);
-    const ids = await storedIds(stream);
-    const counts = new Map<string, number>();
-    for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0] as number }]);
+    client.on('error', () => undefined);
+    const counts = await storedIds(client, stream).finally(() => client.disconnect());
     const duplicated = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
     assert.deepEqual(duplicated, [], 'no entry stored twice');
-    const lost = [...l.outcomes].filter(([id, s]) => s === 200 && !counts.has(id)).map(([id]) => id);
+    const lost = [...l.outcomes].filter(([id, o]) => o.status === 200 && !counts.has(id)).map(([id]) => id);
     assert.deepEqual(lost, [], 'every 200 stored');
     assert.deepEqual(
       statuses.filter((s) => s !== 200),
@@ -144,24 +85,27 @@ test('Cluster: a node that does not hold the deployment keys paused (SIGSTOP) fo
     const p = `tp${i}${randomBytes(2).toString('hex')}`;
     if (cluster.nodeOf(keysFor(p).stream) === cluster.ports[0]) prefix = p;
   }
-  const { ingress, port, adminPort } = await startIngress(prefix, { APPEND_TIMEOUT_MS: String(appendTimeout) });
+  const { ingress, port, adminPort } = await startIngress(cluster.url, { APPEND_TIMEOUT_MS: String(appendTimeout) }, { prefix });
   const otherPort = cluster.ports[2] as number;
   const pid = await pidOf(otherPort);
   try {
-    const l = load(port, 4, 'np');
+    const l = sequentialLoad(port, 4, 'np');
     await waitFor('some load', () => l.outcomes.size > 20);
     process.kill(pid, 'SIGSTOP');
     stopped.add(pid);
     const pausedFrom = l.outcomes.size;
     await new Promise((r) => setTimeout(r, 3 * appendTimeout + 500));
-    const duringPause = [...l.outcomes.values()].slice(pausedFrom);
+    const duringPause = [...l.outcomes.values()].slice(pausedFrom).map((o) => o.status);
     const ready = (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status;
     process.kill(pid, 'SIGCONT');
     stopped.delete(pid);
     await l.stop();
     const refused = duringPause.filter((s) => s !== 200);
+    const notAccepted = [...l.outcomes.values()].filter((o) => o.status !== 200);
+    const reasons = new Set(notAccepted.map((o) => o.reason));
+    const refusedAfter = notAccepted.map((o) => o.ms);
     t.diagnostic(
-      `during the pause: ${duringPause.length} requests, ${refused.length} not 200 (${[...new Set(refused)].join(',')}: ${[...l.reasons].join(',')}), ${l.refusedAfter.filter((ms) => ms >= appendTimeout / 2).length} of them after ≥ APPEND_TIMEOUT_MS/2 (slowest ${Math.max(0, ...l.refusedAfter)} ms); /readyz ${ready}`,
+      `during the pause: ${duringPause.length} requests, ${refused.length} not 200 (${[...new Set(refused)].join(',')}: ${[...reasons].join(',')}), ${refusedAfter.filter((ms) => ms >= appendTimeout / 2).length} of them after ≥ APPEND_TIMEOUT_MS/2 (slowest ${Math.max(0, ...refusedAfter)} ms); /readyz ${ready}`,
     );
     assert.ok(duringPause.length > 0);
     assert.deepEqual(refused, [], "a paused node that holds none of the deployment's keys made the ingress refuse requests");

@@ -2,8 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as h2connect } from 'node:http2';
 import { connect } from 'node:net';
-import { randomBytes } from 'node:crypto';
-import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFor } from '../helpers/index.js';
+import { RedisServer, metricSums, requestHead, sendRaw, startIngress, untilReady, waitFor } from '../helpers/index.js';
 
 /**
  * Issue #17: an append's outcome reaches the ingress through `then` on the command's promise
@@ -13,35 +12,15 @@ import { MirrorplaneProcess, RedisServer, freePort, requestHead, sendRaw, waitFo
  * request received is counted once (accepted or dropped by reason).
  */
 
-async function startIngress(redis: RedisServer, env: Record<string, string>) {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const ingress = new MirrorplaneProcess(['ingress'], {
-    REDIS_URL: redis.url,
-    MIRRORPLANE_PREFIX: `t${randomBytes(4).toString('hex')}`,
-    INGRESS_PORT: String(port),
-    INGRESS_HOST: '127.0.0.1',
-    ADMIN_PORT: String(adminPort),
-    ...env,
-  });
-  await ingress.waitForLog('ingress listening');
-  await waitFor('ready', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 60_000);
-  return { ingress, port, adminPort };
-}
-
 async function totals(adminPort: number) {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const sum = (prefix: string) =>
-    text
-      .split('\n')
-      .filter((l) => l.startsWith(prefix))
-      .reduce((a, l) => a + Number(l.split(' ').pop()), 0);
-  return {
-    received: sum('mirrorplane_ingress_requests_received_total'),
-    accepted: sum('mirrorplane_ingress_requests_accepted_total'),
-    dropped: sum('mirrorplane_ingress_requests_dropped_total'),
-    inFlight: sum('mirrorplane_ingress_in_flight'),
-  };
+  const [received = 0, accepted = 0, dropped = 0, inFlight = 0] = await metricSums(
+    adminPort,
+    'mirrorplane_ingress_requests_received_total',
+    'mirrorplane_ingress_requests_accepted_total',
+    'mirrorplane_ingress_requests_dropped_total',
+    'mirrorplane_ingress_in_flight',
+  );
+  return { received, accepted, dropped, inFlight };
 }
 
 for (const [name, resume] of [
@@ -50,18 +29,21 @@ for (const [name, resume] of [
 ] as const) {
   test(`clients leave (FIN, RST, h2 RST_STREAM, h2 session destroyed) while their appends wait; the appends ${name}: the ingress lives on, every request counted once`, async () => {
     const redis = await RedisServer.start();
-    const { ingress, port, adminPort } = await startIngress(redis, { APPEND_TIMEOUT_MS: resume ? '8000' : '1000' });
+    // 3 s: time for all 4n requests to be admitted on a loaded machine before the first append times out
+    // (after that, Redis is known unresponsive and later requests are refused at once, never in flight).
+    const { ingress, port, adminPort } = await startIngress(redis.url, { APPEND_TIMEOUT_MS: resume ? '8000' : '3000' });
     try {
       redis.signal('SIGSTOP');
       const n = 6;
       const body = 'abandoned';
+      const leave: (() => void)[] = [];
       for (let i = 0; i < n; i++) {
         // HTTP/1.1: FIN after the request (half close), and RST.
         const fin = connect(port, '127.0.0.1', () => fin.end(`POST /fin/${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
         fin.on('error', () => undefined);
         const rst = connect(port, '127.0.0.1', () => rst.write(`POST /rst/${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
         rst.on('error', () => undefined);
-        setTimeout(() => rst.resetAndDestroy(), 200);
+        leave.push(() => rst.resetAndDestroy());
       }
       const sessions = Array.from({ length: 2 }, () => {
         const s = h2connect(`http://127.0.0.1:${port}`);
@@ -72,20 +54,27 @@ for (const [name, resume] of [
         const a = sessions[0]!.request({ ':method': 'POST', ':path': `/h2rst/${i}` });
         a.on('error', () => undefined);
         a.end(body);
-        setTimeout(() => a.close(0x8), 200);
+        leave.push(() => a.close(0x8));
         const b = sessions[1]!.request({ ':method': 'POST', ':path': `/h2gone/${i}` });
         b.on('error', () => undefined);
         b.end(body);
       }
-      setTimeout(() => sessions[1]!.destroy(), 250);
-      await waitFor('the requests in flight', async () => (await totals(adminPort)).inFlight >= 3 * n, 30_000);
+      leave.push(() => sessions[1]!.destroy());
+      // The clients leave once their requests wait on Redis (a fixed delay raced the admission on a loaded machine).
+      let last = { received: 0, accepted: 0, dropped: 0, inFlight: 0 };
+      await waitFor(
+        () => `all ${4 * n} requests in flight (last: ${JSON.stringify(last)})`,
+        async () => (last = await totals(adminPort)).inFlight === 4 * n,
+        30_000,
+      );
+      for (const go of leave) go();
       if (resume) {
         await new Promise((r) => setTimeout(r, 800));
         redis.signal('SIGCONT');
       }
       await waitFor('nothing in flight', async () => (await totals(adminPort)).inFlight === 0, 30_000);
       redis.signal('SIGCONT');
-      await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 30_000);
+      await untilReady(adminPort);
       assert.equal((await sendRaw(port, requestHead('GET', '/after', ['Host', 'x']))).status, 200);
       assert.equal(ingress.child.exitCode, null, `the ingress exited\n${ingress.stderr.slice(-1500)}`);
       assert.doesNotMatch(ingress.stdout, /unhandled rejection|uncaught exception/);
