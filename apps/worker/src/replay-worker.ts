@@ -245,7 +245,12 @@ export class ReplayWorker {
       logger,
       rateLimits: () => this.#rate.limits(),
     });
-    this.#probe = new RedisProbe(this.#commands, config.appendTimeoutMs, logger, this.#parts.map((k) => k.stream));
+    this.#probe = new RedisProbe(
+      this.#commands,
+      config.appendTimeoutMs,
+      logger,
+      this.#parts.map((k) => k.stream),
+    );
     this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
   }
 
