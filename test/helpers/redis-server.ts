@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import { LocalRedisServer } from '@mirrorplane/runtime';
+import { freePort } from './ports.js';
 
 /**
  * A real redis-server for one test file, on a free port, in its own temporary directory:
@@ -16,7 +17,10 @@ export class RedisServer {
 
   static async start(options: { appendOnly?: boolean; args?: string[] } = {}): Promise<RedisServer> {
     const persistence = options.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
-    return new RedisServer(await LocalRedisServer.start({ dirPrefix: 'mp-test-redis-', args: [...persistence, ...(options.args ?? [])] }));
+    // A port below the ephemeral range (see ports.ts): kept across stop() and start(), it must
+    // not become the local end of some client's connection in between.
+    const port = await freePort();
+    return new RedisServer(await LocalRedisServer.start({ port, dirPrefix: 'mp-test-redis-', args: [...persistence, ...(options.args ?? [])] }));
   }
 
   get port(): number {

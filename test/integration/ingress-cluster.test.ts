@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { MirrorplaneProcess, RedisServer, freePort, waitFor, useStack } from '../helpers/index.js';
+import { MirrorplaneProcess, RedisServer, freePort, freePorts, waitFor, useStack } from '../helpers/index.js';
 
 // INGRESS_PROCESSES: several ingress processes share the traffic port (node:cluster).
 
@@ -12,7 +12,8 @@ useStack({}, (s) => {
 
 test('two ingress processes share the port, each with its own admin port, and stop together on SIGTERM', async () => {
   const port = await freePort();
-  const adminPort = await freePort();
+  // The second process takes ADMIN_PORT + 1: both must be free.
+  const [adminPort] = (await freePorts(2)) as [number];
   const prefix = `cluster-${randomBytes(4).toString('hex')}`;
   const ingress = new MirrorplaneProcess(['ingress'], {
     REDIS_URL: redis.url,
@@ -23,7 +24,11 @@ test('two ingress processes share the port, each with its own admin port, and st
     INGRESS_PROCESSES: '2',
   });
   try {
-    await waitFor('two ingress processes listening', () => ingress.logs().filter((l) => l.msg === 'ingress listening').length === 2, 60_000);
+    await waitFor('two ingress processes listening', () => ingress.logs().filter((l) => l.msg === 'ingress listening').length === 2, 60_000).catch(
+      (error: Error) => {
+        throw new Error(`${error.message}\n--- output:\n${ingress.stdout.slice(-2000)}\n${ingress.stderr.slice(-2000)}`);
+      },
+    );
     const listening = ingress.logs().filter((l) => l.msg === 'ingress listening');
     assert.notEqual(listening[0]?.pid, listening[1]?.pid);
     assert.deepEqual(listening.map((l) => l.adminPort).sort(), [adminPort, adminPort + 1].sort());

@@ -8,6 +8,7 @@ import {
   MIRRORPLANE_TOKEN_HEADER,
   partitionKeys,
   pushEntryFields,
+  RedisUnavailableError,
   withoutHeaders,
   type Config,
   type HttpProtocol,
@@ -213,7 +214,7 @@ export class EncodedXadd extends Command implements Expiring {
   expire(): void {
     this.#expired = true;
     this.finished = true;
-    this.reject(new Error(APPEND_TIMED_OUT));
+    this.reject(new RedisUnavailableError(APPEND_TIMED_OUT));
   }
 
   override setTimeout(ms: number): void {

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '@mirrorplane/core';
-import { CLI, MirrorplaneProcess, RedisServer, freePort, waitFor, useStack } from '../../helpers/index.js';
+import { CLI, MirrorplaneProcess, RedisServer, freePort, freePorts, waitFor, useStack } from '../../helpers/index.js';
 import { runTimed } from './helpers.js';
 
 // Ports and signals of the long-running roles.
@@ -91,7 +91,8 @@ test('a port in use names its flag and variable, exits 2, no stack trace, for ev
 });
 
 test('SIGTERM to the whole process group of ingress --processes 2 (what systemd does) exits 0 cleanly', async () => {
-  const adminPort = await freePort();
+  // The second process takes ADMIN_PORT + 1: both must be free.
+  const [adminPort] = (await freePorts(2)) as [number];
   const child = spawn(process.execPath, [CLI, 'ingress', '--processes', '2'], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -115,7 +116,9 @@ test('SIGTERM to the whole process group of ingress --processes 2 (what systemd 
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   try {
-    await waitFor('two ingress processes listening', () => (stdout.match(/"msg":"ingress listening"/g)?.length ?? 0) === 2, 60_000);
+    await waitFor('two ingress processes listening', () => (stdout.match(/"msg":"ingress listening"/g)?.length ?? 0) === 2, 60_000).catch((error: Error) => {
+      throw new Error(`${error.message}\n--- stdout:\n${stdout.slice(-2000)}\n--- stderr:\n${stderr.slice(-2000)}`);
+    });
     process.kill(-child.pid!, 'SIGTERM');
     assert.equal(await exited, 0, `${stdout}\n${stderr}`);
     assert.equal(stdout.match(/"msg":"ingress stopped"/g)?.length, 2);
