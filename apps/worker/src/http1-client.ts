@@ -55,6 +55,8 @@ export interface Http1OriginOptions {
 
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
+/** Bodies up to this many bytes are copied behind the head and written with it in one buffer. */
+const SINGLE_WRITE_MAX = 16 * 1024;
 
 /** The head and body bytes of a request. */
 export function encodeRequest(request: WireRequest): Buffer[] {
@@ -87,7 +89,17 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   } else if (!framed && body.length > 0) {
     head += `content-length: ${body.length}\r\n`;
   }
-  if (!chunked) return body.length === 0 ? [Buffer.from(`${head}\r\n`, 'latin1')] : [Buffer.from(`${head}\r\n`, 'latin1'), body];
+  if (!chunked) {
+    head += '\r\n';
+    if (body.length === 0) return [Buffer.from(head, 'latin1')];
+    if (body.length > SINGLE_WRITE_MAX) return [Buffer.from(head, 'latin1'), body];
+    // A small body goes in the head's buffer: one write instead of a corked writev of two
+    // (the head is latin1, one byte per character).
+    const one = Buffer.allocUnsafe(head.length + body.length);
+    one.write(head, 0, 'latin1');
+    body.copy(one, head.length);
+    return [one];
+  }
   let tail = body.length > 0 ? '\r\n0\r\n' : '0\r\n';
   for (let i = 0; i < trailers.length; i += 2) {
     const name = trailers[i] as string;
@@ -216,13 +228,16 @@ export class Http1Origin {
       socket.on('close', onEnd);
       socket.on('error', onError);
       signal.addEventListener('abort', onAbort);
-      socket.cork();
+      const several = bytes.length > 1;
+      if (several) socket.cork();
       // The first chunk's callback tells that bytes reached the kernel (an error before it: none did).
       socket.write(bytes[0] as Buffer, (error) => {
         if (!error) written = true;
       });
-      for (let i = 1; i < bytes.length; i++) socket.write(bytes[i] as Buffer);
-      socket.uncork();
+      if (several) {
+        for (let i = 1; i < bytes.length; i++) socket.write(bytes[i] as Buffer);
+        socket.uncork();
+      }
     });
   }
 

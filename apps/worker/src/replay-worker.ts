@@ -51,7 +51,7 @@ import { SlotAccounting } from './slot-accounting.js';
 import { AckBatcher, type OrderRelease } from './ack-batcher.js';
 import { Claimer, byPartition } from './claimer.js';
 import { READ_BLOCK_MS, runReadLoop } from './read-loop.js';
-import { attempt, classifyReplay, type Disposition } from './replay-outcome.js';
+import { classifyReplay, type AttemptResult, type Disposition } from './replay-outcome.js';
 import { retryPolicyOf, type RetryPolicy } from './retry-schedule.js';
 import { handOver, policyBackoff, type HandOverReason } from './retry-bridge.js';
 import { Heartbeat } from './heartbeat.js';
@@ -245,7 +245,12 @@ export class ReplayWorker {
       logger,
       rateLimits: () => this.#rate.limits(),
     });
-    this.#probe = new RedisProbe(this.#commands, config.appendTimeoutMs, logger, this.#parts.map((k) => k.stream));
+    this.#probe = new RedisProbe(
+      this.#commands,
+      config.appendTimeoutMs,
+      logger,
+      this.#parts.map((k) => k.stream),
+    );
     this.#admin = adminServerFor(config, { ready: () => this.ready, metrics: this.#registry, logger });
   }
 
@@ -493,7 +498,13 @@ export class ReplayWorker {
     // Extra copies of an amplified request go once: a retry after a failure re-sends copy 1 only.
     const options: ReplayOptions = copiesSent ? { copies: false } : { onCopy: this.#onCopy };
     if (prepaid !== undefined) options.prepaid = prepaid;
-    const result = await attempt(() => this.#staging.replay(entry, attemptNo, options));
+    // `attempt` inlined: one async frame and one closure fewer per replay on the hot path.
+    let result: AttemptResult;
+    try {
+      result = { ok: true, outcome: await this.#staging.replay(entry, attemptNo, options) };
+    } catch (error) {
+      result = { ok: false, error };
+    }
     const d = classifyReplay(result, attemptNo, this.#policy, firstTriedAt, performance.now() - started);
     this.#account(d, entry, attemptNo);
     return d;

@@ -256,7 +256,8 @@ export class StagingClient {
   ): Promise<ReplayOutcome> {
     if (this.#gate !== null) {
       if (prepaid !== undefined && prepaid.origin === origin.name) prepaid.state.used = true;
-      else await this.#gate.take(origin.name);
+      // Uncapped (the usual case): no token to wait for, and no promise to await per request.
+      else if (this.#gate.limitOf(origin.name) !== null) await this.#gate.take(origin.name);
     }
     const started = performance.now();
     // A deadline for the whole exchange (connect, headers, body), so that a
