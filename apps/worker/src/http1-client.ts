@@ -114,12 +114,34 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   return out;
 }
 
+/** What a connection's listeners call while it carries an exchange. */
+interface ExchangeHandlers {
+  onData(chunk: Buffer): void;
+  onEnd(): void;
+  onError(error: Error): void;
+}
+
+/**
+ * A connection: its listeners are attached once for its life and call the exchange it carries
+ * (none while idle), instead of four listeners added and removed per request.
+ */
+interface Connection {
+  readonly socket: Socket;
+  exchange: ExchangeHandlers | null;
+  /** While idle: when it expires (`Date.now()` ms); it is closed then, and never reused after. */
+  idleUntil: number;
+}
+
+/** How often idle connections past their expiry are closed (ms); a reuse checks the expiry itself. */
+const IDLE_SWEEP_MS = 500;
+
 /** One origin's kept-alive connections. Callers bound concurrency; a connection is opened when none is idle. */
 export class Http1Origin {
   readonly #url: URL;
   readonly #options: Http1OriginOptions;
-  readonly #idle: Socket[] = [];
+  readonly #idle: Connection[] = [];
   readonly #all = new Set<Socket>();
+  #sweeper: NodeJS.Timeout | null = null;
   #closed = false;
 
   constructor(origin: string, options: Http1OriginOptions) {
@@ -138,25 +160,34 @@ export class Http1Origin {
    * failed before any byte of the request reached the kernel. Any later failure is the
    * caller's to retry (the worker does, with the next `x-mirrorplane-attempt`).
    */
-  async request(request: WireRequest, signal: Cancellation): Promise<WireResponse> {
-    const bytes = encodeRequest(request);
-    const head = request.method === 'HEAD';
+  request(request: WireRequest, signal: Cancellation): Promise<WireResponse> {
+    // Not an async function: one promise per request (the exchange's), not one per layer.
+    try {
+      return this.#start(encodeRequest(request), request.method === 'HEAD', signal);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
+
+  /**
+   * The exchange on a kept connection, or on a new one when none is left. A kept connection
+   * found closed before anything reached it (`StaleConnectionError`) makes the exchange start
+   * here again, with the next one.
+   */
+  #start(bytes: Buffer[], head: boolean, signal: Cancellation): Promise<WireResponse> {
     for (let reused = this.#idle.pop(); reused !== undefined; reused = this.#idle.pop()) {
-      // Closed (or half-closed) by staging while idle: nothing was written to it.
-      if (reused.destroyed || !reused.writable || reused.readableEnded) {
-        reused.destroy();
+      const socket = reused.socket;
+      // Closed (or half-closed) by staging while idle, or past its idle time: nothing was written to it.
+      if (socket.destroyed || !socket.writable || socket.readableEnded || Date.now() >= reused.idleUntil) {
+        socket.destroy();
         continue;
       }
-      try {
-        return await this.#exchange(reused, bytes, head, signal, true);
-      } catch (error) {
-        if (!(error instanceof StaleConnectionError)) throw error;
-      }
+      return this.#exchange(reused, bytes, head, signal, true);
     }
     return this.#exchange(this.#open(), bytes, head, signal, false);
   }
 
-  #open(): Socket {
+  #open(): Connection {
     const url = this.#url;
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
@@ -165,19 +196,23 @@ export class Http1Origin {
         ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ...this.#options.tls, ALPNProtocols: ['http/1.1'] })
         : connectTcp({ host, port });
     socket.setNoDelay(true);
+    const conn: Connection = { socket, exchange: null, idleUntil: 0 };
     this.#all.add(socket);
+    socket.on('data', (chunk: Buffer) => conn.exchange?.onData(chunk));
+    socket.on('end', () => conn.exchange?.onEnd());
     socket.once('close', () => {
       this.#all.delete(socket);
-      const at = this.#idle.indexOf(socket);
+      const at = this.#idle.indexOf(conn);
       if (at !== -1) this.#idle.splice(at, 1);
+      conn.exchange?.onEnd();
     });
-    socket.on('error', () => undefined); // reported by the exchange, or the idle socket just goes
-    // One listener for the socket's life: only an idle socket has a timeout set.
-    socket.on('timeout', () => socket.destroy());
-    return socket;
+    // Reported by the exchange; an idle socket's error just closes it.
+    socket.on('error', (error) => conn.exchange?.onError(error));
+    return conn;
   }
 
-  #exchange(socket: Socket, bytes: Buffer[], head: boolean, signal: Cancellation, reused: boolean): Promise<WireResponse> {
+  #exchange(conn: Connection, bytes: Buffer[], head: boolean, signal: Cancellation, reused: boolean): Promise<WireResponse> {
+    const socket = conn.socket;
     return new Promise<WireResponse>((resolve, reject) => {
       const reader = new ResponseReader(head, this.#options.bodyLimit);
       let settled = false;
@@ -186,47 +221,43 @@ export class Http1Origin {
       const finish = (error: Error | null, response?: WireResponse) => {
         if (settled) return;
         settled = true;
-        socket.off('data', onData);
-        socket.off('end', onEnd);
-        socket.off('close', onEnd);
-        socket.off('error', onError);
+        conn.exchange = null;
         signal.removeEventListener('abort', onAbort);
         if (error !== null) {
           socket.destroy();
-          reject(error);
+          // Nothing of the request reached staging: it goes again, on the next kept connection or a new one.
+          if (error instanceof StaleConnectionError) resolve(this.#start(bytes, head, signal));
+          else reject(error);
           return;
         }
-        if (reader.reusable && !this.#closed && this.#idle.length < this.#options.maxIdle) this.#keep(socket, reader.keepAliveMs);
+        if (reader.reusable && !this.#closed && this.#idle.length < this.#options.maxIdle) this.#keep(conn, reader.keepAliveMs);
         else socket.destroy();
         resolve(response as WireResponse);
       };
-      const onData = (chunk: Buffer) => {
-        let done: WireResponse | null;
-        try {
-          done = reader.push(chunk);
-        } catch (error) {
-          finish(error as Error);
-          return;
-        }
-        if (done !== null) finish(null, done);
-      };
-      const onEnd = () => {
-        const done = reader.end();
-        if (done !== null) finish(null, done);
-        else if (reused && !written && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
-        else finish(new StagingTransportError('UND_ERR_SOCKET: staging closed the connection before the response ended'));
-      };
-      const onError = (error: Error) => {
-        if (reused && !written && !reader.started) finish(new StaleConnectionError(error.message));
-        else finish(error);
-      };
       const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new StagingTransportError('aborted'));
       if (signal.aborted) return onAbort();
-      socket.setTimeout(0);
-      socket.on('data', onData);
-      socket.on('end', onEnd);
-      socket.on('close', onEnd);
-      socket.on('error', onError);
+      conn.exchange = {
+        onData: (chunk: Buffer) => {
+          let done: WireResponse | null;
+          try {
+            done = reader.push(chunk);
+          } catch (error) {
+            finish(error as Error);
+            return;
+          }
+          if (done !== null) finish(null, done);
+        },
+        onEnd: () => {
+          const done = reader.end();
+          if (done !== null) finish(null, done);
+          else if (reused && !written && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
+          else finish(new StagingTransportError('UND_ERR_SOCKET: staging closed the connection before the response ended'));
+        },
+        onError: (error: Error) => {
+          if (reused && !written && !reader.started) finish(new StaleConnectionError(error.message));
+          else finish(error);
+        },
+      };
       signal.addEventListener('abort', onAbort);
       const several = bytes.length > 1;
       if (several) socket.cork();
@@ -241,15 +272,26 @@ export class Http1Origin {
     });
   }
 
-  #keep(socket: Socket, keepAliveMs: number | null): void {
+  #keep(conn: Connection, keepAliveMs: number | null): void {
     // Expire before the server does (its Keep-Alive timeout less a second), as undici does.
     const idle = keepAliveMs === null ? this.#options.idleMs : Math.max(0, Math.min(this.#options.idleMs, keepAliveMs - 1000));
     if (idle === 0) {
-      socket.destroy();
+      conn.socket.destroy();
       return;
     }
-    socket.setTimeout(idle);
-    this.#idle.push(socket);
+    // A deadline, not a socket timer: arming and disarming a timer per request cost more than the sweep.
+    conn.idleUntil = Date.now() + idle;
+    this.#idle.push(conn);
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.#sweep(), IDLE_SWEEP_MS);
+      this.#sweeper.unref();
+    }
+  }
+
+  /** Closes the idle connections past their expiry (each leaves the idle list as it closes). */
+  #sweep(): void {
+    const now = Date.now();
+    for (const conn of this.#idle) if (now >= conn.idleUntil) conn.socket.destroy();
   }
 
   /** Kept connections waiting for a request (a connection staging closed leaves at once). */
@@ -259,7 +301,9 @@ export class Http1Origin {
 
   async close(): Promise<void> {
     this.#closed = true;
-    for (const socket of this.#idle) socket.destroy();
+    if (this.#sweeper !== null) clearInterval(this.#sweeper);
+    this.#sweeper = null;
+    for (const conn of this.#idle) conn.socket.destroy();
     this.#idle.length = 0;
     // Exchanges in flight are cut by their deadlines; what is left goes now.
     for (const socket of this.#all) socket.destroy();

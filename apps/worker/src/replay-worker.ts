@@ -428,13 +428,16 @@ export class ReplayWorker {
       if (prepaid) this.#rate.refund('default', 1);
       return;
     }
-    this.#processStreamEntry(id, fields, attemptNo, prepaid)
-      .catch((error: unknown) => {
+    // One reaction for both ends (not .catch().finally(): two promises more per entry).
+    this.#processStreamEntry(id, fields, attemptNo, prepaid).then(
+      () => this.#slots.release(id),
+      (error: unknown) => {
         // Should not happen: #processStreamEntry handles its own failures. The entry stays
         // pending and another worker takes it over after CLAIM_IDLE_MS.
         this.#logger.error({ entryId: id, err: errorMessage(error) }, 'unexpected error processing an entry');
-      })
-      .finally(() => this.#slots.release(id));
+        this.#slots.release(id);
+      },
+    );
   }
 
   async #processStreamEntry(id: string, fields: Buffer[], attemptNo: number, prepaid: boolean): Promise<void> {
