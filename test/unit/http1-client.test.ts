@@ -137,6 +137,40 @@ test('a kept connection the server closed while idle is replaced, and the reques
   await origin.close();
 });
 
+test('an idle connection is closed once its idle time passed, and never reused after it', async () => {
+  const get = (origin: Http1Origin, path: string) =>
+    origin.request({ method: 'GET', path, headers: ['Host', 'x'], body: Buffer.alloc(0), trailers: [] }, signal());
+  let closed = 0;
+  answer = (socket) => {
+    socket.removeAllListeners('close');
+    socket.once('close', () => {
+      closed++;
+    });
+    socket.write('HTTP/1.1 204 No Content\r\n\r\n');
+  };
+  // Closed by the client (not the server) after its idle time: the sweep does it.
+  const sweeping = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 200 });
+  const start = connections;
+  assert.equal((await get(sweeping, '/idle1')).statusCode, 204);
+  assert.equal(sweeping.idleConnections, 1);
+  await waitUntil(() => closed === 1 && sweeping.idleConnections === 0);
+  await sweeping.close();
+  // Past its idle time, a kept connection is not reused even when no sweep closed it yet.
+  const expiring = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 1 });
+  heads.length = 0;
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await get(expiring, `/exp${i}`)).statusCode, 204);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(connections - start, 4, 'one connection for the first origin, then a new one per request of the second');
+  assert.deepEqual(
+    heads.map((h) => h.split('\r\n')[0]),
+    ['GET /exp0 HTTP/1.1', 'GET /exp1 HTTP/1.1', 'GET /exp2 HTTP/1.1'],
+    'each request sent once',
+  );
+  await expiring.close();
+});
+
 test('the deadline aborts an exchange staging never answers', async () => {
   const origin = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 10_000 });
   answer = () => undefined;
