@@ -57,6 +57,8 @@ const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
 /** Bodies up to this many bytes are copied behind the head and written with it in one buffer. */
 const SINGLE_WRITE_MAX = 16 * 1024;
+/** Bytes one read of a plain-TCP connection takes at most (one buffer per connection, reused). */
+const READ_BUFFER_BYTES = 16 * 1024;
 
 /** The head and body bytes of a request. */
 export function encodeRequest(request: WireRequest): Buffer[] {
@@ -126,7 +128,7 @@ interface ExchangeHandlers {
  * (none while idle), instead of four listeners added and removed per request.
  */
 interface Connection {
-  readonly socket: Socket;
+  socket: Socket;
   exchange: ExchangeHandlers | null;
   /** While idle: when it expires (`Date.now()` ms); it is closed then, and never reused after. */
   idleUntil: number;
@@ -191,14 +193,27 @@ export class Http1Origin {
     const url = this.#url;
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const conn: Connection = { socket: null as unknown as Socket, exchange: null, idleUntil: 0 };
     const socket =
       url.protocol === 'https:'
         ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ...this.#options.tls, ALPNProtocols: ['http/1.1'] })
-        : connectTcp({ host, port });
+        : connectTcp({
+            host,
+            port,
+            // Reads land in one buffer of the connection's, handed straight to the exchange: no
+            // Readable stream machinery per read. The reader copies whatever it keeps past a read.
+            onread: {
+              buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+              callback: (n: number, buf: Uint8Array) => {
+                conn.exchange?.onData(Buffer.from(buf.buffer, buf.byteOffset, n));
+                return true;
+              },
+            },
+          });
     socket.setNoDelay(true);
-    const conn: Connection = { socket, exchange: null, idleUntil: 0 };
+    conn.socket = socket;
     this.#all.add(socket);
-    socket.on('data', (chunk: Buffer) => conn.exchange?.onData(chunk));
+    if (url.protocol === 'https:') socket.on('data', (chunk: Buffer) => conn.exchange?.onData(chunk));
     socket.on('end', () => conn.exchange?.onEnd());
     socket.once('close', () => {
       this.#all.delete(socket);
@@ -246,6 +261,8 @@ export class Http1Origin {
             return;
           }
           if (done !== null) finish(null, done);
+          // The connection's read buffer is reused by the next read: what waits for more is copied.
+          else reader.detach();
         },
         onEnd: () => {
           const done = reader.end();
@@ -494,6 +511,11 @@ class ResponseReader {
           return this.#response();
       }
     }
+  }
+
+  /** Copies the bytes kept for the next push, so that they hold no view of the caller's buffer. */
+  detach(): void {
+    if (this.#buf.length > 0) this.#buf = Buffer.from(this.#buf);
   }
 
   /** The connection ended: a response read until close is complete now. */
