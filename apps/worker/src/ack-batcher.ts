@@ -230,8 +230,9 @@ export class AckBatcher {
         }
         if (released.length > 0) this.#order?.released(released);
         const now = Date.now();
+        const releases = this.#releases.size > 0;
         for (const q of qualified) {
-          this.#releases.delete(q);
+          if (releases) this.#releases.delete(q);
           this.#waiting.delete(q);
           this.#recent.delete(q);
           this.#recent.set(q, now);

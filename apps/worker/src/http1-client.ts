@@ -338,6 +338,9 @@ function broken(detail: string): never {
   throw new StagingResponseError(`staging sent a broken response: ${detail}`);
 }
 
+/** The empty buffer every reader starts with (nothing can be written into it). */
+const EMPTY = Buffer.alloc(0);
+
 const RESPONSE_VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
 /** A chunk-size line: hex size, then optional extensions of visible bytes (RFC 9112 §7.1.1). */
 const CHUNK_LINE = /^([0-9a-fA-F]{1,12})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?$/;
@@ -360,7 +363,7 @@ const enum Body {
 class ResponseReader {
   readonly #headRequest: boolean;
   readonly #limit: number;
-  #buf: Buffer = Buffer.alloc(0);
+  #buf: Buffer = EMPTY;
   #state = Body.Head;
   #remaining = 0;
   #status = 0;
@@ -541,7 +544,7 @@ class ResponseReader {
     return {
       statusCode: this.#status,
       headers: this.#headers,
-      body: this.#chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(this.#chunks, this.#kept),
+      body: this.#chunks.length === 0 ? EMPTY : Buffer.concat(this.#chunks, this.#kept),
       truncated: this.#truncated,
     };
   }
