@@ -137,6 +137,70 @@ test('a kept connection the server closed while idle is replaced, and the reques
   await origin.close();
 });
 
+test('an idle connection is closed once its idle time passed, and never reused after it', async () => {
+  const get = (origin: Http1Origin, path: string) =>
+    origin.request({ method: 'GET', path, headers: ['Host', 'x'], body: Buffer.alloc(0), trailers: [] }, signal());
+  let closed = 0;
+  answer = (socket) => {
+    socket.removeAllListeners('close');
+    socket.once('close', () => {
+      closed++;
+    });
+    socket.write('HTTP/1.1 204 No Content\r\n\r\n');
+  };
+  // Closed by the client (not the server) after its idle time: the sweep does it.
+  const sweeping = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 200 });
+  const start = connections;
+  assert.equal((await get(sweeping, '/idle1')).statusCode, 204);
+  assert.equal(sweeping.idleConnections, 1);
+  await waitUntil(() => closed === 1 && sweeping.idleConnections === 0);
+  await sweeping.close();
+  // Past its idle time, a kept connection is not reused even when no sweep closed it yet.
+  const expiring = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 1 });
+  heads.length = 0;
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await get(expiring, `/exp${i}`)).statusCode, 204);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(connections - start, 4, 'one connection for the first origin, then a new one per request of the second');
+  assert.deepEqual(
+    heads.map((h) => h.split('\r\n')[0]),
+    ['GET /exp0 HTTP/1.1', 'GET /exp1 HTTP/1.1', 'GET /exp2 HTTP/1.1'],
+    'each request sent once',
+  );
+  await expiring.close();
+});
+
+test('a response that arrives over many reads is read exactly (the connection reuses one read buffer)', async () => {
+  const origin = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 1 << 20, maxIdle: 4, idleMs: 10_000 });
+  // A 40 KiB body of varying bytes (larger than a read), chunked, head and chunk-size lines split mid-way.
+  const body = Buffer.alloc(40 * 1024);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 8)) & 0xff;
+  const whole = Buffer.concat([
+    Buffer.from('HTTP/1.1 200 OK\r\nX-Long: ' + 'v'.repeat(3000) + '\r\nTransfer-Encoding: chunked\r\n\r\n', 'latin1'),
+    Buffer.from(`${(30 * 1024).toString(16)}\r\n`, 'latin1'),
+    body.subarray(0, 30 * 1024),
+    Buffer.from(`\r\n${(10 * 1024).toString(16)}\r\n`, 'latin1'),
+    body.subarray(30 * 1024),
+    Buffer.from('\r\n0\r\nX-T: 1\r\n\r\n', 'latin1'),
+  ]);
+  for (const step of [7, 1000, 5003]) {
+    answer = (socket) => {
+      void (async () => {
+        for (let at = 0; at < whole.length; at += step) {
+          socket.write(whole.subarray(at, at + step));
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+    };
+    const r = await origin.request({ method: 'GET', path: `/split${step}`, headers: ['Host', 'x'], body: Buffer.alloc(0), trailers: [] }, signal());
+    assert.equal(r.statusCode, 200);
+    assert.equal(r.headers[1], 'v'.repeat(3000), `head split every ${step} bytes`);
+    assert.ok(r.body.equals(body), `body split every ${step} bytes`);
+  }
+  await origin.close();
+});
+
 test('the deadline aborts an exchange staging never answers', async () => {
   const origin = new Http1Origin(`http://127.0.0.1:${port}`, { bodyLimit: 0, maxIdle: 4, idleMs: 10_000 });
   answer = () => undefined;

@@ -200,7 +200,7 @@ export class AckBatcher {
     let failed = false;
     for (const [p, qualified] of byPartition(ids)) {
       const keys = this.#parts[p] as Keys;
-      const raw = qualified.map((q) => splitId(q).id);
+      const raw = qualified.map(rawIdOf);
       try {
         // XACK and XDEL together: a finished entry leaves Redis, so memory follows the backlog.
         const redis = this.#redis as unknown as AckCommand;
@@ -230,8 +230,9 @@ export class AckBatcher {
         }
         if (released.length > 0) this.#order?.released(released);
         const now = Date.now();
+        const releases = this.#releases.size > 0;
         for (const q of qualified) {
-          this.#releases.delete(q);
+          if (releases) this.#releases.delete(q);
           this.#waiting.delete(q);
           this.#recent.delete(q);
           this.#recent.set(q, now);
@@ -289,10 +290,17 @@ export class AckBatcher {
 function byPartition(ids: readonly string[]): Map<number, string[]> {
   const out = new Map<number, string[]>();
   for (const q of ids) {
-    const { partition } = splitId(q);
+    // splitId's answer without its object per id (this runs for every acknowledgement).
+    const tilde = q.indexOf('~');
+    const partition = tilde === -1 ? 0 : splitId(q).partition;
     const list = out.get(partition);
     if (list) list.push(q);
     else out.set(partition, [q]);
   }
   return out;
+}
+
+/** The stream id of a qualified id (`splitId(q).id`). */
+function rawIdOf(q: string): string {
+  return q.indexOf('~') === -1 ? q : splitId(q).id;
 }

@@ -55,6 +55,10 @@ export interface Http1OriginOptions {
 
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const INVALID_PATH = /[^\x21-\x7e\x80-\xff]/;
+/** Bodies up to this many bytes are copied behind the head and written with it in one buffer. */
+const SINGLE_WRITE_MAX = 16 * 1024;
+/** Bytes one read of a plain-TCP connection takes at most (one buffer per connection, reused). */
+const READ_BUFFER_BYTES = 16 * 1024;
 
 /** The head and body bytes of a request. */
 export function encodeRequest(request: WireRequest): Buffer[] {
@@ -87,7 +91,17 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   } else if (!framed && body.length > 0) {
     head += `content-length: ${body.length}\r\n`;
   }
-  if (!chunked) return body.length === 0 ? [Buffer.from(`${head}\r\n`, 'latin1')] : [Buffer.from(`${head}\r\n`, 'latin1'), body];
+  if (!chunked) {
+    head += '\r\n';
+    if (body.length === 0) return [Buffer.from(head, 'latin1')];
+    if (body.length > SINGLE_WRITE_MAX) return [Buffer.from(head, 'latin1'), body];
+    // A small body goes in the head's buffer: one write instead of a corked writev of two
+    // (the head is latin1, one byte per character).
+    const one = Buffer.allocUnsafe(head.length + body.length);
+    one.write(head, 0, 'latin1');
+    body.copy(one, head.length);
+    return [one];
+  }
   let tail = body.length > 0 ? '\r\n0\r\n' : '0\r\n';
   for (let i = 0; i < trailers.length; i += 2) {
     const name = trailers[i] as string;
@@ -102,12 +116,34 @@ export function encodeRequest(request: WireRequest): Buffer[] {
   return out;
 }
 
+/** What a connection's listeners call while it carries an exchange. */
+interface ExchangeHandlers {
+  onData(chunk: Buffer): void;
+  onEnd(): void;
+  onError(error: Error): void;
+}
+
+/**
+ * A connection: its listeners are attached once for its life and call the exchange it carries
+ * (none while idle), instead of four listeners added and removed per request.
+ */
+interface Connection {
+  socket: Socket;
+  exchange: ExchangeHandlers | null;
+  /** While idle: when it expires (`Date.now()` ms); it is closed then, and never reused after. */
+  idleUntil: number;
+}
+
+/** How often idle connections past their expiry are closed (ms); a reuse checks the expiry itself. */
+const IDLE_SWEEP_MS = 500;
+
 /** One origin's kept-alive connections. Callers bound concurrency; a connection is opened when none is idle. */
 export class Http1Origin {
   readonly #url: URL;
   readonly #options: Http1OriginOptions;
-  readonly #idle: Socket[] = [];
+  readonly #idle: Connection[] = [];
   readonly #all = new Set<Socket>();
+  #sweeper: NodeJS.Timeout | null = null;
   #closed = false;
 
   constructor(origin: string, options: Http1OriginOptions) {
@@ -126,46 +162,72 @@ export class Http1Origin {
    * failed before any byte of the request reached the kernel. Any later failure is the
    * caller's to retry (the worker does, with the next `x-mirrorplane-attempt`).
    */
-  async request(request: WireRequest, signal: Cancellation): Promise<WireResponse> {
-    const bytes = encodeRequest(request);
-    const head = request.method === 'HEAD';
+  request(request: WireRequest, signal: Cancellation): Promise<WireResponse> {
+    // Not an async function: one promise per request (the exchange's), not one per layer.
+    try {
+      return this.#start(encodeRequest(request), request.method === 'HEAD', signal);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
+
+  /**
+   * The exchange on a kept connection, or on a new one when none is left. A kept connection
+   * found closed before anything reached it (`StaleConnectionError`) makes the exchange start
+   * here again, with the next one.
+   */
+  #start(bytes: Buffer[], head: boolean, signal: Cancellation): Promise<WireResponse> {
     for (let reused = this.#idle.pop(); reused !== undefined; reused = this.#idle.pop()) {
-      // Closed (or half-closed) by staging while idle: nothing was written to it.
-      if (reused.destroyed || !reused.writable || reused.readableEnded) {
-        reused.destroy();
+      const socket = reused.socket;
+      // Closed (or half-closed) by staging while idle, or past its idle time: nothing was written to it.
+      if (socket.destroyed || !socket.writable || socket.readableEnded || Date.now() >= reused.idleUntil) {
+        socket.destroy();
         continue;
       }
-      try {
-        return await this.#exchange(reused, bytes, head, signal, true);
-      } catch (error) {
-        if (!(error instanceof StaleConnectionError)) throw error;
-      }
+      return this.#exchange(reused, bytes, head, signal, true);
     }
     return this.#exchange(this.#open(), bytes, head, signal, false);
   }
 
-  #open(): Socket {
+  #open(): Connection {
     const url = this.#url;
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const conn: Connection = { socket: null as unknown as Socket, exchange: null, idleUntil: 0 };
     const socket =
       url.protocol === 'https:'
         ? connectTls({ host, port, servername: isIP(host) ? undefined : host, ...this.#options.tls, ALPNProtocols: ['http/1.1'] })
-        : connectTcp({ host, port });
+        : connectTcp({
+            host,
+            port,
+            // Reads land in one buffer of the connection's, handed straight to the exchange: no
+            // Readable stream machinery per read. The reader copies whatever it keeps past a read.
+            onread: {
+              buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+              callback: (n: number, buf: Uint8Array) => {
+                conn.exchange?.onData(Buffer.from(buf.buffer, buf.byteOffset, n));
+                return true;
+              },
+            },
+          });
     socket.setNoDelay(true);
+    conn.socket = socket;
     this.#all.add(socket);
+    if (url.protocol === 'https:') socket.on('data', (chunk: Buffer) => conn.exchange?.onData(chunk));
+    socket.on('end', () => conn.exchange?.onEnd());
     socket.once('close', () => {
       this.#all.delete(socket);
-      const at = this.#idle.indexOf(socket);
+      const at = this.#idle.indexOf(conn);
       if (at !== -1) this.#idle.splice(at, 1);
+      conn.exchange?.onEnd();
     });
-    socket.on('error', () => undefined); // reported by the exchange, or the idle socket just goes
-    // One listener for the socket's life: only an idle socket has a timeout set.
-    socket.on('timeout', () => socket.destroy());
-    return socket;
+    // Reported by the exchange; an idle socket's error just closes it.
+    socket.on('error', (error) => conn.exchange?.onError(error));
+    return conn;
   }
 
-  #exchange(socket: Socket, bytes: Buffer[], head: boolean, signal: Cancellation, reused: boolean): Promise<WireResponse> {
+  #exchange(conn: Connection, bytes: Buffer[], head: boolean, signal: Cancellation, reused: boolean): Promise<WireResponse> {
+    const socket = conn.socket;
     return new Promise<WireResponse>((resolve, reject) => {
       const reader = new ResponseReader(head, this.#options.bodyLimit);
       let settled = false;
@@ -174,67 +236,79 @@ export class Http1Origin {
       const finish = (error: Error | null, response?: WireResponse) => {
         if (settled) return;
         settled = true;
-        socket.off('data', onData);
-        socket.off('end', onEnd);
-        socket.off('close', onEnd);
-        socket.off('error', onError);
+        conn.exchange = null;
         signal.removeEventListener('abort', onAbort);
         if (error !== null) {
           socket.destroy();
-          reject(error);
+          // Nothing of the request reached staging: it goes again, on the next kept connection or a new one.
+          if (error instanceof StaleConnectionError) resolve(this.#start(bytes, head, signal));
+          else reject(error);
           return;
         }
-        if (reader.reusable && !this.#closed && this.#idle.length < this.#options.maxIdle) this.#keep(socket, reader.keepAliveMs);
+        if (reader.reusable && !this.#closed && this.#idle.length < this.#options.maxIdle) this.#keep(conn, reader.keepAliveMs);
         else socket.destroy();
         resolve(response as WireResponse);
       };
-      const onData = (chunk: Buffer) => {
-        let done: WireResponse | null;
-        try {
-          done = reader.push(chunk);
-        } catch (error) {
-          finish(error as Error);
-          return;
-        }
-        if (done !== null) finish(null, done);
-      };
-      const onEnd = () => {
-        const done = reader.end();
-        if (done !== null) finish(null, done);
-        else if (reused && !written && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
-        else finish(new StagingTransportError('UND_ERR_SOCKET: staging closed the connection before the response ended'));
-      };
-      const onError = (error: Error) => {
-        if (reused && !written && !reader.started) finish(new StaleConnectionError(error.message));
-        else finish(error);
-      };
       const onAbort = () => finish(signal.reason instanceof Error ? signal.reason : new StagingTransportError('aborted'));
       if (signal.aborted) return onAbort();
-      socket.setTimeout(0);
-      socket.on('data', onData);
-      socket.on('end', onEnd);
-      socket.on('close', onEnd);
-      socket.on('error', onError);
+      conn.exchange = {
+        onData: (chunk: Buffer) => {
+          let done: WireResponse | null;
+          try {
+            done = reader.push(chunk);
+          } catch (error) {
+            finish(error as Error);
+            return;
+          }
+          if (done !== null) finish(null, done);
+          // The connection's read buffer is reused by the next read: what waits for more is copied.
+          else reader.detach();
+        },
+        onEnd: () => {
+          const done = reader.end();
+          if (done !== null) finish(null, done);
+          else if (reused && !written && !reader.started) finish(new StaleConnectionError('the kept connection was closed by staging'));
+          else finish(new StagingTransportError('UND_ERR_SOCKET: staging closed the connection before the response ended'));
+        },
+        onError: (error: Error) => {
+          if (reused && !written && !reader.started) finish(new StaleConnectionError(error.message));
+          else finish(error);
+        },
+      };
       signal.addEventListener('abort', onAbort);
-      socket.cork();
+      const several = bytes.length > 1;
+      if (several) socket.cork();
       // The first chunk's callback tells that bytes reached the kernel (an error before it: none did).
       socket.write(bytes[0] as Buffer, (error) => {
         if (!error) written = true;
       });
-      for (let i = 1; i < bytes.length; i++) socket.write(bytes[i] as Buffer);
-      socket.uncork();
+      if (several) {
+        for (let i = 1; i < bytes.length; i++) socket.write(bytes[i] as Buffer);
+        socket.uncork();
+      }
     });
   }
 
-  #keep(socket: Socket, keepAliveMs: number | null): void {
+  #keep(conn: Connection, keepAliveMs: number | null): void {
     // Expire before the server does (its Keep-Alive timeout less a second), as undici does.
     const idle = keepAliveMs === null ? this.#options.idleMs : Math.max(0, Math.min(this.#options.idleMs, keepAliveMs - 1000));
     if (idle === 0) {
-      socket.destroy();
+      conn.socket.destroy();
       return;
     }
-    socket.setTimeout(idle);
-    this.#idle.push(socket);
+    // A deadline, not a socket timer: arming and disarming a timer per request cost more than the sweep.
+    conn.idleUntil = Date.now() + idle;
+    this.#idle.push(conn);
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.#sweep(), IDLE_SWEEP_MS);
+      this.#sweeper.unref();
+    }
+  }
+
+  /** Closes the idle connections past their expiry (each leaves the idle list as it closes). */
+  #sweep(): void {
+    const now = Date.now();
+    for (const conn of this.#idle) if (now >= conn.idleUntil) conn.socket.destroy();
   }
 
   /** Kept connections waiting for a request (a connection staging closed leaves at once). */
@@ -244,7 +318,9 @@ export class Http1Origin {
 
   async close(): Promise<void> {
     this.#closed = true;
-    for (const socket of this.#idle) socket.destroy();
+    if (this.#sweeper !== null) clearInterval(this.#sweeper);
+    this.#sweeper = null;
+    for (const conn of this.#idle) conn.socket.destroy();
     this.#idle.length = 0;
     // Exchanges in flight are cut by their deadlines; what is left goes now.
     for (const socket of this.#all) socket.destroy();
@@ -261,6 +337,9 @@ function trimOws(s: string, from: number, to: number): string {
 function broken(detail: string): never {
   throw new StagingResponseError(`staging sent a broken response: ${detail}`);
 }
+
+/** The empty buffer every reader starts with (nothing can be written into it). */
+const EMPTY = Buffer.alloc(0);
 
 const RESPONSE_VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
 /** A chunk-size line: hex size, then optional extensions of visible bytes (RFC 9112 §7.1.1). */
@@ -284,7 +363,7 @@ const enum Body {
 class ResponseReader {
   readonly #headRequest: boolean;
   readonly #limit: number;
-  #buf: Buffer = Buffer.alloc(0);
+  #buf: Buffer = EMPTY;
   #state = Body.Head;
   #remaining = 0;
   #status = 0;
@@ -437,6 +516,11 @@ class ResponseReader {
     }
   }
 
+  /** Copies the bytes kept for the next push, so that they hold no view of the caller's buffer. */
+  detach(): void {
+    if (this.#buf.length > 0) this.#buf = Buffer.from(this.#buf);
+  }
+
   /** The connection ended: a response read until close is complete now. */
   end(): WireResponse | null {
     if (this.#state === Body.UntilClose) return this.#response();
@@ -460,7 +544,7 @@ class ResponseReader {
     return {
       statusCode: this.#status,
       headers: this.#headers,
-      body: this.#chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(this.#chunks, this.#kept),
+      body: this.#chunks.length === 0 ? EMPTY : Buffer.concat(this.#chunks, this.#kept),
       truncated: this.#truncated,
     };
   }

@@ -170,15 +170,20 @@ export class StagingClient {
    * `pre` stage dropped the request); throws a `MirrorplaneError` whose `retryable` says
    * whether another attempt may succeed.
    */
-  async replay(entry: Entry, attempt: number, options: ReplayOptions = {}): Promise<ReplayOutcome> {
+  replay(entry: Entry, attempt: number, options: ReplayOptions = {}): Promise<ReplayOutcome> {
     const prepaid = options.prepaid;
+    // Not an async function: #replay's promise is returned as is (async never throws synchronously).
     if (this.#gate === null || prepaid === undefined) return this.#replay(entry, attempt, undefined, options);
+    return this.#replayPrepaid(this.#gate, entry, attempt, prepaid, options);
+  }
+
+  async #replayPrepaid(gate: OriginGate, entry: Entry, attempt: number, prepaid: string, options: ReplayOptions): Promise<ReplayOutcome> {
     // The prepaid token is used by the one send to its origin, or given back.
     const state = { used: false };
     try {
       return await this.#replay(entry, attempt, { origin: prepaid, state }, options);
     } finally {
-      if (!state.used) this.#gate.refund(prepaid, 1);
+      if (!state.used) gate.refund(prepaid, 1);
     }
   }
 
@@ -256,7 +261,8 @@ export class StagingClient {
   ): Promise<ReplayOutcome> {
     if (this.#gate !== null) {
       if (prepaid !== undefined && prepaid.origin === origin.name) prepaid.state.used = true;
-      else await this.#gate.take(origin.name);
+      // Uncapped (the usual case): no token to wait for, and no promise to await per request.
+      else if (this.#gate.limitOf(origin.name) !== null) await this.#gate.take(origin.name);
     }
     const started = performance.now();
     // A deadline for the whole exchange (connect, headers, body), so that a

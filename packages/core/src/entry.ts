@@ -60,6 +60,13 @@ const PROTOCOL_VALUES: Readonly<Record<string, HttpProtocol>> = { '1.1': 'HTTP/1
 
 const HEADER_SEPARATOR = '\n';
 
+/** The field names by their one byte (undefined: not a field of any layout). */
+const FIELD_BY_BYTE: readonly (string | undefined)[] = (() => {
+  const out: (string | undefined)[] = new Array<string | undefined>(256).fill(undefined);
+  for (const f of [F_VERSION, F_METHOD, F_TARGET, F_HEADERS, F_BODY, F_TIME, F_REQUEST_ID, F_CLIENT, F_TRAILERS, F_PROTOCOL]) out[f.charCodeAt(0)] = f;
+  return out;
+})();
+
 /**
  * Joins raw header pairs into one latin1 buffer. Names and values never contain LF:
  * the ingress's parser refuses it, so LF is a safe separator and no escaping is needed.
@@ -151,7 +158,9 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
   let trailerField: Buffer | undefined;
   let protocolField: string | undefined;
   for (let i = 0; i < fields.length; i += 2) {
-    const name = (fields[i] as Buffer).toString('latin1');
+    const nameBuffer = fields[i] as Buffer;
+    // Every field name is one letter: its byte picks the field, no string made per field.
+    const name = nameBuffer.length === 1 ? FIELD_BY_BYTE[nameBuffer[0] as number] : undefined;
     const value = fields[i + 1] as Buffer;
     switch (name) {
       case F_VERSION:
@@ -185,7 +194,7 @@ export function decodeEntry(id: string, fields: RawFields): Entry {
         protocolField = value.toString('latin1');
         break;
       default:
-        throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(name)}`);
+        throw new EntryDecodeError(`entry ${id} has an unknown field ${JSON.stringify(nameBuffer.toString('latin1'))}`);
     }
   }
   if (version !== ENTRY_VERSION && version !== ENTRY_VERSION_PROTOCOL) {
