@@ -19,7 +19,15 @@ const EPHEMERAL_LOW = (() => {
     return 32768;
   }
 })();
-const LOWEST = 10_000;
+/**
+ * Redis Cluster nodes (redis-cluster.ts) take ports from [10000, 15000) and their cluster bus
+ * the port + 10000, in [20000, 25000); every other port comes from [25000, the ephemeral range),
+ * so a node's bus port, bound a moment after the check, never lands on a port another file chose.
+ */
+const CLUSTER_LOW = 10_000;
+const CLUSTER_HIGH = 15_000;
+const CLUSTER_BUS_OFFSET = 10_000;
+const LOWEST = 25_000;
 
 function bindable(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -29,17 +37,31 @@ function bindable(port: number, host: string): Promise<boolean> {
   });
 }
 
-/** `count` consecutive ports on `host`, each free a moment ago (bound and released), below the ephemeral range. */
-export async function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
-  const span = Math.max(1, Math.min(EPHEMERAL_LOW, 32768) - LOWEST - count);
+async function pick(low: number, high: number, offsets: readonly number[], host: string): Promise<number[]> {
+  const span = Math.max(1, high - low);
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = LOWEST + Math.floor(Math.random() * span);
-    const ports = Array.from({ length: count }, (_, i) => base + i);
+    const base = low + Math.floor(Math.random() * span);
+    const ports = offsets.map((offset) => base + offset);
     let free = true;
     for (const port of ports) if (!(free = await bindable(port, host))) break;
     if (free) return ports;
   }
-  throw new Error(`no run of ${count} free ports on ${host} below ${EPHEMERAL_LOW}`);
+  throw new Error(`no free ports ${offsets.join(', ')} apart on ${host} in [${low}, ${high})`);
+}
+
+/** `count` consecutive ports on `host`, each free a moment ago (bound and released), below the ephemeral range. */
+export function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
+  return pick(
+    LOWEST,
+    Math.max(LOWEST + 1000, Math.min(EPHEMERAL_LOW, 32768)) - count,
+    Array.from({ length: count }, (_, i) => i),
+    host,
+  );
+}
+
+/** A port for a Redis Cluster node whose cluster bus port (+10000) is free too (see above). */
+export async function freeClusterPort(host = '127.0.0.1'): Promise<number> {
+  return (await pick(CLUSTER_LOW, CLUSTER_HIGH, [0, CLUSTER_BUS_OFFSET], host))[0] as number;
 }
 
 /** A TCP port on `host` that was free a moment ago, below the ephemeral range (see above). */

@@ -3,7 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './ports.js';
+import { freeClusterPort } from './ports.js';
 import { waitFor } from './wait.js';
 
 /**
@@ -25,8 +25,8 @@ export class RedisCluster {
     const ports: number[] = [];
     // Each node also listens on port + 10000 (the cluster bus): pick ports where both are free.
     while (ports.length < 3) {
-      const port = await freePort();
-      if (port < 55_000 && !ports.includes(port)) ports.push(port);
+      const port = await freeClusterPort();
+      if (!ports.includes(port)) ports.push(port);
     }
     const cluster = new RedisCluster(ports, mkdtempSync(join(tmpdir(), 'mp-test-cluster-')));
     for (const port of ports) {
