@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecordingServer, RedisServer, Stack, TestCerts, freePort, header, requestHead, runCli, sendRaw, waitFor } from '../helpers/index.js';
+import { RecordingServer, RedisServer, Stack, TestCerts, freeClusterPort, freePort, header, requestHead, runCli, sendRaw, waitFor } from '../helpers/index.js';
 
 /**
  * rediss+sentinel:// and rediss+cluster:// against real servers that speak TLS only and
@@ -68,8 +68,8 @@ before(async () => {
 
   // Three cluster nodes on TLS only; the cluster bus over TLS too.
   while (clusterPorts.length < 3) {
-    const port = await freePort();
-    if (port < 55_000 && !clusterPorts.includes(port)) clusterPorts.push(port);
+    const port = await freeClusterPort();
+    if (!clusterPorts.includes(port)) clusterPorts.push(port);
   }
   for (const port of clusterPorts) {
     const dir = join(certs.dir, `node-${port}`);
