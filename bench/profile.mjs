@@ -62,6 +62,10 @@ const show = (title, map) => {
     console.log(`${share}${per > 0 ? `${(us / per).toFixed(2).padStart(9)} µs` : ''}  ${key}`);
   }
 };
+if (busy === 0) {
+  console.error(`no busy samples after --skip=${skipUs / 1000} ms: the profile covers ${((at - profile.startTime) / 1000).toFixed(0)} ms in all; skip less`);
+  process.exit(2);
+}
 console.log(`busy ${(busy / 1000).toFixed(0)} ms${per > 0 ? ` = ${(busy / per).toFixed(2)} µs per item of ${per}` : ''}`);
 show('self time', self);
 show('inclusive time', inclusive);

@@ -11,6 +11,10 @@ import { cpuSeconds, sleep, startCli, startRedis, startServer, stopAll } from '.
 import { parseArgs } from './support/report.mjs';
 import { benchBody, benchRawHeaders } from './support/request.mjs';
 
+if (process.argv.includes('--help')) {
+  console.log('usage: node bench/worker-costs.mjs [--entries=40000] [--cpu-prof=DIR]');
+  process.exit(0);
+}
 const args = parseArgs();
 const entries = Number(args.extra.entries ?? 40_000);
 const profileDir = args.extra['cpu-prof'];

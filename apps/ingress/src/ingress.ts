@@ -322,7 +322,12 @@ export class Ingress {
     const now = Date.now();
     if (now - this.#lastDropLog < 1000) return;
     this.#lastDropLog = now;
-    this.#logger.warn({ reason, err: errorMessage(error) }, 'answering 503: redis did not accept the entry');
+    this.#logger.warn(
+      { reason, err: errorMessage(error) },
+      reason === 'redis_timeout'
+        ? 'answering 503: redis did not answer in time; the entry may still be stored'
+        : 'answering 503: redis did not accept the entry',
+    );
   }
 
   #lastRefusalLog = 0;
