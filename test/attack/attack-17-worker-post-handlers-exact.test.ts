@@ -93,7 +93,15 @@ async function appendFor(prefix: string, shapes: Shape[], copies: number, seed: 
           0,
           ...(chunked ? ['Transfer-Encoding', 'chunked', 'Trailer', 'X-Sum'] : [r() < 0.5 ? 'Content-Length' : 'content-length', String(body.length)]),
         );
-      const request: MirroredRequest = { method: shape.method, target, rawHeaders, body, receivedAt: Date.now(), requestId: `rq-${shape.n}-${c}`, clientAddress: '10.0.0.1' };
+      const request: MirroredRequest = {
+        method: shape.method,
+        target,
+        rawHeaders,
+        body,
+        receivedAt: Date.now(),
+        requestId: `rq-${shape.n}-${c}`,
+        clientAddress: '10.0.0.1',
+      };
       if (chunked) request.trailers = ['X-Sum', `s${shape.n}-${c}`, 'x-sum', 'dup \xe9'];
       byTarget.set(target, request);
       pipeline.xadd(keys.stream, '*', ...encodeEntryFields(request));
@@ -149,7 +157,8 @@ for (const limit of [16 * 1024, 1 << 20]) {
       const id = /\r\nx-mirrorplane-id: ([^\r]*)/.exec(seen.head)?.[1] ?? '?';
       if (seen.head !== expectedHead(request, id, 1)) bad.push(`request head of ${target} differs`);
       if (!seen.body.equals(request.body)) bad.push(`request body of ${target} differs`);
-      if (JSON.stringify(seen.trailers) !== JSON.stringify(request.trailers ?? [])) bad.push(`request trailers of ${target} differ: ${JSON.stringify(seen.trailers)}`);
+      if (JSON.stringify(seen.trailers) !== JSON.stringify(request.trailers ?? []))
+        bad.push(`request trailers of ${target} differ: ${JSON.stringify(seen.trailers)}`);
     }
     assert.deepEqual(bad.slice(0, 10), [], `${bad.length} requests differ`);
     const idToTarget = new Map(staging.seen.map((s) => [/\r\nx-mirrorplane-id: ([^\r]*)/.exec(s.head)?.[1], s.line.split(' ')[1] as string]));

@@ -38,7 +38,7 @@ export interface Shape {
   label: string;
 }
 
-const NAME_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&\'*+.^_`|~';
+const NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~";
 
 function pick<T>(r: () => number, list: readonly T[]): T {
   return list[Math.floor(r() * list.length)] as T;
@@ -105,7 +105,6 @@ export function makeShapes(seed: number, count: number, options: { allowClose?: 
     }
     const n1 = `X-Shape-${n % 7 === 0 ? 'N' : 'n'}`;
     fields.splice(int(r, 0, fields.length), 0, [n1, String(n)]);
-    let framing = '';
     let bodyBytes: Buffer = Buffer.alloc(0);
     let close = false;
     let statusLine = `HTTP/1.1 ${status} Whatever ${n}`;
@@ -123,7 +122,7 @@ export function makeShapes(seed: number, count: number, options: { allowClose?: 
       case 'chunked': {
         fields.splice(int(r, 0, fields.length), 0, [pick(r, ['Transfer-Encoding', 'transfer-encoding']), pick(r, ['chunked', 'Chunked', 'gzip, chunked'])]);
         const parts: Buffer[] = [];
-        for (let at = 0; at < size; ) {
+        for (let at = 0; at < size;) {
           const len = Math.min(size - at, pick(r, [1, 2, 7, 100, 4096, 16384, 16385, 30000, 70000]));
           const ext = r() < 0.2 ? `;ext${n}=${pick(r, ['1', '"q"', 'x'])}` : '';
           const hex = r() < 0.5 ? len.toString(16) : len.toString(16).toUpperCase();
@@ -164,7 +163,8 @@ export function makeShapes(seed: number, count: number, options: { allowClose?: 
       const headEnd = bytes.length - bodyBytes.length;
       for (const c of [headEnd - 1, headEnd, headEnd + 1, headEnd - 4, headEnd - 2]) cuts.add(c);
       // Inside each chunk-size line and CRLF of a chunked body.
-      if (effective === 'chunked') for (let at = bytes.indexOf('\r\n', headEnd); at !== -1 && at < bytes.length; at = bytes.indexOf('\r\n', at + 2)) cuts.add(at + 1);
+      if (effective === 'chunked')
+        for (let at = bytes.indexOf('\r\n', headEnd); at !== -1 && at < bytes.length; at = bytes.indexOf('\r\n', at + 2)) cuts.add(at + 1);
     }
     const sorted = [...cuts].filter((c) => c > 0 && c < bytes.length).sort((a, b) => a - b);
     const finAfter = !close && options.allowFin === true && r() < 0.15;
@@ -224,6 +224,8 @@ export class ShapeServer {
       this.#sockets.add(socket);
       socket.on('close', () => this.#sockets.delete(socket));
       socket.on('error', () => undefined);
+      // Each piece goes at once (no Nagle wait behind a delayed ACK).
+      socket.setNoDelay(true);
       const parser = new RequestParser({ maxHeaderBytes: 1024 * 1024, maxBodyBytes: 64 * 1024 * 1024 });
       const waiting: ParsedRequest[] = [];
       let busy = false;
