@@ -288,11 +288,11 @@ export class ShapeServer {
     let at = 0;
     for (const cut of [...shape.cuts, shape.bytes.length]) {
       if (socket.destroyed) return;
-      socket.write(shape.bytes.subarray(at, cut));
+      const more = socket.write(shape.bytes.subarray(at, cut));
       at = cut;
       if (cut < shape.bytes.length) {
-        // Drained and a moment later: the client reads this piece alone.
-        await new Promise((r) => (socket.writableLength > 0 ? socket.once('drain', r) : r(null)));
+        // Drained (when the write said to wait) and a moment later: the client reads this piece alone.
+        if (!more) await new Promise((r) => socket.once('drain', r));
         await new Promise((r) => (at % 3 === 0 ? setTimeout(r, 1) : setImmediate(r)));
       }
     }
