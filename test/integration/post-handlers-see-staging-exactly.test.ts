@@ -7,7 +7,7 @@ import { composePipeline, encodeEntryFields, keysFor, loadConfig, type MirroredR
 import { createLogger } from '@mirrorplane/runtime';
 import { ReplayWorker } from '@mirrorplane/worker';
 import { RedisServer, waitFor } from '../helpers/index.js';
-import { diffResponse, makeShapes, rng, ShapeServer, type Shape } from './shapes-17.js';
+import { diffResponse, makeShapes, rng, ShapeServer, type Shape } from '../helpers/response-shapes.js';
 
 // Issue #17, end to end: a real worker (concurrency, kept connections, the reused read buffer,
 // fewer promises per entry) against a raw staging server that answers with generated shapes

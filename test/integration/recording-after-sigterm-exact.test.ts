@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { encodeEntryFields, keysFor } from '@mirrorplane/core';
 import { MirrorplaneProcess, RedisServer, waitFor } from '../helpers/index.js';
-import { makeShapes, ShapeServer, type Shape } from './shapes-17.js';
+import { makeShapes, ShapeServer, type Shape } from '../helpers/response-shapes.js';
 
 // Issue #17 through the real CLI worker and its built-in recording post handler: generated
 // response shapes, split into many reads, SIGTERM while replays are in flight, a second worker

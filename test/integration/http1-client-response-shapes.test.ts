@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Http1Origin, type WireResponse } from '@mirrorplane/worker';
 import { TestCerts } from '../helpers/index.js';
-import { diffResponse, makeShapes, ShapeServer, type Shape } from './shapes-17.js';
+import { diffResponse, makeShapes, ShapeServer, type Shape } from '../helpers/response-shapes.js';
 
 // Issue #17: the staging client reads plain-TCP connections into one reused 16 KiB buffer per
 // connection. Whatever a response keeps past a read (a body part, a header, a chunk line, the
