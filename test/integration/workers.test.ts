@@ -82,8 +82,12 @@ test('a worker killed with SIGKILL mid-load loses nothing: another takes over it
       const entryIds = new Set(copies.map((c) => header(c.rawHeaders, 'x-mirrorplane-id')));
       assert.equal(entryIds.size, 1, `duplicates of ${reqId} carry the same x-mirrorplane-id`);
     }
+    // Only what the killed worker held can be repeated: its in-flight replays (at most
+    // WORKER_CONCURRENCY) and replays it had finished whose acknowledgement had not reached
+    // Redis yet (acknowledgements leave in one batch per turn): at most twice the concurrency,
+    // as in test/reliability/worker-kills.test.ts. (A CI run saw 17.)
     const duplicates = [...seen.values()].filter((c) => c.length > 1).length;
-    assert.ok(duplicates <= 16, `only entries in flight at the kill are repeated (${duplicates})`);
+    assert.ok(duplicates <= 2 * 16, `only entries the killed worker held are repeated (${duplicates})`);
     const status = await waitFor('the stream to drain', async () => {
       const s = await stack.status();
       return s.backlog === 0 && s.pending === 0 ? s : null;
