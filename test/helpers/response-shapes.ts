@@ -1,20 +1,12 @@
 // Generated HTTP/1.1 response shapes and a raw staging server that sends each one split at
-// chosen points (issue #17 attack tests). Not a test file: shared by attack-17-*.test.ts.
+// chosen points. Not a test file: shared by the staging-response tests under test/integration.
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
 import { RequestParser, type ParsedRequest } from '@mirrorplane/ingress';
 
-/** A small seeded PRNG (mulberry32), so a failing shape can be reproduced from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG the chaos schedule uses (mulberry32), so a failing shape can be reproduced from its seed. */
+import { createRandom as rng } from '../chaos/schedule.js';
+export { rng };
 
 export interface Shape {
   /** Index in the shape list (also in the request path). */
